@@ -1,0 +1,37 @@
+"""ganforge: train, resume, sample and evaluate GANs on image data.
+
+Public API (nothing heavy runs at import time):
+    ganforge.load_config(preset=..., path=..., overrides=[...]) -> Config
+    ganforge.train(config, out="runs") -> run directory
+    ganforge.resume(run_dir, overrides=[...]) -> run directory
+    ganforge.load_generator(run_or_ckpt) -> G, with G.sample(n)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "__version__"]
+
+if TYPE_CHECKING:
+    from .config import Config, load_config
+    from .errors import UserError
+    from .trainer import load_generator, resume, train
+
+_LAZY = {
+    "Config": "config",
+    "load_config": "config",
+    "UserError": "errors",
+    "train": "trainer",
+    "resume": "trainer",
+    "load_generator": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ganforge' has no attribute {name!r}")

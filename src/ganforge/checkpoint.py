@@ -1,0 +1,163 @@
+"""Complete training state on disk: atomic writes, keep-last-N after success, safe loads, clear errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+FORMAT = "ganforge-checkpoint"
+FORMAT_VERSION = 1
+CKPT_DIR = "checkpoints"
+_NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
+
+
+def ckpt_name(nimg: int) -> str:
+    return f"ckpt-{nimg:09d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoints of a run, oldest first (temp files of an interrupted write are ignored)."""
+    folder = Path(run_dir) / CKPT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file beside `path`, flush + fsync, then os.replace: `path` is either the old
+    file or the complete new one, whenever the process dies."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: Path, keep: int) -> Path:
+    """Write ckpt-<nimg>.pt atomically; only once it is on disk, remove all but the newest `keep`."""
+    folder = Path(run_dir) / CKPT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ckpt_name(int(state["nimg"]))
+    atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; a truncated, corrupt or foreign file becomes a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"checkpoint {path} is truncated or corrupt and cannot be loaded ({first})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path} is not a ganforge checkpoint (it has no '{FORMAT}' format marker)")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"checkpoint {path} was written by a newer ganforge; upgrade ganforge to load it")
+    return ckpt
+
+
+def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
+    """A run directory plus latest|best|PATH, or a checkpoint file -> the checkpoint file."""
+    target = Path(run_or_ckpt)
+    if which not in ("latest", "best"):
+        return Path(which)
+    if target.is_file():
+        return target
+    if not target.is_dir():
+        raise UserError(f"{target} is neither a run directory nor a checkpoint file")
+    if which == "best":
+        best = target / CKPT_DIR / "best.pt"
+        if not best.is_file():
+            raise UserError(f"run {target} has no best checkpoint; use --ckpt latest or a checkpoint path")
+        return best
+    found = list_checkpoints(target)
+    if not found:
+        raise UserError(f"run {target} has no checkpoints in {target / CKPT_DIR}")
+    return found[-1]
+
+
+def load_state_dict_checked(module: torch.nn.Module, state: dict[str, Any], what: str, path: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise UserError(
+            f"checkpoint {path} does not match the {what} built from its config "
+            f"(was an architecture setting overridden?): {detail}"
+        ) from e
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+
+
+def rng_state(z_generator: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "z": z_generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], z_generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    z_generator.set_state(state["z"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

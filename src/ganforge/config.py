@@ -1,0 +1,323 @@
+"""Configuration: a tree of dataclasses loaded from TOML presets, files and `--set key=value` overrides.
+
+The resolved config is validated once, written to the run directory as `config.toml`, and stored in
+every checkpoint, so a checkpoint alone rebuilds its networks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist5k"  # a registered dataset, or folder:PATH
+    root: str = "data"  # where torchvision datasets are expected (and downloaded to)
+    download: bool = False  # only then may a torchvision dataset be fetched
+    img_size: int = 28  # images are resized once, antialiased, to img_size x img_size
+    channels: int = 1  # 1 or 3; converted as needed
+
+
+@dataclass
+class ModelConfig:
+    g: str = "dcgan"  # registered generator
+    d: str = "dcgan"  # registered discriminator
+    z_dim: int = 100
+    g_width: int = 64  # dcgan: channels of the last hidden layer (doubling towards the input)
+    d_width: int = 64  # dcgan: channels of the first layer; convd: filters per layer
+    g_hidden: list[int] = field(default_factory=lambda: [256, 512, 1024])  # mlp widths
+    d_hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp widths
+    g_act: str = "relu"  # relu | lrelu
+    d_act: str = "lrelu"  # relu | lrelu
+    lrelu_slope: float = 0.2
+    g_norm: str = "bn"  # bn | none
+    d_norm: str = "bn"  # bn | none
+    g_norm_first: bool = True  # batch norm on G's first hidden layer too
+    d_norm_first: bool = False  # batch norm on D's first layer (the DCGAN paper has none)
+    bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
+    bn_eps: float = 1e-5
+    init: str = "dcgan"  # dcgan | xavier | torch (see models.layers.init_weights)
+
+
+@dataclass
+class LossConfig:
+    name: str = "ns"  # registered loss: ns (non-saturating) | minimax (saturating)
+    d_reduction: str = "sum"  # D loss = real + fake (sum) or (real + fake) / 2 (mean)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    g_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    d_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class TrainConfig:
+    kimg: float = 50.0  # length of the run in thousands of real images shown to D
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    step_order: str = "d_first"  # d_first | g_first | simultaneous
+    reuse_fake: bool = False  # the second step of an iteration reuses the first step's fake batch
+    ema_kimg: float = 0.0  # half-life of the EMA of G in kimg; 0 disables G_ema
+    tick_kimg: float = 5.0  # log, grid and checkpoint every tick
+    ckpt_ticks: int = 1  # checkpoint every N ticks (and always at the end)
+    keep_ckpts: int = 3  # checkpoints kept on disk
+    grid_size: int = 64  # fixed-noise images per grid
+    channels_last: bool = True  # memory format for conv nets
+    threads: int = 0  # torch CPU threads; 0 keeps torch's choice
+
+
+@dataclass
+class Config:
+    preset: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+
+_SECTION_TYPES = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+
+
+# ---------------------------------------------------------------------------------------------- presets
+
+
+def preset_names() -> list[str]:
+    files = resources.files("ganforge").joinpath("presets")
+    return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_toml_text(text: str, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{where} is not valid TOML: {e}") from e
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise UserError(f"unknown preset {name!r}; valid choices: {', '.join(preset_names())}")
+    text = resources.files("ganforge").joinpath("presets", f"{name}.toml").read_text()
+    raw = _read_toml_text(text, f"preset {name}")
+    raw.setdefault("preset", name)
+    return raw
+
+
+# --------------------------------------------------------------------------------------------- building
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.kimg=50` -> (["train", "kimg"], 50.0); values parse as TOML, else as a bare string."""
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like section.key=value, e.g. train.kimg=10")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return key.split("."), value
+
+
+def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
+    where = f"{section}.{name}" if section else name
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise UserError(f"{where} must be a whole number, got {value!r}")
+        return int(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be a list like [1, 2], got {value!r}")
+        kind = type(default[0]) if default else None
+        return [_coerce(section, name, v, kind()) if kind else v for v in value]
+    return value
+
+
+def _build_section(cls: type, section: str, raw: dict[str, Any]) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"[{section}] must be a table of settings")
+    defaults = cls()
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in valid:
+            raise UserError(f"unknown config key {section}.{key}; valid keys in [{section}]: {', '.join(valid)}")
+        kwargs[key] = _coerce(section, key, value, getattr(defaults, key))
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    valid = ["preset", "description", *_SECTION_TYPES]
+    for key in raw:
+        if key not in valid:
+            raise UserError(f"unknown config section {key!r}; valid sections: {', '.join(valid)}")
+    sections = {name: _build_section(cls, name, raw.get(name, {})) for name, cls in _SECTION_TYPES.items()}
+    cfg = Config(
+        preset=str(raw.get("preset", "custom")),
+        description=str(raw.get("description", "")),
+        **sections,
+    )
+    validate(cfg)
+    return cfg
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        if len(path) != 2 or path[0] not in _SECTION_TYPES:
+            raise UserError(
+                f"override {item!r} must name section.key with a section among {', '.join(_SECTION_TYPES)}"
+            )
+        out.setdefault(path[0], {})[path[1]] = value
+    return out
+
+
+def load_config(
+    preset: str | None = None,
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Defaults <- preset <- TOML file <- overrides, validated once."""
+    raw: dict[str, Any] = {}
+    if preset is not None:
+        raw = preset_dict(preset)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {p} does not exist")
+        raw = _merge(raw, _read_toml_text(p.read_text(), f"config file {p}"))
+    if preset is None and path is None:
+        raw = preset_dict("default")
+    raw = apply_overrides(raw, overrides or [])
+    return from_dict(raw)
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: Config) -> None:
+    from . import data as data_module
+    from . import losses, models
+
+    d, m, lo, o, t = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.train
+    data_module.check_dataset_name(d.name)
+    _check(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
+    _check(8 <= d.img_size <= 1024, f"data.img_size must be between 8 and 1024, got {d.img_size}")
+    models.GENERATORS.get(m.g)
+    models.DISCRIMINATORS.get(m.d)
+    _check(m.z_dim >= 1, f"model.z_dim must be positive, got {m.z_dim}")
+    _check(m.g_width >= 1 and m.d_width >= 1, "model.g_width and model.d_width must be positive")
+    _check(all(h >= 1 for h in m.g_hidden + m.d_hidden), "model.g_hidden and model.d_hidden must be positive")
+    for name in ("g_act", "d_act"):
+        _check(getattr(m, name) in ("relu", "lrelu"), f"model.{name} must be relu or lrelu")
+    for name in ("g_norm", "d_norm"):
+        _check(getattr(m, name) in ("bn", "none"), f"model.{name} must be bn or none")
+    _check(0.0 <= m.bn_momentum <= 1.0, f"model.bn_momentum must be in [0, 1], got {m.bn_momentum}")
+    _check(m.bn_eps > 0, f"model.bn_eps must be positive, got {m.bn_eps}")
+    _check(m.init in ("dcgan", "xavier", "torch"), f"model.init must be dcgan, xavier or torch, got {m.init!r}")
+    losses.LOSSES.get(lo.name)
+    _check(lo.d_reduction in ("sum", "mean"), f"loss.d_reduction must be sum or mean, got {lo.d_reduction!r}")
+    _check(o.name == "adam", f"optim.name must be adam, got {o.name!r}")
+    _check(o.g_lr > 0 and o.d_lr > 0, "optim.g_lr and optim.d_lr must be positive")
+    for name in ("g_betas", "d_betas"):
+        betas = getattr(o, name)
+        _check(
+            len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),
+            f"optim.{name} must be two numbers in [0, 1), got {betas}",
+        )
+    _check(t.kimg > 0, f"train.kimg must be positive, got {t.kimg}")
+    _check(t.batch_size >= 1, f"train.batch_size must be positive, got {t.batch_size}")
+    _check(
+        t.step_order in ("d_first", "g_first", "simultaneous"),
+        f"train.step_order must be d_first, g_first or simultaneous, got {t.step_order!r}",
+    )
+    _check(t.ema_kimg >= 0, f"train.ema_kimg must be >= 0, got {t.ema_kimg}")
+    _check(t.tick_kimg > 0, f"train.tick_kimg must be positive, got {t.tick_kimg}")
+    _check(t.ckpt_ticks >= 1, f"train.ckpt_ticks must be >= 1, got {t.ckpt_ticks}")
+    _check(t.keep_ckpts >= 1, f"train.keep_ckpts must be >= 1, got {t.keep_ckpts}")
+    _check(t.grid_size >= 1, f"train.grid_size must be >= 1, got {t.grid_size}")
+    _check(t.threads >= 0, f"train.threads must be >= 0, got {t.threads}")
+    _check(
+        t.device == "auto" or t.device in ("cpu", "mps") or t.device.startswith("cuda"),
+        f"train.device must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}",
+    )
+
+
+# ----------------------------------------------------------------------------------------- TOML output
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def dump_toml(raw: dict[str, Any]) -> str:
+    """TOML for a dict of scalars and one level of tables (what Config holds)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for key, table in raw.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"

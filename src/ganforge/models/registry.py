@@ -1,0 +1,4 @@
+from ..registry import Registry
+
+GENERATORS = Registry("generator")
+DISCRIMINATORS = Registry("discriminator")

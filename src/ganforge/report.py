@@ -1,0 +1,117 @@
+"""What a person looks at: sample grids, the progress GIF, loss curves and model summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def grid_nrow(n: int) -> int:
+    """Images per row for a near-square grid of n images."""
+    return max(1, math.ceil(math.sqrt(n)))
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> uint8 [0, 255] on the CPU."""
+    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -> None:
+    """Images in [-1, 1] [N, C, H, W] -> one PNG grid."""
+    from torchvision.utils import save_image
+
+    images = images.detach().float().cpu().contiguous()
+    save_image(images, str(path), nrow=nrow or grid_nrow(images.shape[0]), normalize=True, value_range=(-1, 1),
+               padding=2)
+
+
+def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> list[Path]:
+    """One PNG per image: folder/000000.png, ..."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(to_uint8(images)):
+        array = img.permute(1, 2, 0).numpy()
+        path = folder / f"{start + i:06d}.png"
+        Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(path)
+        paths.append(path)
+    return paths
+
+
+def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100) -> None:
+    """The fixed-noise grids in training order, looping."""
+    from PIL import Image
+
+    if not frames:
+        return
+    images = [Image.open(p).convert("P", palette=Image.Palette.ADAPTIVE) for p in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+
+
+def read_stats(path: Path | str) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(stats: list[dict], path: Path | str) -> None:
+    """D and G loss per tick, and mean D(real) / D(fake) per tick, against kimg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kimg = [s["kimg"] for s in stats]
+    fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(kimg, [s["d_loss"] for s in stats], label="D loss")
+    ax_loss.plot(kimg, [s["g_loss"] for s in stats], label="G loss")
+    ax_loss.set_xlabel("kimg")
+    ax_loss.set_ylabel("loss (mean over tick)")
+    ax_loss.legend()
+    ax_prob.plot(kimg, [s["d_real"] for s in stats], label="D(real)")
+    ax_prob.plot(kimg, [s["d_fake"] for s in stats], label="D(fake)")
+    ax_prob.set_ylim(0, 1)
+    ax_prob.set_xlabel("kimg")
+    ax_prob.set_ylabel("mean sigmoid(D logit)")
+    ax_prob.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def model_summary(model: nn.Module, example: torch.Tensor, title: str) -> str:
+    """Layer, output shape and parameter count of every leaf module, as in Keras' summary()."""
+    rows: list[tuple[str, str, int]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if list(module.children()):
+            continue
+
+        def hook(mod: nn.Module, _inp: tuple, out: torch.Tensor, name: str = name) -> None:
+            params = sum(p.numel() for p in mod.parameters(recurse=False))
+            rows.append((f"{name} ({type(mod).__name__})", str(list(out.shape)), params))
+
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    width = max([len(r[0]) for r in rows] + [24])
+    lines = [title, f"{'layer':<{width}}  {'output shape':<20} {'params':>12}", "-" * (width + 35)]
+    lines += [f"{name:<{width}}  {shape:<20} {params:>12,}" for name, shape, params in rows]
+    lines += ["-" * (width + 35), f"total parameters: {total:,} (trainable {trainable:,})"]
+    return "\n".join(lines)

@@ -1,0 +1,474 @@
+"""The training loop: it owns the order of D and G steps, counts progress in images seen, and does its
+logging, grids and checkpoints at ticks, never inside the inner math."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import checkpoint as ckpt_io
+from . import report
+from .config import Config, apply_overrides, from_dict
+from .data import EpochSampler, ImageData, load_dataset
+from .errors import UserError
+from .losses import GANLoss, get_loss
+from .models import Discriminator, Generator, build_discriminator, build_generator
+
+_RUN_DIR = re.compile(r"^(\d{4,})-")
+
+
+# ----------------------------------------------------------------------------------------------- setup
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device={name} but no CUDA device is available; use --set train.device=cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("train.device=mps but MPS is not available; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def new_run_dir(out: Path | str, preset: str) -> Path:
+    """out/NNNN-<preset>, numbered after the highest existing run; never an existing directory."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory for run directories")
+    out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", preset).strip("-") or "run"
+    numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_DIR.match(p.name))]
+    n = max(numbers, default=-1) + 1
+    while True:
+        run_dir = out / f"{n:04d}-{slug}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            n += 1
+
+
+def has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in module.modules())
+
+
+def ema_beta(batch_size: int, ema_kimg: float) -> float:
+    """Per-step decay whose half-life is ema_kimg thousand images: 0.5 ** (batch / ema_nimg)."""
+    return 0.5 ** (batch_size / (ema_kimg * 1000.0))
+
+
+@torch.no_grad()
+def update_ema(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
+    ema_params = [p for p in G_ema.parameters()]
+    params = [p.detach() for p in G.parameters()]
+    torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs, in memory."""
+
+    cfg: Config
+    G: Generator
+    D: Discriminator
+    G_ema: Generator | None
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    z_gen: torch.Generator
+    fixed_z: torch.Tensor
+    nimg: int = 0
+    tick: int = 0
+    time_s: float = 0.0
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "nimg": self.nimg,
+            "tick": self.tick,
+            "time_s": self.time_s,
+            "rng": ckpt_io.rng_state(self.z_gen),
+            "fixed_z": self.fixed_z,
+        }
+
+
+def _adam(params: Any, lr: float, betas: list[float], eps: float) -> torch.optim.Optimizer:
+    # foreach updates all tensors in a few kernels instead of one Python loop per parameter.
+    return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), eps=eps, foreach=True)
+
+
+def build_state(cfg: Config, device: torch.device) -> TrainState:
+    torch.manual_seed(cfg.train.seed)
+    G = build_generator(cfg).to(device)
+    D = build_discriminator(cfg).to(device)
+    if cfg.train.channels_last:
+        for net in (G, D):
+            if has_conv(net):
+                net.to(memory_format=torch.channels_last)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.train.ema_kimg > 0 else None
+    o = cfg.optim
+    opt_G = _adam(G.parameters(), o.g_lr, o.g_betas, o.eps)
+    opt_D = _adam(D.parameters(), o.d_lr, o.d_betas, o.eps)
+    z_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+    fixed_z = G.make_z(cfg.train.grid_size, torch.Generator().manual_seed(cfg.train.seed))
+    return TrainState(cfg, G, D, G_ema, opt_G, opt_D, z_gen, fixed_z)
+
+
+def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
+    ckpt_io.load_state_dict_checked(state.G, ckpt["G"], "generator", path)
+    ckpt_io.load_state_dict_checked(state.D, ckpt["D"], "discriminator", path)
+    if state.G_ema is not None:
+        source = ckpt["G_ema"] if ckpt.get("G_ema") is not None else ckpt["G"]
+        ckpt_io.load_state_dict_checked(state.G_ema, source, "generator EMA", path)
+    try:
+        state.opt_G.load_state_dict(ckpt["opt_G"])
+        state.opt_D.load_state_dict(ckpt["opt_D"])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise UserError(f"checkpoint {path} has optimizer state that does not fit the networks: {e}") from e
+    state.nimg = int(ckpt["nimg"])
+    state.tick = int(ckpt["tick"])
+    state.time_s = float(ckpt.get("time_s", 0.0))
+    state.fixed_z = ckpt["fixed_z"]
+    ckpt_io.set_rng_state(ckpt["rng"], state.z_gen)
+
+
+# ------------------------------------------------------------------------------------------------ steps
+
+
+class Stepper:
+    """One training iteration in the order the config names; returns detached stats, never syncs."""
+
+    def __init__(self, state: TrainState, loss: GANLoss) -> None:
+        self.s = state
+        self.loss = loss
+        t = state.cfg.train
+        self.order = t.step_order
+        self.reuse_fake = t.reuse_fake
+        self.batch_size = t.batch_size
+        self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
+        self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
+        self.memory_format = torch.channels_last if t.channels_last and has_conv(state.D) else None
+
+    def _z(self) -> torch.Tensor:
+        s = self.s
+        return torch.randn(self.batch_size, s.G.z_dim, device=s.z_gen.device, generator=s.z_gen)
+
+    def _fake(self, grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            return self.s.G(self._z())
+
+    def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        s = self.s
+        real_logits = s.D(real)
+        fake_logits = s.D(fake)
+        d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
+        s.opt_D.zero_grad(set_to_none=True)
+        d_loss.backward()
+        s.opt_D.step()
+        return d_loss.detach(), real_logits.detach(), fake_logits.detach()
+
+    def _g_step(self, fake: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        s.D.requires_grad_(False)  # G's step needs D's input gradients only, not its weight gradients
+        try:
+            g_loss = self.loss.g(s.D(fake))
+            s.opt_G.zero_grad(set_to_none=True)
+            g_loss.backward()
+            s.opt_G.step()
+        finally:
+            s.D.requires_grad_(True)
+        if s.G_ema is not None:
+            update_ema(s.G_ema, s.G, self.ema_beta)
+        return g_loss.detach()
+
+    def _simultaneous(self, real: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Both losses from one forward pass and both gradients before either update (TensorFlow's
+        GradientTape recipe)."""
+        s = self.s
+        fake = s.G(self._z())
+        real_logits = s.D(real)
+        fake_logits = s.D(fake)
+        d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
+        g_loss = self.loss.g(fake_logits)
+        d_params = [p for p in s.D.parameters()]
+        g_params = [p for p in s.G.parameters()]
+        d_grads = torch.autograd.grad(d_loss, d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(g_loss, g_params)
+        for p, grad in zip(d_params + g_params, d_grads + g_grads, strict=True):
+            p.grad = grad
+        s.opt_D.step()
+        s.opt_G.step()
+        if s.G_ema is not None:
+            update_ema(s.G_ema, s.G, self.ema_beta)
+        return d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach()
+
+    def __call__(self, real: torch.Tensor) -> torch.Tensor:
+        if self.order == "simultaneous":
+            d_loss, g_loss, real_logits, fake_logits = self._simultaneous(real)
+        elif self.order == "d_first":
+            fake = self._fake(grad=self.reuse_fake)
+            d_loss, real_logits, fake_logits = self._d_step(real, fake.detach())
+            g_loss = self._g_step(fake if self.reuse_fake else self._fake(grad=True))
+        else:  # g_first
+            fake = self._fake(grad=True)
+            g_loss = self._g_step(fake)
+            fake_for_d = fake.detach() if self.reuse_fake else self._fake(grad=False)
+            d_loss, real_logits, fake_logits = self._d_step(real, fake_for_d)
+        # [d_loss, g_loss, mean D(real), mean D(fake)], still on the device
+        return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
+
+
+# ------------------------------------------------------------------------------------------------- loop
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM ask the loop to stop after the current iteration; a second Ctrl-C aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopFlag:
+        if hasattr(signal, "SIGTERM") and _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised after a stop request once the checkpoint is safely on disk."""
+
+    def __init__(self, run_dir: Path, kimg: float) -> None:
+        super().__init__(f"stopped at {kimg:.3f} kimg; checkpoint saved in {run_dir}")
+        self.run_dir = run_dir
+        self.kimg = kimg
+
+
+def grid_name(nimg: int, tick_kimg: float) -> str:
+    k, r = divmod(nimg, 1000)
+    return f"fakes{k:06d}.png" if tick_kimg >= 1 else f"fakes{k:06d}.{r:03d}.png"
+
+
+def _format_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | None = None,
+                 log: Any = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = pick_device(cfg.train.device)
+        self.data: ImageData = load_dataset(cfg.data)
+        self.state = build_state(cfg, self.device)
+        fmt = torch.channels_last if cfg.train.channels_last and has_conv(self.state.D) else None
+        self.data.to(self.device, fmt)
+        if resume_from is not None:
+            restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
+        self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device)
+        self.stepper = Stepper(self.state, get_loss(cfg.loss.name))
+        self.samples_dir = self.run_dir / "samples"
+        self.stats_path = self.run_dir / "stats.jsonl"
+
+    # ---- outputs at ticks
+
+    def _sample_grid(self) -> torch.Tensor:
+        G = self.state.G_ema if self.state.G_ema is not None else self.state.G
+        was_training = G.training
+        G.eval()
+        with torch.no_grad():
+            fake = G(self.state.fixed_z.to(self.device))
+        G.train(was_training)
+        return fake
+
+    def _write_reals(self) -> None:
+        path = self.samples_dir / "reals.png"
+        if path.exists():
+            return
+        n = min(self.cfg.train.grid_size, len(self.data))
+        idx = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.cfg.train.seed))[:n]
+        report.save_grid(self.data.batch(idx.to(self.device)), path)
+
+    def _save_checkpoint(self) -> Path:
+        return ckpt_io.save_checkpoint(self.state.to_checkpoint(), self.run_dir, self.cfg.train.keep_ckpts)
+
+    def _tick(self, sums: torch.Tensor, iters: int, tick_start: float, nimg_start: int, final: bool) -> None:
+        s, t = self.state, self.cfg.train
+        values = (sums / max(iters, 1)).tolist()  # the one sync per tick
+        now = time.perf_counter()
+        kimg = s.nimg / 1000
+        sec_per_kimg = (now - tick_start) / max((s.nimg - nimg_start) / 1000, 1e-9)
+        s.tick += 1
+        stats = {
+            "tick": s.tick,
+            "kimg": round(kimg, 3),
+            "epoch": round(self.sampler.epochs(s.nimg // t.batch_size), 3),
+            "d_loss": values[0],
+            "g_loss": values[1],
+            "d_real": values[2],
+            "d_fake": values[3],
+            "sec_per_kimg": round(sec_per_kimg, 4),
+            "time_s": round(s.time_s, 2),
+        }
+        self.log(
+            f"tick {s.tick:<4d} kimg {kimg:<8.2f} epoch {stats['epoch']:<7.2f} sec/kimg {sec_per_kimg:<7.2f} "
+            f"d_loss {values[0]:<7.4f} g_loss {values[1]:<7.4f} D(real) {values[2]:.3f} D(fake) {values[3]:.3f} "
+            f"time {_format_time(s.time_s)}"
+        )
+        if not all(math.isfinite(v) for v in values[:2]):
+            last = ckpt_io.list_checkpoints(self.run_dir)
+            where = f"; the last good checkpoint is {last[-1]}" if last else ""
+            raise UserError(
+                f"training diverged at {kimg:.2f} kimg (d_loss {values[0]}, g_loss {values[1]}){where}; "
+                "lower optim.g_lr / optim.d_lr or change the loss"
+            )
+        with open(self.stats_path, "a") as f:
+            f.write(json.dumps(stats) + "\n")
+        report.save_grid(self._sample_grid(), self.samples_dir / grid_name(s.nimg, t.tick_kimg))
+        if final or s.tick % t.ckpt_ticks == 0:
+            self._save_checkpoint()
+
+    def _finish(self) -> None:
+        grids = sorted(self.samples_dir.glob("fakes*.png"))
+        report.make_gif(grids, self.run_dir / "progress.gif")
+        report.save_grid(self._sample_grid(), self.run_dir / "final.png")
+        stats = report.read_stats(self.stats_path)
+        if stats:
+            report.plot_losses(stats, self.run_dir / "losses.png")
+
+    # ---- the loop
+
+    def run(self) -> Path:
+        s, t = self.state, self.cfg.train
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        self._write_reals()
+        total_nimg = int(round(t.kimg * 1000))
+        tick_nimg = max(1, int(round(t.tick_kimg * 1000)))
+        next_tick = (s.nimg // tick_nimg + 1) * tick_nimg
+        sums = torch.zeros(4, device=self.device)
+        iters = 0
+        tick_start, nimg_start = time.perf_counter(), s.nimg
+        last_time = tick_start
+        bar = tqdm(total=total_nimg, initial=min(s.nimg, total_nimg), unit="img", unit_scale=True,
+                   dynamic_ncols=True, disable=None, leave=False, file=sys.stderr)
+        with _StopFlag() as stop:
+            while s.nimg < total_nimg:
+                iteration = s.nimg // t.batch_size
+                real = self.data.batch(self.sampler.indices(iteration))
+                sums += self.stepper(real)
+                iters += 1
+                s.nimg += t.batch_size
+                now = time.perf_counter()
+                s.time_s += now - last_time
+                last_time = now
+                bar.update(t.batch_size)
+                if iters % 25 == 0 and not bar.disable:
+                    d_loss, g_loss, d_real, d_fake = (sums / iters).tolist()
+                    bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", D_real=f"{d_real:.2f}",
+                                    D_fake=f"{d_fake:.2f}")
+                done = s.nimg >= total_nimg
+                if s.nimg >= next_tick or done or stop.requested:
+                    self._tick(sums, iters, tick_start, nimg_start, final=done or stop.requested)
+                    sums.zero_()
+                    iters = 0
+                    next_tick = (s.nimg // tick_nimg + 1) * tick_nimg
+                    tick_start, nimg_start = time.perf_counter(), s.nimg
+                    last_time = tick_start
+                if stop.requested:
+                    bar.close()
+                    raise TrainingInterrupted(self.run_dir, s.nimg / 1000)
+        bar.close()
+        self._finish()
+        self.log(f"done: {s.nimg / 1000:.2f} kimg in {_format_time(s.time_s)}; run directory {self.run_dir}")
+        return self.run_dir
+
+
+# ------------------------------------------------------------------------------------------- public API
+
+
+def _prepare_stats_for_resume(stats_path: Path, nimg: int) -> None:
+    """Drop stats lines written after the checkpoint being resumed; they will be produced again."""
+    if not stats_path.is_file():
+        return
+    keep = [line for line in stats_path.read_text().splitlines()
+            if line.strip() and json.loads(line)["kimg"] <= nimg / 1000 + 1e-9]
+    ckpt_io.atomic_write_text("".join(line + "\n" for line in keep), stats_path)
+
+
+def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
+    """Train a fresh run under out/NNNN-<preset>; returns the run directory."""
+    run_dir = new_run_dir(out, cfg.preset)
+    ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
+    trainer = Trainer(cfg, run_dir, log=log)
+    trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images)")
+    return trainer.run()
+
+
+def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any = None) -> Path:
+    """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
+    path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
+    ckpt = ckpt_io.load_checkpoint(path)
+    cfg = from_dict(apply_overrides(ckpt["config"], overrides or []))
+    run_dir = path.parent.parent
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
+    ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
+    _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
+    trainer = Trainer(cfg, run_dir, resume_from=path, log=log)
+    trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
+    return trainer.run()
+
+
+def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | torch.device = "cpu",
+                   ema: bool = True) -> Generator:
+    """The generator of a run or checkpoint (G_ema when the run kept one), in eval mode on `device`."""
+    path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
+    state = ckpt_io.load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    G = build_generator(cfg)
+    weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
+    ckpt_io.load_state_dict_checked(G, weights, "generator", path)
+    device = pick_device(str(device)) if str(device) == "auto" else torch.device(device)
+    return G.to(device).eval()
