@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny datasets written into tmp_path and tiny configs that train in a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganforge.config import Config, load_config
+
+torch.set_num_threads(1)
+
+
+def write_digit_folder(root: Path, n_per_class: int = 16, classes: int = 2, size: int = 16) -> Path:
+    """A folder of small grey images, one subfolder per class, each class a different bright square."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            img = rng.integers(0, 40, size=(size, size), dtype=np.uint8)
+            img[2 + c * 4 : 8 + c * 4, 3:12] = 230
+            Image.fromarray(img, mode="L").save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return write_digit_folder(tmp_path / "images")
+
+
+def tiny_overrides(folder: Path, **extra: object) -> list[str]:
+    settings: dict[str, object] = {
+        "data.name": f'"folder:{folder}"',
+        "data.img_size": 16,
+        "model.g": '"dcgan"',
+        "model.d": '"dcgan"',
+        "model.z_dim": 8,
+        "model.g_width": 8,
+        "model.d_width": 8,
+        "train.batch_size": 8,
+        "train.kimg": 0.064,
+        "train.tick_kimg": 0.032,
+        "train.grid_size": 4,
+        "train.device": '"cpu"',
+    }
+    settings.update(extra)
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+@pytest.fixture
+def tiny_cfg(image_folder: Path):
+    """tiny_cfg(**{"train.ema_kimg": 1.0}) -> a Config on the folder dataset with 16x16 nets."""
+
+    def make(preset: str = "default", **extra: object) -> Config:
+        return load_config(preset=preset, overrides=tiny_overrides(image_folder, **extra))
+
+    return make

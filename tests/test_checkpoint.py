@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ganforge import checkpoint as ckpt_io
+from ganforge.errors import UserError
+from ganforge.trainer import load_generator, train
+
+
+def _state(nimg: int) -> dict:
+    return {"nimg": nimg, "weights": torch.full((3,), float(nimg))}
+
+
+def test_keep_last_n_after_success(tmp_path):
+    for nimg in (100, 200, 300, 400):
+        ckpt_io.save_checkpoint(_state(nimg), tmp_path, keep=2)
+    names = [p.name for p in ckpt_io.list_checkpoints(tmp_path)]
+    assert names == [ckpt_io.ckpt_name(300), ckpt_io.ckpt_name(400)]
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(tmp_path))["nimg"] == 400
+
+
+def test_crash_mid_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    ckpt_io.save_checkpoint(_state(100), tmp_path, keep=1)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.truncate(40)  # half a file on disk, then the process "dies"
+        raise SystemExit("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(SystemExit):
+        ckpt_io.save_checkpoint(_state(200), tmp_path, keep=1)
+    monkeypatch.undo()
+    found = ckpt_io.list_checkpoints(tmp_path)
+    assert [p.name for p in found] == [ckpt_io.ckpt_name(100)]
+    assert ckpt_io.load_checkpoint(found[-1])["nimg"] == 100
+
+
+def test_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):
+    path = ckpt_io.save_checkpoint(_state(100), tmp_path, keep=1)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="truncated or corrupt") as info:
+        ckpt_io.load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_garbage_and_foreign_files_are_refused(tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        ckpt_io.load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": torch.zeros(2)}, foreign)
+    with pytest.raises(UserError, match="not a ganforge checkpoint"):
+        ckpt_io.load_checkpoint(foreign)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ckpt_io.FORMAT, "obj": object()}, path)
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        ckpt_io.load_checkpoint(path)
+
+
+def test_checkpoint_alone_rebuilds_generator_and_mismatch_is_clear(tmp_cfg_run):
+    run_dir = tmp_cfg_run
+    path = ckpt_io.resolve_checkpoint(run_dir)
+    G = load_generator(path)
+    assert G.sample(3, seed=0).shape == (3, 1, 16, 16)
+    ckpt = ckpt_io.load_checkpoint(path)
+    ckpt["config"]["model"]["g_width"] = 16
+    bad = run_dir / "mismatch.pt"
+    torch.save(ckpt, bad)
+    with pytest.raises(UserError, match="does not match the generator"):
+        load_generator(bad)
+
+
+def test_missing_run_or_best_is_clear(tmp_path, tmp_cfg_run):
+    with pytest.raises(UserError, match="neither a run directory nor a checkpoint"):
+        ckpt_io.resolve_checkpoint(tmp_path / "nope")
+    with pytest.raises(UserError, match="no best checkpoint"):
+        ckpt_io.resolve_checkpoint(tmp_cfg_run, "best")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="has no checkpoints"):
+        ckpt_io.resolve_checkpoint(tmp_path / "empty")
+
+
+@pytest.fixture
+def tmp_cfg_run(tmp_path, tiny_cfg):
+    return train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from ganforge.config import Config, apply_overrides, from_dict, load_config, parse_override, preset_names
+from ganforge.errors import UserError
+
+RECIPES = ["mnist-dcgan", "mnist-mlp-convd", "mnist-mlp-small", "mnist-mlp", "mnist-mlp-bn"]
+
+
+def test_all_recipes_and_default_are_presets():
+    assert set(RECIPES + ["default"]) <= set(preset_names())
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_round_trips_through_toml(name):
+    cfg = load_config(preset=name)
+    assert cfg.preset == name
+    assert cfg.description
+    again = from_dict(tomllib.loads(cfg.to_toml()))
+    assert again == cfg
+
+
+def test_overrides_parse_as_toml_values():
+    assert parse_override("train.kimg=50") == (["train", "kimg"], 50)
+    assert parse_override("optim.g_betas=[0.0, 0.99]") == (["optim", "g_betas"], [0.0, 0.99])
+    assert parse_override("data.name=folder:/x/y") == (["data", "name"], "folder:/x/y")
+    cfg = load_config(preset="mnist-mlp", overrides=["train.kimg=5", "optim.g_lr=1e-4", "train.ema_kimg=1"])
+    assert cfg.train.kimg == 5.0 and isinstance(cfg.train.kimg, float)
+    assert cfg.optim.g_lr == 1e-4
+    assert cfg.model.g_hidden == [256, 512, 1024]
+
+
+def test_config_file_applies_on_top_of_preset(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text('[train]\nkimg = 3\n[optim]\nd_lr = 0.001\n')
+    cfg = load_config(preset="mnist-mlp-bn", path=path)
+    assert cfg.train.kimg == 3.0 and cfg.optim.d_lr == 0.001
+    assert cfg.train.step_order == "g_first"
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"preset": "nope"}, "valid choices: default"),
+        ({"overrides": ["train.nope=1"]}, "unknown config key train.nope"),
+        ({"overrides": ["nope.kimg=1"]}, "section among"),
+        ({"overrides": ["train.kimg=-1"]}, "train.kimg must be positive"),
+        ({"overrides": ["train.kimg=fast"]}, "train.kimg must be a number"),
+        ({"overrides": ["train.batch_size=2.5"]}, "whole number"),
+        ({"overrides": ["model.g=transformer"]}, "unknown generator 'transformer'"),
+        ({"overrides": ["loss.name=hinge2"]}, "unknown loss"),
+        ({"overrides": ["data.name=imagenet"]}, "unknown dataset 'imagenet'"),
+        ({"overrides": ["data.channels=2"]}, "data.channels must be 1 or 3"),
+        ({"overrides": ["train.step_order=random"]}, "train.step_order must be"),
+        ({"overrides": ["optim.g_betas=[0.5]"]}, "optim.g_betas must be two numbers"),
+        ({"overrides": ["trainkimg"]}, "section.key=value"),
+        ({"path": "/no/such/file.toml"}, "does not exist"),
+    ],
+)
+def test_bad_config_is_one_clear_error(kwargs, needle):
+    with pytest.raises(UserError, match=None) as info:
+        load_config(**kwargs)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_toml_file_is_a_user_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train\nkimg = ")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(path=path)
+
+
+def test_defaults_without_preset_are_the_default_preset():
+    assert load_config() == load_config(preset="default")
+    assert isinstance(load_config(), Config)
+
+
+def test_apply_overrides_does_not_mutate_input():
+    raw = {"train": {"kimg": 1.0}}
+    apply_overrides(raw, ["train.kimg=2"])
+    assert raw == {"train": {"kimg": 1.0}}

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ganforge.config import DataConfig
+from ganforge.data import DATASETS, EpochSampler, convert_channels, load_dataset, prepare
+from ganforge.errors import UserError
+
+
+def write_idx(root: Path, folder: str, n: int = 20) -> np.ndarray:
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.tobytes())
+    return images
+
+
+def test_registry_lists_all_datasets():
+    assert {"mnist5k", "mnist", "fashion-mnist", "cifar10", "celeba"} <= set(DATASETS.names())
+
+
+def test_bundled_digits_load_in_memory_normalised():
+    data = load_dataset(DataConfig(name="mnist5k"))
+    assert data.images.shape == (5000, 1, 28, 28)
+    assert data.images.dtype == torch.float32
+    assert abs(data.images.min().item() + 1) < 1e-6 and abs(data.images.max().item() - 1) < 1e-6
+    assert sorted(data.labels.unique().tolist()) == list(range(10))
+    counts = torch.bincount(data.labels)
+    assert counts.min() > 400
+
+
+def test_bundled_digits_resize_and_convert():
+    data = load_dataset(DataConfig(name="mnist5k", img_size=32, channels=3))
+    assert data.images.shape == (5000, 3, 32, 32)
+    assert torch.equal(data.images[:, 0], data.images[:, 2])
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_torchvision_sets_read_idx_files_without_download(tmp_path, name, folder):
+    images = write_idx(tmp_path, folder)
+    data = load_dataset(DataConfig(name=name, root=str(tmp_path)))
+    assert data.images.shape == (20, 1, 28, 28)
+    expected = torch.from_numpy(images).float().div(127.5).sub(1).unsqueeze(1)
+    assert torch.allclose(data.images, expected)
+    assert data.labels.tolist() == [i % 10 for i in range(20)]
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
+def test_missing_torchvision_set_says_how_to_get_it(tmp_path, name):
+    with pytest.raises(UserError, match="data.download=true"):
+        load_dataset(DataConfig(name=name, root=str(tmp_path)))
+
+
+def test_missing_celeba_says_where_it_is_expected(tmp_path):
+    with pytest.raises(UserError, match="img_align_celeba"):
+        load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=16, channels=3))
+
+
+def test_celeba_layout_reads_train_split(tmp_path):
+    folder = tmp_path / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    lines = []
+    for i in range(6):
+        Image.new("RGB", (178, 218), (i * 40, 10, 10)).save(folder / f"{i:06d}.jpg")
+        lines.append(f"{i:06d}.jpg {0 if i < 4 else 1}")
+    (tmp_path / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    cfg = DataConfig(name="celeba", root=str(tmp_path), img_size=16, channels=3)
+    data = load_dataset(cfg)
+    assert data.images.shape == (4, 3, 16, 16)
+    again = load_dataset(cfg)  # from the cache written beside the images
+    assert torch.equal(again.images, data.images)
+
+
+def test_folder_labels_come_from_subfolders(image_folder):
+    data = load_dataset(DataConfig(name=f"folder:{image_folder}", img_size=16))
+    assert len(data) == 32
+    assert data.classes == ["class0", "class1"]
+    assert torch.bincount(data.labels).tolist() == [16, 16]
+
+
+def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "a.png")
+    data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=1))
+    assert data.images.shape == (1, 1, 8, 8)
+    grey = round(0.299 * 255) / 127.5 - 1
+    assert abs(data.images.mean().item() - grey) < 0.01
+
+
+def test_corrupt_image_is_named_in_the_error(tmp_path):
+    Image.new("L", (8, 8)).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(UserError, match="broken.png"):
+        load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8))
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_dataset(DataConfig(name=f"folder:{tmp_path / 'nope'}"))
+    with pytest.raises(UserError, match="holds no images"):
+        load_dataset(DataConfig(name=f"folder:{tmp_path}"))
+
+
+def test_channel_conversion_and_antialiased_resize():
+    grey = torch.full((2, 1, 4, 4), 100, dtype=torch.uint8)
+    assert convert_channels(grey, 3).shape == (2, 3, 4, 4)
+    checker = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+    checker[..., ::2, ::2] = 255
+    checker[..., 1::2, 1::2] = 255
+    small = prepare(checker, 1, 4)
+    assert small.shape == (1, 1, 4, 4)
+    # antialiasing averages the checkerboard to mid-grey instead of picking one phase
+    assert abs(small.float().mean().item() - 127.5) < 2 and small.float().std().item() < 2
+
+
+def test_epoch_sampler_covers_each_image_once_per_epoch_and_is_reproducible():
+    sampler = EpochSampler(10, 3, seed=5, device=torch.device("cpu"))
+    assert sampler.batches_per_epoch == 3
+    epoch0 = torch.cat([sampler.indices(i) for i in range(3)])
+    assert len(set(epoch0.tolist())) == 9
+    epoch1 = torch.cat([sampler.indices(i) for i in range(3, 6)])
+    assert not torch.equal(epoch0, epoch1)
+    fresh = EpochSampler(10, 3, seed=5, device=torch.device("cpu"))
+    assert torch.equal(fresh.indices(4), sampler.indices(4))
+
+
+def test_batch_larger_than_dataset_is_refused():
+    with pytest.raises(UserError, match="larger than the dataset"):
+        EpochSampler(4, 8, seed=0, device=torch.device("cpu"))

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ganforge.config import load_config
+from ganforge.errors import UserError
+from ganforge.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
+from ganforge.models.dcgan import dcgan_levels
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("g_name", GENERATORS.names())
+@pytest.mark.parametrize("d_name", DISCRIMINATORS.names())
+@pytest.mark.parametrize("img_size, channels", [(28, 1), (32, 3), (16, 1)])
+def test_every_registered_pair_has_the_right_shapes(g_name, d_name, img_size, channels):
+    cfg = load_config(
+        preset="default",
+        overrides=[f"model.g={g_name}", f"model.d={d_name}", f"data.img_size={img_size}",
+                   f"data.channels={channels}", "model.g_width=8", "model.d_width=8",
+                   "model.g_hidden=[16, 16]", "model.d_hidden=[16]", "model.z_dim=12"],
+    )
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    z = torch.randn(5, 12)
+    fake = G(z)
+    assert fake.shape == (5, channels, img_size, img_size)
+    assert fake.min() >= -1 and fake.max() <= 1
+    logits = D(fake)
+    assert logits.shape == (5,)
+    assert torch.isfinite(logits).all()
+
+
+def test_r5_mlp_bn_parameter_counts_match_the_recipe():
+    cfg = load_config(preset="mnist-mlp-bn")
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    assert n_params(G) == 1_510_032
+    assert n_params(D) == 533_505
+    bns = [m for m in G.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert [bn.num_features for bn in bns] == [256, 512, 1024]
+    assert all(abs(bn.momentum - 0.8) < 1e-12 and abs(bn.eps - 1e-5) < 1e-12 for bn in bns)
+
+
+def _layer_signature(module: nn.Module) -> list[tuple]:
+    out = []
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            out.append((type(m).__name__, m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0]))
+        elif isinstance(m, nn.BatchNorm2d):
+            out.append(("BN", m.num_features))
+        elif isinstance(m, nn.ReLU | nn.LeakyReLU | nn.Tanh):
+            out.append((type(m).__name__,))
+    return out
+
+
+def test_r1_dcgan_layers_match_the_recipe():
+    cfg = load_config(preset="mnist-dcgan")
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    assert _layer_signature(G) == [
+        ("ConvTranspose2d", 100, 256, 4, 1, 0), ("BN", 256), ("ReLU",),
+        ("ConvTranspose2d", 256, 128, 4, 2, 1), ("BN", 128), ("ReLU",),
+        ("ConvTranspose2d", 128, 64, 4, 2, 1), ("BN", 64), ("ReLU",),
+        ("ConvTranspose2d", 64, 1, 4, 2, 1), ("Tanh",),
+    ]
+    assert _layer_signature(D) == [
+        ("Conv2d", 1, 64, 4, 2, 1), ("BN", 64), ("LeakyReLU",),
+        ("Conv2d", 64, 128, 4, 2, 1), ("BN", 128), ("LeakyReLU",),
+        ("Conv2d", 128, 256, 4, 2, 1), ("BN", 256), ("LeakyReLU",),
+        ("Conv2d", 256, 1, 4, 1, 0),
+    ]
+    assert G(torch.randn(2, 100)).shape == (2, 1, 32, 32)
+
+
+def test_dcgan_init_follows_radford():
+    cfg = load_config(preset="mnist-dcgan")
+    torch.manual_seed(0)
+    G = build_generator(cfg)
+    convs = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(weights.std().item() - 0.02) < 0.002
+    assert abs(weights.mean().item()) < 0.001
+    bn = torch.cat([m.weight for m in G.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert abs(bn.mean().item() - 1.0) < 0.01
+
+
+@pytest.mark.parametrize("preset", ["mnist-mlp-convd", "mnist-mlp-small", "mnist-mlp"])
+def test_recipe_layer_widths(preset):
+    cfg = load_config(preset=preset)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    g_widths = [m.out_features for m in G.modules() if isinstance(m, nn.Linear)]
+    expected_g = {"mnist-mlp-convd": [128, 784], "mnist-mlp-small": [256, 256, 784],
+                  "mnist-mlp": [256, 512, 1024, 784]}[preset]
+    assert g_widths == expected_g
+    if preset == "mnist-mlp-convd":
+        convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
+        assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [(128, 4, 2), (128, 4, 2)]
+        slopes = {m.negative_slope for m in G.modules() if isinstance(m, nn.LeakyReLU)}
+        assert slopes == {0.3}
+
+
+def test_sample_uses_eval_mode_and_leaves_bn_stats_alone():
+    cfg = load_config(preset="mnist-mlp-bn")
+    G = build_generator(cfg).train()
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    a = G.sample(6, seed=3)
+    b = G.sample(6, seed=3)
+    assert G.training
+    assert torch.equal(a, b)
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("size, expected", [(28, (7, 2)), (32, (4, 3)), (64, (4, 4)), (16, (4, 2))])
+def test_dcgan_levels(size, expected):
+    assert dcgan_levels(size) == expected
+
+
+def test_dcgan_rejects_sizes_it_cannot_build():
+    with pytest.raises(UserError, match="img_size"):
+        dcgan_levels(30)

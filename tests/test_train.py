@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ganforge import checkpoint as ckpt_io
+from ganforge.trainer import Trainer, ema_beta, new_run_dir, resume, train, update_ema
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def final_weights(run_dir) -> dict:
+    return ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    for net in ("G", "D", "G_ema"):
+        if a[net] is None:
+            assert b[net] is None
+            continue
+        assert a[net].keys() == b[net].keys()
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs"
+    for opt in ("opt_G", "opt_D"):
+        for pid, state in a[opt]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, b[opt]["state"][pid][key]), f"{opt}[{pid}].{key} differs"
+    assert a["nimg"] == b["nimg"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"train.ema_kimg": 0.05},  # dcgan with BN and EMA, D first, fresh z
+        {"model.g": '"mlp"', "model.d": '"mlp"', "model.g_hidden": "[16, 16]", "model.d_hidden": "[16]",
+         "model.g_norm_first": "false", "train.step_order": '"g_first"', "train.reuse_fake": "true",
+         "loss.d_reduction": '"mean"'},  # the R5 pattern
+        {"train.step_order": '"simultaneous"', "loss.name": '"minimax"'},
+        {"train.reuse_fake": "true"},  # the R4 pattern
+    ],
+    ids=["dcgan-ema", "g-first-reuse", "simultaneous", "d-first-reuse"],
+)
+def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, extra):
+    # 0.104 kimg = 13 iterations of batch 8, across two epochs of the 32-image folder
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.104}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
+    assert final_weights(half)["nimg"] == 48
+    resumed = resume(half, ["train.kimg=0.104"], log=quiet)
+    assert resumed == half
+    a, b = final_weights(full), final_weights(resumed)
+    assert_same_state(a, b)
+    # and training did change the weights
+    fresh = ckpt_io.load_checkpoint(ckpt_io.list_checkpoints(half)[0])
+    assert not torch.equal(a["G"][next(iter(a["G"]))], fresh["G"][next(iter(fresh["G"]))]) or a["nimg"] != fresh["nimg"]
+
+
+def test_run_directory_outputs(tmp_path, tiny_cfg):
+    run_dir = train(tiny_cfg(**{"train.ema_kimg": 0.05}), out=tmp_path, log=quiet)
+    for name in ("config.toml", "stats.jsonl", "progress.gif", "losses.png", "final.png", "samples/reals.png"):
+        assert (run_dir / name).is_file(), name
+    grids = sorted((run_dir / "samples").glob("fakes*.png"))
+    assert len(grids) == 2
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [s["tick"] for s in stats] == [1, 2]
+    assert {"kimg", "sec_per_kimg", "d_loss", "g_loss", "d_real", "d_fake"} <= set(stats[0])
+    assert all(0 <= s["d_real"] <= 1 and 0 <= s["d_fake"] <= 1 for s in stats)
+    ckpt = final_weights(run_dir)
+    assert ckpt["G_ema"] is not None
+    assert {"python", "numpy", "torch", "z"} <= set(ckpt["rng"])
+    assert ckpt["config"]["train"]["ema_kimg"] == 0.05
+
+
+def test_run_directories_are_never_reused(tmp_path):
+    (tmp_path / "0007-default").mkdir()
+    (tmp_path / "notes.txt").write_text("keep me")
+    first = new_run_dir(tmp_path, "default")
+    second = new_run_dir(tmp_path, "mnist-mlp")
+    assert first.name == "0008-default" and second.name == "0009-mnist-mlp"
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_resume_keeps_stats_of_earlier_ticks_only(tmp_path, tiny_cfg):
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.048}), out=tmp_path, log=quiet)
+    with open(run_dir / "stats.jsonl", "a") as f:  # a tick written after the last checkpoint
+        f.write(json.dumps({"tick": 9, "kimg": 5.0}) + "\n")
+    resume(run_dir, ["train.kimg=0.096"], log=quiet)
+    kimgs = [json.loads(line)["kimg"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert kimgs == sorted(kimgs) and 5.0 not in kimgs
+    assert kimgs[-1] == 0.096
+
+
+def test_stop_request_saves_a_checkpoint_and_raises(tmp_path, tiny_cfg):
+    from ganforge.trainer import TrainingInterrupted, _StopFlag
+
+    run_dir = new_run_dir(tmp_path, "tiny")
+    trainer = Trainer(tiny_cfg(**{"train.kimg": 1.0}), run_dir, log=quiet)
+    original_enter = _StopFlag.__enter__
+
+    def enter_and_request(self):
+        flag = original_enter(self)
+        flag.requested = True
+        return flag
+
+    _StopFlag.__enter__ = enter_and_request
+    try:
+        with pytest.raises(TrainingInterrupted):
+            trainer.run()
+    finally:
+        _StopFlag.__enter__ = original_enter
+    ckpt = final_weights(run_dir)
+    assert ckpt["nimg"] == 8  # one iteration, then a clean stop
+
+
+def test_ema_half_life_matches_closed_form():
+    beta = ema_beta(batch_size=64, ema_kimg=10.0)
+    steps = int(10_000 / 64)
+    assert abs(beta**steps - 0.5) < 0.01
+    ema, net = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.zero_()
+        for p in net.parameters():
+            p.fill_(1.0)
+    for _ in range(steps):
+        update_ema(ema, net, beta)
+    assert abs(ema.weight[0, 0].item() - (1 - beta**steps)) < 1e-5
+
+
+def test_divergence_is_reported_not_hidden(tmp_path, tiny_cfg):
+    from ganforge.errors import UserError
+
+    with pytest.raises(UserError, match="diverged"):
+        train(tiny_cfg(**{"optim.g_lr": 1e30, "optim.d_lr": 1e30, "model.init": '"torch"'}), out=tmp_path,
+              log=quiet)
