@@ -103,7 +103,7 @@ def model_summary(model: nn.Module, example: torch.Tensor, title: str) -> str:
     model.eval()
     try:
         with torch.no_grad():
-            model(example)
+            output = model(example)
     finally:
         model.train(was_training)
         for h in hooks:
@@ -113,5 +113,6 @@ def model_summary(model: nn.Module, example: torch.Tensor, title: str) -> str:
     width = max([len(r[0]) for r in rows] + [24])
     lines = [title, f"{'layer':<{width}}  {'output shape':<20} {'params':>12}", "-" * (width + 35)]
     lines += [f"{name:<{width}}  {shape:<20} {params:>12,}" for name, shape, params in rows]
+    lines.append(f"{'(output)':<{width}}  {str(list(output.shape)):<20} {'':>12}")
     lines += ["-" * (width + 35), f"total parameters: {total:,} (trainable {trainable:,})"]
     return "\n".join(lines)

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ganforge import checkpoint as ckpt_io
+from ganforge.cli import main
+from ganforge.config import preset_names
+
+from .conftest import tiny_overrides
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def only_run(out: Path) -> Path:
+    runs = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_presets_lists_every_preset_with_a_description(capsys):
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == preset_names()
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    overrides = tiny_overrides(image_folder, **{"train.ema_kimg": 0.05, "train.kimg": 0.032})
+    assert main(["train", "--preset", "default", "--out", str(out), "--seed", "3", *set_args(overrides)]) == 0
+    run_dir = only_run(out)
+    assert "seed = 3" in (run_dir / "config.toml").read_text()
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.064"]) == 0
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 64
+
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid), "--seed", "7"]) == 0
+    assert Image.open(grid).size == (3 * 18 + 2, 3 * 18 + 2)
+    assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid)]) == 2  # never overwrites
+    assert "--force" in capsys.readouterr().err
+
+    folder = tmp_path / "samples"
+    ckpt = ckpt_io.resolve_checkpoint(run_dir)
+    assert main(["sample", str(ckpt), "--n", "5", "--out", str(folder), "--batch-size", "2"]) == 0
+    files = sorted(folder.glob("*.png"))
+    assert len(files) == 5 and Image.open(files[0]).size == (16, 16)
+
+
+def test_sampling_is_seeded(tmp_path, image_folder):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    paths = [tmp_path / f"{name}.png" for name in ("a", "b", "c")]
+    for path, seed in zip(paths, (1, 1, 2), strict=True):
+        assert main(["sample", str(run_dir), "--n", "4", "--out", str(path), "--seed", str(seed)]) == 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].read_bytes() != paths[2].read_bytes()
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_trains_from_the_cli(tmp_path, preset):
+    """Each preset's own nets and step order, on the bundled digits, for a few iterations."""
+    out = tmp_path / "runs"
+    args = ["train", "--preset", preset, "--out", str(out), "--set", "train.kimg=0.256",
+            "--set", "train.tick_kimg=0.128", "--set", "train.grid_size=4"]
+    assert main(args) == 0
+    run_dir = only_run(out)
+    assert (run_dir / "progress.gif").is_file()
+    assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "g.png")]) == 0
+
+
+def test_summary_prints_layers_and_parameter_counts(capsys):
+    assert main(["summary", "--preset", "mnist-mlp-bn"]) == 0
+    out = capsys.readouterr().out
+    assert "total parameters: 1,510,032" in out
+    assert "total parameters: 533,505" in out
+    assert "[2, 1, 28, 28]" in out and "BatchNorm1d" in out
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    assert main(["train", "--preset", "mnist-dcgan", "--set", "train.kimg=7", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "kimg = 7.0" in out and "lr" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--preset", "nope"], "unknown preset 'nope'; valid choices:"),
+        (["train", "--set", "train.speed=9"], "unknown config key train.speed"),
+        (["train", "--set", "data.name=folder:/no/such/dir", "--out", "{tmp}"], "does not exist"),
+        (["train", "--set", "model.d=resnet9"], "unknown discriminator 'resnet9'"),
+        (["train", "--resume", "{tmp}/nope"], "neither a run directory nor a checkpoint"),
+        (["sample", "{tmp}/nope", "--out", "{tmp}/x.png"], "neither a run directory nor a checkpoint"),
+        (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.png"], "truncated or corrupt"),
+        (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.jpg"], "truncated or corrupt"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 truncated")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+
+
+def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ganforge", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(run_parent: Path, proc: subprocess.Popen, timeout: float = 60) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = list(run_parent.glob("*/checkpoints/ckpt-*.pt")) if run_parent.exists() else []
+        if runs:
+            return runs[0].parent.parent
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_a_real_process_reports_bad_input_without_traceback(tmp_path):
+    proc = _spawn(["train", "--preset", "nope"], tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().startswith("error: unknown preset") and "Traceback" not in err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, image_folder):
+    overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.016})
+    proc = _spawn(["train", "--out", "runs", *set_args(overrides)], tmp_path)
+    run_dir = _wait_for_checkpoint(tmp_path / "runs", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    ckpt = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))
+    assert ckpt["nimg"] > 0
+
+
+def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):
+    overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.008,
+                                                "train.keep_ckpts": 2})
+    proc = _spawn(["train", "--out", "runs", *set_args(overrides)], tmp_path)
+    run_dir = _wait_for_checkpoint(tmp_path / "runs", proc)
+    time.sleep(1.5)  # checkpoints are being written every iteration now
+    proc.kill()
+    proc.communicate(timeout=60)
+    latest = ckpt_io.resolve_checkpoint(run_dir)
+    state = ckpt_io.load_checkpoint(latest)
+    assert state["nimg"] > 0 and isinstance(state["G"], dict)
+    assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+    # and the run resumes from it
+    assert main(["train", "--resume", str(run_dir), "--set", f"train.kimg={(state['nimg'] + 8) / 1000}",
+                 "--set", "train.tick_kimg=1"]) == 0
