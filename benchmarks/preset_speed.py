@@ -28,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}")
-    print(f"| preset | batch | G params | D params | sec/kimg | img/s |")
-    print(f"|---|---:|---:|---:|---:|---:|")
+    print("| preset | batch | G params | D params | sec/kimg | img/s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for preset in args.presets.split(","):
         cfg = load_config(preset=preset, overrides=[f"train.kimg={2 * args.kimg}", f"train.tick_kimg={args.kimg}",
                                                     f"train.device={args.device}", "train.grid_size=16"])

@@ -136,3 +136,22 @@ def test_divergence_is_reported_not_hidden(tmp_path, tiny_cfg):
     with pytest.raises(UserError, match="diverged"):
         train(tiny_cfg(**{"optim.g_lr": 1e30, "optim.d_lr": 1e30, "model.init": '"torch"'}), out=tmp_path,
               log=quiet)
+
+
+def test_evaluation_at_ticks_logs_metrics_and_keeps_best(tmp_path, tiny_cfg, monkeypatch):
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    extra = {"eval.every_kimg": 0.016, "eval.n": 40, "eval.metrics": '["fd_digits", "classes"]',
+             "train.kimg": 0.048, "train.tick_kimg": 0.016}
+    run_dir = train(tiny_cfg(**extra), out=tmp_path / "a", log=quiet)
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert all("fd_digits" in s["metrics"] and "classes_covered" in s["metrics"] for s in stats)
+    history = json.loads((run_dir / "metrics.json").read_text())
+    assert len(history) == len(stats) == 3
+    best = ckpt_io.load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    fds = [s["metrics"]["fd_digits"] for s in stats]
+    assert abs(best["best"]["value"] - min(fds)) < 1e-9
+    assert best["nimg"] == int(round(best["best"]["kimg"] * 1000))
+    # evaluation draws its own noise: it must not change the training trajectory
+    plain = train(tiny_cfg(**{k: v for k, v in extra.items() if not k.startswith("eval.")}), out=tmp_path / "b",
+                  log=quiet)
+    assert_same_state(final_weights(run_dir), final_weights(plain))

@@ -89,6 +89,60 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_records(records: list[dict]) -> None:
+    print(f"{'metric':<20} {'value':>12}  {'n_fake':>7} {'n_real':>7}  reference / extractor")
+    for r in records:
+        value = r["value"]
+        shown = f"{value:12.5g}" if isinstance(value, float) else f"{value!s:>12}"
+        print(f"{r['metric']:<20} {shown}  {r['n_fake']:>7} {r['n_real']:>7}  {r['reference']} / {r['extractor']}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from .metrics import OFFLINE_DEFAULT, evaluate, evaluate_run
+
+    start = time.perf_counter()
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    if args.run is not None:
+        if args.real or args.fake:
+            raise UserError("give either a run directory / checkpoint, or --real and --fake, not both")
+        if metrics is None:
+            from . import checkpoint as ckpt_io
+
+            path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
+            data_name = ckpt_io.load_checkpoint(path)["config"]["data"]["name"]
+            metrics = ["modes"] if data_name == "stacked-mnist5k" else OFFLINE_DEFAULT
+        records = evaluate_run(args.run, metrics, n=args.n, ckpt=args.ckpt, seed=args.seed,
+                               device=args.device or "cpu", inception_weights=args.inception_weights)
+        where = "metrics.json in the run directory"
+    else:
+        if not (args.real and args.fake):
+            raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
+        from .config import DataConfig
+        from .data import check_dataset_name, load_dataset
+        from .metrics.core import EvalContext, ImageSet, append_metrics_json, real_image_set
+
+        for name in (args.real, args.fake):
+            check_dataset_name(name)
+        real_cfg = DataConfig(name=args.real, img_size=args.img_size, channels=args.channels, root=args.data_root)
+        fake_cfg = DataConfig(name=args.fake, img_size=args.img_size, channels=args.channels, root=args.data_root)
+        fake_data = load_dataset(fake_cfg)
+        fake = ImageSet(fake_data.batch(torch.arange(len(fake_data))), args.fake, "all")
+        ctx = EvalContext(fake, real_image_set(real_cfg), device=args.device or "cpu", seed=args.seed,
+                          inception_weights=args.inception_weights)
+        records = evaluate(ctx, metrics or OFFLINE_DEFAULT)
+        where = "nowhere (pass --out FILE to keep them)"
+        if args.out:
+            append_metrics_json(records, Path(args.out), {"real": args.real, "fake": args.fake})
+            where = str(args.out)
+    _print_records(records)
+    print(f"evaluated in {time.perf_counter() - start:.1f}s; results with their protocol written to {where}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     import torch
 
@@ -135,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")
     p.add_argument("--force", action="store_true", help="replace an existing grid / add to a non-empty folder")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")
+    p.add_argument("run", type=Path, nargs="?", help="run directory or checkpoint file")
+    p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
+    p.add_argument("--n", type=int, default=10_000, help="generated images to evaluate")
+    p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
+                                     "(modes for stacked-mnist5k runs); also fid,kid,is,pr_inception")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
+    p.add_argument("--real", help="reference images without a run: a dataset name or folder:PATH")
+    p.add_argument("--fake", help="images to evaluate without a run: folder:PATH or a dataset name")
+    p.add_argument("--img-size", type=int, default=28, help="with --real/--fake: resize both to this size")
+    p.add_argument("--channels", type=int, default=1, help="with --real/--fake: 1 or 3")
+    p.add_argument("--data-root", default="data", help="with --real/--fake: root of torchvision datasets")
+    p.add_argument("--out", help="with --real/--fake: append the results to this metrics.json")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("summary", help="layer, output shape and parameter count of G and D")
     _add_config_args(p)

@@ -81,6 +81,14 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    every_kimg: float = 0.0  # evaluate at the first tick past every N kimg (and at the end); 0 disables
+    metrics: list[str] = field(default_factory=lambda: ["fd_digits"])
+    n: int = 2000  # generated images per evaluation during training
+    best_metric: str = ""  # metric whose best value keeps checkpoints/best.pt; "" = the first one
+
+
+@dataclass
 class Config:
     preset: str = "custom"
     description: str = ""
@@ -89,6 +97,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,6 +112,7 @@ _SECTION_TYPES = {
     "loss": LossConfig,
     "optim": OptimConfig,
     "train": TrainConfig,
+    "eval": EvalConfig,
 }
 
 
@@ -178,6 +188,8 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list):
             raise UserError(f"{where} must be a list like [1, 2], got {value!r}")
         kind = type(default[0]) if default else None
+        if kind is None and section == "eval":
+            kind = str
         return [_coerce(section, name, v, kind()) if kind else v for v in value]
     return value
 
@@ -292,6 +304,21 @@ def validate(cfg: Config) -> None:
     _check(t.keep_ckpts >= 1, f"train.keep_ckpts must be >= 1, got {t.keep_ckpts}")
     _check(t.grid_size >= 1, f"train.grid_size must be >= 1, got {t.grid_size}")
     _check(t.threads >= 0, f"train.threads must be >= 0, got {t.threads}")
+    e = cfg.eval
+    _check(e.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {e.every_kimg}")
+    _check(e.n >= 10, f"eval.n must be at least 10, got {e.n}")
+    if e.every_kimg > 0:
+        from .metrics import METRICS
+
+        _check(bool(e.metrics), "eval.metrics must name at least one metric")
+        from .metrics.core import BEST_DIRECTION
+
+        for name in e.metrics:
+            METRICS.get(name)
+        _check(
+            e.best_metric == "" or e.best_metric in BEST_DIRECTION,
+            f"eval.best_metric must be one of {', '.join(sorted(BEST_DIRECTION))}, got {e.best_metric!r}",
+        )
     _check(
         t.device == "auto" or t.device in ("cpu", "mps") or t.device.startswith("cuda"),
         f"train.device must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}",

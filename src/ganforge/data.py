@@ -65,6 +65,24 @@ def load_mnist5k(cfg: DataConfig) -> RawImages:
     return RawImages(images, torch.from_numpy(table[:, -1]), [str(i) for i in range(10)])
 
 
+STACKED_SIZE = 50_000
+STACKED_SEED = 0
+
+
+@DATASETS.register("stacked-mnist5k")
+def load_stacked_mnist5k(cfg: DataConfig) -> RawImages:
+    """Stacked MNIST from the bundled digits: 50,000 RGB images whose three channels are three independent
+    random digits (fixed seed), label = 100 * d0 + 10 * d1 + d2, one of 1,000 modes. Set data.channels=3."""
+    if cfg.channels != 3:
+        raise UserError("stacked-mnist5k has three channels; set data.channels=3")
+    digits = load_mnist5k(cfg)
+    gen = torch.Generator().manual_seed(STACKED_SEED)
+    picks = torch.randint(0, digits.images.shape[0], (STACKED_SIZE, 3), generator=gen)
+    images = digits.images[:, 0][picks]  # [N, 3, 28, 28]
+    labels = (digits.labels[picks] * torch.tensor([100, 10, 1])).sum(1)
+    return RawImages(images, labels, [f"{i:03d}" for i in range(1000)])
+
+
 def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
     import torchvision.datasets as tvd
 

@@ -97,6 +97,7 @@ class TrainState:
     nimg: int = 0
     tick: int = 0
     time_s: float = 0.0
+    best: dict[str, Any] | None = None  # {"metric", "value", "kimg"} of checkpoints/best.pt
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class TrainState:
             "time_s": self.time_s,
             "rng": ckpt_io.rng_state(self.z_gen),
             "fixed_z": self.fixed_z,
+            "best": self.best,
         }
 
 
@@ -151,6 +153,7 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
     state.tick = int(ckpt["tick"])
     state.time_s = float(ckpt.get("time_s", 0.0))
     state.fixed_z = ckpt["fixed_z"]
+    state.best = ckpt.get("best")
     ckpt_io.set_rng_state(ckpt["rng"], state.z_gen)
 
 
@@ -311,6 +314,8 @@ class Trainer:
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name))
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
+        self._real_set = None
+        self._last_eval_nimg = self.state.nimg
 
     # ---- outputs at ticks
 
@@ -364,11 +369,63 @@ class Trainer:
                 f"training diverged at {kimg:.2f} kimg (d_loss {values[0]}, g_loss {values[1]}){where}; "
                 "lower optim.g_lr / optim.d_lr or change the loss"
             )
+        records = self._evaluate() if self._eval_due(final) else []
+        if records:
+            stats["metrics"] = {r["metric"]: r["value"] for r in records}
+            self.log("  " + "  ".join(f"{r['metric']} {r['value']:.4g}" for r in records
+                                      if isinstance(r["value"], int | float)))
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
         report.save_grid(self._sample_grid(), self.samples_dir / grid_name(s.nimg, t.tick_kimg))
-        if final or s.tick % t.ckpt_ticks == 0:
-            self._save_checkpoint()
+        improved = self._update_best(records)
+        if final or improved or s.tick % t.ckpt_ticks == 0:
+            path = self._save_checkpoint()
+            if improved:
+                ckpt_io.atomic_copy(path, path.parent / "best.pt")
+
+    # ---- evaluation at ticks
+
+    def _eval_due(self, final: bool) -> bool:
+        every = self.cfg.eval.every_kimg
+        if every <= 0:
+            return False
+        every_nimg = max(1, int(round(every * 1000)))
+        due = final or self.state.nimg // every_nimg > self._last_eval_nimg // every_nimg
+        if due:
+            self._last_eval_nimg = self.state.nimg
+        return due
+
+    def _evaluate(self) -> list[dict[str, Any]]:
+        from .metrics.core import EvalContext, ImageSet, append_metrics_json, evaluate, quantize, real_image_set
+
+        e, s = self.cfg.eval, self.state
+        if self._real_set is None:
+            self._real_set = real_image_set(self.cfg.data, self.data)
+        G = s.G_ema if s.G_ema is not None else s.G
+
+        def draw(count: int) -> torch.Tensor:
+            return quantize(G.sample(count, seed=self.cfg.train.seed)).cpu()
+
+        ctx = EvalContext(ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}"), self._real_set,
+                          device=self.device, seed=self.cfg.train.seed, fake_fn=draw)
+        records = evaluate(ctx, e.metrics, kimg=s.nimg / 1000)
+        append_metrics_json(records, self.run_dir / "metrics.json", {"checkpoint": None, "kimg": s.nimg / 1000})
+        return records
+
+    def _update_best(self, records: list[dict[str, Any]]) -> bool:
+        from .metrics.core import BEST_DIRECTION
+
+        if not records:
+            return False
+        name = self.cfg.eval.best_metric or records[0]["metric"]
+        value = next((r["value"] for r in records if r["metric"] == name), None)
+        if value is None or name not in BEST_DIRECTION:
+            return False
+        best = self.state.best
+        better = best is None or (value < best["value"] if BEST_DIRECTION[name] == "min" else value > best["value"])
+        if better:
+            self.state.best = {"metric": name, "value": float(value), "kimg": self.state.nimg / 1000}
+        return better
 
     def _finish(self) -> None:
         grids = sorted(self.samples_dir.glob("fakes*.png"))

@@ -1,0 +1,283 @@
+"""Evaluation: fake and real image sets, features computed once and shared by every metric, real
+statistics cached on disk, and a protocol recorded beside every number."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..registry import Registry
+from . import formulas
+from .classifier import NUM_CLASSES, WEIGHTS_SHA256, classify, load_classifier
+
+METRICS = Registry("metric")
+OFFLINE_DEFAULT = ["fd_digits", "kid_digits", "is_digits", "pr", "dc", "classes"]
+DIGIT_EXTRACTOR = "ganforge-digits-cnn"
+DIGIT_RESIZE = "28x28 bilinear antialiased (torch.nn.functional.interpolate) when not 28x28; RGB averaged to grey"
+MODES_N = 26_000  # the PacGAN / VEEGAN Stacked MNIST protocol
+# Which way is better, for every value a metric reports (used to keep the best checkpoint).
+BEST_DIRECTION = {
+    "fd_digits": "min", "kid_digits": "min", "is_digits": "max", "precision": "max", "recall": "max",
+    "density": "max", "coverage": "max", "classes_covered": "max", "classes_kl": "min",
+    "classes_confidence": "max", "modes": "max", "modes_kl": "min", "fid": "min", "kid": "min", "is": "max",
+    "precision_inception": "max", "recall_inception": "max",
+}
+
+
+def metric_names() -> list[str]:
+    return METRICS.names()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge")) / "stats"
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Round to the 256 levels a saved PNG holds, so a run and its exported images score the same."""
+    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).div(127.5).sub(1)
+
+
+class ImageSet:
+    """A named set of images in [-1, 1] [N, C, H, W], with a key for caching its features."""
+
+    def __init__(self, images: torch.Tensor, name: str, split: str, cache_key: str | None = None) -> None:
+        self.images = images
+        self.name = name
+        self.split = split
+        self.cache_key = cache_key  # None: never cached (generated images)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+class EvalContext:
+    """What metrics need, computed lazily and at most once: digit features and probabilities of the fake
+    and real sets (real ones from the on-disk cache when present)."""
+
+    def __init__(self, fake: ImageSet, real: ImageSet | None, device: str | torch.device = "cpu", seed: int = 0,
+                 fake_fn: Callable[[int], torch.Tensor] | None = None, inception_weights: str | None = None,
+                 inception_extractor: str = "inception-v3-compat") -> None:
+        self.fake = fake
+        self.real = real
+        self.device = torch.device(device)
+        self.seed = seed
+        self.fake_fn = fake_fn  # draws more fakes when a protocol asks for its own n (modes)
+        self.inception_weights = inception_weights
+        self.inception_extractor = inception_extractor
+
+    @cached_property
+    def classifier(self):
+        return load_classifier(str(self.device))
+
+    def _digits(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        feats, probs = classify(self.classifier, images)
+        return feats.double().numpy(), probs.double().numpy()
+
+    @cached_property
+    def fake_digits(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._digits(self.fake.images)
+
+    @cached_property
+    def real_digits(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.real is None:
+            raise UserError("this metric needs real images: evaluate a run, or pass --real")
+        if self.real.cache_key is None:
+            return self._digits(self.real.images)
+        key = f"{self.real.cache_key}-{DIGIT_EXTRACTOR}-{WEIGHTS_SHA256[:12]}-n{len(self.real)}"
+        path = cache_dir() / f"{key}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as cached:
+                    return cached["features"], cached["probs"]
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache entry is recomputed and replaced
+        feats, probs = self._digits(self.real.images)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, features=feats.astype(np.float64), probs=probs.astype(np.float64))
+        os.replace(tmp, path)
+        return feats, probs
+
+    def digit_protocol(self) -> dict[str, Any]:
+        return {
+            "n_fake": len(self.fake),
+            "n_real": len(self.real) if self.real is not None else 0,
+            "reference": f"{self.real.name}/{self.real.split}" if self.real is not None else None,
+            "extractor": DIGIT_EXTRACTOR,
+            "extractor_sha256": WEIGHTS_SHA256,
+            "resize": DIGIT_RESIZE,
+        }
+
+
+# --------------------------------------------------------------------------------------- the metrics
+
+
+Result = list[tuple[str, float | int | list, dict[str, Any]]]  # (name, value, protocol)
+
+
+@METRICS.register("fd_digits")
+def fd_digits(ctx: EvalContext) -> Result:
+    """Frechet distance between Gaussians fitted (float64) to the digit classifier's 128-d penultimate
+    features of fake and real images; FID's formula (Heusel et al. 2017) on an MNIST-specific extractor."""
+    mu_f, sigma_f = formulas.feature_stats(ctx.fake_digits[0])
+    mu_r, sigma_r = formulas.feature_stats(ctx.real_digits[0])
+    return [("fd_digits", formulas.frechet_distance(mu_f, sigma_f, mu_r, sigma_r), ctx.digit_protocol())]
+
+
+@METRICS.register("kid_digits")
+def kid_digits(ctx: EvalContext) -> Result:
+    """Kernel inception distance (Binkowski et al. 2018) on the digit features: unbiased MMD^2 with the
+    cubic polynomial kernel, mean over 100 subsets of up to 1,000."""
+    mean, std = formulas.kernel_inception_distance(ctx.real_digits[0], ctx.fake_digits[0], seed=ctx.seed)
+    protocol = {**ctx.digit_protocol(), "subsets": 100, "subset_size": 1000, "std": std}
+    return [("kid_digits", mean, protocol)]
+
+
+@METRICS.register("is_digits")
+def is_digits(ctx: EvalContext) -> Result:
+    """Classifier-based Inception Score (Salimans et al. 2016) with 10 splits; the same score of the real
+    reference set is reported beside it as the ceiling (10 is the most for 10 classes)."""
+    mean, std = formulas.inception_score(ctx.fake_digits[1], splits=10)
+    protocol = {**ctx.digit_protocol(), "splits": 10, "std": std}
+    result: Result = [("is_digits", mean, protocol)]
+    if ctx.real is not None:
+        result.append(("is_digits_real", formulas.inception_score(ctx.real_digits[1], splits=10)[0], protocol))
+    return result
+
+
+@METRICS.register("pr")
+def precision_recall(ctx: EvalContext) -> Result:
+    """Improved precision and recall (Kynkaanniemi et al. 2019), k = 3, on the digit features."""
+    p, r = formulas.precision_recall(ctx.real_digits[0], ctx.fake_digits[0], k=3)
+    protocol = {**ctx.digit_protocol(), "k": 3}
+    return [("precision", p, protocol), ("recall", r, protocol)]
+
+
+@METRICS.register("dc")
+def density_coverage(ctx: EvalContext) -> Result:
+    """Density and coverage (Naeem et al. 2020), k = 5, on the digit features."""
+    d, c = formulas.density_coverage(ctx.real_digits[0], ctx.fake_digits[0], k=5)
+    protocol = {**ctx.digit_protocol(), "k": 5}
+    return [("density", d, protocol), ("coverage", c, protocol)]
+
+
+@METRICS.register("classes")
+def classes(ctx: EvalContext) -> Result:
+    """Histogram of the classifier's predicted classes over fakes: classes covered (of 10),
+    KL(histogram || uniform) in nats, mean top-class confidence."""
+    hist = formulas.class_histogram(ctx.fake_digits[1], NUM_CLASSES)
+    protocol = {**ctx.digit_protocol(), "counts": hist["counts"]}
+    return [("classes_covered", hist["covered"], protocol), ("classes_kl", hist["kl_uniform"], protocol),
+            ("classes_confidence", hist["confidence"], protocol)]
+
+
+@METRICS.register("modes")
+def modes(ctx: EvalContext) -> Result:
+    """Stacked MNIST mode coverage (VEEGAN / PacGAN protocol): 26,000 samples, each of the three channels
+    classified as a digit, the number of the 1,000 digit triples seen and KL(triples || uniform)."""
+    images = ctx.fake_fn(MODES_N) if ctx.fake_fn is not None else ctx.fake.images
+    if images.shape[1] != 3:
+        raise UserError("the modes metric needs 3-channel Stacked MNIST samples (train on stacked-mnist5k)")
+    digits = []
+    for c in range(3):
+        _, probs = classify(ctx.classifier, images[:, c : c + 1])
+        digits.append(probs.argmax(1).numpy())
+    triples = digits[0] * 100 + digits[1] * 10 + digits[2]
+    seen, kl = formulas.mode_statistics(triples, 1000)
+    protocol = {**ctx.digit_protocol(), "n_fake": int(images.shape[0]), "n_real": 0, "reference": "uniform-1000"}
+    return [("modes", seen, protocol), ("modes_kl", kl, protocol)]
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def evaluate(ctx: EvalContext, metrics: list[str], kimg: float | None = None) -> list[dict[str, Any]]:
+    """Run the named metrics; each value comes back as a record with its full protocol."""
+    ctx.requested = list(metrics)
+    records = []
+    for name in metrics:
+        fn = METRICS.get(name)
+        for value_name, value, protocol in fn(ctx):
+            records.append({
+                "metric": value_name,
+                "value": value,
+                "family": name,
+                **protocol,
+                "seed": ctx.seed,
+                "kimg": kimg,
+                "ganforge_version": _version(),
+            })
+    return records
+
+
+def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
+    """The reference images of a dataset config (all of its training split) as a cacheable ImageSet;
+    pass `data` (an ImageData) when it is already loaded."""
+    from ..data import load_dataset
+
+    data = data if data is not None else load_dataset(data_cfg)
+    images = data.batch(torch.arange(len(data), device=data.device)).cpu().contiguous()
+    name = data_cfg.name
+    if name.startswith("folder:"):
+        path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
+        name = "folder-" + hashlib.sha1(path.encode()).hexdigest()[:10]
+    key = f"{name}-train-{data_cfg.img_size}px-{data_cfg.channels}ch"
+    return ImageSet(images, data_cfg.name, "train", cache_key=key)
+
+
+def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[str, Any]) -> None:
+    """metrics.json holds a list of evaluations; a new one is appended and the file replaced atomically."""
+    from ..checkpoint import atomic_write_text
+
+    history: list = []
+    if path.is_file():
+        try:
+            history = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON; move it aside to record new results") from e
+    history.append({"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra,
+                    "results": records})
+    atomic_write_text(json.dumps(history, indent=1) + "\n", path)
+
+
+def evaluate_run(run_or_ckpt: Path | str, metrics: list[str], n: int = 10_000, ckpt: str = "latest",
+                 seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
+                 write: bool = True) -> list[dict[str, Any]]:
+    """Evaluate a run's generator (G_ema when kept) against its own training data."""
+    from .. import checkpoint as ckpt_io
+    from ..config import from_dict
+    from ..trainer import load_generator
+
+    path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
+    state = ckpt_io.load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    G = load_generator(path, device=device)
+
+    def draw(count: int) -> torch.Tensor:
+        return quantize(G.sample(count, seed=seed)).cpu()
+
+    fake = ImageSet(draw(n), "generated", f"{path.name}")
+    ctx = EvalContext(fake, real_image_set(cfg.data), device=device, seed=seed, fake_fn=draw,
+                      inception_weights=inception_weights)
+    kimg = int(state["nimg"]) / 1000
+    records = evaluate(ctx, metrics, kimg=kimg)
+    if write:
+        run_dir = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
+        append_metrics_json(records, run_dir / "metrics.json", {"checkpoint": str(path), "kimg": kimg})
+    return records

@@ -1,0 +1,129 @@
+"""Sample-quality statistics on feature vectors: pure functions, float64 where it matters."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance in float64 (np.cov with N - 1)."""
+    x = np.asarray(features, dtype=np.float64)
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))  (Heusel et al. 2017, FID).
+
+    tr((S1 S2)^(1/2)) is computed as the sum of square roots of the eigenvalues of the symmetric PSD
+    matrix S1^(1/2) S2 S1^(1/2), which has the same spectrum as S1 S2, so no complex sqrtm is needed.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    w, v = np.linalg.eigh(s1)
+    sqrt_s1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = sqrt_s1 @ s2 @ sqrt_s1
+    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def kernel_inception_distance(
+    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random
+    subsets (Binkowski et al. 2018, as in StyleGAN2-ADA's metric). Returns (mean, std over subsets)."""
+    real = np.asarray(real, np.float64)
+    fake = np.asarray(fake, np.float64)
+    d = real.shape[1]
+    m = min(subset_size, real.shape[0], fake.shape[0])
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(subsets):
+        x = fake[rng.choice(fake.shape[0], m, replace=False)]
+        y = real[rng.choice(real.shape[0], m, replace=False)]
+        k_xx = (x @ x.T / d + 1) ** 3
+        k_yy = (y @ y.T / d + 1) ** 3
+        k_xy = (x @ y.T / d + 1) ** 3
+        mmd = (
+            (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+            + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+            - 2 * k_xy.mean()
+        )
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def inception_score(probs: np.ndarray, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) per split, mean and std over splits (Salimans et al. 2016).
+    Rows are shuffled (seeded) first, so a set stored in class order is not split by class."""
+    probs = np.asarray(probs, np.float64)
+    probs = probs[np.random.default_rng(seed).permutation(probs.shape[0])]
+    scores = []
+    for part in np.array_split(probs, splits):
+        p_y = part.mean(axis=0, keepdims=True)
+        kl = (part * (np.log(part + 1e-12) - np.log(p_y + 1e-12))).sum(axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def _pairwise_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    return torch.cat([torch.cdist(a[i : i + chunk], b) for i in range(0, a.shape[0], chunk)])
+
+
+def _kth_neighbour_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each point to its k-th nearest other point in the same set."""
+    radii = []
+    for i in range(0, x.shape[0], 4096):
+        d = torch.cdist(x[i : i + 4096], x)
+        radii.append(d.kthvalue(k + 1, dim=1).values)  # +1: the point itself is at distance 0
+    return torch.cat(radii)
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): a fake sample is precise if it lies in
+    some real sample's k-NN ball; a real sample is recalled if it lies in some fake sample's k-NN ball."""
+    r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
+    f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    real_radii, fake_radii = _kth_neighbour_radii(r, k), _kth_neighbour_radii(f, k)
+    d = _pairwise_distances(f, r)  # [n_fake, n_real]
+    precision = (d <= real_radii[None, :]).any(dim=1).double().mean().item()
+    recall = (d.T <= fake_radii[None, :]).any(dim=1).double().mean().item()
+    return precision, recall
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020): density counts how many real k-NN balls hold each fake
+    sample, divided by k; coverage is the share of real balls that hold at least one fake sample."""
+    r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
+    f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    real_radii = _kth_neighbour_radii(r, k)
+    d = _pairwise_distances(f, r)  # [n_fake, n_real]
+    inside = d <= real_radii[None, :]
+    density = inside.double().sum().item() / (k * f.shape[0])
+    coverage = (d.min(dim=0).values <= real_radii).double().mean().item()
+    return density, coverage
+
+
+def class_histogram(probs: np.ndarray, num_classes: int) -> dict[str, float | int | list[int]]:
+    """Predicted-class counts, classes covered, KL(histogram || uniform) in nats, mean confidence."""
+    probs = np.asarray(probs, np.float64)
+    counts = np.bincount(probs.argmax(axis=1), minlength=num_classes)
+    p = counts / counts.sum()
+    nz = p > 0
+    kl = float((p[nz] * np.log(p[nz] * num_classes)).sum())
+    return {
+        "counts": counts.tolist(),
+        "covered": int(nz.sum()),
+        "kl_uniform": kl,
+        "confidence": float(probs.max(axis=1).mean()),
+    }
+
+
+def mode_statistics(triples: np.ndarray, num_modes: int = 1000) -> tuple[int, float]:
+    """Stacked MNIST: modes seen among num_modes and KL(generated mode distribution || uniform) in nats
+    (the protocol of VEEGAN and PacGAN)."""
+    counts = np.bincount(np.asarray(triples, np.int64), minlength=num_modes)
+    p = counts / counts.sum()
+    nz = p > 0
+    return int(nz.sum()), float((p[nz] * np.log(p[nz] * num_modes)).sum())

@@ -1,0 +1,122 @@
+"""Inception metrics (FID, KID, IS, precision/recall) through torch-fidelity, never downloading weights.
+
+torch-fidelity's `inception-v3-compat` extractor reproduces the TensorFlow FID reference: images go in as
+uint8 RGB and are resized to 299x299 with TensorFlow 1.x's bilinear resize (no antialiasing), so numbers
+are comparable with published FIDs computed the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .classifier import file_sha256
+from .core import METRICS, EvalContext, Result
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+INCEPTION_RESIZE = "299x299 TensorFlow-1.x-compatible bilinear, no antialiasing (torch-fidelity); grey repeated to RGB"
+_FIDELITY_KEYS = {"fid": "fid", "kid": "kid", "is": "isc", "pr_inception": "prc"}
+
+
+class _Uint8RGB(torch.utils.data.Dataset):
+    """Images in [-1, 1] as the uint8 RGB tensors torch-fidelity expects."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.images[i].float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+
+
+def inception_weights(given: str | None) -> Path:
+    """--inception-weights PATH, else torch's hub cache where torch-fidelity would have put it."""
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise UserError(f"--inception-weights {path} does not exist")
+        return path
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if cached.is_file():
+        return cached
+    raise UserError(
+        f"the Inception metrics need {INCEPTION_FILE} (from {INCEPTION_URL}); "
+        f"pass --inception-weights PATH or put it at {cached}"
+    )
+
+
+def _fidelity(ctx: EvalContext) -> dict[str, Any]:
+    """One torch-fidelity pass for every Inception metric requested in this evaluation."""
+    if "fidelity" in ctx.__dict__:
+        return ctx.__dict__["fidelity"]
+    import torch_fidelity
+
+    if ctx.real is None:
+        raise UserError("the Inception metrics need real images: evaluate a run, or pass --real")
+    wanted = {_FIDELITY_KEYS[m] for m in getattr(ctx, "requested", _FIDELITY_KEYS) if m in _FIDELITY_KEYS}
+    standard = ctx.inception_extractor == "inception-v3-compat"
+    weights = inception_weights(ctx.inception_weights) if standard else ctx.inception_weights
+    n_min = min(len(ctx.fake), len(ctx.real))
+    values = torch_fidelity.calculate_metrics(
+        input1=_Uint8RGB(ctx.fake.images),
+        input2=_Uint8RGB(ctx.real.images),
+        cuda=ctx.device.type == "cuda",
+        feature_extractor=ctx.inception_extractor,
+        feature_extractor_weights_path=str(weights) if weights else None,
+        feature_layer_prc="2048",
+        kid_subset_size=min(1000, n_min),
+        cache=False,
+        verbose=False,
+        samples_shuffle=False,
+        save_cpu_ram=True,  # in-memory images: worker processes would only add start-up cost
+        **{flag: True for flag in wanted},
+    )
+    protocol = {
+        "n_fake": len(ctx.fake),
+        "n_real": len(ctx.real),
+        "reference": f"{ctx.real.name}/{ctx.real.split}",
+        "extractor": f"torch-fidelity {ctx.inception_extractor}",
+        "extractor_sha256": file_sha256(str(weights)) if weights and Path(weights).is_file() else None,
+        "resize": INCEPTION_RESIZE,
+    }
+    ctx.__dict__["fidelity"] = {"values": values, "protocol": protocol}
+    return ctx.__dict__["fidelity"]
+
+
+@METRICS.register("fid")
+def fid(ctx: EvalContext) -> Result:
+    """Frechet Inception Distance (Heusel et al. 2017) on Inception-v3 pool features (2048-d)."""
+    out = _fidelity(ctx)
+    return [("fid", out["values"]["frechet_inception_distance"], out["protocol"])]
+
+
+@METRICS.register("kid")
+def kid(ctx: EvalContext) -> Result:
+    """Kernel Inception Distance (Binkowski et al. 2018): cubic polynomial kernel, 100 subsets."""
+    out = _fidelity(ctx)
+    protocol = {**out["protocol"], "std": out["values"]["kernel_inception_distance_std"]}
+    return [("kid", out["values"]["kernel_inception_distance_mean"], protocol)]
+
+
+@METRICS.register("is")
+def inception_score(ctx: EvalContext) -> Result:
+    """Inception Score (Salimans et al. 2016) on the 1008-way logits, 10 splits."""
+    out = _fidelity(ctx)
+    protocol = {**out["protocol"], "splits": 10, "std": out["values"]["inception_score_std"]}
+    return [("is", out["values"]["inception_score_mean"], protocol)]
+
+
+@METRICS.register("pr_inception")
+def pr_inception(ctx: EvalContext) -> Result:
+    """Improved precision and recall (Kynkaanniemi et al. 2019), k = 3, on Inception pool features."""
+    out = _fidelity(ctx)
+    protocol = {**out["protocol"], "k": 3}
+    return [("precision_inception", out["values"]["precision"], protocol),
+            ("recall_inception", out["values"]["recall"], protocol)]

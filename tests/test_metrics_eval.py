@@ -1,0 +1,223 @@
+"""Evaluation end to end: the shipped classifier, cached real statistics, protocols, the Inception path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ganforge.cli import main
+from ganforge.config import DataConfig
+from ganforge.data import load_dataset
+from ganforge.errors import UserError
+from ganforge.metrics import EvalContext, ImageSet, evaluate
+from ganforge.metrics.classifier import WEIGHTS_SHA256, classify, file_sha256, load_classifier, weights_path
+from ganforge.metrics.core import real_image_set
+from ganforge.metrics.train_digits import heldout_split
+
+PROTOCOL_FIELDS = {"metric", "value", "n_fake", "n_real", "reference", "extractor", "extractor_sha256", "resize",
+                   "seed", "kimg", "ganforge_version"}
+
+
+@pytest.fixture(autouse=True)
+def stats_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataConfig(name="mnist5k"))
+
+
+def test_classifier_weights_match_recorded_sha_and_are_small():
+    path = Path(weights_path())
+    assert file_sha256(str(path)) == WEIGHTS_SHA256
+    info = json.loads((path.parent / "digits.json").read_text())
+    assert info["sha256"] == WEIGHTS_SHA256 and info["n_heldout"] == 1000
+    assert path.stat().st_size < 2 * 1024 * 1024
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    from ganforge.metrics import classifier
+
+    fake = tmp_path / "digits.safetensors"
+    fake.write_bytes(Path(weights_path()).read_bytes()[:-1] + b"x")
+    monkeypatch.setattr(classifier, "weights_path", lambda: str(fake))
+    classifier.load_classifier.cache_clear()
+    try:
+        with pytest.raises(UserError, match="SHA-256"):
+            classifier.load_classifier()
+    finally:
+        classifier.load_classifier.cache_clear()
+
+
+def test_classifier_is_accurate_on_its_held_out_digits(digits):
+    _, held = heldout_split(digits.labels)
+    assert len(held) == 1000
+    counts = torch.bincount(digits.labels[held], minlength=10)
+    expected = torch.bincount(digits.labels, minlength=10) / 5
+    assert (counts - expected).abs().max() <= 1  # stratified
+    _, probs = classify(load_classifier(), digits.images[held])
+    accuracy = (probs.argmax(1) == digits.labels[held]).float().mean().item()
+    assert accuracy >= 0.97
+
+
+def test_classifier_accepts_32px_and_rgb(digits):
+    net = load_classifier()
+    x = digits.images[:200]
+    _, p28 = classify(net, x)
+    x32 = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True)
+    _, p32 = classify(net, x32.expand(-1, 3, -1, -1))
+    agreement = (p28.argmax(1) == p32.argmax(1)).float().mean().item()
+    assert agreement > 0.95
+
+
+def test_is_of_real_digits_near_ceiling_and_of_constant_images_is_one(digits):
+    _, held = heldout_split(digits.labels)
+    real = ImageSet(digits.images[held], "mnist5k", "heldout")
+    records = evaluate(EvalContext(real, None), ["is_digits"])
+    assert records[0]["value"] > 8.5
+    constant = ImageSet(torch.full((500, 1, 28, 28), -1.0), "constant", "all")
+    records = evaluate(EvalContext(constant, None), ["is_digits"])
+    assert abs(records[0]["value"] - 1.0) < 1e-6
+
+
+def test_fd_digits_of_reals_against_themselves_is_zero_and_grows_with_noise(digits, stats_cache):
+    real = real_image_set(DataConfig(name="mnist5k"), digits)
+    fds = []
+    for sigma in (0.0, 0.1, 0.3, 0.6):
+        noisy = (real.images + sigma * torch.randn(real.images.shape, generator=torch.Generator().manual_seed(0)))
+        ctx = EvalContext(ImageSet(noisy.clamp(-1, 1), "noisy", str(sigma)), real)
+        fds.append(evaluate(ctx, ["fd_digits"])[0]["value"])
+    assert abs(fds[0]) < 1e-6
+    assert all(b > a for a, b in zip(fds, fds[1:], strict=False)), fds
+    assert len(list(stats_cache.rglob("*.npz"))) == 1  # real statistics cached once, reused
+
+
+def test_all_offline_metrics_have_their_protocol(digits):
+    real = real_image_set(DataConfig(name="mnist5k"), digits)
+    fake = ImageSet(digits.images[:600], "subset", "first600")
+    records = evaluate(EvalContext(fake, real, seed=3), ["fd_digits", "kid_digits", "is_digits", "pr", "dc",
+                                                         "classes"], kimg=1.5)
+    names = [r["metric"] for r in records]
+    assert names == ["fd_digits", "kid_digits", "is_digits", "is_digits_real", "precision", "recall", "density",
+                     "coverage", "classes_covered", "classes_kl", "classes_confidence"]
+    for r in records:
+        assert PROTOCOL_FIELDS <= set(r), r["metric"]
+        assert r["n_fake"] == 600 and r["n_real"] == 5000 and r["reference"] == "mnist5k/train"
+        assert r["extractor_sha256"] == WEIGHTS_SHA256 and r["seed"] == 3 and r["kimg"] == 1.5
+    by_name = {r["metric"]: r["value"] for r in records}
+    assert by_name["precision"] > 0.9  # real digits are inside the real manifold
+    # the first 600 digits are all zeros and ones (the file is sorted by class)
+    assert by_name["classes_covered"] <= 3 and by_name["coverage"] < 0.5
+
+
+def test_modes_counts_stacked_triples():
+    stacked = load_dataset(DataConfig(name="stacked-mnist5k", channels=3))
+    fake = ImageSet(stacked.images[:2000], "stacked", "first2000")
+    records = {r["metric"]: r["value"] for r in evaluate(EvalContext(fake, None), ["modes"])}
+    # 2,000 draws over 1,000 equally likely triples cover about 865 of them
+    assert 780 <= records["modes"] <= 950
+    assert records["modes_kl"] < 1.0
+    collapsed = ImageSet(stacked.images[:1].expand(500, -1, -1, -1), "one", "x")
+    records = {r["metric"]: r["value"] for r in evaluate(EvalContext(collapsed, None), ["modes"])}
+    assert records["modes"] == 1 and abs(records["modes_kl"] - np.log(1000)) < 1e-9
+
+
+def test_modes_refuses_grey_images(digits):
+    with pytest.raises(UserError, match="3-channel"):
+        evaluate(EvalContext(ImageSet(digits.images[:10], "x", "y"), None), ["modes"])
+
+
+# --------------------------------------------------------------------------- the Inception path
+
+
+def _register_stand_in() -> str:
+    """A fixed random projection that plays Inception-v3's part for torch-fidelity in tests."""
+    import torch_fidelity
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    name = "ganforge-test-stand-in"
+    if name in FEATURE_EXTRACTORS_REGISTRY:
+        return name
+
+    class StandIn(FeatureExtractorBase):
+        def __init__(self, name, features_list, **kwargs):
+            super().__init__(name, features_list)
+            gen = torch.Generator().manual_seed(0)
+            self.proj = torch.nn.Parameter(torch.randn(3 * 8 * 8, 64, generator=gen) / 8, requires_grad=False)
+            self.head = torch.nn.Parameter(torch.randn(64, 1008, generator=gen) / 8, requires_grad=False)
+
+        @staticmethod
+        def get_provided_features_list():
+            return "2048", "logits_unbiased"
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return {"isc": "logits_unbiased"}.get(metric, "2048")
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+        def forward(self, x):
+            x = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255, 8).flatten(1)
+            feats = x @ self.proj
+            out = {"2048": feats, "logits_unbiased": feats @ self.head}
+            return tuple(out[f] for f in self.features_list)
+
+    torch_fidelity.register_feature_extractor(name, StandIn)
+    return name
+
+
+def test_inception_path_with_stand_in_extractor_writes_protocol(tmp_path, digits):
+    name = _register_stand_in()
+    real = real_image_set(DataConfig(name="mnist5k"), digits)
+    fake = ImageSet(digits.images[:300], "subset", "first300")
+    ctx = EvalContext(fake, ImageSet(real.images[:400], "mnist5k", "train"), inception_extractor=name)
+    records = evaluate(ctx, ["fid", "kid", "is", "pr_inception"], kimg=2.0)
+    from ganforge.metrics.core import append_metrics_json
+
+    append_metrics_json(records, tmp_path / "metrics.json", {"checkpoint": None, "kimg": 2.0})
+    saved = json.loads((tmp_path / "metrics.json").read_text())[0]["results"]
+    assert [r["metric"] for r in saved] == ["fid", "kid", "is", "precision_inception", "recall_inception"]
+    for r in saved:
+        assert PROTOCOL_FIELDS <= set(r)
+        assert "no antialiasing" in r["resize"] and r["n_fake"] == 300 and r["n_real"] == 400
+        assert np.isfinite(r["value"])
+    assert saved[0]["value"] > 0
+
+
+def test_missing_inception_weights_name_the_file(digits, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    fake = ImageSet(digits.images[:20], "x", "y")
+    with pytest.raises(UserError, match="weights-inception-2015-12-05-6726825d.pth"):
+        evaluate(EvalContext(fake, ImageSet(digits.images[20:40], "r", "s")), ["fid"])
+
+
+def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
+    out = tmp_path / "m.json"
+    code = main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}",
+                 "--metrics", "fd_digits,classes", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "fd_digits" in text
+    results = json.loads(out.read_text())[0]["results"]
+    assert abs(results[0]["value"]) < 1e-6
+
+
+def test_eval_cli_errors(tmp_path, capsys):
+    assert main(["eval", "--real", "folder:/nope"]) == 2
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert main(["eval", "--real", "mnist5k", "--fake", "mnist5k", "--metrics", "fdd"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric 'fdd'" in err

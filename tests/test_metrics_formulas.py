@@ -1,0 +1,145 @@
+"""The metric formulas against direct computations and hand-worked examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from ganforge.metrics import formulas
+
+
+def scipy_fd(a: np.ndarray, b: np.ndarray) -> float:
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def fd(a: np.ndarray, b: np.ndarray) -> float:
+    return formulas.frechet_distance(*formulas.feature_stats(a), *formulas.feature_stats(b))
+
+
+def test_fd_of_a_set_with_itself_is_zero():
+    x = np.random.default_rng(0).normal(size=(500, 16))
+    assert abs(fd(x, x)) < 1e-6
+
+
+def test_fd_grows_with_noise():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 16))
+    values = [fd(x, x + rng.normal(scale=s, size=x.shape)) for s in (0.1, 0.3, 1.0, 3.0)]
+    assert all(b > a for a, b in zip(values, values[1:], strict=False)), values
+    assert values[0] > 0
+
+
+def test_fd_matches_scipy_sqrtm():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(400, 8)) @ rng.normal(size=(8, 8))
+    b = rng.normal(loc=0.5, size=(300, 8)) @ rng.normal(size=(8, 8))
+    assert abs(fd(a, b) - scipy_fd(a, b)) < 1e-6 * max(1.0, scipy_fd(a, b))
+
+
+def test_fd_of_known_gaussians():
+    # N(0, I) vs N(m, 4I) in d dims: |m|^2 + d (1 + 4 - 2 * 2) = |m|^2 + d
+    d = 3
+    mu = np.array([1.0, 2.0, 2.0])
+    value = formulas.frechet_distance(np.zeros(d), np.eye(d), mu, 4 * np.eye(d))
+    assert abs(value - (9.0 + d)) < 1e-9
+
+
+def test_kid_is_near_zero_for_halves_of_one_set_and_positive_for_shifted():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 16))
+    same, _ = formulas.kernel_inception_distance(x[:1000], x[1000:], subsets=20, subset_size=500)
+    shifted, _ = formulas.kernel_inception_distance(x[:1000], x[1000:] + 0.5, subsets=20, subset_size=500)
+    assert abs(same) < 0.01
+    assert shifted > 10 * abs(same) and shifted > 0.01
+
+
+def test_kid_matches_a_direct_unbiased_mmd():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(50, 4)), rng.normal(loc=0.3, size=(50, 4))
+    value, std = formulas.kernel_inception_distance(y, x, subsets=1, subset_size=50)
+
+    def k(a, b):
+        return (a @ b / 4 + 1) ** 3
+
+    m = 50
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    assert abs(value - (xx + yy - 2 * xy)) < 1e-9
+    assert std == 0.0
+
+
+def test_inception_score_limits():
+    onehot = np.eye(10)[np.arange(1000) % 10]
+    assert abs(formulas.inception_score(onehot, splits=1)[0] - 10) < 1e-6
+    assert formulas.inception_score(onehot, splits=10)[0] > 9.3
+    constant = np.tile(np.eye(10)[3], (1000, 1))
+    assert abs(formulas.inception_score(constant)[0] - 1) < 1e-6
+    uniform = np.full((1000, 10), 0.1)
+    assert abs(formulas.inception_score(uniform)[0] - 1) < 1e-6
+
+
+def test_precision_recall_on_hand_built_points():
+    # reals on a unit grid: 3rd-nearest-neighbour radius 1 for interior-ish points of a 1-D line
+    real = np.array([[float(i), 0.0] for i in range(10)])
+    # two fakes sit on the line (inside real balls), two far away
+    fake = np.array([[2.0, 0.0], [5.5, 0.0], [50.0, 0.0], [60.0, 0.0]])
+    p, r = formulas.precision_recall(real, fake, k=3)
+    assert abs(p - 0.5) < 1e-12
+    # fake radii (3rd neighbour among 4 fakes): [2,0]->58, [5.5,0]->54.5, [50,0]->48, [60,0]->58
+    # every real point is within 58 of [2, 0], so recall is 1
+    assert abs(r - 1.0) < 1e-12
+
+
+def test_recall_drops_when_fakes_collapse():
+    real = np.array([[float(i), 0.0] for i in range(10)])
+    fake = np.array([[0.0, 0.0], [0.1, 0.0], [0.2, 0.0], [0.3, 0.0]])  # 3rd-NN radius 0.3 (or 0.2)
+    p, r = formulas.precision_recall(real, fake, k=3)
+    assert abs(p - 1.0) < 1e-12
+    assert abs(r - 0.1) < 1e-12  # only the real point at 0 is covered
+
+
+def test_density_and_coverage_on_hand_built_points():
+    real = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0], [5.0, 0.0], [6.0, 0.0]])
+    # k=5 radii: point 0 -> 5, 1 -> 4, 2 -> 3, 3 -> 3 (|3-0|=3, |3-6|=3 are 5th/6th...) computed below
+    radii = np.sort(np.abs(real[:, None, 0] - real[None, :, 0]), axis=1)[:, 5]
+    fake = np.array([[0.0, 0.0], [100.0, 0.0]])
+    d, c = formulas.density_coverage(real, fake, k=5)
+    inside = (np.abs(fake[:, None, 0] - real[None, :, 0]) <= radii[None, :]).sum()
+    assert abs(d - inside / (5 * 2)) < 1e-12
+    covered = (np.abs(real[:, 0] - 0.0) <= radii).mean()
+    assert abs(c - covered) < 1e-12
+    assert 0 < c < 1
+
+
+def test_class_histogram():
+    probs = np.eye(10)[[0, 0, 1, 1]]
+    hist = formulas.class_histogram(probs, 10)
+    assert hist["covered"] == 2
+    assert abs(hist["kl_uniform"] - math.log(5)) < 1e-12
+    assert hist["counts"][:3] == [2, 2, 0]
+    assert abs(hist["confidence"] - 1.0) < 1e-12
+
+
+def test_mode_statistics_exact():
+    seen, kl = formulas.mode_statistics(np.arange(26_000) % 1000)
+    assert seen == 1000 and abs(kl) < 1e-12
+    seen, kl = formulas.mode_statistics(np.arange(26_000) % 10 * 7)
+    assert seen == 10 and abs(kl - math.log(100)) < 1e-12
+    seen, kl = formulas.mode_statistics(np.zeros(100, dtype=int))
+    assert seen == 1 and abs(kl - math.log(1000)) < 1e-12
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_identical_sets_have_full_precision_recall_coverage(k):
+    x = np.random.default_rng(5).normal(size=(200, 8))
+    p, r = formulas.precision_recall(x, x, k=k)
+    d, c = formulas.density_coverage(x, x, k=k)
+    assert abs(p - 1) < 1e-12 and abs(r - 1) < 1e-12 and abs(c - 1) < 1e-12
+    assert d > 0.5
