@@ -42,8 +42,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .trainer import TrainingInterrupted, resume, train
 
+    distributed.init_from_env(args.device or "auto")
     try:
         if args.resume is not None:
             if args.preset or args.config:
@@ -59,8 +61,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         train(cfg, out=args.out)
     except TrainingInterrupted as e:
-        print(f"interrupted: {e}; continue with: ganforge train --resume {e.run_dir}", file=sys.stderr)
+        if distributed.info().is_main:
+            print(f"interrupted: {e}; continue with: ganforge train --resume {e.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        distributed.shutdown()
     return 0
 
 

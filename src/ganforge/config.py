@@ -77,6 +77,7 @@ class TrainConfig:
     keep_ckpts: int = 3  # checkpoints kept on disk
     grid_size: int = 64  # fixed-noise images per grid
     channels_last: bool = True  # memory format for conv nets
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     threads: int = 0  # torch CPU threads; 0 keeps torch's choice
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
-from . import report
+from . import distributed, report
 from .config import Config, apply_overrides, from_dict
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
@@ -125,6 +125,11 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
     G = build_generator(cfg).to(device)
     D = build_discriminator(cfg).to(device)
+    if cfg.train.sync_bn and distributed.info().enabled:
+        if device.type != "cuda":
+            raise UserError("train.sync_bn needs CUDA devices; leave it false for gloo on CPU")
+        G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
+        D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
     if cfg.train.channels_last:
         for net in (G, D):
             if has_conv(net):
@@ -169,23 +174,35 @@ class Stepper:
         t = state.cfg.train
         self.order = t.step_order
         self.reuse_fake = t.reuse_fake
-        self.batch_size = t.batch_size
+        self.global_batch = t.batch_size
+        self.batch_size = distributed.local_batch(t.batch_size)
+        device = next(state.G.parameters()).device
+        # Under DDP the wrappers average gradients; the G step calls the bare D (frozen there), and
+        # gradient-free forwards call the bare G, so DDP only sees the passes whose gradients it reduces.
+        if distributed.info().enabled and t.step_order == "simultaneous":
+            raise UserError("train.step_order=simultaneous is not supported with several processes")
+        self.G_ddp = distributed.wrap(state.G, device)
+        self.D_ddp = distributed.wrap(state.D, device)
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
         self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
         self.memory_format = torch.channels_last if t.channels_last and has_conv(state.D) else None
 
     def _z(self) -> torch.Tensor:
+        # every rank draws the global batch's noise and keeps its own slice
         s = self.s
-        return torch.randn(self.batch_size, s.G.z_dim, device=s.z_gen.device, generator=s.z_gen)
+        z = torch.randn(self.global_batch, s.G.z_dim, device=s.z_gen.device, generator=s.z_gen)
+        return distributed.rank_slice(z)
 
     def _fake(self, grad: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(grad):
-            return self.s.G(self._z())
+        if not grad:
+            with torch.no_grad():
+                return self.s.G(self._z())
+        return self.G_ddp(self._z())
 
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.s
-        real_logits = s.D(real)
-        fake_logits = s.D(fake)
+        real_logits = self.D_ddp(real)
+        fake_logits = self.D_ddp(fake)
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
         s.opt_D.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -303,7 +320,10 @@ class Trainer:
         self.log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        self.dist = distributed.info()
         self.device = pick_device(cfg.train.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
         fmt = torch.channels_last if cfg.train.channels_last and has_conv(self.state.D) else None
@@ -341,7 +361,7 @@ class Trainer:
 
     def _tick(self, sums: torch.Tensor, iters: int, tick_start: float, nimg_start: int, final: bool) -> None:
         s, t = self.state, self.cfg.train
-        values = (sums / max(iters, 1)).tolist()  # the one sync per tick
+        values = distributed.all_reduce_mean(sums / max(iters, 1)).tolist()  # the one sync per tick
         now = time.perf_counter()
         kimg = s.nimg / 1000
         sec_per_kimg = (now - tick_start) / max((s.nimg - nimg_start) / 1000, 1e-9)
@@ -357,11 +377,6 @@ class Trainer:
             "sec_per_kimg": round(sec_per_kimg, 4),
             "time_s": round(s.time_s, 2),
         }
-        self.log(
-            f"tick {s.tick:<4d} kimg {kimg:<8.2f} epoch {stats['epoch']:<7.2f} sec/kimg {sec_per_kimg:<7.2f} "
-            f"d_loss {values[0]:<7.4f} g_loss {values[1]:<7.4f} D(real) {values[2]:.3f} D(fake) {values[3]:.3f} "
-            f"time {_format_time(s.time_s)}"
-        )
         if not all(math.isfinite(v) for v in values[:2]):
             last = ckpt_io.list_checkpoints(self.run_dir)
             where = f"; the last good checkpoint is {last[-1]}" if last else ""
@@ -369,6 +384,13 @@ class Trainer:
                 f"training diverged at {kimg:.2f} kimg (d_loss {values[0]}, g_loss {values[1]}){where}; "
                 "lower optim.g_lr / optim.d_lr or change the loss"
             )
+        if not self.dist.is_main:
+            return
+        self.log(
+            f"tick {s.tick:<4d} kimg {kimg:<8.2f} epoch {stats['epoch']:<7.2f} sec/kimg {sec_per_kimg:<7.2f} "
+            f"d_loss {values[0]:<7.4f} g_loss {values[1]:<7.4f} D(real) {values[2]:.3f} D(fake) {values[3]:.3f} "
+            f"time {_format_time(s.time_s)}"
+        )
         records = self._evaluate() if self._eval_due(final) else []
         if records:
             stats["metrics"] = {r["metric"]: r["value"] for r in records}
@@ -439,8 +461,10 @@ class Trainer:
 
     def run(self) -> Path:
         s, t = self.state, self.cfg.train
-        self.samples_dir.mkdir(parents=True, exist_ok=True)
-        self._write_reals()
+        main = self.dist.is_main
+        if main:
+            self.samples_dir.mkdir(parents=True, exist_ok=True)
+            self._write_reals()
         total_nimg = int(round(t.kimg * 1000))
         tick_nimg = max(1, int(round(t.tick_kimg * 1000)))
         next_tick = (s.nimg // tick_nimg + 1) * tick_nimg
@@ -449,11 +473,11 @@ class Trainer:
         tick_start, nimg_start = time.perf_counter(), s.nimg
         last_time = tick_start
         bar = tqdm(total=total_nimg, initial=min(s.nimg, total_nimg), unit="img", unit_scale=True,
-                   dynamic_ncols=True, disable=None, leave=False, file=sys.stderr)
+                   dynamic_ncols=True, disable=None if main else True, leave=False, file=sys.stderr)
         with _StopFlag() as stop:
             while s.nimg < total_nimg:
                 iteration = s.nimg // t.batch_size
-                real = self.data.batch(self.sampler.indices(iteration))
+                real = self.data.batch(distributed.rank_slice(self.sampler.indices(iteration)))
                 sums += self.stepper(real)
                 iters += 1
                 s.nimg += t.batch_size
@@ -466,17 +490,20 @@ class Trainer:
                     bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", D_real=f"{d_real:.2f}",
                                     D_fake=f"{d_fake:.2f}")
                 done = s.nimg >= total_nimg
-                if s.nimg >= next_tick or done or stop.requested:
-                    self._tick(sums, iters, tick_start, nimg_start, final=done or stop.requested)
+                stopping = distributed.any_rank(stop.requested, self.device)
+                if s.nimg >= next_tick or done or stopping:
+                    self._tick(sums, iters, tick_start, nimg_start, final=done or stopping)
                     sums.zero_()
                     iters = 0
                     next_tick = (s.nimg // tick_nimg + 1) * tick_nimg
                     tick_start, nimg_start = time.perf_counter(), s.nimg
                     last_time = tick_start
-                if stop.requested:
+                if stopping:
                     bar.close()
                     raise TrainingInterrupted(self.run_dir, s.nimg / 1000)
         bar.close()
+        if not main:
+            return self.run_dir
         self._finish()
         self.log(f"done: {s.nimg / 1000:.2f} kimg in {_format_time(s.time_s)}; run directory {self.run_dir}")
         return self.run_dir
@@ -495,11 +522,17 @@ def _prepare_stats_for_resume(stats_path: Path, nimg: int) -> None:
 
 
 def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
-    """Train a fresh run under out/NNNN-<preset>; returns the run directory."""
-    run_dir = new_run_dir(out, cfg.preset)
-    ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
-    trainer = Trainer(cfg, run_dir, log=log)
-    trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images)")
+    """Train a fresh run under out/NNNN-<preset>; returns the run directory. Under torchrun, rank 0 makes
+    the directory and writes every file; the other ranks train their share of each batch."""
+    main = distributed.info().is_main
+    run_dir = new_run_dir(out, cfg.preset) if main else None
+    run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+    if main:
+        ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
+    trainer = Trainer(cfg, run_dir, log=log if main else (lambda msg: None))
+    world = distributed.info().world_size
+    trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images"
+                + (f", {world} processes)" if world > 1 else ")"))
     return trainer.run()
 
 
@@ -511,9 +544,11 @@ def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any
     run_dir = path.parent.parent
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
-    ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
-    _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
-    trainer = Trainer(cfg, run_dir, resume_from=path, log=log)
+    main = distributed.info().is_main
+    if main:
+        ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
+        _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
+    trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
     trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
     return trainer.run()
 

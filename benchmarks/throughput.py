@@ -1,0 +1,241 @@
+"""Training throughput of ganforge against a reference loop written the way GAN tutorials write it.
+
+    python benchmarks/throughput.py [--models dcgan,mlp-bn] [--batches 64,256] [--reps 3] [--seconds 4]
+                                    [--device cpu|cuda] [--set train.compile=true ...]
+
+For the R1 DCGAN (32x32) and the R5 batch-norm MLP, at each batch size, both loops train the same
+architecture with the same optimiser and step order, alternating in this process after a warm-up; each
+repetition times each loop for about --seconds. The reference loop: a torchvision-style Dataset that turns
+every uint8 digit into a PIL image and applies Resize/ToTensor/Normalize, a DataLoader, NCHW models with a
+Sigmoid D and nn.BCELoss, fresh label tensors every step, and `.item()` every step for logging.
+
+It prints images/s of each (median and spread of --reps), their ratio, and the GFLOP/s the ganforge step
+achieves (FLOPs counted from the layer shapes) against a measured float32 matmul rate on the same device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from ganforge.config import Config, load_config
+from ganforge.data import EpochSampler, load_dataset
+from ganforge.losses import get_loss
+from ganforge.models import build_discriminator, build_generator
+from ganforge.trainer import Stepper, build_state, pick_device
+
+MODELS = {"dcgan": "mnist-dcgan", "mlp-bn": "mnist-mlp-bn"}
+
+
+# ------------------------------------------------------------------------------------- FLOP counting
+
+
+def forward_macs(net: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass per image, and those of the first weight layer."""
+    macs: list[int] = []
+
+    def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        if isinstance(mod, nn.Conv2d):
+            macs.append(out[0].numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1])
+        elif isinstance(mod, nn.ConvTranspose2d):
+            macs.append(inp[0][0].numel() * mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1])
+        elif isinstance(mod, nn.Linear):
+            macs.append(mod.in_features * mod.out_features)
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d |
+                                                                               nn.Linear)]
+    with torch.no_grad():
+        net.eval()(example[:1])
+    for h in hooks:
+        h.remove()
+    return sum(macs), macs[0]
+
+
+def step_flops(cfg: Config, batch: int) -> float:
+    """FLOPs of one ganforge iteration. Per net: a forward pass F, weight gradients ~F, input gradients ~F
+    less the first layer's when nothing upstream needs them. D is frozen during G's step (input grads only).
+    d_first, fresh z: G 2F + W + I;  D 3F + 2W + 2(I - first) + I.
+    g_first, reused fake: G F + W + (I - first);  D 2F + 2W + 2(F - first) + I."""
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    g, g1 = forward_macs(G, torch.zeros(1, cfg.model.z_dim))
+    d, d1 = forward_macs(D, torch.zeros(1, cfg.data.channels, cfg.data.img_size, cfg.data.img_size))
+    if cfg.train.step_order == "g_first" and cfg.train.reuse_fake:
+        g_total = g + g + (g - g1)
+        d_total = 2 * d + 2 * d + 2 * (d - d1) + 2 * d
+    else:
+        g_total = 2 * g + g + (g - g1)
+        d_total = 3 * d + 2 * d + 2 * (d - d1) + d
+    return 2.0 * batch * (g_total + d_total)
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    sync(device)
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --------------------------------------------------------------------------------- the reference loop
+
+
+class TutorialDigits(torch.utils.data.Dataset):
+    """What the tutorials do: every item goes uint8 -> PIL -> Resize -> ToTensor -> Normalize."""
+
+    def __init__(self, images_uint8: torch.Tensor, img_size: int) -> None:
+        import torchvision.transforms as T
+
+        self.images = images_uint8
+        self.transform = T.Compose([T.Resize(img_size), T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i].numpy(), mode="L")), 0
+
+
+class ReferenceLoop:
+    """The same nets in NCHW with a Sigmoid on D, nn.BCELoss, fresh labels and .item() every step."""
+
+    def __init__(self, cfg: Config, batch: int, device: torch.device) -> None:
+        raw = load_dataset(cfg.data.__class__(name="mnist5k", img_size=28, channels=1))
+        uint8 = raw.images.add(1).mul(127.5).round().to(torch.uint8)[:, 0]
+        self.loader = torch.utils.data.DataLoader(TutorialDigits(uint8, cfg.data.img_size), batch_size=batch,
+                                                  shuffle=True, drop_last=True)
+        self.iterator = iter(self.loader)
+        torch.manual_seed(0)
+        self.G = build_generator(cfg).to(device)
+        self.D = nn.Sequential(build_discriminator(cfg), nn.Sigmoid()).to(device)
+        o = cfg.optim
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=o.g_lr, betas=tuple(o.g_betas))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=o.d_lr, betas=tuple(o.d_betas))
+        self.criterion = nn.BCELoss()
+        self.cfg, self.batch, self.device = cfg, batch, device
+        self.log: list[float] = []
+
+    def next_real(self) -> torch.Tensor:
+        try:
+            real, _ = next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.loader)
+            real, _ = next(self.iterator)
+        return real.to(self.device)
+
+    def step(self) -> None:
+        real = self.next_real()
+        z = torch.randn(self.batch, self.cfg.model.z_dim, device=self.device)
+        ones = torch.ones(self.batch, device=self.device)
+        zeros = torch.zeros(self.batch, device=self.device)
+        if self.cfg.train.step_order == "g_first":  # R5: G first, D reuses the same fake batch
+            fake = self.G(z)
+            self.opt_G.zero_grad()
+            g_loss = self.criterion(self.D(fake), ones)
+            g_loss.backward()
+            self.opt_G.step()
+            self.opt_D.zero_grad()
+            d_loss = (self.criterion(self.D(real), ones) + self.criterion(self.D(fake.detach()), zeros)) / 2
+            d_loss.backward()
+            self.opt_D.step()
+        else:  # R1: D on real, D on detached fake, D step; then G on a fresh z
+            self.opt_D.zero_grad()
+            d_real = self.criterion(self.D(real), ones)
+            d_real.backward()
+            fake = self.G(z)
+            d_fake = self.criterion(self.D(fake.detach()), zeros)
+            d_fake.backward()
+            self.opt_D.step()
+            self.opt_G.zero_grad()
+            z = torch.randn(self.batch, self.cfg.model.z_dim, device=self.device)
+            g_loss = self.criterion(self.D(self.G(z)), torch.ones(self.batch, device=self.device))
+            g_loss.backward()
+            self.opt_G.step()
+            d_loss = d_real + d_fake
+        self.log.append(d_loss.item() + g_loss.item())
+
+
+# ------------------------------------------------------------------------------------ the ganforge step
+
+
+class GanforgeLoop:
+    def __init__(self, cfg: Config, device: torch.device) -> None:
+        self.data = load_dataset(cfg.data)
+        self.state = build_state(cfg, device)
+        fmt = torch.channels_last if cfg.train.channels_last and cfg.model.d != "mlp" else None
+        self.data.to(device, fmt)
+        self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, 0, device)
+        self.stepper = Stepper(self.state, get_loss(cfg.loss.name))
+        self.iteration = 0
+        self.sums = torch.zeros(4, device=device)
+
+    def step(self) -> None:
+        real = self.data.batch(self.sampler.indices(self.iteration))
+        self.sums += self.stepper(real)
+        self.iteration += 1
+
+
+def images_per_second(loop, batch: int, seconds: float, device: torch.device) -> float:
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        loop.step()
+        count += 1
+    sync(device)
+    return count * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="dcgan,mlp-bn")
+    parser.add_argument("--batches", default="64,256")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="timing window per loop per repetition")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    peak = matmul_gflops(device)
+    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, device {device}; float32 matmul {peak:.1f} GFLOP/s; median of {args.reps} x "
+          f"{args.seconds:g} s" + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+    print("| model | batch | reference img/s | ganforge img/s | ratio | ganforge GFLOP/s | % of matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for model in args.models.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            cfg = load_config(preset=MODELS[model], overrides=[f"train.batch_size={batch}",
+                                                               f"train.device={device}", *args.overrides])
+            reference, ours = ReferenceLoop(copy.deepcopy(cfg), batch, device), GanforgeLoop(cfg, device)
+            for loop in (reference, ours):  # warm-up
+                images_per_second(loop, batch, min(1.0, args.seconds), device)
+            ref_rates, our_rates = [], []
+            for _ in range(args.reps):
+                ref_rates.append(images_per_second(reference, batch, args.seconds, device))
+                our_rates.append(images_per_second(ours, batch, args.seconds, device))
+            ref, our = statistics.median(ref_rates), statistics.median(our_rates)
+            ratios = [o / r for o, r in zip(our_rates, ref_rates, strict=True)]
+            gflops = step_flops(cfg, batch) / batch * our / 1e9
+            print(f"| {model} | {batch} | {ref:,.0f} ({min(ref_rates):,.0f}-{max(ref_rates):,.0f}) | "
+                  f"{our:,.0f} ({min(our_rates):,.0f}-{max(our_rates):,.0f}) | {our / ref:.2f}x "
+                  f"({min(ratios):.2f}-{max(ratios):.2f}) | {gflops:.1f} | {100 * gflops / peak:.0f}% |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Data parallel training on 2 CPU processes with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ganforge.config import load_config
+from ganforge.trainer import Trainer
+
+from .conftest import tiny_overrides
+
+NO_BN = {"model.g_norm": '"none"', "model.d_norm": '"none"', "train.batch_size": 8, "train.kimg": 0.048,
+         "train.tick_kimg": 0.016, "train.ema_kimg": 0.02}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        cfg = load_config(preset="default", overrides=tiny_overrides(Path(folder), **NO_BN))
+        trainer = Trainer(cfg, Path(run_dir), log=lambda msg: None)
+        trainer.run()
+        torch.save({"G": trainer.state.G.state_dict(), "D": trainer.state.D.state_dict(),
+                    "G_ema": trainer.state.G_ema.state_dict()}, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _losses(run_dir: Path) -> list[tuple[float, float]]:
+    return [(s["d_loss"], s["g_loss"]) for s in map(json.loads, (run_dir / "stats.jsonl").read_text().splitlines())]
+
+
+def test_two_processes_hold_identical_weights_and_track_one_process(tmp_path, image_folder):
+    two = tmp_path / "two"
+    two.mkdir()
+    mp.spawn(_worker, args=(2, free_port(), str(image_folder), str(two), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for net in ("G", "D", "G_ema"):
+        for key in rank0[net]:
+            assert torch.equal(rank0[net][key], rank1[net][key]), f"{net}.{key} differs between ranks"
+    assert not (two / "rank1").exists() and len(list((two / "checkpoints").glob("ckpt-*.pt"))) >= 1
+
+    one = tmp_path / "one"
+    one.mkdir()
+    cfg = load_config(preset="default", overrides=tiny_overrides(image_folder, **NO_BN))
+    trainer = Trainer(cfg, one, log=lambda msg: None)
+    trainer.run()
+    # Same global batch of data and noise, gradients averaged by DDP: the same trajectory up to the order
+    # of floating-point sums. Tolerance: 1e-4 on losses and weights after 6 Adam steps.
+    losses_one, losses_two = _losses(one), _losses(two)
+    assert len(losses_one) == len(losses_two) == 3
+    for (d1, g1), (d2, g2) in zip(losses_one, losses_two, strict=True):
+        assert abs(d1 - d2) < 1e-4 and abs(g1 - g2) < 1e-4
+    for key, value in trainer.state.G.state_dict().items():
+        assert (value - rank0["G"][key]).abs().max().item() < 1e-4, key
+
+
+def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path, image_folder):
+    overrides = tiny_overrides(image_folder, **NO_BN)
+    sets = [a for item in overrides for a in ("--set", item)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ganforge",
+         "train", "--out", str(tmp_path / "runs"), *sets],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    assert (runs[0] / "progress.gif").is_file()
+    assert len((runs[0] / "stats.jsonl").read_text().splitlines()) == 3
+    assert "2 processes" in proc.stdout
