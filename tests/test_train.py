@@ -155,3 +155,16 @@ def test_evaluation_at_ticks_logs_metrics_and_keeps_best(tmp_path, tiny_cfg, mon
     plain = train(tiny_cfg(**{k: v for k, v in extra.items() if not k.startswith("eval.")}), out=tmp_path / "b",
                   log=quiet)
     assert_same_state(final_weights(run_dir), final_weights(plain))
+
+
+def test_bf16_autocast_trains_with_finite_losses(tmp_path, tiny_cfg):
+    run_dir = train(tiny_cfg(**{"train.amp": '"bf16"', "train.kimg": 0.016}), out=tmp_path, log=quiet)
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert all(abs(s["d_loss"]) < 1e3 and abs(s["g_loss"]) < 1e3 for s in stats)
+
+
+def test_fp16_without_cuda_is_a_clear_error(tmp_path, tiny_cfg):
+    from ganforge.errors import UserError
+
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        train(tiny_cfg(**{"train.amp": '"fp16"'}), out=tmp_path, log=quiet)

@@ -78,6 +78,8 @@ class TrainConfig:
     grid_size: int = 64  # fixed-noise images per grid
     channels_last: bool = True  # memory format for conv nets
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
+    amp: str = "none"  # none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
+    compile: bool = False  # torch.compile G and D
     threads: int = 0  # torch CPU threads; 0 keeps torch's choice
 
 
@@ -304,6 +306,11 @@ def validate(cfg: Config) -> None:
     _check(t.ckpt_ticks >= 1, f"train.ckpt_ticks must be >= 1, got {t.ckpt_ticks}")
     _check(t.keep_ckpts >= 1, f"train.keep_ckpts must be >= 1, got {t.keep_ckpts}")
     _check(t.grid_size >= 1, f"train.grid_size must be >= 1, got {t.grid_size}")
+    _check(t.amp in ("none", "bf16", "fp16"), f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
+    _check(
+        not (t.amp == "fp16" and t.step_order == "simultaneous"),
+        "train.amp=fp16 does not combine with train.step_order=simultaneous; use bf16",
+    )
     _check(t.threads >= 0, f"train.threads must be >= 0, got {t.threads}")
     e = cfg.eval
     _check(e.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {e.every_kimg}")

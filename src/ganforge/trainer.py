@@ -3,6 +3,7 @@ logging, grids and checkpoints at ticks, never inside the inner math."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -98,6 +99,8 @@ class TrainState:
     tick: int = 0
     time_s: float = 0.0
     best: dict[str, Any] | None = None  # {"metric", "value", "kimg"} of checkpoints/best.pt
+    scaler_G: torch.amp.GradScaler | None = None  # fp16 loss scaling
+    scaler_D: torch.amp.GradScaler | None = None
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -113,6 +116,8 @@ class TrainState:
             "rng": ckpt_io.rng_state(self.z_gen),
             "fixed_z": self.fixed_z,
             "best": self.best,
+            "scaler_G": self.scaler_G.state_dict() if self.scaler_G is not None else None,
+            "scaler_D": self.scaler_D.state_dict() if self.scaler_D is not None else None,
         }
 
 
@@ -140,7 +145,12 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
     opt_D = _adam(D.parameters(), o.d_lr, o.d_betas, o.eps)
     z_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
     fixed_z = G.make_z(cfg.train.grid_size, torch.Generator().manual_seed(cfg.train.seed))
-    return TrainState(cfg, G, D, G_ema, opt_G, opt_D, z_gen, fixed_z)
+    state = TrainState(cfg, G, D, G_ema, opt_G, opt_D, z_gen, fixed_z)
+    if cfg.train.amp == "fp16":
+        if device.type != "cuda":
+            raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
+        state.scaler_G, state.scaler_D = torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")
+    return state
 
 
 def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
@@ -159,6 +169,9 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
     state.time_s = float(ckpt.get("time_s", 0.0))
     state.fixed_z = ckpt["fixed_z"]
     state.best = ckpt.get("best")
+    for name in ("scaler_G", "scaler_D"):
+        if getattr(state, name) is not None and ckpt.get(name):
+            getattr(state, name).load_state_dict(ckpt[name])
     ckpt_io.set_rng_state(ckpt["rng"], state.z_gen)
 
 
@@ -183,9 +196,25 @@ class Stepper:
             raise UserError("train.step_order=simultaneous is not supported with several processes")
         self.G_ddp = distributed.wrap(state.G, device)
         self.D_ddp = distributed.wrap(state.D, device)
+        self.G_bare, self.D_bare = state.G, state.D
+        if t.compile:
+            self.G_ddp, self.D_ddp = torch.compile(self.G_ddp), torch.compile(self.D_ddp)
+            self.G_bare, self.D_bare = torch.compile(state.G), torch.compile(state.D)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+        self.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
         self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
-        self.memory_format = torch.channels_last if t.channels_last and has_conv(state.D) else None
+
+    @staticmethod
+    def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
     def _z(self) -> torch.Tensor:
         # every rank draws the global batch's noise and keeps its own slice
@@ -194,29 +223,29 @@ class Stepper:
         return distributed.rank_slice(z)
 
     def _fake(self, grad: bool) -> torch.Tensor:
-        if not grad:
-            with torch.no_grad():
-                return self.s.G(self._z())
-        return self.G_ddp(self._z())
+        with self.autocast():
+            if not grad:
+                with torch.no_grad():
+                    return self.G_bare(self._z())
+            return self.G_ddp(self._z())
 
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.s
-        real_logits = self.D_ddp(real)
-        fake_logits = self.D_ddp(fake)
+        with self.autocast():
+            real_logits = self.D_ddp(real).float()
+            fake_logits = self.D_ddp(fake).float()
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
-        s.opt_D.zero_grad(set_to_none=True)
-        d_loss.backward()
-        s.opt_D.step()
+        self._apply(d_loss, s.opt_D, s.scaler_D)
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
     def _g_step(self, fake: torch.Tensor) -> torch.Tensor:
         s = self.s
         s.D.requires_grad_(False)  # G's step needs D's input gradients only, not its weight gradients
         try:
-            g_loss = self.loss.g(s.D(fake))
-            s.opt_G.zero_grad(set_to_none=True)
-            g_loss.backward()
-            s.opt_G.step()
+            with self.autocast():
+                fake_logits = self.D_bare(fake).float()
+            g_loss = self.loss.g(fake_logits)
+            self._apply(g_loss, s.opt_G, s.scaler_G)
         finally:
             s.D.requires_grad_(True)
         if s.G_ema is not None:
@@ -227,9 +256,10 @@ class Stepper:
         """Both losses from one forward pass and both gradients before either update (TensorFlow's
         GradientTape recipe)."""
         s = self.s
-        fake = s.G(self._z())
-        real_logits = s.D(real)
-        fake_logits = s.D(fake)
+        with self.autocast():
+            fake = self.G_bare(self._z())
+            real_logits = self.D_bare(real).float()
+            fake_logits = self.D_bare(fake).float()
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
         g_loss = self.loss.g(fake_logits)
         d_params = [p for p in s.D.parameters()]
@@ -324,6 +354,10 @@ class Trainer:
         self.device = pick_device(cfg.train.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls and convs
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
         fmt = torch.channels_last if cfg.train.channels_last and has_conv(self.state.D) else None
