@@ -50,6 +50,18 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid)]) == 2  # never overwrites
     assert "--force" in capsys.readouterr().err
 
+    npz = tmp_path / "samples.npz"
+    assert main(["sample", str(run_dir), "--n", "7", "--out", str(npz), "--batch-size", "3", "--seed", "7"]) == 0
+    import numpy as np
+
+    array = np.load(npz)["arr_0"]
+    assert array.shape == (7, 16, 16, 1) and array.dtype == np.uint8
+    grid_again = tmp_path / "grid7.png"
+    assert main(["sample", str(run_dir), "--n", "7", "--out", str(grid_again), "--seed", "7", "--nrow", "7"]) == 0
+    row = np.asarray(Image.open(grid_again).convert("L"))[2:18, 2:18]
+    assert np.abs(row.astype(int) - array[0, :, :, 0].astype(int)).max() <= 1  # same first sample
+    assert main(["sample", str(run_dir), "--n", "7", "--out", str(npz)]) == 2
+
     folder = tmp_path / "samples"
     ckpt = ckpt_io.resolve_checkpoint(run_dir)
     assert main(["sample", str(ckpt), "--n", "5", "--out", str(folder), "--batch-size", "2"]) == 0

@@ -78,6 +78,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     out = Path(args.out)
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
+    if out.suffix.lower() == ".npz":
+        import time
+
+        if out.exists() and not args.force:
+            raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        report.save_npz_stream(G, args.n, out, seed=args.seed, batch_size=args.batch_size)
+        seconds = time.perf_counter() - start
+        print(f"wrote {args.n} samples to {out} (uint8 [N, H, W, C] as arr_0) in {seconds:.1f}s, "
+              f"{args.n / seconds:,.0f} images/s")
+        return 0
     if out.suffix.lower() == ".png":
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
@@ -86,7 +98,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"wrote a grid of {args.n} samples to {out}")
         return 0
     if out.suffix:
-        raise UserError(f"--out {out}: give a .png file for a grid or a directory for one PNG per image")
+        raise UserError(f"--out {out}: give a .png for a grid, a .npz for an array, or a directory for PNGs")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} exists and is not empty; choose another --out or pass --force to add to it")
     images = G.sample(args.n, seed=args.seed, batch_size=args.batch_size)
@@ -186,11 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint")
     p.add_argument("run", type=Path, help="run directory or checkpoint file")
     p.add_argument("--n", type=int, default=64, help="number of images")
-    p.add_argument("--out", required=True, help="a .png for one grid, or a directory for one PNG per image")
+    p.add_argument("--out", required=True, help="a .png for one grid, a .npz for a uint8 array (streamed), or a "
+                                                 "directory for one PNG per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")
     p.add_argument("--force", action="store_true", help="replace an existing grid / add to a non-empty folder")

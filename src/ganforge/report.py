@@ -44,6 +44,38 @@ def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> lis
     return paths
 
 
+def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch_size: int = 1000) -> None:
+    """n samples of G as uint8 [n, H, W, C] under the key arr_0 of an .npz, generated and written one batch at
+    a time (memory stays at one batch), to a temp file that replaces `path` only when complete."""
+    import os
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    shape = (n, G.img_size, G.img_size, G.channels)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+    gen = torch.Generator().manual_seed(seed)
+    device = next(G.parameters()).device
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    was_training = G.training
+    G.eval()
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(f, header)
+                for start in range(0, n, batch_size):
+                    with torch.inference_mode():
+                        z = G.make_z(min(batch_size, n - start), gen).to(device)
+                        images = to_uint8(G(z)).permute(0, 2, 3, 1).contiguous()  # [B, C, H, W] -> [B, H, W, C]
+                    f.write(images.numpy().tobytes())
+        os.replace(tmp, path)
+    finally:
+        G.train(was_training)
+        if tmp.exists():
+            tmp.unlink()
+
+
 def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100) -> None:
     """The fixed-noise grids in training order, looping."""
     from PIL import Image
