@@ -182,13 +182,13 @@ class GanforgeLoop:
         fmt = torch.channels_last if cfg.train.channels_last and cfg.model.d != "mlp" else None
         self.data.to(device, fmt)
         self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, 0, device)
-        self.stepper = Stepper(self.state, get_loss(cfg.loss.name))
+        self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         self.iteration = 0
         self.sums = torch.zeros(4, device=device)
 
     def step(self) -> None:
         real = self.data.batch(self.sampler.indices(self.iteration))
-        self.sums += self.stepper(real)
+        self.sums += self.stepper([real])
         self.iteration += 1
 
 

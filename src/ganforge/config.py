@@ -45,12 +45,21 @@ class ModelConfig:
     bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
     bn_eps: float = 1e-5
     init: str = "dcgan"  # dcgan | xavier | torch (see models.layers.init_weights)
+    d_spectral_norm: bool = False  # spectral normalisation of every D weight layer (Miyato et al. 2018)
 
 
 @dataclass
 class LossConfig:
-    name: str = "ns"  # registered loss: ns (non-saturating) | minimax (saturating)
+    name: str = "ns"  # registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge
     d_reduction: str = "sum"  # D loss = real + fake (sum) or (real + fake) / 2 (mean)
+    n_critic: int = 1  # D steps (each on a fresh real batch) per G step
+    gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty
+    clip: float = 0.01  # wgan: D weights are clamped to [-clip, clip]
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 * ||grad D(x)||^2 on reals; 0 disables
+    r1_every: int = 1  # lazy R1: every k-th D step, scaled by k
+    label_smoothing: float = 0.0  # one-sided: D's real target is 1 - label_smoothing (ns, minimax)
+    instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at the start of training
+    instance_noise_kimg: float = 0.0  # ... annealed linearly to 0 over this many kimg
 
 
 @dataclass
@@ -287,6 +296,15 @@ def validate(cfg: Config) -> None:
     _check(m.init in ("dcgan", "xavier", "torch"), f"model.init must be dcgan, xavier or torch, got {m.init!r}")
     losses.LOSSES.get(lo.name)
     _check(lo.d_reduction in ("sum", "mean"), f"loss.d_reduction must be sum or mean, got {lo.d_reduction!r}")
+    _check(lo.n_critic >= 1, f"loss.n_critic must be >= 1, got {lo.n_critic}")
+    _check(lo.gp_weight >= 0 and lo.clip > 0, "loss.gp_weight must be >= 0 and loss.clip positive")
+    _check(0 <= lo.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {lo.label_smoothing}")
+    _check(lo.instance_noise >= 0 and lo.instance_noise_kimg >= 0, "loss.instance_noise(_kimg) must be >= 0")
+    _check(lo.r1_gamma >= 0 and lo.r1_every >= 1, "loss.r1_gamma must be >= 0 and loss.r1_every >= 1")
+    _check(
+        lo.n_critic == 1 or (t.step_order != "simultaneous" and not t.reuse_fake),
+        "loss.n_critic > 1 needs train.step_order d_first or g_first and train.reuse_fake = false",
+    )
     _check(o.name == "adam", f"optim.name must be adam, got {o.name!r}")
     _check(o.g_lr > 0 and o.d_lr > 0, "optim.g_lr and optim.d_lr must be positive")
     for name in ("g_betas", "d_betas"):

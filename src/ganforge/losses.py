@@ -8,11 +8,12 @@ without the overflow of log(sigmoid(l)).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
 from .registry import Registry
 
 LOSSES = Registry("loss")
@@ -25,6 +26,8 @@ class GANLoss:
     d_real: Callable[[torch.Tensor], torch.Tensor]  # D's loss on real logits
     d_fake: Callable[[torch.Tensor], torch.Tensor]  # D's loss on fake logits
     g: Callable[[torch.Tensor], torch.Tensor]  # G's loss on fake logits
+    gradient_penalty: bool = False  # WGAN-GP: add loss.gp_weight * (||grad D(x_hat)|| - 1)^2
+    clip_weights: bool = False  # WGAN: clamp D's weights to [-loss.clip, loss.clip] after each D step
 
 
 def bce_real(real_logits: torch.Tensor) -> torch.Tensor:
@@ -57,5 +60,94 @@ def minimax() -> GANLoss:
     return GANLoss("minimax", "BCE for D; saturating log(1 - D(G(z))) for G", bce_real, bce_fake, g_saturating)
 
 
-def get_loss(name: str) -> GANLoss:
-    return LOSSES.get(name)()
+def ls_real(real_logits: torch.Tensor) -> torch.Tensor:
+    """1/2 (D(x) - 1)^2 (Mao et al. 2017, LSGAN with a = 0, b = c = 1)."""
+    return 0.5 * (real_logits - 1).pow(2).mean()
+
+
+def ls_fake(fake_logits: torch.Tensor) -> torch.Tensor:
+    """1/2 D(G(z))^2."""
+    return 0.5 * fake_logits.pow(2).mean()
+
+
+def w_real(real_logits: torch.Tensor) -> torch.Tensor:
+    """-D(x): the critic raises its score of reals (Arjovsky et al. 2017)."""
+    return -real_logits.mean()
+
+
+def w_fake(fake_logits: torch.Tensor) -> torch.Tensor:
+    """D(G(z)): and lowers its score of fakes."""
+    return fake_logits.mean()
+
+
+def hinge_real(real_logits: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 - D(x)) (Lim & Ye 2017; Miyato et al. 2018)."""
+    return F.relu(1 - real_logits).mean()
+
+
+def hinge_fake(fake_logits: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 + D(G(z)))."""
+    return F.relu(1 + fake_logits).mean()
+
+
+@LOSSES.register("lsgan")
+def least_squares() -> GANLoss:
+    return GANLoss("lsgan", "least squares: D 1/2(D(x)-1)^2 + 1/2 D(G(z))^2; G 1/2(D(G(z))-1)^2",
+                   ls_real, ls_fake, ls_real)
+
+
+@LOSSES.register("wgan")
+def wasserstein() -> GANLoss:
+    return GANLoss("wgan", "Wasserstein with weight clipping: D -D(x) + D(G(z)); G -D(G(z))",
+                   w_real, w_fake, w_real, clip_weights=True)
+
+
+@LOSSES.register("wgan-gp")
+def wasserstein_gp() -> GANLoss:
+    return GANLoss("wgan-gp", "Wasserstein with a gradient penalty on real/fake interpolates (Gulrajani et al.)",
+                   w_real, w_fake, w_real, gradient_penalty=True)
+
+
+@LOSSES.register("hinge")
+def hinge() -> GANLoss:
+    return GANLoss("hinge", "hinge: D max(0, 1-D(x)) + max(0, 1+D(G(z))); G -D(G(z))", hinge_real, hinge_fake, w_real)
+
+
+def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat = eps * real + (1 - eps) * fake, eps ~ U[0, 1] per sample
+    (Gulrajani et al. 2017)."""
+    eps = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E[||grad_x D(x)||^2] on reals (Mescheder et al. 2018); `real` must require grad before D(real)."""
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()
+
+
+def get_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
+    """The registered loss; one-sided label smoothing (Salimans et al. 2016) makes D's real target
+    1 - label_smoothing for the BCE losses: BCE(sigmoid(l), t) = t softplus(-l) + (1 - t) softplus(l)."""
+    loss = LOSSES.get(name)()
+    if label_smoothing > 0:
+        if loss.d_real is not bce_real:
+            raise UserError(f"loss.label_smoothing applies to the BCE losses (ns, minimax), not {name}")
+        t = 1.0 - label_smoothing
+
+        def smoothed_real(real_logits: torch.Tensor) -> torch.Tensor:
+            return t * F.softplus(-real_logits).mean() + (1 - t) * F.softplus(real_logits).mean()
+
+        loss = replace(loss, d_real=smoothed_real)
+    return loss
+
+
+def instance_noise_std(nimg: int, start_std: float, anneal_kimg: float) -> float:
+    """Std of the Gaussian noise added to D's inputs: start_std at 0 images, linearly down to 0 at
+    anneal_kimg (Sonderby et al. 2016; Arjovsky & Bottou 2017)."""
+    if start_std <= 0 or anneal_kimg <= 0:
+        return 0.0
+    return start_std * max(0.0, 1.0 - nimg / (anneal_kimg * 1000.0))

@@ -24,7 +24,7 @@ from . import distributed, report
 from .config import Config, apply_overrides, from_dict
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
-from .losses import GANLoss, get_loss
+from .losses import GANLoss, get_loss, gradient_penalty, instance_noise_std, r1_penalty
 from .models import Discriminator, Generator, build_discriminator, build_generator
 
 _RUN_DIR = re.compile(r"^(\d{4,})-")
@@ -202,10 +202,17 @@ class Stepper:
             self.G_bare, self.D_bare = torch.compile(state.G), torch.compile(state.D)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+        lc = state.cfg.loss
+        self.n_critic, self.gp_weight, self.clip = lc.n_critic, lc.gp_weight, lc.clip
+        self.r1_gamma, self.r1_every = lc.r1_gamma, lc.r1_every
+        self.noise_start, self.noise_kimg = lc.instance_noise, lc.instance_noise_kimg
+        self.noise_std = 0.0  # set from the image counter by the loop
+        self.d_steps = 0  # set from the image counter by the loop (set_progress), so lazy R1 resumes in phase
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
         self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
         # Without batch statistics in D, one pass over [real; fake] equals two passes and runs faster.
         self.joint_d = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in state.D.modules())
+        self.joint_d = self.joint_d and not (loss.gradient_penalty or lc.r1_gamma > 0)
 
     @staticmethod
     def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -231,8 +238,22 @@ class Stepper:
                     return self.G_bare(self._z())
             return self.G_ddp(self._z())
 
+    def _noisy(self, x: torch.Tensor) -> torch.Tensor:
+        """Instance noise on D's inputs, drawn from the checkpointed noise generator."""
+        if self.noise_std <= 0:
+            return x
+        return x + self.noise_std * torch.randn(x.shape, device=x.device, generator=self.s.z_gen, dtype=x.dtype)
+
+    def set_progress(self, nimg: int) -> None:
+        self.d_steps = nimg // self.global_batch
+        self.noise_std = instance_noise_std(nimg, self.noise_start, self.noise_kimg)
+
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.s
+        real, fake = self._noisy(real), self._noisy(fake)
+        r1 = self.r1_gamma > 0 and self.d_steps % self.r1_every == 0
+        if r1:
+            real = real.detach().requires_grad_(True)
         with self.autocast():
             if self.joint_d:
                 real_logits, fake_logits = self.D_ddp(torch.cat([real, fake])).float().split(real.shape[0])
@@ -240,7 +261,16 @@ class Stepper:
                 real_logits = self.D_ddp(real).float()
                 fake_logits = self.D_ddp(fake).float()
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
+        if self.loss.gradient_penalty and self.gp_weight > 0:
+            d_loss = d_loss + self.gp_weight * gradient_penalty(self.D_bare, real, fake, generator=s.z_gen)
+        if r1:
+            d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
         self._apply(d_loss, s.opt_D, s.scaler_D)
+        if self.loss.clip_weights:
+            with torch.no_grad():
+                for p in s.D.parameters():
+                    p.clamp_(-self.clip, self.clip)
+        self.d_steps += 1
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
     def _g_step(self, fake: torch.Tensor) -> torch.Tensor:
@@ -248,7 +278,7 @@ class Stepper:
         s.D.requires_grad_(False)  # G's step needs D's input gradients only, not its weight gradients
         try:
             with self.autocast():
-                fake_logits = self.D_bare(fake).float()
+                fake_logits = self.D_bare(self._noisy(fake)).float()
             g_loss = self.loss.g(fake_logits)
             self._apply(g_loss, s.opt_G, s.scaler_G)
         finally:
@@ -279,18 +309,21 @@ class Stepper:
             update_ema(s.G_ema, s.G, self.ema_beta)
         return d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach()
 
-    def __call__(self, real: torch.Tensor) -> torch.Tensor:
+    def __call__(self, reals: list[torch.Tensor]) -> torch.Tensor:
+        """One G step and len(reals) = n_critic D steps, each D step on its own real batch."""
         if self.order == "simultaneous":
-            d_loss, g_loss, real_logits, fake_logits = self._simultaneous(real)
+            d_loss, g_loss, real_logits, fake_logits = self._simultaneous(reals[0])
         elif self.order == "d_first":
-            fake = self._fake(grad=self.reuse_fake)
-            d_loss, real_logits, fake_logits = self._d_step(real, fake.detach())
+            for real in reals:
+                fake = self._fake(grad=self.reuse_fake)
+                d_loss, real_logits, fake_logits = self._d_step(real, fake.detach())
             g_loss = self._g_step(fake if self.reuse_fake else self._fake(grad=True))
         else:  # g_first
             fake = self._fake(grad=True)
             g_loss = self._g_step(fake)
-            fake_for_d = fake.detach() if self.reuse_fake else self._fake(grad=False)
-            d_loss, real_logits, fake_logits = self._d_step(real, fake_for_d)
+            for real in reals:
+                fake_for_d = fake.detach() if self.reuse_fake else self._fake(grad=False)
+                d_loss, real_logits, fake_logits = self._d_step(real, fake_for_d)
         # [d_loss, g_loss, mean D(real), mean D(fake)], still on the device
         return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
 
@@ -370,7 +403,7 @@ class Trainer:
         if resume_from is not None:
             restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
         self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device)
-        self.stepper = Stepper(self.state, get_loss(cfg.loss.name))
+        self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
@@ -515,15 +548,17 @@ class Trainer:
                    dynamic_ncols=True, disable=None if main else True, leave=False, file=sys.stderr)
         with _StopFlag() as stop:
             while s.nimg < total_nimg:
-                iteration = s.nimg // t.batch_size
-                real = self.data.batch(distributed.rank_slice(self.sampler.indices(iteration)))
-                sums += self.stepper(real)
+                iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
+                self.stepper.set_progress(s.nimg)
+                reals = [self.data.batch(distributed.rank_slice(self.sampler.indices(iteration + k)))
+                         for k in range(self.stepper.n_critic)]
+                sums += self.stepper(reals)
                 iters += 1
-                s.nimg += t.batch_size
+                s.nimg += t.batch_size * self.stepper.n_critic
                 now = time.perf_counter()
                 s.time_s += now - last_time
                 last_time = now
-                bar.update(t.batch_size)
+                bar.update(t.batch_size * self.stepper.n_critic)
                 if iters % 25 == 0 and not bar.disable:
                     d_loss, g_loss, d_real, d_fake = (sums / iters).tolist()
                     bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", D_real=f"{d_real:.2f}",

@@ -19,4 +19,11 @@ def build_generator(cfg: Config) -> Generator:
 def build_discriminator(cfg: Config) -> Discriminator:
     D = DISCRIMINATORS.get(cfg.model.d)(cfg.model, img_size=cfg.data.img_size, channels=cfg.data.channels)
     init_weights(D, cfg.model.init)
+    if cfg.model.d_spectral_norm:
+        from torch import nn
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        for module in list(D.modules()):
+            if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+                spectral_norm(module)
     return D

@@ -1,0 +1,151 @@
+"""The loss family and stabilisers: values on fixed logits, penalties against autograd, training contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ganforge import checkpoint as ckpt_io
+from ganforge.config import load_config
+from ganforge.losses import LOSSES, get_loss, gradient_penalty, r1_penalty
+from ganforge.models import build_discriminator
+from ganforge.trainer import resume, train
+
+from .test_train import assert_same_state, final_weights, quiet
+
+LOGITS_REAL = torch.tensor([2.0, -1.0])
+LOGITS_FAKE = torch.tensor([0.5, -3.0])
+
+
+@pytest.mark.parametrize(
+    "name, d_expected, g_expected",
+    [
+        ("ns", (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2
+         + (math.log1p(math.exp(0.5)) + math.log1p(math.exp(-3))) / 2,
+         (math.log1p(math.exp(-0.5)) + math.log1p(math.exp(3))) / 2),
+        ("minimax", None, -(math.log1p(math.exp(0.5)) + math.log1p(math.exp(-3))) / 2),
+        ("lsgan", 0.5 * ((2 - 1) ** 2 + (-1 - 1) ** 2) / 2 + 0.5 * (0.5**2 + 3.0**2) / 2,
+         0.5 * ((0.5 - 1) ** 2 + (-3 - 1) ** 2) / 2),
+        ("wgan", -(2 - 1) / 2 + (0.5 - 3) / 2, -(0.5 - 3) / 2),
+        ("wgan-gp", -(2 - 1) / 2 + (0.5 - 3) / 2, -(0.5 - 3) / 2),
+        ("hinge", (max(0, 1 - 2) + max(0, 1 + 1)) / 2 + (max(0, 1 + 0.5) + max(0, 1 - 3)) / 2, -(0.5 - 3) / 2),
+    ],
+)
+def test_losses_match_hand_computed_values(name, d_expected, g_expected):
+    loss = get_loss(name)
+    d_value = (loss.d_real(LOGITS_REAL) + loss.d_fake(LOGITS_FAKE)).item()
+    if d_expected is not None:
+        assert abs(d_value - d_expected) < 1e-6
+    assert abs(loss.g(LOGITS_FAKE).item() - g_expected) < 1e-6
+
+
+def test_gradient_penalty_equals_direct_autograd_on_a_known_function():
+    w = torch.tensor([3.0, 4.0, 0.0, 0.0]).view(1, 4, 1, 1)
+
+    def D(x):  # linear: grad_x D = w everywhere, ||w|| = 5
+        return (x * w).flatten(1).sum(1)
+
+    real, fake = torch.randn(6, 4, 1, 1), torch.randn(6, 4, 1, 1)
+    assert abs(gradient_penalty(D, real, fake).item() - (5 - 1) ** 2) < 1e-5
+
+    def D2(x):  # quadratic: grad = 2x, checked against autograd per interpolate
+        return x.pow(2).flatten(1).sum(1)
+
+    gen = torch.Generator().manual_seed(3)
+    value = gradient_penalty(D2, real, fake, generator=gen)
+    eps = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(3))
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D2(x_hat).sum(), x_hat)
+    direct = (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    assert abs(value.item() - direct.item()) < 1e-5
+
+
+def test_r1_penalty_of_a_linear_d_is_its_squared_weight_norm():
+    w = torch.tensor([1.0, 2.0, 2.0]).view(1, 3, 1, 1)
+    real = torch.randn(5, 3, 1, 1, requires_grad=True)
+    logits = (real * w).flatten(1).sum(1)
+    assert abs(r1_penalty(logits, real).item() - 9.0) < 1e-5
+
+
+def test_spectral_norm_keeps_largest_singular_value_near_one():
+    cfg = load_config(preset="mnist-mlp-bn", overrides=["model.d_spectral_norm=true"])
+    D = build_discriminator(cfg).train()
+    x = torch.randn(8, 1, 28, 28)
+    for _ in range(30):  # power iterations run in training-mode forwards
+        D(x)
+    layers = [m for m in D.modules() if isinstance(m, nn.Linear)]
+    assert len(layers) == 3
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach(), ord=2).item()
+        assert abs(sigma - 1.0) < 0.05, sigma
+
+
+@pytest.mark.parametrize("loss", LOSSES.names())
+@pytest.mark.parametrize("g, d", [("dcgan", "dcgan"), ("mlp", "mlp"), ("mlp", "convd")])
+def test_every_loss_and_model_pair_trains_with_finite_losses(tmp_path, tiny_cfg, loss, g, d):
+    extra = {"loss.name": f'"{loss}"', "model.g": f'"{g}"', "model.d": f'"{d}"', "train.kimg": 0.024,
+             "train.tick_kimg": 0.024, "model.g_hidden": "[16]", "model.d_hidden": "[16]"}
+    if loss in ("wgan", "wgan-gp"):
+        extra["model.d_norm"] = '"none"'
+    cfg = tiny_cfg(**extra)
+    start = build_discriminator(cfg).state_dict()
+    run_dir = train(cfg, out=tmp_path, log=quiet)
+    ckpt = final_weights(run_dir)
+    stats = (run_dir / "stats.jsonl").read_text()
+    assert "NaN" not in stats and "Infinity" not in stats
+    changed = [k for k in start if start[k].is_floating_point() and not torch.equal(start[k], ckpt["D"][k])]
+    assert changed
+    if loss == "wgan":
+        weights = [v for k, v in ckpt["D"].items() if k.endswith("weight")]
+        assert max(w.abs().max().item() for w in weights) <= 0.01 + 1e-7
+
+
+@pytest.mark.parametrize("stabiliser", [
+    {"model.d_spectral_norm": "true"},
+    {"loss.r1_gamma": 1.0, "loss.r1_every": 2},
+    {"loss.n_critic": 2, "loss.name": '"wgan-gp"', "model.d_norm": '"none"'},
+], ids=["spectral-norm", "lazy-r1", "n-critic-gp"])
+def test_stabilisers_resume_bit_for_bit(tmp_path, tiny_cfg, stabiliser):
+    full = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.096"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))
+
+
+def test_n_critic_counts_every_real_batch(tmp_path, tiny_cfg):
+    run_dir = train(tiny_cfg(**{"loss.n_critic": 3, "train.kimg": 0.048}), out=tmp_path, log=quiet)
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 48  # 2 G steps x 3 x 8
+
+
+def test_one_sided_label_smoothing_is_bce_against_the_smoothed_target():
+    logits = torch.tensor([2.0, -0.5, 0.3])
+    smoothed = get_loss("ns", label_smoothing=0.1)
+    expected = nn.functional.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 0.9))
+    assert abs(smoothed.d_real(logits).item() - expected.item()) < 1e-6
+    assert abs(smoothed.d_fake(logits).item() - get_loss("ns").d_fake(logits).item()) < 1e-7  # fakes untouched
+    from ganforge.errors import UserError
+
+    with pytest.raises(UserError, match="label_smoothing"):
+        get_loss("hinge", label_smoothing=0.1)
+
+
+def test_instance_noise_schedule_reaches_its_values():
+    from ganforge.losses import instance_noise_std
+
+    assert abs(instance_noise_std(0, 0.2, 10.0) - 0.2) < 1e-12
+    assert abs(instance_noise_std(5_000, 0.2, 10.0) - 0.1) < 1e-12
+    assert instance_noise_std(10_000, 0.2, 10.0) == 0.0 and instance_noise_std(50_000, 0.2, 10.0) == 0.0
+    assert instance_noise_std(100, 0.0, 10.0) == 0.0
+
+
+def test_instance_noise_and_smoothing_resume_bit_for_bit(tmp_path, tiny_cfg):
+    extra = {"loss.instance_noise": 0.3, "loss.instance_noise_kimg": 0.08, "loss.label_smoothing": 0.1}
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.096"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))
+    plain = train(tiny_cfg(**{"train.kimg": 0.096}), out=tmp_path / "c", log=quiet)
+    assert not torch.equal(final_weights(plain)["D"]["net.0.weight"], final_weights(full)["D"]["net.0.weight"])
