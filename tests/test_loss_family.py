@@ -149,3 +149,67 @@ def test_instance_noise_and_smoothing_resume_bit_for_bit(tmp_path, tiny_cfg):
     assert_same_state(final_weights(full), final_weights(half))
     plain = train(tiny_cfg(**{"train.kimg": 0.096}), out=tmp_path / "c", log=quiet)
     assert not torch.equal(final_weights(plain)["D"]["net.0.weight"], final_weights(full)["D"]["net.0.weight"])
+
+
+def test_pacgan_packs_consecutive_samples_along_channels():
+    cfg = load_config(preset="default", overrides=["model.pac=2", "data.channels=3"])
+    D = build_discriminator(cfg)
+    first = next(m for m in D.modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 6
+    x = torch.randn(8, 3, 28, 28)
+    assert D(x).shape == (4,)
+    # a pair is judged together: changing one sample changes only its pair's logit
+    y = x.clone()
+    y[5] += 1
+    D.eval()
+    changed = (D(x) - D(y)).abs() > 1e-6
+    assert changed.tolist() == [False, False, True, False]
+
+
+def test_minibatch_std_adds_a_channel_that_sees_batch_variety():
+    from ganforge.models.layers import MinibatchStd
+
+    layer = MinibatchStd(group=4)
+    same = torch.ones(8, 3, 2, 2)
+    varied = torch.randn(8, 3, 2, 2)
+    assert layer(same).shape == (8, 4, 2, 2)
+    assert layer(same)[:, 3].abs().max().item() < 1e-3
+    assert layer(varied)[:, 3].min().item() > 0.1
+    cfg = load_config(preset="default", overrides=["model.d_mbstd=true"])
+    assert build_discriminator(cfg)(torch.randn(8, 1, 28, 28)).shape == (8,)
+
+
+@pytest.mark.parametrize("stabiliser", [{"model.pac": 2}, {"model.d_mbstd": "true"}], ids=["pac2", "mbstd"])
+def test_packing_and_mbstd_train_and_resume(tmp_path, tiny_cfg, stabiliser):
+    full = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.064"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))
+
+
+def test_diffaugment_is_differentiable_and_does_what_it_says():
+    from ganforge.augment import cutout, diff_augment, translation
+
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    out = diff_augment(x, ["color", "translation", "cutout"], torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    ones = torch.ones(64, 1, 16, 16)
+    zeros_per_image = (cutout(ones, torch.Generator().manual_seed(1)) == 0).flatten(1).sum(1).float()
+    assert zeros_per_image.max().item() == 64  # an 8x8 square when it lies inside the image
+    assert zeros_per_image.min().item() > 0
+    shifted = translation(ones, torch.Generator().manual_seed(2))
+    assert (shifted == 0).any() and shifted.max().item() == 1  # shifted in from a zero border
+    from ganforge.errors import UserError
+
+    with pytest.raises(UserError, match="unknown augmentation"):
+        load_config(overrides=["train.diffaugment=color,zoom"])
+
+
+def test_diffaugment_training_resumes_bit_for_bit(tmp_path, tiny_cfg):
+    extra = {"train.diffaugment": '"color,translation,cutout"'}
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.064"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))

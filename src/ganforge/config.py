@@ -46,6 +46,8 @@ class ModelConfig:
     bn_eps: float = 1e-5
     init: str = "dcgan"  # dcgan | xavier | torch (see models.layers.init_weights)
     d_spectral_norm: bool = False  # spectral normalisation of every D weight layer (Miyato et al. 2018)
+    d_mbstd: bool = False  # dcgan D: minibatch standard deviation channel before the last layer (Karras et al.)
+    pac: int = 1  # PacGAN: D judges `pac` samples at once, stacked along channels (Lin et al. 2018)
 
 
 @dataclass
@@ -89,6 +91,7 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     amp: str = "none"  # none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
     compile: bool = False  # torch.compile G and D
+    diffaugment: str = ""  # DiffAugment policy for everything D sees, e.g. "color,translation,cutout"
     threads: int = 0  # torch CPU threads; 0 keeps torch's choice
 
 
@@ -294,6 +297,8 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= m.bn_momentum <= 1.0, f"model.bn_momentum must be in [0, 1], got {m.bn_momentum}")
     _check(m.bn_eps > 0, f"model.bn_eps must be positive, got {m.bn_eps}")
     _check(m.init in ("dcgan", "xavier", "torch"), f"model.init must be dcgan, xavier or torch, got {m.init!r}")
+    _check(m.pac >= 1, f"model.pac must be >= 1, got {m.pac}")
+    _check(t.batch_size % m.pac == 0, f"train.batch_size {t.batch_size} must be a multiple of model.pac {m.pac}")
     losses.LOSSES.get(lo.name)
     _check(lo.d_reduction in ("sum", "mean"), f"loss.d_reduction must be sum or mean, got {lo.d_reduction!r}")
     _check(lo.n_critic >= 1, f"loss.n_critic must be >= 1, got {lo.n_critic}")
@@ -329,6 +334,9 @@ def validate(cfg: Config) -> None:
         not (t.amp == "fp16" and t.step_order == "simultaneous"),
         "train.amp=fp16 does not combine with train.step_order=simultaneous; use bf16",
     )
+    from .augment import parse_policy
+
+    parse_policy(t.diffaugment)
     _check(t.threads >= 0, f"train.threads must be >= 0, got {t.threads}")
     e = cfg.eval
     _check(e.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {e.every_kimg}")

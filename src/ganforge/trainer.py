@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from . import distributed, report
+from .augment import diff_augment, parse_policy
 from .config import Config, apply_overrides, from_dict
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
@@ -207,6 +208,7 @@ class Stepper:
         self.r1_gamma, self.r1_every = lc.r1_gamma, lc.r1_every
         self.noise_start, self.noise_kimg = lc.instance_noise, lc.instance_noise_kimg
         self.noise_std = 0.0  # set from the image counter by the loop
+        self.augment_policy = parse_policy(t.diffaugment)
         self.d_steps = 0  # set from the image counter by the loop (set_progress), so lazy R1 resumes in phase
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
         self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
@@ -239,7 +241,9 @@ class Stepper:
             return self.G_ddp(self._z())
 
     def _noisy(self, x: torch.Tensor) -> torch.Tensor:
-        """Instance noise on D's inputs, drawn from the checkpointed noise generator."""
+        """What D sees: DiffAugment, then instance noise; random draws from the checkpointed generator."""
+        if self.augment_policy:
+            x = diff_augment(x, self.augment_policy, self.s.z_gen)
         if self.noise_std <= 0:
             return x
         return x + self.noise_std * torch.randn(x.shape, device=x.device, generator=self.s.z_gen, dtype=x.dtype)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import Config
 from . import dcgan, mlp  # noqa: F401  (registers the networks)
-from .layers import Discriminator, Generator, init_weights
+from .layers import Discriminator, Generator, Packed, init_weights
 from .registry import DISCRIMINATORS, GENERATORS
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_generator", "build_discriminator"]
@@ -17,7 +17,8 @@ def build_generator(cfg: Config) -> Generator:
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
-    D = DISCRIMINATORS.get(cfg.model.d)(cfg.model, img_size=cfg.data.img_size, channels=cfg.data.channels)
+    channels = cfg.data.channels * cfg.model.pac
+    D = DISCRIMINATORS.get(cfg.model.d)(cfg.model, img_size=cfg.data.img_size, channels=channels)
     init_weights(D, cfg.model.init)
     if cfg.model.d_spectral_norm:
         from torch import nn
@@ -26,4 +27,4 @@ def build_discriminator(cfg: Config) -> Discriminator:
         for module in list(D.modules()):
             if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
                 spectral_norm(module)
-    return D
+    return Packed(D, cfg.model.pac) if cfg.model.pac > 1 else D

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import UserError
-from .layers import Discriminator, Generator, activation, batch_norm
+from .layers import Discriminator, Generator, MinibatchStd, activation, batch_norm
 from .registry import DISCRIMINATORS, GENERATORS
 
 
@@ -70,7 +70,9 @@ class DCGANDiscriminator(Discriminator):
                 layers.append(batch_norm(2, width * 2, cfg))
             layers.append(activation(cfg.d_act, cfg.lrelu_slope))
             width *= 2
-        layers.append(nn.Conv2d(width, 1, start, 1, 0, bias=True))
+        if cfg.d_mbstd:
+            layers.append(MinibatchStd())
+        layers.append(nn.Conv2d(width + int(cfg.d_mbstd), 1, start, 1, 0, bias=True))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -69,3 +69,37 @@ class Discriminator(nn.Module):
         super().__init__()
         self.img_size = img_size
         self.channels = channels
+
+
+class MinibatchStd(nn.Module):
+    """Appends one channel: the standard deviation of each feature over groups of `group` samples, averaged
+    (Karras et al. 2018), so D can see a batch's lack of variety."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        g = min(self.group, b)
+        if b % g:
+            g = 1
+        y = x.view(g, -1, c, h, w)  # [G, B/G, C, H, W]
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [B/G]
+        std = std.view(-1, 1, 1, 1).repeat(g, 1, h, w)  # [B, 1, H, W]
+        return torch.cat([x, std], dim=1)
+
+
+class Packed(nn.Module):
+    """PacGAN: groups of `pac` consecutive samples are stacked along channels and judged together, one logit
+    per group: [B, C, H, W] -> [B / pac, C * pac, H, W] -> [B / pac]."""
+
+    def __init__(self, D: nn.Module, pac: int) -> None:
+        super().__init__()
+        self.D = D
+        self.pac = pac
+        self.img_size, self.channels = D.img_size, D.channels // pac
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return self.D(x.reshape(b // self.pac, c * self.pac, h, w))
