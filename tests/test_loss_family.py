@@ -152,7 +152,7 @@ def test_instance_noise_and_smoothing_resume_bit_for_bit(tmp_path, tiny_cfg):
 
 
 def test_pacgan_packs_consecutive_samples_along_channels():
-    cfg = load_config(preset="default", overrides=["model.pac=2", "data.channels=3"])
+    cfg = load_config(preset="default", overrides=["model.pac=2", "data.channels=3", "data.img_size=28"])
     D = build_discriminator(cfg)
     first = next(m for m in D.modules() if isinstance(m, nn.Conv2d))
     assert first.in_channels == 6
@@ -175,7 +175,7 @@ def test_minibatch_std_adds_a_channel_that_sees_batch_variety():
     assert layer(same).shape == (8, 4, 2, 2)
     assert layer(same)[:, 3].abs().max().item() < 1e-3
     assert layer(varied)[:, 3].min().item() > 0.1
-    cfg = load_config(preset="default", overrides=["model.d_mbstd=true"])
+    cfg = load_config(preset="default", overrides=["model.d_mbstd=true", "data.img_size=28"])
     assert build_discriminator(cfg)(torch.randn(8, 1, 28, 28)).shape == (8,)
 
 
