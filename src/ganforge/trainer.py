@@ -189,7 +189,7 @@ class Stepper:
         self.order = t.step_order
         self.reuse_fake = t.reuse_fake
         self.global_batch = t.batch_size
-        self.batch_size = distributed.local_batch(t.batch_size)
+        distributed.local_batch(t.batch_size)  # refuses a global batch that does not split across ranks
         device = next(state.G.parameters()).device
         # Under DDP the wrappers average gradients; the G step calls the bare D (frozen there), and
         # gradient-free forwards call the bare G, so DDP only sees the passes whose gradients it reduces.
