@@ -44,7 +44,9 @@ def cache_dir() -> Path:
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
     """Round to the 256 levels a saved PNG holds, so a run and its exported images score the same."""
-    return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).div(127.5).sub(1)
+    from ..report import to_uint8
+
+    return to_uint8(images).float().div(127.5).sub(1)
 
 
 class ImageSet:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..report import to_uint8
 from .classifier import file_sha256
 from .core import METRICS, EvalContext, Result
 
@@ -32,7 +33,7 @@ class _Uint8RGB(torch.utils.data.Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        x = self.images[i].float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        x = to_uint8(self.images[i])
         return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
