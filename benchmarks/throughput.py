@@ -19,16 +19,17 @@ import argparse
 import copy
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ganforge.config import Config, load_config
-from ganforge.data import EpochSampler, load_dataset
-from ganforge.losses import get_loss
+from ganforge.data import load_dataset
 from ganforge.models import build_discriminator, build_generator
-from ganforge.trainer import Stepper, build_state, pick_device
+from ganforge.trainer import Trainer, pick_device
 
 MODELS = {"dcgan": "mnist-dcgan", "mlp-bn": "mnist-mlp-bn"}
 
@@ -176,15 +177,14 @@ class ReferenceLoop:
 
 
 class GanforgeLoop:
+    """The trainer's own data, state and stepper (building a Trainer writes nothing), stepped directly."""
+
     def __init__(self, cfg: Config, device: torch.device) -> None:
-        self.data = load_dataset(cfg.data)
-        self.state = build_state(cfg, device)
-        fmt = torch.channels_last if cfg.train.channels_last and cfg.model.d != "mlp" else None
-        self.data.to(device, fmt)
-        self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, 0, device)
-        self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
+        trainer = Trainer(cfg, Path(tempfile.gettempdir()) / "ganforge-throughput", log=lambda msg: None)
+        self.data, self.state = trainer.data, trainer.state
+        self.sampler, self.stepper = trainer.sampler, trainer.stepper
         self.iteration = 0
-        self.sums = torch.zeros(4, device=device)
+        self.sums = torch.zeros(4, device=trainer.device)
 
     def step(self) -> None:
         real = self.data.batch(self.sampler.indices(self.iteration))

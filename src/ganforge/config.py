@@ -203,8 +203,6 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list):
             raise UserError(f"{where} must be a list like [1, 2], got {value!r}")
         kind = type(default[0]) if default else None
-        if kind is None and section == "eval":
-            kind = str
         return [_coerce(section, name, v, kind()) if kind else v for v in value]
     return value
 
