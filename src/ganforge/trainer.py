@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -26,7 +27,8 @@ from .config import Config, apply_overrides, from_dict
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
 from .losses import GANLoss, get_loss, gradient_penalty, instance_noise_std, r1_penalty
-from .models import Discriminator, Generator, build_discriminator, build_generator
+from .models import Discriminator, Generator, balanced_labels, build_discriminator, build_generator
+from .models.layers import MinibatchDiscrimination, MinibatchStd
 
 _RUN_DIR = re.compile(r"^(\d{4,})-")
 
@@ -84,6 +86,15 @@ def update_ema(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
+def grid_labels(n_classes: int, grid_size: int) -> tuple[torch.Tensor, int]:
+    """Labels of a class grid and its row length: grid_size // K images of each class, one row per class
+    (the first grid_size classes, one each, when there are more classes than grid cells)."""
+    if n_classes > grid_size:
+        return balanced_labels(grid_size, n_classes), report.grid_nrow(grid_size)
+    cols = max(1, grid_size // n_classes)
+    return torch.arange(n_classes).repeat_interleave(cols), cols
+
+
 @dataclass
 class TrainState:
     """Everything a resumed run needs, in memory."""
@@ -96,6 +107,7 @@ class TrainState:
     opt_D: torch.optim.Optimizer
     z_gen: torch.Generator
     fixed_z: torch.Tensor
+    fixed_y: torch.Tensor | None  # labels of the fixed grid for conditional G: one row per class
     nimg: int = 0
     tick: int = 0
     time_s: float = 0.0
@@ -145,8 +157,10 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
     opt_G = _adam(G.parameters(), o.g_lr, o.g_betas, o.eps)
     opt_D = _adam(D.parameters(), o.d_lr, o.d_betas, o.eps)
     z_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
-    fixed_z = G.make_z(cfg.train.grid_size, torch.Generator().manual_seed(cfg.train.seed))
-    state = TrainState(cfg, G, D, G_ema, opt_G, opt_D, z_gen, fixed_z)
+    fixed_y = grid_labels(cfg.model.n_classes, cfg.train.grid_size)[0] if cfg.model.n_classes else None
+    grid_n = cfg.train.grid_size if fixed_y is None else fixed_y.shape[0]
+    fixed_z = G.make_z(grid_n, torch.Generator().manual_seed(cfg.train.seed))
+    state = TrainState(cfg, G, D, G_ema, opt_G, opt_D, z_gen, fixed_z, fixed_y)
     if cfg.train.amp == "fp16":
         if device.type != "cuda":
             raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
@@ -213,8 +227,11 @@ class Stepper:
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
         self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
         # Without batch statistics in D, one pass over [real; fake] equals two passes and runs faster.
-        self.joint_d = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in state.D.modules())
+        batch_coupled = (nn.modules.batchnorm._BatchNorm, MinibatchStd, MinibatchDiscrimination)
+        self.joint_d = not any(isinstance(m, batch_coupled) for m in state.D.modules())
         self.joint_d = self.joint_d and not (loss.gradient_penalty or lc.r1_gamma > 0)
+        self.n_classes = state.cfg.model.n_classes
+        self.ac_weight = lc.ac_weight if self.n_classes and state.cfg.model.d_cond == "acgan" else 0.0
 
     @staticmethod
     def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -227,18 +244,31 @@ class Stepper:
             scaler.step(opt)
             scaler.update()
 
-    def _z(self) -> torch.Tensor:
-        # every rank draws the global batch's noise and keeps its own slice
+    def _z(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Noise and, for a conditional G, uniformly drawn labels. Every rank draws the global batch and keeps
+        its own slice."""
         s = self.s
         z = torch.randn(self.global_batch, s.G.z_dim, device=s.z_gen.device, generator=s.z_gen)
-        return distributed.rank_slice(z)
+        if not self.n_classes:
+            return distributed.rank_slice(z), None
+        y = torch.randint(0, self.n_classes, (self.global_batch,), device=s.z_gen.device, generator=s.z_gen)
+        return distributed.rank_slice(z), distributed.rank_slice(y)
 
-    def _fake(self, grad: bool) -> torch.Tensor:
+    def _fake(self, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z, y = self._z()
+        args = (z,) if y is None else (z, y)
         with self.autocast():
             if not grad:
                 with torch.no_grad():
-                    return self.G_bare(self._z())
-            return self.G_ddp(self._z())
+                    return self.G_bare(*args), y
+            return self.G_ddp(*args), y
+
+    def _D(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's adversarial logits [B] (float32) and, for AC-GAN, its class logits [B, K]."""
+        out = net(x) if y is None else net(x, y)
+        if isinstance(out, tuple):
+            return out[0].float(), out[1].float()
+        return out.float(), None
 
     def _noisy(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees: DiffAugment, then instance noise; random draws from the checkpointed generator."""
@@ -252,7 +282,8 @@ class Stepper:
         self.d_steps = nimg // self.global_batch
         self.noise_std = instance_noise_std(nimg, self.noise_start, self.noise_kimg)
 
-    def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _d_step(self, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
+                y_fake: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         s = self.s
         real, fake = self._noisy(real), self._noisy(fake)
         r1 = self.r1_gamma > 0 and self.d_steps % self.r1_every == 0
@@ -260,13 +291,23 @@ class Stepper:
             real = real.detach().requires_grad_(True)
         with self.autocast():
             if self.joint_d:
-                real_logits, fake_logits = self.D_ddp(torch.cat([real, fake])).float().split(real.shape[0])
+                y = None if y_real is None else torch.cat([y_real, y_fake])
+                logits, classes = self._D(self.D_ddp, torch.cat([real, fake]), y)
+                real_logits, fake_logits = logits.split(real.shape[0])
+                real_classes, fake_classes = classes.split(real.shape[0]) if classes is not None else (None, None)
             else:
-                real_logits = self.D_ddp(real).float()
-                fake_logits = self.D_ddp(fake).float()
+                real_logits, real_classes = self._D(self.D_ddp, real, y_real)
+                fake_logits, fake_classes = self._D(self.D_ddp, fake, y_fake)
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
+        if real_classes is not None and self.ac_weight > 0:
+            d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real)
+                                                + F.cross_entropy(fake_classes, y_fake))
         if self.loss.gradient_penalty and self.gp_weight > 0:
-            d_loss = d_loss + self.gp_weight * gradient_penalty(self.D_bare, real, fake, generator=s.z_gen)
+            # conditional critics are penalised at the real labels (the interpolates' anchor)
+            def critic(x: torch.Tensor) -> torch.Tensor:
+                return self._D(self.D_bare, x, y_real)[0]
+
+            d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake, generator=s.z_gen)
         if r1:
             d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
         self._apply(d_loss, s.opt_D, s.scaler_D)
@@ -277,13 +318,15 @@ class Stepper:
         self.d_steps += 1
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
-    def _g_step(self, fake: torch.Tensor) -> torch.Tensor:
+    def _g_step(self, fake: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         s = self.s
         s.D.requires_grad_(False)  # G's step needs D's input gradients only, not its weight gradients
         try:
             with self.autocast():
-                fake_logits = self.D_bare(self._noisy(fake)).float()
+                fake_logits, fake_classes = self._D(self.D_bare, self._noisy(fake), y)
             g_loss = self.loss.g(fake_logits)
+            if fake_classes is not None and self.ac_weight > 0:
+                g_loss = g_loss + self.ac_weight * F.cross_entropy(fake_classes, y)
             self._apply(g_loss, s.opt_G, s.scaler_G)
         finally:
             s.D.requires_grad_(True)
@@ -291,16 +334,21 @@ class Stepper:
             update_ema(s.G_ema, s.G, self.ema_beta)
         return g_loss.detach()
 
-    def _simultaneous(self, real: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _simultaneous(self, real: torch.Tensor, y_real: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Both losses from one forward pass and both gradients before either update (TensorFlow's
         GradientTape recipe)."""
         s = self.s
+        z, y = self._z()
         with self.autocast():
-            fake = self.G_bare(self._z())
-            real_logits = self.D_bare(real).float()
-            fake_logits = self.D_bare(fake).float()
+            fake = self.G_bare(z) if y is None else self.G_bare(z, y)
+            real_logits, real_classes = self._D(self.D_bare, real, y_real)
+            fake_logits, fake_classes = self._D(self.D_bare, fake, y)
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
         g_loss = self.loss.g(fake_logits)
+        if real_classes is not None and self.ac_weight > 0:
+            ce_fake = F.cross_entropy(fake_classes, y)
+            d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real) + ce_fake)
+            g_loss = g_loss + self.ac_weight * ce_fake
         d_params = [p for p in s.D.parameters()]
         g_params = [p for p in s.G.parameters()]
         d_grads = torch.autograd.grad(d_loss, d_params, retain_graph=True)
@@ -313,21 +361,24 @@ class Stepper:
             update_ema(s.G_ema, s.G, self.ema_beta)
         return d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach()
 
-    def __call__(self, reals: list[torch.Tensor]) -> torch.Tensor:
-        """One G step and len(reals) = n_critic D steps, each D step on its own real batch."""
+    def __call__(self, reals: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+        """One G step and len(reals) = n_critic D steps, each D step on its own real batch (images, labels;
+        labels None for an unconditional model)."""
         if self.order == "simultaneous":
-            d_loss, g_loss, real_logits, fake_logits = self._simultaneous(reals[0])
+            d_loss, g_loss, real_logits, fake_logits = self._simultaneous(*reals[0])
         elif self.order == "d_first":
-            for real in reals:
-                fake = self._fake(grad=self.reuse_fake)
-                d_loss, real_logits, fake_logits = self._d_step(real, fake.detach())
-            g_loss = self._g_step(fake if self.reuse_fake else self._fake(grad=True))
+            for real, y_real in reals:
+                fake, y = self._fake(grad=self.reuse_fake)
+                d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake.detach(), y)
+            if not self.reuse_fake:
+                fake, y = self._fake(grad=True)
+            g_loss = self._g_step(fake, y)
         else:  # g_first
-            fake = self._fake(grad=True)
-            g_loss = self._g_step(fake)
-            for real in reals:
-                fake_for_d = fake.detach() if self.reuse_fake else self._fake(grad=False)
-                d_loss, real_logits, fake_logits = self._d_step(real, fake_for_d)
+            fake, y = self._fake(grad=True)
+            g_loss = self._g_step(fake, y)
+            for real, y_real in reals:
+                fake_for_d, y_for_d = (fake.detach(), y) if self.reuse_fake else self._fake(grad=False)
+                d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake_for_d, y_for_d)
         # [d_loss, g_loss, mean D(real), mean D(fake)], still on the device
         return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
 
@@ -404,6 +455,7 @@ class Trainer:
         self.state = build_state(cfg, self.device)
         fmt = torch.channels_last if cfg.train.channels_last and has_conv(self.state.D) else None
         self.data.to(self.device, fmt)
+        self._check_labels()
         if resume_from is not None:
             restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
         self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device)
@@ -413,16 +465,37 @@ class Trainer:
         self._real_set = None
         self._last_eval_nimg = self.state.nimg
 
+    def _check_labels(self) -> None:
+        k = self.cfg.model.n_classes
+        if not k:
+            return
+        if self.data.labels is None or self.data.labels.numel() == 0:
+            raise UserError(f"model.n_classes={k} needs labelled data, but {self.cfg.data.name} has no labels")
+        top = int(self.data.labels.max()) + 1
+        if top > k:
+            raise UserError(f"model.n_classes={k} but {self.cfg.data.name} has labels up to {top - 1}; "
+                            f"set model.n_classes={top}")
+
+    def _real_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = distributed.rank_slice(self.sampler.indices(iteration))
+        labels = self.data.labels.index_select(0, idx) if self.cfg.model.n_classes else None
+        return self.data.batch(idx), labels
+
     # ---- outputs at ticks
 
     def _sample_grid(self) -> torch.Tensor:
         G = self.state.G_ema if self.state.G_ema is not None else self.state.G
         was_training = G.training
         G.eval()
+        z = self.state.fixed_z.to(self.device)
         with torch.no_grad():
-            fake = G(self.state.fixed_z.to(self.device))
+            fake = G(z) if self.state.fixed_y is None else G(z, self.state.fixed_y.to(self.device))
         G.train(was_training)
         return fake
+
+    def _grid_nrow(self) -> int | None:
+        k = self.cfg.model.n_classes
+        return grid_labels(k, self.cfg.train.grid_size)[1] if k else None
 
     def _write_reals(self) -> None:
         path = self.samples_dir / "reals.png"
@@ -474,7 +547,8 @@ class Trainer:
                                       if isinstance(r["value"], int | float)))
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
-        report.save_grid(self._sample_grid(), self.samples_dir / grid_name(s.nimg, t.tick_kimg))
+        report.save_grid(self._sample_grid(), self.samples_dir / grid_name(s.nimg, t.tick_kimg),
+                         nrow=self._grid_nrow())
         improved = self._update_best(records)
         if final or improved or s.tick % t.ckpt_ticks == 0:
             path = self._save_checkpoint()
@@ -494,7 +568,15 @@ class Trainer:
         return due
 
     def _evaluate(self) -> list[dict[str, Any]]:
-        from .metrics.core import EvalContext, ImageSet, append_metrics_json, evaluate, quantize, real_image_set
+        from .metrics.core import (
+            EvalContext,
+            ImageSet,
+            append_metrics_json,
+            evaluate,
+            generated_labels,
+            quantize,
+            real_image_set,
+        )
 
         e, s = self.cfg.eval, self.state
         if self._real_set is None:
@@ -504,7 +586,8 @@ class Trainer:
         def draw(count: int) -> torch.Tensor:
             return quantize(G.sample(count, seed=self.cfg.train.seed)).cpu()
 
-        ctx = EvalContext(ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}"), self._real_set,
+        fake = ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}", labels=generated_labels(G, e.n))
+        ctx = EvalContext(fake, self._real_set,
                           device=self.device, seed=self.cfg.train.seed, fake_fn=draw)
         records = evaluate(ctx, e.metrics, kimg=s.nimg / 1000)
         append_metrics_json(records, self.run_dir / "metrics.json", {"checkpoint": None, "kimg": s.nimg / 1000})
@@ -528,7 +611,7 @@ class Trainer:
     def _finish(self) -> None:
         grids = sorted(self.samples_dir.glob("fakes*.png"))
         report.make_gif(grids, self.run_dir / "progress.gif")
-        report.save_grid(self._sample_grid(), self.run_dir / "final.png")
+        report.save_grid(self._sample_grid(), self.run_dir / "final.png", nrow=self._grid_nrow())
         stats = report.read_stats(self.stats_path)
         if stats:
             report.plot_losses(stats, self.run_dir / "losses.png")
@@ -554,8 +637,7 @@ class Trainer:
             while s.nimg < total_nimg:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
-                reals = [self.data.batch(distributed.rank_slice(self.sampler.indices(iteration + k)))
-                         for k in range(self.stepper.n_critic)]
+                reals = [self._real_batch(iteration + k) for k in range(self.stepper.n_critic)]
                 sums += self.stepper(reals)
                 iters += 1
                 s.nimg += t.batch_size * self.stepper.n_critic

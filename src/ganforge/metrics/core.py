@@ -30,7 +30,7 @@ BEST_DIRECTION = {
     "fd_digits": "min", "kid_digits": "min", "is_digits": "max", "precision": "max", "recall": "max",
     "density": "max", "coverage": "max", "classes_covered": "max", "classes_kl": "min",
     "classes_confidence": "max", "modes": "max", "modes_kl": "min", "fid": "min", "kid": "min", "is": "max",
-    "precision_inception": "max", "recall_inception": "max",
+    "precision_inception": "max", "recall_inception": "max", "class_acc": "max", "fd_digits_per_class": "min",
 }
 
 
@@ -52,11 +52,13 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
 class ImageSet:
     """A named set of images in [-1, 1] [N, C, H, W], with a key for caching its features."""
 
-    def __init__(self, images: torch.Tensor, name: str, split: str, cache_key: str | None = None) -> None:
+    def __init__(self, images: torch.Tensor, name: str, split: str, cache_key: str | None = None,
+                 labels: torch.Tensor | None = None) -> None:
         self.images = images
         self.name = name
         self.split = split
         self.cache_key = cache_key  # None: never cached (generated images)
+        self.labels = labels  # int64 [N]: dataset labels, or the classes a conditional G was asked for
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -183,6 +185,52 @@ def classes(ctx: EvalContext) -> Result:
             ("classes_confidence", hist["confidence"], protocol)]
 
 
+def _requested_labels(ctx: EvalContext) -> np.ndarray:
+    if ctx.fake.labels is None:
+        raise UserError("this metric needs a class-conditional generator (train with model.n_classes > 0)")
+    return ctx.fake.labels.cpu().numpy()
+
+
+@METRICS.register("class_acc")
+def class_acc(ctx: EvalContext) -> Result:
+    """Share of conditional samples that the digit classifier assigns to the class G was asked for
+    (1.0 = always right, 0.1 = chance for 10 classes), with the accuracy per requested class."""
+    labels = _requested_labels(ctx)
+    if labels.max() >= NUM_CLASSES:
+        raise UserError(f"class_acc checks digit classes 0-{NUM_CLASSES - 1}; this generator has labels up to "
+                        f"{labels.max()}")
+    predicted = ctx.fake_digits[1].argmax(1)
+    per_class = [float((predicted[labels == c] == c).mean()) if (labels == c).any() else None
+                 for c in range(NUM_CLASSES)]
+    protocol = {**ctx.digit_protocol(), "per_class": per_class}
+    return [("class_acc", float((predicted == labels).mean()), protocol)]
+
+
+@METRICS.register("fd_digits_per_class")
+def fd_digits_per_class(ctx: EvalContext) -> Result:
+    """fd_digits within each class: conditional samples of class c against the real images labelled c; the
+    value is the mean over classes and the protocol lists each class's distance. Low only when every class
+    looks right and varied, which the unconditional fd_digits cannot tell apart from a label mix-up."""
+    labels = _requested_labels(ctx)
+    if ctx.real is None or ctx.real.labels is None:
+        raise UserError("fd_digits_per_class needs labelled real images")
+    real_labels = ctx.real.labels.cpu().numpy()
+    per_class = []
+    for c in range(int(max(labels.max(), real_labels.max())) + 1):
+        fake_c, real_c = ctx.fake_digits[0][labels == c], ctx.real_digits[0][real_labels == c]
+        if len(fake_c) < 2 or len(real_c) < 2:
+            per_class.append(None)
+            continue
+        mu_f, sigma_f = formulas.feature_stats(fake_c)
+        mu_r, sigma_r = formulas.feature_stats(real_c)
+        per_class.append(formulas.frechet_distance(mu_f, sigma_f, mu_r, sigma_r))
+    scored = [v for v in per_class if v is not None]
+    if not scored:
+        raise UserError("fd_digits_per_class found no class with samples in both the fake and real sets")
+    protocol = {**ctx.digit_protocol(), "per_class": per_class}
+    return [("fd_digits_per_class", float(np.mean(scored)), protocol)]
+
+
 @METRICS.register("modes")
 def modes(ctx: EvalContext) -> Result:
     """Stacked MNIST mode coverage (VEEGAN / PacGAN protocol): 26,000 samples, each of the three channels
@@ -228,6 +276,13 @@ def evaluate(ctx: EvalContext, metrics: list[str], kimg: float | None = None) ->
     return records
 
 
+def generated_labels(G: torch.nn.Module, n: int) -> torch.Tensor | None:
+    """The labels `G.sample(n)` uses by default: balanced classes for a conditional G, None otherwise."""
+    from ..models import balanced_labels
+
+    return balanced_labels(n, G.n_classes) if getattr(G, "n_classes", 0) else None
+
+
 def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     """The reference images of a dataset config (all of its training split) as a cacheable ImageSet;
     pass `data` (an ImageData) when it is already loaded."""
@@ -240,7 +295,7 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
         name = "folder-" + hashlib.sha1(path.encode()).hexdigest()[:10]
     key = f"{name}-train-{data_cfg.img_size}px-{data_cfg.channels}ch"
-    return ImageSet(images, data_cfg.name, "train", cache_key=key)
+    return ImageSet(images, data_cfg.name, "train", cache_key=key, labels=data.labels.cpu())
 
 
 def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[str, Any]) -> None:
@@ -274,7 +329,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str], n: int = 10_000, c
     def draw(count: int) -> torch.Tensor:
         return quantize(G.sample(count, seed=seed)).cpu()
 
-    fake = ImageSet(draw(n), "generated", f"{path.name}")
+    fake = ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n))
     ctx = EvalContext(fake, real_image_set(cfg.data), device=device, seed=seed, fake_fn=draw,
                       inception_weights=inception_weights)
     kimg = int(state["nimg"]) / 1000

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import Config
-from . import dcgan, mlp  # noqa: F401  (registers the networks)
+from . import dcgan, mlp, resnet  # noqa: F401  (registers the networks)
+from .conditional import ConditionalDiscriminator, ConditionalGenerator, balanced_labels
 from .layers import Discriminator, Generator, Packed, init_weights
 from .registry import DISCRIMINATORS, GENERATORS
 
-__all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_generator", "build_discriminator"]
+__all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_generator", "build_discriminator",
+           "balanced_labels"]
 
 
 def build_generator(cfg: Config) -> Generator:
-    G = GENERATORS.get(cfg.model.g)(cfg.model, img_size=cfg.data.img_size, channels=cfg.data.channels)
-    init_weights(G, cfg.model.init)
+    m = cfg.model
+    concat = m.n_classes > 0 and m.g_cond == "concat"
+    embed_dim = (m.embed_dim or m.n_classes) if concat else 0
+    net_cfg = dataclasses.replace(m, z_dim=m.z_dim + embed_dim)
+    G = GENERATORS.get(m.g)(net_cfg, img_size=cfg.data.img_size, channels=cfg.data.channels)
+    init_weights(G, m.init)
+    if m.n_classes > 0:
+        G = ConditionalGenerator(G, m.z_dim, m.n_classes, m.g_cond, embed_dim)
     return G
 
 
 def build_discriminator(cfg: Config) -> Discriminator:
-    channels = cfg.data.channels * cfg.model.pac
-    D = DISCRIMINATORS.get(cfg.model.d)(cfg.model, img_size=cfg.data.img_size, channels=channels)
-    init_weights(D, cfg.model.init)
-    if cfg.model.d_spectral_norm:
+    m = cfg.model
+    channels = cfg.data.channels * m.pac + int(m.n_classes > 0 and m.d_cond == "concat")
+    D = DISCRIMINATORS.get(m.d)(m, img_size=cfg.data.img_size, channels=channels)
+    if m.n_classes > 0:
+        D = ConditionalDiscriminator(D, m.n_classes, m.d_cond, cfg.data.channels)
+    init_weights(D, m.init)
+    if m.d_spectral_norm:
         from torch import nn
         from torch.nn.utils.parametrizations import spectral_norm
 

@@ -52,7 +52,8 @@ class DCGANGenerator(Generator):
 
 @DISCRIMINATORS.register("dcgan")
 class DCGANDiscriminator(Discriminator):
-    """Stride-2 convs doubling channels down to start x start, then Conv(k=start) to one logit."""
+    """Stride-2 convs doubling channels down to start x start, then one dense logit over that map (the
+    DCGAN paper's Conv(k=start), written as Linear so conditional heads can share the features)."""
 
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(img_size, channels)
@@ -72,12 +73,10 @@ class DCGANDiscriminator(Discriminator):
             width *= 2
         if cfg.d_mbstd:
             layers.append(MinibatchStd())
-        layers.append(nn.Conv2d(width + int(cfg.d_mbstd), 1, start, 1, 0, bias=True))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [B, C, H, W] -> [B, 1, 1, 1] -> [B]
-        return self.net(x).view(-1)
+            width += 1
+        layers.append(nn.Flatten())  # [B, width, start, start] -> [B, width * start^2]
+        self.body = nn.Sequential(*layers)
+        self.make_head(width * start * start, cfg)
 
 
 @DISCRIMINATORS.register("convd")
@@ -89,15 +88,11 @@ class ConvDiscriminator(Discriminator):
         if img_size % 4:
             raise UserError(f"the convd discriminator needs data.img_size divisible by 4, got {img_size}")
         w = cfg.d_width
-        self.net = nn.Sequential(
+        self.body = nn.Sequential(
             nn.Conv2d(channels, w, 4, 2, 1),
             activation(cfg.d_act, cfg.lrelu_slope),
             nn.Conv2d(w, w, 4, 2, 1),
             activation(cfg.d_act, cfg.lrelu_slope),
-            nn.Flatten(),
-            nn.Linear(w * (img_size // 4) ** 2, 1),
+            nn.Flatten(),  # [B, w, H/4, W/4] -> [B, w * H * W / 16]
         )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [B, C, H, W] -> [B, w, H/4, W/4] -> [B]
-        return self.net(x).view(-1)
+        self.make_head(w * (img_size // 4) ** 2, cfg)

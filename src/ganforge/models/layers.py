@@ -30,7 +30,7 @@ def init_weights(module: nn.Module, scheme: str) -> None:
                 nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and scheme == "dcgan":
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and scheme == "dcgan" and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -48,27 +48,74 @@ class Generator(nn.Module):
         """z ~ N(0, I) drawn on the CPU, so a seed gives the same images on every device."""
         return torch.randn(n, self.z_dim, generator=generator)
 
+    n_classes = 0  # > 0 for conditional generators, whose forward takes (z, y)
+
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
         """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored."""
+        return self._sample(n, seed, batch_size, None)
+
+    def _sample(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
+        out = []
         try:
             with torch.no_grad():
-                out = [self(self.make_z(min(batch_size, n - i), gen).to(device)) for i in range(0, n, batch_size)]
+                for i in range(0, n, batch_size):
+                    z = self.make_z(min(batch_size, n - i), gen).to(device)
+                    args = (z,) if labels is None else (z, labels[i : i + z.shape[0]].to(device))
+                    out.append(self(*args))
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.channels, self.img_size, self.img_size)
 
 
 class Discriminator(nn.Module):
-    """Maps images [B, channels, img_size, img_size] to one raw logit per image [B]."""
+    """Maps images [B, channels, img_size, img_size] to one raw logit per image [B].
+
+    Subclasses build `body` (images -> flat features [B, F]) and call `make_head(F, cfg)`; the split lets
+    conditional wrappers (projection, AC-GAN) reuse the features."""
 
     def __init__(self, img_size: int, channels: int) -> None:
         super().__init__()
         self.img_size = img_size
         self.channels = channels
+        self.mbdisc: nn.Module | None = None
+        self.feature_dim = 0
+
+    def make_head(self, features: int, cfg: ModelConfig) -> None:
+        if cfg.d_mbdisc > 0:
+            self.mbdisc = MinibatchDiscrimination(features, cfg.d_mbdisc, cfg.d_mbdisc_dim)
+            features += cfg.d_mbdisc
+        self.feature_dim = features
+        self.head = nn.Linear(features, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, C, H, W] -> [B, feature_dim]
+        h = self.body(x)
+        return self.mbdisc(h) if self.mbdisc is not None else h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [B, C, H, W] -> [B]
+        return self.head(self.features(x)).view(-1)
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Salimans et al. 2016, section 3.2: features f [B, F] are projected by T to M [B, K, D]; for each of
+    the K kernels, o_i = sum_j exp(-||M_i - M_j||_1) measures how close sample i is to the rest of the batch,
+    and [f, o] goes on to the head, so a collapsed batch is easy to spot."""
+
+    def __init__(self, in_features: int, kernels: int, kernel_dim: int) -> None:
+        super().__init__()
+        self.kernels, self.kernel_dim = kernels, kernel_dim
+        self.T = nn.Parameter(torch.randn(in_features, kernels * kernel_dim) * 0.1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        m = (h @ self.T).view(-1, self.kernels, self.kernel_dim)  # [B, K, D]
+        l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(3)  # [B, B, K]
+        o = torch.exp(-l1).sum(0) - 1.0  # [B, K]; minus exp(0) for the sample itself
+        return torch.cat([h, o], dim=1)
 
 
 class MinibatchStd(nn.Module):

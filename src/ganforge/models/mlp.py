@@ -42,9 +42,5 @@ class MLPDiscriminator(Discriminator):
                 layers.append(batch_norm(1, hidden, cfg))
             layers.append(activation(cfg.d_act, cfg.lrelu_slope))
             width = hidden
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [B, C, H, W] -> [B, C*H*W] -> [B]
-        return self.net(x.flatten(1)).view(-1)
+        self.body = nn.Sequential(nn.Flatten(), *layers)  # [B, C, H, W] -> [B, C*H*W] -> [B, width]
+        self.make_head(width, cfg)

@@ -1,0 +1,161 @@
+"""Class-conditional GANs: shapes of every conditioning mode, the label paths, the metrics and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ganforge import checkpoint as ckpt_io
+from ganforge.cli import main
+from ganforge.config import load_config
+from ganforge.errors import UserError
+from ganforge.metrics.core import EvalContext, ImageSet, evaluate, evaluate_run
+from ganforge.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
+from ganforge.trainer import resume, train
+
+from .test_train import assert_same_state, final_weights, quiet
+
+
+@pytest.mark.parametrize("g_name", GENERATORS.names())
+@pytest.mark.parametrize("g_cond", ["concat", "cbn"])
+@pytest.mark.parametrize("d_name", DISCRIMINATORS.names())
+@pytest.mark.parametrize("d_cond", ["concat", "projection", "acgan"])
+def test_every_conditioning_mode_has_the_right_shapes(g_name, g_cond, d_name, d_cond):
+    cfg = load_config(preset="default", overrides=[
+        f"model.g={g_name}", f"model.d={d_name}", f"model.g_cond={g_cond}", f"model.d_cond={d_cond}",
+        "model.n_classes=5", "data.img_size=16", "model.g_width=8", "model.d_width=8", "model.g_hidden=[16]",
+        "model.d_hidden=[16]", "model.z_dim=12", "model.g_norm=bn"])
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    z, y = torch.randn(6, 12), torch.tensor([0, 1, 2, 3, 4, 0])
+    fake = G(z, y)
+    assert fake.shape == (6, 1, 16, 16)
+    out = D(fake, y)
+    if d_cond == "acgan":
+        logits, classes = out
+        assert classes.shape == (6, 5)
+    else:
+        logits = out
+    assert logits.shape == (6,) and torch.isfinite(logits).all()
+    # the label reaches G's output: same z, other class, other image (cBN starts as plain BN, so give each
+    # class its own shift first, as training would)
+    from ganforge.models.conditional import ConditionalBatchNorm
+
+    for m in G.modules():
+        if isinstance(m, ConditionalBatchNorm):
+            torch.nn.init.normal_(m.beta.weight)
+    G.eval()
+    assert (G(z, y) - G(z, (y + 1) % 5)).abs().max() > 0
+
+
+def test_conditional_batch_norm_uses_per_class_scale_and_shift():
+    from ganforge.models.conditional import ConditionalBatchNorm
+
+    cbn = ConditionalBatchNorm(torch.nn.BatchNorm2d(3), n_classes=2)
+    with torch.no_grad():
+        cbn.gamma.weight[1] = 2.0
+        cbn.beta.weight[1] = 0.5
+    x = torch.randn(4, 3, 5, 5)
+    cbn.labels = torch.tensor([0, 0, 1, 1])
+    out = cbn(x)
+    normed = torch.nn.functional.batch_norm(x, None, None, training=True)
+    assert (out[:2] - normed[:2]).abs().max() < 1e-5
+    assert (out[2:] - (2 * normed[2:] + 0.5)).abs().max() < 1e-5
+
+
+def test_a_conditional_generator_learns_the_requested_digit(tmp_path):
+    """A few seconds of a small cGAN on the bundled digits: the digit classifier recognises the requested
+    class far above the 10% of chance."""
+    cfg = load_config(preset="default", overrides=[
+        "model.n_classes=10", "model.d_cond=concat", "data.img_size=28", "model.g_width=32", "model.d_width=32",
+        "train.batch_size=16", "train.kimg=5", "train.tick_kimg=5", "train.ema_kimg=0.5", "train.grid_size=10",
+        "train.seed=0", "train.device=cpu"])
+    run_dir = train(cfg, out=tmp_path, log=quiet)
+    records = evaluate_run(run_dir, ["class_acc"], n=500, write=False)
+    acc = records[0]["value"]
+    assert acc > 0.3, acc
+    assert len(records[0]["per_class"]) == 10
+    assert (run_dir / "final.png").is_file()
+
+
+def test_conditional_training_resumes_bit_for_bit(tmp_path, tiny_cfg):
+    extra = {"model.n_classes": 2, "model.d_cond": '"acgan"', "model.g_cond": '"cbn"'}
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.064"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))
+
+
+def test_too_few_classes_for_the_data_is_refused(tmp_path, tiny_cfg):
+    with pytest.raises(UserError, match="model.n_classes=2"):
+        train(tiny_cfg(**{"model.n_classes": 1}), out=tmp_path, log=quiet)
+    with pytest.raises(UserError, match="pac"):
+        tiny_cfg(**{"model.n_classes": 2, "model.pac": 2})
+    with pytest.raises(UserError, match="d_cond"):
+        tiny_cfg(**{"model.n_classes": 2, "model.d_cond": '"aux"'})
+
+
+def _digits(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    from ganforge.config import DataConfig
+    from ganforge.data import load_dataset
+
+    data = load_dataset(DataConfig())
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n]  # the file is sorted by digit
+    return data.batch(idx), data.labels[idx]
+
+
+def test_class_acc_and_per_class_fd_on_real_digits():
+    images, labels = _digits()
+    real = ImageSet(images[:1000], "mnist5k", "a", labels=labels[:1000])
+
+    def run(fake_labels):
+        ctx = EvalContext(ImageSet(images[1000:], "generated", "b", labels=fake_labels), real)
+        return {r["metric"]: r for r in evaluate(ctx, ["class_acc", "fd_digits_per_class"])}
+
+    right = run(labels[1000:])
+    wrong = run((labels[1000:] + 1) % 10)  # every image asked to be the next digit
+    assert right["class_acc"]["value"] > 0.95
+    assert wrong["class_acc"]["value"] < 0.05
+    assert right["fd_digits_per_class"]["value"] < 0.5 * wrong["fd_digits_per_class"]["value"]
+    assert len(right["fd_digits_per_class"]["per_class"]) == 10
+
+
+def test_class_metrics_need_a_conditional_generator():
+    images, labels = _digits(200)
+    ctx = EvalContext(ImageSet(images, "generated", "b"), ImageSet(images, "mnist5k", "a", labels=labels))
+    with pytest.raises(UserError, match="conditional"):
+        evaluate(ctx, ["class_acc"])
+
+
+@pytest.fixture
+def conditional_run(tmp_path, tiny_cfg):
+    return train(tiny_cfg(**{"model.n_classes": 2, "train.kimg": 0.016, "train.tick_kimg": 0.016}),
+                 out=tmp_path / "runs", log=quiet)
+
+
+def test_cli_samples_one_class_and_class_grids(tmp_path, conditional_run, capsys):
+    assert main(["sample", str(conditional_run), "--class", "1", "--n", "6", "--out", str(tmp_path / "c1.png")]) == 0
+    assert main(["sample", str(conditional_run), "--n", "6", "--out", str(tmp_path / "grid.png")]) == 0
+    assert main(["sample", str(conditional_run), "--class", "1", "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0
+    with np.load(tmp_path / "s.npz") as f:
+        assert f["arr_0"].shape == (5, 16, 16, 1)
+        assert f["labels"].tolist() == [1] * 5
+    capsys.readouterr()
+    assert main(["sample", str(conditional_run), "--class", "2", "--n", "4", "--out", str(tmp_path / "x.png")]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_class_is_refused_for_an_unconditional_run(tmp_path, tiny_cfg, capsys):
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.016, "train.tick_kimg": 0.016}), out=tmp_path / "runs", log=quiet)
+    assert main(["sample", str(run_dir), "--class", "1", "--out", str(tmp_path / "x.png")]) == 2
+    assert "unconditional" in capsys.readouterr().err
+
+
+def test_a_checkpoint_alone_rebuilds_a_conditional_generator(conditional_run):
+    from ganforge.trainer import load_generator
+
+    G = load_generator(ckpt_io.resolve_checkpoint(conditional_run))
+    assert G.n_classes == 2
+    assert G.sample(4, seed=1, labels=torch.tensor([0, 1, 0, 1])).shape == (4, 1, 16, 16)
+    assert torch.equal(G.sample(4, seed=1), G.sample(4, seed=1, labels=torch.tensor([0, 1, 0, 1])))
