@@ -181,14 +181,12 @@ class GanforgeLoop:
 
     def __init__(self, cfg: Config, device: torch.device) -> None:
         trainer = Trainer(cfg, Path(tempfile.gettempdir()) / "ganforge-throughput", log=lambda msg: None)
-        self.data, self.state = trainer.data, trainer.state
-        self.sampler, self.stepper = trainer.sampler, trainer.stepper
+        self.trainer, self.state, self.stepper = trainer, trainer.state, trainer.stepper
         self.iteration = 0
         self.sums = torch.zeros(4, device=trainer.device)
 
     def step(self) -> None:
-        real = self.data.batch(self.sampler.indices(self.iteration))
-        self.sums += self.stepper([real])
+        self.sums += self.stepper([self.trainer.real_batch(self.iteration)])
         self.iteration += 1
 
 

@@ -476,7 +476,7 @@ class Trainer:
             raise UserError(f"model.n_classes={k} but {self.cfg.data.name} has labels up to {top - 1}; "
                             f"set model.n_classes={top}")
 
-    def _real_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def real_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = distributed.rank_slice(self.sampler.indices(iteration))
         labels = self.data.labels.index_select(0, idx) if self.cfg.model.n_classes else None
         return self.data.batch(idx), labels
@@ -637,7 +637,7 @@ class Trainer:
             while s.nimg < total_nimg:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
-                reals = [self._real_batch(iteration + k) for k in range(self.stepper.n_critic)]
+                reals = [self.real_batch(iteration + k) for k in range(self.stepper.n_critic)]
                 sums += self.stepper(reals)
                 iters += 1
                 s.nimg += t.batch_size * self.stepper.n_critic
