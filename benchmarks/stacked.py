@@ -2,6 +2,7 @@
 from 26,000 samples, mean and spread over seeds.
 
     python benchmarks/stacked.py [--presets stacked-dcgan,stacked-pacgan2] [--seeds 0,1,2] [--kimg 50]
+                                 [--set k=v ...] [--row "stacked-dcgan model.d_mbstd=true" ...]
 
 Published (protocols differ in data and length): DCGAN 99 modes / KL 3.4 (VEEGAN's table); PacDCGAN2
 1,000 / 0.06 (PacGAN, mean of 10 runs).
@@ -29,6 +30,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--kimg", type=float, default=50.0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every run")
+    parser.add_argument("--row", action="append", default=[],
+                        help='an extra preset with its own overrides, e.g. "stacked-dcgan model.d_mbstd=true"')
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
     tmp = None if args.out else tempfile.TemporaryDirectory()
@@ -37,16 +41,19 @@ def main() -> None:
     print("| preset | seed | modes | KL | train s |")
     print("|---|---:|---:|---:|---:|")
     summary = {}
-    for preset in args.presets.split(","):
+    rows = [[p] for p in args.presets.split(",") if p] + [r.split() for r in args.row]
+    for preset, *row_overrides in rows:
+        label = " ".join([preset, *row_overrides])
         for seed in (int(s) for s in args.seeds.split(",")):
             cfg = load_config(preset=preset, overrides=[f"train.kimg={args.kimg}", f"train.tick_kimg={args.kimg / 2}",
-                                                        f"train.seed={seed}", f"train.device={args.device}"])
+                                                        f"train.seed={seed}", f"train.device={args.device}",
+                                                        *args.overrides, *row_overrides])
             run_dir = train(cfg, out=out, log=lambda msg: None)
             seconds = read_stats(run_dir / "stats.jsonl")[-1]["time_s"]
             values = {r["metric"]: r["value"] for r in evaluate_run(run_dir, ["modes"], seed=seed,
                                                                     device=args.device)}
-            summary.setdefault(preset, []).append((values["modes"], values["modes_kl"]))
-            print(f"| {preset} | {seed} | {values['modes']} | {values['modes_kl']:.3f} | {seconds:.0f} |", flush=True)
+            summary.setdefault(label, []).append((values["modes"], values["modes_kl"]))
+            print(f"| {label} | {seed} | {values['modes']} | {values['modes_kl']:.3f} | {seconds:.0f} |", flush=True)
     for preset, rows in summary.items():
         modes, kls = [r[0] for r in rows], [r[1] for r in rows]
         spread = (f" (sd {statistics.stdev(modes):.1f} / {statistics.stdev(kls):.3f})" if len(rows) > 1 else "")

@@ -159,3 +159,17 @@ def test_a_checkpoint_alone_rebuilds_a_conditional_generator(conditional_run):
     assert G.n_classes == 2
     assert G.sample(4, seed=1, labels=torch.tensor([0, 1, 0, 1])).shape == (4, 1, 16, 16)
     assert torch.equal(G.sample(4, seed=1), G.sample(4, seed=1, labels=torch.tensor([0, 1, 0, 1])))
+
+
+def test_summary_of_a_conditional_preset_shows_the_label_paths(capsys):
+    assert main(["summary", "--preset", "mnist-acgan"]) == 0
+    out = capsys.readouterr().out
+    assert "label y [B] of 10 classes" in out
+    assert "classifier (Linear)" in out and "[[2], [2, 10]]" in out
+
+
+def test_class_metrics_at_ticks_need_a_conditional_config(tiny_cfg):
+    with pytest.raises(UserError, match="class_acc need a conditional model"):
+        tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["fd_digits", "class_acc"]'})
+    cfg = tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["class_acc"]', "model.n_classes": 2})
+    assert cfg.eval.metrics == ["class_acc"]

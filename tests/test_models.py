@@ -123,3 +123,21 @@ def test_dcgan_levels(size, expected):
 def test_dcgan_rejects_sizes_it_cannot_build():
     with pytest.raises(UserError, match="img_size"):
         dcgan_levels(30)
+
+
+def test_sngan_resnet_follows_the_paper_layout():
+    from torch.nn.utils import parametrize
+
+    from ganforge.models.resnet import DBlock, GBlock
+
+    cfg = load_config(preset="mnist-sngan-resnet")
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    blocks = [m for m in G.modules() if isinstance(m, GBlock)]
+    assert len(blocks) == 3  # 4 -> 8 -> 16 -> 32
+    assert [(b.down, b.first) for b in D.modules() if isinstance(b, DBlock)] == [
+        (True, True), (True, False), (False, False), (False, False)]  # 32 -> 16 -> 8, two blocks at 8x8
+    weighted = [m for m in D.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert weighted and all(parametrize.is_parametrized(m, "weight") for m in weighted)
+    fake = G(torch.randn(3, cfg.model.z_dim))
+    assert fake.shape == (3, 1, 32, 32)
+    assert D(fake).shape == (3,)

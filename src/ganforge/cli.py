@@ -163,8 +163,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from . import checkpoint as ckpt_io
 
             path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
-            data_name = ckpt_io.load_checkpoint(path)["config"]["data"]["name"]
-            metrics = ["modes"] if data_name == "stacked-mnist5k" else OFFLINE_DEFAULT
+            run_cfg = ckpt_io.load_checkpoint(path)["config"]
+            metrics = ["modes"] if run_cfg["data"]["name"] == "stacked-mnist5k" else OFFLINE_DEFAULT
+            if run_cfg["model"].get("n_classes", 0) and run_cfg["data"]["name"] != "stacked-mnist5k":
+                metrics = [*metrics, "class_acc", "fd_digits_per_class"]
         records = evaluate_run(args.run, metrics, n=args.n, ckpt=args.ckpt, seed=args.seed,
                                device=args.device or "cpu", inception_weights=args.inception_weights)
         where = "metrics.json in the run directory"
@@ -203,10 +205,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
     G, D = build_generator(cfg), build_discriminator(cfg)
     z = torch.zeros(2, cfg.model.z_dim)
     x = torch.zeros(2, cfg.data.channels, cfg.data.img_size, cfg.data.img_size)
-    print(model_summary(G, z, f"G: {cfg.model.g} (input z [B, {cfg.model.z_dim}])"))
+    if cfg.model.n_classes:
+        y = torch.zeros(2, dtype=torch.long)
+        z, x = (z, y), (x, y)
+    label = f", label y [B] of {cfg.model.n_classes} classes" if cfg.model.n_classes else ""
+    print(model_summary(G, z, f"G: {cfg.model.g} (input z [B, {cfg.model.z_dim}]{label})"))
     print()
     print(model_summary(D, x, f"D: {cfg.model.d} (input [B, {cfg.data.channels}, {cfg.data.img_size}, "
-                              f"{cfg.data.img_size}])"))
+                              f"{cfg.data.img_size}]{label})"))
     return 0
 
 
@@ -248,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--n", type=int, default=10_000, help="generated images to evaluate")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
-                                     "(modes for stacked-mnist5k runs); also fid,kid,is,pr_inception")
+                                     "(modes for stacked-mnist5k runs; conditional runs add class_acc,"
+                                     "fd_digits_per_class); also fid,kid,is,pr_inception")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")

@@ -363,6 +363,9 @@ def validate(cfg: Config) -> None:
 
         for name in e.metrics:
             METRICS.get(name)
+        class_metrics = sorted({"class_acc", "fd_digits_per_class"} & set(e.metrics))
+        _check(m.n_classes > 0 or not class_metrics,
+               f"eval.metrics {', '.join(class_metrics)} need a conditional model; set model.n_classes")
         _check(
             e.best_metric == "" or e.best_metric in BEST_DIRECTION,
             f"eval.best_metric must be one of {', '.join(sorted(BEST_DIRECTION))}, got {e.best_metric!r}",

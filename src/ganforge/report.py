@@ -124,8 +124,9 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
     plt.close(fig)
 
 
-def model_summary(model: nn.Module, example: torch.Tensor, title: str) -> str:
-    """Layer, output shape and parameter count of every leaf module, as in Keras' summary()."""
+def model_summary(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], title: str) -> str:
+    """Layer, output shape and parameter count of every leaf module, as in Keras' summary(). `example` is the
+    input, or a tuple of inputs (images or z, and labels for a conditional model)."""
     rows: list[tuple[str, str, int]] = []
     hooks = []
     for name, module in model.named_modules():
@@ -141,7 +142,7 @@ def model_summary(model: nn.Module, example: torch.Tensor, title: str) -> str:
     model.eval()
     try:
         with torch.no_grad():
-            output = model(example)
+            output = model(*example) if isinstance(example, tuple) else model(example)
     finally:
         model.train(was_training)
         for h in hooks:
@@ -151,6 +152,7 @@ def model_summary(model: nn.Module, example: torch.Tensor, title: str) -> str:
     width = max([len(r[0]) for r in rows] + [24])
     lines = [title, f"{'layer':<{width}}  {'output shape':<20} {'params':>12}", "-" * (width + 35)]
     lines += [f"{name:<{width}}  {shape:<20} {params:>12,}" for name, shape, params in rows]
-    lines.append(f"{'(output)':<{width}}  {str(list(output.shape)):<20} {'':>12}")
+    shapes = [list(o.shape) for o in output] if isinstance(output, tuple) else list(output.shape)
+    lines.append(f"{'(output)':<{width}}  {str(shapes):<20} {'':>12}")
     lines += ["-" * (width + 35), f"total parameters: {total:,} (trainable {trainable:,})"]
     return "\n".join(lines)
