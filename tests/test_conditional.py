@@ -71,7 +71,7 @@ def test_a_conditional_generator_learns_the_requested_digit(tmp_path):
         "train.batch_size=16", "train.kimg=5", "train.tick_kimg=5", "train.ema_kimg=0.5", "train.grid_size=10",
         "train.seed=0", "train.device=cpu"])
     run_dir = train(cfg, out=tmp_path, log=quiet)
-    records = evaluate_run(run_dir, ["class_acc"], n=500, write=False)
+    records = evaluate_run(run_dir, ["class_acc"], n=500, write=False, device="auto")
     acc = records[0]["value"]
     assert acc > 0.3, acc
     assert len(records[0]["per_class"]) == 10

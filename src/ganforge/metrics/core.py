@@ -319,8 +319,9 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str], n: int = 10_000, c
     """Evaluate a run's generator (G_ema when kept) against its own training data."""
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
-    from ..trainer import load_generator
+    from ..trainer import load_generator, pick_device
 
+    device = str(pick_device(device)) if device == "auto" else device
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
