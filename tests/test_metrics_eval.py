@@ -130,6 +130,15 @@ def test_modes_counts_stacked_triples():
     assert records["modes"] == 1 and abs(records["modes_kl"] - np.log(1000)) < 1e-9
 
 
+def test_modes_on_a_large_fixed_set_follows_the_26000_protocol():
+    stacked = load_dataset(DataConfig(name="stacked-mnist5k", channels=3))
+    fake = ImageSet(stacked.images[:30_000], "stacked", "first30000")
+    records = evaluate(EvalContext(fake, None), ["modes"])
+    assert all(r["n_fake"] == 26_000 for r in records)
+    by_name = {r["metric"]: r["value"] for r in records}
+    assert by_name["modes"] == 1000 and by_name["modes_kl"] < 0.05  # real triples: near the sampling floor
+
+
 def test_modes_refuses_grey_images(digits):
     with pytest.raises(UserError, match="3-channel"):
         evaluate(EvalContext(ImageSet(digits.images[:10], "x", "y"), None), ["modes"])
@@ -215,6 +224,18 @@ def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
     assert "fd_digits" in text
     results = json.loads(out.read_text())[0]["results"]
     assert abs(results[0]["value"]) < 1e-6
+
+
+def test_eval_cli_n_takes_a_seeded_subset_of_the_fake_set(tmp_path, image_folder):
+    outs = []
+    for name in ("a.json", "b.json"):
+        out = tmp_path / name
+        assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}",
+                     "--metrics", "fd_digits", "--n", "10", "--out", str(out)]) == 0
+        outs.append(json.loads(out.read_text())[0]["results"][0])
+    assert outs[0]["n_fake"] == 10 and outs[0]["n_real"] == 32
+    assert outs[0]["value"] > 1e-3 and abs(outs[0]["value"] - outs[1]["value"]) < 1e-9  # a subset, the same one
+    assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--n", "1"]) == 2
 
 
 def test_eval_cli_errors(tmp_path, capsys):

@@ -155,6 +155,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import OFFLINE_DEFAULT, evaluate, evaluate_run
 
     start = time.perf_counter()
+    if args.n is not None and args.n < 2:
+        raise UserError(f"--n must be at least 2 images to evaluate, got {args.n}")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     if args.run is not None:
         if args.real or args.fake:
@@ -167,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             metrics = ["modes"] if run_cfg["data"]["name"] == "stacked-mnist5k" else OFFLINE_DEFAULT
             if run_cfg["model"].get("n_classes", 0) and run_cfg["data"]["name"] != "stacked-mnist5k":
                 metrics = [*metrics, "class_acc", "fd_digits_per_class"]
-        records = evaluate_run(args.run, metrics, n=args.n, ckpt=args.ckpt, seed=args.seed,
+        records = evaluate_run(args.run, metrics, n=args.n or 10_000, ckpt=args.ckpt, seed=args.seed,
                                device=args.device or "cpu", inception_weights=args.inception_weights)
         where = "metrics.json in the run directory"
     else:
@@ -182,7 +184,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         real_cfg = DataConfig(name=args.real, img_size=args.img_size, channels=args.channels, root=args.data_root)
         fake_cfg = DataConfig(name=args.fake, img_size=args.img_size, channels=args.channels, root=args.data_root)
         fake_data = load_dataset(fake_cfg)
-        fake = ImageSet(fake_data.batch(torch.arange(len(fake_data))), args.fake, "all")
+        index, split = torch.arange(len(fake_data)), "all"
+        if args.n is not None and args.n < len(fake_data):
+            index = torch.randperm(len(fake_data), generator=torch.Generator().manual_seed(args.seed))[: args.n]
+            split = f"random {args.n} (seed {args.seed})"
+        fake = ImageSet(fake_data.batch(index), args.fake, split)
         ctx = EvalContext(fake, real_image_set(real_cfg), device=args.device or "cpu", seed=args.seed,
                           inception_weights=args.inception_weights)
         records = evaluate(ctx, metrics or OFFLINE_DEFAULT)
@@ -252,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")
     p.add_argument("run", type=Path, nargs="?", help="run directory or checkpoint file")
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
-    p.add_argument("--n", type=int, default=10_000, help="generated images to evaluate")
+    p.add_argument("--n", type=int, help="images to evaluate: generated from a run (default 10,000), or a seeded "
+                                         "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
                                      "(modes for stacked-mnist5k runs; conditional runs add class_acc,"
                                      "fd_digits_per_class); also fid,kid,is,pr_inception")

@@ -235,14 +235,19 @@ def fd_digits_per_class(ctx: EvalContext) -> Result:
 def modes(ctx: EvalContext) -> Result:
     """Stacked MNIST mode coverage (VEEGAN / PacGAN protocol): 26,000 samples, each of the three channels
     classified as a digit, the number of the 1,000 digit triples seen and KL(triples || uniform)."""
-    images = ctx.fake_fn(MODES_N) if ctx.fake_fn is not None else ctx.fake.images
+    if ctx.fake_fn is not None:
+        images = ctx.fake_fn(MODES_N)
+    else:  # a fixed set: the protocol's 26,000, a seeded subset when there are more
+        images = ctx.fake.images
+        if images.shape[0] > MODES_N:
+            pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(ctx.seed))[:MODES_N]
+            images = images[pick]
     if images.shape[1] != 3:
         raise UserError("the modes metric needs 3-channel Stacked MNIST samples (train on stacked-mnist5k)")
-    digits = []
-    for c in range(3):
-        _, probs = classify(ctx.classifier, images[:, c : c + 1])
-        digits.append(probs.argmax(1).numpy())
-    triples = digits[0] * 100 + digits[1] * 10 + digits[2]
+    n, _, h, w = images.shape
+    _, probs = classify(ctx.classifier, images.reshape(n * 3, 1, h, w))  # every channel is one digit
+    digits = probs.argmax(1).view(n, 3).numpy()
+    triples = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
     seen, kl = formulas.mode_statistics(triples, 1000)
     protocol = {**ctx.digit_protocol(), "n_fake": int(images.shape[0]), "n_real": 0, "reference": "uniform-1000"}
     return [("modes", seen, protocol), ("modes_kl", kl, protocol)]
