@@ -239,6 +239,7 @@ STABILISERS = {
     "mbdisc": {"model.d_mbdisc": 4},
     "pac2": {"model.pac": 2},
     "ema": {"train.ema_kimg": 0.01},
+    "lr-decay": {"optim.lr_decay": '"cosine"'},
     "diffaugment": {"train.diffaugment": '"color,translation,cutout"'},
     "r1": {"loss.r1_gamma": 1.0},
     "n-critic": {"loss.n_critic": 2},

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -41,8 +42,9 @@ def assert_same_state(a: dict, b: dict) -> None:
          "loss.d_reduction": '"mean"'},  # the R5 pattern
         {"train.step_order": '"simultaneous"', "loss.name": '"minimax"'},
         {"train.reuse_fake": "true"},  # the R4 pattern
+        {"optim.lr_decay": '"cosine"', "optim.lr_decay_start_kimg": 0.02, "optim.lr_decay_end_kimg": 0.104},
     ],
-    ids=["dcgan-ema", "g-first-reuse", "simultaneous", "d-first-reuse"],
+    ids=["dcgan-ema", "g-first-reuse", "simultaneous", "d-first-reuse", "lr-decay"],
 )
 def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, extra):
     # 0.104 kimg = 13 iterations of batch 8, across two epochs of the 32-image folder
@@ -168,3 +170,25 @@ def test_fp16_without_cuda_is_a_clear_error(tmp_path, tiny_cfg):
 
     with pytest.raises(UserError, match="fp16 needs a CUDA device"):
         train(tiny_cfg(**{"train.amp": '"fp16"'}), out=tmp_path, log=quiet)
+
+
+def test_lr_scale_schedules():
+    from ganforge.trainer import lr_scale
+
+    assert lr_scale(5_000, "none", 0.0, 10.0) == 1.0
+    assert lr_scale(2_000, "linear", 2.0, 10.0) == 1.0  # constant until the decay starts
+    assert abs(lr_scale(6_000, "linear", 2.0, 10.0) - 0.5) < 1e-12
+    assert abs(lr_scale(6_000, "cosine", 2.0, 10.0) - 0.5) < 1e-12
+    assert abs(lr_scale(4_000, "cosine", 2.0, 10.0) - (1 + math.cos(math.pi / 4)) / 2) < 1e-12
+    assert lr_scale(10_000, "linear", 2.0, 10.0) == 0.0 and lr_scale(12_000, "cosine", 2.0, 10.0) == 0.0
+
+
+def test_lr_decay_reaches_the_optimizers(tmp_path, tiny_cfg):
+    # 12 iterations of batch 8 over 0.096 kimg; the last step runs at nimg 88: 1 - 88/96 of each rate
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.096, "optim.lr_decay": '"linear"', "optim.g_lr": 1e-3,
+                                "optim.d_lr": 4e-3}), out=tmp_path, log=quiet)
+    ckpt = final_weights(run_dir)
+    assert abs(ckpt["opt_G"]["param_groups"][0]["lr"] - 1e-3 * (1 - 88 / 96)) < 1e-12
+    assert abs(ckpt["opt_D"]["param_groups"][0]["lr"] - 4e-3 * (1 - 88 / 96)) < 1e-12
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert abs(stats[-1]["lr_scale"] - (1 - 88 / 96)) < 1e-12 and stats[0]["lr_scale"] < 1.0

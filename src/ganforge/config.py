@@ -79,6 +79,9 @@ class OptimConfig:
     g_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     d_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     eps: float = 1e-8
+    lr_decay: str = "none"  # none | linear | cosine: both learning rates fall from their value ...
+    lr_decay_start_kimg: float = 0.0  # ... at this many kimg (constant before) ...
+    lr_decay_end_kimg: float = 0.0  # ... to 0 here; 0 = train.kimg (pin it to extend a run by resuming)
 
 
 @dataclass
@@ -326,6 +329,8 @@ def validate(cfg: Config) -> None:
     )
     _check(o.name == "adam", f"optim.name must be adam, got {o.name!r}")
     _check(o.g_lr > 0 and o.d_lr > 0, "optim.g_lr and optim.d_lr must be positive")
+    _check(o.lr_decay in ("none", "linear", "cosine"),
+           f"optim.lr_decay must be none, linear or cosine, got {o.lr_decay!r}")
     for name in ("g_betas", "d_betas"):
         betas = getattr(o, name)
         _check(
@@ -333,6 +338,13 @@ def validate(cfg: Config) -> None:
             f"optim.{name} must be two numbers in [0, 1), got {betas}",
         )
     _check(t.kimg > 0, f"train.kimg must be positive, got {t.kimg}")
+    decay_end = o.lr_decay_end_kimg or t.kimg
+    _check(o.lr_decay_end_kimg == 0 or o.lr_decay_end_kimg >= t.kimg,
+           f"optim.lr_decay_end_kimg = {o.lr_decay_end_kimg:g} would train at learning rate 0 after it; "
+           f"set it to at least train.kimg = {t.kimg:g}, or 0 for train.kimg")
+    _check(0 <= o.lr_decay_start_kimg < decay_end,
+           f"optim.lr_decay_start_kimg must be in [0, {decay_end:g}) (where the decay ends), "
+           f"got {o.lr_decay_start_kimg:g}")
     _check(t.batch_size >= 1, f"train.batch_size must be positive, got {t.batch_size}")
     _check(
         t.step_order in ("d_first", "g_first", "simultaneous"),

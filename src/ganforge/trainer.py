@@ -77,6 +77,17 @@ def ema_beta(batch_size: int, ema_kimg: float) -> float:
     return 0.5 ** (batch_size / (ema_kimg * 1000.0))
 
 
+def lr_scale(nimg: int, decay: str, start_kimg: float, end_kimg: float) -> float:
+    """Multiplier of both learning rates at nimg images: 1 until start_kimg, then down to 0 at end_kimg,
+    linearly (pix2pix) or along a half cosine. A function of the image counter alone, so resume is exact."""
+    if decay == "none" or nimg <= start_kimg * 1000:
+        return 1.0
+    progress = min(1.0, (nimg - start_kimg * 1000) / ((end_kimg - start_kimg) * 1000))
+    if decay == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @torch.no_grad()
 def update_ema(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
     ema_params = [p for p in G_ema.parameters()]
@@ -222,6 +233,7 @@ class Stepper:
         self.r1_gamma, self.r1_every = lc.r1_gamma, lc.r1_every
         self.noise_start, self.noise_kimg = lc.instance_noise, lc.instance_noise_kimg
         self.noise_std = 0.0  # set from the image counter by the loop
+        self.lr_scale = 1.0  # likewise, under optim.lr_decay
         self.augment_policy = parse_policy(t.diffaugment)
         self.d_steps = 0  # set from the image counter by the loop (set_progress), so lazy R1 resumes in phase
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
@@ -281,6 +293,13 @@ class Stepper:
     def set_progress(self, nimg: int) -> None:
         self.d_steps = nimg // self.global_batch
         self.noise_std = instance_noise_std(nimg, self.noise_start, self.noise_kimg)
+        o = self.s.cfg.optim
+        if o.lr_decay != "none":
+            end_kimg = o.lr_decay_end_kimg or self.s.cfg.train.kimg
+            self.lr_scale = lr_scale(nimg, o.lr_decay, o.lr_decay_start_kimg, end_kimg)
+            for opt, base in ((self.s.opt_G, o.g_lr), (self.s.opt_D, o.d_lr)):
+                for group in opt.param_groups:
+                    group["lr"] = base * self.lr_scale
 
     def _d_step(self, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
                 y_fake: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -524,6 +543,7 @@ class Trainer:
             "d_real": values[2],
             "d_fake": values[3],
             "sec_per_kimg": round(sec_per_kimg, 4),
+            "lr_scale": self.stepper.lr_scale,
             "time_s": round(s.time_s, 2),
         }
         if not all(math.isfinite(v) for v in values[:2]):
