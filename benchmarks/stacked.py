@@ -38,8 +38,8 @@ def main() -> None:
     tmp = None if args.out else tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
     print(f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {args.kimg:g} kimg per run, 26,000 samples")
-    print("| preset | seed | modes | KL | train s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| preset | seed | modes | KL | KL of the channels' digit histograms | classifier confidence | train s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     summary = {}
     rows = [[p] for p in args.presets.split(",") if p] + [r.split() for r in args.row]
     for preset, *row_overrides in rows:
@@ -50,10 +50,12 @@ def main() -> None:
                                                         *args.overrides, *row_overrides])
             run_dir = train(cfg, out=out, log=lambda msg: None)
             seconds = read_stats(run_dir / "stats.jsonl")[-1]["time_s"]
-            values = {r["metric"]: r["value"] for r in evaluate_run(run_dir, ["modes"], seed=seed,
-                                                                    device=args.device)}
+            records = evaluate_run(run_dir, ["modes"], seed=seed, device=args.device)
+            values = {r["metric"]: r["value"] for r in records}
+            channel_kl, confidence = sum(records[0]["channel_kl"]), records[0]["mean_confidence"]
             summary.setdefault(label, []).append((values["modes"], values["modes_kl"]))
-            print(f"| {label} | {seed} | {values['modes']} | {values['modes_kl']:.3f} | {seconds:.0f} |", flush=True)
+            print(f"| {label} | {seed} | {values['modes']} | {values['modes_kl']:.3f} | {channel_kl:.3f} | "
+                  f"{confidence:.3f} | {seconds:.0f} |", flush=True)
     for preset, rows in summary.items():
         modes, kls = [r[0] for r in rows], [r[1] for r in rows]
         spread = (f" (sd {statistics.stdev(modes):.1f} / {statistics.stdev(kls):.3f})" if len(rows) > 1 else "")

@@ -126,8 +126,11 @@ def test_modes_counts_stacked_triples():
     assert 780 <= records["modes"] <= 950
     assert records["modes_kl"] < 1.0
     collapsed = ImageSet(stacked.images[:1].expand(500, -1, -1, -1), "one", "x")
-    records = {r["metric"]: r["value"] for r in evaluate(EvalContext(collapsed, None), ["modes"])}
+    results = evaluate(EvalContext(collapsed, None), ["modes"])
+    records = {r["metric"]: r["value"] for r in results}
     assert records["modes"] == 1 and abs(records["modes_kl"] - np.log(1000)) < 1e-9
+    assert all(abs(kl - np.log(10)) < 1e-9 for kl in results[0]["channel_kl"])
+    assert 0.5 < results[0]["mean_confidence"] <= 1.0
 
 
 def test_modes_on_a_large_fixed_set_follows_the_26000_protocol():
