@@ -172,6 +172,15 @@ def test_fp16_without_cuda_is_a_clear_error(tmp_path, tiny_cfg):
         train(tiny_cfg(**{"train.amp": '"fp16"'}), out=tmp_path, log=quiet)
 
 
+def test_channels_last_is_left_to_inductor_when_compiling_for_cuda(tiny_cfg):
+    from ganforge.trainer import use_channels_last
+
+    eager, compiled = tiny_cfg(), tiny_cfg(**{"train.compile": "true"})
+    assert use_channels_last(eager, torch.device("cuda")) and use_channels_last(compiled, torch.device("cpu"))
+    assert not use_channels_last(compiled, torch.device("cuda"))
+    assert not use_channels_last(tiny_cfg(**{"train.channels_last": "false"}), torch.device("cpu"))
+
+
 def test_lr_scale_schedules():
     from ganforge.trainer import lr_scale
 

@@ -150,6 +150,12 @@ def _adam(params: Any, lr: float, betas: list[float], eps: float) -> torch.optim
     return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), eps=eps, fused=True)
 
 
+def use_channels_last(cfg: Config, device: torch.device) -> bool:
+    """channels_last unless compiling for CUDA, where inductor picks conv layouts itself and channels_last
+    weights fail its stride check in the transposed conv's backward (torch 2.11, H100)."""
+    return cfg.train.channels_last and not (cfg.train.compile and device.type == "cuda")
+
+
 def build_state(cfg: Config, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
     G = build_generator(cfg).to(device)
@@ -159,7 +165,7 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
             raise UserError("train.sync_bn needs CUDA devices; leave it false for gloo on CPU")
         G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
         D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(D)
-    if cfg.train.channels_last:
+    if use_channels_last(cfg, device):
         for net in (G, D):
             if has_conv(net):
                 net.to(memory_format=torch.channels_last)
@@ -472,7 +478,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
-        fmt = torch.channels_last if cfg.train.channels_last and has_conv(self.state.D) else None
+        fmt = torch.channels_last if use_channels_last(cfg, self.device) and has_conv(self.state.D) else None
         self.data.to(self.device, fmt)
         self._check_labels()
         if resume_from is not None:
