@@ -10,7 +10,8 @@ every uint8 digit into a PIL image and applies Resize/ToTensor/Normalize, a Data
 Sigmoid D and nn.BCELoss, fresh label tensors every step, and `.item()` every step for logging.
 
 It prints images/s of each (median and spread of --reps), their ratio, and the GFLOP/s the ganforge step
-achieves (FLOPs counted from the layer shapes) against a measured float32 matmul rate on the same device.
+achieves (FLOPs counted from the layer shapes) against a measured matmul rate on the same device: float32, or
+under --set train.amp=bf16|fp16 that dtype.
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def step_flops(cfg: Config, batch: int) -> float:
     return 2.0 * batch * (g_total + d_total)
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, seconds: float = 2.0) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_gflops(device: torch.device, n: int = 2048, seconds: float = 2.0,
+                  dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     sync(device)
@@ -211,10 +213,16 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     peak = matmul_gflops(device)
+    ceiling = f"float32 matmul {peak:.1f} GFLOP/s"
+    amp = load_config(preset=MODELS["dcgan"], overrides=args.overrides).train.amp
+    if amp != "none":  # the step's matmuls run in the autocast dtype: that is its ceiling
+        peak = matmul_gflops(device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+        ceiling += f", {amp} matmul {peak:.1f} GFLOP/s"
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, device {device}; float32 matmul {peak:.1f} GFLOP/s; median of {args.reps} x "
+          f"{torch.__version__}, device {device}; {ceiling}; median of {args.reps} x "
           f"{args.seconds:g} s" + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
-    print("| model | batch | reference img/s | ganforge img/s | ratio | ganforge GFLOP/s | % of matmul |")
+    dtype_name = "float32" if amp == "none" else amp
+    print(f"| model | batch | reference img/s | ganforge img/s | ratio | ganforge GFLOP/s | % of {dtype_name} matmul |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
