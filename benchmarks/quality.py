@@ -32,9 +32,9 @@ METRICS = ["fd_digits", "kid_digits", "is_digits", "pr", "dc", "classes"]
 
 
 def run_row(preset: str, overrides: list[str], seconds: float, kimg: float | None, n: int, seed: int,
-            out: Path) -> dict:
+            out: Path, device: str = "cpu") -> dict:
     """Train one preset (plus overrides) for the budget and evaluate it; returns kimg, sec/kimg and metrics."""
-    common = [f"train.seed={seed}", "train.device=cpu", *overrides]
+    common = [f"train.seed={seed}", f"train.device={device}", *overrides]
     if kimg is None:
         probe = train(load_config(preset=preset, overrides=[*common, "train.kimg=2", "train.tick_kimg=1"]),
                       out=out, log=lambda msg: None)
@@ -44,7 +44,7 @@ def run_row(preset: str, overrides: list[str], seconds: float, kimg: float | Non
     stats = read_stats(run_dir / "stats.jsonl")
     sec_per_kimg = sum(s["sec_per_kimg"] for s in stats[1:]) / max(len(stats) - 1, 1)
     metrics = METRICS + (["class_acc", "fd_digits_per_class"] if cfg.model.n_classes else [])
-    records = evaluate_run(run_dir, metrics, n=n, seed=seed)
+    records = evaluate_run(run_dir, metrics, n=n, seed=seed, device=device)
     return {"kimg": kimg, "sec_per_kimg": sec_per_kimg, **{r["metric"]: r["value"] for r in records}}
 
 
@@ -58,19 +58,23 @@ def main() -> None:
     parser.add_argument("--row", action="append", default=[],
                         help='an extra row: a preset and its own overrides, e.g. "default loss.name=lsgan"')
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (the default: equal time means this CPU's time), "
+                        "cuda, or auto")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
     tmp = None if args.out else tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
     budget = f"{args.kimg:g} kimg" if args.kimg else f"{args.seconds:g} s of training"
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; {budget} per preset on mnist5k, n = {args.n:,}, seed {args.seed}"
+          f"torch {torch.__version__}, device {args.device}; {budget} per preset on mnist5k, n = {args.n:,}, "
+          f"seed {args.seed}"
           + (f", {' '.join(args.overrides)}" if args.overrides else ""))
     print("| preset | kimg | " + " | ".join(COLUMNS) + " | sec/kimg |")
     print("|---|" + "---:|" * (len(COLUMNS) + 2))
     rows = [[p] for p in args.presets.split(",") if p] + [r.split() for r in args.row]
     for preset, *row_overrides in rows:
-        values = run_row(preset, [*args.overrides, *row_overrides], args.seconds, args.kimg, args.n, args.seed, out)
+        values = run_row(preset, [*args.overrides, *row_overrides], args.seconds, args.kimg, args.n, args.seed, out,
+                         args.device)
         cells = [f"{values[c]:.4g}" if isinstance(values.get(c), float) else str(values.get(c, "")) for c in COLUMNS]
         label = " ".join([preset, *row_overrides])
         print(f"| {label} | {values['kimg']:g} | " + " | ".join(cells) + f" | {values['sec_per_kimg']:.2f} |",
