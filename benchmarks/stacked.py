@@ -44,8 +44,8 @@ def main() -> None:
     print("| preset | seed | modes | KL | KL of the channels' digit histograms | classifier confidence | train s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     summary, paths = {}, []
-    every = [f"eval.every_kimg={args.every}", f"train.tick_kimg={args.every}", 'eval.metrics=["modes"]']
-    every = every if args.every else []
+    every = ([f"eval.every_kimg={args.every}", f"train.tick_kimg={args.every}", 'eval.metrics=["modes"]']
+             if args.every else [])
     rows = [[p] for p in args.presets.split(",") if p] + [r.split() for r in args.row]
     for preset, *row_overrides in rows:
         label = " ".join([preset, *row_overrides])

@@ -30,7 +30,7 @@ from torch import nn
 from ganforge.config import Config, load_config
 from ganforge.data import load_dataset
 from ganforge.models import build_discriminator, build_generator
-from ganforge.trainer import Trainer, pick_device
+from ganforge.trainer import AMP_DTYPES, Trainer, pick_device
 
 MODELS = {"dcgan": "mnist-dcgan", "mlp-bn": "mnist-mlp-bn"}
 
@@ -216,7 +216,7 @@ def main() -> None:
     ceiling = f"float32 matmul {peak:.1f} GFLOP/s"
     amp = load_config(preset=MODELS["dcgan"], overrides=args.overrides).train.amp
     if amp != "none":  # the step's matmuls run in the autocast dtype: that is its ceiling
-        peak = matmul_gflops(device, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
+        peak = matmul_gflops(device, dtype=AMP_DTYPES[amp])
         ceiling += f", {amp} matmul {peak:.1f} GFLOP/s"
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, device {device}; {ceiling}; median of {args.reps} x "

@@ -150,6 +150,9 @@ def _adam(params: Any, lr: float, betas: list[float], eps: float) -> torch.optim
     return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), eps=eps, fused=True)
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.amp -> autocast dtype
+
+
 def use_channels_last(cfg: Config, device: torch.device) -> bool:
     """channels_last unless compiling for CUDA, where inductor picks conv layouts itself and channels_last
     weights fail its stride check in the transposed conv's backward (torch 2.11, H100)."""
@@ -232,7 +235,7 @@ class Stepper:
         if t.compile:
             self.G_ddp, self.D_ddp = torch.compile(self.G_ddp), torch.compile(self.D_ddp)
             self.G_bare, self.D_bare = torch.compile(state.G), torch.compile(state.D)
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+        amp_dtype = AMP_DTYPES.get(t.amp)
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
         lc = state.cfg.loss
         self.n_critic, self.gp_weight, self.clip = lc.n_critic, lc.gp_weight, lc.clip
