@@ -11,7 +11,7 @@ Sigmoid D and nn.BCELoss, fresh label tensors every step, and `.item()` every st
 
 It prints images/s of each (median and spread of --reps), their ratio, and the GFLOP/s the ganforge step
 achieves (FLOPs counted from the layer shapes) against a measured matmul rate on the same device: float32, or
-under --set train.amp=bf16|fp16 that dtype.
+under --set train.amp=bf16|fp16 that dtype, under --set train.matmul_precision=medium float32 at that precision.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch import nn
 from ganforge.config import Config, load_config
 from ganforge.data import load_dataset
 from ganforge.models import build_discriminator, build_generator
-from ganforge.trainer import AMP_DTYPES, Trainer, pick_device
+from ganforge.trainer import AMP_DTYPES, Trainer, matmul_precision, pick_device
 
 MODELS = {"dcgan": "mnist-dcgan", "mlp-bn": "mnist-mlp-bn"}
 
@@ -63,7 +63,8 @@ def step_flops(cfg: Config, batch: int) -> float:
     """FLOPs of one ganforge iteration. Per net: a forward pass F, weight gradients ~F, input gradients ~F
     less the first layer's when nothing upstream needs them. D is frozen during G's step (input grads only).
     d_first, fresh z: G 2F + W + I;  D 3F + 2W + 2(I - first) + I.
-    g_first, reused fake: G F + W + (I - first);  D 2F + 2W + 2(F - first) + I."""
+    g_first, reused fake (one D pass over [real; fake]; G's loss is differentiated through all of it):
+                               G F + W + (I - first);  D 2F + 2W + 2(I - first) + 2I."""
     G, D = build_generator(cfg), build_discriminator(cfg)
     g, g1 = forward_macs(G, torch.zeros(1, cfg.model.z_dim))
     d, d1 = forward_macs(D, torch.zeros(1, cfg.data.channels, cfg.data.img_size, cfg.data.img_size))
@@ -214,14 +215,19 @@ def main() -> None:
     device = pick_device(args.device)
     peak = matmul_gflops(device)
     ceiling = f"float32 matmul {peak:.1f} GFLOP/s"
-    amp = load_config(preset=MODELS["dcgan"], overrides=args.overrides).train.amp
+    train_cfg = load_config(preset=MODELS["dcgan"], overrides=args.overrides).train
+    amp, precision = train_cfg.amp, train_cfg.matmul_precision
     if amp != "none":  # the step's matmuls run in the autocast dtype: that is its ceiling
         peak = matmul_gflops(device, dtype=AMP_DTYPES[amp])
         ceiling += f", {amp} matmul {peak:.1f} GFLOP/s"
+    elif precision != "high":  # likewise float32 matmuls at the step's internal precision
+        with matmul_precision(precision):
+            peak = matmul_gflops(device)
+        ceiling += f", float32 matmul at precision {precision} {peak:.1f} GFLOP/s"
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, device {device}; {ceiling}; median of {args.reps} x "
           f"{args.seconds:g} s" + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
-    dtype_name = "float32" if amp == "none" else amp
+    dtype_name = amp if amp != "none" else "float32" if precision == "high" else f"{precision}-precision"
     print(f"| model | batch | reference img/s | ganforge img/s | ratio | ganforge GFLOP/s | % of {dtype_name} matmul |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):

@@ -54,6 +54,7 @@ def test_config_file_applies_on_top_of_preset(tmp_path):
         ({"overrides": ["loss.name=hinge2"]}, "unknown loss"),
         ({"overrides": ["data.name=imagenet"]}, "unknown dataset 'imagenet'"),
         ({"overrides": ["data.channels=2"]}, "data.channels must be 1 or 3"),
+        ({"overrides": ["train.matmul_precision=low"]}, "train.matmul_precision must be highest, high or medium"),
         ({"overrides": ["train.step_order=random"]}, "train.step_order must be"),
         ({"overrides": ["optim.g_betas=[0.5]"]}, "optim.g_betas must be two numbers"),
         ({"overrides": ["optim.lr_decay=step"]}, "optim.lr_decay must be none, linear or cosine"),

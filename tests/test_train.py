@@ -201,3 +201,68 @@ def test_lr_decay_reaches_the_optimizers(tmp_path, tiny_cfg):
     assert abs(ckpt["opt_D"]["param_groups"][0]["lr"] - 4e-3 * (1 - 88 / 96)) < 1e-12
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert abs(stats[-1]["lr_scale"] - (1 - 88 / 96)) < 1e-12 and stats[0]["lr_scale"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"model.g": '"mlp"', "model.d": '"mlp"', "model.g_hidden": "[16, 16]", "model.d_hidden": "[16]"},
+        {},  # dcgan: batch norm in D, so real and fake take separate D passes
+        {"model.n_classes": 2, "model.d_cond": '"acgan"', "loss.r1_gamma": 1.0},
+    ],
+    ids=["mlp-joint-d", "dcgan-bn-d", "acgan-r1"],
+)
+def test_g_first_on_a_reused_fake_batch_equals_its_one_pass_form(tmp_path, tiny_cfg, extra):
+    cfg = tiny_cfg(**{"train.step_order": '"g_first"', "train.reuse_fake": "true", "train.channels_last": "false",
+                      **extra})
+    one_pass = Trainer(cfg, tmp_path / "a", log=quiet)
+    two_steps = Trainer(cfg, tmp_path / "b", log=quiet)
+    assert one_pass.stepper.share_fake_pass
+    two_steps.stepper.share_fake_pass = False  # the literal order: G step, then D step on the detached fake
+    start = {k: v.clone() for k, v in one_pass.state.G.state_dict().items()}
+    for i in range(3):
+        stats_a = one_pass.stepper([one_pass.real_batch(i)])
+        stats_b = two_steps.stepper([two_steps.real_batch(i)])
+        assert (stats_a - stats_b).abs().max().item() < 1e-5
+    for net in ("G", "D"):
+        a = dict(getattr(one_pass.state, net).named_parameters())
+        b = dict(getattr(two_steps.state, net).named_parameters())
+        for name in a:
+            assert (a[name] - b[name]).abs().max().item() < 1e-5, f"{net}.{name}"
+    after = one_pass.state.G.state_dict()
+    moved = [k for k, v in after.items() if v.is_floating_point() and not torch.equal(v, start[k])]
+    assert moved
+
+
+def test_matmul_precision_applies_to_training_steps_only(tmp_path, tiny_cfg):
+    assert torch.get_float32_matmul_precision() == "highest"
+    trainer = Trainer(tiny_cfg(**{"train.matmul_precision": '"medium"'}), tmp_path, log=quiet)
+    seen = []
+    forward = trainer.state.G.forward
+    trainer.state.G.forward = lambda *a: (seen.append(torch.get_float32_matmul_precision()), forward(*a))[1]
+    stats = trainer.stepper([trainer.real_batch(0)])
+    assert torch.isfinite(stats).all()
+    assert seen and set(seen) == {"medium"}
+    assert torch.get_float32_matmul_precision() == "highest"  # grids and metrics keep torch's default
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"loss.instance_noise": 0.5, "loss.instance_noise_kimg": 1.0}, {"train.diffaugment": '"translation"'},
+     {"loss.r1_gamma": 10.0}, {"loss.name": '"wgan-gp"', "loss.gp_weight": 10.0}],
+    ids=["instance-noise", "diffaugment", "r1", "gradient-penalty"],
+)
+@pytest.mark.parametrize("order", ["simultaneous", "g_first"])
+def test_one_pass_steps_apply_every_d_setting(tmp_path, tiny_cfg, setting, order):
+    base = {"train.step_order": f'"{order}"', "train.reuse_fake": str(order == "g_first").lower()}
+    if "loss.gp_weight" in setting:
+        base.update({"loss.name": '"wgan-gp"', "loss.gp_weight": 0.0})
+
+    def d_after_one_step(extra: dict) -> torch.Tensor:
+        trainer = Trainer(tiny_cfg(**{**base, **extra}), tmp_path / str(len(extra)), log=quiet)
+        trainer.stepper.set_progress(0)
+        trainer.stepper([trainer.real_batch(0)])
+        return torch.cat([p.detach().flatten() for p in trainer.state.D.parameters()])
+
+    without, with_setting = d_after_one_step({}), d_after_one_step(setting)
+    assert (without - with_setting).abs().max().item() > 1e-6

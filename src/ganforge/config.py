@@ -100,6 +100,7 @@ class TrainConfig:
     channels_last: bool = True  # memory format for conv nets
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     amp: str = "none"  # none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
+    matmul_precision: str = "high"  # float32 matmuls: highest | high (TF32 on CUDA) | medium (bf16 inside)
     compile: bool = False  # torch.compile G and D
     diffaugment: str = ""  # DiffAugment policy for everything D sees, e.g. "color,translation,cutout"
     threads: int = 0  # torch CPU threads; 0 keeps torch's choice
@@ -356,6 +357,8 @@ def validate(cfg: Config) -> None:
     _check(t.keep_ckpts >= 1, f"train.keep_ckpts must be >= 1, got {t.keep_ckpts}")
     _check(t.grid_size >= 1, f"train.grid_size must be >= 1, got {t.grid_size}")
     _check(t.amp in ("none", "bf16", "fp16"), f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
+    _check(t.matmul_precision in ("highest", "high", "medium"),
+           f"train.matmul_precision must be highest, high or medium, got {t.matmul_precision!r}")
     _check(
         not (t.amp == "fp16" and t.step_order == "simultaneous"),
         "train.amp=fp16 does not combine with train.step_order=simultaneous; use bf16",

@@ -159,6 +159,22 @@ def use_channels_last(cfg: Config, device: torch.device) -> bool:
     return cfg.train.channels_last and not (cfg.train.compile and device.type == "cuda")
 
 
+@contextlib.contextmanager
+def matmul_precision(setting: str) -> Any:
+    """float32 matmul precision for the duration of training, restored after. "high" allows TF32 on CUDA
+    (float32 on a CPU); "medium" runs float32 matmuls in bfloat16 with float32 accumulation, on CUDA and
+    on CPUs whose oneDNN has a fast bfloat16 path (AMX), keeping weights, activations and Adam in float32;
+    "highest" is exact float32 everywhere."""
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    torch.set_float32_matmul_precision(setting)
+    torch.backends.cudnn.allow_tf32 = setting != "highest"  # convolutions on CUDA
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
 def build_state(cfg: Config, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
     G = build_generator(cfg).to(device)
@@ -244,6 +260,7 @@ class Stepper:
         self.noise_std = 0.0  # set from the image counter by the loop
         self.lr_scale = 1.0  # likewise, under optim.lr_decay
         self.augment_policy = parse_policy(t.diffaugment)
+        self.precision = t.matmul_precision
         self.d_steps = 0  # set from the image counter by the loop (set_progress), so lazy R1 resumes in phase
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
         self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
@@ -253,6 +270,10 @@ class Stepper:
         self.joint_d = self.joint_d and not (loss.gradient_penalty or lc.r1_gamma > 0)
         self.n_classes = state.cfg.model.n_classes
         self.ac_weight = lc.ac_weight if self.n_classes and state.cfg.model.d_cond == "acgan" else 0.0
+        # G first on a reused fake batch runs as one pass (see _one_pass) unless D must see fresh
+        # augmentation or instance noise in each step, or DDP must reduce each step's gradients on its own.
+        self.share_fake_pass = (t.step_order == "g_first" and t.reuse_fake and not self.augment_policy
+                                and not distributed.info().enabled)
 
     @staticmethod
     def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -362,29 +383,56 @@ class Stepper:
             update_ema(s.G_ema, s.G, self.ema_beta)
         return g_loss.detach()
 
-    def _simultaneous(self, real: torch.Tensor, y_real: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """Both losses from one forward pass and both gradients before either update (TensorFlow's
-        GradientTape recipe)."""
+    def _one_pass(self, real: torch.Tensor, y_real: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Both losses from one D pass over [real; fake]: G's loss is differentiated to G's weights only,
+        D's loss to D's weights only, then both optimizers step. This is the simultaneous order (TensorFlow's
+        GradientTape recipe), and it equals G first on a reused fake batch, whose D step sees the same D
+        weights and the same fake batch as its G step."""
         s = self.s
-        z, y = self._z()
+        fake, y = self._fake(grad=True)
+        real, fake_seen = self._noisy(real), self._noisy(fake)
+        r1 = self.r1_gamma > 0 and self.d_steps % self.r1_every == 0
+        if r1:
+            real = real.detach().requires_grad_(True)
         with self.autocast():
-            fake = self.G_bare(z) if y is None else self.G_bare(z, y)
-            real_logits, real_classes = self._D(self.D_bare, real, y_real)
-            fake_logits, fake_classes = self._D(self.D_bare, fake, y)
+            if self.joint_d:
+                labels = None if y is None else torch.cat([y_real, y])
+                logits, classes = self._D(self.D_bare, torch.cat([real, fake_seen]), labels)
+                real_logits, fake_logits = logits.split(real.shape[0])
+                real_classes, fake_classes = classes.split(real.shape[0]) if classes is not None else (None, None)
+            else:
+                real_logits, real_classes = self._D(self.D_bare, real, y_real)
+                fake_logits, fake_classes = self._D(self.D_bare, fake_seen, y)
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
         g_loss = self.loss.g(fake_logits)
         if real_classes is not None and self.ac_weight > 0:
             ce_fake = F.cross_entropy(fake_classes, y)
             d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real) + ce_fake)
             g_loss = g_loss + self.ac_weight * ce_fake
-        d_params = [p for p in s.D.parameters()]
-        g_params = [p for p in s.G.parameters()]
-        d_grads = torch.autograd.grad(d_loss, d_params, retain_graph=True)
-        g_grads = torch.autograd.grad(g_loss, g_params)
-        for p, grad in zip(d_params + g_params, d_grads + g_grads, strict=True):
-            p.grad = grad
-        s.opt_D.step()
-        s.opt_G.step()
+        if self.loss.gradient_penalty and self.gp_weight > 0:
+            def critic(x: torch.Tensor) -> torch.Tensor:
+                return self._D(self.D_bare, x, y_real)[0]
+
+            d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake_seen, generator=s.z_gen)
+        if r1:
+            d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
+        s.opt_G.zero_grad(set_to_none=True)
+        s.opt_D.zero_grad(set_to_none=True)
+        for loss, opt, scaler in ((g_loss, s.opt_G, s.scaler_G), (d_loss, s.opt_D, s.scaler_D)):
+            params = [p for group in opt.param_groups for p in group["params"]]
+            torch.autograd.backward(loss if scaler is None else scaler.scale(loss), inputs=params,
+                                    retain_graph=opt is s.opt_G)
+        for opt, scaler in ((s.opt_D, s.scaler_D), (s.opt_G, s.scaler_G)):
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+                scaler.update()
+        if self.loss.clip_weights:
+            with torch.no_grad():
+                for p in s.D.parameters():
+                    p.clamp_(-self.clip, self.clip)
+        self.d_steps += 1
         if s.G_ema is not None:
             update_ema(s.G_ema, s.G, self.ema_beta)
         return d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach()
@@ -392,8 +440,12 @@ class Stepper:
     def __call__(self, reals: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
         """One G step and len(reals) = n_critic D steps, each D step on its own real batch (images, labels;
         labels None for an unconditional model)."""
-        if self.order == "simultaneous":
-            d_loss, g_loss, real_logits, fake_logits = self._simultaneous(*reals[0])
+        with matmul_precision(self.precision):  # the training step's own; grids and metrics keep the default
+            return self._iteration(reals)
+
+    def _iteration(self, reals: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+        if self.order == "simultaneous" or (self.share_fake_pass and self.noise_std <= 0):
+            d_loss, g_loss, real_logits, fake_logits = self._one_pass(*reals[0])
         elif self.order == "d_first":
             for real, y_real in reals:
                 fake, y = self._fake(grad=self.reuse_fake)
@@ -476,8 +528,6 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 tensor cores for fp32 matmuls and convs
-            torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
