@@ -331,39 +331,58 @@ class Stepper:
                 for group in opt.param_groups:
                     group["lr"] = base * self.lr_scale
 
-    def _d_step(self, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
-                y_fake: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        s = self.s
+    def _d_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """What D sees of each batch, and whether this D step takes the (lazy) R1 penalty; for R1 the reals
+        are made to require grad."""
         real, fake = self._noisy(real), self._noisy(fake)
         r1 = self.r1_gamma > 0 and self.d_steps % self.r1_every == 0
         if r1:
             real = real.detach().requires_grad_(True)
+        return real, fake, r1
+
+    def _d_logits(self, net: nn.Module, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
+                  y_fake: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        """(real logits, real class logits, fake logits, fake class logits), in one pass when D allows."""
         with self.autocast():
-            if self.joint_d:
-                y = None if y_real is None else torch.cat([y_real, y_fake])
-                logits, classes = self._D(self.D_ddp, torch.cat([real, fake]), y)
-                real_logits, fake_logits = logits.split(real.shape[0])
-                real_classes, fake_classes = classes.split(real.shape[0]) if classes is not None else (None, None)
-            else:
-                real_logits, real_classes = self._D(self.D_ddp, real, y_real)
-                fake_logits, fake_classes = self._D(self.D_ddp, fake, y_fake)
-        d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
-        if real_classes is not None and self.ac_weight > 0:
-            d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real)
-                                                + F.cross_entropy(fake_classes, y_fake))
+            if not self.joint_d:
+                return (*self._D(net, real, y_real), *self._D(net, fake, y_fake))
+            y = None if y_real is None else torch.cat([y_real, y_fake])
+            logits, classes = self._D(net, torch.cat([real, fake]), y)
+        real_logits, fake_logits = logits.split(real.shape[0])
+        real_classes, fake_classes = classes.split(real.shape[0]) if classes is not None else (None, None)
+        return real_logits, real_classes, fake_logits, fake_classes
+
+    def _with_penalties(self, d_loss: torch.Tensor, real: torch.Tensor, y_real: torch.Tensor | None,
+                        real_logits: torch.Tensor, fake: torch.Tensor, r1: bool) -> torch.Tensor:
+        """D's loss plus its gradient penalty (WGAN-GP) and R1 terms where they are on."""
         if self.loss.gradient_penalty and self.gp_weight > 0:
             # conditional critics are penalised at the real labels (the interpolates' anchor)
             def critic(x: torch.Tensor) -> torch.Tensor:
                 return self._D(self.D_bare, x, y_real)[0]
 
-            d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake, generator=s.z_gen)
+            d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake, generator=self.s.z_gen)
         if r1:
             d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
-        self._apply(d_loss, s.opt_D, s.scaler_D)
+        return d_loss
+
+    def _clip_d(self) -> None:
         if self.loss.clip_weights:
             with torch.no_grad():
-                for p in s.D.parameters():
+                for p in self.s.D.parameters():
                     p.clamp_(-self.clip, self.clip)
+
+    def _d_step(self, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
+                y_fake: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        s = self.s
+        real, fake, r1 = self._d_inputs(real, fake)
+        real_logits, real_classes, fake_logits, fake_classes = self._d_logits(self.D_ddp, real, y_real, fake, y_fake)
+        d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
+        if real_classes is not None and self.ac_weight > 0:
+            d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real)
+                                                + F.cross_entropy(fake_classes, y_fake))
+        d_loss = self._with_penalties(d_loss, real, y_real, real_logits, fake, r1)
+        self._apply(d_loss, s.opt_D, s.scaler_D)
+        self._clip_d()
         self.d_steps += 1
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
@@ -390,32 +409,16 @@ class Stepper:
         weights and the same fake batch as its G step."""
         s = self.s
         fake, y = self._fake(grad=True)
-        real, fake_seen = self._noisy(real), self._noisy(fake)
-        r1 = self.r1_gamma > 0 and self.d_steps % self.r1_every == 0
-        if r1:
-            real = real.detach().requires_grad_(True)
-        with self.autocast():
-            if self.joint_d:
-                labels = None if y is None else torch.cat([y_real, y])
-                logits, classes = self._D(self.D_bare, torch.cat([real, fake_seen]), labels)
-                real_logits, fake_logits = logits.split(real.shape[0])
-                real_classes, fake_classes = classes.split(real.shape[0]) if classes is not None else (None, None)
-            else:
-                real_logits, real_classes = self._D(self.D_bare, real, y_real)
-                fake_logits, fake_classes = self._D(self.D_bare, fake_seen, y)
+        real, fake_seen, r1 = self._d_inputs(real, fake)
+        real_logits, real_classes, fake_logits, fake_classes = self._d_logits(self.D_bare, real, y_real,
+                                                                              fake_seen, y)
         d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
         g_loss = self.loss.g(fake_logits)
         if real_classes is not None and self.ac_weight > 0:
             ce_fake = F.cross_entropy(fake_classes, y)
             d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real) + ce_fake)
             g_loss = g_loss + self.ac_weight * ce_fake
-        if self.loss.gradient_penalty and self.gp_weight > 0:
-            def critic(x: torch.Tensor) -> torch.Tensor:
-                return self._D(self.D_bare, x, y_real)[0]
-
-            d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake_seen, generator=s.z_gen)
-        if r1:
-            d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
+        d_loss = self._with_penalties(d_loss, real, y_real, real_logits, fake_seen, r1)
         s.opt_G.zero_grad(set_to_none=True)
         s.opt_D.zero_grad(set_to_none=True)
         for loss, opt, scaler in ((g_loss, s.opt_G, s.scaler_G), (d_loss, s.opt_D, s.scaler_D)):
@@ -428,10 +431,7 @@ class Stepper:
             else:
                 scaler.step(opt)
                 scaler.update()
-        if self.loss.clip_weights:
-            with torch.no_grad():
-                for p in s.D.parameters():
-                    p.clamp_(-self.clip, self.clip)
+        self._clip_d()
         self.d_steps += 1
         if s.G_ema is not None:
             update_ema(s.G_ema, s.G, self.ema_beta)
