@@ -266,3 +266,17 @@ def test_one_pass_steps_apply_every_d_setting(tmp_path, tiny_cfg, setting, order
 
     without, with_setting = d_after_one_step({}), d_after_one_step(setting)
     assert (without - with_setting).abs().max().item() > 1e-6
+
+
+def test_matmul_precision_medium_says_when_the_cpu_cannot_use_it(tmp_path, tiny_cfg, monkeypatch):
+    import ganforge.trainer as trainer_module
+
+    lines: list[str] = []
+    cfg = tiny_cfg(**{"train.matmul_precision": '"medium"'})
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16_matmul", lambda: False)
+    Trainer(cfg, tmp_path / "a", log=lines.append)
+    assert any("matmuls stay float32" in line for line in lines)
+    lines.clear()
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16_matmul", lambda: True)
+    Trainer(cfg, tmp_path / "b", log=lines.append)
+    assert not any("matmuls stay float32" in line for line in lines)

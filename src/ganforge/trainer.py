@@ -175,6 +175,14 @@ def matmul_precision(setting: str) -> Any:
         torch.backends.cudnn.allow_tf32 = before[1]
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Whether oneDNN can run bfloat16 matmuls on this CPU (what train.matmul_precision=medium uses)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def build_state(cfg: Config, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
     G = build_generator(cfg).to(device)
@@ -538,6 +546,9 @@ class Trainer:
             restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
         self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device)
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
+        if cfg.train.matmul_precision == "medium" and self.device.type == "cpu" and not cpu_has_bf16_matmul():
+            self.log("note: train.matmul_precision=medium needs a CPU with a bfloat16 matmul path (AVX-512 or "
+                     "AMX); this one has none, so matmuls stay float32")
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
