@@ -161,7 +161,7 @@ def use_channels_last(cfg: Config, device: torch.device) -> bool:
 
 @contextlib.contextmanager
 def matmul_precision(setting: str) -> Any:
-    """float32 matmul precision for the duration of training, restored after. "high" allows TF32 on CUDA
+    """float32 matmul precision inside the block (each training step), restored after. "high" allows TF32 on CUDA
     (float32 on a CPU); "medium" runs float32 matmuls in bfloat16 with float32 accumulation, on CUDA and
     on CPUs whose oneDNN has a fast bfloat16 path (AMX), keeping weights, activations and Adam in float32;
     "highest" is exact float32 everywhere."""
