@@ -128,6 +128,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
 
 
+def test_a_run_that_cannot_start_leaves_no_run_directory(tmp_path, image_folder):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), "--set", "data.name=folder:/no/such/dir"]) == 2
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    assert only_run(out).name.startswith("0000-")  # the failed start neither stayed nor took a number
+
+
+def test_a_failed_resume_changes_nothing_in_the_run(tmp_path, image_folder):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    ckpt = ckpt_io.list_checkpoints(run_dir)[0]  # an early checkpoint: a resume from it trims stats.jsonl
+    assert main(["train", "--resume", str(ckpt), "--set", "data.name=folder:/no/such/dir"]) == 2
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "ganforge", *args], cwd=cwd, env=env,

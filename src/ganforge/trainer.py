@@ -8,6 +8,7 @@ import copy
 import json
 import math
 import re
+import shutil
 import signal
 import sys
 import time
@@ -773,6 +774,12 @@ def _prepare_stats_for_resume(stats_path: Path, nimg: int) -> None:
     ckpt_io.atomic_write_text("".join(line + "\n" for line in keep), stats_path)
 
 
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but the config.toml written at its start."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.toml"}:
+        shutil.rmtree(run_dir)
+
+
 def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
     """Train a fresh run under out/NNNN-<preset>; returns the run directory. Under torchrun, rank 0 makes
     the directory and writes every file; the other ranks train their share of each batch."""
@@ -781,7 +788,13 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
     if main:
         ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
-    trainer = Trainer(cfg, run_dir, log=log if main else (lambda msg: None))
+    try:
+        trainer = Trainer(cfg, run_dir, log=log if main else (lambda msg: None))
+    except BaseException:
+        # a run that could not start (bad data path, device, net size) leaves no empty run directory behind
+        if main:
+            _remove_unstarted_run(run_dir)
+        raise
     world = distributed.info().world_size
     trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images"
                 + (f", {world} processes)" if world > 1 else ")"))
@@ -797,10 +810,11 @@ def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
     main = distributed.info().is_main
+    # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as they were
+    trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
     if main:
         ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
         _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
-    trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
     trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
     return trainer.run()
 
