@@ -280,3 +280,33 @@ def test_matmul_precision_medium_says_when_the_cpu_cannot_use_it(tmp_path, tiny_
     monkeypatch.setattr(trainer_module, "cpu_has_bf16_matmul", lambda: True)
     Trainer(cfg, tmp_path / "b", log=lines.append)
     assert not any("matmuls stay float32" in line for line in lines)
+
+
+def test_sample_spread_is_the_mean_distance_between_different_images():
+    from ganforge.trainer import sample_spread
+
+    assert sample_spread(torch.ones(5, 1, 4, 4)) == 0.0
+    pair = torch.stack([torch.zeros(1, 2, 2), torch.full((1, 2, 2), 1.5)])  # four pixels 1.5 apart: distance 3
+    assert abs(sample_spread(pair) - 3.0) < 1e-6
+    assert math.isnan(sample_spread(torch.zeros(1, 1, 4, 4)))
+
+
+@pytest.mark.parametrize("collapsed", [True, False])
+def test_a_collapsed_grid_is_logged_and_warned_about(tmp_path, tiny_cfg, monkeypatch, collapsed):
+    import ganforge.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)  # tiny runs end long before 5 kimg
+    if collapsed:  # every grid image the same, as when G has collapsed to one output
+        monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid()[:1].expand_as(self._real_grid()))
+    else:  # a G that draws the data itself
+        monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid())
+    lines: list[str] = []
+    run_dir = train(tiny_cfg(), out=tmp_path, log=lines.append)
+    spreads = [json.loads(line)["diversity"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    warnings = [line for line in lines if "looks collapsed" in line]
+    if collapsed:
+        assert spreads and all(abs(v) < 1e-6 for v in spreads)
+        assert len(warnings) == len(spreads)
+    else:
+        assert spreads and all(abs(v - 1.0) < 1e-4 for v in spreads)
+        assert not warnings

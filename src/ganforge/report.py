@@ -100,7 +100,8 @@ def read_stats(path: Path | str) -> list[dict]:
 
 
 def plot_losses(stats: list[dict], path: Path | str) -> None:
-    """D and G loss per tick, and mean D(real) / D(fake) per tick, against kimg."""
+    """D and G loss per tick, and mean D(real) / D(fake) per tick (with the grid's sample spread over that of
+    real images, when logged), against kimg."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,9 +116,14 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
     ax_loss.legend()
     ax_prob.plot(kimg, [s["d_real"] for s in stats], label="D(real)")
     ax_prob.plot(kimg, [s["d_fake"] for s in stats], label="D(fake)")
-    ax_prob.set_ylim(0, 1)
+    spread = [(k, s["diversity"]) for k, s in zip(kimg, stats, strict=True) if s.get("diversity") is not None]
+    top = 1.0
+    if spread:  # near 0 when G's samples are all alike
+        ax_prob.plot(*zip(*spread, strict=True), "--", color="grey", label="sample spread / real")
+        top = max(top, 1.05 * max(v for _, v in spread))
+    ax_prob.set_ylim(0, top)
     ax_prob.set_xlabel("kimg")
-    ax_prob.set_ylabel("mean sigmoid(D logit)")
+    ax_prob.set_ylabel("mean sigmoid(D logit); spread ratio")
     ax_prob.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -69,6 +69,19 @@ def new_run_dir(out: Path | str, preset: str) -> Path:
             n += 1
 
 
+# G starts from near-constant output (and G_ema lags it): the collapse check waits until G has had time to spread
+COLLAPSE_CHECK_FROM_KIMG = 5.0
+
+
+def sample_spread(images: torch.Tensor) -> float:
+    """Mean L2 distance between two different images of the batch (flattened pixels)."""
+    x = images.detach().flatten(1).float()
+    n = x.shape[0]
+    if n < 2:
+        return float("nan")
+    return float(torch.cdist(x, x).sum() / (n * (n - 1)))
+
+
 def has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in module.modules())
 
@@ -555,6 +568,7 @@ class Trainer:
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
+        self._real_spread: float | None = None
         self._last_eval_nimg = self.state.nimg
 
     def _check_labels(self) -> None:
@@ -589,13 +603,22 @@ class Trainer:
         k = self.cfg.model.n_classes
         return grid_labels(k, self.cfg.train.grid_size)[1] if k else None
 
-    def _write_reals(self) -> None:
-        path = self.samples_dir / "reals.png"
-        if path.exists():
-            return
+    def _real_grid(self) -> torch.Tensor:
         n = min(self.cfg.train.grid_size, len(self.data))
         idx = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(self.cfg.train.seed))[:n]
-        report.save_grid(self.data.batch(idx.to(self.device)), path)
+        return self.data.batch(idx.to(self.device))
+
+    def _write_reals(self) -> None:
+        path = self.samples_dir / "reals.png"
+        if not path.exists():
+            report.save_grid(self._real_grid(), path)
+
+    def _diversity(self, fake: torch.Tensor) -> float:
+        """Mean pairwise distance of the grid's samples over that of as many real images: near 1 for a
+        G that covers the data, near 0 when its samples are all alike."""
+        if self._real_spread is None:
+            self._real_spread = sample_spread(self._real_grid())
+        return sample_spread(fake) / self._real_spread if self._real_spread > 0 else float("nan")
 
     def _save_checkpoint(self) -> Path:
         return ckpt_io.save_checkpoint(self.state.to_checkpoint(), self.run_dir, self.cfg.train.keep_ckpts)
@@ -633,6 +656,13 @@ class Trainer:
             f"d_loss {values[0]:<7.4f} g_loss {values[1]:<7.4f} D(real) {values[2]:.3f} D(fake) {values[3]:.3f} "
             f"time {_format_time(s.time_s)}"
         )
+        grid = self._sample_grid()
+        diversity = self._diversity(grid)  # nan for a one-image grid
+        stats["diversity"] = round(diversity, 4) if math.isfinite(diversity) else None
+        if diversity < t.collapse_warn and kimg >= COLLAPSE_CHECK_FROM_KIMG:
+            self.log(f"  warning: the grid's samples at {kimg:.2f} kimg are nearly alike (spread "
+                     f"{diversity:.2f} of the real images'): G looks collapsed. Try loss.name=ns or "
+                     "hinge, lower learning rates or model.d_mbstd=true, or resume from an earlier checkpoint")
         records = self._evaluate() if self._eval_due(final) else []
         if records:
             stats["metrics"] = {r["metric"]: r["value"] for r in records}
@@ -640,8 +670,7 @@ class Trainer:
                                       if isinstance(r["value"], int | float)))
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
-        report.save_grid(self._sample_grid(), self.samples_dir / grid_name(s.nimg, t.tick_kimg),
-                         nrow=self._grid_nrow())
+        report.save_grid(grid, self.samples_dir / grid_name(s.nimg, t.tick_kimg), nrow=self._grid_nrow())
         improved = self._update_best(records)
         if final or improved or s.tick % t.ckpt_ticks == 0:
             path = self._save_checkpoint()
