@@ -145,6 +145,18 @@ def test_a_failed_resume_changes_nothing_in_the_run(tmp_path, image_folder):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with ckpt_io.run_lock(run_dir):  # as a trainer of this run holds it
+        assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 2
+        assert "being trained by another process" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 0  # free again
+
+
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "ganforge", *args], cwd=cwd, env=env,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,31 @@ FORMAT = "ganforge-checkpoint"
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path | str) -> Iterator[None]:
+    """Holds an exclusive lock on a run directory while one process trains it, so that a second `train
+    --resume` of the same run is refused instead of interleaving its checkpoints and stats. The OS drops the
+    lock when the process ends, even by kill -9. Where fcntl is missing (Windows) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(Path(run_dir) / LOCK_FILE, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"run {run_dir} is being trained by another process; let it finish or stop it "
+                            "(Ctrl-C saves a checkpoint) before resuming") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def ckpt_name(nimg: int) -> str:

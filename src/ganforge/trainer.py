@@ -827,7 +827,8 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
     world = distributed.info().world_size
     trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images"
                 + (f", {world} processes)" if world > 1 else ")"))
-    return trainer.run()
+    with ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
+        return trainer.run()
 
 
 def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any = None) -> Path:
@@ -839,13 +840,15 @@ def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
     main = distributed.info().is_main
-    # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as they were
-    trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
-    if main:
-        ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
-        _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
-    trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
-    return trainer.run()
+    with ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
+        # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as
+        # they were
+        trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
+        if main:
+            ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
+            _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
+        trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
+        return trainer.run()
 
 
 def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | torch.device = "cpu",
