@@ -613,6 +613,14 @@ class Trainer:
         if not path.exists():
             report.save_grid(self._real_grid(), path)
 
+    def _collapse_advice(self) -> str:
+        c = self.cfg
+        tries = [f"loss.name={name}" for name in ("ns", "hinge") if name != c.loss.name]
+        tries.append("lower optim.g_lr / optim.d_lr")
+        if not c.model.d_mbstd:
+            tries.append("model.d_mbstd=true")
+        return f"Try {', '.join(tries)}, or resume from an earlier checkpoint"
+
     def _diversity(self, fake: torch.Tensor) -> float:
         """Mean pairwise distance of the grid's samples over that of as many real images: near 1 for a
         G that covers the data, near 0 when its samples are all alike."""
@@ -661,8 +669,7 @@ class Trainer:
         stats["diversity"] = round(diversity, 4) if math.isfinite(diversity) else None
         if diversity < t.collapse_warn and kimg >= COLLAPSE_CHECK_FROM_KIMG:
             self.log(f"  warning: the grid's samples at {kimg:.2f} kimg are nearly alike (spread "
-                     f"{diversity:.2f} of the real images'): G looks collapsed. Try loss.name=ns or "
-                     "hinge, lower learning rates or model.d_mbstd=true, or resume from an earlier checkpoint")
+                     f"{diversity:.2f} of the real images'): G looks collapsed. {self._collapse_advice()}")
         records = self._evaluate() if self._eval_due(final) else []
         if records:
             stats["metrics"] = {r["metric"]: r["value"] for r in records}
