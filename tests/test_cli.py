@@ -199,6 +199,7 @@ def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):
     proc = _spawn(["train", "--out", "runs", *set_args(overrides)], tmp_path)
     run_dir = _wait_for_checkpoint(tmp_path / "runs", proc)
     time.sleep(1.5)  # checkpoints are being written every iteration now
+    assert main(["train", "--resume", str(run_dir)]) == 2  # the running process holds the run
     proc.kill()
     proc.communicate(timeout=60)
     latest = ckpt_io.resolve_checkpoint(run_dir)
