@@ -47,9 +47,9 @@ def main() -> None:
     print("|---|---|---:|" + "---:|" * len(COLUMNS))
     for label in labels:
         fds = [t[label]["fd_digits"] for t in tables]
-        collapsed = max(fds) > 10 * statistics.median(fds)
-        per_seed = ", ".join(f"**{fd:.4g}**" if collapsed and fd > 10 * statistics.median(fds) else f"{fd:.4g}"
-                             for fd in fds)
+        limit = 10 * statistics.median(fds)  # above it a seed counts as collapsed
+        collapsed = max(fds) > limit
+        per_seed = ", ".join(f"**{fd:.4g}**" if fd > limit else f"{fd:.4g}" for fd in fds)
         sd = f" ({statistics.stdev(fds):.2g})" if len(fds) > 1 else ""
         spread = "collapsed on a seed" if collapsed else f"{statistics.mean(fds):.3g}{sd}"
         means = []
