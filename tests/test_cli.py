@@ -117,6 +117,9 @@ def test_dry_run_prints_resolved_config(capsys):
         (["sample", "{tmp}/nope", "--out", "{tmp}/x.png"], "neither a run directory nor a checkpoint"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.png"], "truncated or corrupt"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.jpg"], "truncated or corrupt"),
+        (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}"], "is a folder"),
+        (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/bad.pt"], "not valid JSON"),
+        (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
@@ -143,6 +146,19 @@ def test_a_failed_resume_changes_nothing_in_the_run(tmp_path, image_folder):
     ckpt = ckpt_io.list_checkpoints(run_dir)[0]  # an early checkpoint: a resume from it trims stats.jsonl
     assert main(["train", "--resume", str(ckpt), "--set", "data.name=folder:/no/such/dir"]) == 2
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resume_survives_a_stats_line_torn_by_a_crash(tmp_path, image_folder):
+    import json
+
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    with open(run_dir / "stats.jsonl", "a") as f:
+        f.write('{"tick": 3, "kimg": 0.0')  # the disk filled mid-append
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 0
+    ticks = [json.loads(line)["tick"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert ticks == [1, 2, 3, 4]
 
 
 def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(tmp_path, image_folder, capsys):

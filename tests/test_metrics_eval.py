@@ -219,7 +219,7 @@ def test_missing_inception_weights_name_the_file(digits, monkeypatch, tmp_path):
 
 
 def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
-    out = tmp_path / "m.json"
+    out = tmp_path / "results" / "m.json"  # its folder is made
     code = main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}",
                  "--metrics", "fd_digits,classes", "--out", str(out)])
     assert code == 0
@@ -247,3 +247,27 @@ def test_eval_cli_errors(tmp_path, capsys):
     assert main(["eval", "--real", "mnist5k", "--fake", "mnist5k", "--metrics", "fdd"]) == 2
     err = capsys.readouterr().err
     assert "unknown metric 'fdd'" in err
+
+
+def _append_many(path: str, tag: int, count: int) -> None:
+    from ganforge.metrics.core import append_metrics_json
+
+    for i in range(count):
+        append_metrics_json([{"metric": "m", "value": float(i)}], Path(path), {"writer": tag})
+
+
+def test_concurrent_appends_to_metrics_json_lose_nothing(tmp_path):
+    """A training run's tick evaluation and a `ganforge eval` of the same run may append at once."""
+    import multiprocessing
+
+    path = tmp_path / "metrics.json"
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_append_many, args=(str(path), tag, 25)) for tag in range(3)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(60)
+        assert w.exitcode == 0
+    history = json.loads(path.read_text())
+    assert sorted((e["writer"], e["results"][0]["value"]) for e in history) == \
+        sorted((tag, float(i)) for tag in range(3) for i in range(25))

@@ -46,6 +46,25 @@ def run_lock(run_dir: Path | str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def file_lock(path: Path | str) -> Iterator[None]:
+    """Waits for an exclusive lock on `path` + ".lock", for read-modify-write of a file that two processes
+    may update at once (a training run's tick evaluation and a `ganforge eval` of the same run). No lock
+    where fcntl is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def ckpt_name(nimg: int) -> str:
     return f"ckpt-{nimg:09d}.pt"
 

@@ -147,6 +147,21 @@ def _print_records(records: list[dict]) -> None:
         print(f"{r['metric']:<20} {shown}  {r['n_fake']:>7} {r['n_real']:>7}  {r['reference']} / {r['extractor']}")
 
 
+def _check_metrics_out(path: Path) -> None:
+    """Refuse an --out that cannot take the results before spending time on the evaluation."""
+    import json
+
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give a file such as {path / 'metrics.json'}")
+    if path.is_file():
+        try:
+            json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"--out {path} exists and is not a metrics.json (not valid JSON); choose another "
+                            "file") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import time
 
@@ -158,9 +173,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise UserError(f"--n must be at least 2 images to evaluate, got {args.n}")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    if args.out and args.run is None:
+        _check_metrics_out(Path(args.out))
     if args.run is not None:
         if args.real or args.fake:
             raise UserError("give either a run directory / checkpoint, or --real and --fake, not both")
+        if args.out:
+            raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
         if metrics is None:
             from . import checkpoint as ckpt_io
 

@@ -93,10 +93,19 @@ def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100) -> N
 
 
 def read_stats(path: Path | str) -> list[dict]:
+    """The tick records of stats.jsonl; a line torn by a crash mid-append (or a full disk) is skipped."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    stats = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "kimg" in record:
+            stats.append(record)
+    return stats
 
 
 def plot_losses(stats: list[dict], path: Path | str) -> None:

@@ -805,9 +805,8 @@ def _prepare_stats_for_resume(stats_path: Path, nimg: int) -> None:
     """Drop stats lines written after the checkpoint being resumed; they will be produced again."""
     if not stats_path.is_file():
         return
-    keep = [line for line in stats_path.read_text().splitlines()
-            if line.strip() and json.loads(line)["kimg"] <= nimg / 1000 + 1e-9]
-    ckpt_io.atomic_write_text("".join(line + "\n" for line in keep), stats_path)
+    keep = [record for record in report.read_stats(stats_path) if record["kimg"] <= nimg / 1000 + 1e-9]
+    ckpt_io.atomic_write_text("".join(json.dumps(record) + "\n" for record in keep), stats_path)
 
 
 def _remove_unstarted_run(run_dir: Path) -> None:

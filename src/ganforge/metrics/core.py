@@ -309,17 +309,18 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
 
 def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[str, Any]) -> None:
     """metrics.json holds a list of evaluations; a new one is appended and the file replaced atomically."""
-    from ..checkpoint import atomic_write_text
+    from ..checkpoint import atomic_write_text, file_lock
 
-    history: list = []
-    if path.is_file():
-        try:
-            history = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON; move it aside to record new results") from e
-    history.append({"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra,
-                    "results": records})
-    atomic_write_text(json.dumps(history, indent=1) + "\n", path)
+    with file_lock(path):  # a concurrent appender would otherwise drop one of the two evaluations
+        history: list = []
+        if path.is_file():
+            try:
+                history = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} is not valid JSON; move it aside to record new results") from e
+        history.append({"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra,
+                        "results": records})
+        atomic_write_text(json.dumps(history, indent=1) + "\n", path)
 
 
 def evaluate_run(run_or_ckpt: Path | str, metrics: list[str], n: int = 10_000, ckpt: str = "latest",
