@@ -1,10 +1,11 @@
-"""ganforge: train, resume, sample and evaluate GANs on image data.
+"""ganforge: train, resume, sample, evaluate and compare GANs on image data.
 
 Public API (nothing heavy runs at import time):
     ganforge.load_config(preset=..., path=..., overrides=[...]) -> Config
     ganforge.train(config, out="runs") -> run directory
     ganforge.resume(run_dir, overrides=[...]) -> run directory
     ganforge.load_generator(run_or_ckpt) -> G, with G.sample(n)
+    ganforge.compare_runs([run_dir, ...]) -> one RunView per run (settings, speed, latest metrics)
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "__version__"]
+__all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "compare_runs",
+           "__version__"]
 
 if TYPE_CHECKING:
+    from .compare import compare_runs
     from .config import Config, load_config
     from .errors import UserError
     from .trainer import load_generator, resume, train
@@ -26,6 +29,7 @@ _LAZY = {
     "train": "trainer",
     "resume": "trainer",
     "load_generator": "trainer",
+    "compare_runs": "compare",
 }
 
 

@@ -220,6 +220,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs, format_comparison, metric_names, plot_comparison
+
+    plot = Path(args.plot) if args.plot else None
+    if plot is not None:
+        if plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise UserError(f"--plot takes a .png, .pdf or .svg file, got {plot}")
+        if plot.exists() and not args.force:
+            raise UserError(f"{plot} exists; choose another --plot or pass --force to replace it")
+        if not plot.parent.is_dir():
+            raise UserError(f"the folder {plot.parent} does not exist; create it or choose another --plot")
+    if args.metric and plot is None:
+        raise UserError("--metric picks what --plot draws; add --plot FILE.png")
+    views = compare_runs(args.runs)
+    recorded = metric_names(views)
+    if args.metric and args.metric not in recorded:
+        raise UserError(f"no run recorded the metric {args.metric!r}; recorded: {', '.join(recorded) or 'none'}")
+    print(format_comparison(views))
+    if plot is not None:
+        metric = plot_comparison(views, plot, metric=args.metric)
+        print(f"plot of {metric + ' and ' if metric else ''}the losses against kimg written to {plot}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     import torch
 
@@ -242,7 +266,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="Train, resume, sample and evaluate GANs.")
+    parser = argparse.ArgumentParser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -292,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="data", help="with --real/--fake: root of torchvision datasets")
     p.add_argument("--out", help="with --real/--fake: append the results to this metrics.json")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="runs side by side: settings that differ, speed, latest metrics")
+    p.add_argument("runs", type=Path, nargs="+", help="run directories (or checkpoints inside them)")
+    p.add_argument("--plot", help="also draw a metric and the losses of every run against kimg into this .png")
+    p.add_argument("--metric", help="with --plot: the metric to draw (default: the first one the runs recorded)")
+    p.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("summary", help="layer, output shape and parameter count of G and D")
     _add_config_args(p)

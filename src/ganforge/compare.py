@@ -1,0 +1,263 @@
+"""Runs side by side: the settings that differ, training length and speed, and each run's latest metrics,
+with a note wherever two numbers were measured under different protocols (and so do not compare)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+# Protocol fields that must agree for two values of one metric to compare (FD and KID move with n).
+PROTOCOL_FIELDS = ("n_fake", "n_real", "reference", "extractor_sha256", "resize")
+IGNORED_SETTINGS = {"description"}
+
+
+@dataclass
+class RunView:
+    """What one run directory says about itself."""
+
+    name: str
+    path: Path
+    settings: dict[str, Any]  # the resolved config, flattened to dotted keys
+    kimg: float | None  # images seen at the last tick
+    sec_per_kimg: float | None  # median over the ticks after the first (the first holds the warm-up)
+    time_s: float | None
+    last_tick: dict[str, Any]
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> its newest record
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(kimg, value)]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_directory(path: Path | str) -> Path:
+    """The run directory of a run directory or of a checkpoint inside one."""
+    from . import checkpoint as ckpt_io
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give run directories made by `ganforge train`")
+    if path.is_file():
+        path = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
+    if not (path / "config.toml").is_file():
+        raise UserError(f"{path} is not a run directory (it has no config.toml); give directories made by "
+                        "`ganforge train`")
+    return path
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); move it aside to compare this run") from e
+    if not isinstance(history, list):
+        raise UserError(f"{path} does not hold a list of evaluations; move it aside to compare this run")
+    return [entry for entry in history if isinstance(entry, dict)]
+
+
+def load_run(path: Path | str) -> RunView:
+    from .report import read_stats
+
+    run_dir = run_directory(path)
+    try:
+        settings = flatten(tomllib.loads((run_dir / "config.toml").read_text()))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{run_dir / 'config.toml'} is not valid TOML ({e})") from e
+    stats = read_stats(run_dir / "stats.jsonl")
+    last = stats[-1] if stats else {}
+    speeds = [s["sec_per_kimg"] for s in stats[1:] or stats if isinstance(s.get("sec_per_kimg"), int | float)]
+    view = RunView(name=run_dir.name, path=run_dir, settings=settings, kimg=last.get("kimg"),
+                   sec_per_kimg=statistics.median(speeds) if speeds else None, time_s=last.get("time_s"),
+                   last_tick=last)
+    # metric -> protocol -> {kimg: value}; a later evaluation at the same kimg wins
+    curves: dict[str, dict[str, dict[float, float]]] = {}
+    for entry in _read_metrics(run_dir / "metrics.json"):
+        for record in entry.get("results", []):
+            if not isinstance(record, dict) or "metric" not in record:
+                continue
+            name = record["metric"]
+            view.latest[name] = {**record, "kimg": record.get("kimg", entry.get("kimg"))}
+            value, kimg = record.get("value"), view.latest[name]["kimg"]
+            if isinstance(value, int | float) and isinstance(kimg, int | float):
+                protocol = json.dumps([record.get(k) for k in PROTOCOL_FIELDS])
+                curves.setdefault(name, {}).setdefault(protocol, {})[float(kimg)] = float(value)
+    # A curve joins only values measured alike: the protocol with the most points (on a tie, the latest).
+    view.curves = {name: sorted(max(reversed(groups.values()), key=len).items()) for name, groups in curves.items()}
+    return view
+
+
+def compare_runs(paths: list[Path | str]) -> list[RunView]:
+    """Load every run; a missing or malformed one raises UserError naming it."""
+    if not paths:
+        raise UserError("give at least one run directory to compare")
+    return [load_run(p) for p in paths]
+
+
+def settings_diff(views: list[RunView]) -> list[tuple[str, list[Any]]]:
+    """(dotted key, value per run) for every setting not equal in all runs, in config order."""
+    keys: list[str] = []
+    for view in views:
+        keys += [k for k in view.settings if k not in keys and k not in IGNORED_SETTINGS]
+    rows = []
+    for key in keys:
+        values = [view.settings.get(key) for view in views]
+        if any(v != values[0] for v in values[1:]):
+            rows.append((key, values))
+    return rows
+
+
+def metric_names(views: list[RunView]) -> list[str]:
+    names: list[str] = []
+    for view in views:
+        names += [m for m in view.latest if m not in names]
+    return names
+
+
+def protocol_notes(views: list[RunView]) -> list[str]:
+    """One line per metric whose newest values were measured under different protocols."""
+    notes = []
+    for name in metric_names(views):
+        records = [(v.name, v.latest[name]) for v in views if name in v.latest]
+        for key in PROTOCOL_FIELDS:
+            seen = {json.dumps(r.get(key), sort_keys=True) for _, r in records}
+            if len(seen) > 1:
+                per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
+                notes.append(f"{name}: {key} differs ({per_run}); these values do not compare: evaluate the "
+                             f"runs alike, e.g. `ganforge eval RUN --n N --metrics {name}` on each")
+                break
+    return notes
+
+
+def best_runs(views: list[RunView], name: str) -> set[int]:
+    """Indices of the runs with the best value of a metric, where its direction is known and the values
+    were measured alike; empty otherwise."""
+    from .metrics.core import BEST_DIRECTION
+
+    if name not in BEST_DIRECTION or len(views) < 2:
+        return set()
+    values = {i: v.latest[name].get("value") for i, v in enumerate(views) if name in v.latest}
+    values = {i: x for i, x in values.items() if isinstance(x, int | float) and math.isfinite(x)}
+    if len(values) < 2:
+        return set()
+    records = [views[i].latest[name] for i in values]
+    if any(len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1 for k in PROTOCOL_FIELDS):
+        return set()
+    target = min(values.values()) if BEST_DIRECTION[name] == "min" else max(values.values())
+    best = {i for i, x in values.items() if x == target}
+    return best if len(best) < len(values) else set()  # a tie of all marks nothing
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value)
+
+
+def format_comparison(views: list[RunView]) -> str:
+    """A plain-text table, runs as columns: settings that differ, training, then metrics (value @ kimg;
+    * marks the best where the metric has a direction and the runs measured it alike)."""
+    rows: list[tuple[str, list[str]]] = []
+    diff = settings_diff(views)
+    if len(views) > 1:
+        rows.append(("settings that differ", []))
+        rows += [(f"  {key}", [_cell(v) for v in values]) for key, values in diff] or [("  (none)", [])]
+    else:
+        rows.append(("preset", [_cell(views[0].settings.get("preset"))]))
+    rows.append(("training", []))
+    rows.append(("  kimg", [_cell(v.kimg) for v in views]))
+    rows.append(("  sec/kimg", [_cell(v.sec_per_kimg) for v in views]))
+    rows.append(("  train time", [_format_seconds(v.time_s) for v in views]))
+    for key, label in (("d_loss", "d_loss (last tick)"), ("g_loss", "g_loss (last tick)"),
+                       ("diversity", "sample spread / real")):
+        rows.append((f"  {label}", [_cell(v.last_tick.get(key)) for v in views]))
+    names = metric_names(views)
+    rows.append(("metrics (value @ kimg)", [] if names else ["none recorded" if i == 0 else "" for i in
+                                                              range(len(views))]))
+    for name in names:
+        best = best_runs(views, name)
+        cells = []
+        for i, view in enumerate(views):
+            record = view.latest.get(name)
+            if record is None:
+                cells.append("-")
+                continue
+            mark = "*" if i in best else ""
+            cells.append(f"{_cell(record.get('value'))}{mark} @{_cell(record.get('kimg'))}")
+        rows.append((f"  {name}", cells))
+    header = ("run", [v.name for v in views])
+    label_width = max(len(label) for label, _ in [header, *rows])
+    widths = [max(len(c[i]) if i < len(c) else 0 for _, c in [header, *rows]) for i in range(len(views))]
+    lines = []
+    for label, cells in [header, *rows]:
+        padded = [(cells[i] if i < len(cells) else "").rjust(widths[i]) for i in range(len(views))]
+        lines.append(f"{label:<{label_width}}  " + "  ".join(padded).rstrip() if cells else label)
+    notes = protocol_notes(views)
+    if notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in notes]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
+
+
+def plot_comparison(views: list[RunView], path: Path | str, metric: str | None = None) -> str | None:
+    """One figure: a metric against kimg for each run (the first metric the runs recorded, unless named),
+    and D and G loss per tick. Returns the metric plotted, or None when no run recorded one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import read_stats
+
+    names = metric_names(views)
+    if metric is not None and metric not in names:
+        raise UserError(f"no run recorded the metric {metric!r}; recorded: {', '.join(names) or 'none'}")
+    metric = metric or next((n for n in names if any(len(v.curves.get(n, [])) for v in views)), None)
+    panels = 2 if metric else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    ax_loss = axes[0][-1]
+    for view in views:
+        stats = read_stats(view.path / "stats.jsonl")
+        kimg = [s["kimg"] for s in stats]
+        line = ax_loss.plot(kimg, [s["d_loss"] for s in stats], label=f"{view.name} D")[0]
+        ax_loss.plot(kimg, [s["g_loss"] for s in stats], "--", color=line.get_color(), label=f"{view.name} G")
+        if metric and view.curves.get(metric):
+            axes[0][0].plot(*zip(*view.curves[metric], strict=True), "o-", color=line.get_color(), label=view.name)
+    ax_loss.set_xlabel("kimg")
+    ax_loss.set_ylabel("loss (mean over tick; G dashed)")
+    ax_loss.legend(fontsize="small")
+    if metric:
+        axes[0][0].set_xlabel("kimg")
+        axes[0][0].set_ylabel(metric)
+        axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return metric

@@ -1,0 +1,139 @@
+"""`ganforge compare`: settings that differ, speed and metrics side by side, and honest about protocols."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ganforge import compare_runs
+from ganforge.cli import main
+from ganforge.compare import best_runs, format_comparison, protocol_notes, settings_diff
+from ganforge.report import read_stats
+
+from .conftest import tiny_overrides
+from .test_cli import set_args
+
+
+def _train(out: Path, folder: Path, **extra: object) -> Path:
+    before = set(out.iterdir()) if out.is_dir() else set()
+    evals = {"eval.every_kimg": 0.032, "eval.n": 40, "eval.metrics": '["fd_digits", "classes"]'}
+    assert main(["train", "--preset", "default", "--out", str(out),
+                 *set_args(tiny_overrides(folder, **{**evals, **extra}))]) == 0
+    (run_dir,) = set(out.iterdir()) - before
+    return run_dir
+
+
+def _record(metric: str, value: float, n_fake: int, kimg: float) -> dict:
+    return {"metric": metric, "value": value, "n_fake": n_fake, "n_real": 5000, "reference": "mnist5k/train",
+            "extractor": "ganforge-digits-cnn", "extractor_sha256": "abc", "resize": "none", "kimg": kimg}
+
+
+def _write_metrics(run_dir: Path, entries: list[tuple[float, list[dict]]]) -> None:
+    history = [{"time": "t", "checkpoint": None, "kimg": kimg, "results": results} for kimg, results in entries]
+    (run_dir / "metrics.json").write_text(json.dumps(history))
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path, image_folder: Path) -> tuple[Path, Path]:
+    out = tmp_path / "runs"
+    return _train(out, image_folder), _train(out, image_folder, **{"optim.g_lr": 0.001, "loss.name": '"hinge"'})
+
+
+def test_compare_shows_the_settings_that_differ_and_each_runs_metrics(two_runs, tmp_path, capsys):
+    a, b = two_runs
+    plot = tmp_path / "compare.png"
+    assert main(["compare", str(a), str(b), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split() == ["run", a.name, b.name]
+    diff = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("  ") and "." in line.split()[0]}
+    assert diff == {"loss.name": ["ns", "hinge"], "optim.g_lr": ["0.003", "0.001"]}
+    fd_line = next(line for line in lines if line.split()[0] == "fd_digits")
+    values = [json.loads((r / "metrics.json").read_text())[-1]["results"][0]["value"] for r in (a, b)]
+    for value in values:
+        assert f"{value:.4g}" in fd_line
+    cells = fd_line.split()[1::2]  # "value[*]" per run, each followed by "@kimg"
+    best = min(range(2), key=lambda i: values[i])
+    assert [c.endswith("*") for c in cells] == [i == best for i in range(2)]  # the lower FD, measured alike
+    assert "note:" not in out
+    assert Image.open(plot).size[0] > 500
+
+
+def test_compare_through_the_python_api(two_runs):
+    a, b = two_runs
+    views = compare_runs([a, b / "checkpoints" / sorted(p.name for p in (b / "checkpoints").glob("ckpt-*"))[-1]])
+    assert [v.path for v in views] == [a, b]
+    assert views[0].kimg == pytest.approx(0.064, abs=1e-9)
+    assert views[1].settings["optim.g_lr"] == pytest.approx(0.001)
+    assert views[0].sec_per_kimg > 0
+    stats = read_stats(a / "stats.jsonl")
+    assert [k for k, _ in views[0].curves["fd_digits"]] == [s["kimg"] for s in stats]
+    assert [key for key, _ in settings_diff(views)] == ["loss.name", "optim.g_lr"]
+
+
+def test_values_measured_under_different_protocols_are_flagged_not_ranked(two_runs):
+    a, b = two_runs
+    _write_metrics(a, [(0.064, [_record("fd_digits", 3.0, 1000, 0.064)])])
+    _write_metrics(b, [(0.064, [_record("fd_digits", 9.0, 10000, 0.064)])])
+    views = compare_runs([a, b])
+    notes = protocol_notes(views)
+    assert len(notes) == 1 and "n_fake differs" in notes[0] and "1000" in notes[0] and "10000" in notes[0]
+    assert best_runs(views, "fd_digits") == set()
+    assert "*" not in format_comparison(views)
+    _write_metrics(b, [(0.064, [_record("fd_digits", 9.0, 1000, 0.064)])])
+    views = compare_runs([a, b])
+    assert protocol_notes(views) == [] and best_runs(views, "fd_digits") == {0}
+
+
+def test_a_curve_joins_only_values_measured_alike(two_runs):
+    a, _ = two_runs
+    _write_metrics(a, [(1.0, [_record("fd_digits", 30.0, 500, 1.0)]), (2.0, [_record("fd_digits", 20.0, 500, 2.0)]),
+                       (2.0, [_record("fd_digits", 25.0, 10000, 2.0)]),
+                       (3.0, [_record("fd_digits", 10.0, 500, 3.0)])])
+    (view,) = compare_runs([a])
+    assert view.curves["fd_digits"] == [(1.0, 30.0), (2.0, 20.0), (3.0, 10.0)]
+    assert view.latest["fd_digits"]["value"] == 10.0
+
+
+def test_a_torn_stats_line_is_skipped(two_runs):
+    a, _ = two_runs
+    whole = read_stats(a / "stats.jsonl")
+    with open(a / "stats.jsonl", "a") as f:
+        f.write('{"tick": 9, "kimg": 0.0')  # a crash mid-append
+    assert read_stats(a / "stats.jsonl") == whole
+    assert compare_runs([a])[0].kimg == whole[-1]["kimg"]
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing", "does not exist"),
+    ("not_a_run", "not a run directory"),
+    ("bad_metrics", "not valid JSON"),
+    ("bad_plot", "--plot takes"),
+    ("plot_exists", "--force"),
+    ("unknown_metric", "no run recorded the metric"),
+])
+def test_bad_input_to_compare_is_one_line_and_exit_2(two_runs, tmp_path, capsys, case, needle):
+    a, _ = two_runs
+    argv = ["compare", str(a)]
+    if case == "missing":
+        argv = ["compare", str(tmp_path / "nope")]
+    elif case == "not_a_run":
+        argv = ["compare", str(tmp_path)]
+    elif case == "bad_metrics":
+        (a / "metrics.json").write_text("[{")
+    elif case == "bad_plot":
+        argv += ["--plot", str(tmp_path / "x.jpg")]
+    elif case == "plot_exists":
+        (tmp_path / "x.png").write_bytes(b"keep")
+        argv += ["--plot", str(tmp_path / "x.png")]
+    elif case == "unknown_metric":
+        argv += ["--plot", str(tmp_path / "y.png"), "--metric", "fid"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert needle in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert captured.out == ""
+    if case == "plot_exists":
+        assert (tmp_path / "x.png").read_bytes() == b"keep"
