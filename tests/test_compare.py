@@ -74,6 +74,14 @@ def test_compare_through_the_python_api(two_runs):
     assert [key for key, _ in settings_diff(views)] == ["loss.name", "optim.g_lr"]
 
 
+def test_a_folder_of_runs_stands_for_every_run_in_it(two_runs, capsys):
+    a, b = two_runs
+    (a.parent / "notes.txt").write_text("not a run")
+    assert [v.path for v in compare_runs([a.parent])] == [a, b]
+    assert main(["compare", str(a.parent)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["run", a.name, b.name]
+
+
 def test_values_measured_under_different_protocols_are_flagged_not_ranked(two_runs):
     a, b = two_runs
     _write_metrics(a, [(0.064, [_record("fd_digits", 3.0, 1000, 0.064)])])

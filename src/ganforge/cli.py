@@ -318,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="runs side by side: settings that differ, speed, latest metrics")
-    p.add_argument("runs", type=Path, nargs="+", help="run directories (or checkpoints inside them)")
+    p.add_argument("runs", type=Path, nargs="+",
+                   help="run directories, checkpoints inside them, or a folder of runs such as runs/")
     p.add_argument("--plot", help="also draw a metric and the losses of every run against kimg into this .png")
     p.add_argument("--metric", help="with --plot: the metric to draw (default: the first one the runs recorded)")
     p.add_argument("--force", action="store_true", help="replace an existing --plot file")

@@ -101,11 +101,25 @@ def load_run(path: Path | str) -> RunView:
     return view
 
 
+def expand_runs(paths: list[Path | str]) -> list[Path]:
+    """Run directories, checkpoints inside them, or a folder of runs (such as runs/), which stands for every
+    run directory in it."""
+    expanded: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir() and not (path / "config.toml").is_file():
+            runs = sorted(p for p in path.iterdir() if p.is_dir() and (p / "config.toml").is_file())
+            if runs:
+                expanded += runs
+                continue
+        expanded.append(path)
+    return expanded
+
+
 def compare_runs(paths: list[Path | str]) -> list[RunView]:
-    """Load every run; a missing or malformed one raises UserError naming it."""
+    """Load every run (see expand_runs); a missing or malformed one raises UserError naming it."""
     if not paths:
         raise UserError("give at least one run directory to compare")
-    return [load_run(p) for p in paths]
+    return [load_run(p) for p in expand_runs(paths)]
 
 
 def settings_diff(views: list[RunView]) -> list[tuple[str, list[Any]]]:
