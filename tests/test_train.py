@@ -310,3 +310,40 @@ def test_a_collapsed_grid_is_logged_and_warned_about(tmp_path, tiny_cfg, monkeyp
     else:
         assert spreads and all(abs(v - 1.0) < 1e-4 for v in spreads)
         assert not warnings
+
+
+def test_near_copy_share_counts_samples_that_come_in_copies():
+    from ganforge.trainer import near_copy_share, nearest_distances
+
+    real = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    real_nearest = nearest_distances(real)
+    assert near_copy_share(real, real_nearest) == 0.0
+    few_modes = real[:4].repeat(4, 1, 1, 1) + 0.01 * torch.randn(16, 1, 8, 8)  # four modes, a little variety
+    assert near_copy_share(few_modes, real_nearest) == 1.0
+    half = torch.cat([real[:8], real[8:12].repeat(2, 1, 1, 1)])  # eight distinct, four pairs
+    assert abs(near_copy_share(half, real_nearest) - 0.5) < 1e-9
+
+
+@pytest.mark.parametrize("grid", ["few_modes", "data"])
+def test_a_partly_collapsed_grid_is_warned_about(tmp_path, tiny_cfg, monkeypatch, grid):
+    import ganforge.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    monkeypatch.setattr(trainer_module, "DUPLICATE_CHECK_FROM_KIMG", 0.0)
+    if grid == "few_modes":  # four distinct samples, each four times: spread stays high, variety does not
+        monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid()[:4].repeat(4, 1, 1, 1))
+    else:
+        monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid())
+    lines: list[str] = []
+    run_dir = train(tiny_cfg(**{"train.grid_size": 16}), out=tmp_path, log=lines.append)
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    warnings = [line for line in lines if "partly collapsed" in line]
+    assert not any("looks collapsed" in line for line in lines)
+    if grid == "few_modes":
+        assert all(s["duplicates"] == 1.0 and s["diversity"] > 0.5 for s in stats)
+        assert len(warnings) == len(stats) and "100% of the grid's samples" in warnings[0]
+    else:
+        assert all(s["duplicates"] == 0.0 for s in stats) and not warnings
+    lines.clear()
+    train(tiny_cfg(**{"train.grid_size": 16, "train.duplicate_warn": 0.0}), out=tmp_path, log=lines.append)
+    assert not any("partly collapsed" in line for line in lines)  # 0 turns the check off

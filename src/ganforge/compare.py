@@ -203,7 +203,7 @@ def format_comparison(views: list[RunView]) -> str:
     rows.append(("  sec/kimg", [_cell(v.sec_per_kimg) for v in views]))
     rows.append(("  train time", [_format_seconds(v.time_s) for v in views]))
     for key, label in (("d_loss", "d_loss (last tick)"), ("g_loss", "g_loss (last tick)"),
-                       ("diversity", "sample spread / real")):
+                       ("diversity", "sample spread / real"), ("duplicates", "share with a near-copy")):
         rows.append((f"  {label}", [_cell(v.last_tick.get(key)) for v in views]))
     names = metric_names(views)
     rows.append(("metrics (value @ kimg)", [] if names else ["none recorded" if i == 0 else "" for i in

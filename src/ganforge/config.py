@@ -98,6 +98,7 @@ class TrainConfig:
     keep_ckpts: int = 3  # checkpoints kept on disk
     grid_size: int = 64  # fixed-noise images per grid
     collapse_warn: float = 0.25  # past 5 kimg, warn when grid samples spread less than this share of reals
+    duplicate_warn: float = 0.5  # past 5 kimg, warn when more than this share of grid samples have a near-copy
     channels_last: bool = True  # memory format for conv nets
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     amp: str = "none"  # none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
@@ -358,6 +359,8 @@ def validate(cfg: Config) -> None:
     _check(t.keep_ckpts >= 1, f"train.keep_ckpts must be >= 1, got {t.keep_ckpts}")
     _check(t.grid_size >= 1, f"train.grid_size must be >= 1, got {t.grid_size}")
     _check(0.0 <= t.collapse_warn <= 1.0, f"train.collapse_warn must be in [0, 1], got {t.collapse_warn}")
+    _check(0.0 <= t.duplicate_warn <= 1.0,
+           f"train.duplicate_warn must be in [0, 1] (0 turns the check off), got {t.duplicate_warn}")
     _check(t.amp in ("none", "bf16", "fp16"), f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
     _check(t.matmul_precision in ("highest", "high", "medium"),
            f"train.matmul_precision must be highest, high or medium, got {t.matmul_precision!r}")

@@ -110,7 +110,7 @@ def read_stats(path: Path | str) -> list[dict]:
 
 def plot_losses(stats: list[dict], path: Path | str) -> None:
     """D and G loss per tick, and mean D(real) / D(fake) per tick (with the grid's sample spread over that of
-    real images, when logged), against kimg."""
+    real images and its share of samples with a near-copy, when logged), against kimg."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,9 +130,12 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
     if spread:  # near 0 when G's samples are all alike
         ax_prob.plot(*zip(*spread, strict=True), "--", color="grey", label="sample spread / real")
         top = max(top, 1.05 * max(v for _, v in spread))
+    copies = [(k, s["duplicates"]) for k, s in zip(kimg, stats, strict=True) if s.get("duplicates") is not None]
+    if copies:  # near 1 when G draws a few modes
+        ax_prob.plot(*zip(*copies, strict=True), ":", color="black", label="share with a near-copy")
     ax_prob.set_ylim(0, top)
     ax_prob.set_xlabel("kimg")
-    ax_prob.set_ylabel("mean sigmoid(D logit); spread ratio")
+    ax_prob.set_ylabel("mean sigmoid(D logit); spread ratio; near-copy share")
     ax_prob.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -82,6 +82,29 @@ def sample_spread(images: torch.Tensor) -> float:
     return float(torch.cdist(x, x).sum() / (n * (n - 1)))
 
 
+# Fewer grid images than this make the near-copy share too coarse to judge.
+DUPLICATE_CHECK_MIN_GRID = 16
+# Healthy runs pass through a few-blobs phase (LSGAN on the default nets: 75% near-copies at 6 kimg, 0 from 10)
+DUPLICATE_CHECK_FROM_KIMG = 10.0
+
+
+def nearest_distances(images: torch.Tensor) -> torch.Tensor:
+    """Each image's L2 distance (flattened pixels) to the nearest other image of the batch."""
+    x = images.detach().flatten(1).float()
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    return d.min(dim=1).values
+
+
+def near_copy_share(images: torch.Tensor, real_nearest: torch.Tensor) -> float:
+    """Share of the images whose nearest other image is closer than half the median nearest-neighbour
+    distance of as many real images: near 0 for a G with variety, near 1 when its samples come in near-copies
+    (a G that draws a few modes, each with some variety, which the mean spread does not show)."""
+    if images.shape[0] < 2 or real_nearest.numel() < 2:
+        return float("nan")
+    return float((nearest_distances(images) < 0.5 * real_nearest.median()).float().mean())
+
+
 def has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in module.modules())
 
@@ -569,6 +592,8 @@ class Trainer:
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
         self._real_spread: float | None = None
+        self._real_nearest: torch.Tensor | None = None
+        self._real_duplicates = float("nan")  # the real grid's own near-copy share, for the warning
         self._last_eval_nimg = self.state.nimg
 
     def _check_labels(self) -> None:
@@ -628,6 +653,16 @@ class Trainer:
             self._real_spread = sample_spread(self._real_grid())
         return sample_spread(fake) / self._real_spread if self._real_spread > 0 else float("nan")
 
+    def _duplicates(self, fake: torch.Tensor) -> float:
+        """Share of the grid's samples with a near-copy in the grid (see near_copy_share); nan for a grid too
+        small to judge."""
+        if fake.shape[0] < DUPLICATE_CHECK_MIN_GRID:
+            return float("nan")
+        if self._real_nearest is None:
+            self._real_nearest = nearest_distances(self._real_grid())
+            self._real_duplicates = near_copy_share(self._real_grid(), self._real_nearest)
+        return near_copy_share(fake, self._real_nearest)
+
     def _save_checkpoint(self) -> Path:
         return ckpt_io.save_checkpoint(self.state.to_checkpoint(), self.run_dir, self.cfg.train.keep_ckpts)
 
@@ -667,9 +702,16 @@ class Trainer:
         grid = self._sample_grid()
         diversity = self._diversity(grid)  # nan for a one-image grid
         stats["diversity"] = round(diversity, 4) if math.isfinite(diversity) else None
-        if diversity < t.collapse_warn and kimg >= COLLAPSE_CHECK_FROM_KIMG:
-            self.log(f"  warning: the grid's samples at {kimg:.2f} kimg are nearly alike (spread "
-                     f"{diversity:.2f} of the real images'): G looks collapsed. {self._collapse_advice()}")
+        duplicates = self._duplicates(grid)
+        stats["duplicates"] = round(duplicates, 4) if math.isfinite(duplicates) else None
+        if kimg >= COLLAPSE_CHECK_FROM_KIMG:
+            if diversity < t.collapse_warn:
+                self.log(f"  warning: the grid's samples at {kimg:.2f} kimg are nearly alike (spread "
+                         f"{diversity:.2f} of the real images'): G looks collapsed. {self._collapse_advice()}")
+            elif t.duplicate_warn > 0 and duplicates > t.duplicate_warn and kimg >= DUPLICATE_CHECK_FROM_KIMG:
+                self.log(f"  warning: {duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy "
+                         f"in the grid (real images: {self._real_duplicates:.0%}): G looks partly collapsed, drawing "
+                         f"a few modes. {self._collapse_advice()}")
         records = self._evaluate() if self._eval_due(final) else []
         if records:
             stats["metrics"] = {r["metric"]: r["value"] for r in records}
