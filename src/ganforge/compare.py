@@ -87,7 +87,8 @@ def load_run(path: Path | str) -> RunView:
     # metric -> protocol -> {kimg: value}; a later evaluation at the same kimg wins
     curves: dict[str, dict[str, dict[float, float]]] = {}
     for entry in _read_metrics(run_dir / "metrics.json"):
-        for record in entry.get("results", []):
+        results = entry.get("results")
+        for record in results if isinstance(results, list) else []:
             if not isinstance(record, dict) or "metric" not in record:
                 continue
             name = record["metric"]

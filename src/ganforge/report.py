@@ -135,7 +135,7 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
         ax_prob.plot(*zip(*copies, strict=True), ":", color="black", label="share with a near-copy")
     ax_prob.set_ylim(0, top)
     ax_prob.set_xlabel("kimg")
-    ax_prob.set_ylabel("mean sigmoid(D logit); spread ratio; near-copy share")
+    ax_prob.set_ylabel("mean sigmoid(D logit) | ratio | share")
     ax_prob.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
