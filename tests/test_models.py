@@ -141,3 +141,34 @@ def test_sngan_resnet_follows_the_paper_layout():
     fake = G(torch.randn(3, cfg.model.z_dim))
     assert fake.shape == (3, 1, 32, 32)
     assert D(fake).shape == (3,)
+
+
+@pytest.mark.parametrize("d_name", DISCRIMINATORS.names())
+@pytest.mark.parametrize("setting", ["model.d_mbstd=true", "model.d_mbdisc=4"])
+def test_every_discriminator_honours_the_batch_statistics_settings(d_name, setting):
+    """A D that ignored model.d_mbstd would train as if the setting were off, silently."""
+    from ganforge.models.layers import MinibatchDiscrimination, MinibatchStd
+
+    layer = MinibatchStd if "mbstd" in setting else MinibatchDiscrimination
+    cfg = load_config(preset="default", overrides=[f'model.d="{d_name}"', "data.img_size=32", setting])
+    D = build_discriminator(cfg)
+    assert any(isinstance(m, layer) for m in D.modules())
+    x = torch.randn(8, 1, 32, 32)
+    same = x[:1].expand(8, -1, -1, -1)
+    D.eval()
+    with torch.no_grad():
+        assert D(x).shape == (8,)
+        # the batch's variety reaches the logit: the first image scores differently beside copies of itself
+        assert abs(D(x)[0].item() - D(same)[0].item()) > 1e-6
+
+
+def test_minibatch_std_on_flat_features_appends_one_feature():
+    from ganforge.models.layers import MinibatchStd
+
+    x = torch.randn(8, 5)
+    out = MinibatchStd(group=4)(x)
+    assert out.shape == (8, 6) and torch.equal(out[:, :5], x)
+    groups = x.view(4, 2, 5)  # sample i is in group i % 2
+    expected = groups.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=1)
+    assert (out[:, 5] - expected.repeat(4)).abs().max().item() < 1e-6
+    assert MinibatchStd()(torch.ones(4, 3))[:, 3].abs().max().item() < 1e-3  # copies: no spread

@@ -46,7 +46,7 @@ class ModelConfig:
     bn_eps: float = 1e-5
     init: str = "dcgan"  # dcgan | xavier | torch (see models.layers.init_weights)
     d_spectral_norm: bool = False  # spectral normalisation of every D weight layer (Miyato et al. 2018)
-    d_mbstd: bool = False  # dcgan D: minibatch standard deviation channel before the last layer (Karras et al.)
+    d_mbstd: bool = False  # minibatch standard deviation feature before D's last layer (Karras et al.)
     d_mbdisc: int = 0  # minibatch discrimination kernels before D's head (Salimans et al. 2016); 0 disables
     d_mbdisc_dim: int = 5  # ... and the dimension of each kernel
     pac: int = 1  # PacGAN: D judges `pac` samples at once, stacked along channels (Lin et al. 2018)

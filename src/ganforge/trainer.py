@@ -642,6 +642,8 @@ class Trainer:
         c = self.cfg
         tries = [f"loss.name={name}" for name in ("ns", "hinge") if name != c.loss.name]
         tries.append("lower optim.g_lr / optim.d_lr")
+        if not c.model.d_mbdisc:  # cured R5's collapse where d_mbstd and label smoothing did not (README)
+            tries.append("model.d_mbdisc=50")
         if not c.model.d_mbstd:
             tries.append("model.d_mbstd=true")
         return f"Try {', '.join(tries)}, or resume from an earlier checkpoint"

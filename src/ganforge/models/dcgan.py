@@ -88,11 +88,17 @@ class ConvDiscriminator(Discriminator):
         if img_size % 4:
             raise UserError(f"the convd discriminator needs data.img_size divisible by 4, got {img_size}")
         w = cfg.d_width
-        self.body = nn.Sequential(
+        layers: list[nn.Module] = [
             nn.Conv2d(channels, w, 4, 2, 1),
             activation(cfg.d_act, cfg.lrelu_slope),
             nn.Conv2d(w, w, 4, 2, 1),
             activation(cfg.d_act, cfg.lrelu_slope),
-            nn.Flatten(),  # [B, w, H/4, W/4] -> [B, w * H * W / 16]
-        )
-        self.make_head(w * (img_size // 4) ** 2, cfg)
+        ]
+        if cfg.d_mbstd:
+            layers.append(MinibatchStd())
+            w_out = w + 1
+        else:
+            w_out = w
+        layers.append(nn.Flatten())  # [B, w_out, H/4, W/4] -> [B, w_out * H * W / 16]
+        self.body = nn.Sequential(*layers)
+        self.make_head(w_out * (img_size // 4) ** 2, cfg)

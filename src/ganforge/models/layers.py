@@ -120,20 +120,21 @@ class MinibatchDiscrimination(nn.Module):
 
 class MinibatchStd(nn.Module):
     """Appends one channel: the standard deviation of each feature over groups of `group` samples, averaged
-    (Karras et al. 2018), so D can see a batch's lack of variety."""
+    (Karras et al. 2018), so D can see a batch's lack of variety. Feature maps [B, C, H, W] gain a constant
+    map, flat features [B, F] (MLP discriminators) one feature."""
 
     def __init__(self, group: int = 4) -> None:
         super().__init__()
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        b = x.shape[0]
         g = min(self.group, b)
         if b % g:
             g = 1
-        y = x.view(g, -1, c, h, w)  # [G, B/G, C, H, W]
-        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [B/G]
-        std = std.view(-1, 1, 1, 1).repeat(g, 1, h, w)  # [B, 1, H, W]
+        y = x.view(g, -1, *x.shape[1:])  # [G, B/G, ...]
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().flatten(1).mean(dim=1)  # [B/G]
+        std = std.view(-1, 1, *([1] * (x.dim() - 2))).repeat(g, 1, *x.shape[2:])  # [B, 1, ...]
         return torch.cat([x, std], dim=1)
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .layers import Discriminator, Generator, activation, batch_norm
+from .layers import Discriminator, Generator, MinibatchStd, activation, batch_norm
 from .registry import DISCRIMINATORS, GENERATORS
 
 
@@ -42,5 +42,8 @@ class MLPDiscriminator(Discriminator):
                 layers.append(batch_norm(1, hidden, cfg))
             layers.append(activation(cfg.d_act, cfg.lrelu_slope))
             width = hidden
+        if cfg.d_mbstd:  # [B, width] -> [B, width + 1]
+            layers.append(MinibatchStd())
+            width += 1
         self.body = nn.Sequential(nn.Flatten(), *layers)  # [B, C, H, W] -> [B, C*H*W] -> [B, width]
         self.make_head(width, cfg)
