@@ -172,3 +172,42 @@ def test_minibatch_std_on_flat_features_appends_one_feature():
     expected = groups.var(dim=0, unbiased=False).add(1e-8).sqrt().mean(dim=1)
     assert (out[:, 5] - expected.repeat(4)).abs().max().item() < 1e-6
     assert MinibatchStd()(torch.ones(4, 3))[:, 3].abs().max().item() < 1e-3  # copies: no spread
+
+
+ARCH_CHANGES = {"g_width": "16", "g_hidden": "[32, 48]", "d_width": "16", "d_hidden": "[32, 48]", "d_norm": '"none"'}
+
+
+def _network_signature(cfg, kind: str):
+    torch.manual_seed(0)
+    net = build_generator(cfg) if kind == "g" else build_discriminator(cfg)
+    torch.manual_seed(1)
+    x = torch.randn(4, cfg.model.z_dim) if kind == "g" else torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        out = net(x)
+    return str(net), [tuple(p.shape) for p in net.parameters()], out
+
+
+NETWORKS = [("g", n) for n in GENERATORS.names()] + [("d", n) for n in DISCRIMINATORS.names()]
+
+
+@pytest.mark.parametrize("kind, name", NETWORKS)
+def test_each_network_declares_exactly_the_architecture_settings_it_ignores(kind, name):
+    """`ignores` drives the "has no effect" note; a setting a network silently dropped would fail here."""
+    from ganforge.models import ARCH_SETTINGS, inert_settings
+
+    registry = GENERATORS if kind == "g" else DISCRIMINATORS
+    assert set(registry.get(name).ignores) <= set(ARCH_SETTINGS)
+    base = [f'model.{kind}="{name}"', "data.img_size=32"]
+    base_cfg = load_config(preset="default", overrides=base)
+    reference = _network_signature(base_cfg, kind)
+    for key in (k for k in ARCH_SETTINGS if k.startswith(kind)):
+        value = getattr(base_cfg.model, key)
+        change = str(not value).lower() if isinstance(value, bool) else ARCH_CHANGES[key]
+        cfg = load_config(preset="default", overrides=[*base, f"model.{key}={change}"])
+        assert getattr(cfg.model, key) != value
+        changed = _network_signature(cfg, kind)
+        same = changed[:2] == reference[:2] and torch.equal(changed[2], reference[2])
+        ignored = key in registry.get(name).ignores
+        assert same == ignored, f"{name} {'ignores' if same else 'reads'} model.{key}"
+        noted = any(f"model.{key} =" in line for line in inert_settings(cfg))
+        assert noted == (ignored and getattr(cfg.model, key) != getattr(type(cfg.model)(), key))  # set by hand

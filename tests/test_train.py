@@ -347,3 +347,12 @@ def test_a_partly_collapsed_grid_is_warned_about(tmp_path, tiny_cfg, monkeypatch
     lines.clear()
     train(tiny_cfg(**{"train.grid_size": 16, "train.duplicate_warn": 0.0}), out=tmp_path, log=lines.append)
     assert not any("partly collapsed" in line for line in lines)  # 0 turns the check off
+
+
+def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cfg):
+    lines: list[str] = []
+    Trainer(tiny_cfg(**{"model.g_hidden": "[8]"}), tmp_path / "run", log=lines.append)
+    assert "note: model.g_hidden = [8] has no effect on the dcgan generator" in lines
+    lines.clear()
+    Trainer(tiny_cfg(), tmp_path / "run2", log=lines.append)
+    assert not any("has no effect" in line for line in lines)

@@ -247,7 +247,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     import torch
 
-    from .models import build_discriminator, build_generator
+    from .models import build_discriminator, build_generator, inert_settings
     from .report import model_summary
 
     cfg = _config_from_args(args)
@@ -262,6 +262,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     print()
     print(model_summary(D, x, f"D: {cfg.model.d} (input [B, {cfg.data.channels}, {cfg.data.img_size}, "
                               f"{cfg.data.img_size}]{label})"))
+    for line in inert_settings(cfg):
+        print(f"note: {line}")
     return 0
 
 

@@ -28,7 +28,7 @@ from .config import Config, apply_overrides, from_dict
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
 from .losses import GANLoss, get_loss, gradient_penalty, instance_noise_std, r1_penalty
-from .models import Discriminator, Generator, balanced_labels, build_discriminator, build_generator
+from .models import Discriminator, Generator, balanced_labels, build_discriminator, build_generator, inert_settings
 from .models.layers import MinibatchDiscrimination, MinibatchStd
 
 _RUN_DIR = re.compile(r"^(\d{4,})-")
@@ -585,6 +585,8 @@ class Trainer:
             restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
         self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device)
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
+        for line in inert_settings(cfg):
+            self.log(f"note: {line}")
         if cfg.train.matmul_precision == "medium" and self.device.type == "cpu" and not cpu_has_bf16_matmul():
             self.log("note: train.matmul_precision=medium needs a CPU with a bfloat16 matmul path (AVX-512 or "
                      "AMX); this one has none, so matmuls stay float32")

@@ -11,7 +11,22 @@ from .layers import Discriminator, Generator, Packed, init_weights
 from .registry import DISCRIMINATORS, GENERATORS
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_generator", "build_discriminator",
-           "balanced_labels"]
+           "balanced_labels", "inert_settings"]
+
+# Architecture settings that some networks do not read (each network lists its own in `ignores`).
+ARCH_SETTINGS = ("g_width", "g_hidden", "g_norm_first", "d_width", "d_hidden", "d_norm", "d_norm_first")
+
+
+def inert_settings(cfg: Config) -> list[str]:
+    """One line per architecture setting changed from its default that the chosen G or D does not read,
+    e.g. model.g_hidden with the dcgan generator: the run trains as if it were not set."""
+    m, defaults = cfg.model, type(cfg.model)()
+    lines = []
+    for kind, name, net in (("generator", m.g, GENERATORS.get(m.g)), ("discriminator", m.d, DISCRIMINATORS.get(m.d))):
+        for key in getattr(net, "ignores", ()):
+            if getattr(m, key) != getattr(defaults, key):
+                lines.append(f"model.{key} = {getattr(m, key)!r} has no effect on the {name} {kind}")
+    return lines
 
 
 def build_generator(cfg: Config) -> Generator:

@@ -27,6 +27,8 @@ def dcgan_levels(img_size: int) -> tuple[int, int]:
 class DCGANGenerator(Generator):
     """z -> ConvT(k=start) to start x start, then stride-2 ConvT layers halving channels, Tanh."""
 
+    ignores = ("g_hidden", "g_norm_first")
+
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(cfg.z_dim, img_size, channels)
         start, n = dcgan_levels(img_size)
@@ -55,6 +57,8 @@ class DCGANDiscriminator(Discriminator):
     """Stride-2 convs doubling channels down to start x start, then one dense logit over that map (the
     DCGAN paper's Conv(k=start), written as Linear so conditional heads can share the features)."""
 
+    ignores = ("d_hidden",)
+
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(img_size, channels)
         start, n = dcgan_levels(img_size)
@@ -81,19 +85,24 @@ class DCGANDiscriminator(Discriminator):
 
 @DISCRIMINATORS.register("convd")
 class ConvDiscriminator(Discriminator):
-    """Two stride-2 convs of d_width filters, flatten, one dense logit (the TensorFlow tutorial's D)."""
+    """Two stride-2 convs of d_width filters, flatten, one dense logit (the TensorFlow tutorial's D, which has
+    model.d_norm = "none"; with "bn", batch norm follows the second conv, and the first with d_norm_first)."""
+
+    ignores = ("d_hidden",)
 
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(img_size, channels)
         if img_size % 4:
             raise UserError(f"the convd discriminator needs data.img_size divisible by 4, got {img_size}")
         w = cfg.d_width
-        layers: list[nn.Module] = [
-            nn.Conv2d(channels, w, 4, 2, 1),
-            activation(cfg.d_act, cfg.lrelu_slope),
-            nn.Conv2d(w, w, 4, 2, 1),
-            activation(cfg.d_act, cfg.lrelu_slope),
-        ]
+        bn = cfg.d_norm == "bn"
+        layers: list[nn.Module] = [nn.Conv2d(channels, w, 4, 2, 1, bias=not (bn and cfg.d_norm_first))]
+        if bn and cfg.d_norm_first:
+            layers.append(batch_norm(2, w, cfg))
+        layers += [activation(cfg.d_act, cfg.lrelu_slope), nn.Conv2d(w, w, 4, 2, 1, bias=not bn)]
+        if bn:
+            layers.append(batch_norm(2, w, cfg))
+        layers.append(activation(cfg.d_act, cfg.lrelu_slope))
         if cfg.d_mbstd:
             layers.append(MinibatchStd())
             w_out = w + 1

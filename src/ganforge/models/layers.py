@@ -38,6 +38,9 @@ def init_weights(module: nn.Module, scheme: str) -> None:
 class Generator(nn.Module):
     """Maps z [B, z_dim] to images [B, channels, img_size, img_size] in [-1, 1]."""
 
+    # Architecture settings (model.*) this network does not read; see models.inert_settings.
+    ignores: tuple[str, ...] = ()
+
     def __init__(self, z_dim: int, img_size: int, channels: int) -> None:
         super().__init__()
         self.z_dim = z_dim
@@ -76,6 +79,8 @@ class Discriminator(nn.Module):
 
     Subclasses build `body` (images -> flat features [B, F]) and call `make_head(F, cfg)`; the split lets
     conditional wrappers (projection, AC-GAN) reuse the features."""
+
+    ignores: tuple[str, ...] = ()  # as Generator.ignores
 
     def __init__(self, img_size: int, channels: int) -> None:
         super().__init__()

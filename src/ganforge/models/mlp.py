@@ -12,6 +12,8 @@ from .registry import DISCRIMINATORS, GENERATORS
 
 @GENERATORS.register("mlp")
 class MLPGenerator(Generator):
+    ignores = ("g_width",)
+
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(cfg.z_dim, img_size, channels)
         layers: list[nn.Module] = []
@@ -32,6 +34,8 @@ class MLPGenerator(Generator):
 
 @DISCRIMINATORS.register("mlp")
 class MLPDiscriminator(Discriminator):
+    ignores = ("d_width",)
+
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(img_size, channels)
         layers: list[nn.Module] = []

@@ -71,6 +71,8 @@ class DBlock(nn.Module):
 class ResNetGenerator(Generator):
     """z -> Linear to g_width x start x start -> n up-blocks of g_width channels -> BN, act, conv3, Tanh."""
 
+    ignores = ("g_hidden", "g_norm_first")
+
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(cfg.z_dim, img_size, channels)
         self.start, n = dcgan_levels(img_size)
@@ -105,6 +107,8 @@ class _SumPool(nn.Module):
 class ResNetDiscriminator(Discriminator):
     """Optimized down-block, n - 2 more down-blocks, two blocks at that size, act, sum pool, dense logit;
     d_width channels throughout. SNGAN pairs it with model.d_spectral_norm = true and model.d_norm = none."""
+
+    ignores = ("d_hidden", "d_norm_first")
 
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(img_size, channels)
