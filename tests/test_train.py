@@ -354,5 +354,9 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     Trainer(tiny_cfg(**{"model.g_hidden": "[8]"}), tmp_path / "run", log=lines.append)
     assert "note: model.g_hidden = [8] has no effect on the dcgan generator" in lines
     lines.clear()
+    Trainer(tiny_cfg(**{"model.d_cond": '"acgan"', "model.d_mbdisc_dim": 3}), tmp_path / "run1", log=lines.append)
+    assert sum("has no effect" in line for line in lines) == 2
+    assert any("model.d_cond = 'acgan' has no effect on an unconditional model" in line for line in lines)
+    lines.clear()
     Trainer(tiny_cfg(), tmp_path / "run2", log=lines.append)
     assert not any("has no effect" in line for line in lines)

@@ -18,14 +18,23 @@ ARCH_SETTINGS = ("g_width", "g_hidden", "g_norm_first", "d_width", "d_hidden", "
 
 
 def inert_settings(cfg: Config) -> list[str]:
-    """One line per architecture setting changed from its default that the chosen G or D does not read,
-    e.g. model.g_hidden with the dcgan generator: the run trains as if it were not set."""
+    """One line per model setting changed from its default that this model does not read (model.g_hidden with
+    the dcgan generator, model.d_cond on an unconditional model): the run trains as if it were not set."""
     m, defaults = cfg.model, type(cfg.model)()
+
+    def changed(key: str) -> bool:
+        return getattr(m, key) != getattr(defaults, key)
+
     lines = []
     for kind, name, net in (("generator", m.g, GENERATORS.get(m.g)), ("discriminator", m.d, DISCRIMINATORS.get(m.d))):
-        for key in getattr(net, "ignores", ()):
-            if getattr(m, key) != getattr(defaults, key):
-                lines.append(f"model.{key} = {getattr(m, key)!r} has no effect on the {name} {kind}")
+        lines += [f"model.{key} = {getattr(m, key)!r} has no effect on the {name} {kind}"
+                  for key in getattr(net, "ignores", ()) if changed(key)]
+    if not m.n_classes:
+        lines += [f"model.{key} = {getattr(m, key)!r} has no effect on an unconditional model (model.n_classes = 0)"
+                  for key in ("g_cond", "d_cond", "embed_dim") if changed(key)]
+    if not m.d_mbdisc and changed("d_mbdisc_dim"):
+        lines.append(f"model.d_mbdisc_dim = {m.d_mbdisc_dim} has no effect without minibatch discrimination "
+                     "(model.d_mbdisc = 0)")
     return lines
 
 
