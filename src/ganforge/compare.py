@@ -143,18 +143,24 @@ def metric_names(views: list[RunView]) -> list[str]:
     return names
 
 
+def _differing_field(records: list[dict[str, Any]]) -> str | None:
+    """The first protocol field in which the records differ; None when they were measured alike."""
+    for key in PROTOCOL_FIELDS:
+        if len({json.dumps(r.get(key), sort_keys=True) for r in records}) > 1:
+            return key
+    return None
+
+
 def protocol_notes(views: list[RunView]) -> list[str]:
     """One line per metric whose newest values were measured under different protocols."""
     notes = []
     for name in metric_names(views):
         records = [(v.name, v.latest[name]) for v in views if name in v.latest]
-        for key in PROTOCOL_FIELDS:
-            seen = {json.dumps(r.get(key), sort_keys=True) for _, r in records}
-            if len(seen) > 1:
-                per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
-                notes.append(f"{name}: {key} differs ({per_run}); these values do not compare: evaluate the "
-                             f"runs alike, e.g. `ganforge eval RUN --n N --metrics {name}` on each")
-                break
+        key = _differing_field([r for _, r in records])
+        if key is not None:
+            per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
+            notes.append(f"{name}: {key} differs ({per_run}); these values do not compare: evaluate the "
+                         f"runs alike, e.g. `ganforge eval RUN --n N --metrics {name}` on each")
     return notes
 
 
@@ -169,8 +175,7 @@ def best_runs(views: list[RunView], name: str) -> set[int]:
     values = {i: x for i, x in values.items() if isinstance(x, int | float) and math.isfinite(x)}
     if len(values) < 2:
         return set()
-    records = [views[i].latest[name] for i in values]
-    if any(len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1 for k in PROTOCOL_FIELDS):
+    if _differing_field([views[i].latest[name] for i in values]) is not None:
         return set()
     target = min(values.values()) if BEST_DIRECTION[name] == "min" else max(values.values())
     best = {i for i, x in values.items() if x == target}
@@ -192,6 +197,8 @@ def _cell(value: Any) -> str:
 def format_comparison(views: list[RunView]) -> str:
     """A plain-text table, runs as columns: settings that differ, training, then metrics (value @ kimg;
     * marks the best where the metric has a direction and the runs measured it alike)."""
+    from .report import format_duration
+
     rows: list[tuple[str, list[str]]] = []
     diff = settings_diff(views)
     if len(views) > 1:
@@ -202,7 +209,7 @@ def format_comparison(views: list[RunView]) -> str:
     rows.append(("training", []))
     rows.append(("  kimg", [_cell(v.kimg) for v in views]))
     rows.append(("  sec/kimg", [_cell(v.sec_per_kimg) for v in views]))
-    rows.append(("  train time", [_format_seconds(v.time_s) for v in views]))
+    rows.append(("  train time", ["-" if v.time_s is None else format_duration(v.time_s) for v in views]))
     for key, label in (("d_loss", "d_loss (last tick)"), ("g_loss", "g_loss (last tick)"),
                        ("diversity", "sample spread / real"), ("duplicates", "share with a near-copy")):
         rows.append((f"  {label}", [_cell(v.last_tick.get(key)) for v in views]))
@@ -232,13 +239,6 @@ def format_comparison(views: list[RunView]) -> str:
         lines.append("")
         lines += [f"note: {n}" for n in notes]
     return "\n".join(line.rstrip() for line in lines)
-
-
-def _format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
 def plot_comparison(views: list[RunView], path: Path | str, metric: str | None = None) -> str | None:

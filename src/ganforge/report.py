@@ -92,6 +92,13 @@ def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100) -> N
     images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
 
+def format_duration(seconds: float) -> str:
+    """12m05s, or 1h02m05s past an hour."""
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
 def read_stats(path: Path | str) -> list[dict]:
     """The tick records of stats.jsonl; a line torn by a crash mid-append (or a full disk) is skipped."""
     path = Path(path)

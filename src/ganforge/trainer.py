@@ -556,12 +556,6 @@ def grid_name(nimg: int, tick_kimg: float) -> str:
     return f"fakes{k:06d}.png" if tick_kimg >= 1 else f"fakes{k:06d}.{r:03d}.png"
 
 
-def _format_time(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume_from: Path | None = None,
                  log: Any = None) -> None:
@@ -701,7 +695,7 @@ class Trainer:
         self.log(
             f"tick {s.tick:<4d} kimg {kimg:<8.2f} epoch {stats['epoch']:<7.2f} sec/kimg {sec_per_kimg:<7.2f} "
             f"d_loss {values[0]:<7.4f} g_loss {values[1]:<7.4f} D(real) {values[2]:.3f} D(fake) {values[3]:.3f} "
-            f"time {_format_time(s.time_s)}"
+            f"time {report.format_duration(s.time_s)}"
         )
         grid = self._sample_grid()
         diversity = self._diversity(grid)  # nan for a one-image grid
@@ -840,7 +834,8 @@ class Trainer:
         if not main:
             return self.run_dir
         self._finish()
-        self.log(f"done: {s.nimg / 1000:.2f} kimg in {_format_time(s.time_s)}; run directory {self.run_dir}")
+        self.log(f"done: {s.nimg / 1000:.2f} kimg in {report.format_duration(s.time_s)}; run directory "
+                 f"{self.run_dir}")
         return self.run_dir
 
 
