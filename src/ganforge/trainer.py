@@ -657,8 +657,9 @@ class Trainer:
         if fake.shape[0] < DUPLICATE_CHECK_MIN_GRID:
             return float("nan")
         if self._real_nearest is None:
-            self._real_nearest = nearest_distances(self._real_grid())
-            self._real_duplicates = near_copy_share(self._real_grid(), self._real_nearest)
+            real = self._real_grid()
+            self._real_nearest = nearest_distances(real)
+            self._real_duplicates = near_copy_share(real, self._real_nearest)
         return near_copy_share(fake, self._real_nearest)
 
     def _save_checkpoint(self) -> Path:
