@@ -358,5 +358,8 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     assert sum("has no effect" in line for line in lines) == 2
     assert any("model.d_cond = 'acgan' has no effect on an unconditional model" in line for line in lines)
     lines.clear()
+    Trainer(tiny_cfg(**{"train.sync_bn": "true"}), tmp_path / "run3", log=lines.append)
+    assert any("train.sync_bn has no effect in a single process" in line for line in lines)
+    lines.clear()
     Trainer(tiny_cfg(), tmp_path / "run2", log=lines.append)
     assert not any("has no effect" in line for line in lines)

@@ -581,6 +581,9 @@ class Trainer:
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
+        if cfg.train.sync_bn and not self.dist.enabled:
+            self.log("note: train.sync_bn has no effect in a single process (it syncs batch norm across torchrun "
+                     "processes)")
         if cfg.train.matmul_precision == "medium" and self.device.type == "cpu" and not cpu_has_bf16_matmul():
             self.log("note: train.matmul_precision=medium needs a CPU with a bfloat16 matmul path (AVX-512 or "
                      "AMX); this one has none, so matmuls stay float32")
