@@ -25,21 +25,16 @@ LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path | str) -> Iterator[None]:
-    """Holds an exclusive lock on a run directory while one process trains it, so that a second `train
-    --resume` of the same run is refused instead of interleaving its checkpoints and stats. The OS drops the
-    lock when the process ends, even by kill -9. Where fcntl is missing (Windows) no lock is taken."""
+def _flock(lock_path: Path, wait: bool) -> Iterator[None]:
+    """An exclusive advisory lock on lock_path; without `wait`, BlockingIOError when another process holds it.
+    The OS drops the lock when the process ends, even by kill -9. Where fcntl is missing (Windows) no lock."""
     try:
         import fcntl
     except ImportError:
         yield
         return
-    with open(Path(run_dir) / LOCK_FILE, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"run {run_dir} is being trained by another process; let it finish or stop it "
-                            "(Ctrl-C saves a checkpoint) before resuming") from None
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         try:
             yield
         finally:
@@ -47,22 +42,23 @@ def run_lock(run_dir: Path | str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path | str) -> Iterator[None]:
-    """Waits for an exclusive lock on `path` + ".lock", for read-modify-write of a file that two processes
-    may update at once (a training run's tick evaluation and a `ganforge eval` of the same run). No lock
-    where fcntl is missing (Windows)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path = Path(path)
-    with open(path.with_name(f".{path.name}.lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+def run_lock(run_dir: Path | str) -> Iterator[None]:
+    """Holds an exclusive lock on a run directory while one process trains it, so that a second `train
+    --resume` of the same run is refused instead of interleaving its checkpoints and stats."""
+    with contextlib.ExitStack() as stack:
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            stack.enter_context(_flock(Path(run_dir) / LOCK_FILE, wait=False))
+        except BlockingIOError:
+            raise UserError(f"run {run_dir} is being trained by another process; let it finish or stop it "
+                            "(Ctrl-C saves a checkpoint) before resuming") from None
+        yield
+
+
+def file_lock(path: Path | str) -> contextlib.AbstractContextManager[None]:
+    """Waits for an exclusive lock on `path` + ".lock", for read-modify-write of a file that two processes
+    may update at once (a training run's tick evaluation and a `ganforge eval` of the same run)."""
+    path = Path(path)
+    return _flock(path.with_name(f".{path.name}.lock"), wait=True)
 
 
 def ckpt_name(nimg: int) -> str:

@@ -221,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_runs, format_comparison, metric_names, plot_comparison
+    from .compare import check_metric, compare_runs, format_comparison, plot_comparison
 
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
@@ -234,9 +234,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.metric and plot is None:
         raise UserError("--metric picks what --plot draws; add --plot FILE.png")
     views = compare_runs(args.runs)
-    recorded = metric_names(views)
-    if args.metric and args.metric not in recorded:
-        raise UserError(f"no run recorded the metric {args.metric!r}; recorded: {', '.join(recorded) or 'none'}")
+    if args.metric:
+        check_metric(views, args.metric)  # before the table, so a bad --metric prints one line only
     print(format_comparison(views))
     if plot is not None:
         metric = plot_comparison(views, plot, metric=args.metric)

@@ -25,12 +25,29 @@ class RunView:
     name: str
     path: Path
     settings: dict[str, Any]  # the resolved config, flattened to dotted keys
-    kimg: float | None  # images seen at the last tick
-    sec_per_kimg: float | None  # median over the ticks after the first (the first holds the warm-up)
-    time_s: float | None
-    last_tick: dict[str, Any]
+    stats: list[dict[str, Any]]  # stats.jsonl, one record per tick
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> its newest record
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(kimg, value)]
+
+    @property
+    def last_tick(self) -> dict[str, Any]:
+        return self.stats[-1] if self.stats else {}
+
+    @property
+    def kimg(self) -> float | None:
+        """Images seen at the last tick."""
+        return self.last_tick.get("kimg")
+
+    @property
+    def time_s(self) -> float | None:
+        return self.last_tick.get("time_s")
+
+    @property
+    def sec_per_kimg(self) -> float | None:
+        """Median over the ticks after the first (the first holds the warm-up)."""
+        speeds = [s["sec_per_kimg"] for s in self.stats[1:] or self.stats
+                  if isinstance(s.get("sec_per_kimg"), int | float)]
+        return statistics.median(speeds) if speeds else None
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,12 +95,7 @@ def load_run(path: Path | str) -> RunView:
         settings = flatten(tomllib.loads((run_dir / "config.toml").read_text()))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{run_dir / 'config.toml'} is not valid TOML ({e})") from e
-    stats = read_stats(run_dir / "stats.jsonl")
-    last = stats[-1] if stats else {}
-    speeds = [s["sec_per_kimg"] for s in stats[1:] or stats if isinstance(s.get("sec_per_kimg"), int | float)]
-    view = RunView(name=run_dir.name, path=run_dir, settings=settings, kimg=last.get("kimg"),
-                   sec_per_kimg=statistics.median(speeds) if speeds else None, time_s=last.get("time_s"),
-                   last_tick=last)
+    view = RunView(name=run_dir.name, path=run_dir, settings=settings, stats=read_stats(run_dir / "stats.jsonl"))
     # metric -> protocol -> {kimg: value}; a later evaluation at the same kimg wins
     curves: dict[str, dict[str, dict[float, float]]] = {}
     for entry in _read_metrics(run_dir / "metrics.json"):
@@ -136,11 +148,18 @@ def settings_diff(views: list[RunView]) -> list[tuple[str, list[Any]]]:
     return rows
 
 
-def metric_names(views: list[RunView]) -> list[str]:
+def recorded_metrics(views: list[RunView]) -> list[str]:
+    """The metrics any of the runs recorded, in the order first seen."""
     names: list[str] = []
     for view in views:
         names += [m for m in view.latest if m not in names]
     return names
+
+
+def check_metric(views: list[RunView], metric: str) -> None:
+    recorded = recorded_metrics(views)
+    if metric not in recorded:
+        raise UserError(f"no run recorded the metric {metric!r}; recorded: {', '.join(recorded) or 'none'}")
 
 
 def _differing_field(records: list[dict[str, Any]]) -> str | None:
@@ -154,7 +173,7 @@ def _differing_field(records: list[dict[str, Any]]) -> str | None:
 def protocol_notes(views: list[RunView]) -> list[str]:
     """One line per metric whose newest values were measured under different protocols."""
     notes = []
-    for name in metric_names(views):
+    for name in recorded_metrics(views):
         records = [(v.name, v.latest[name]) for v in views if name in v.latest]
         key = _differing_field([r for _, r in records])
         if key is not None:
@@ -213,7 +232,7 @@ def format_comparison(views: list[RunView]) -> str:
     for key, label in (("d_loss", "d_loss (last tick)"), ("g_loss", "g_loss (last tick)"),
                        ("diversity", "sample spread / real"), ("duplicates", "share with a near-copy")):
         rows.append((f"  {label}", [_cell(v.last_tick.get(key)) for v in views]))
-    names = metric_names(views)
+    names = recorded_metrics(views)
     rows.append(("metrics (value @ kimg)", [] if names else ["none recorded" if i == 0 else "" for i in
                                                               range(len(views))]))
     for name in names:
@@ -249,20 +268,16 @@ def plot_comparison(views: list[RunView], path: Path | str, metric: str | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import read_stats
-
-    names = metric_names(views)
-    if metric is not None and metric not in names:
-        raise UserError(f"no run recorded the metric {metric!r}; recorded: {', '.join(names) or 'none'}")
-    metric = metric or next((n for n in names if any(len(v.curves.get(n, [])) for v in views)), None)
+    if metric is not None:
+        check_metric(views, metric)
+    metric = metric or next((n for n in recorded_metrics(views) if any(len(v.curves.get(n, [])) for v in views)), None)
     panels = 2 if metric else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
     ax_loss = axes[0][-1]
     for view in views:
-        stats = read_stats(view.path / "stats.jsonl")
-        kimg = [s["kimg"] for s in stats]
-        line = ax_loss.plot(kimg, [s["d_loss"] for s in stats], label=f"{view.name} D")[0]
-        ax_loss.plot(kimg, [s["g_loss"] for s in stats], "--", color=line.get_color(), label=f"{view.name} G")
+        kimg = [s["kimg"] for s in view.stats]
+        line = ax_loss.plot(kimg, [s["d_loss"] for s in view.stats], label=f"{view.name} D")[0]
+        ax_loss.plot(kimg, [s["g_loss"] for s in view.stats], "--", color=line.get_color(), label=f"{view.name} G")
         if metric and view.curves.get(metric):
             axes[0][0].plot(*zip(*view.curves[metric], strict=True), "o-", color=line.get_color(), label=view.name)
     ax_loss.set_xlabel("kimg")

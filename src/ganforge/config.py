@@ -98,7 +98,7 @@ class TrainConfig:
     keep_ckpts: int = 3  # checkpoints kept on disk
     grid_size: int = 64  # fixed-noise images per grid
     collapse_warn: float = 0.25  # past 5 kimg, warn when grid samples spread less than this share of reals
-    duplicate_warn: float = 0.5  # past 5 kimg, warn when more than this share of grid samples have a near-copy
+    duplicate_warn: float = 0.5  # past 10 kimg, warn when more than this share of grid samples have a near-copy
     channels_last: bool = True  # memory format for conv nets
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     amp: str = "none"  # none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)

@@ -590,9 +590,7 @@ class Trainer:
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
-        self._real_spread: float | None = None
-        self._real_nearest: torch.Tensor | None = None
-        self._real_duplicates = float("nan")  # the real grid's own near-copy share, for the warning
+        self._real_reference: tuple[float, torch.Tensor, float] | None = None  # see _reference
         self._last_eval_nimg = self.state.nimg
 
     def _check_labels(self) -> None:
@@ -647,23 +645,26 @@ class Trainer:
             tries.append("model.d_mbstd=true")
         return f"Try {', '.join(tries)}, or resume from an earlier checkpoint"
 
+    def _reference(self) -> tuple[float, torch.Tensor, float]:
+        """The real grid's sample spread, nearest-neighbour distances and own near-copy share, once a run."""
+        if self._real_reference is None:
+            real = self._real_grid()
+            nearest = nearest_distances(real)
+            self._real_reference = (sample_spread(real), nearest, near_copy_share(real, nearest))
+        return self._real_reference
+
     def _diversity(self, fake: torch.Tensor) -> float:
         """Mean pairwise distance of the grid's samples over that of as many real images: near 1 for a
         G that covers the data, near 0 when its samples are all alike."""
-        if self._real_spread is None:
-            self._real_spread = sample_spread(self._real_grid())
-        return sample_spread(fake) / self._real_spread if self._real_spread > 0 else float("nan")
+        real_spread = self._reference()[0]
+        return sample_spread(fake) / real_spread if real_spread > 0 else float("nan")
 
     def _duplicates(self, fake: torch.Tensor) -> float:
         """Share of the grid's samples with a near-copy in the grid (see near_copy_share); nan for a grid too
         small to judge."""
         if fake.shape[0] < DUPLICATE_CHECK_MIN_GRID:
             return float("nan")
-        if self._real_nearest is None:
-            real = self._real_grid()
-            self._real_nearest = nearest_distances(real)
-            self._real_duplicates = near_copy_share(real, self._real_nearest)
-        return near_copy_share(fake, self._real_nearest)
+        return near_copy_share(fake, self._reference()[1])
 
     def _save_checkpoint(self) -> Path:
         return ckpt_io.save_checkpoint(self.state.to_checkpoint(), self.run_dir, self.cfg.train.keep_ckpts)
@@ -712,7 +713,7 @@ class Trainer:
                          f"{diversity:.2f} of the real images'): G looks collapsed. {self._collapse_advice()}")
             elif t.duplicate_warn > 0 and duplicates > t.duplicate_warn and kimg >= DUPLICATE_CHECK_FROM_KIMG:
                 self.log(f"  warning: {duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy "
-                         f"in the grid (real images: {self._real_duplicates:.0%}): G looks partly collapsed, drawing "
+                         f"in the grid (real images: {self._reference()[2]:.0%}): G looks partly collapsed, drawing "
                          f"a few modes. {self._collapse_advice()}")
         records = self._evaluate() if self._eval_due(final) else []
         if records:

@@ -28,7 +28,7 @@ def inert_settings(cfg: Config) -> list[str]:
     lines = []
     for kind, name, net in (("generator", m.g, GENERATORS.get(m.g)), ("discriminator", m.d, DISCRIMINATORS.get(m.d))):
         lines += [f"model.{key} = {getattr(m, key)!r} has no effect on the {name} {kind}"
-                  for key in getattr(net, "ignores", ()) if changed(key)]
+                  for key in net.ignores if changed(key)]
     if not m.n_classes:
         lines += [f"model.{key} = {getattr(m, key)!r} has no effect on an unconditional model (model.n_classes = 0)"
                   for key in ("g_cond", "d_cond", "embed_dim") if changed(key)]
