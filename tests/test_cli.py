@@ -120,6 +120,8 @@ def test_dry_run_prints_resolved_config(capsys):
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}"], "is a folder"),
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/bad.pt"], "not valid JSON"),
         (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
+        # a net too large for the address space: torch's allocator refuses it at once
+        (["train", "--set", "model.z_dim=100000000000", "--out", "{tmp}/runs"], "out of memory (tried to allocate"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):

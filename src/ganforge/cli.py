@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -332,6 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, torch's CPU allocator or a device out of memory."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return "can't allocate memory" in text or "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError"
+
+
+def _first_line(e: BaseException) -> str:
+    """What failed to allocate, in a few words: torch's CPU allocator names the bytes it tried for."""
+    text = str(e)
+    tried = re.search(r"tried to allocate (\d+) bytes", text)
+    if tried:
+        return f"tried to allocate {int(tried.group(1)) / 2**30:,.1f} GiB"
+    lines = [line for line in text.splitlines() if line.strip()]
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -347,6 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as e:
+        if args.debug or not _out_of_memory(e):
+            raise
+        print(f"error: out of memory ({_first_line(e)}); lower train.batch_size, the nets' widths "
+              "(model.g_width, model.d_width, model.g_hidden, model.d_hidden), model.z_dim, train.grid_size or "
+              "sample's --n / --batch-size", file=sys.stderr)
+        return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -203,6 +204,8 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if isinstance(default, int):
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
@@ -288,6 +291,9 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+MAX_GRID_SIZE = 1024  # a 32 x 32 grid: every tick draws, saves and (for the collapse checks) compares it
+
+
 def validate(cfg: Config) -> None:
     from . import data as data_module
     from . import losses, models
@@ -357,7 +363,8 @@ def validate(cfg: Config) -> None:
     _check(t.tick_kimg > 0, f"train.tick_kimg must be positive, got {t.tick_kimg}")
     _check(t.ckpt_ticks >= 1, f"train.ckpt_ticks must be >= 1, got {t.ckpt_ticks}")
     _check(t.keep_ckpts >= 1, f"train.keep_ckpts must be >= 1, got {t.keep_ckpts}")
-    _check(t.grid_size >= 1, f"train.grid_size must be >= 1, got {t.grid_size}")
+    _check(1 <= t.grid_size <= MAX_GRID_SIZE,
+           f"train.grid_size must be between 1 and {MAX_GRID_SIZE}, got {t.grid_size}")
     _check(0.0 <= t.collapse_warn <= 1.0, f"train.collapse_warn must be in [0, 1], got {t.collapse_warn}")
     _check(0.0 <= t.duplicate_warn <= 1.0,
            f"train.duplicate_warn must be in [0, 1] (0 turns the check off), got {t.duplicate_warn}")

@@ -280,7 +280,8 @@ class EpochSampler:
 
     def __init__(self, num_images: int, batch_size: int, seed: int, device: torch.device) -> None:
         if batch_size > num_images:
-            raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({num_images} images)")
+            raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({num_images} images); "
+                            f"lower it, e.g. --set train.batch_size={max(1, num_images // 2)}")
         self.num_images = num_images
         self.batch_size = batch_size
         self.seed = seed
