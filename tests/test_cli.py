@@ -120,6 +120,7 @@ def test_dry_run_prints_resolved_config(capsys):
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}"], "is a folder"),
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/bad.pt"], "not valid JSON"),
         (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
+        (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.npz", "--batch-size", "0"], "--batch-size must be at least 1"),
         # a net too large for the address space: torch's allocator refuses it at once
         (["train", "--set", "model.z_dim=100000000000", "--out", "{tmp}/runs"], "out of memory (tried to allocate"),
     ],

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ganforge import checkpoint as ckpt_io
+from ganforge.errors import UserError
 from ganforge.trainer import Trainer, ema_beta, new_run_dir, resume, train, update_ema
 
 
@@ -363,3 +364,18 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     lines.clear()
     Trainer(tiny_cfg(), tmp_path / "run2", log=lines.append)
     assert not any("has no effect" in line for line in lines)
+
+
+def test_a_device_this_machine_lacks_is_one_clear_error(monkeypatch):
+    from ganforge.trainer import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="unknown device 'tpu'"):
+        pick_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA device is available"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="has 1 CUDA device"):
+        pick_device("cuda:3")

@@ -101,8 +101,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from . import report
     from .trainer import load_generator
 
-    if args.n < 1:
-        raise UserError(f"--n must be at least 1, got {args.n}")
+    for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--nrow", args.nrow)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
     out = Path(args.out)
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
     labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() == ".png")

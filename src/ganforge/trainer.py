@@ -38,17 +38,29 @@ _RUN_DIR = re.compile(r"^(\d{4,})-")
 
 
 def pick_device(name: str) -> torch.device:
+    """auto (cuda, then mps, then cpu) or a named device, refused in one line when this machine lacks it."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device={name} but no CUDA device is available; use --set train.device=cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("train.device=mps but MPS is not available; use --set train.device=cpu")
-    return torch.device(name)
+    hint = "use auto or cpu (--device cpu, or --set train.device=cpu for training)"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name} asked for, but no CUDA device is available here; {hint}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"device mps asked for, but MPS is not available here; {hint}")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device {name!r} is not supported; choose auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def new_run_dir(out: Path | str, preset: str) -> Path:
@@ -912,5 +924,4 @@ def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | 
     G = build_generator(cfg)
     weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
     ckpt_io.load_state_dict_checked(G, weights, "generator", path)
-    device = pick_device(str(device)) if str(device) == "auto" else torch.device(device)
-    return G.to(device).eval()
+    return G.to(pick_device(str(device))).eval()

@@ -73,7 +73,9 @@ class EvalContext:
                  inception_extractor: str = "inception-v3-compat") -> None:
         self.fake = fake
         self.real = real
-        self.device = torch.device(device)
+        from ..trainer import pick_device
+
+        self.device = pick_device(str(device))  # a device this machine lacks is one line, not a traceback
         self.seed = seed
         self.fake_fn = fake_fn  # draws more fakes when a protocol asks for its own n (modes)
         self.inception_weights = inception_weights
@@ -331,7 +333,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str], n: int = 10_000, c
     from ..config import from_dict
     from ..trainer import load_generator, pick_device
 
-    device = str(pick_device(device)) if device == "auto" else device
+    device = str(pick_device(str(device)))
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
