@@ -74,8 +74,11 @@ def test_checkpoint_alone_rebuilds_generator_and_mismatch_is_clear(tmp_cfg_run):
     ckpt["config"]["model"]["g_width"] = 16
     bad = run_dir / "mismatch.pt"
     torch.save(ckpt, bad)
-    with pytest.raises(UserError, match="does not match the generator"):
+    with pytest.raises(UserError, match="does not match the generator") as info:
         load_generator(bad)
+    # which tensor differs and how, in one line: the first layer's width halves
+    message = str(info.value)
+    assert "size mismatches (first: " in message and "in the checkpoint" in message and "\n" not in message
 
 
 def test_missing_run_or_best_is_clear(tmp_path, tmp_cfg_run):

@@ -121,6 +121,7 @@ def test_dry_run_prints_resolved_config(capsys):
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/bad.pt"], "not valid JSON"),
         (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.npz", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["train", "--out", "{tmp}/bad.pt/runs"], "cannot use {tmp}/bad.pt/runs: Not a directory"),
         # a net too large for the address space: torch's allocator refuses it at once
         (["train", "--set", "model.z_dim=100000000000", "--out", "{tmp}/runs"], "out of memory (tried to allocate"),
     ],
@@ -128,6 +129,7 @@ def test_dry_run_prints_resolved_config(capsys):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 truncated")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    needle = needle.replace("{tmp}", str(tmp_path))
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err

@@ -74,6 +74,14 @@ def test_bad_config_is_one_clear_error(kwargs, needle):
     assert "\n" not in str(info.value)
 
 
+def test_a_config_that_is_not_text_is_a_user_error(tmp_path):
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00kimg")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        load_config(path=tmp_path / "binary.toml")
+    with pytest.raises(UserError, match="is not a file"):
+        load_config(path=tmp_path)
+
+
 def test_invalid_toml_file_is_a_user_error(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[train\nkimg = ")

@@ -178,11 +178,23 @@ def load_state_dict_checked(module: torch.nn.Module, state: dict[str, Any], what
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
-        detail = " ".join(str(e).split())[:300]
         raise UserError(
             f"checkpoint {path} does not match the {what} built from its config "
-            f"(was an architecture setting overridden?): {detail}"
+            f"(was an architecture setting overridden?): {_state_mismatch(module.state_dict(), state)}"
         ) from e
+
+
+def _state_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    """The first differences between two state dicts, in a few words."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    resized = [f"{k} is {list(found[k].shape)} in the checkpoint, {list(expected[k].shape)} in the config"
+               for k in expected if k in found and hasattr(found[k], "shape") and found[k].shape != expected[k].shape]
+    parts = [f"{len(keys)} {one if len(keys) == 1 else many} (first: {keys[0]})"
+             for one, many, keys in (("size mismatch", "size mismatches", resized),
+                                     ("tensor missing", "tensors missing", missing),
+                                     ("unexpected tensor", "unexpected tensors", unexpected)) if keys]
+    return "; ".join(parts) or "the tensors differ"
 
 
 # ---------------------------------------------------------------------------------------------- RNG

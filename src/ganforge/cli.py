@@ -378,6 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a path that cannot be made or written (read-only, missing parent, disk full)
+        if args.debug or e.strerror is None:
+            raise
+        where = f"cannot use {e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror}; check that its folder exists and is writable, and that the disk has "
+              "space", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

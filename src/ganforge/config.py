@@ -275,8 +275,14 @@ def load_config(
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"config file {p} does not exist")
-        raw = _merge(raw, _read_toml_text(p.read_text(), f"config file {p}"))
+            raise UserError(f"config file {p} does not exist" if not p.exists() else f"config file {p} is not a file")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"config file {p} is not UTF-8 text; a config is a TOML file") from None
+        except OSError as e:
+            raise UserError(f"config file {p} cannot be read: {e.strerror}") from None
+        raw = _merge(raw, _read_toml_text(text, f"config file {p}"))
     if preset is None and path is None:
         raw = preset_dict("default")
     raw = apply_overrides(raw, overrides or [])
