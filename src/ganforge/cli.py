@@ -342,7 +342,7 @@ def _out_of_memory(e: BaseException) -> bool:
     return "can't allocate memory" in text or "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError"
 
 
-def _first_line(e: BaseException) -> str:
+def _allocation_detail(e: BaseException) -> str:
     """What failed to allocate, in a few words: torch's CPU allocator names the bytes it tried for."""
     text = str(e)
     tried = re.search(r"tried to allocate (\d+) bytes", text)
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MemoryError, RuntimeError) as e:
         if args.debug or not _out_of_memory(e):
             raise
-        print(f"error: out of memory ({_first_line(e)}); lower train.batch_size, the nets' widths "
+        print(f"error: out of memory ({_allocation_detail(e)}); lower train.batch_size, the nets' widths "
               "(model.g_width, model.d_width, model.g_hidden, model.d_hidden), model.z_dim, train.grid_size or "
               "sample's --n / --batch-size", file=sys.stderr)
         return EXIT_USER_ERROR
