@@ -38,6 +38,27 @@ def test_crash_mid_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypat
     assert ckpt_io.load_checkpoint(found[-1])["nimg"] == 100
 
 
+def test_a_full_disk_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    target = tmp_path / "config.toml"
+    ckpt_io.atomic_write_text("old = 1\n", target)
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    for write in (lambda: ckpt_io.atomic_write_text("new = 2\n", target),
+                  lambda: ckpt_io.atomic_copy(target, tmp_path / "copy.toml"),
+                  lambda: ckpt_io.atomic_save({"x": 1}, tmp_path / "x.pt")):
+        with pytest.raises(OSError, match="No space left"):
+            write()
+    monkeypatch.undo()
+    assert target.read_text() == "old = 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
 def test_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):
     path = ckpt_io.save_checkpoint(_state(100), tmp_path, keep=1)
     data = path.read_bytes()

@@ -86,14 +86,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file beside `path`, flush + fsync, then os.replace: `path` is either the old
-    file or the complete new one, whenever the process dies."""
-    path = Path(path)
+@contextlib.contextmanager
+def _replace_atomically(path: Path, mode: str) -> Iterator[Any]:
+    """A temp file beside `path` to write; once written, flush + fsync + os.replace, so `path` is either the
+    old file or the complete new one whenever the process dies. A failed write (a full disk) leaves no temp
+    file behind."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -103,27 +104,23 @@ def atomic_save(obj: Any, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save, atomically."""
+    with _replace_atomically(Path(path), "wb") as f:
+        torch.save(obj, f)
+
+
 def atomic_copy(src: Path, dst: Path) -> None:
-    """Copy src to dst through a temp file and os.replace (used for checkpoints/best.pt)."""
+    """Copy src to dst atomically (used for checkpoints/best.pt)."""
     import shutil
 
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+    with open(src, "rb") as fin, _replace_atomically(Path(dst), "wb") as fout:
         shutil.copyfileobj(fin, fout)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.replace(tmp, dst)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
+    with _replace_atomically(Path(path), "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, keep: int) -> Path:
