@@ -192,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 metrics = [*metrics, "class_acc", "fd_digits_per_class"]
         records = evaluate_run(args.run, metrics, n=args.n or 10_000, ckpt=args.ckpt, seed=args.seed,
                                device=args.device or "cpu", inception_weights=args.inception_weights)
-        where = "metrics.json in the run directory"
+        saved = "with their protocol written to metrics.json in the run directory"
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
@@ -213,12 +213,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ctx = EvalContext(fake, real_image_set(real_cfg), device=args.device or "cpu", seed=args.seed,
                           inception_weights=args.inception_weights)
         records = evaluate(ctx, metrics or OFFLINE_DEFAULT)
-        where = "nowhere (pass --out FILE to keep them)"
+        saved = "not saved (pass --out FILE to keep them with their protocol)"
         if args.out:
             append_metrics_json(records, Path(args.out), {"real": args.real, "fake": args.fake})
-            where = str(args.out)
+            saved = f"with their protocol written to {args.out}"
     _print_records(records)
-    print(f"evaluated in {time.perf_counter() - start:.1f}s; results with their protocol written to {where}")
+    print(f"evaluated in {time.perf_counter() - start:.1f}s; results {saved}")
     return 0
 
 
