@@ -225,8 +225,20 @@ def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "fd_digits" in text
+    assert "note: fd_digits, classes read images through ganforge's MNIST digit classifier" in text
     results = json.loads(out.read_text())[0]["results"]
     assert abs(results[0]["value"]) < 1e-6
+
+
+def test_digit_metrics_on_images_that_are_not_digits_get_a_note():
+    from ganforge.metrics.core import digit_metrics_note
+
+    assert digit_metrics_note("mnist5k", ["fd_digits", "pr"]) is None
+    assert digit_metrics_note("stacked-mnist5k", ["modes"]) is None
+    assert digit_metrics_note("cifar10", ["fid", "kid"]) is None  # Inception features: made for such images
+    note = digit_metrics_note("cifar10", ["fid", "fd_digits", "pr"])
+    assert note.startswith("fd_digits, pr read images") and "cifar10's images are not digits" in note
+    assert "may not be digits" in digit_metrics_note("folder:/data/faces", ["fd_digits"])
 
 
 def test_eval_cli_n_takes_a_seeded_subset_of_the_fake_set(tmp_path, image_folder):

@@ -593,6 +593,11 @@ class Trainer:
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
+        if cfg.eval.every_kimg > 0:
+            from .metrics.core import digit_metrics_note
+
+            if note := digit_metrics_note(cfg.data.name, cfg.eval.metrics):
+                self.log(f"note: {note}")
         if cfg.train.sync_bn and not self.dist.enabled:
             self.log("note: train.sync_bn has no effect in a single process (it syncs batch norm across torchrun "
                      "processes)")
