@@ -235,6 +235,8 @@ def test_digit_metrics_on_images_that_are_not_digits_get_a_note():
 
     assert digit_metrics_note("mnist5k", ["fd_digits", "pr"]) is None
     assert digit_metrics_note("stacked-mnist5k", ["modes"]) is None
+    stacked = digit_metrics_note("stacked-mnist5k", ["modes", "fd_digits"])
+    assert stacked.startswith("fd_digits read") and "three digits, averaged" in stacked and "use modes" in stacked
     assert digit_metrics_note("cifar10", ["fid", "kid"]) is None  # Inception features: made for such images
     note = digit_metrics_note("cifar10", ["fid", "fd_digits", "pr"])
     assert note.startswith("fd_digits, pr read images") and "cifar10's images are not digits" in note
