@@ -285,3 +285,14 @@ def test_concurrent_appends_to_metrics_json_lose_nothing(tmp_path):
     history = json.loads(path.read_text())
     assert sorted((e["writer"], e["results"][0]["value"]) for e in history) == \
         sorted((tag, float(i)) for tag in range(3) for i in range(25))
+
+
+def test_default_metrics_follow_the_run():
+    from ganforge.config import load_config
+    from ganforge.metrics.core import OFFLINE_DEFAULT, default_metrics
+
+    assert default_metrics(load_config(preset="stacked-dcgan")) == ["modes"]
+    assert default_metrics(load_config(preset="mnist-dcgan")) == OFFLINE_DEFAULT
+    conditional = default_metrics(load_config(preset="mnist-cgan"))
+    assert conditional[: len(OFFLINE_DEFAULT)] == OFFLINE_DEFAULT and {"class_acc", "fd_digits_per_class"} <= set(
+        conditional)

@@ -182,28 +182,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError("give either a run directory / checkpoint, or --real and --fake, not both")
         if args.out:
             raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
-        from . import checkpoint as ckpt_io
-
-        run_cfg = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(args.run, args.ckpt))["config"]
-        dataset = run_cfg["data"]["name"]
-        if metrics is None:
-            metrics = ["modes"] if dataset == "stacked-mnist5k" else OFFLINE_DEFAULT
-            if run_cfg["model"].get("n_classes", 0) and dataset != "stacked-mnist5k":
-                metrics = [*metrics, "class_acc", "fd_digits_per_class"]
-        _note_digit_metrics(dataset, metrics)
         records = evaluate_run(args.run, metrics, n=args.n or 10_000, ckpt=args.ckpt, seed=args.seed,
-                               device=args.device or "cpu", inception_weights=args.inception_weights)
+                               device=args.device or "cpu", inception_weights=args.inception_weights, log=print)
         saved = "with their protocol written to metrics.json in the run directory"
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
         from .config import DataConfig
         from .data import check_dataset_name, load_dataset
-        from .metrics.core import EvalContext, ImageSet, append_metrics_json, real_image_set
+        from .metrics.core import EvalContext, ImageSet, append_metrics_json, digit_metrics_note, real_image_set
 
         for name in (args.real, args.fake):
             check_dataset_name(name)
-        _note_digit_metrics(args.real, metrics or OFFLINE_DEFAULT)
+        note = digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT)
+        if note:
+            print(f"note: {note}")
         real_cfg = DataConfig(name=args.real, img_size=args.img_size, channels=args.channels, root=args.data_root)
         fake_cfg = DataConfig(name=args.fake, img_size=args.img_size, channels=args.channels, root=args.data_root)
         fake_data = load_dataset(fake_cfg)
@@ -222,14 +215,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _print_records(records)
     print(f"evaluated in {time.perf_counter() - start:.1f}s; results {saved}")
     return 0
-
-
-def _note_digit_metrics(dataset: str, metrics: list[str]) -> None:
-    from .metrics.core import digit_metrics_note
-
-    note = digit_metrics_note(dataset, metrics)
-    if note:
-        print(f"note: {note}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

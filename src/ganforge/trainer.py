@@ -924,9 +924,13 @@ def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | 
                    ema: bool = True) -> Generator:
     """The generator of a run or checkpoint (G_ema when the run kept one), in eval mode on `device`."""
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
-    state = ckpt_io.load_checkpoint(path)
-    cfg = from_dict(state["config"])
-    G = build_generator(cfg)
+    return generator_from_checkpoint(ckpt_io.load_checkpoint(path), path, device, ema)
+
+
+def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | torch.device = "cpu",
+                              ema: bool = True) -> Generator:
+    """load_generator for a checkpoint already loaded from `path` (named in errors)."""
+    G = build_generator(from_dict(state["config"]))
     weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
     ckpt_io.load_state_dict_checked(G, weights, "generator", path)
     return G.to(pick_device(str(device))).eval()

@@ -347,19 +347,32 @@ def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[s
         atomic_write_text(json.dumps(history, indent=1) + "\n", path)
 
 
-def evaluate_run(run_or_ckpt: Path | str, metrics: list[str], n: int = 10_000, ckpt: str = "latest",
-                 seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
-                 write: bool = True) -> list[dict[str, Any]]:
-    """Evaluate a run's generator (G_ema when kept) against its own training data."""
+def default_metrics(cfg: Any) -> list[str]:
+    """What `ganforge eval RUN` measures without --metrics: modes for Stacked MNIST, else the offline digit
+    metrics, plus class accuracy and per-class FD for a conditional G."""
+    if cfg.data.name == "stacked-mnist5k":
+        return ["modes"]
+    return [*OFFLINE_DEFAULT, "class_acc", "fd_digits_per_class"] if cfg.model.n_classes else list(OFFLINE_DEFAULT)
+
+
+def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: int = 10_000,
+                 ckpt: str = "latest", seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
+                 write: bool = True, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Evaluate a run's generator (G_ema when kept) against its own training data; metrics None: the run's
+    default_metrics. `log` receives a note where digit metrics meet images that are not digits."""
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
-    from ..trainer import load_generator, pick_device
+    from ..trainer import generator_from_checkpoint, pick_device
 
     device = str(pick_device(str(device)))
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
-    G = load_generator(path, device=device)
+    metrics = default_metrics(cfg) if metrics is None else metrics
+    note = digit_metrics_note(cfg.data.name, metrics)
+    if note and log is not None:
+        log(f"note: {note}")
+    G = generator_from_checkpoint(state, path, device)
 
     def draw(count: int) -> torch.Tensor:
         return quantize(G.sample(count, seed=seed)).cpu()
