@@ -230,3 +230,11 @@ def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):
     # and the run resumes from it
     assert main(["train", "--resume", str(run_dir), "--set", f"train.kimg={(state['nimg'] + 8) / 1000}",
                  "--set", "train.tick_kimg=1"]) == 0
+
+
+def test_every_public_name_resolves():
+    import ganforge
+
+    for name in ganforge.__all__:
+        assert getattr(ganforge, name) is not None, name
+    assert callable(ganforge.evaluate_run) and callable(ganforge.compare_runs)

@@ -5,6 +5,7 @@ Public API (nothing heavy runs at import time):
     ganforge.train(config, out="runs") -> run directory
     ganforge.resume(run_dir, overrides=[...]) -> run directory
     ganforge.load_generator(run_or_ckpt) -> G, with G.sample(n)
+    ganforge.evaluate_run(run_or_ckpt, ["fd_digits", ...]) -> results with their protocol (also in metrics.json)
     ganforge.compare_runs([run_dir, ...]) -> one RunView per run (settings, speed, latest metrics)
 """
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "compare_runs",
-           "__version__"]
+__all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "evaluate_run",
+           "compare_runs", "__version__"]
 
 if TYPE_CHECKING:
     from .compare import compare_runs
     from .config import Config, load_config
     from .errors import UserError
+    from .metrics.core import evaluate_run
     from .trainer import load_generator, resume, train
 
 _LAZY = {
@@ -29,6 +31,7 @@ _LAZY = {
     "train": "trainer",
     "resume": "trainer",
     "load_generator": "trainer",
+    "evaluate_run": "metrics.core",
     "compare_runs": "compare",
 }
 
