@@ -190,13 +190,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
         from .config import DataConfig
         from .data import check_dataset_name, load_dataset
-        from .metrics.core import EvalContext, ImageSet, append_metrics_json, digit_metrics_note, real_image_set
+        from .metrics.core import EvalContext, ImageSet, append_metrics_json, log_digit_metrics_note, real_image_set
 
         for name in (args.real, args.fake):
             check_dataset_name(name)
-        note = digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT)
-        if note:
-            print(f"note: {note}")
+        log_digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT, print)
         real_cfg = DataConfig(name=args.real, img_size=args.img_size, channels=args.channels, root=args.data_root)
         fake_cfg = DataConfig(name=args.fake, img_size=args.img_size, channels=args.channels, root=args.data_root)
         fake_data = load_dataset(fake_cfg)
@@ -334,7 +332,7 @@ def _out_of_memory(e: BaseException) -> bool:
     if isinstance(e, MemoryError):
         return True
     text = str(e)
-    return "can't allocate memory" in text or "out of memory" in text.lower() or type(e).__name__ == "OutOfMemoryError"
+    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def _allocation_detail(e: BaseException) -> str:

@@ -37,14 +37,16 @@ _RUN_DIR = re.compile(r"^(\d{4,})-")
 # ----------------------------------------------------------------------------------------------- setup
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def pick_device(name: str) -> torch.device:
     """auto (cuda, then mps, then cpu) or a named device, refused in one line when this machine lacks it."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if _mps_available() else "cpu")
     hint = "use auto or cpu (--device cpu, or --set train.device=cpu for training)"
     try:
         device = torch.device(name)
@@ -56,7 +58,7 @@ def pick_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"device {name} asked for, but this machine has {torch.cuda.device_count()} CUDA "
                             f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if device.type == "mps" and not _mps_available():
         raise UserError(f"device mps asked for, but MPS is not available here; {hint}")
     if device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"device {name!r} is not supported; choose auto, cpu, cuda, cuda:N or mps")
@@ -594,10 +596,9 @@ class Trainer:
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
         if cfg.eval.every_kimg > 0:
-            from .metrics.core import digit_metrics_note
+            from .metrics.core import log_digit_metrics_note
 
-            if note := digit_metrics_note(cfg.data.name, cfg.eval.metrics):
-                self.log(f"note: {note}")
+            log_digit_metrics_note(cfg.data.name, cfg.eval.metrics, self.log)
         if cfg.train.sync_bn and not self.dist.enabled:
             self.log("note: train.sync_bn has no effect in a single process (it syncs batch norm across torchrun "
                      "processes)")

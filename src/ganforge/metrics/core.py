@@ -56,6 +56,13 @@ def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
             f"papers use {papers}")
 
 
+def log_digit_metrics_note(dataset: str, metrics: list[str], log: Callable[[str], None] | None) -> None:
+    """Pass digit_metrics_note's line, if any, to `log` as a note."""
+    note = digit_metrics_note(dataset, metrics)
+    if note and log is not None:
+        log(f"note: {note}")
+
+
 def metric_names() -> list[str]:
     return METRICS.names()
 
@@ -369,9 +376,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
     metrics = default_metrics(cfg) if metrics is None else metrics
-    note = digit_metrics_note(cfg.data.name, metrics)
-    if note and log is not None:
-        log(f"note: {note}")
+    log_digit_metrics_note(cfg.data.name, metrics, log)
     G = generator_from_checkpoint(state, path, device)
 
     def draw(count: int) -> torch.Tensor:

@@ -105,9 +105,7 @@ class ConvDiscriminator(Discriminator):
         layers.append(activation(cfg.d_act, cfg.lrelu_slope))
         if cfg.d_mbstd:
             layers.append(MinibatchStd())
-            w_out = w + 1
-        else:
-            w_out = w
+        w_out = w + int(cfg.d_mbstd)
         layers.append(nn.Flatten())  # [B, w_out, H/4, W/4] -> [B, w_out * H * W / 16]
         self.body = nn.Sequential(*layers)
         self.make_head(w_out * (img_size // 4) ** 2, cfg)
