@@ -153,6 +153,17 @@ def test_a_failed_resume_changes_nothing_in_the_run(tmp_path, image_folder):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+def test_resuming_a_finished_run_says_how_to_go_on(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    checkpoints = ckpt_io.list_checkpoints(run_dir)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 0  # a job script may resume until done
+    assert "nothing to train; to go on, resume with --set train.kimg=N" in capsys.readouterr().out
+    assert ckpt_io.list_checkpoints(run_dir) == checkpoints
+
+
 def test_resume_survives_a_stats_line_torn_by_a_crash(tmp_path, image_folder):
     import json
 
