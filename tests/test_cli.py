@@ -136,6 +136,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
 
 
+def test_an_os_error_without_a_file_name_is_one_line_too(monkeypatch, capsys):
+    import errno
+
+    from ganforge import cli
+
+    def failing_io(args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(cli, "cmd_summary", failing_io)
+    assert main(["summary"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: Input/output error while reading or writing a file (--debug shows which)"
+
+
 def test_a_run_that_cannot_start_leaves_no_run_directory(tmp_path, image_folder):
     out = tmp_path / "runs"
     assert main(["train", "--out", str(out), "--set", "data.name=folder:/no/such/dir"]) == 2

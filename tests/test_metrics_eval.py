@@ -218,6 +218,66 @@ def test_missing_inception_weights_name_the_file(digits, monkeypatch, tmp_path):
         evaluate(EvalContext(fake, ImageSet(digits.images[20:40], "r", "s")), ["fid"])
 
 
+class _RunsCode:
+    """Unpickling this would create a file: a stand-in for a weights file that carries code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _inception_like(**shapes: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    base = {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "fc.weight": (1008, 2048)}
+    return {key: torch.zeros(shape) for key, shape in {**base, **shapes}.items()}
+
+
+def test_bad_inception_weights_are_refused_before_torch_fidelity_unpickles_them(tmp_path, digits):
+    from ganforge.metrics.inception import inception_weights
+
+    files = {
+        "text": b"not weights at all\n",
+        "list": [torch.zeros(2)],
+        "foreign": {"conv.weight": torch.zeros(3)},
+        "head1000": _inception_like(**{"fc.weight": (1000, 2048)}),
+        "code": {"w": _RunsCode(tmp_path / "ran")},
+    }
+    expected = {"text": "cannot be read as PyTorch weights", "list": "hold a list, not a state dict",
+                "foreign": "Conv2d_1a_3x3.conv.weight is missing", "head1000": r"is shaped \[1000, 2048\]",
+                "code": "hold Python objects besides tensors"}
+    for name, content in files.items():
+        path = tmp_path / f"{name}.pth"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            torch.save(content, path)
+        with pytest.raises(UserError, match=expected[name]):
+            inception_weights(str(path))
+    assert not (tmp_path / "ran").exists()  # the pickled call never ran
+
+    whole = tmp_path / "whole.pth"
+    torch.save(_inception_like(), whole)
+    assert inception_weights(str(whole)) == whole  # the right shapes pass this check ...
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(whole.read_bytes()[:5000])
+    with pytest.raises(UserError, match="cannot be read as PyTorch weights"):
+        inception_weights(str(truncated))
+    fake, real = ImageSet(digits.images[:20], "x", "y"), ImageSet(digits.images[20:40], "r", "s")
+    with pytest.raises(UserError, match="do not fit the FID Inception-v3"):  # ... torch-fidelity finds the rest
+        evaluate(EvalContext(fake, real, inception_weights=str(whole)), ["fid"])
+
+
+def test_eval_cli_refuses_bad_inception_weights_in_one_line(tmp_path, image_folder, capsys):
+    weights = tmp_path / "inception.pth"
+    torch.save({"w": _RunsCode(tmp_path / "ran")}, weights)
+    code = main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}",
+                 "--metrics", "fid", "--inception-weights", str(weights)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "besides tensors" in err and not (tmp_path / "ran").exists()
+
+
 def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
     out = tmp_path / "results" / "m.json"  # its folder is made
     code = main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}",

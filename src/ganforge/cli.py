@@ -374,9 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # a path that cannot be made or written (read-only, missing parent, disk full)
         if args.debug or e.strerror is None:
             raise
-        where = f"cannot use {e.filename}: " if e.filename else ""
-        print(f"error: {where}{e.strerror}; check that its folder exists and is writable, and that the disk has "
-              "space", file=sys.stderr)
+        if e.filename:
+            print(f"error: cannot use {e.filename}: {e.strerror}; check that its folder exists and is writable, "
+                  "and that the disk has space", file=sys.stderr)
+        else:
+            print(f"error: {e.strerror} while reading or writing a file (--debug shows which)", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

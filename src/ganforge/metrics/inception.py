@@ -7,6 +7,7 @@ are comparable with published FIDs computed the same way.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,50 @@ class _Uint8RGB(torch.utils.data.Dataset):
         return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
+# shapes that tell the FID Inception-v3 (1008-way head, TF-ported layer names) from other files
+_INCEPTION_SHAPES = {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "fc.weight": (1008, 2048)}
+
+
+def check_inception_weights(path: Path) -> None:
+    """Refuse a file that is not the FID Inception state dict, before torch-fidelity unpickles it.
+
+    torch-fidelity loads the file with weights_only=False; once it has loaded here with weights_only=True,
+    its pickle holds tensors and containers only, so that second load runs no code."""
+    fix = f"it should be {INCEPTION_FILE} from {INCEPTION_URL}"
+    with open(path, "rb") as f:  # an unreadable file stays an OSError that names it
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "global" not in str(e).lower():  # torch names a class or function it will not load
+                raise UserError(f"Inception weights {path} cannot be read as PyTorch weights (corrupt or another "
+                                f"format); {fix}") from e
+            raise UserError(f"Inception weights {path} hold Python objects besides tensors, which ganforge does "
+                            f"not unpickle (that can run code); if you trust the file, save its state dict again "
+                            f"with torch.save(torch.load(PATH, weights_only=False), NEW_PATH), else {fix}") from e
+        except Exception as e:  # torch raises zip, EOF, OS and runtime errors alike for damaged bytes
+            raise UserError(f"Inception weights {path} cannot be read as PyTorch weights (corrupt or another "
+                            f"format); {fix}") from e
+    if not isinstance(state, dict):
+        raise UserError(f"Inception weights {path} hold a {type(state).__name__}, not a state dict; {fix}")
+    for key, shape in _INCEPTION_SHAPES.items():
+        found = state.get(key)
+        if not isinstance(found, torch.Tensor) or tuple(found.shape) != shape:
+            got = "missing" if found is None else f"shaped {list(getattr(found, 'shape', []))}"
+            raise UserError(f"Inception weights {path} are not the FID Inception-v3 ({key} is {got}, expected "
+                            f"{list(shape)}); {fix}")
+
+
 def inception_weights(given: str | None) -> Path:
-    """--inception-weights PATH, else torch's hub cache where torch-fidelity would have put it."""
+    """--inception-weights PATH, else torch's hub cache where torch-fidelity would have put it; checked."""
     if given:
         path = Path(given).expanduser()
         if not path.is_file():
             raise UserError(f"--inception-weights {path} does not exist")
+        check_inception_weights(path)
         return path
     cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if cached.is_file():
+        check_inception_weights(cached)
         return cached
     raise UserError(
         f"the Inception metrics need {INCEPTION_FILE} (from {INCEPTION_URL}); "
@@ -53,19 +89,11 @@ def inception_weights(given: str | None) -> Path:
     )
 
 
-def _fidelity(ctx: EvalContext) -> dict[str, Any]:
-    """One torch-fidelity pass for every Inception metric requested in this evaluation."""
-    if "fidelity" in ctx.__dict__:
-        return ctx.__dict__["fidelity"]
+def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted: set[str]) -> dict[str, Any]:
+    """torch-fidelity's one pass over the fake and real images for the wanted metrics."""
     import torch_fidelity
 
-    if ctx.real is None:
-        raise UserError("the Inception metrics need real images: evaluate a run, or pass --real")
-    wanted = {_FIDELITY_KEYS[m] for m in getattr(ctx, "requested", _FIDELITY_KEYS) if m in _FIDELITY_KEYS}
-    standard = ctx.inception_extractor == "inception-v3-compat"
-    weights = inception_weights(ctx.inception_weights) if standard else ctx.inception_weights
-    n_min = min(len(ctx.fake), len(ctx.real))
-    values = torch_fidelity.calculate_metrics(
+    return torch_fidelity.calculate_metrics(
         input1=_Uint8RGB(ctx.fake.images),
         input2=_Uint8RGB(ctx.real.images),
         cuda=ctx.device.type == "cuda",
@@ -79,6 +107,25 @@ def _fidelity(ctx: EvalContext) -> dict[str, Any]:
         save_cpu_ram=True,  # in-memory images: worker processes would only add start-up cost
         **{flag: True for flag in wanted},
     )
+
+
+def _fidelity(ctx: EvalContext) -> dict[str, Any]:
+    """One torch-fidelity pass for every Inception metric requested in this evaluation."""
+    if "fidelity" in ctx.__dict__:
+        return ctx.__dict__["fidelity"]
+    if ctx.real is None:
+        raise UserError("the Inception metrics need real images: evaluate a run, or pass --real")
+    wanted = {_FIDELITY_KEYS[m] for m in getattr(ctx, "requested", _FIDELITY_KEYS) if m in _FIDELITY_KEYS}
+    standard = ctx.inception_extractor == "inception-v3-compat"
+    weights = inception_weights(ctx.inception_weights) if standard else ctx.inception_weights
+    n_min = min(len(ctx.fake), len(ctx.real))
+    try:
+        values = _calculate(ctx, weights, n_min, wanted)
+    except RuntimeError as e:
+        if "loading state_dict" not in str(e):
+            raise
+        raise UserError(f"Inception weights {weights} do not fit the FID Inception-v3 (missing or misshapen "
+                        f"layers); it should be {INCEPTION_FILE} from {INCEPTION_URL}") from e
     protocol = {
         "n_fake": len(ctx.fake),
         "n_real": len(ctx.real),
