@@ -79,6 +79,17 @@ def test_celeba_layout_reads_train_split(tmp_path):
     assert data.images.shape == (4, 3, 16, 16)
     again = load_dataset(cfg)  # from the cache written beside the images
     assert torch.equal(again.images, data.images)
+    cache = tmp_path / "celeba" / "ganforge-train-16px-3ch.pt"
+    assert cache.is_file() and not list(cache.parent.glob(".*tmp*"))
+    written = torch.load(cache, weights_only=True)
+    for damage in (b"PK\x03\x04 cut short", None):
+        if damage is None:
+            torch.save(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), cache)  # another size under this name
+        else:
+            cache.write_bytes(damage)
+        rebuilt = load_dataset(cfg)  # read from the images again, and the cache replaced
+        assert torch.equal(rebuilt.images, data.images)
+        assert torch.equal(torch.load(cache, weights_only=True), written)
 
 
 def test_folder_labels_come_from_subfolders(image_folder):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import atomic_save
 from .config import DataConfig
 from .errors import UserError
 from .registry import Registry
@@ -145,8 +146,9 @@ def load_celeba(cfg: DataConfig) -> RawImages:
             "download it with --set data.download=true or point --set data.root=DIR at its parent"
         )
     cache = root / f"ganforge-train-{cfg.img_size}px-{cfg.channels}ch.pt"
-    if cache.is_file():
-        return RawImages(torch.load(cache, weights_only=True), torch.zeros(0, dtype=torch.long), [])
+    cached = _read_image_cache(cache, cfg)
+    if cached is not None:
+        return RawImages(cached, torch.zeros(0, dtype=torch.long), [])
     partition = root / "list_eval_partition.txt"
     if partition.is_file():
         names = [ln.split()[0] for ln in partition.read_text().splitlines() if ln.strip() and ln.split()[1] == "0"]
@@ -154,10 +156,23 @@ def load_celeba(cfg: DataConfig) -> RawImages:
     else:
         files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     images = torch.stack([_read_image(p, cfg.channels, cfg.img_size) for p in files])
-    tmp = cache.with_suffix(".tmp")
-    torch.save(images, tmp)
-    os.replace(tmp, cache)
+    atomic_save(images, cache)  # per-process temp name: DDP ranks may build the cache at once
     return RawImages(images, torch.zeros(len(files), dtype=torch.long), [])
+
+
+def _read_image_cache(cache: Path, cfg: DataConfig) -> torch.Tensor | None:
+    """The resized images cached by an earlier run, or None when absent, damaged or of another shape (a
+    crash, a full disk or another program's file): the images are then read again and the cache replaced."""
+    if not cache.is_file():
+        return None
+    try:
+        images = torch.load(cache, weights_only=True)
+    except Exception:  # noqa: BLE001  (any failure to parse the bytes means a damaged cache)
+        return None
+    expected = (cfg.channels, cfg.img_size, cfg.img_size)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape[1:]) != expected:
+        return None
+    return images
 
 
 def _read_image(path: Path, channels: int, img_size: int) -> torch.Tensor:
