@@ -218,6 +218,36 @@ def test_missing_inception_weights_name_the_file(digits, monkeypatch, tmp_path):
         evaluate(EvalContext(fake, ImageSet(digits.images[20:40], "r", "s")), ["fid"])
 
 
+def test_knn_metrics_use_a_seeded_real_subset_of_a_large_set(digits, monkeypatch):
+    from ganforge.metrics import core, formulas
+
+    monkeypatch.setattr(core, "KNN_MAX_REAL", 60)
+    fake, real = ImageSet(digits.images[:40], "x", "y"), ImageSet(digits.images[100:300], "r", "s")
+    by_seed = {}
+    for seed in (0, 0, 1):
+        ctx = EvalContext(fake, real, seed=seed)
+        records = {r["metric"]: r for r in evaluate(ctx, ["pr", "dc"])}
+        assert records["precision"]["n_real"] == 60 and records["coverage"]["n_real"] == 60
+        assert records["precision"]["real_subset"] == f"60 of 200, seed {seed}"
+        values = (records["precision"]["value"], records["recall"]["value"], records["coverage"]["value"])
+        assert by_seed.setdefault(seed, values) == values  # the same seed, the same subset
+        pick = np.sort(np.random.default_rng(seed).choice(200, 60, replace=False))
+        expected = formulas.precision_recall(ctx.real_digits[0][pick], ctx.fake_digits[0], k=3)
+        assert abs(records["precision"]["value"] - expected[0]) < 1e-12
+        assert abs(records["recall"]["value"] - expected[1]) < 1e-12
+    assert by_seed[0] != by_seed[1]
+    small = {r["metric"]: r for r in evaluate(EvalContext(fake, ImageSet(digits.images[:50], "r", "s")), ["pr"])}
+    assert small["precision"]["n_real"] == 50 and "real_subset" not in small["precision"]  # under the cap: all
+
+
+def test_knn_metrics_need_more_images_than_neighbours(digits):
+    real = ImageSet(digits.images[100:200], "r", "s")
+    with pytest.raises(UserError, match="needs at least 4 generated images, got 3"):
+        evaluate(EvalContext(ImageSet(digits.images[:3], "x", "y"), real), ["pr"])
+    with pytest.raises(UserError, match="needs at least 6 real images, got 5"):
+        evaluate(EvalContext(ImageSet(digits.images[:30], "x", "y"), ImageSet(digits.images[:5], "r", "s")), ["dc"])
+
+
 class _RunsCode:
     """Unpickling this would create a file: a stand-in for a weights file that carries code."""
 

@@ -25,6 +25,9 @@ OFFLINE_DEFAULT = ["fd_digits", "kid_digits", "is_digits", "pr", "dc", "classes"
 DIGIT_EXTRACTOR = "ganforge-digits-cnn"
 DIGIT_RESIZE = "28x28 bilinear antialiased (torch.nn.functional.interpolate) when not 28x28; RGB averaged to grey"
 MODES_N = 26_000  # the PacGAN / VEEGAN Stacked MNIST protocol
+# k-NN metrics compare every fake with every real image: past this many real images, a seeded subset
+# (Naeem et al. use 10,000 real and 10,000 fake)
+KNN_MAX_REAL = 10_000
 # Which way is better, for every value a metric reports (used to keep the best checkpoint).
 BEST_DIRECTION = {
     "fd_digits": "min", "kid_digits": "min", "is_digits": "max", "precision": "max", "recall": "max",
@@ -190,19 +193,35 @@ def is_digits(ctx: EvalContext) -> Result:
     return result
 
 
+def _knn_sets(ctx: EvalContext, metric: str, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Real and fake digit features for a k-nearest-neighbour metric, and its protocol: at most
+    KNN_MAX_REAL real images (a subset seeded by the evaluation's seed), more than k in each set."""
+    real, fake = ctx.real_digits[0], ctx.fake_digits[0]
+    protocol = {**ctx.digit_protocol(), "k": k}
+    if len(real) > KNN_MAX_REAL:
+        pick = np.sort(np.random.default_rng(ctx.seed).choice(len(real), KNN_MAX_REAL, replace=False))
+        real = real[pick]
+        protocol.update(n_real=KNN_MAX_REAL, real_subset=f"{KNN_MAX_REAL} of {len(ctx.real)}, seed {ctx.seed}")
+    for which, size in (("generated", len(fake)), ("real", len(real))):
+        if size <= k:
+            raise UserError(f"{metric} finds each image's {k} nearest neighbours, so it needs at least {k + 1} "
+                            f"{which} images, got {size}; raise --n")
+    return real, fake, protocol
+
+
 @METRICS.register("pr")
 def precision_recall(ctx: EvalContext) -> Result:
     """Improved precision and recall (Kynkaanniemi et al. 2019), k = 3, on the digit features."""
-    p, r = formulas.precision_recall(ctx.real_digits[0], ctx.fake_digits[0], k=3)
-    protocol = {**ctx.digit_protocol(), "k": 3}
+    real, fake, protocol = _knn_sets(ctx, "pr", 3)
+    p, r = formulas.precision_recall(real, fake, k=3)
     return [("precision", p, protocol), ("recall", r, protocol)]
 
 
 @METRICS.register("dc")
 def density_coverage(ctx: EvalContext) -> Result:
     """Density and coverage (Naeem et al. 2020), k = 5, on the digit features."""
-    d, c = formulas.density_coverage(ctx.real_digits[0], ctx.fake_digits[0], k=5)
-    protocol = {**ctx.digit_protocol(), "k": 5}
+    real, fake, protocol = _knn_sets(ctx, "dc", 5)
+    d, c = formulas.density_coverage(real, fake, k=5)
     return [("density", d, protocol), ("coverage", c, protocol)]
 
 

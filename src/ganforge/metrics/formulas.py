@@ -68,29 +68,32 @@ def inception_score(probs: np.ndarray, splits: int = 10, seed: int = 0) -> tuple
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def _pairwise_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    return torch.cat([torch.cdist(a[i : i + chunk], b) for i in range(0, a.shape[0], chunk)])
+_CHUNK = 2048  # rows of a distance block: 2048 x 10,000 float64 is 160 MB
 
 
 def _kth_neighbour_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest other point in the same set."""
     radii = []
-    for i in range(0, x.shape[0], 4096):
-        d = torch.cdist(x[i : i + 4096], x)
+    for i in range(0, x.shape[0], _CHUNK):
+        d = torch.cdist(x[i : i + _CHUNK], x)
         radii.append(d.kthvalue(k + 1, dim=1).values)  # +1: the point itself is at distance 0
     return torch.cat(radii)
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): a fake sample is precise if it lies in
-    some real sample's k-NN ball; a real sample is recalled if it lies in some fake sample's k-NN ball."""
+    some real sample's k-NN ball; a real sample is recalled if it lies in some fake sample's k-NN ball.
+    Distances are taken a block of fakes at a time, so memory stays bounded for large sets."""
     r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
     f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
     real_radii, fake_radii = _kth_neighbour_radii(r, k), _kth_neighbour_radii(f, k)
-    d = _pairwise_distances(f, r)  # [n_fake, n_real]
-    precision = (d <= real_radii[None, :]).any(dim=1).double().mean().item()
-    recall = (d.T <= fake_radii[None, :]).any(dim=1).double().mean().item()
-    return precision, recall
+    precise = torch.zeros(f.shape[0], dtype=torch.bool)
+    recalled = torch.zeros(r.shape[0], dtype=torch.bool)
+    for i in range(0, f.shape[0], _CHUNK):
+        d = torch.cdist(f[i : i + _CHUNK], r)  # [block of fakes, n_real]
+        precise[i : i + _CHUNK] = (d <= real_radii[None, :]).any(dim=1)
+        recalled |= (d <= fake_radii[i : i + _CHUNK, None]).any(dim=0)
+    return precise.double().mean().item(), recalled.double().mean().item()
 
 
 def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
@@ -99,10 +102,14 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     r = torch.as_tensor(np.asarray(real), dtype=torch.float64)
     f = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
     real_radii = _kth_neighbour_radii(r, k)
-    d = _pairwise_distances(f, r)  # [n_fake, n_real]
-    inside = d <= real_radii[None, :]
-    density = inside.double().sum().item() / (k * f.shape[0])
-    coverage = (d.min(dim=0).values <= real_radii).double().mean().item()
+    inside_count = 0
+    nearest_fake = torch.full((r.shape[0],), float("inf"), dtype=torch.float64)
+    for i in range(0, f.shape[0], _CHUNK):
+        d = torch.cdist(f[i : i + _CHUNK], r)  # [block of fakes, n_real]
+        inside_count += int((d <= real_radii[None, :]).sum())
+        nearest_fake = torch.minimum(nearest_fake, d.min(dim=0).values)
+    density = inside_count / (k * f.shape[0])
+    coverage = (nearest_fake <= real_radii).double().mean().item()
     return density, coverage
 
 
