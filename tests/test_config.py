@@ -27,6 +27,11 @@ def test_overrides_parse_as_toml_values():
     assert parse_override("train.kimg=50") == (["train", "kimg"], 50)
     assert parse_override("optim.g_betas=[0.0, 0.99]") == (["optim", "g_betas"], [0.0, 0.99])
     assert parse_override("data.name=folder:/x/y") == (["data", "name"], "folder:/x/y")
+    # list items without TOML quotes, as a shell passes --set eval.metrics=[fd_digits,classes]
+    assert parse_override("eval.metrics=[fd_digits, classes]") == (["eval", "metrics"], ["fd_digits", "classes"])
+    assert parse_override('eval.metrics=[fd_digits,"pr"]') == (["eval", "metrics"], ["fd_digits", "pr"])
+    assert parse_override("eval.metrics=[modes]") == (["eval", "metrics"], ["modes"])
+    assert load_config(overrides=["eval.metrics=[fd_digits,classes]"]).eval.metrics == ["fd_digits", "classes"]
     cfg = load_config(preset="mnist-mlp", overrides=["train.kimg=5", "optim.g_lr=1e-4", "train.ema_kimg=1"])
     assert cfg.train.kimg == 5.0 and isinstance(cfg.train.kimg, float)
     assert cfg.optim.g_lr == 1e-4

@@ -182,16 +182,24 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _parse_value(text: str) -> Any:
+    """TOML, else a bare string, so that `data.name=folder:imgs` needs no shell-quoted TOML quotes."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """`train.kimg=50` -> (["train", "kimg"], 50.0); values parse as TOML, else as a bare string."""
+    """`train.kimg=50` -> (["train", "kimg"], 50.0); values parse as TOML, else as a bare string, and a
+    bracketed list's items each so (`eval.metrics=[fd_digits,classes]`)."""
     if "=" not in item:
         raise UserError(f"override {item!r} must look like section.key=value, e.g. train.kimg=10")
     key, text = item.split("=", 1)
-    key = key.strip()
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
+    key, text = key.strip(), text.strip()
+    value = _parse_value(text)
+    if isinstance(value, str) and value.startswith("[") and value.endswith("]") and "[" not in value[1:-1]:
+        value = [_parse_value(part.strip()) for part in value[1:-1].split(",") if part.strip()]
     return key.split("."), value
 
 
