@@ -145,3 +145,21 @@ def test_bad_input_to_compare_is_one_line_and_exit_2(two_runs, tmp_path, capsys,
     assert captured.out == ""
     if case == "plot_exists":
         assert (tmp_path / "x.png").read_bytes() == b"keep"
+
+
+def test_settings_a_model_does_not_read_are_no_difference(tmp_path):
+    from ganforge.config import load_config
+
+    def run(name: str, preset: str, overrides: list[str]) -> Path:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.toml").write_text(load_config(preset=preset, overrides=overrides).to_toml())
+        return run_dir
+
+    dcgan = run("0000-a", "mnist-dcgan", [])
+    dcgan_hidden = run("0001-b", "mnist-dcgan", ["model.g_hidden=[8, 8]"])  # dcgan's G has no hidden list
+    mlp = run("0002-c", "mnist-mlp", [])
+    assert settings_diff(compare_runs([dcgan, dcgan_hidden])) == []
+    rows = dict(settings_diff(compare_runs([dcgan, mlp])))
+    assert rows["model.g_hidden"] == [None, [256, 512, 1024]] and rows["model.g_width"] == [64, None]
+    assert "-" in format_comparison(compare_runs([dcgan, mlp])).split("model.g_hidden")[1].splitlines()[0]

@@ -26,6 +26,7 @@ class RunView:
     path: Path
     settings: dict[str, Any]  # the resolved config, flattened to dotted keys
     stats: list[dict[str, Any]]  # stats.jsonl, one record per tick
+    unread: set[str] = field(default_factory=set)  # settings its model does not read (shown as "-")
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> its newest record
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # metric -> [(kimg, value)]
 
@@ -92,10 +93,11 @@ def load_run(path: Path | str) -> RunView:
 
     run_dir = run_directory(path)
     try:
-        settings = flatten(tomllib.loads((run_dir / "config.toml").read_text()))
+        raw = tomllib.loads((run_dir / "config.toml").read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{run_dir / 'config.toml'} is not valid TOML ({e})") from e
-    view = RunView(name=run_dir.name, path=run_dir, settings=settings, stats=read_stats(run_dir / "stats.jsonl"))
+    view = RunView(name=run_dir.name, path=run_dir, settings=flatten(raw), unread=_unread(raw),
+                   stats=read_stats(run_dir / "stats.jsonl"))
     # metric -> protocol -> {kimg: value}; a later evaluation at the same kimg wins
     curves: dict[str, dict[str, dict[float, float]]] = {}
     for entry in _read_metrics(run_dir / "metrics.json"):
@@ -135,14 +137,26 @@ def compare_runs(paths: list[Path | str]) -> list[RunView]:
     return [load_run(p) for p in expand_runs(paths)]
 
 
+def _unread(raw: dict[str, Any]) -> set[str]:
+    """The model settings a run's networks do not read; none when its config no longer builds."""
+    from .config import from_dict
+    from .models import unread_settings
+
+    try:
+        return set(unread_settings(from_dict(raw)))
+    except (UserError, KeyError, TypeError, ValueError):
+        return set()
+
+
 def settings_diff(views: list[RunView]) -> list[tuple[str, list[Any]]]:
-    """(dotted key, value per run) for every setting not equal in all runs, in config order."""
+    """(dotted key, value per run) for every setting not equal in all runs, in config order; a setting a
+    run's model does not read counts as None there (dcgan's model.g_hidden does not differ from mlp's)."""
     keys: list[str] = []
     for view in views:
         keys += [k for k in view.settings if k not in keys and k not in IGNORED_SETTINGS]
     rows = []
     for key in keys:
-        values = [view.settings.get(key) for view in views]
+        values = [None if key in view.unread else view.settings.get(key) for view in views]
         if any(v != values[0] for v in values[1:]):
             rows.append((key, values))
     return rows

@@ -11,30 +11,35 @@ from .layers import Discriminator, Generator, Packed, init_weights
 from .registry import DISCRIMINATORS, GENERATORS
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_generator", "build_discriminator",
-           "balanced_labels", "inert_settings"]
+           "balanced_labels", "inert_settings", "unread_settings"]
 
 # Architecture settings that some networks do not read (each network lists its own in `ignores`).
 ARCH_SETTINGS = ("g_width", "g_hidden", "g_norm_first", "d_width", "d_hidden", "d_norm", "d_norm_first")
+
+
+def unread_settings(cfg: Config) -> dict[str, str]:
+    """Model settings this model does not read, whatever their value: `model.KEY` -> why."""
+    m = cfg.model
+    unread: dict[str, str] = {}
+    for kind, name, net in (("generator", m.g, GENERATORS.get(m.g)), ("discriminator", m.d, DISCRIMINATORS.get(m.d))):
+        unread.update({f"model.{key}": f"has no effect on the {name} {kind}" for key in net.ignores})
+    if not m.n_classes:
+        unread.update({f"model.{key}": "has no effect on an unconditional model (model.n_classes = 0)"
+                       for key in ("g_cond", "d_cond", "embed_dim")})
+    if not m.d_mbdisc:
+        unread["model.d_mbdisc_dim"] = "has no effect without minibatch discrimination (model.d_mbdisc = 0)"
+    return unread
 
 
 def inert_settings(cfg: Config) -> list[str]:
     """One line per model setting changed from its default that this model does not read (model.g_hidden with
     the dcgan generator, model.d_cond on an unconditional model): the run trains as if it were not set."""
     m, defaults = cfg.model, type(cfg.model)()
-
-    def changed(key: str) -> bool:
-        return getattr(m, key) != getattr(defaults, key)
-
     lines = []
-    for kind, name, net in (("generator", m.g, GENERATORS.get(m.g)), ("discriminator", m.d, DISCRIMINATORS.get(m.d))):
-        lines += [f"model.{key} = {getattr(m, key)!r} has no effect on the {name} {kind}"
-                  for key in net.ignores if changed(key)]
-    if not m.n_classes:
-        lines += [f"model.{key} = {getattr(m, key)!r} has no effect on an unconditional model (model.n_classes = 0)"
-                  for key in ("g_cond", "d_cond", "embed_dim") if changed(key)]
-    if not m.d_mbdisc and changed("d_mbdisc_dim"):
-        lines.append(f"model.d_mbdisc_dim = {m.d_mbdisc_dim} has no effect without minibatch discrimination "
-                     "(model.d_mbdisc = 0)")
+    for dotted, why in unread_settings(cfg).items():
+        key = dotted.split(".", 1)[1]
+        if getattr(m, key) != getattr(defaults, key):
+            lines.append(f"{dotted} = {getattr(m, key)!r} {why}")
     return lines
 
 
