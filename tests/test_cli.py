@@ -178,6 +178,27 @@ def test_resuming_a_finished_run_says_how_to_go_on(tmp_path, image_folder, capsy
     assert ckpt_io.list_checkpoints(run_dir) == checkpoints
 
 
+def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), "--seed", "4", *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "kimg = 0.5" in printed and "seed = 4" in printed  # the checkpoint's config plus the override
+    for argv, needle in (
+        (["--seed", "5"], "continues the random streams of its checkpoint (train.seed = 4)"),
+        (["--set", "train.seed=5"], "drop the seed override"),
+        (["--out", str(tmp_path / "elsewhere")], "continues in the run's own directory; drop --out"),
+    ):
+        assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", *argv]) == 2
+        assert needle in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing trained
+    assert not (tmp_path / "elsewhere").exists()
+    assert main(["train", "--resume", str(run_dir), "--seed", "4", "--set", "train.kimg=0.128"]) == 0  # its own seed
+
+
 def test_resume_survives_a_stats_line_torn_by_a_crash(tmp_path, image_folder):
     import json
 

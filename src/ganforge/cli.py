@@ -46,23 +46,32 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .trainer import TrainingInterrupted, resume, train
+    from .trainer import TrainingInterrupted, resume, resume_config, train
 
-    distributed.init_from_env(args.device or "auto")
-    try:
-        if args.resume is not None:
-            if args.preset or args.config:
-                raise UserError("--resume takes its config from the checkpoint; use --set to change settings")
-            overrides = list(args.overrides)
-            if args.device is not None:
-                overrides.append(f"train.device={args.device}")
-            resume(args.resume, overrides)
+    if args.resume is not None:
+        if args.preset or args.config:
+            raise UserError("--resume takes its config from the checkpoint; use --set to change settings")
+        if args.out is not None:
+            raise UserError("--resume continues in the run's own directory; drop --out")
+        overrides = list(args.overrides)
+        if args.seed is not None:
+            overrides.append(f"train.seed={args.seed}")
+        if args.device is not None:
+            overrides.append(f"train.device={args.device}")
+        if args.dry_run:
+            print(resume_config(args.resume, overrides)[2].to_toml(), end="")
             return 0
+    else:
         cfg = _config_from_args(args)
         if args.dry_run:
             print(cfg.to_toml(), end="")
             return 0
-        train(cfg, out=args.out)
+    distributed.init_from_env(args.device or "auto")
+    try:
+        if args.resume is not None:
+            resume(args.resume, overrides)
+            return 0
+        train(cfg, out=args.out if args.out is not None else Path("runs"))
     except TrainingInterrupted as e:
         if distributed.info().is_main:
             print(f"interrupted: {e}; continue with: ganforge train --resume {e.run_dir}", file=sys.stderr)
@@ -271,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a GAN (or resume a run)")
     _add_config_args(p)
-    p.add_argument("--out", type=Path, default=Path("runs"), help="parent of the new run directory")
+    p.add_argument("--out", type=Path, help="parent of the new run directory (default: runs)")
     p.add_argument("--resume", type=Path, help="a run directory or checkpoint to continue")
     p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (shorthand for --set train.device=...)")

@@ -901,11 +901,23 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         return trainer.run()
 
 
-def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any = None) -> Path:
-    """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
+def resume_config(run_or_ckpt: Path | str, overrides: list[str] | None = None) -> tuple[Path, dict[str, Any], Config]:
+    """The checkpoint a resume would continue (latest of a run, or the one given), its contents, and the
+    config it would train with: the checkpoint's own plus `overrides`."""
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
     ckpt = ckpt_io.load_checkpoint(path)
     cfg = from_dict(apply_overrides(ckpt["config"], overrides or []))
+    seed = from_dict(ckpt["config"]).train.seed
+    if cfg.train.seed != seed:
+        # the random streams continue from the checkpoint's saved states, so a new seed would only mislabel them
+        raise UserError(f"a resumed run continues the random streams of its checkpoint (train.seed = {seed}); "
+                        "drop the seed override, or start a new run to use another seed")
+    return path, ckpt, cfg
+
+
+def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any = None) -> Path:
+    """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
+    path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
     run_dir = path.parent.parent
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
