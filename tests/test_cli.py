@@ -178,6 +178,23 @@ def test_resuming_a_finished_run_says_how_to_go_on(tmp_path, image_folder, capsy
     assert ckpt_io.list_checkpoints(run_dir) == checkpoints
 
 
+def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, capsys):
+    import json
+    import shutil
+
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    loose = tmp_path / "kept" / "g.pt"  # a checkpoint copied out of its run
+    loose.parent.mkdir()
+    shutil.copy(ckpt_io.resolve_checkpoint(run_dir), loose)
+    for target, expected in ((run_dir, run_dir / "metrics.json"), (loose, loose.parent / "metrics.json")):
+        capsys.readouterr()
+        assert main(["eval", str(target), "--n", "20", "--metrics", "fd_digits"]) == 0
+        assert capsys.readouterr().out.rstrip().endswith(f"appended to {expected}")
+        assert json.loads(expected.read_text())[-1]["results"][0]["metric"] == "fd_digits"
+
+
 def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
     out = tmp_path / "runs"
     assert main(["train", "--out", str(out), "--seed", "4", *set_args(tiny_overrides(image_folder))]) == 0

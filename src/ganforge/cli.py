@@ -193,7 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
         records = evaluate_run(args.run, metrics, n=args.n or 10_000, ckpt=args.ckpt, seed=args.seed,
                                device=args.device or "cpu", inception_weights=args.inception_weights, log=print)
-        saved = "with their protocol written to metrics.json in the run directory"
+        from . import checkpoint as ckpt_io
+        from .metrics.core import metrics_path_for
+
+        saved = f"with their protocol appended to {metrics_path_for(ckpt_io.resolve_checkpoint(args.run, args.ckpt))}"
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")

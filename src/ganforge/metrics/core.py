@@ -407,6 +407,15 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     kimg = int(state["nimg"]) / 1000
     records = evaluate(ctx, metrics, kimg=kimg)
     if write:
-        run_dir = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
-        append_metrics_json(records, run_dir / "metrics.json", {"checkpoint": str(path), "kimg": kimg})
+        append_metrics_json(records, metrics_path_for(path), {"checkpoint": str(path), "kimg": kimg})
     return records
+
+
+def metrics_path_for(ckpt_path: Path) -> Path:
+    """Where evaluate_run records a checkpoint's results: its run's metrics.json, or for a checkpoint kept
+    outside a run, a metrics.json beside it."""
+    from ..checkpoint import CKPT_DIR
+
+    ckpt_path = Path(ckpt_path)
+    folder = ckpt_path.parent.parent if ckpt_path.parent.name == CKPT_DIR else ckpt_path.parent
+    return folder / "metrics.json"
