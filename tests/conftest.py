@@ -14,6 +14,12 @@ from ganforge.config import Config, load_config
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded folders and real-image statistics go to a temporary cache, never the user's."""
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 def write_digit_folder(root: Path, n_per_class: int = 16, classes: int = 2, size: int = 16) -> Path:
     """A folder of small grey images, one subfolder per class, each class a different bright square."""
     rng = np.random.default_rng(0)

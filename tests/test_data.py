@@ -12,6 +12,8 @@ from ganforge.config import DataConfig
 from ganforge.data import DATASETS, EpochSampler, convert_channels, load_dataset, prepare
 from ganforge.errors import UserError
 
+from .conftest import write_digit_folder
+
 
 def write_idx(root: Path, folder: str, n: int = 20) -> np.ndarray:
     raw = root / folder / "raw"
@@ -147,3 +149,35 @@ def test_epoch_sampler_covers_each_image_once_per_epoch_and_is_reproducible():
 def test_batch_larger_than_dataset_is_refused():
     with pytest.raises(UserError, match="larger than the dataset"):
         EpochSampler(4, 8, seed=0, device=torch.device("cpu"))
+
+
+def test_an_image_folder_is_decoded_once_and_again_when_its_files_change(tmp_path, monkeypatch):
+    import os
+
+    from ganforge import data as data_module
+    from ganforge.data import cache_root
+
+    folder = write_digit_folder(tmp_path / "imgs", n_per_class=3)
+    cfg = DataConfig(name=f"folder:{folder}", img_size=8)
+    first = load_dataset(cfg)
+    (cache,) = (cache_root() / "folders").glob("*.pt")
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    with monkeypatch.context() as m:
+        m.setattr(data_module, "_read_image", no_decoding)
+        again = load_dataset(cfg)  # from the cache
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+
+    edited = folder / "class1" / "000.png"
+    Image.new("L", (16, 16), 255).save(edited)
+    os.utime(edited, ns=(1, 1))  # a new modification time even on a coarse clock
+    changed = load_dataset(cfg)
+    assert not torch.equal(changed.images, first.images)
+    assert abs(changed.images[3].mean().item() - 1.0) < 1e-6  # the white image, read afresh
+    (replaced,) = (cache_root() / "folders").glob("*.pt")  # the stale entry is gone
+    assert replaced != cache
+
+    replaced.write_bytes(b"PK\x03\x04 cut short")  # a damaged cache is decoded again, not an error
+    assert torch.equal(load_dataset(cfg).images, changed.images)

@@ -8,6 +8,7 @@ per-image work.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ def load_celeba(cfg: DataConfig) -> RawImages:
         files = [image_dir / n for n in names]
     else:
         files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    images = torch.stack([_read_image(p, cfg.channels, cfg.img_size) for p in files])
+    images = _read_images(files, cfg.channels, cfg.img_size)
     atomic_save(images, cache)  # per-process temp name: DDP ranks may build the cache at once
     return RawImages(images, torch.zeros(len(files), dtype=torch.long), [])
 
@@ -196,6 +197,51 @@ def _read_image(path: Path, channels: int, img_size: int) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
+def cache_root() -> Path:
+    """Where ganforge keeps what it can rebuild (decoded image folders, real-image statistics)."""
+    return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge"))
+
+
+def _read_images(files: list[Path], channels: int, img_size: int) -> torch.Tensor:
+    """Decode and resize every file, on a thread per core (Pillow releases the GIL while it decodes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(len(files), os.cpu_count() or 1, 16)
+    if workers <= 1:
+        return torch.stack([_read_image(p, channels, img_size) for p in files])
+    with ThreadPoolExecutor(workers) as pool:
+        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size), files, chunksize=64)))
+
+
+def _folder_cache_path(root: Path, files: list[Path], cfg: DataConfig) -> tuple[Path, str]:
+    """The cache file of this folder at this size, named by a fingerprint of every file's path, size and
+    modification time (an added, removed or edited image makes a new one); and the name's folder part."""
+    digest = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        digest.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    stem = f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]}-{cfg.img_size}px-{cfg.channels}ch"
+    return cache_root() / "folders" / f"{stem}-{digest.hexdigest()[:16]}.pt", stem
+
+
+def _load_folder_images(root: Path, files: list[Path], cfg: DataConfig) -> torch.Tensor:
+    """Decoded once, then read back from the cache while the folder's files stay the same."""
+    cache, stem = _folder_cache_path(root, files, cfg)
+    cached = _read_image_cache(cache, cfg)
+    if cached is not None and cached.shape[0] == len(files):
+        return cached
+    images = _read_images(files, cfg.channels, cfg.img_size)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(images, cache)
+        for stale in cache.parent.glob(f"{stem}-*.pt"):  # the same folder before its files changed
+            if stale != cache:
+                stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only or full cache only costs the decoding next time
+    return images
+
+
 def load_folder(path: str, cfg: DataConfig) -> RawImages:
     """Every image under path (recursively); the first-level subfolder names are the class labels."""
     root = Path(os.path.expanduser(path))
@@ -207,7 +253,7 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
     groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
-    images = torch.stack([_read_image(p, cfg.channels, cfg.img_size) for p in files])
+    images = _load_folder_images(root, files, cfg)
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes)
 
 

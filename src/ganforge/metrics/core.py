@@ -71,7 +71,9 @@ def metric_names() -> list[str]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge")) / "stats"
+    from ..data import cache_root
+
+    return cache_root() / "stats"
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
