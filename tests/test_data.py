@@ -181,3 +181,18 @@ def test_an_image_folder_is_decoded_once_and_again_when_its_files_change(tmp_pat
 
     replaced.write_bytes(b"PK\x03\x04 cut short")  # a damaged cache is decoded again, not an error
     assert torch.equal(load_dataset(cfg).images, changed.images)
+
+
+def test_sixteen_bit_and_float_images_keep_their_grey_levels(tmp_path):
+    ramp = np.linspace(0, 1, 16 * 16).reshape(16, 16)
+    Image.fromarray(np.round(ramp * 65535).astype(np.uint16)).save(tmp_path / "a16.png")  # PIL mode I;16
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "b.tif")  # mode F, values in [0, 1]
+    Image.fromarray(np.round(ramp * 255).astype(np.uint8)).save(tmp_path / "c8.png")
+    data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=16))
+    means = data.images.mean(dim=(1, 2, 3))
+    assert all(abs(m.item()) < 0.01 for m in means)  # a 0-1 ramp averages mid-grey, 0 in [-1, 1], in each format
+    assert abs(data.images[0] - data.images[2]).max().item() < 0.01  # the 16-bit ramp reads as the 8-bit one
+
+    Image.fromarray((ramp * 1000).astype(np.float32)).save(tmp_path / "d.tif")
+    with pytest.raises(UserError, match=r"d.tif holds F values from 0 to 1000"):
+        load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=16))

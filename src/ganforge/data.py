@@ -13,6 +13,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,12 +177,34 @@ def _read_image_cache(cache: Path, cfg: DataConfig) -> torch.Tensor | None:
     return images
 
 
+def _high_depth_to_grey(im: Any, path: Path) -> Any:
+    """16-bit, 32-bit integer and float greyscale -> 8-bit "L" by the format's range: PIL's own convert
+    clips them (a 16-bit PNG turns almost white, a float image in [0, 1] black)."""
+    from PIL import Image
+
+    array = np.asarray(im, dtype=np.float64)
+    top = float(array.max(initial=0.0))
+    if im.mode.startswith("I;16") or (im.mode == "I" and top > 255):
+        if array.min(initial=0.0) < 0 or top > 65535:
+            raise UserError(f"image {path} holds integers beyond 16 bits ({array.min():g} to {top:g}); save it "
+                            "as 8- or 16-bit")
+        array = array / 257.0  # 65535 -> 255
+    elif im.mode == "F" and array.min(initial=0.0) >= 0 and top <= 1:
+        array = array * 255.0
+    elif array.min(initial=0.0) < 0 or top > 255:
+        raise UserError(f"image {path} holds {im.mode} values from {array.min():g} to {top:g}, outside 0-1 and "
+                        "0-255; save it as an 8- or 16-bit image")
+    return Image.fromarray(np.round(array).astype(np.uint8))  # 2-D uint8: mode "L"
+
+
 def _read_image(path: Path, channels: int, img_size: int) -> torch.Tensor:
     """Decode, convert, centre-crop to a square and resize (Lanczos, antialiased) -> uint8 [C, S, S]."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I") or im.mode == "F":
+                im = _high_depth_to_grey(im, path)
             im = im.convert("L" if channels == 1 else "RGB")
             w, h = im.size
             side = min(w, h)
