@@ -10,7 +10,7 @@ from ganforge import checkpoint as ckpt_io
 from ganforge.cli import main
 from ganforge.config import load_config
 from ganforge.errors import UserError
-from ganforge.metrics.core import EvalContext, ImageSet, evaluate, evaluate_run
+from ganforge.metrics.core import METRIC_VALUES, EvalContext, ImageSet, evaluate, evaluate_run
 from ganforge.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
 from ganforge.trainer import resume, train
 
@@ -110,7 +110,9 @@ def test_class_acc_and_per_class_fd_on_real_digits():
 
     def run(fake_labels):
         ctx = EvalContext(ImageSet(images[1000:], "generated", "b", labels=fake_labels), real)
-        return {r["metric"]: r for r in evaluate(ctx, ["class_acc", "fd_digits_per_class"])}
+        records = evaluate(ctx, ["class_acc", "fd_digits_per_class"])
+        assert [r["metric"] for r in records] == [*METRIC_VALUES["class_acc"], *METRIC_VALUES["fd_digits_per_class"]]
+        return {r["metric"]: r for r in records}
 
     right = run(labels[1000:])
     wrong = run((labels[1000:] + 1) % 10)  # every image asked to be the next digit

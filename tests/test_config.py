@@ -69,6 +69,9 @@ def test_config_file_applies_on_top_of_preset(tmp_path):
         ({"overrides": ["train.kimg=10", "optim.lr_decay_end_kimg=5"]}, "learning rate 0 after it"),
         ({"overrides": ["train.kimg=10", "optim.lr_decay_start_kimg=10"]}, "optim.lr_decay_start_kimg must be"),
         ({"overrides": ["trainkimg"]}, "section.key=value"),
+        ({"overrides": ["eval.every_kimg=5", "eval.best_metric=recall"]},
+         "eval.best_metric 'recall' is not among the values eval.metrics report (fd_digits); add pr to eval.metrics"),
+        ({"overrides": ["eval.best_metric=fd_digits"]}, "set eval.every_kimg too"),
         ({"path": "/no/such/file.toml"}, "does not exist"),
     ],
 )

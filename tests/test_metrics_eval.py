@@ -15,7 +15,7 @@ from ganforge.data import load_dataset
 from ganforge.errors import UserError
 from ganforge.metrics import EvalContext, ImageSet, evaluate
 from ganforge.metrics.classifier import WEIGHTS_SHA256, classify, file_sha256, load_classifier, weights_path
-from ganforge.metrics.core import real_image_set
+from ganforge.metrics.core import METRIC_VALUES, OFFLINE_DEFAULT, real_image_set
 from ganforge.metrics.train_digits import heldout_split
 
 PROTOCOL_FIELDS = {"metric", "value", "n_fake", "n_real", "reference", "extractor", "extractor_sha256", "resize",
@@ -108,6 +108,7 @@ def test_all_offline_metrics_have_their_protocol(digits):
     names = [r["metric"] for r in records]
     assert names == ["fd_digits", "kid_digits", "is_digits", "is_digits_real", "precision", "recall", "density",
                      "coverage", "classes_covered", "classes_kl", "classes_confidence"]
+    assert names == [v for m in OFFLINE_DEFAULT for v in METRIC_VALUES[m]]  # what eval.best_metric may name
     for r in records:
         assert PROTOCOL_FIELDS <= set(r), r["metric"]
         assert r["n_fake"] == 600 and r["n_real"] == 5000 and r["reference"] == "mnist5k/train"
@@ -121,7 +122,9 @@ def test_all_offline_metrics_have_their_protocol(digits):
 def test_modes_counts_stacked_triples():
     stacked = load_dataset(DataConfig(name="stacked-mnist5k", channels=3))
     fake = ImageSet(stacked.images[:2000], "stacked", "first2000")
-    records = {r["metric"]: r["value"] for r in evaluate(EvalContext(fake, None), ["modes"])}
+    results = evaluate(EvalContext(fake, None), ["modes"])
+    assert [r["metric"] for r in results] == list(METRIC_VALUES["modes"])
+    records = {r["metric"]: r["value"] for r in results}
     # 2,000 draws over 1,000 equally likely triples cover about 865 of them
     assert 780 <= records["modes"] <= 950
     assert records["modes_kl"] < 1.0
@@ -131,6 +134,15 @@ def test_modes_counts_stacked_triples():
     assert records["modes"] == 1 and abs(records["modes_kl"] - np.log(1000)) < 1e-9
     assert all(abs(kl - np.log(10)) < 1e-9 for kl in results[0]["channel_kl"])
     assert 0.5 < results[0]["mean_confidence"] <= 1.0
+
+
+def test_every_registered_metric_lists_the_values_it_reports():
+    from ganforge.metrics import METRICS
+    from ganforge.metrics.core import BEST_DIRECTION
+
+    assert set(METRIC_VALUES) == set(METRICS.names())
+    reported = {v for values in METRIC_VALUES.values() for v in values}
+    assert set(BEST_DIRECTION) <= reported and reported - set(BEST_DIRECTION) == {"is_digits_real"}
 
 
 def test_modes_on_a_large_fixed_set_follows_the_26000_protocol():
@@ -204,6 +216,7 @@ def test_inception_path_with_stand_in_extractor_writes_protocol(tmp_path, digits
     append_metrics_json(records, tmp_path / "metrics.json", {"checkpoint": None, "kimg": 2.0})
     saved = json.loads((tmp_path / "metrics.json").read_text())[0]["results"]
     assert [r["metric"] for r in saved] == ["fid", "kid", "is", "precision_inception", "recall_inception"]
+    assert [r["metric"] for r in saved] == [v for m in ["fid", "kid", "is", "pr_inception"] for v in METRIC_VALUES[m]]
     for r in saved:
         assert PROTOCOL_FIELDS <= set(r)
         assert "no antialiasing" in r["resize"] and r["n_fake"] == 300 and r["n_real"] == 400

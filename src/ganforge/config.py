@@ -396,20 +396,27 @@ def validate(cfg: Config) -> None:
     e = cfg.eval
     _check(e.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {e.every_kimg}")
     _check(e.n >= 10, f"eval.n must be at least 10, got {e.n}")
+    _check(e.every_kimg > 0 or not e.best_metric,
+           f"eval.best_metric = {e.best_metric!r} keeps the best checkpoint among evaluations during training; "
+           "set eval.every_kimg too")
     if e.every_kimg > 0:
         from .metrics import METRICS
 
         _check(bool(e.metrics), "eval.metrics must name at least one metric")
-        from .metrics.core import BEST_DIRECTION
+        from .metrics.core import BEST_DIRECTION, METRIC_VALUES
 
         for name in e.metrics:
             METRICS.get(name)
         class_metrics = sorted({"class_acc", "fd_digits_per_class"} & set(e.metrics))
         _check(m.n_classes > 0 or not class_metrics,
                f"eval.metrics {', '.join(class_metrics)} need a conditional model; set model.n_classes")
+        reported = [v for name in e.metrics for v in METRIC_VALUES[name] if v in BEST_DIRECTION]
+        owner = next((name for name, values in METRIC_VALUES.items()
+                      if e.best_metric in values and e.best_metric in BEST_DIRECTION), None)
         _check(
-            e.best_metric == "" or e.best_metric in BEST_DIRECTION,
-            f"eval.best_metric must be one of {', '.join(sorted(BEST_DIRECTION))}, got {e.best_metric!r}",
+            e.best_metric == "" or e.best_metric in reported,
+            f"eval.best_metric {e.best_metric!r} is not among the values eval.metrics report "
+            f"({', '.join(reported)})" + (f"; add {owner} to eval.metrics" if owner else ""),
         )
     _check(
         t.device == "auto" or t.device in ("cpu", "mps") or t.device.startswith("cuda"),

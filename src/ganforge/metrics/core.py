@@ -36,6 +36,14 @@ BEST_DIRECTION = {
     "precision_inception": "max", "recall_inception": "max", "class_acc": "max", "fd_digits_per_class": "min",
 }
 
+# The values each registered metric reports (what eval.best_metric may name).
+METRIC_VALUES = {
+    "fd_digits": ("fd_digits",), "kid_digits": ("kid_digits",), "is_digits": ("is_digits", "is_digits_real"),
+    "pr": ("precision", "recall"), "dc": ("density", "coverage"),
+    "classes": ("classes_covered", "classes_kl", "classes_confidence"), "modes": ("modes", "modes_kl"),
+    "class_acc": ("class_acc",), "fd_digits_per_class": ("fd_digits_per_class",), "fid": ("fid",),
+    "kid": ("kid",), "is": ("is",), "pr_inception": ("precision_inception", "recall_inception"),
+}
 
 DIGIT_DATASETS = ("mnist5k", "mnist")  # what the digit classifier was made for
 INCEPTION_METRICS = ("fid", "kid", "is", "pr_inception")
