@@ -196,3 +196,25 @@ def test_sixteen_bit_and_float_images_keep_their_grey_levels(tmp_path):
     Image.fromarray((ramp * 1000).astype(np.float32)).save(tmp_path / "d.tif")
     with pytest.raises(UserError, match=r"d.tif holds F values from 0 to 1000"):
         load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=16))
+
+
+def test_a_corrupt_image_stops_the_decoding_of_the_rest(tmp_path, monkeypatch):
+    import time
+
+    from ganforge import data as data_module
+
+    calls = []
+
+    def read(path, channels, img_size):
+        calls.append(path)
+        if path.name == "002.png":
+            raise UserError(f"cannot read image {path}")
+        time.sleep(0.005)
+        return torch.zeros(channels, img_size, img_size, dtype=torch.uint8)
+
+    monkeypatch.setattr(data_module, "_read_image", read)
+    monkeypatch.setattr(data_module.os, "cpu_count", lambda: 2)  # a pool even on a one-core machine
+    files = [tmp_path / f"{i:03d}.png" for i in range(400)]
+    with pytest.raises(UserError, match="002.png"):
+        data_module._read_images(files, 1, 8)
+    assert len(calls) < 100  # the images not yet begun were dropped, not decoded in vain

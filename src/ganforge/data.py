@@ -232,8 +232,11 @@ def _read_images(files: list[Path], channels: int, img_size: int) -> torch.Tenso
     workers = min(len(files), os.cpu_count() or 1, 16)
     if workers <= 1:
         return torch.stack([_read_image(p, channels, img_size) for p in files])
-    with ThreadPoolExecutor(workers) as pool:
-        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size), files, chunksize=64)))
+    pool = ThreadPoolExecutor(workers)
+    try:
+        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size), files)))
+    finally:
+        pool.shutdown(cancel_futures=True)  # a corrupt file or Ctrl-C: the images not yet begun are dropped
 
 
 def _folder_cache_path(root: Path, files: list[Path], cfg: DataConfig) -> tuple[Path, str]:
