@@ -218,3 +218,21 @@ def test_a_corrupt_image_stops_the_decoding_of_the_rest(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="002.png"):
         data_module._read_images(files, 1, 8)
     assert len(calls) < 100  # the images not yet begun were dropped, not decoded in vain
+
+
+def test_a_cache_that_cannot_be_written_does_not_stop_loading(tmp_path, monkeypatch):
+    import errno
+
+    from ganforge import data as data_module
+
+    def read_only(obj, path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(data_module, "atomic_save", read_only)
+    folder = write_digit_folder(tmp_path / "imgs", n_per_class=2)
+    assert load_dataset(DataConfig(name=f"folder:{folder}", img_size=8)).images.shape == (4, 1, 8, 8)
+    faces = tmp_path / "celeba" / "img_align_celeba"
+    faces.mkdir(parents=True)
+    Image.new("RGB", (20, 24), (200, 10, 10)).save(faces / "000001.jpg")
+    data = load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=8, channels=3))
+    assert data.images.shape == (1, 3, 8, 8)

@@ -158,7 +158,10 @@ def load_celeba(cfg: DataConfig) -> RawImages:
     else:
         files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     images = _read_images(files, cfg.channels, cfg.img_size)
-    atomic_save(images, cache)  # per-process temp name: DDP ranks may build the cache at once
+    try:
+        atomic_save(images, cache)  # per-process temp name: DDP ranks may build the cache at once
+    except OSError:
+        pass  # a read-only data folder only costs the decoding next time
     return RawImages(images, torch.zeros(len(files), dtype=torch.long), [])
 
 
