@@ -1,6 +1,6 @@
 """Where a Stacked MNIST run's KL comes from: each channel's digit histogram, read three ways.
 
-    python benchmarks/stacked_digits.py RUN [--ckpt latest] [--no-ema] [--real]
+    python benchmarks/stacked_digits.py RUN [--ckpt latest] [--no-ema] [--real] [--second-classifier PATH]
 
 For 26,000 samples (the modes protocol's n, seed 0) each channel is classified by the digit classifier, and
 each channel's histogram over the ten digits is compared with uniform (KL in nats) as
@@ -9,7 +9,9 @@ each channel's histogram over the ten digits is compared with uniform (KL in nat
   sure:  argmax counts of the channels read with probability > 0.99 only.
 It prints the triple KL, the classifier's mean confidence, the share of channels read with > 0.99, the three
 channel KLs, channel 0's histograms in percent and the mean confidence per digit. --real does the same for
-26,000 real stacked digits.
+26,000 real stacked digits. --second-classifier reads the same images again with other weights of the digit
+classifier (python -m ganforge.metrics.train_digits --seed 1 --out DIR writes DIR/digits.safetensors) and
+prints the share of channels on which the two agree: how much of the KL the choice of classifier decides.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from ganforge import load_generator
 from ganforge.config import DataConfig
 from ganforge.data import load_dataset
-from ganforge.metrics.classifier import classify, load_classifier
+from ganforge.metrics.classifier import DigitNet, classify, load_classifier
 from ganforge.metrics.formulas import mode_statistics
 
 N = 26_000
@@ -35,9 +37,10 @@ def kl_to_uniform(counts: np.ndarray) -> float:
     return float((p[nz] * np.log(p[nz] * len(counts))).sum())
 
 
-def describe(images: torch.Tensor, tag: str) -> None:
+def describe(images: torch.Tensor, tag: str, net: DigitNet | None = None) -> np.ndarray:
+    """Prints the reads of one classifier (the shipped one by default); returns its digits [n, 3]."""
     n, _, h, w = images.shape
-    _, probs = classify(load_classifier(), images.reshape(n * 3, 1, h, w))
+    _, probs = classify(net if net is not None else load_classifier(), images.reshape(n * 3, 1, h, w))
     conf, digits = probs.max(1)
     digits, conf, probs = digits.view(n, 3).numpy(), conf.view(n, 3).numpy(), probs.view(n, 3, 10).numpy()
     hard = [np.bincount(digits[:, c], minlength=10) for c in range(3)]
@@ -51,6 +54,22 @@ def describe(images: torch.Tensor, tag: str) -> None:
               + "   channel 0 (%, digits 0-9): " + " ".join(f"{100 * v / h.sum():4.1f}" for h in hists[:1] for v in h))
     print("  mean confidence per digit, channel 0: "
           + " ".join(f"{conf[digits[:, 0] == d, 0].mean():.3f}" for d in range(10)))
+    return digits
+
+
+def load_other_classifier(path: str) -> DigitNet:
+    from safetensors.torch import load_file
+
+    net = DigitNet()
+    net.load_state_dict(load_file(path))
+    return net.eval().requires_grad_(False)
+
+
+def describe_both(images: torch.Tensor, tag: str, other: DigitNet | None) -> None:
+    digits = describe(images, tag)
+    if other is not None:
+        second = describe(images, f"{tag}, second classifier", other)
+        print(f"  the two classifiers read the same digit on {(digits == second).mean():.3f} of the channels")
 
 
 def main() -> None:
@@ -59,12 +78,14 @@ def main() -> None:
     parser.add_argument("--ckpt", default="latest")
     parser.add_argument("--no-ema", action="store_true", help="G rather than G_ema")
     parser.add_argument("--real", action="store_true", help="also real stacked digits")
+    parser.add_argument("--second-classifier", help="digits.safetensors of another digit classifier")
     args = parser.parse_args()
+    other = load_other_classifier(args.second_classifier) if args.second_classifier else None
     G = load_generator(args.run, ckpt=args.ckpt, ema=not args.no_ema)
-    describe(G.sample(N, seed=0), "G" if args.no_ema else "G_ema where kept")
+    describe_both(G.sample(N, seed=0), "G" if args.no_ema else "G_ema where kept", other)
     if args.real:
         real = load_dataset(DataConfig(name="stacked-mnist5k", img_size=G.img_size, channels=3)).images[:N]
-        describe(real, "real stacked digits")
+        describe_both(real, "real stacked digits", other)
 
 
 if __name__ == "__main__":
