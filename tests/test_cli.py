@@ -178,6 +178,22 @@ def test_resuming_a_finished_run_says_how_to_go_on(tmp_path, image_folder, capsy
     assert ckpt_io.list_checkpoints(run_dir) == checkpoints
 
 
+def test_sample_interpolate_draws_one_latent_walk_per_row(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    walk = tmp_path / "walk.png"
+    assert main(["sample", str(run_dir), "--interpolate", "4", "--n", "9", "--out", str(walk), "--seed", "2"]) == 0
+    assert "wrote 2 latent walks of 4 images" in capsys.readouterr().out
+    assert Image.open(walk).size == (4 * 18 + 2, 2 * 18 + 2)  # 16 px images, 2 px padding
+    for argv, needle in ((["--interpolate", "1"], "at least 2"), (["--interpolate", "4", "--n", "3"], "--n 4 or more"),
+                         (["--interpolate", "4", "--out", str(tmp_path / "w.npz")], "give a .png"),
+                         (["--interpolate", "4", "--class", "1"], "needs a class-conditional run")):
+        default_out = [] if "--out" in argv else ["--out", str(tmp_path / "w.png")]
+        assert main(["sample", str(run_dir), *default_out, *argv]) == 2
+        assert needle in capsys.readouterr().err
+
+
 def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, capsys):
     import json
     import shutil

@@ -211,3 +211,36 @@ def test_each_network_declares_exactly_the_architecture_settings_it_ignores(kind
         assert same == ignored, f"{name} {'ignores' if same else 'reads'} model.{key}"
         noted = any(f"model.{key} =" in line for line in inert_settings(cfg))
         assert noted == (ignored and getattr(cfg.model, key) != getattr(type(cfg.model)(), key))  # set by hand
+
+
+def test_slerp_follows_the_great_circle_and_falls_back_to_a_line():
+    from ganforge.models.layers import slerp
+
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    t = torch.tensor([[0.0], [0.5], [1.0]])
+    path = slerp(a, b, t)
+    assert torch.allclose(path[0], a) and torch.allclose(path[2], b, atol=1e-6)
+    assert torch.allclose(path[1], 1.5 * torch.tensor([1.0, 1.0]) / 2**0.5, atol=1e-6)  # 45 degrees, norm 1.5
+    same = torch.tensor([3.0, 4.0])
+    assert torch.allclose(slerp(same, 2 * same, t), torch.stack([same, 1.5 * same, 2 * same]), atol=1e-5)
+    assert torch.isfinite(slerp(torch.zeros(2), b, t)).all()
+
+
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_interpolation_rows_run_between_two_random_latents(n_classes):
+    cfg = load_config(preset="default", overrides=["model.g_width=8", f"model.n_classes={n_classes}"])
+    G = build_generator(cfg)
+    labels = torch.tensor([2, 0]) if n_classes else None
+    walk = G.interpolate(2, 5, seed=3, labels=labels)
+    assert walk.shape == (10, 1, G.img_size, G.img_size)
+    ends = G.make_z(4, torch.Generator().manual_seed(3))  # the rows' starts, then their ends
+    G.eval()
+    with torch.no_grad():
+        args = (ends,) if labels is None else (ends, torch.cat([labels, labels]))
+        expected = G(*args)
+    for row in range(2):
+        assert torch.allclose(walk[row * 5], expected[row], atol=1e-5)
+        assert torch.allclose(walk[row * 5 + 4], expected[2 + row], atol=1e-5)
+    assert not torch.allclose(walk[1], walk[0])  # it moves in between
+    with pytest.raises(ValueError, match="steps >= 2"):
+        G.interpolate(2, 1)

@@ -104,6 +104,39 @@ def _sample_labels(G: Any, args: argparse.Namespace, grid: bool) -> tuple[Any, i
     return balanced_labels(args.n, k), args.nrow
 
 
+def _check_interpolation(args: argparse.Namespace, out: Path) -> None:
+    if args.interpolate < 2:
+        raise UserError(f"--interpolate takes the images per walk, at least 2, got {args.interpolate}")
+    if args.n < args.interpolate:
+        raise UserError(f"--n {args.n} is fewer images than one walk of --interpolate {args.interpolate}; "
+                        f"give --n {args.interpolate} or more (--n images make --n // --interpolate walks)")
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: an interpolation is a grid, one walk per row; give a .png")
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
+
+
+def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
+    """--n // --interpolate walks between random latent points, one per row; a conditional G keeps one class
+    per row (--class, else the classes in turn)."""
+    import torch
+
+    from . import report
+
+    rows = args.n // args.interpolate
+    labels = None
+    k = getattr(G, "n_classes", 0)
+    if args.class_ is not None:
+        labels = _sample_labels(G, argparse.Namespace(**{**vars(args), "n": rows}), grid=False)[0]
+    elif k:
+        labels = torch.arange(rows) % k
+    images = G.interpolate(rows, args.interpolate, seed=args.seed, labels=labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report.save_grid(images, out, nrow=args.interpolate)
+    print(f"wrote {rows} latent walks of {args.interpolate} images to {out}, one per row")
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -114,7 +147,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = Path(args.out)
+    if args.interpolate is not None:
+        _check_interpolation(args, out)
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
+    if args.interpolate is not None:
+        return _sample_interpolation(G, args, out)
     labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() == ".png")
 
     def draw(n: int, batch_size: int = 256) -> torch.Tensor:
@@ -303,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")
+    p.add_argument("--interpolate", type=int, metavar="STEPS",
+                   help="latent walks into a .png: --n // STEPS rows, each STEPS images between two random z")
     p.add_argument("--force", action="store_true", help="replace an existing grid / add to a non-empty folder")
     p.set_defaults(func=cmd_sample)
 

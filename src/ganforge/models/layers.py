@@ -57,7 +57,22 @@ class Generator(nn.Module):
         """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored."""
         return self._sample(n, seed, batch_size, None)
 
-    def _sample(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None) -> torch.Tensor:
+    def interpolate(self, rows: int, steps: int, seed: int | None = None,
+                    labels: torch.Tensor | None = None) -> torch.Tensor:
+        """rows walks through latent space, each `steps` images from one random z to another along the great
+        circle (slerp, which keeps a Gaussian z at its typical norm); [rows * steps, C, H, W], row by row.
+        A conditional G takes one label per row [rows]."""
+        if rows < 1 or steps < 2:
+            raise ValueError(f"interpolate needs rows >= 1 and steps >= 2, got {rows} and {steps}")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        ends = self.make_z(2 * rows, gen)
+        t = torch.linspace(0, 1, steps)
+        z = slerp(ends[:rows, None, :], ends[rows:, None, :], t[None, :, None]).reshape(rows * steps, self.z_dim)
+        per_image = None if labels is None else torch.as_tensor(labels).long().repeat_interleave(steps)
+        return self._sample(rows * steps, None, 256, per_image, z=z)
+
+    def _sample(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
+                z: torch.Tensor | None = None) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         device = next(self.parameters()).device
         was_training = self.training
@@ -66,12 +81,28 @@ class Generator(nn.Module):
         try:
             with torch.no_grad():
                 for i in range(0, n, batch_size):
-                    z = self.make_z(min(batch_size, n - i), gen).to(device)
-                    args = (z,) if labels is None else (z, labels[i : i + z.shape[0]].to(device))
+                    count = min(batch_size, n - i)
+                    zb = (self.make_z(count, gen) if z is None else z[i : i + count]).to(device)
+                    args = (zb,) if labels is None else (zb, labels[i : i + count].to(device))
                     out.append(self(*args))
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.channels, self.img_size, self.img_size)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from a (t = 0) to b (t = 1) over the last dimension, with the norm
+    interpolated linearly; straight-line interpolation where a and b are (anti)parallel."""
+    norm_a, norm_b = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    cos = ((a * b).sum(-1, keepdim=True) / (norm_a * norm_b).clamp_min(1e-12)).clamp(-1, 1)
+    omega = torch.acos(cos)
+    sin = torch.sin(omega)
+    safe = sin.abs() > 1e-6
+    sin_safe = torch.where(safe, sin, torch.ones_like(sin))
+    ua, ub = a / norm_a.clamp_min(1e-12), b / norm_b.clamp_min(1e-12)
+    direction = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / sin_safe
+    lerp = (1 - t) * a + t * b
+    return torch.where(safe, direction * ((1 - t) * norm_a + t * norm_b), lerp)
 
 
 class Discriminator(nn.Module):
