@@ -81,6 +81,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_class(G: Any, class_: int) -> int:
+    k = getattr(G, "n_classes", 0)
+    if not k:
+        raise UserError("--class needs a class-conditional run (model.n_classes > 0); this generator is "
+                        "unconditional")
+    if not 0 <= class_ < k:
+        raise UserError(f"--class must be between 0 and {k - 1}, got {class_}")
+    return class_
+
+
 def _sample_labels(G: Any, args: argparse.Namespace, grid: bool) -> tuple[Any, int | None]:
     """Labels for a conditional G and the grid's row length: --class for all samples, else one row per
     class for a grid and balanced classes otherwise."""
@@ -90,12 +100,7 @@ def _sample_labels(G: Any, args: argparse.Namespace, grid: bool) -> tuple[Any, i
 
     k = getattr(G, "n_classes", 0)
     if args.class_ is not None:
-        if not k:
-            raise UserError("--class needs a class-conditional run (model.n_classes > 0); this generator is "
-                            "unconditional")
-        if not 0 <= args.class_ < k:
-            raise UserError(f"--class must be between 0 and {k - 1}, got {args.class_}")
-        return torch.full((args.n,), args.class_, dtype=torch.long), args.nrow
+        return torch.full((args.n,), _checked_class(G, args.class_), dtype=torch.long), args.nrow
     if not k:
         return None, args.nrow
     if grid:
@@ -127,7 +132,7 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
     labels = None
     k = getattr(G, "n_classes", 0)
     if args.class_ is not None:
-        labels = _sample_labels(G, argparse.Namespace(**{**vars(args), "n": rows}), grid=False)[0]
+        labels = torch.full((rows,), _checked_class(G, args.class_), dtype=torch.long)
     elif k:
         labels = torch.arange(rows) % k
     images = G.interpolate(rows, args.interpolate, seed=args.seed, labels=labels)
