@@ -233,12 +233,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UserError("give either a run directory / checkpoint, or --real and --fake, not both")
         if args.out:
             raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
-        records = evaluate_run(args.run, metrics, n=args.n or 10_000, ckpt=args.ckpt, seed=args.seed,
-                               device=args.device or "cpu", inception_weights=args.inception_weights, log=print)
         from . import checkpoint as ckpt_io
         from .metrics.core import metrics_path_for
 
-        saved = f"with their protocol appended to {metrics_path_for(ckpt_io.resolve_checkpoint(args.run, args.ckpt))}"
+        path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)  # once: the message names where it went
+        records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
+                               inception_weights=args.inception_weights, log=print)
+        saved = f"with their protocol appended to {metrics_path_for(path)}"
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
