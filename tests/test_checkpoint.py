@@ -82,8 +82,31 @@ def test_garbage_and_foreign_files_are_refused(tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": ckpt_io.FORMAT, "obj": object()}, path)
-    with pytest.raises(UserError, match="truncated or corrupt"):
+    with pytest.raises(UserError, match="holds pickled Python objects") as info:
         ckpt_io.load_checkpoint(path)
+    assert "weights_only=False" not in str(info.value)
+
+
+def test_text_file_given_as_checkpoint_is_named_as_not_a_checkpoint(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[train]\nkimg = 1\n")
+    with pytest.raises(UserError, match="not a complete PyTorch zip archive") as info:
+        ckpt_io.load_checkpoint(path)
+    assert "weights_only" not in str(info.value)
+
+
+def test_flipped_bit_in_a_weight_is_caught_by_its_crc(tmp_path):
+    weights = torch.arange(1000, dtype=torch.float32)
+    path = ckpt_io.save_checkpoint({"nimg": 100, "weights": weights}, tmp_path, keep=1)
+    assert torch.equal(ckpt_io.load_checkpoint(path)["weights"], weights)
+    data = bytearray(path.read_bytes())
+    start = data.find(weights.numpy().tobytes())  # stored uncompressed, so the floats are there as they are
+    assert start > 0
+    data[start + 2000] ^= 0x01  # torch.load alone would return a wrong weight without a word
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="fails its CRC check") as info:
+        ckpt_io.load_checkpoint(path)
+    assert str(path) in str(info.value)
 
 
 def test_checkpoint_alone_rebuilds_generator_and_mismatch_is_clear(tmp_cfg_run):
@@ -108,8 +131,16 @@ def test_missing_run_or_best_is_clear(tmp_path, tmp_cfg_run):
     with pytest.raises(UserError, match="no best checkpoint"):
         ckpt_io.resolve_checkpoint(tmp_cfg_run, "best")
     (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="is not a run directory"):
+        ckpt_io.resolve_checkpoint(tmp_path / "empty")
+    (tmp_path / "empty" / "config.toml").write_text("")
     with pytest.raises(UserError, match="has no checkpoints"):
         ckpt_io.resolve_checkpoint(tmp_path / "empty")
+
+
+def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_cfg_run):
+    latest = ckpt_io.resolve_checkpoint(tmp_cfg_run)
+    assert ckpt_io.resolve_checkpoint(tmp_cfg_run / ckpt_io.CKPT_DIR) == latest
 
 
 @pytest.fixture

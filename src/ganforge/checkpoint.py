@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,16 +140,44 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    damaged = _failed_crc(path)
+    if damaged:
+        raise UserError(f"checkpoint {path} is corrupt: its part {damaged} fails its CRC check (damaged on disk or "
+                        "in transfer); use an earlier checkpoint or copy it again")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001  (any failure to parse untrusted bytes means a bad file)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"checkpoint {path} is truncated or corrupt and cannot be loaded ({first})") from e
+        raise UserError(_unloadable(path, e)) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a ganforge checkpoint (it has no '{FORMAT}' format marker)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"checkpoint {path} was written by a newer ganforge; upgrade ganforge to load it")
     return ckpt
+
+
+def _failed_crc(path: Path) -> str | None:
+    """The first zip member whose bytes fail their CRC-32; torch.load does not check them, so a flipped bit
+    would load as a silently wrong weight."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None  # not a readable zip: torch.load's failure explains it
+
+
+def _unloadable(path: Path, error: Exception) -> str:
+    """Why torch.load refused a file, in one line (torch's own text suggests weights_only=False)."""
+    if isinstance(error, PermissionError):
+        return f"cannot read checkpoint {path}: permission denied"
+    if not zipfile.is_zipfile(path):
+        return (f"checkpoint {path} is truncated or corrupt: it is not a complete PyTorch zip archive "
+                "(was it copied whole, or is it another kind of file?)")
+    named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    if named:
+        return (f"{path} is not a ganforge checkpoint: it holds pickled Python objects ({named.group(1)}), "
+                "which ganforge does not load because unpickling them can run code")
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return f"checkpoint {path} is truncated or corrupt and cannot be loaded ({first[:200]})"
 
 
 def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
@@ -160,6 +189,11 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
         return target
     if not target.is_dir():
         raise UserError(f"{target} is neither a run directory nor a checkpoint file")
+    if target.name == CKPT_DIR and (target.parent / "config.toml").is_file():
+        target = target.parent  # the run's checkpoints folder stands for the run
+    if not (target / "config.toml").is_file() and not (target / CKPT_DIR).is_dir():
+        raise UserError(f"{target} is not a run directory (it has no config.toml); give a directory made by "
+                        "`ganforge train`, or a checkpoint file")
     if which == "best":
         best = target / CKPT_DIR / "best.pt"
         if not best.is_file():
@@ -167,7 +201,8 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
         return best
     found = list_checkpoints(target)
     if not found:
-        raise UserError(f"run {target} has no checkpoints in {target / CKPT_DIR}")
+        raise UserError(f"run {target} has no checkpoints in {target / CKPT_DIR} (it stopped before its first "
+                        "checkpoint, or they were removed)")
     return found[-1]
 
 
