@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,16 @@ def test_an_image_folder_is_decoded_once_and_again_when_its_files_change(tmp_pat
     assert abs(changed.images[3].mean().item() - 1.0) < 1e-6  # the white image, read afresh
     (replaced,) = (cache_root() / "folders").glob("*.pt")  # the stale entry is gone
     assert replaced != cache
+    cached_uint8 = torch.load(replaced, weights_only=True)
 
+    pixels = bytearray(replaced.read_bytes())
+    with zipfile.ZipFile(replaced) as archive:
+        stored = next(i for i in archive.infolist() if i.filename.endswith("/data/0"))
+    name_len, extra_len = struct.unpack("<HH", pixels[stored.header_offset + 26:stored.header_offset + 30])
+    pixels[stored.header_offset + 30 + name_len + extra_len] ^= 0x01  # the first pixel, one grey level off
+    replaced.write_bytes(bytes(pixels))
+    assert not torch.equal(torch.load(replaced, weights_only=True), cached_uint8)  # torch.load alone takes it
+    assert torch.equal(load_dataset(cfg).images, changed.images)  # the CRC tells, and it is decoded again
     replaced.write_bytes(b"PK\x03\x04 cut short")  # a damaged cache is decoded again, not an error
     assert torch.equal(load_dataset(cfg).images, changed.images)
 

@@ -100,6 +100,20 @@ def test_fd_digits_of_reals_against_themselves_is_zero_and_grows_with_noise(digi
     assert len(list(stats_cache.rglob("*.npz"))) == 1  # real statistics cached once, reused
 
 
+def test_a_damaged_feature_cache_is_recomputed(digits, stats_cache):
+    full = real_image_set(DataConfig(name="mnist5k"), digits)
+    real = ImageSet(full.images[:300], "mnist5k", "first300", cache_key=full.cache_key + "-first300")
+    fake = ImageSet(full.images[300:600], "mnist5k", "next300")
+    first = evaluate(EvalContext(fake, real), ["fd_digits"])[0]["value"]
+    (cache,) = stats_cache.rglob("*.npz")
+    data = bytearray(cache.read_bytes())
+    data[len(data) // 3] ^= 0x01  # inside the stored features: only the CRC tells
+    cache.write_bytes(bytes(data))
+    again = evaluate(EvalContext(fake, real), ["fd_digits"])[0]["value"]
+    assert abs(again - first) < 1e-9
+    assert cache.read_bytes() != bytes(data)  # replaced by a sound copy
+
+
 def test_all_offline_metrics_have_their_protocol(digits):
     real = real_image_set(DataConfig(name="mnist5k"), digits)
     fake = ImageSet(digits.images[:600], "subset", "first600")

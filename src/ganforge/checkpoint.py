@@ -140,7 +140,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    damaged = _failed_crc(path)
+    damaged = damaged_zip_member(path)
     if damaged:
         raise UserError(f"checkpoint {path} is corrupt: its part {damaged} fails its CRC check (damaged on disk or "
                         "in transfer); use an earlier checkpoint or copy it again")
@@ -155,7 +155,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def _failed_crc(path: Path) -> str | None:
+def damaged_zip_member(path: Path) -> str | None:
     """The first zip member whose bytes fail their CRC-32; torch.load does not check them, so a flipped bit
     would load as a silently wrong weight."""
     try:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, damaged_zip_member
 from .config import DataConfig
 from .errors import UserError
 from .registry import Registry
@@ -168,7 +168,7 @@ def load_celeba(cfg: DataConfig) -> RawImages:
 def _read_image_cache(cache: Path, cfg: DataConfig) -> torch.Tensor | None:
     """The resized images cached by an earlier run, or None when absent, damaged or of another shape (a
     crash, a full disk or another program's file): the images are then read again and the cache replaced."""
-    if not cache.is_file():
+    if not cache.is_file() or damaged_zip_member(cache):
         return None
     try:
         images = torch.load(cache, weights_only=True)

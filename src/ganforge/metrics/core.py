@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -147,8 +148,8 @@ class EvalContext:
             try:
                 with np.load(path) as cached:
                     return cached["features"], cached["probs"]
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache entry is recomputed and replaced
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # a damaged cache entry (numpy checks the CRCs) is recomputed and replaced
         feats, probs = self._digits(self.real.images)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
