@@ -87,3 +87,17 @@ def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path, image_folder):
     assert (runs[0] / "progress.gif").is_file()
     assert len((runs[0] / "stats.jsonl").read_text().splitlines()) == 3
     assert "2 processes" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr[-2000:]  # e.g. a deprecated DDP argument, printed per rank
+
+
+def test_torchrun_errors_say_which_rank_printed_them(tmp_path, image_folder):
+    sets = [a for item in tiny_overrides(image_folder, **{"train.batch_size": 5}) for a in ("--set", item)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ganforge",
+         "train", "--out", str(tmp_path / "runs"), *sets],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if "must divide evenly across 2 processes" in ln]
+    assert sorted(ln.split(":")[0] for ln in lines) == ["error", "error (rank 1)"], proc.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

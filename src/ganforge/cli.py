@@ -403,6 +403,12 @@ def _allocation_detail(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _error_prefix(word: str = "error") -> str:
+    """'error', or 'error (rank N)' in the other processes of a torchrun launch, which all print their own."""
+    rank = os.environ.get("RANK", "0")
+    return word if rank == "0" or "WORLD_SIZE" not in os.environ else f"{word} (rank {rank})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -411,17 +417,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{_error_prefix()}: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("interrupted", file=sys.stderr)
+        print(_error_prefix("interrupted"), file=sys.stderr)
         return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
         if args.debug or not _out_of_memory(e):
             raise
-        print(f"error: out of memory ({_allocation_detail(e)}); lower train.batch_size, the nets' widths "
+        print(f"{_error_prefix()}: out of memory ({_allocation_detail(e)}); lower train.batch_size, the nets' widths "
               "(model.g_width, model.d_width, model.g_hidden, model.d_hidden), model.z_dim, train.grid_size or "
               "sample's --n / --batch-size", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -432,10 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug or e.strerror is None:
             raise
         if e.filename:
-            print(f"error: cannot use {e.filename}: {e.strerror}; check that its folder exists and is writable, "
-                  "and that the disk has space", file=sys.stderr)
+            print(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror}; check that its folder exists and is "
+                  "writable, and that the disk has space", file=sys.stderr)
         else:
-            print(f"error: {e.strerror} while reading or writing a file (--debug shows which)", file=sys.stderr)
+            print(f"{_error_prefix()}: {e.strerror} while reading or writing a file (--debug shows which)",
+                  file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -101,4 +101,6 @@ def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if not info().enabled:
         return module
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+    # buffers (BN running stats) follow rank 0's at every forward: DDP's default in every torch version, left
+    # unnamed because torch 2.14 deprecates the argument's old name and older versions lack the new one
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
