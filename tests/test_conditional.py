@@ -48,6 +48,30 @@ def test_every_conditioning_mode_has_the_right_shapes(g_name, g_cond, d_name, d_
     assert (G(z, y) - G(z, (y + 1) % 5)).abs().max() > 0
 
 
+def test_sample_checks_its_arguments_with_clear_messages():
+    small = ["data.img_size=16", "model.g_width=8", "model.z_dim=12"]
+    G = build_generator(load_config(preset="mnist-cgan", overrides=small))
+    assert G.sample(4, seed=0, labels=[1, 2, 3, 9]).shape == (4, 1, 16, 16)
+    assert torch.equal(G.sample(4, seed=0, labels=torch.tensor([1.0, 2.0, 3.0, 9.0])),
+                       G.sample(4, seed=0, labels=[1, 2, 3, 9]))
+    assert G.sample(0).shape == (0, 1, 16, 16)
+    assert G.interpolate(3, 2, seed=0).shape == (6, 1, 16, 16)  # classes in turn, one per walk
+    for kwargs, message in (({"n": -1}, "n >= 0"), ({"n": 2, "batch_size": 0}, "batch_size >= 1"),
+                            ({"n": 2, "labels": [0, 10]}, r"0\.\.9, got 0\.\.10"),
+                            ({"n": 2, "labels": [-1, 0]}, r"0\.\.9"),
+                            ({"n": 2, "labels": [0.5, 1.0]}, "whole class numbers"),
+                            ({"n": 2, "labels": [True, False]}, "class numbers"),
+                            ({"n": 2, "labels": [1, 2, 3]}, r"shape \(2,\)")):
+        with pytest.raises(ValueError, match=message):
+            G.sample(**kwargs)
+    with pytest.raises(ValueError, match=r"0\.\.9"):
+        G.interpolate(2, 3, labels=[0, 12])
+    plain = build_generator(load_config(preset="default", overrides=small))
+    for call in (lambda: plain.sample(2, labels=[0, 1]), lambda: plain.interpolate(2, 3, labels=[0, 1])):
+        with pytest.raises(ValueError, match="unconditional"):
+            call()
+
+
 def test_conditional_batch_norm_uses_per_class_scale_and_shift():
     from ganforge.models.conditional import ConditionalBatchNorm
 

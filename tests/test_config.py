@@ -4,6 +4,7 @@ import tomllib
 
 import pytest
 
+import ganforge
 from ganforge.config import Config, apply_overrides, from_dict, load_config, parse_override, preset_names
 from ganforge.errors import UserError
 
@@ -100,6 +101,19 @@ def test_invalid_toml_file_is_a_user_error(tmp_path):
 def test_defaults_without_preset_are_the_default_preset():
     assert load_config() == load_config(preset="default")
     assert isinstance(load_config(), Config)
+
+
+def test_python_callers_may_give_one_string_or_a_mapping_of_overrides():
+    assert load_config(preset="default", overrides="train.kimg=2").train.kimg == 2.0  # not one char at a time
+    cfg = load_config(preset="default", overrides={"train.kimg": 3, "optim.g_betas": (0.0, 0.9)})
+    assert cfg.train.kimg == 3.0 and cfg.optim.g_betas == [0.0, 0.9]
+    assert from_dict(tomllib.loads(cfg.to_toml())) == cfg
+    with pytest.raises(UserError, match="unknown config key train.kimgg"):
+        load_config(overrides={"train.kimgg": 1})
+    with pytest.raises(UserError, match="train.kimg must be a number"):
+        load_config(overrides={"train.kimg": "x"})
+    with pytest.raises(TypeError, match="train\\(\\) takes a Config, got dict"):
+        ganforge.train({"train": {"kimg": 1}})
 
 
 def test_apply_overrides_does_not_mutate_input():

@@ -129,12 +129,9 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
     from . import report
 
     rows = args.n // args.interpolate
-    labels = None
-    k = getattr(G, "n_classes", 0)
+    labels = None  # a conditional G's walks take the classes in turn
     if args.class_ is not None:
         labels = torch.full((rows,), _checked_class(G, args.class_), dtype=torch.long)
-    elif k:
-        labels = torch.arange(rows) % k
     images = G.interpolate(rows, args.interpolate, seed=args.seed, labels=labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     report.save_grid(images, out, nrow=args.interpolate)
@@ -160,8 +157,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() == ".png")
 
     def draw(n: int, batch_size: int = 256) -> torch.Tensor:
-        if labels is None:
-            return G.sample(n, seed=args.seed, batch_size=batch_size)
         return G.sample(n, seed=args.seed, batch_size=batch_size, labels=labels)
 
     if out.suffix.lower() == ".npz":

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import math
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -224,7 +225,7 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
             raise UserError(f"{where} must be a string, got {value!r}")
         return value
     if isinstance(default, list):
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):  # a tuple from the Python API reads as the list it spells
             raise UserError(f"{where} must be a list like [1, 2], got {value!r}")
         kind = type(default[0]) if default else None
         return [_coerce(section, name, v, kind()) if kind else v for v in value]
@@ -259,10 +260,19 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return cfg
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+Overrides = Sequence[str] | Mapping[str, Any] | str
+"""["train.kimg=20", ...] as --set takes them, one such string, or {"train.kimg": 20} with Python values."""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[str, Any]:
     out = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = parse_override(item)
+    if isinstance(overrides, str):
+        overrides = [overrides]  # a lone string would otherwise be read character by character
+    if isinstance(overrides, Mapping):
+        items = [(str(key), str(key).split("."), value) for key, value in overrides.items()]
+    else:
+        items = [(item, *parse_override(item)) for item in overrides or []]
+    for item, path, value in items:
         if len(path) != 2 or path[0] not in _SECTION_TYPES:
             raise UserError(
                 f"override {item!r} must name section.key with a section among {', '.join(_SECTION_TYPES)}"
@@ -274,7 +284,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def load_config(
     preset: str | None = None,
     path: str | Path | None = None,
-    overrides: list[str] | None = None,
+    overrides: Overrides | None = None,
 ) -> Config:
     """Defaults <- preset <- TOML file <- overrides, validated once."""
     raw: dict[str, Any] = {}
@@ -293,7 +303,7 @@ def load_config(
         raw = _merge(raw, _read_toml_text(text, f"config file {p}"))
     if preset is None and path is None:
         raw = preset_dict("default")
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides)
     return from_dict(raw)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from . import distributed, report
 from .augment import diff_augment, parse_policy
-from .config import Config, apply_overrides, from_dict
+from .config import Config, Overrides, apply_overrides, from_dict
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
 from .losses import GANLoss, get_loss, gradient_penalty, instance_noise_std, r1_penalty
@@ -882,6 +882,9 @@ def _remove_unstarted_run(run_dir: Path) -> None:
 def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
     """Train a fresh run under out/NNNN-<preset>; returns the run directory. Under torchrun, rank 0 makes
     the directory and writes every file; the other ranks train their share of each batch."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
+                        "ganforge.load_config(preset=..., overrides=[...])")
     main = distributed.info().is_main
     run_dir = new_run_dir(out, cfg.preset) if main else None
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
@@ -901,12 +904,12 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         return trainer.run()
 
 
-def resume_config(run_or_ckpt: Path | str, overrides: list[str] | None = None) -> tuple[Path, dict[str, Any], Config]:
+def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -> tuple[Path, dict[str, Any], Config]:
     """The checkpoint a resume would continue (latest of a run, or the one given), its contents, and the
     config it would train with: the checkpoint's own plus `overrides`."""
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
     ckpt = ckpt_io.load_checkpoint(path)
-    cfg = from_dict(apply_overrides(ckpt["config"], overrides or []))
+    cfg = from_dict(apply_overrides(ckpt["config"], overrides))
     seed = from_dict(ckpt["config"]).train.seed
     if cfg.train.seed != seed:
         # the random streams continue from the checkpoint's saved states, so a new seed would only mislabel them
@@ -915,7 +918,7 @@ def resume_config(run_or_ckpt: Path | str, overrides: list[str] | None = None) -
     return path, ckpt, cfg
 
 
-def resume(run_or_ckpt: Path | str, overrides: list[str] | None = None, log: Any = None) -> Path:
+def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None) -> Path:
     """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
     run_dir = path.parent.parent

@@ -11,12 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Discriminator, Generator
+from .layers import Discriminator, Generator, balanced_labels
 
-
-def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
-    """0, 1, ..., K-1, 0, 1, ...: the labels conditional samples use unless a class is asked for."""
-    return torch.arange(n) % n_classes
+__all__ = ["ConditionalBatchNorm", "ConditionalDiscriminator", "ConditionalGenerator", "balanced_labels"]
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -74,14 +71,6 @@ class ConditionalGenerator(Generator):
         finally:
             for m in cbn:
                 m.labels = None
-
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
-        """n images of the given labels [n] (default: balanced_labels), G in eval mode, no gradients."""
-        labels = balanced_labels(n, self.n_classes) if labels is None else torch.as_tensor(labels).long()
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-        return self._sample(n, seed, batch_size, labels)
 
 
 class ConditionalDiscriminator(Discriminator):

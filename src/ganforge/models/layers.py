@@ -35,6 +35,11 @@ def init_weights(module: nn.Module, scheme: str) -> None:
             nn.init.zeros_(m.bias)
 
 
+def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
+    """0, 1, ..., K-1, 0, 1, ...: the labels conditional samples use unless a class is asked for."""
+    return torch.arange(n) % n_classes
+
+
 class Generator(nn.Module):
     """Maps z [B, z_dim] to images [B, channels, img_size, img_size] in [-1, 1]."""
 
@@ -53,22 +58,47 @@ class Generator(nn.Module):
 
     n_classes = 0  # > 0 for conditional generators, whose forward takes (z, y)
 
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored."""
-        return self._sample(n, seed, batch_size, None)
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored.
+        A conditional G takes one class per image [n] (default: balanced_labels)."""
+        if n < 0 or batch_size < 1:
+            raise ValueError(f"sample needs n >= 0 and batch_size >= 1, got {n} and {batch_size}")
+        return self._sample(n, seed, batch_size, self.checked_labels(labels, n))
+
+    def checked_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """labels as a long tensor [n] of valid classes; balanced classes when None for a conditional G."""
+        if not self.n_classes:
+            if labels is not None:
+                raise ValueError("this generator is unconditional (n_classes = 0); it takes no labels")
+            return None
+        if labels is None:
+            return balanced_labels(n, self.n_classes)
+        labels = torch.as_tensor(labels)
+        if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+            raise ValueError("labels must be whole class numbers")
+        if labels.dtype == torch.bool or labels.is_complex():
+            raise ValueError(f"labels must be class numbers, got a {labels.dtype} tensor")
+        labels = labels.long()
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        if n and (labels.min() < 0 or labels.max() >= self.n_classes):
+            raise ValueError(f"labels must lie in 0..{self.n_classes - 1}, got {labels.min()}..{labels.max()}")
+        return labels
 
     def interpolate(self, rows: int, steps: int, seed: int | None = None,
                     labels: torch.Tensor | None = None) -> torch.Tensor:
         """rows walks through latent space, each `steps` images from one random z to another along the great
         circle (slerp, which keeps a Gaussian z at its typical norm); [rows * steps, C, H, W], row by row.
-        A conditional G takes one label per row [rows]."""
+        A conditional G takes one label per row [rows] (default: balanced_labels)."""
         if rows < 1 or steps < 2:
             raise ValueError(f"interpolate needs rows >= 1 and steps >= 2, got {rows} and {steps}")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         ends = self.make_z(2 * rows, gen)
         t = torch.linspace(0, 1, steps)
         z = slerp(ends[:rows, None, :], ends[rows:, None, :], t[None, :, None]).reshape(rows * steps, self.z_dim)
-        per_image = None if labels is None else torch.as_tensor(labels).long().repeat_interleave(steps)
+        per_row = self.checked_labels(labels, rows)
+        per_image = None if per_row is None else per_row.repeat_interleave(steps)
         return self._sample(rows * steps, None, 256, per_image, z=z)
 
     def _sample(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
