@@ -372,6 +372,12 @@ def test_eval_cli_n_takes_a_seeded_subset_of_the_fake_set(tmp_path, image_folder
     assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--n", "1"]) == 2
 
 
+def test_eval_cli_says_that_modes_keeps_its_protocol_count(tmp_path, image_folder, capsys):
+    assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--channels", "3",
+                 "--metrics", "modes", "--n", "10"]) == 0
+    assert "note: modes always scores the protocol's 26,000 samples; --n 10 sets" in capsys.readouterr().out
+
+
 def test_eval_cli_errors(tmp_path, capsys):
     assert main(["eval", "--real", "folder:/nope"]) == 2
     assert main(["eval", str(tmp_path / "nope")]) == 2

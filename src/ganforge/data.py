@@ -275,7 +275,7 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
     """Every image under path (recursively); the first-level subfolder names are the class labels."""
     root = Path(os.path.expanduser(path))
     if not root.is_dir():
-        raise UserError(f"image folder {root} does not exist; use data.name=folder:PATH with an existing folder")
+        raise UserError(f"image folder {root} does not exist; check the path in folder:PATH")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
