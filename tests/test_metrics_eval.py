@@ -17,6 +17,7 @@ from ganforge.metrics import EvalContext, ImageSet, evaluate
 from ganforge.metrics.classifier import WEIGHTS_SHA256, classify, file_sha256, load_classifier, weights_path
 from ganforge.metrics.core import METRIC_VALUES, OFFLINE_DEFAULT, real_image_set
 from ganforge.metrics.train_digits import heldout_split
+from ganforge.trainer import train
 
 PROTOCOL_FIELDS = {"metric", "value", "n_fake", "n_real", "reference", "extractor", "extractor_sha256", "resize",
                    "seed", "kimg", "ganforge_version"}
@@ -372,10 +373,16 @@ def test_eval_cli_n_takes_a_seeded_subset_of_the_fake_set(tmp_path, image_folder
     assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--n", "1"]) == 2
 
 
-def test_eval_cli_says_that_modes_keeps_its_protocol_count(tmp_path, image_folder, capsys):
+def test_eval_cli_says_that_modes_keeps_its_protocol_count(tmp_path, image_folder, tiny_cfg, monkeypatch, capsys):
+    import ganforge.metrics
+
+    run = train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)
+    monkeypatch.setattr(ganforge.metrics, "evaluate_run", lambda *args, **kwargs: [])  # the note comes first
+    assert main(["eval", str(run), "--metrics", "modes", "--n", "10"]) == 0
+    assert "note: modes always scores the protocol's 26,000 samples of a generator; --n 10" in capsys.readouterr().out
     assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--channels", "3",
                  "--metrics", "modes", "--n", "10"]) == 0
-    assert "note: modes always scores the protocol's 26,000 samples; --n 10 sets" in capsys.readouterr().out
+    assert "note: modes always" not in capsys.readouterr().out  # a fixed set: --n picks the subset modes scores
 
 
 def test_eval_cli_errors(tmp_path, capsys):

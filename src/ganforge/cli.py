@@ -221,12 +221,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise UserError(f"--n must be at least 2 images to evaluate, got {args.n}")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    if args.n is not None and "modes" in (metrics or []):
+    if args.run is not None and args.n is not None and "modes" in (metrics or []):
         from .metrics.core import MODES_N
 
-        if args.n != MODES_N:
-            print(f"note: modes always scores the protocol's {MODES_N:,} samples; --n {args.n} sets the count "
-                  "of the other metrics only")
+        if args.n != MODES_N:  # a generator is sampled to the protocol's count; a fixed --fake set takes --n
+            print(f"note: modes always scores the protocol's {MODES_N:,} samples of a generator; --n {args.n} "
+                  "sets the count of the other metrics only")
     if args.out and args.run is None:
         _check_metrics_out(Path(args.out))
     if args.run is not None:
