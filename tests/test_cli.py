@@ -136,6 +136,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [["sample", "run", "--out", "x.png"], ["eval", "run"], ["train"]])
+@pytest.mark.parametrize("seed, needle", [("-1", "from 0 to 4294967295, got -1"), ("2**40", "a whole number")])
+def test_seeds_outside_every_random_streams_range_are_refused(command, seed, needle, capsys):
+    with pytest.raises(SystemExit) as info:  # argparse: usage line, then the error
+        main([*command, "--seed", seed])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --seed: a seed is" in err and needle in err
+    assert "Traceback" not in err
+
+
 def test_an_os_error_without_a_file_name_is_one_line_too(monkeypatch, capsys):
     import errno
 

@@ -317,6 +317,19 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(text: str) -> int:
+    """--seed: a whole number in the range every random stream takes (numpy's is the narrowest)."""
+    from .config import MAX_SEED
+
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {text!r}") from None
+    if not 0 <= seed < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is from 0 to {MAX_SEED - 1}, got {seed}")
+    return seed
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -329,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", type=Path, help="parent of the new run directory (default: runs)")
     p.add_argument("--resume", type=Path, help="a run directory or checkpoint to continue")
-    p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    p.add_argument("--seed", type=_seed, help="shorthand for --set train.seed=N")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (shorthand for --set train.device=...)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
     p.set_defaults(func=cmd_train)
@@ -339,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="number of images")
     p.add_argument("--out", required=True, help="a .png for one grid, a .npz for a uint8 array (streamed), or a "
                                                  "directory for one PNG per image")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")
     p.add_argument("--class", dest="class_", type=int, help="conditional runs: draw only this class (default: a "
@@ -360,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
                                      "(modes for stacked-mnist5k runs; conditional runs add class_acc,"
                                      "fd_digits_per_class); also fid,kid,is,pr_inception")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
     p.add_argument("--real", help="reference images without a run: a dataset name or folder:PATH")

@@ -315,6 +315,7 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
+MAX_SEED = 2**32  # numpy's seed range; torch's streams take seed and seed + 1
 MAX_GRID_SIZE = 1024  # a 32 x 32 grid: every tick draws, saves and (for the collapse checks) compares it
 
 
@@ -335,6 +336,7 @@ def validate(cfg: Config) -> None:
         _check(getattr(m, name) in ("relu", "lrelu"), f"model.{name} must be relu or lrelu")
     for name in ("g_norm", "d_norm"):
         _check(getattr(m, name) in ("bn", "none"), f"model.{name} must be bn or none")
+    _check(0.0 <= m.lrelu_slope < 1.0, f"model.lrelu_slope must be in [0, 1), got {m.lrelu_slope}")
     _check(0.0 <= m.bn_momentum <= 1.0, f"model.bn_momentum must be in [0, 1], got {m.bn_momentum}")
     _check(m.bn_eps > 0, f"model.bn_eps must be positive, got {m.bn_eps}")
     _check(m.init in ("dcgan", "xavier", "torch"), f"model.init must be dcgan, xavier or torch, got {m.init!r}")
@@ -371,6 +373,7 @@ def validate(cfg: Config) -> None:
             f"optim.{name} must be two numbers in [0, 1), got {betas}",
         )
     _check(t.kimg > 0, f"train.kimg must be positive, got {t.kimg}")
+    _check(0 <= t.seed < MAX_SEED, f"train.seed must be a whole number from 0 to {MAX_SEED - 1}, got {t.seed}")
     decay_end = o.lr_decay_end_kimg or t.kimg
     _check(o.lr_decay_end_kimg == 0 or o.lr_decay_end_kimg >= t.kimg,
            f"optim.lr_decay_end_kimg = {o.lr_decay_end_kimg:g} would train at learning rate 0 after it; "
