@@ -67,6 +67,12 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     assert main(["sample", str(ckpt), "--n", "5", "--out", str(folder), "--batch-size", "2"]) == 0
     files = sorted(folder.glob("*.png"))
     assert len(files) == 5 and Image.open(files[0]).size == (16, 16)
+    before = {p.name: p.read_bytes() for p in files}
+    assert main(["sample", str(ckpt), "--n", "3", "--out", str(folder)]) == 2  # a non-empty folder needs --force
+    assert main(["sample", str(ckpt), "--n", "3", "--out", str(folder), "--seed", "1", "--force"]) == 0
+    assert "(000005.png to 000007.png)" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:06d}.png" for i in range(8)]
+    assert all((folder / name).read_bytes() == data for name, data in before.items())  # added, none replaced
 
 
 def test_sampling_is_seeded(tmp_path, image_folder):

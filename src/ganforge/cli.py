@@ -182,8 +182,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: give a .png for a grid, a .npz for an array, or a directory for PNGs")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} exists and is not empty; choose another --out or pass --force to add to it")
-    report.save_images(draw(args.n, args.batch_size), out)
-    print(f"wrote {args.n} samples to {out}/")
+    start = report.next_image_index(out)  # --force adds after the folder's last image, overwriting none
+    paths = report.save_images(draw(args.n, args.batch_size), out, start=start)
+    print(f"wrote {args.n} samples to {out}/ ({paths[0].name} to {paths[-1].name})")
     return 0
 
 
@@ -362,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")
     p.add_argument("--interpolate", type=int, metavar="STEPS",
                    help="latent walks into a .png: --n // STEPS rows, each STEPS images between two random z")
-    p.add_argument("--force", action="store_true", help="replace an existing grid / add to a non-empty folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing grid or .npz / add to a non-empty folder after its last image")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")

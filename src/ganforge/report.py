@@ -44,6 +44,16 @@ def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> lis
     return paths
 
 
+def next_image_index(folder: Path | str) -> int:
+    """One past the highest NNNNNN.png in folder (0 for a missing or empty one), so that save_images adds to
+    a folder without replacing what is there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    taken = [int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit()]
+    return max(taken) + 1 if taken else 0
+
+
 def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch_size: int = 1000,
                     labels: torch.Tensor | None = None) -> None:
     """n samples of G as uint8 [n, H, W, C] under the key arr_0 of an .npz, generated and written one batch at
