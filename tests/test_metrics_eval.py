@@ -42,6 +42,17 @@ def test_classifier_weights_match_recorded_sha_and_are_small():
     assert path.stat().st_size < 2 * 1024 * 1024
 
 
+def test_retraining_the_classifier_does_not_replace_the_shipped_one_by_default(capsys):
+    from ganforge.metrics import train_digits
+
+    path = Path(weights_path())
+    with pytest.raises(SystemExit) as info:
+        train_digits.main(["--epochs", "1"])  # refused before any training
+    assert info.value.code == 2
+    assert "exists; give --out DIR for a new classifier, or --force" in capsys.readouterr().err
+    assert file_sha256(str(path)) == WEIGHTS_SHA256
+
+
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     from ganforge.metrics import classifier
 

@@ -1,10 +1,11 @@
 """Train the digit classifier that the offline metrics use, on the bundled digits.
 
-    python -m ganforge.metrics.train_digits [--epochs 30] [--out src/ganforge/metrics]
+    python -m ganforge.metrics.train_digits [--epochs 30] [--out DIR] [--force]
 
 A fixed, seeded, stratified split holds out 1,000 of the 5,000 digits; the net trains on the other
 4,000 with light augmentation (random rotation, scale and shift) and its held-out accuracy is printed
-and written beside the weights with their SHA-256.
+and written beside the weights with their SHA-256. Without --out it rebuilds the shipped classifier in
+the package, which it replaces only with --force.
 """
 
 from __future__ import annotations
@@ -63,14 +64,21 @@ def accuracy(net: DigitNet, x: torch.Tensor, y: torch.Tensor) -> float:
     return (pred == y).float().mean().item()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
-    args = parser.parse_args()
+    parser.add_argument("--force", action="store_true", help="replace an existing classifier in --out")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1:
+        parser.error("--epochs and --batch-size must be at least 1")
+    if (args.out / WEIGHTS_FILE).exists() and not args.force:
+        # the default --out is the package's own classifier, whose SHA-256 the metrics check at every load
+        parser.error(f"{args.out / WEIGHTS_FILE} exists; give --out DIR for a new classifier, or --force to "
+                     "replace this one")
     from safetensors.torch import save_file
 
     torch.manual_seed(args.seed)
