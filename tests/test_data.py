@@ -64,6 +64,16 @@ def test_missing_torchvision_set_says_how_to_get_it(tmp_path, name):
         load_dataset(DataConfig(name=name, root=str(tmp_path)))
 
 
+def test_damaged_cifar10_files_are_named_as_corrupt_not_missing(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"not a CIFAR batch")
+    with pytest.raises(UserError, match="cifar-10-batches-py is incomplete or corrupt") as info:
+        load_dataset(DataConfig(name="cifar10", root=str(tmp_path), channels=3))
+    assert "data.download=true" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_missing_celeba_says_where_it_is_expected(tmp_path):
     with pytest.raises(UserError, match="img_align_celeba"):
         load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=16, channels=3))

@@ -96,6 +96,12 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
     except RuntimeError as e:
         if cfg.download:
             raise UserError(f"could not download {cls_name} to {root}: {e}") from e
+        where = os.path.join(root, folder)
+        if os.path.isdir(where) and os.listdir(where):  # files there, but torchvision's checks refused them
+            raise UserError(
+                f"{cls_name} under {where} is incomplete or corrupt (torchvision found files missing or failing "
+                "their checksums); replace its files, or download them with --set data.download=true"
+            ) from e
         raise UserError(
             f"{cls_name} not found under {os.path.join(root, folder)}; "
             f"download it with --set data.download=true or point --set data.root=DIR at its parent"
