@@ -47,6 +47,22 @@ def test_config_file_applies_on_top_of_preset(tmp_path):
     assert cfg.train.step_order == "g_first"
 
 
+def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
+    path = tmp_path / "my.toml"
+    path.write_text('preset = "mnist-mlp-bn"\n[train]\nkimg = 3\n')
+    cfg = load_config(path=path)
+    assert cfg.preset == "mnist-mlp-bn" and cfg.train.kimg == 3.0
+    assert cfg.train.step_order == "g_first" and cfg.model.g_hidden == [128, 256, 512, 1024]  # the preset's
+    assert load_config(preset="mnist-mlp-bn", path=path) == cfg
+    with pytest.raises(UserError, match="builds on preset 'mnist-mlp-bn' but --preset mnist-dcgan was given"):
+        load_config(preset="mnist-dcgan", path=path)
+    # a run's resolved config.toml names its preset and spells out every setting: it loads as it was saved
+    edited = load_config(preset="mnist-dcgan", overrides=["optim.g_lr=1e-4", "model.g_width=32"])
+    resolved = tmp_path / "config.toml"
+    resolved.write_text(edited.to_toml())
+    assert load_config(path=resolved) == edited
+
+
 @pytest.mark.parametrize(
     "kwargs, needle",
     [

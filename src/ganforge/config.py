@@ -286,7 +286,8 @@ def load_config(
     path: str | Path | None = None,
     overrides: Overrides | None = None,
 ) -> Config:
-    """Defaults <- preset <- TOML file <- overrides, validated once."""
+    """Defaults <- preset <- TOML file <- overrides, validated once. A file whose top-level `preset` names
+    a preset builds on that preset."""
     raw: dict[str, Any] = {}
     if preset is not None:
         raw = preset_dict(preset)
@@ -300,7 +301,16 @@ def load_config(
             raise UserError(f"config file {p} is not UTF-8 text; a config is a TOML file") from None
         except OSError as e:
             raise UserError(f"config file {p} cannot be read: {e.strerror}") from None
-        raw = _merge(raw, _read_toml_text(text, f"config file {p}"))
+        from_file = _read_toml_text(text, f"config file {p}")
+        named = from_file.get("preset")
+        if isinstance(named, str) and named in preset_names():
+            # a file that names a preset builds on it, as --preset would (a run's resolved config.toml
+            # names its preset too and spells out every setting, so it loads the same either way)
+            if preset is not None and preset != named:
+                raise UserError(f"config file {p} builds on preset {named!r} but --preset {preset} was given; "
+                                "drop one of them")
+            raw = preset_dict(named)
+        raw = _merge(raw, from_file)
     if preset is None and path is None:
         raw = preset_dict("default")
     raw = apply_overrides(raw, overrides)
