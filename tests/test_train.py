@@ -382,3 +382,26 @@ def test_a_device_this_machine_lacks_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UserError, match="has 1 CUDA device"):
         pick_device("cuda:3")
+
+
+def test_progress_gif_of_a_long_run_keeps_the_first_and_last_grid_and_a_bounded_count(tmp_path):
+    from PIL import Image
+
+    from ganforge.report import make_gif
+
+    frames = []
+    for i in range(250):
+        path = tmp_path / f"fakes{i:06d}.png"
+        Image.new("L", (8, 8), i).save(path)
+        frames.append(path)
+    make_gif(frames, tmp_path / "progress.gif", max_frames=200)
+    with Image.open(tmp_path / "progress.gif") as gif:
+        assert gif.n_frames == 200
+        shades = []
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            shades.append(gif.convert("L").getpixel((0, 0)))
+    assert shades[0] == 0 and shades[-1] == 249 and shades == sorted(shades)  # in order, both ends kept
+    make_gif(frames[:5], tmp_path / "short.gif", max_frames=200)
+    with Image.open(tmp_path / "short.gif") as gif:
+        assert gif.n_frames == 5

@@ -92,13 +92,24 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
             tmp.unlink()
 
 
-def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100) -> None:
-    """The fixed-noise grids in training order, looping."""
+MAX_GIF_FRAMES = 200  # a long run's thousands of ticks would make a GIF of hundreds of MB
+
+
+def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100,
+             max_frames: int = MAX_GIF_FRAMES) -> None:
+    """The fixed-noise grids in training order, looping; past max_frames, that many spread evenly from the
+    first grid to the last."""
     from PIL import Image
 
     if not frames:
         return
-    images = [Image.open(p).convert("P", palette=Image.Palette.ADAPTIVE) for p in frames]
+    if len(frames) > max_frames:
+        step = (len(frames) - 1) / (max_frames - 1)
+        frames = [frames[round(i * step)] for i in range(max_frames)]
+    images = []
+    for p in frames:
+        with Image.open(p) as im:  # closed at once: a long run has more grids than a process may open
+            images.append(im.convert("P", palette=Image.Palette.ADAPTIVE))
     images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
 
