@@ -288,9 +288,7 @@ def load_config(
 ) -> Config:
     """Defaults <- preset <- TOML file <- overrides, validated once. A file whose top-level `preset` names
     a preset builds on that preset."""
-    raw: dict[str, Any] = {}
-    if preset is not None:
-        raw = preset_dict(preset)
+    from_file: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -303,16 +301,16 @@ def load_config(
             raise UserError(f"config file {p} cannot be read: {e.strerror}") from None
         from_file = _read_toml_text(text, f"config file {p}")
         named = from_file.get("preset")
+        # a file that names a preset builds on it, as --preset would (a run's resolved config.toml names its
+        # preset too and spells out every setting, so it loads the same either way)
         if isinstance(named, str) and named in preset_names():
-            # a file that names a preset builds on it, as --preset would (a run's resolved config.toml
-            # names its preset too and spells out every setting, so it loads the same either way)
             if preset is not None and preset != named:
                 raise UserError(f"config file {p} builds on preset {named!r} but --preset {preset} was given; "
                                 "drop one of them")
-            raw = preset_dict(named)
-        raw = _merge(raw, from_file)
+            preset = named
     if preset is None and path is None:
-        raw = preset_dict("default")
+        preset = "default"
+    raw = _merge(preset_dict(preset) if preset is not None else {}, from_file)
     raw = apply_overrides(raw, overrides)
     return from_dict(raw)
 

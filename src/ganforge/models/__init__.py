@@ -6,8 +6,8 @@ import dataclasses
 
 from ..config import Config
 from . import dcgan, mlp, resnet  # noqa: F401  (registers the networks)
-from .conditional import ConditionalDiscriminator, ConditionalGenerator, balanced_labels
-from .layers import Discriminator, Generator, Packed, init_weights
+from .conditional import ConditionalDiscriminator, ConditionalGenerator
+from .layers import Discriminator, Generator, Packed, balanced_labels, init_weights
 from .registry import DISCRIMINATORS, GENERATORS
 
 __all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_generator", "build_discriminator",

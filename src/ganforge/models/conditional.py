@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Discriminator, Generator, balanced_labels
-
-__all__ = ["ConditionalBatchNorm", "ConditionalDiscriminator", "ConditionalGenerator", "balanced_labels"]
+from .layers import Discriminator, Generator
 
 
 class ConditionalBatchNorm(nn.Module):
