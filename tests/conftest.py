@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,40 @@ def tiny_cfg(image_folder: Path):
         return load_config(preset=preset, overrides=tiny_overrides(image_folder, **extra))
 
     return make
+
+
+class _FillingFile:
+    """A file on a disk with `room` bytes left: writes past that raise ENOSPC, as a full disk does."""
+
+    def __init__(self, f, room: int):
+        self._f, self._room = f, room
+
+    def write(self, data) -> int:
+        size = len(data.encode()) if isinstance(data, str) else memoryview(data).nbytes
+        if size > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= size
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def fill_disk_after(monkeypatch, room: int) -> None:
+    """Every atomic write (checkpoints, grids, GIFs, plots, sample files) meets a disk that fills after `room`
+    bytes."""
+    import builtins
+
+    from ganforge import checkpoint as ckpt_io
+
+    def filling_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return _FillingFile(f, room) if "w" in mode else f
+
+    monkeypatch.setattr(ckpt_io, "open", filling_open, raising=False)

@@ -7,6 +7,8 @@ from ganforge import checkpoint as ckpt_io
 from ganforge.errors import UserError
 from ganforge.trainer import load_generator, train
 
+from .conftest import fill_disk_after
+
 
 def _state(nimg: int) -> dict:
     return {"nimg": nimg, "weights": torch.full((3,), float(nimg))}
@@ -57,6 +59,48 @@ def test_a_full_disk_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkey
     monkeypatch.undo()
     assert target.read_text() == "old = 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"]
+
+
+def test_a_disk_that_fills_mid_write_raises_a_named_oserror_and_keeps_every_old_file(tmp_path, monkeypatch,
+                                                                                     tiny_cfg):
+    import errno
+
+    import numpy as np
+    from PIL import Image
+
+    from ganforge import report
+    from ganforge.models import build_generator
+
+    images = torch.rand(16, 1, 16, 16) * 2 - 1
+    ckpt_io.save_checkpoint(_state(100), tmp_path, keep=1)
+    report.save_grid(images, tmp_path / "grid.png")
+    report.make_gif([tmp_path / "grid.png"] * 2, tmp_path / "progress.gif")
+    G = build_generator(tiny_cfg())
+    report.save_npz_stream(G, 4, tmp_path / "samples.npz")
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    fill_disk_after(monkeypatch, room=200)
+    big = {"nimg": 100, "weights": torch.randn(100_000)}  # torch's own zip writer used to hide ENOSPC
+    writes = {
+        "checkpoints/" + ckpt_io.ckpt_name(100): lambda: ckpt_io.save_checkpoint(big, tmp_path, keep=1),
+        "grid.png": lambda: report.save_grid(images, tmp_path / "grid.png"),
+        "progress.gif": lambda: report.make_gif([tmp_path / "grid.png"] * 2, tmp_path / "progress.gif"),
+        "samples.npz": lambda: report.save_npz_stream(G, 64, tmp_path / "samples.npz"),
+        "losses.png": lambda: report.plot_losses([{"kimg": k, "d_loss": 1.0, "g_loss": 1.0, "d_real": 0.5,
+                                                   "d_fake": 0.5} for k in (1, 2)], tmp_path / "losses.png"),
+        "folder/000000.png": lambda: report.save_images(images, tmp_path / "folder"),
+    }
+    for name, write in writes.items():
+        with pytest.raises(OSError) as info:
+            write()
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / name), name
+    monkeypatch.undo()
+
+    after = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing torn, replaced or left behind
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(tmp_path))["nimg"] == 100
+    assert np.load(tmp_path / "samples.npz")["arr_0"].shape == (4, 16, 16, 1)
+    assert Image.open(tmp_path / "progress.gif").n_frames >= 1
 
 
 def test_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):

@@ -15,7 +15,7 @@ from ganforge import checkpoint as ckpt_io
 from ganforge.cli import main
 from ganforge.config import preset_names
 
-from .conftest import tiny_overrides
+from .conftest import fill_disk_after, tiny_overrides
 
 
 def set_args(overrides: list[str]) -> list[str]:
@@ -73,6 +73,31 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     assert "(000005.png to 000007.png)" in capsys.readouterr().out
     assert sorted(p.name for p in folder.glob("*.png")) == [f"{i:06d}.png" for i in range(8)]
     assert all((folder / name).read_bytes() == data for name, data in before.items())  # added, none replaced
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(tmp_path, image_folder, capsys, monkeypatch):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid)]) == 0
+    old_grid, old_ckpt = grid.read_bytes(), ckpt_io.resolve_checkpoint(run_dir).read_bytes()
+    capsys.readouterr()
+
+    fill_disk_after(monkeypatch, room=100)
+    assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid), "--seed", "1", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {grid}: No space left on device" in err
+    assert grid.read_bytes() == old_grid
+
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+    monkeypatch.undo()
+    assert ckpt_io.resolve_checkpoint(run_dir).read_bytes() == old_ckpt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "images", "runs"]
+    assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 0  # and goes on once freed
 
 
 def test_sampling_is_seeded(tmp_path, image_folder):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import random
 import re
@@ -88,39 +89,49 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _replace_atomically(path: Path, mode: str) -> Iterator[Any]:
-    """A temp file beside `path` to write; once written, flush + fsync + os.replace, so `path` is either the
-    old file or the complete new one whenever the process dies. A failed write (a full disk) leaves no temp
-    file behind."""
+def replace_atomically(path: Path | str, mode: str = "wb", durable: bool = True) -> Iterator[Any]:
+    """A temp file beside `path` to write; once written, flush (+ fsync when `durable`) + os.replace, so `path`
+    is either the old file or the complete new one whenever the process dies or the disk fills. A failed
+    write leaves no temp file behind, and its OSError names `path`."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None or Path(e.filename) == tmp:  # say which file, by the name the user gave
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save, atomically."""
-    with _replace_atomically(Path(path), "wb") as f:
-        torch.save(obj, f)
+    """torch.save, atomically. Serialised in memory first: torch's zip writer turns a failed write (a full
+    disk) into an opaque RuntimeError, where a plain file write raises the OSError that says what happened."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with replace_atomically(Path(path), "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def atomic_copy(src: Path, dst: Path) -> None:
     """Copy src to dst atomically (used for checkpoints/best.pt)."""
     import shutil
 
-    with open(src, "rb") as fin, _replace_atomically(Path(dst), "wb") as fout:
+    with open(src, "rb") as fin, replace_atomically(Path(dst), "wb") as fout:
         shutil.copyfileobj(fin, fout)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    with _replace_atomically(Path(path), "w") as f:
+    with replace_atomically(Path(path), "w") as f:
         f.write(text)
 
 

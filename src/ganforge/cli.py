@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -453,7 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # a path that cannot be made or written (read-only, missing parent, disk full)
         if args.debug or e.strerror is None:
             raise
-        if e.filename:
+        if e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"{_error_prefix()}: cannot write {e.filename}: {e.strerror}; free some space there or write "
+                  "somewhere else (what was on disk before is kept)", file=sys.stderr)
+        elif e.filename:
             print(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror}; check that its folder exists and is "
                   "writable, and that the disk has space", file=sys.stderr)
         else:

@@ -302,6 +302,11 @@ def plot_comparison(views: list[RunView], path: Path | str, metric: str | None =
         axes[0][0].set_ylabel(metric)
         axes[0][0].legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from .checkpoint import replace_atomically
+
+    try:
+        with replace_atomically(path) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return metric

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import replace_atomically
+
 
 def grid_nrow(n: int) -> int:
     """Images per row for a near-square grid of n images."""
@@ -25,8 +27,9 @@ def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -
     from torchvision.utils import save_image
 
     images = images.detach().float().cpu().contiguous()
-    save_image(images, str(path), nrow=nrow or grid_nrow(images.shape[0]), normalize=True, value_range=(-1, 1),
-               padding=2)
+    with replace_atomically(path) as f:  # a --force over an old grid keeps it if the disk fills
+        save_image(images, f, format="png", nrow=nrow or grid_nrow(images.shape[0]), normalize=True,
+                   value_range=(-1, 1), padding=2)
 
 
 def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> list[Path]:
@@ -39,7 +42,8 @@ def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> lis
     for i, img in enumerate(to_uint8(images)):
         array = img.permute(1, 2, 0).numpy()
         path = folder / f"{start + i:06d}.png"
-        Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(path)
+        with replace_atomically(path, durable=False) as f:  # no torn PNG left behind by a full disk
+            Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(f, format="PNG")
         paths.append(path)
     return paths
 
@@ -59,7 +63,6 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
     """n samples of G as uint8 [n, H, W, C] under the key arr_0 of an .npz, generated and written one batch at
     a time (memory stays at one batch), to a temp file that replaces `path` only when complete. A conditional
     G draws the given labels [n], which are stored too, under the key labels."""
-    import os
     import zipfile
 
     import numpy as np
@@ -69,11 +72,11 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
     gen = torch.Generator().manual_seed(seed)
     device = next(G.parameters()).device
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     was_training = G.training
     G.eval()
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with replace_atomically(path) as file, zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED,
+                                                                allowZip64=True) as zf:
             with zf.open("arr_0.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array_header_2_0(f, header)
                 for start in range(0, n, batch_size):
@@ -85,11 +88,8 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
             if labels is not None:
                 with zf.open("labels.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, labels.cpu().numpy().astype(np.int64))
-        os.replace(tmp, path)
     finally:
         G.train(was_training)
-        if tmp.exists():
-            tmp.unlink()
 
 
 MAX_GIF_FRAMES = 200  # a long run's thousands of ticks would make a GIF of hundreds of MB
@@ -110,7 +110,8 @@ def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100,
     for p in frames:
         with Image.open(p) as im:  # closed at once: a long run has more grids than a process may open
             images.append(im.convert("P", palette=Image.Palette.ADAPTIVE))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    with replace_atomically(path) as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
 
 def format_duration(seconds: float) -> str:
@@ -166,8 +167,11 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
     ax_prob.set_ylabel("mean sigmoid(D logit) | ratio | share")
     ax_prob.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with replace_atomically(path) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def model_summary(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], title: str) -> str:
