@@ -19,6 +19,8 @@ from ganforge.metrics.core import METRIC_VALUES, OFFLINE_DEFAULT, real_image_set
 from ganforge.metrics.train_digits import heldout_split
 from ganforge.trainer import train
 
+from .conftest import fill_disk_after
+
 PROTOCOL_FIELDS = {"metric", "value", "n_fake", "n_real", "reference", "extractor", "extractor_sha256", "resize",
                    "seed", "kimg", "ganforge_version"}
 
@@ -124,6 +126,19 @@ def test_a_damaged_feature_cache_is_recomputed(digits, stats_cache):
     again = evaluate(EvalContext(fake, real), ["fd_digits"])[0]["value"]
     assert abs(again - first) < 1e-9
     assert cache.read_bytes() != bytes(data)  # replaced by a sound copy
+
+
+def test_a_full_cache_disk_still_gives_the_metric(digits, stats_cache, monkeypatch):
+    full = real_image_set(DataConfig(name="mnist5k"), digits)
+    real = ImageSet(full.images[:300], "mnist5k", "first300", cache_key=full.cache_key + "-first300")
+    fake = ImageSet(full.images[300:600], "mnist5k", "next300")
+    fill_disk_after(monkeypatch, room=1000)
+    value = evaluate(EvalContext(fake, real), ["fd_digits"])[0]["value"]
+    monkeypatch.undo()
+    assert [p for p in stats_cache.rglob("*") if p.is_file()] == []  # nothing cached, nothing torn left
+    monkeypatch.setenv("GANFORGE_CACHE", str(stats_cache))
+    assert abs(evaluate(EvalContext(fake, real), ["fd_digits"])[0]["value"] - value) < 1e-9
+    assert len(list(stats_cache.rglob("*.npz"))) == 1
 
 
 def test_all_offline_metrics_have_their_protocol(digits):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import replace_atomically
 from ..errors import UserError
 from ..registry import Registry
 from . import formulas
@@ -151,10 +152,12 @@ class EvalContext:
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 pass  # a damaged cache entry (numpy checks the CRCs) is recomputed and replaced
         feats, probs = self._digits(self.real.images)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, features=feats.astype(np.float64), probs=probs.astype(np.float64))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with replace_atomically(path) as f:
+                np.savez(f, features=feats.astype(np.float64), probs=probs.astype(np.float64))
+        except OSError:
+            pass  # a read-only or full cache only costs the features' recomputation next time
         return feats, probs
 
     def digit_protocol(self) -> dict[str, Any]:
