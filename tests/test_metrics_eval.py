@@ -55,6 +55,17 @@ def test_retraining_the_classifier_does_not_replace_the_shipped_one_by_default(c
     assert file_sha256(str(path)) == WEIGHTS_SHA256
 
 
+def test_retraining_into_an_unusable_folder_is_refused_before_training(tmp_path, capsys):
+    from ganforge.metrics import train_digits
+
+    a_file = tmp_path / "weights"
+    a_file.write_text("not a folder")
+    with pytest.raises(SystemExit) as info:
+        train_digits.main(["--epochs", "1", "--out", str(a_file)])
+    assert info.value.code == 2 and f"--out {a_file} is a file; give a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "not a folder"
+
+
 def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     from ganforge.metrics import classifier
 

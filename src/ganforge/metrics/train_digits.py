@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import atomic_write_text, replace_atomically
 from ..config import DataConfig
 from ..data import load_dataset
 from .classifier import WEIGHTS_FILE, DigitNet, file_sha256
@@ -79,7 +81,14 @@ def main(argv: list[str] | None = None) -> None:
         # the default --out is the package's own classifier, whose SHA-256 the metrics check at every load
         parser.error(f"{args.out / WEIGHTS_FILE} exists; give --out DIR for a new classifier, or --force to "
                      "replace this one")
-    from safetensors.torch import save_file
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a folder for the classifier's weights and digits.json")
+    try:  # before minutes of training, not after
+        args.out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.out).close()
+    except OSError as e:
+        parser.error(f"--out {args.out} cannot be written ({e.strerror}); give a writable folder")
+    from safetensors.torch import save
 
     torch.manual_seed(args.seed)
     data = load_dataset(DataConfig(name="mnist5k"))
@@ -106,13 +115,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  held-out accuracy {accuracy(net, x_held, y_held):.4f}"
                   f"  {time.time() - start:.0f}s", flush=True)
     acc = accuracy(net, x_held, y_held)
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / WEIGHTS_FILE
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    with replace_atomically(path) as f:  # a --force over a classifier keeps the old one if the write fails
+        f.write(save({k: v.contiguous() for k, v in net.state_dict().items()}))
     sha = file_sha256(str(path))
     info = {"sha256": sha, "heldout_accuracy": acc, "n_train": len(train_idx), "n_heldout": len(held_idx),
             "split_seed": SPLIT_SEED, "epochs": args.epochs, "seed": args.seed}
-    (args.out / "digits.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(json.dumps(info, indent=2) + "\n", args.out / "digits.json")
     print(f"held-out accuracy {acc:.4f} on {len(held_idx)} digits; wrote {path} ({path.stat().st_size:,} bytes)")
     print(f"sha256 {sha}")
 
