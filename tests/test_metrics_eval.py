@@ -109,6 +109,11 @@ def test_is_of_real_digits_near_ceiling_and_of_constant_images_is_one(digits):
     constant = ImageSet(torch.full((500, 1, 28, 28), -1.0), "constant", "all")
     records = evaluate(EvalContext(constant, None), ["is_digits"])
     assert abs(records[0]["value"] - 1.0) < 1e-6
+    # beside a generated set, the real ceiling carries its own spread over the splits, not the generated one's
+    fake, real_ref = records[0], evaluate(EvalContext(constant, real), ["is_digits"])[1]
+    assert real_ref["metric"] == "is_digits_real" and abs(real_ref["value"] - evaluate(
+        EvalContext(real, None), ["is_digits"])[0]["value"]) < 1e-9
+    assert abs(fake["std"]) < 1e-6 and real_ref["std"] > 1e-3
 
 
 def test_fd_digits_of_reals_against_themselves_is_zero_and_grows_with_noise(digits, stats_cache):

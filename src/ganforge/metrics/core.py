@@ -203,7 +203,8 @@ def is_digits(ctx: EvalContext) -> Result:
     protocol = {**ctx.digit_protocol(), "splits": 10, "std": std}
     result: Result = [("is_digits", mean, protocol)]
     if ctx.real is not None:
-        result.append(("is_digits_real", formulas.inception_score(ctx.real_digits[1], splits=10)[0], protocol))
+        real_mean, real_std = formulas.inception_score(ctx.real_digits[1], splits=10)
+        result.append(("is_digits_real", real_mean, {**protocol, "std": real_std}))
     return result
 
 
