@@ -249,7 +249,9 @@ def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, caps
     for target, expected in ((run_dir, run_dir / "metrics.json"), (loose, loose.parent / "metrics.json")):
         capsys.readouterr()
         assert main(["eval", str(target), "--n", "20", "--metrics", "fd_digits"]) == 0
-        assert capsys.readouterr().out.rstrip().endswith(f"appended to {expected}")
+        said = capsys.readouterr().out.rstrip()
+        assert f"appended to {expected}" in said
+        assert said.endswith(f"; report {run_dir / 'report.html'}") == (target == run_dir)  # a run's report only
         assert json.loads(expected.read_text())[-1]["results"][0]["metric"] == "fd_digits"
 
 
@@ -333,6 +335,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, image_folder):
     assert "Traceback" not in err and "--resume" in err
     ckpt = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))
     assert ckpt["nimg"] > 0
+    assert "Stopped at" in (run_dir / "report.html").read_text()  # the report says where and how to go on
 
 
 def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):

@@ -7,6 +7,7 @@ Public API (nothing heavy runs at import time):
     ganforge.load_generator(run_or_ckpt) -> G, with G.sample(n)
     ganforge.evaluate_run(run_or_ckpt, ["fd_digits", ...]) -> results with their protocol (also in metrics.json)
     ganforge.compare_runs([run_dir, ...]) -> one RunView per run (settings, speed, latest metrics)
+    ganforge.write_html_report(run_dir) -> the run's report.html, rebuilt
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "evaluate_run",
-           "compare_runs", "__version__"]
+           "compare_runs", "write_html_report", "__version__"]
 
 if TYPE_CHECKING:
     from .compare import compare_runs
     from .config import Config, load_config
     from .errors import UserError
+    from .html_report import write_html_report
     from .metrics.core import evaluate_run
     from .trainer import load_generator, resume, train
 
@@ -33,6 +35,7 @@ _LAZY = {
     "load_generator": "trainer",
     "evaluate_run": "metrics.core",
     "compare_runs": "compare",
+    "write_html_report": "html_report",
 }
 
 

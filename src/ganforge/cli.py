@@ -243,6 +243,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
                                inception_weights=args.inception_weights, log=print)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
+        if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
+            from .html_report import write_html_report
+
+            saved += f"; report {write_html_report(metrics_path_for(path).parent)}"
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
@@ -296,26 +300,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .compare import expand_runs
+    from .html_report import write_html_report
+
+    for run in expand_runs(args.runs):
+        print(f"wrote {write_html_report(run)}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
-    import torch
+    from .report import network_summary
 
-    from .models import build_discriminator, build_generator, inert_settings
-    from .report import model_summary
-
-    cfg = _config_from_args(args)
-    G, D = build_generator(cfg), build_discriminator(cfg)
-    z = torch.zeros(2, cfg.model.z_dim)
-    x = torch.zeros(2, cfg.data.channels, cfg.data.img_size, cfg.data.img_size)
-    if cfg.model.n_classes:
-        y = torch.zeros(2, dtype=torch.long)
-        z, x = (z, y), (x, y)
-    label = f", label y [B] of {cfg.model.n_classes} classes" if cfg.model.n_classes else ""
-    print(model_summary(G, z, f"G: {cfg.model.g} (input z [B, {cfg.model.z_dim}]{label})"))
-    print()
-    print(model_summary(D, x, f"D: {cfg.model.d} (input [B, {cfg.data.channels}, {cfg.data.img_size}, "
-                              f"{cfg.data.img_size}]{label})"))
-    for line in inert_settings(cfg):
-        print(f"note: {line}")
+    print(network_summary(_config_from_args(args)))
     return 0
 
 
@@ -394,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="with --plot: the metric to draw (default: the first one the runs recorded)")
     p.add_argument("--force", action="store_true", help="replace an existing --plot file")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="(re)write a run's report.html: samples, curves, collapse signals, metrics, "
+                                      "networks, config")
+    p.add_argument("runs", type=Path, nargs="+",
+                   help="run directories, checkpoints inside them, or a folder of runs such as runs/")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="layer, output shape and parameter count of G and D")
     _add_config_args(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -206,3 +207,21 @@ def model_summary(model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, 
     lines.append(f"{'(output)':<{width}}  {str(shapes):<20} {'':>12}")
     lines += ["-" * (width + 35), f"total parameters: {total:,} (trainable {trainable:,})"]
     return "\n".join(lines)
+
+
+def network_summary(cfg: Any) -> str:
+    """model_summary of the G and D a config builds, then a note per setting their layers do not read."""
+    from .models import build_discriminator, build_generator, inert_settings
+
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    z = torch.zeros(2, cfg.model.z_dim)
+    x = torch.zeros(2, cfg.data.channels, cfg.data.img_size, cfg.data.img_size)
+    if cfg.model.n_classes:
+        y = torch.zeros(2, dtype=torch.long)
+        z, x = (z, y), (x, y)
+    label = f", label y [B] of {cfg.model.n_classes} classes" if cfg.model.n_classes else ""
+    parts = [model_summary(G, z, f"G: {cfg.model.g} (input z [B, {cfg.model.z_dim}]{label})"), "",
+             model_summary(D, x, f"D: {cfg.model.d} (input [B, {cfg.data.channels}, {cfg.data.img_size}, "
+                                 f"{cfg.data.img_size}]{label})")]
+    parts += [f"note: {line}" for line in inert_settings(cfg)]
+    return "\n".join(parts)

@@ -27,6 +27,7 @@ from .augment import diff_augment, parse_policy
 from .config import Config, Overrides, apply_overrides, from_dict
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
+from .html_report import write_html_report
 from .losses import GANLoss, get_loss, gradient_penalty, instance_noise_std, r1_penalty
 from .models import Discriminator, Generator, balanced_labels, build_discriminator, build_generator, inert_settings
 from .models.layers import MinibatchDiscrimination, MinibatchStd
@@ -804,9 +805,16 @@ class Trainer:
         grids = sorted(self.samples_dir.glob("fakes*.png"))
         report.make_gif(grids, self.run_dir / "progress.gif")
         report.save_grid(self._sample_grid(), self.run_dir / "final.png", nrow=self._grid_nrow())
-        stats = report.read_stats(self.stats_path)
-        if stats:
-            report.plot_losses(stats, self.run_dir / "losses.png")
+        self._write_report()
+
+    def _write_report(self) -> None:
+        """report.html (with losses.png), for runs made by train() / resume(), which write config.toml."""
+        if (self.run_dir / "config.toml").is_file():
+            write_html_report(self.run_dir)
+        else:
+            stats = report.read_stats(self.stats_path)
+            if stats:
+                report.plot_losses(stats, self.run_dir / "losses.png")
 
     # ---- the loop
 
@@ -852,13 +860,15 @@ class Trainer:
                     last_time = tick_start
                 if stopping:
                     bar.close()
+                    if main:
+                        self._write_report()
                     raise TrainingInterrupted(self.run_dir, s.nimg / 1000)
         bar.close()
         if not main:
             return self.run_dir
         self._finish()
         self.log(f"done: {s.nimg / 1000:.2f} kimg in {report.format_duration(s.time_s)}; run directory "
-                 f"{self.run_dir}")
+                 f"{self.run_dir} (open {self.run_dir / 'report.html'} in a browser)")
         return self.run_dir
 
 

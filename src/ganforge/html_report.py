@@ -1,0 +1,305 @@
+"""report.html: one page per run to open in a browser: samples and how they changed, losses, collapse
+signals, every metric with its protocol, the networks, the config, and the commands that go on from here.
+It is built from the run directory's own files, so `ganforge report RUN` rebuilds it at any time; training
+writes it at its end (or when stopped) and `ganforge eval RUN` refreshes it."""
+
+from __future__ import annotations
+
+import datetime
+import html
+import re
+import statistics
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .compare import RunView, load_run, run_directory
+from .errors import UserError
+
+REPORT_NAME = "report.html"
+MAX_TICK_ROWS = 60  # a long run's ticks are thinned evenly to this many rows, first and last kept
+_GRID = re.compile(r"fakes(\d{6})(?:\.(\d{3}))?\.png$")
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; } td, th { padding: 2px 10px; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; } tr.flag td { background: #fff1e6; }
+.muted { color: #777; } .warn { background: #fff1e6; border-left: 4px solid #e8590c; padding: 0.5em 1em; }
+.ok { background: #ebfbee; border-left: 4px solid #2f9e44; padding: 0.5em 1em; }
+figure { display: inline-block; margin: 0 1.5em 1em 0; vertical-align: top; }
+figure img { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
+figcaption { font-size: 0.85em; color: #555; } pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return _e(value)
+
+
+def _value(value: Any) -> str:
+    """A metric's value: a number, or a per-class list / mapping of numbers written out."""
+    if isinstance(value, dict):
+        return ", ".join(f"{_e(k)}: {_num(v, 3)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_num(v, 3) for v in value)
+    return _num(value)
+
+
+def grid_nimg(path: Path) -> int:
+    """Images seen when a fixed-noise grid samples/fakesKKKKKK[.RRR].png was drawn; -1 for other names."""
+    match = _GRID.search(path.name)
+    return int(match[1]) * 1000 + int(match[2] or 0) if match else -1
+
+
+def _figure(run_dir: Path, name: str, caption: str, width: int | None = None) -> str:
+    if not (run_dir / name).is_file():
+        return ""
+    style = f' style="width:{width}px"' if width else ""
+    return (f'<figure><a href="{_e(name)}"><img src="{_e(name)}"{style} alt="{_e(caption)}"></a>'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _signals(view: RunView) -> tuple[list[str], set[float]]:
+    """The collapse warnings the training loop gives, read back from each tick's logged spread and
+    near-copy share with the run's own thresholds, and the kimg of the ticks they flag."""
+    from .trainer import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG
+
+    spread_limit = view.settings.get("train.collapse_warn", 0.25)
+    copy_limit = view.settings.get("train.duplicate_warn", 0.5)
+    low = [s for s in view.stats if isinstance(s.get("diversity"), int | float)
+           and s["kimg"] >= COLLAPSE_CHECK_FROM_KIMG and s["diversity"] < spread_limit]
+    copies = [s for s in view.stats if isinstance(s.get("duplicates"), int | float)
+              and s["kimg"] >= DUPLICATE_CHECK_FROM_KIMG and copy_limit > 0 and s["duplicates"] > copy_limit]
+    found = []
+    if low:
+        found.append(f"sample spread under {spread_limit:g} of the real images' at {len(low)} tick(s), "
+                     f"{low[0]['kimg']:g} to {low[-1]['kimg']:g} kimg (lowest {min(s['diversity'] for s in low):.2f}): "
+                     "G's samples look alike, a collapse")
+    if copies:
+        found.append(f"more than {copy_limit:.0%} of the grid's samples had a near-copy at {len(copies)} tick(s), "
+                     f"{copies[0]['kimg']:g} to {copies[-1]['kimg']:g} kimg: G looks partly collapsed, drawing "
+                     "a few modes")
+    return found, {s["kimg"] for s in low + copies}
+
+
+def _thinned(stats: list[dict[str, Any]], rows: int = MAX_TICK_ROWS) -> list[dict[str, Any]]:
+    if len(stats) <= rows:
+        return stats
+    step = (len(stats) - 1) / (rows - 1)
+    return [stats[round(i * step)] for i in range(rows)]
+
+
+def _tick_table(view: RunView, flagged: set[float]) -> str:
+    columns = [("kimg", "kimg"), ("epoch", "epoch"), ("sec_per_kimg", "sec/kimg"), ("d_loss", "d_loss"),
+               ("g_loss", "g_loss"), ("d_real", "D(real)"), ("d_fake", "D(fake)"), ("diversity", "spread"),
+               ("duplicates", "near-copy share")]
+    shown = _thinned(view.stats)
+    metric_names: list[str] = []
+    for s in shown:
+        metric_names += [m for m in (s.get("metrics") or {}) if m not in metric_names]
+    head = "".join(f"<th>{_e(label)}</th>" for _, label in columns)
+    head += "".join(f"<th>{_e(m)}</th>" for m in metric_names)
+    body = []
+    for s in shown:
+        cells = "".join(f"<td>{_num(s.get(key))}</td>" for key, _ in columns)
+        cells += "".join(f"<td>{_num((s.get('metrics') or {}).get(m))}</td>" for m in metric_names)
+        body.append(f'<tr{" class=flag" if s["kimg"] in flagged else ""}>{cells}</tr>')
+    note = (f'<p class="muted">{len(shown)} of {len(view.stats)} ticks, evenly spaced; every tick is in '
+            "stats.jsonl.</p>" if len(shown) < len(view.stats) else "")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>{note}"
+
+
+_PROTOCOL_COLUMNS = (("n_fake", "n fake"), ("n_real", "n real"), ("reference", "reference"),
+                     ("extractor", "extractor"), ("seed", "seed"))
+
+
+def _metric_table(view: RunView) -> str:
+    from .metrics.core import BEST_DIRECTION
+
+    if not view.latest:
+        return ('<p class="muted">No evaluation recorded. <code>ganforge eval RUN</code> measures this run, or '
+                "train with <code>--set eval.every_kimg=N</code> to evaluate at ticks.</p>")
+    head = "<th class=l>metric</th><th>value</th><th>at kimg</th><th>best along the run</th>"
+    head += "".join(f"<th class=l>{_e(label)}</th>" for _, label in _PROTOCOL_COLUMNS)
+    rows = []
+    for name, record in view.latest.items():
+        curve = view.curves.get(name, [])
+        best = ""
+        if name in BEST_DIRECTION and len(curve) > 1:
+            pick = min if BEST_DIRECTION[name] == "min" else max
+            kimg, value = pick(curve, key=lambda point: point[1])
+            best = f"{_num(value)} @ {_num(kimg)}"
+        cells = (f"<td class=l>{_e(name)}</td><td>{_value(record.get('value'))}</td>"
+                 f"<td>{_num(record.get('kimg'))}</td><td>{best}</td>")
+        cells += "".join(f"<td class=l>{_num(record.get(key))}</td>" for key, _ in _PROTOCOL_COLUMNS)
+        rows.append(f"<tr>{cells}</tr>")
+    resize = sorted({str(r.get("resize")) for r in view.latest.values() if r.get("resize")})
+    notes = "".join(f'<p class="muted">resize: {_e(text)}</p>' for text in resize)
+    return (f"<table><tr>{head}</tr>{''.join(rows)}</table>{notes}<p class=muted>The newest value of each "
+            "metric; every evaluation, with its full protocol (extractor hash, ganforge version, checkpoint), "
+            "is in metrics.json.</p>")
+
+
+def plot_metrics(view: RunView, path: Path) -> bool:
+    """Each metric measured at two or more points (alike), against kimg, one panel each. False when none was."""
+    curves = {name: points for name, points in view.curves.items() if len(points) > 1}
+    if not curves:
+        path.unlink(missing_ok=True)  # an old figure would no longer match the metrics
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import replace_atomically
+
+    names = list(curves)[:8]
+    cols = min(4, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        kimg, values = zip(*curves[name], strict=True)
+        ax.plot(kimg, values, "o-", markersize=3)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("kimg")
+    fig.tight_layout()
+    try:
+        with replace_atomically(path) as f:
+            fig.savefig(f, format="png", dpi=90)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def _networks(config_text: str) -> str:
+    from .config import from_dict
+    from .report import network_summary
+
+    try:
+        return network_summary(from_dict(tomllib.loads(config_text)))
+    except (UserError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
+        return f"(the networks could not be built from config.toml: {e})"
+
+
+def build_html(run_dir: Path) -> str:
+    """The report page of a run directory, as one HTML string (images linked by relative path)."""
+    from . import __version__
+    from .report import format_duration, plot_losses
+
+    view = load_run(run_dir)
+    config_text = (run_dir / "config.toml").read_text()
+    settings = view.settings
+    target = settings.get("train.kimg")
+    kimg = view.kimg or 0.0
+    run = _e(run_dir)
+    if view.stats:
+        plot_losses(view.stats, run_dir / "losses.png")
+    has_metric_plot = plot_metrics(view, run_dir / "metrics.png")
+
+    finished = isinstance(target, int | float) and kimg >= target - 1e-9
+    if not view.stats:
+        status = "<p class=warn>No tick has been logged yet: the run stopped before its first tick.</p>"
+    elif finished:
+        status = f"<p class=ok>Finished: {_num(kimg)} kimg of {_num(target)}.</p>"
+    else:
+        status = (f"<p class=warn>Stopped at {_num(kimg)} kimg of {_num(target)}. Continue it with "
+                  f"<code>ganforge train --resume {run}</code>.</p>")
+    signals, flagged_kimg = _signals(view)
+    if signals:
+        status += "".join(f"<p class=warn>Warning: {_e(text)}.</p>" for text in signals)
+    elif len(view.stats) > 1:
+        status += "<p class=ok>No collapse signal: sample spread and near-copy share stayed within limits.</p>"
+
+    from . import checkpoint as ckpt_io
+
+    ckpts = ckpt_io.list_checkpoints(run_dir)
+    best = run_dir / ckpt_io.CKPT_DIR / "best.pt"
+    speeds = [s["sec_per_kimg"] for s in view.stats[1:] or view.stats if isinstance(s.get("sec_per_kimg"), int | float)]
+    glance = [
+        ("preset", settings.get("preset")),
+        ("data", f"{settings.get('data.name')}, {settings.get('data.img_size')} px, {settings.get('data.channels')} "
+                 "channel(s)"),
+        ("networks", f"G {settings.get('model.g')}, D {settings.get('model.d')}, z_dim {settings.get('model.z_dim')}"),
+        ("loss", settings.get("loss.name")),
+        ("batch size", settings.get("train.batch_size")),
+        ("images seen", f"{_num(kimg)} kimg"
+         + (f" ({view.last_tick['epoch']:g} epochs)" if isinstance(view.last_tick.get("epoch"), int | float) else "")),
+        ("training time", format_duration(view.time_s) if view.time_s is not None else "-"),
+        ("speed", f"{statistics.median(speeds):.3g} sec/kimg (median over ticks)" if speeds else "-"),
+        ("last tick", "  ".join(f"{label} {_num(view.last_tick.get(key))}" for key, label in
+                                (("d_loss", "d_loss"), ("g_loss", "g_loss"), ("d_real", "D(real)"),
+                                 ("d_fake", "D(fake)"))) if view.stats else "-"),
+        ("checkpoints", (f"{len(ckpts)}, latest {ckpts[-1].name}" if ckpts else "none")
+         + (", best.pt" if best.is_file() else "")),
+        ("seed", settings.get("train.seed")),
+    ]
+    glance_rows = "".join(f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in glance)
+
+    grids = sorted((p for p in (run_dir / "samples").glob("fakes*.png") if grid_nimg(p) >= 0), key=grid_nimg)
+    which = "G_ema" if (settings.get("train.ema_kimg") or 0) > 0 else "G"
+    samples = _figure(run_dir, "final.png", f"final samples of {which} (the fixed noise of every grid)")
+    if not samples and grids:
+        latest = grids[-1].relative_to(run_dir).as_posix()
+        samples = _figure(run_dir, latest, f"latest fixed-noise grid, {grid_nimg(grids[-1]) / 1000:g} kimg")
+    samples += _figure(run_dir, "samples/reals.png", "real images")
+    samples += _figure(run_dir, "progress.gif", "the fixed-noise grid through training")
+    if len(grids) > 1:  # a few grids along the way, for when the GIF is not playing
+        picks = sorted({grids[round(i * (len(grids) - 1) / 3)] for i in range(4)}, key=grid_nimg)
+        samples += "<br>" + "".join(_figure(run_dir, p.relative_to(run_dir).as_posix(),
+                                            f"{grid_nimg(p) / 1000:g} kimg", width=180) for p in picks)
+
+    description = settings.get("description") or ""
+    commands = "\n".join([
+        f"ganforge sample {run_dir} --n 64 --out grid.png --seed 1",
+        f"ganforge eval {run_dir}",
+        f"ganforge train --resume {run_dir} --set train.kimg=N",
+        f"ganforge train --config {run_dir / 'config.toml'}     # a new run with the same settings",
+        f"ganforge compare {run_dir} OTHER_RUN",
+        f"ganforge report {run_dir}                            # rebuild this page",
+    ])
+    written = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(run_dir.name)}: ganforge run report</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_e(run_dir.name)}</h1>",
+        f"<p class=muted>{_e(description)}</p>" if description else "",
+        status,
+        f"<h2>At a glance</h2><table>{glance_rows}</table>",
+        f"<h2>Samples</h2>{samples or '<p class=muted>No sample grid yet.</p>'}",
+        "<h2>Training curves</h2>",
+        _figure(run_dir, "losses.png", "D and G loss per tick; mean D(real) and D(fake), sample spread and "
+                                       "near-copy share") or "<p class=muted>No tick logged yet.</p>",
+        "<h2>Metrics</h2>", _metric_table(view),
+        _figure(run_dir, "metrics.png", "each metric against kimg (values measured alike)") if has_metric_plot else "",
+        "<h2>Ticks</h2>", _tick_table(view, flagged_kimg) if view.stats else "<p class=muted>None yet.</p>",
+        f"<h2>Networks</h2><pre>{_e(_networks(config_text))}</pre>",
+        f"<h2>Config</h2><p class=muted>config.toml, fully resolved:</p><pre>{_e(config_text)}</pre>",
+        f"<h2>From here</h2><pre>{_e(commands)}</pre>",
+        f"<p class=muted>Written by ganforge {_e(__version__)} at {written}.</p>",
+        "</body></html>",
+    ]
+    return "\n".join(part for part in parts if part) + "\n"
+
+
+def write_html_report(run: Path | str) -> Path:
+    """Write (or rebuild) report.html in a run directory, with its losses.png and metrics.png; returns its
+    path. `run` is a run directory or a checkpoint inside one."""
+    from .checkpoint import atomic_write_text
+
+    run_dir = run_directory(run)
+    path = run_dir / REPORT_NAME
+    atomic_write_text(build_html(run_dir), path)
+    return path

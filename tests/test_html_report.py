@@ -1,0 +1,115 @@
+"""report.html: built from a run directory's own files, refreshed by eval, and honest about what it read."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from ganforge.cli import main
+from ganforge.html_report import MAX_TICK_ROWS, REPORT_NAME, write_html_report
+from ganforge.models import build_discriminator, build_generator
+from ganforge.trainer import train
+
+VOID = {"meta", "img", "br", "link", "hr", "input"}
+
+
+class _Page(HTMLParser):
+    """Checks that every element closes in order, and collects image sources and text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag not in VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, (self.open[-3:], tag)
+        self.open.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def read_page(run_dir: Path) -> _Page:
+    page = _Page()
+    page.feed((run_dir / REPORT_NAME).read_text())
+    page.close()
+    assert page.open == []
+    assert all((run_dir / src).is_file() for src in page.images), page.images
+    return page
+
+
+@pytest.fixture
+def run_dir(tmp_path, tiny_cfg):
+    return train(tiny_cfg(**{"train.ema_kimg": 0.05}), out=tmp_path / "runs", log=lambda msg: None)
+
+
+def test_training_writes_a_report_of_the_finished_run(run_dir, tiny_cfg):
+    page = read_page(run_dir)
+    text = " ".join(page.text)
+    assert "Finished: 0.064 kimg of 0.064" in text and "final samples of G_ema" in text
+    assert {"final.png", "samples/reals.png", "progress.gif", "losses.png"} <= set(page.images)
+    cfg = tiny_cfg()
+    for net in (build_generator(cfg), build_discriminator(cfg)):  # the networks section counts the real nets
+        assert f"total parameters: {sum(p.numel() for p in net.parameters()):,}" in text
+    assert (run_dir / "config.toml").read_text() in "".join(page.text)
+    assert "No evaluation recorded" in text and not (run_dir / "metrics.png").exists()
+
+
+def test_eval_refreshes_the_report_with_each_metric_and_its_protocol(run_dir, capsys):
+    assert main(["eval", str(run_dir), "--n", "40", "--metrics", "fd_digits,classes"]) == 0
+    assert f"report {run_dir / REPORT_NAME}" in capsys.readouterr().out
+    history = json.loads((run_dir / "metrics.json").read_text())
+    fd = next(r for r in history[-1]["results"] if r["metric"] == "fd_digits")
+    html = (run_dir / REPORT_NAME).read_text()
+    row = re.search(r"<tr><td class=l>fd_digits</td><td>([^<]+)</td>", html)
+    assert row is not None and abs(float(row[1]) - fd["value"]) <= 1e-3 * abs(fd["value"])
+    assert "<td class=l>40</td>" in html  # n fake, from the protocol
+    assert not (run_dir / "metrics.png").exists()  # one point per metric: nothing to draw yet
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.096"]) == 0
+    assert "metrics.png" not in read_page(run_dir).images  # the resumed run's report still has one point
+    assert main(["eval", str(run_dir), "--n", "40", "--metrics", "fd_digits"]) == 0
+    assert "metrics.png" in read_page(run_dir).images  # fd_digits at 0.064 and 0.096 kimg
+
+
+def test_collapse_signals_stopped_runs_and_long_runs_read_from_the_files(run_dir):
+    config = (run_dir / "config.toml").read_text()
+    (run_dir / "config.toml").write_text(config.replace("kimg = 0.064", "kimg = 500.0"))
+    ticks = [{"kimg": round(0.5 * i, 3), "d_loss": 1.0, "g_loss": 1.0, "d_real": 0.5, "d_fake": 0.5,
+              "sec_per_kimg": 1.0, "time_s": float(i), "diversity": 0.1 if 20 <= i < 30 else 0.9,
+              "duplicates": 0.0} for i in range(1, 301)]
+    (run_dir / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
+    (run_dir / "final.png").unlink()
+    write_html_report(run_dir)
+    page = read_page(run_dir)
+    text = " ".join(page.text)
+    assert "Stopped at 150 kimg of 500" in text and "--resume" in text
+    assert "sample spread under 0.25 of the real images' at 10 tick(s), 10 to 14.5 kimg" in text
+    assert not any("near-copy at" in t for t in page.text)
+    assert any(src.startswith("samples/fakes") for src in page.images)  # the latest grid stands in for final.png
+    html = (run_dir / REPORT_NAME).read_text()
+    table = html[html.index("<h2>Ticks</h2>"):html.index("<h2>Networks</h2>")]
+    rows = re.findall(r"<tr(?: class=flag)?><td>([^<]+)</td>", table)
+    assert len(rows) == MAX_TICK_ROWS and rows[0] == "0.5" and rows[-1] == "150"
+    flagged = re.findall(r"<tr class=flag><td>([^<]+)</td>", table)
+    assert flagged and all(10 <= float(k) <= 14.5 for k in flagged)
+
+
+def test_report_command_rebuilds_every_run_and_refuses_what_is_not_one(run_dir, tmp_path, capsys):
+    (run_dir / REPORT_NAME).unlink()
+    assert main(["report", str(run_dir.parent)]) == 0
+    assert f"wrote {run_dir / REPORT_NAME}" in capsys.readouterr().out
+    read_page(run_dir)
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
