@@ -120,6 +120,20 @@ def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
     assert abs(data.images.mean().item() - grey) < 0.01
 
 
+def test_a_photo_tagged_as_rotated_is_turned_upright(tmp_path):
+    # stored 16 wide and 8 high, columns 4-7 white; EXIF orientation 6 says "turn 90 degrees clockwise"
+    stored = np.zeros((8, 16), dtype=np.uint8)
+    stored[:, 4:8] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif.tobytes())
+    data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=1))
+    upright = data.images[0, 0]  # 8 wide, 16 high, rows 4-7 white; cropped to rows 4-11: the top half white
+    # (left as stored, the crop to columns 4-11 would make the left half white)
+    assert upright.shape == (8, 8)
+    assert abs(upright[:4].mean().item() - 1) < 0.05 and abs(upright[4:].mean().item() + 1) < 0.05
+
+
 def test_corrupt_image_is_named_in_the_error(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "good.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")

@@ -186,6 +186,10 @@ def _read_image_cache(cache: Path, cfg: DataConfig) -> torch.Tensor | None:
     return images
 
 
+ORIENTATION_TAG = 0x0112  # EXIF
+FOLDER_DECODE_VERSION = 2  # part of the cache key: a change to how images are decoded (2: EXIF orientation)
+
+
 def _high_depth_to_grey(im: Any, path: Path) -> Any:
     """16-bit, 32-bit integer and float greyscale -> 8-bit "L" by the format's range: PIL's own convert
     clips them (a 16-bit PNG turns almost white, a float image in [0, 1] black)."""
@@ -207,11 +211,14 @@ def _high_depth_to_grey(im: Any, path: Path) -> Any:
 
 
 def _read_image(path: Path, channels: int, img_size: int) -> torch.Tensor:
-    """Decode, convert, centre-crop to a square and resize (Lanczos, antialiased) -> uint8 [C, S, S]."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode, turn upright (a camera's EXIF orientation), convert, centre-crop to a square and resize
+    (Lanczos, antialiased) -> uint8 [C, S, S]."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if im.getexif().get(ORIENTATION_TAG, 1) != 1:  # phone photos are stored sideways, tagged so
+                im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
                 im = _high_depth_to_grey(im, path)
             im = im.convert("L" if channels == 1 else "RGB")
@@ -251,7 +258,7 @@ def _read_images(files: list[Path], channels: int, img_size: int) -> torch.Tenso
 def _folder_cache_path(root: Path, files: list[Path], cfg: DataConfig) -> tuple[Path, str]:
     """The cache file of this folder at this size, named by a fingerprint of every file's path, size and
     modification time (an added, removed or edited image makes a new one); and the name's folder part."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"decode {FOLDER_DECODE_VERSION}\n".encode())
     for p in files:
         st = p.stat()
         digest.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
