@@ -118,7 +118,7 @@ def test_a_torn_stats_line_is_skipped(two_runs):
 @pytest.mark.parametrize("case, needle", [
     ("missing", "does not exist"),
     ("not_a_run", "not a run directory"),
-    ("bad_metrics", "not valid JSON"),
+    ("bad_metrics", "is not a metrics.json"),
     ("bad_plot", "--plot takes"),
     ("plot_exists", "--force"),
     ("unknown_metric", "no run recorded the metric"),

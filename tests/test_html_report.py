@@ -113,3 +113,14 @@ def test_report_command_rebuilds_every_run_and_refuses_what_is_not_one(run_dir, 
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+
+
+def test_a_malformed_metrics_json_is_named_on_the_page_and_does_not_fail_training(run_dir, capsys):
+    (run_dir / "metrics.json").write_text("{ not json")
+    write_html_report(run_dir)
+    text = " ".join(read_page(run_dir).text)
+    assert f"{run_dir / 'metrics.json'} is not a metrics.json" in text and "No evaluation recorded" in text
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.096"]) == 0
+    assert "Finished: 0.096 kimg" in " ".join(read_page(run_dir).text)
+    assert main(["compare", str(run_dir)]) == 2  # comparing metrics it cannot read still says so
+    assert "is not a metrics.json" in capsys.readouterr().err

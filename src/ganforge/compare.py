@@ -76,19 +76,27 @@ def run_directory(path: Path | str) -> Path:
     return path
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
+def _read_metrics(path: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """The evaluations in metrics.json. A malformed file raises UserError, or, given a `problems` list, is
+    noted there and read as empty."""
     if not path.is_file():
         return []
     try:
         history = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); move it aside to compare this run") from e
-    if not isinstance(history, list):
-        raise UserError(f"{path} does not hold a list of evaluations; move it aside to compare this run")
+        if not isinstance(history, list):
+            raise ValueError("it does not hold a list of evaluations")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        message = f"{path} is not a metrics.json ({e}); move it aside to read this run's metrics"
+        if problems is None:
+            raise UserError(message) from e
+        problems.append(message)
+        return []
     return [entry for entry in history if isinstance(entry, dict)]
 
 
-def load_run(path: Path | str) -> RunView:
+def load_run(path: Path | str, problems: list[str] | None = None) -> RunView:
+    """What a run directory says about itself. A malformed metrics.json raises UserError, or, given a
+    `problems` list, is noted there and its metrics left out."""
     from .report import read_stats
 
     run_dir = run_directory(path)
@@ -100,7 +108,7 @@ def load_run(path: Path | str) -> RunView:
                    stats=read_stats(run_dir / "stats.jsonl"))
     # metric -> protocol -> {kimg: value}; a later evaluation at the same kimg wins
     curves: dict[str, dict[str, dict[float, float]]] = {}
-    for entry in _read_metrics(run_dir / "metrics.json"):
+    for entry in _read_metrics(run_dir / "metrics.json", problems):
         results = entry.get("results")
         for record in results if isinstance(results, list) else []:
             if not isinstance(record, dict) or "metric" not in record:

@@ -199,7 +199,8 @@ def build_html(run_dir: Path) -> str:
     from . import __version__
     from .report import format_duration, plot_losses
 
-    view = load_run(run_dir)
+    problems: list[str] = []
+    view = load_run(run_dir, problems)
     config_text = (run_dir / "config.toml").read_text()
     settings = view.settings
     target = settings.get("train.kimg")
@@ -218,6 +219,7 @@ def build_html(run_dir: Path) -> str:
         status = (f"<p class=warn>Stopped at {_num(kimg)} kimg of {_num(target)}. Continue it with "
                   f"<code>ganforge train --resume {run}</code>.</p>")
     signals, flagged_kimg = _signals(view)
+    status += "".join(f"<p class=warn>{_e(text)}.</p>" for text in problems)
     if signals:
         status += "".join(f"<p class=warn>Warning: {_e(text)}.</p>" for text in signals)
     elif len(view.stats) > 1:

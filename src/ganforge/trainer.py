@@ -810,7 +810,10 @@ class Trainer:
     def _write_report(self) -> None:
         """report.html (with losses.png), for runs made by train() / resume(), which write config.toml."""
         if (self.run_dir / "config.toml").is_file():
-            write_html_report(self.run_dir)
+            try:
+                write_html_report(self.run_dir)
+            except UserError as e:  # a hand-edited config.toml, say: the trained run stands without its page
+                self.log(f"  note: report.html not written: {e}")
         else:
             stats = report.read_stats(self.stats_path)
             if stats:
