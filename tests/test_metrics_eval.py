@@ -378,6 +378,28 @@ def test_eval_cli_refuses_bad_inception_weights_in_one_line(tmp_path, image_fold
     assert "besides tensors" in err and not (tmp_path / "ran").exists()
 
 
+def test_training_finds_its_inception_weights_before_the_first_step(tmp_path, image_folder, monkeypatch, capsys):
+    from .conftest import tiny_overrides
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no cached weights
+    out = tmp_path / "runs"
+    tick_fid = tiny_overrides(image_folder, **{"eval.every_kimg": 0.032, "eval.metrics": "[fid]", "eval.n": 16})
+    args = ["train", "--out", str(out), *[a for item in tick_fid for a in ("--set", item)]]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--set eval.inception_weights=PATH" in err and list(out.iterdir()) == []  # no run left half-begun
+    weights = tmp_path / "inception.pth"
+    torch.save(_inception_like(), weights)  # shaped right, but not the whole net: torch-fidelity finds that
+    assert main([*args, "--set", f"eval.inception_weights={weights}"]) == 2
+    assert f"Inception weights {weights} do not fit" in capsys.readouterr().err  # the configured file was used
+    # and `ganforge eval` of a run reads the run's own setting
+    no_ticks = tiny_overrides(image_folder, **{"eval.inception_weights": f'"{weights}"'})
+    assert main(["train", "--out", str(out), *[a for item in no_ticks for a in ("--set", item)]]) == 0
+    run_dir = next(p for p in out.iterdir() if (p / "checkpoints").is_dir())
+    assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fid"]) == 2
+    assert f"Inception weights {weights} do not fit" in capsys.readouterr().err
+
+
 def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
     out = tmp_path / "results" / "m.json"  # its folder is made
     code = main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}",

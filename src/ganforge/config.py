@@ -116,6 +116,7 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["fd_digits"])
     n: int = 2000  # generated images per evaluation during training
     best_metric: str = ""  # metric whose best value keeps checkpoints/best.pt; "" = the first one
+    inception_weights: str = ""  # the FID Inception file for fid/kid/is/pr_inception; "" = torch's hub cache
 
 
 @dataclass

@@ -133,7 +133,7 @@ def read_stats(path: Path | str) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and "kimg" in record:
+        if isinstance(record, dict) and isinstance(record.get("kimg"), int | float):
             stats.append(record)
     return stats
 

@@ -596,10 +596,16 @@ class Trainer:
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
+        self._inception_weights: str | None = None
         if cfg.eval.every_kimg > 0:
-            from .metrics.core import log_digit_metrics_note
+            from .metrics.core import INCEPTION_METRICS, log_digit_metrics_note
 
             log_digit_metrics_note(cfg.data.name, cfg.eval.metrics, self.log)
+            if set(INCEPTION_METRICS) & set(cfg.eval.metrics):  # found and checked now, not at the first evaluation
+                from .metrics.inception import inception_weights
+
+                weights = inception_weights(cfg.eval.inception_weights or None, "eval.inception_weights")
+                self._inception_weights = str(weights)
         if cfg.train.sync_bn and not self.dist.enabled:
             self.log("note: train.sync_bn has no effect in a single process (it syncs batch norm across torchrun "
                      "processes)")
@@ -780,8 +786,8 @@ class Trainer:
             return quantize(G.sample(count, seed=self.cfg.train.seed)).cpu()
 
         fake = ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}", labels=generated_labels(G, e.n))
-        ctx = EvalContext(fake, self._real_set,
-                          device=self.device, seed=self.cfg.train.seed, fake_fn=draw)
+        ctx = EvalContext(fake, self._real_set, device=self.device, seed=self.cfg.train.seed, fake_fn=draw,
+                          inception_weights=self._inception_weights)
         records = evaluate(ctx, e.metrics, kimg=s.nimg / 1000)
         append_metrics_json(records, self.run_dir / "metrics.json", {"checkpoint": None, "kimg": s.nimg / 1000})
         return records

@@ -400,7 +400,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
                  ckpt: str = "latest", seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
                  write: bool = True, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Evaluate a run's generator (G_ema when kept) against its own training data; metrics None: the run's
-    default_metrics. `log` receives a note where digit metrics meet images that are not digits."""
+    default_metrics; inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log`
+    receives a note where digit metrics meet images that are not digits."""
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
     from ..trainer import generator_from_checkpoint, pick_device
@@ -418,7 +419,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
 
     fake = ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n))
     ctx = EvalContext(fake, real_image_set(cfg.data), device=device, seed=seed, fake_fn=draw,
-                      inception_weights=inception_weights)
+                      inception_weights=inception_weights or cfg.eval.inception_weights or None)
     kimg = int(state["nimg"]) / 1000
     records = evaluate(ctx, metrics, kimg=kimg)
     if write:

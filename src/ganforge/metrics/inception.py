@@ -71,22 +71,22 @@ def check_inception_weights(path: Path) -> None:
                             f"{list(shape)}); {fix}")
 
 
-def inception_weights(given: str | None) -> Path:
-    """--inception-weights PATH, else torch's hub cache where torch-fidelity would have put it; checked."""
+def inception_weights(given: str | None, option: str = "--inception-weights") -> Path:
+    """The weights file given (by `option`, named in errors), else torch's hub cache where torch-fidelity
+    would have put it; checked."""
     if given:
         path = Path(given).expanduser()
         if not path.is_file():
-            raise UserError(f"--inception-weights {path} does not exist")
+            raise UserError(f"{option} {path} does not exist")
         check_inception_weights(path)
         return path
     cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if cached.is_file():
         check_inception_weights(cached)
         return cached
-    raise UserError(
-        f"the Inception metrics need {INCEPTION_FILE} (from {INCEPTION_URL}); "
-        f"pass --inception-weights PATH or put it at {cached}"
-    )
+    how = f"{option} PATH" if option.startswith("--") else f"--set {option}=PATH"
+    raise UserError(f"the Inception metrics need {INCEPTION_FILE} (from {INCEPTION_URL}); pass {how} or put it at "
+                    f"{cached}")
 
 
 def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted: set[str]) -> dict[str, Any]:
