@@ -199,3 +199,12 @@ def test_class_metrics_at_ticks_need_a_conditional_config(tiny_cfg):
         tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["fd_digits", "class_acc"]'})
     cfg = tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["class_acc"]', "model.n_classes": 2})
     assert cfg.eval.metrics == ["class_acc"]
+
+
+def test_tick_metrics_that_cannot_run_on_this_config_are_refused_before_training(tiny_cfg):
+    with pytest.raises(UserError, match="class_acc reads digits 0-9, but model.n_classes is 12"):
+        tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["class_acc"]', "model.n_classes": 12})
+    with pytest.raises(UserError, match="modes counts the digit triples of 3-channel"):
+        tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["modes"]'})
+    assert tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["modes"]', "data.channels": 3}).data.channels == 3
+    assert tiny_cfg(**{"eval.metrics": '["modes"]'}).eval.metrics == ["modes"]  # no ticks, nothing to check

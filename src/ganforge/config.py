@@ -432,6 +432,12 @@ def validate(cfg: Config) -> None:
         class_metrics = sorted({"class_acc", "fd_digits_per_class"} & set(e.metrics))
         _check(m.n_classes > 0 or not class_metrics,
                f"eval.metrics {', '.join(class_metrics)} need a conditional model; set model.n_classes")
+        # what would otherwise stop the run at its first evaluation, after the training before it
+        _check("modes" not in e.metrics or cfg.data.channels == 3,
+               "eval.metrics modes counts the digit triples of 3-channel Stacked MNIST samples; train on "
+               "data.name=stacked-mnist5k, or drop modes")
+        _check("class_acc" not in e.metrics or m.n_classes <= 10,
+               f"eval.metrics class_acc reads digits 0-9, but model.n_classes is {m.n_classes}; drop class_acc")
         reported = [v for name in e.metrics for v in METRIC_VALUES[name] if v in BEST_DIRECTION]
         owner = next((name for name, values in METRIC_VALUES.items()
                       if e.best_metric in values and e.best_metric in BEST_DIRECTION), None)
