@@ -405,3 +405,21 @@ def test_progress_gif_of_a_long_run_keeps_the_first_and_last_grid_and_a_bounded_
     make_gif(frames[:5], tmp_path / "short.gif", max_frames=200)
     with Image.open(tmp_path / "short.gif") as gif:
         assert gif.n_frames == 5
+
+
+def test_progress_gif_of_a_run_resumed_with_a_larger_grid_crops_nothing(tmp_path):
+    from PIL import Image
+
+    from ganforge.report import make_gif
+
+    small, large = tmp_path / "fakes000001.png", tmp_path / "fakes000002.png"
+    Image.new("RGB", (10, 10), (200, 200, 200)).save(small)
+    Image.new("RGB", (30, 20), (90, 90, 90)).save(large)
+    make_gif([small, large], tmp_path / "progress.gif")
+    with Image.open(tmp_path / "progress.gif") as gif:
+        assert gif.size == (30, 20) and gif.n_frames == 2
+        gif.seek(1)
+        assert gif.convert("L").getpixel((29, 19)) == 90  # the larger grid's far corner is there
+        gif.seek(0)
+        first = gif.convert("L")
+        assert first.getpixel((0, 0)) == 200 and first.getpixel((29, 19)) == 0  # the small one on black

@@ -107,10 +107,22 @@ def make_gif(frames: list[Path], path: Path | str, ms_per_frame: int = 100,
     if len(frames) > max_frames:
         step = (len(frames) - 1) / (max_frames - 1)
         frames = [frames[round(i * step)] for i in range(max_frames)]
+    sizes = []
+    for p in frames:
+        with Image.open(p) as im:
+            sizes.append(im.size)
+    # a run resumed with another train.grid_size has grids of two sizes: the GIF takes the largest, and
+    # smaller grids sit in its corner on black (GIF players would otherwise crop the larger ones)
+    size = (max(w for w, _ in sizes), max(h for _, h in sizes))
     images = []
     for p in frames:
         with Image.open(p) as im:  # closed at once: a long run has more grids than a process may open
-            images.append(im.convert("P", palette=Image.Palette.ADAPTIVE))
+            frame = im.convert("RGB")
+        if frame.size != size:
+            canvas = Image.new("RGB", size)
+            canvas.paste(frame, (0, 0))
+            frame = canvas
+        images.append(frame.convert("P", palette=Image.Palette.ADAPTIVE))
     with replace_atomically(path) as f:
         images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
