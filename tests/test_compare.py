@@ -60,6 +60,10 @@ def test_compare_shows_the_settings_that_differ_and_each_runs_metrics(two_runs, 
     assert [c.endswith("*") for c in cells] == [i == best for i in range(2)]  # the lower FD, measured alike
     assert "note:" not in out
     assert Image.open(plot).size[0] > 500
+    for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml")):  # the suffix picks the format
+        other = plot.with_suffix(suffix)
+        assert main(["compare", str(a), str(b), "--plot", str(other)]) == 0
+        assert other.read_bytes().startswith(magic)
 
 
 def test_compare_through_the_python_api(two_runs):

@@ -309,12 +309,7 @@ def plot_comparison(views: list[RunView], path: Path | str, metric: str | None =
         axes[0][0].set_xlabel("kimg")
         axes[0][0].set_ylabel(metric)
         axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
-    from .checkpoint import replace_atomically
+    from .report import save_figure
 
-    try:
-        with replace_atomically(path) as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
     return metric

@@ -162,7 +162,7 @@ def plot_metrics(view: RunView, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import replace_atomically
+    from .report import save_figure
 
     names = list(curves)[:8]
     cols = min(4, len(names))
@@ -175,12 +175,7 @@ def plot_metrics(view: RunView, path: Path) -> bool:
         ax.plot(kimg, values, "o-", markersize=3)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("kimg")
-    fig.tight_layout()
-    try:
-        with replace_atomically(path) as f:
-            fig.savefig(f, format="png", dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=90)
     return True
 
 

@@ -179,10 +179,18 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
     ax_prob.set_xlabel("kimg")
     ax_prob.set_ylabel("mean sigmoid(D logit) | ratio | share")
     ax_prob.legend()
-    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path | str, dpi: int = 100) -> None:
+    """Lay out, write atomically in the format the suffix names (png, pdf, svg), and close a matplotlib
+    figure, also when the write fails."""
+    import matplotlib.pyplot as plt
+
     try:
+        fig.tight_layout()
         with replace_atomically(path) as f:
-            fig.savefig(f, format="png", dpi=100)
+            fig.savefig(f, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=dpi)
     finally:
         plt.close(fig)
 
