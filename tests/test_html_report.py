@@ -124,3 +124,12 @@ def test_a_malformed_metrics_json_is_named_on_the_page_and_does_not_fail_trainin
     assert "Finished: 0.096 kimg" in " ".join(read_page(run_dir).text)
     assert main(["compare", str(run_dir)]) == 2  # comparing metrics it cannot read still says so
     assert "is not a metrics.json" in capsys.readouterr().err
+
+
+def test_the_commands_on_the_page_survive_a_path_with_spaces(tmp_path, tiny_cfg):
+    import shlex
+
+    run_dir = train(tiny_cfg(), out=tmp_path / "my runs", log=lambda msg: None)
+    text = "".join(read_page(run_dir).text)
+    command = next(line for line in text.splitlines() if line.startswith("ganforge eval "))
+    assert shlex.split(command) == ["ganforge", "eval", str(run_dir)]

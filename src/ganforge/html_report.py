@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import html
 import re
-import statistics
+import shlex
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -189,64 +189,54 @@ def _networks(config_text: str) -> str:
         return f"(the networks could not be built from config.toml: {e})"
 
 
-def build_html(run_dir: Path) -> str:
-    """The report page of a run directory, as one HTML string (images linked by relative path)."""
-    from . import __version__
-    from .report import format_duration, plot_losses
-
-    problems: list[str] = []
-    view = load_run(run_dir, problems)
-    config_text = (run_dir / "config.toml").read_text()
-    settings = view.settings
-    target = settings.get("train.kimg")
-    kimg = view.kimg or 0.0
-    run = _e(run_dir)
-    if view.stats:
-        plot_losses(view.stats, run_dir / "losses.png")
-    has_metric_plot = plot_metrics(view, run_dir / "metrics.png")
-
-    finished = isinstance(target, int | float) and kimg >= target - 1e-9
+def _status(view: RunView, problems: list[str], signals: list[str]) -> str:
+    target, kimg = view.settings.get("train.kimg"), view.kimg or 0.0
     if not view.stats:
         status = "<p class=warn>No tick has been logged yet: the run stopped before its first tick.</p>"
-    elif finished:
+    elif isinstance(target, int | float) and kimg >= target - 1e-9:
         status = f"<p class=ok>Finished: {_num(kimg)} kimg of {_num(target)}.</p>"
     else:
         status = (f"<p class=warn>Stopped at {_num(kimg)} kimg of {_num(target)}. Continue it with "
-                  f"<code>ganforge train --resume {run}</code>.</p>")
-    signals, flagged_kimg = _signals(view)
+                  f"<code>ganforge train --resume {_e(shlex.quote(str(view.path)))}</code>.</p>")
     status += "".join(f"<p class=warn>{_e(text)}.</p>" for text in problems)
     if signals:
         status += "".join(f"<p class=warn>Warning: {_e(text)}.</p>" for text in signals)
     elif len(view.stats) > 1:
         status += "<p class=ok>No collapse signal: sample spread and near-copy share stayed within limits.</p>"
+    return status
 
+
+def _glance(view: RunView) -> str:
     from . import checkpoint as ckpt_io
+    from .report import format_duration
 
-    ckpts = ckpt_io.list_checkpoints(run_dir)
-    best = run_dir / ckpt_io.CKPT_DIR / "best.pt"
-    speeds = [s["sec_per_kimg"] for s in view.stats[1:] or view.stats if isinstance(s.get("sec_per_kimg"), int | float)]
-    glance = [
+    settings, last = view.settings, view.last_tick
+    ckpts = ckpt_io.list_checkpoints(view.path)
+    has_best = (view.path / ckpt_io.CKPT_DIR / "best.pt").is_file()
+    epochs = f" ({last['epoch']:g} epochs)" if isinstance(last.get("epoch"), int | float) else ""
+    losses = (("d_loss", "d_loss"), ("g_loss", "g_loss"), ("d_real", "D(real)"), ("d_fake", "D(fake)"))
+    rows = [
         ("preset", settings.get("preset")),
         ("data", f"{settings.get('data.name')}, {settings.get('data.img_size')} px, {settings.get('data.channels')} "
                  "channel(s)"),
         ("networks", f"G {settings.get('model.g')}, D {settings.get('model.d')}, z_dim {settings.get('model.z_dim')}"),
         ("loss", settings.get("loss.name")),
         ("batch size", settings.get("train.batch_size")),
-        ("images seen", f"{_num(kimg)} kimg"
-         + (f" ({view.last_tick['epoch']:g} epochs)" if isinstance(view.last_tick.get("epoch"), int | float) else "")),
+        ("images seen", f"{_num(view.kimg or 0.0)} kimg{epochs}"),
         ("training time", format_duration(view.time_s) if view.time_s is not None else "-"),
-        ("speed", f"{statistics.median(speeds):.3g} sec/kimg (median over ticks)" if speeds else "-"),
-        ("last tick", "  ".join(f"{label} {_num(view.last_tick.get(key))}" for key, label in
-                                (("d_loss", "d_loss"), ("g_loss", "g_loss"), ("d_real", "D(real)"),
-                                 ("d_fake", "D(fake)"))) if view.stats else "-"),
-        ("checkpoints", (f"{len(ckpts)}, latest {ckpts[-1].name}" if ckpts else "none")
-         + (", best.pt" if best.is_file() else "")),
+        ("speed", f"{view.sec_per_kimg:.3g} sec/kimg (median over ticks)" if view.sec_per_kimg else "-"),
+        ("last tick", "  ".join(f"{label} {_num(last.get(key))}" for key, label in losses) if last else "-"),
+        ("checkpoints", (f"{len(ckpts)}, latest {ckpts[-1].name}" if ckpts else "none") + (", best.pt" * has_best)),
         ("seed", settings.get("train.seed")),
     ]
-    glance_rows = "".join(f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in glance)
+    body = "".join(f"<tr><th class=l>{_e(k)}</th><td class=l>{_e(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
 
+
+def _samples(view: RunView) -> str:
+    run_dir = view.path
     grids = sorted((p for p in (run_dir / "samples").glob("fakes*.png") if grid_nimg(p) >= 0), key=grid_nimg)
-    which = "G_ema" if (settings.get("train.ema_kimg") or 0) > 0 else "G"
+    which = "G_ema" if (view.settings.get("train.ema_kimg") or 0) > 0 else "G"
     samples = _figure(run_dir, "final.png", f"final samples of {which} (the fixed noise of every grid)")
     if not samples and grids:
         latest = grids[-1].relative_to(run_dir).as_posix()
@@ -257,25 +247,44 @@ def build_html(run_dir: Path) -> str:
         picks = sorted({grids[round(i * (len(grids) - 1) / 3)] for i in range(4)}, key=grid_nimg)
         samples += "<br>" + "".join(_figure(run_dir, p.relative_to(run_dir).as_posix(),
                                             f"{grid_nimg(p) / 1000:g} kimg", width=180) for p in picks)
+    return samples or "<p class=muted>No sample grid yet.</p>"
 
-    description = settings.get("description") or ""
-    commands = "\n".join([
-        f"ganforge sample {run_dir} --n 64 --out grid.png --seed 1",
-        f"ganforge eval {run_dir}",
-        f"ganforge train --resume {run_dir} --set train.kimg=N",
-        f"ganforge train --config {run_dir / 'config.toml'}     # a new run with the same settings",
-        f"ganforge compare {run_dir} OTHER_RUN",
-        f"ganforge report {run_dir}                            # rebuild this page",
+
+def _commands(run_dir: Path) -> str:
+    run, config = shlex.quote(str(run_dir)), shlex.quote(str(run_dir / "config.toml"))
+    return "\n".join([
+        f"ganforge sample {run} --n 64 --out grid.png --seed 1",
+        f"ganforge eval {run}",
+        f"ganforge train --resume {run} --set train.kimg=N",
+        f"ganforge train --config {config}     # a new run with the same settings",
+        f"ganforge compare {run} OTHER_RUN",
+        f"ganforge report {run}                # rebuild this page",
     ])
+
+
+def build_html(run_dir: Path) -> str:
+    """The report page of a run directory, as one HTML string (images linked by relative path). Draws the
+    run's losses.png and metrics.png on the way."""
+    from . import __version__
+    from .report import plot_losses
+
+    problems: list[str] = []
+    view = load_run(run_dir, problems)
+    config_text = (run_dir / "config.toml").read_text()
+    if view.stats:
+        plot_losses(view.stats, run_dir / "losses.png")
+    has_metric_plot = plot_metrics(view, run_dir / "metrics.png")
+    signals, flagged_kimg = _signals(view)
+    description = view.settings.get("description") or ""
     written = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(run_dir.name)}: ganforge run report</title><style>{_STYLE}</style></head><body>",
         f"<h1>{_e(run_dir.name)}</h1>",
         f"<p class=muted>{_e(description)}</p>" if description else "",
-        status,
-        f"<h2>At a glance</h2><table>{glance_rows}</table>",
-        f"<h2>Samples</h2>{samples or '<p class=muted>No sample grid yet.</p>'}",
+        _status(view, problems, signals),
+        f"<h2>At a glance</h2>{_glance(view)}",
+        f"<h2>Samples</h2>{_samples(view)}",
         "<h2>Training curves</h2>",
         _figure(run_dir, "losses.png", "D and G loss per tick; mean D(real) and D(fake), sample spread and "
                                        "near-copy share") or "<p class=muted>No tick logged yet.</p>",
@@ -284,7 +293,7 @@ def build_html(run_dir: Path) -> str:
         "<h2>Ticks</h2>", _tick_table(view, flagged_kimg) if view.stats else "<p class=muted>None yet.</p>",
         f"<h2>Networks</h2><pre>{_e(_networks(config_text))}</pre>",
         f"<h2>Config</h2><p class=muted>config.toml, fully resolved:</p><pre>{_e(config_text)}</pre>",
-        f"<h2>From here</h2><pre>{_e(commands)}</pre>",
+        f"<h2>From here</h2><pre>{_e(_commands(run_dir))}</pre>",
         f"<p class=muted>Written by ganforge {_e(__version__)} at {written}.</p>",
         "</body></html>",
     ]
