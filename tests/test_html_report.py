@@ -133,3 +133,11 @@ def test_the_commands_on_the_page_survive_a_path_with_spaces(tmp_path, tiny_cfg)
     text = "".join(read_page(run_dir).text)
     command = next(line for line in text.splitlines() if line.startswith("ganforge eval "))
     assert shlex.split(command) == ["ganforge", "eval", str(run_dir)]
+
+
+def test_a_run_given_as_dot_keeps_its_name(run_dir, monkeypatch, capsys):
+    monkeypatch.chdir(run_dir)
+    assert main(["report", "."]) == 0
+    assert f"<h1>{run_dir.name}</h1>" in (run_dir / REPORT_NAME).read_text()
+    assert main(["compare", "."]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["run", run_dir.name]

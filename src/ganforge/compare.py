@@ -73,7 +73,7 @@ def run_directory(path: Path | str) -> Path:
     if not (path / "config.toml").is_file():
         raise UserError(f"{path} is not a run directory (it has no config.toml); give directories made by "
                         "`ganforge train`")
-    return path
+    return path if path.name else path.resolve()  # "." and ".." name no run: use the folder's own name
 
 
 def _read_metrics(path: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
