@@ -423,3 +423,14 @@ def test_progress_gif_of_a_run_resumed_with_a_larger_grid_crops_nothing(tmp_path
         gif.seek(0)
         first = gif.convert("L")
         assert first.getpixel((0, 0)) == 200 and first.getpixel((29, 19)) == 0  # the small one on black
+
+
+def test_grids_are_ordered_by_images_seen_not_by_name(tmp_path):
+    from ganforge.report import fixed_noise_grids
+
+    # ticks under 1 kimg name grids to the image; a resume with longer ticks names them to the kimg
+    names = ["fakes000012.png", "fakes000012.500.png", "fakes000011.750.png", "fakes000013.png", "reals.png"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in fixed_noise_grids(tmp_path)] == [
+        "fakes000011.750.png", "fakes000012.png", "fakes000012.500.png", "fakes000013.png"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import re
 import shlex
 import tomllib
 from pathlib import Path
@@ -15,10 +14,10 @@ from typing import Any
 
 from .compare import RunView, load_run, run_directory
 from .errors import UserError
+from .report import fixed_noise_grids, grid_nimg
 
 REPORT_NAME = "report.html"
 MAX_TICK_ROWS = 60  # a long run's ticks are thinned evenly to this many rows, first and last kept
-_GRID = re.compile(r"fakes(\d{6})(?:\.(\d{3}))?\.png$")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
@@ -54,12 +53,6 @@ def _value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(_num(v, 3) for v in value)
     return _num(value)
-
-
-def grid_nimg(path: Path) -> int:
-    """Images seen when a fixed-noise grid samples/fakesKKKKKK[.RRR].png was drawn; -1 for other names."""
-    match = _GRID.search(path.name)
-    return int(match[1]) * 1000 + int(match[2] or 0) if match else -1
 
 
 def _figure(run_dir: Path, name: str, caption: str, width: int | None = None) -> str:
@@ -235,7 +228,7 @@ def _glance(view: RunView) -> str:
 
 def _samples(view: RunView) -> str:
     run_dir = view.path
-    grids = sorted((p for p in (run_dir / "samples").glob("fakes*.png") if grid_nimg(p) >= 0), key=grid_nimg)
+    grids = fixed_noise_grids(run_dir / "samples")
     which = "G_ema" if (view.settings.get("train.ema_kimg") or 0) > 0 else "G"
     samples = _figure(run_dir, "final.png", f"final samples of {which} (the fixed noise of every grid)")
     if not samples and grids:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,20 @@ import torch
 from torch import nn
 
 from .checkpoint import replace_atomically
+
+_GRID = re.compile(r"fakes(\d{6})(?:\.(\d{3}))?\.png$")
+
+
+def grid_nimg(path: Path) -> int:
+    """Images seen when a fixed-noise grid samples/fakesKKKKKK[.RRR].png was drawn; -1 for other names. The
+    sort key of a run's grids: by name, fakes000012.500.png would precede fakes000012.png."""
+    match = _GRID.search(path.name)
+    return int(match[1]) * 1000 + int(match[2] or 0) if match else -1
+
+
+def fixed_noise_grids(folder: Path | str) -> list[Path]:
+    """A run's fixed-noise grids (its samples/ folder), in training order."""
+    return sorted((p for p in Path(folder).glob("fakes*.png") if grid_nimg(p) >= 0), key=grid_nimg)
 
 
 def grid_nrow(n: int) -> int:

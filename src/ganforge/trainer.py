@@ -808,7 +808,7 @@ class Trainer:
         return better
 
     def _finish(self) -> None:
-        grids = sorted(self.samples_dir.glob("fakes*.png"))
+        grids = report.fixed_noise_grids(self.samples_dir)
         report.make_gif(grids, self.run_dir / "progress.gif")
         report.save_grid(self._sample_grid(), self.run_dir / "final.png", nrow=self._grid_nrow())
         self._write_report()
