@@ -97,9 +97,11 @@ def fill_disk_after(monkeypatch, room: int) -> None:
     import builtins
 
     from ganforge import checkpoint as ckpt_io
+    from ganforge import report
 
     def filling_open(path, mode="r", *args, **kwargs):
         f = builtins.open(path, mode, *args, **kwargs)
         return _FillingFile(f, room) if "w" in mode else f
 
-    monkeypatch.setattr(ckpt_io, "open", filling_open, raising=False)
+    for module in (ckpt_io, report):  # the atomic writer, and report's per-image sample files
+        monkeypatch.setattr(module, "open", filling_open, raising=False)

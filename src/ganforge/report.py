@@ -58,10 +58,22 @@ def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> lis
     for i, img in enumerate(to_uint8(images)):
         array = img.permute(1, 2, 0).numpy()
         path = folder / f"{start + i:06d}.png"
-        with replace_atomically(path, durable=False) as f:  # no torn PNG left behind by a full disk
-            Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(f, format="PNG")
+        _write_new_png(Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array), path)
         paths.append(path)
     return paths
+
+
+def _write_new_png(image: Any, path: Path) -> None:
+    """Write a PNG to a new path, removing what was written when that fails (a full disk leaves no torn
+    file). A temp file and a rename per image cost about 20% more (3,000 32x32 PNGs: 0.90 s against 0.74 s)."""
+    try:
+        with open(path, "wb") as f:
+            image.save(f, format="PNG")
+    except BaseException as e:
+        path.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def next_image_index(folder: Path | str) -> int:
