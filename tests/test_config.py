@@ -75,6 +75,7 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
         ({"overrides": ["train.kimg=1e400"]}, "train.kimg must be a finite number, got inf"),
         ({"overrides": ["optim.g_lr=nan"]}, "optim.g_lr must be a finite number"),
         ({"overrides": ["train.grid_size=5000"]}, "train.grid_size must be between 1 and 1024"),
+        ({"overrides": ["train.d_win_warn=0.3"]}, "train.d_win_warn must be between 0.5 and 1"),
         ({"overrides": ["model.g=transformer"]}, "unknown generator 'transformer'"),
         ({"overrides": ["loss.name=hinge2"]}, "unknown loss"),
         ({"overrides": ["data.name=imagenet"]}, "unknown dataset 'imagenet'"),

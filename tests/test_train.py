@@ -434,3 +434,26 @@ def test_grids_are_ordered_by_images_seen_not_by_name(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in fixed_noise_grids(tmp_path)] == [
         "fakes000011.750.png", "fakes000012.png", "fakes000012.500.png", "fakes000013.png"]
+
+
+@pytest.mark.parametrize(("settings", "d_real", "d_fake", "warned"), [
+    ({}, 0.999, 0.001, True),
+    ({"loss.name": '"minimax"'}, 0.999, 0.001, True),
+    ({}, 0.9, 0.1, False),  # a confident D that G still fools now and then
+    ({"loss.name": '"hinge"'}, 0.999, 0.001, False),  # sigmoid of a hinge or critic logit is no probability
+    ({"train.d_win_warn": 0.0}, 0.999, 0.001, False),  # 0 turns the check off
+])
+def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, monkeypatch, settings, d_real,
+                                                            d_fake, warned):
+    import ganforge.trainer as trainer_module
+    from ganforge.trainer import Stepper
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    # each step reports (d_loss, g_loss, mean D(real), mean D(fake)); the tick averages them
+    monkeypatch.setattr(Stepper, "__call__", lambda self, reals: torch.tensor([0.01, 7.0, d_real, d_fake]))
+    lines: list[str] = []
+    train(tiny_cfg(**settings), out=tmp_path, log=lines.append)
+    warnings = [line for line in lines if "D tells real from fake almost perfectly" in line]
+    assert len(warnings) == (2 if warned else 0)  # one per tick
+    if warned:
+        assert "mean D(real) 0.999, D(fake) 0.001" in warnings[0] and "optim.d_lr" in warnings[0]

@@ -101,6 +101,7 @@ class TrainConfig:
     grid_size: int = 64  # fixed-noise images per grid
     collapse_warn: float = 0.25  # past 5 kimg, warn when grid samples spread less than this share of reals
     duplicate_warn: float = 0.5  # past 10 kimg, warn when more than this share of grid samples have a near-copy
+    d_win_warn: float = 0.99  # past 5 kimg (ns, minimax), warn when mean D(real) > this and D(fake) < 1 - this
     channels_last: bool = True  # memory format for conv nets
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     amp: str = "none"  # none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
@@ -402,6 +403,8 @@ def validate(cfg: Config) -> None:
     _check(1 <= t.grid_size <= MAX_GRID_SIZE,
            f"train.grid_size must be between 1 and {MAX_GRID_SIZE}, got {t.grid_size}")
     _check(0.0 <= t.collapse_warn <= 1.0, f"train.collapse_warn must be in [0, 1], got {t.collapse_warn}")
+    _check(t.d_win_warn == 0.0 or 0.5 < t.d_win_warn < 1.0,
+           f"train.d_win_warn must be between 0.5 and 1 (0 turns the check off), got {t.d_win_warn}")
     _check(0.0 <= t.duplicate_warn <= 1.0,
            f"train.duplicate_warn must be in [0, 1] (0 turns the check off), got {t.duplicate_warn}")
     _check(t.amp in ("none", "bf16", "fp16"), f"train.amp must be none, bf16 or fp16, got {t.amp!r}")

@@ -63,27 +63,39 @@ def _figure(run_dir: Path, name: str, caption: str, width: int | None = None) ->
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _signals(view: RunView) -> tuple[list[str], set[float]]:
-    """The collapse warnings the training loop gives, read back from each tick's logged spread and
-    near-copy share with the run's own thresholds, and the kimg of the ticks they flag."""
-    from .trainer import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG
+def _at_ticks(ticks: list[dict[str, Any]]) -> str:
+    first, last = ticks[0]["kimg"], ticks[-1]["kimg"]
+    return f"at the tick at {first:g} kimg" if len(ticks) == 1 else f"at {len(ticks)} ticks, {first:g} to {last:g} kimg"
 
-    spread_limit = view.settings.get("train.collapse_warn", 0.25)
-    copy_limit = view.settings.get("train.duplicate_warn", 0.5)
-    low = [s for s in view.stats if isinstance(s.get("diversity"), int | float)
-           and s["kimg"] >= COLLAPSE_CHECK_FROM_KIMG and s["diversity"] < spread_limit]
-    copies = [s for s in view.stats if isinstance(s.get("duplicates"), int | float)
-              and s["kimg"] >= DUPLICATE_CHECK_FROM_KIMG and copy_limit > 0 and s["duplicates"] > copy_limit]
+
+def _signals(view: RunView) -> tuple[list[str], set[float]]:
+    """The warnings the training loop gives (collapse, D winning), read back from each tick's logged
+    values with the run's own thresholds, and the kimg of the ticks they flag."""
+    from .config import Config
+    from .trainer import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG, d_wins
+
+    cfg = _config(view) or Config()
+    t = cfg.train
+
+    def ticks(key: str, since: float, flagged: Any) -> list[dict[str, Any]]:
+        return [s for s in view.stats if s["kimg"] >= since and isinstance(s.get(key), int | float) and flagged(s)]
+
+    saturated = ticks("d_fake", COLLAPSE_CHECK_FROM_KIMG, lambda s: isinstance(s.get("d_real"), int | float)
+                      and d_wins(cfg, s["d_real"], s["d_fake"]))
+    low = ticks("diversity", COLLAPSE_CHECK_FROM_KIMG, lambda s: s["diversity"] < t.collapse_warn)
+    copies = ticks("duplicates", DUPLICATE_CHECK_FROM_KIMG,
+                   lambda s: t.duplicate_warn > 0 and s["duplicates"] > t.duplicate_warn)
     found = []
+    if saturated:
+        found.append(f"D told real from fake almost perfectly (mean D(real) above {t.d_win_warn:g}, D(fake) below "
+                     f"{1 - t.d_win_warn:.2g}) {_at_ticks(saturated)}: G had little to learn from")
     if low:
-        found.append(f"sample spread under {spread_limit:g} of the real images' at {len(low)} tick(s), "
-                     f"{low[0]['kimg']:g} to {low[-1]['kimg']:g} kimg (lowest {min(s['diversity'] for s in low):.2f}): "
-                     "G's samples look alike, a collapse")
+        found.append(f"sample spread under {t.collapse_warn:g} of the real images' {_at_ticks(low)} (lowest "
+                     f"{min(s['diversity'] for s in low):.2f}): G's samples look alike, a collapse")
     if copies:
-        found.append(f"more than {copy_limit:.0%} of the grid's samples had a near-copy at {len(copies)} tick(s), "
-                     f"{copies[0]['kimg']:g} to {copies[-1]['kimg']:g} kimg: G looks partly collapsed, drawing "
-                     "a few modes")
-    return found, {s["kimg"] for s in low + copies}
+        found.append(f"more than {t.duplicate_warn:.0%} of the grid's samples had a near-copy {_at_ticks(copies)}: "
+                     "G looks partly collapsed, drawing a few modes")
+    return found, {s["kimg"] for s in low + copies + saturated}
 
 
 def _thinned(stats: list[dict[str, Any]], rows: int = MAX_TICK_ROWS) -> list[dict[str, Any]]:
@@ -170,6 +182,16 @@ def plot_metrics(view: RunView, path: Path) -> bool:
         ax.set_xlabel("kimg")
     save_figure(fig, path, dpi=90)
     return True
+
+
+def _config(view: RunView) -> Any:
+    """The run's Config, or None when its config.toml no longer builds one."""
+    from .config import from_dict
+
+    try:
+        return from_dict(tomllib.loads((view.path / "config.toml").read_text()))
+    except (UserError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError):
+        return None
 
 
 def _networks(config_text: str) -> str:

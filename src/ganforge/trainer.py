@@ -88,6 +88,13 @@ def new_run_dir(out: Path | str, preset: str) -> Path:
 COLLAPSE_CHECK_FROM_KIMG = 5.0
 
 
+def d_wins(cfg: Config, d_real: float, d_fake: float) -> bool:
+    """Whether a tick's mean D(real) and D(fake) (sigmoid of D's logit) say D separates them almost perfectly:
+    above train.d_win_warn and below 1 - it. Only for the BCE losses, whose sigmoid(logit) is D's probability."""
+    limit = cfg.train.d_win_warn
+    return cfg.loss.name in ("ns", "minimax") and limit > 0 and d_real > limit and d_fake < 1 - limit
+
+
 def sample_spread(images: torch.Tensor) -> float:
     """Mean L2 distance between two different images of the batch (flattened pixels)."""
     x = images.detach().flatten(1).float()
@@ -740,6 +747,11 @@ class Trainer:
                 self.log(f"  warning: {duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy "
                          f"in the grid (real images: {self._reference()[2]:.0%}): G looks partly collapsed, drawing "
                          f"a few modes. {self._collapse_advice()}")
+        if kimg >= COLLAPSE_CHECK_FROM_KIMG and d_wins(self.cfg, values[2], values[3]):
+            self.log(f"  warning: D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) "
+                     f"{values[2]:.3f}, D(fake) {values[3]:.3f}): G gets little to learn from. Try a lower "
+                     "optim.d_lr or a higher optim.g_lr, loss.label_smoothing=0.1, loss.instance_noise=0.1, "
+                     "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         records = self._evaluate() if self._eval_due(final) else []
         if records:
             stats["metrics"] = {r["metric"]: r["value"] for r in records}
