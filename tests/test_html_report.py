@@ -144,3 +144,12 @@ def test_a_run_given_as_dot_keeps_its_name(run_dir, monkeypatch, capsys):
     assert f"<h1>{run_dir.name}</h1>" in (run_dir / REPORT_NAME).read_text()
     assert main(["compare", "."]) == 0
     assert capsys.readouterr().out.splitlines()[1].split() == ["run", run_dir.name]
+
+
+def test_a_config_that_no_longer_builds_still_gets_a_page(run_dir):
+    config = run_dir / "config.toml"
+    config.write_text(config.read_text().replace('g = "dcgan"', 'g = "stylegan9"'))
+    write_html_report(run_dir)
+    text = " ".join(read_page(run_dir).text)
+    assert "the networks could not be built from config.toml" in text and "stylegan9" in text
+    assert "Finished: 0.064 kimg of 0.064" in text

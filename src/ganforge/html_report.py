@@ -68,13 +68,13 @@ def _at_ticks(ticks: list[dict[str, Any]]) -> str:
     return f"at the tick at {first:g} kimg" if len(ticks) == 1 else f"at {len(ticks)} ticks, {first:g} to {last:g} kimg"
 
 
-def _signals(view: RunView) -> tuple[list[str], set[float]]:
+def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
     """The warnings the training loop gives (collapse, D winning), read back from each tick's logged
     values with the run's own thresholds, and the kimg of the ticks they flag."""
     from .config import Config
     from .trainer import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG, d_wins
 
-    cfg = _config(view) or Config()
+    cfg = cfg or Config()  # a config.toml that no longer builds: the default thresholds
     t = cfg.train
 
     def ticks(key: str, since: float, flagged: Any) -> list[dict[str, Any]]:
@@ -184,23 +184,24 @@ def plot_metrics(view: RunView, path: Path) -> bool:
     return True
 
 
-def _config(view: RunView) -> Any:
-    """The run's Config, or None when its config.toml no longer builds one."""
+def _config(config_text: str) -> tuple[Any, str]:
+    """The run's Config from its config.toml text, or None and why it no longer builds one."""
     from .config import from_dict
 
     try:
-        return from_dict(tomllib.loads((view.path / "config.toml").read_text()))
-    except (UserError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError):
-        return None
+        return from_dict(tomllib.loads(config_text)), ""
+    except (UserError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
+        return None, str(e)
 
 
-def _networks(config_text: str) -> str:
-    from .config import from_dict
+def _networks(cfg: Any, why_not: str) -> str:
     from .report import network_summary
 
+    if cfg is None:
+        return f"(the networks could not be built from config.toml: {why_not})"
     try:
-        return network_summary(from_dict(tomllib.loads(config_text)))
-    except (UserError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
+        return network_summary(cfg)
+    except (UserError, ValueError, RuntimeError) as e:
         return f"(the networks could not be built from config.toml: {e})"
 
 
@@ -289,7 +290,8 @@ def build_html(run_dir: Path) -> str:
     if view.stats:
         plot_losses(view.stats, run_dir / "losses.png")
     has_metric_plot = plot_metrics(view, run_dir / "metrics.png")
-    signals, flagged_kimg = _signals(view)
+    cfg, why_not = _config(config_text)
+    signals, flagged_kimg = _signals(view, cfg)
     description = view.settings.get("description") or ""
     written = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     parts = [
@@ -306,7 +308,7 @@ def build_html(run_dir: Path) -> str:
         "<h2>Metrics</h2>", _metric_table(view),
         _figure(run_dir, "metrics.png", "each metric against kimg (values measured alike)") if has_metric_plot else "",
         "<h2>Ticks</h2>", _tick_table(view, flagged_kimg) if view.stats else "<p class=muted>None yet.</p>",
-        f"<h2>Networks</h2><pre>{_e(_networks(config_text))}</pre>",
+        f"<h2>Networks</h2><pre>{_e(_networks(cfg, why_not))}</pre>",
         f"<h2>Config</h2><p class=muted>config.toml, fully resolved:</p><pre>{_e(config_text)}</pre>",
         f"<h2>From here</h2><pre>{_e(_commands(run_dir))}</pre>",
         f"<p class=muted>Written by ganforge {_e(__version__)} at {written}.</p>",
