@@ -118,7 +118,7 @@ def _tick_table(view: RunView, flagged: set[float]) -> str:
     body = []
     for s in shown:
         cells = "".join(f"<td>{_num(s.get(key))}</td>" for key, _ in columns)
-        cells += "".join(f"<td>{_num((s.get('metrics') or {}).get(m))}</td>" for m in metric_names)
+        cells += "".join(f"<td>{_value((s.get('metrics') or {}).get(m))}</td>" for m in metric_names)
         body.append(f'<tr{" class=flag" if s["kimg"] in flagged else ""}>{cells}</tr>')
     note = (f'<p class="muted">{len(shown)} of {len(view.stats)} ticks, evenly spaced; every tick is in '
             "stats.jsonl.</p>" if len(shown) < len(view.stats) else "")
