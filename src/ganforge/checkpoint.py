@@ -89,18 +89,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def replace_atomically(path: Path | str, mode: str = "wb", durable: bool = True) -> Iterator[Any]:
-    """A temp file beside `path` to write; once written, flush (+ fsync when `durable`) + os.replace, so `path`
-    is either the old file or the complete new one whenever the process dies or the disk fills. A failed
-    write leaves no temp file behind, and its OSError names `path`."""
+def replace_atomically(path: Path | str, mode: str = "wb") -> Iterator[Any]:
+    """A temp file beside `path` to write; once written, flush + fsync + os.replace, so `path` is either the
+    old file or the complete new one whenever the process dies or the disk fills. A failed write leaves no
+    temp file behind, and its OSError names `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, mode) as f:
             yield f
             f.flush()
-            if durable:
-                os.fsync(f.fileno())
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         if e.filename is None or Path(e.filename) == tmp:  # say which file, by the name the user gave
@@ -109,8 +108,7 @@ def replace_atomically(path: Path | str, mode: str = "wb", durable: bool = True)
     finally:
         if tmp.exists():
             tmp.unlink()
-    if durable:
-        _fsync_dir(path.parent)
+    _fsync_dir(path.parent)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
