@@ -1,13 +1,15 @@
 """Training throughput of ganforge against a reference loop written the way GAN tutorials write it.
 
     python benchmarks/throughput.py [--models dcgan,mlp-bn] [--batches 64,256] [--reps 3] [--seconds 4]
-                                    [--device cpu|cuda] [--set train.compile=true ...]
+                                    [--window 0.5] [--device cpu|cuda] [--set train.compile=true ...]
 
 For the R1 DCGAN (32x32) and the R5 batch-norm MLP, at each batch size, both loops train the same
 architecture with the same optimiser and step order, alternating in this process after a warm-up; each
-repetition times each loop for about --seconds. The reference loop: a torchvision-style Dataset that turns
-every uint8 digit into a PIL image and applies Resize/ToTensor/Normalize, a DataLoader, NCHW models with a
-Sigmoid D and nn.BCELoss, fresh label tensors every step, and `.item()` every step for logging.
+repetition times each loop for about --seconds, in turns of --window seconds (a shared machine's speed can
+change every few seconds, and short turns give both loops the same share of its fast and slow spells).
+The reference loop: a torchvision-style Dataset that turns every uint8 digit into a PIL image and applies
+Resize/ToTensor/Normalize, a DataLoader, NCHW models with a Sigmoid D and nn.BCELoss, fresh label tensors
+every step, and `.item()` every step for logging.
 
 It prints images/s of each (median and spread of --reps), their ratio, and the GFLOP/s the ganforge step
 achieves (FLOPs counted from the layer shapes) against a measured matmul rate on the same device: float32, or
@@ -193,14 +195,31 @@ class GanforgeLoop:
         self.iteration += 1
 
 
-def images_per_second(loop, batch: int, seconds: float, device: torch.device) -> float:
+def timed_steps(loop, batch: int, seconds: float, device: torch.device) -> tuple[int, float]:
+    """Images trained and seconds taken by as many steps as fit in about `seconds`."""
     sync(device)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         loop.step()
         count += 1
     sync(device)
-    return count * batch / (time.perf_counter() - start)
+    return count * batch, time.perf_counter() - start
+
+
+def images_per_second(loop, batch: int, seconds: float, device: torch.device) -> float:
+    images, elapsed = timed_steps(loop, batch, seconds, device)
+    return images / elapsed
+
+
+def paired_rates(loops: tuple, batch: int, seconds: float, window: float, device: torch.device) -> list[float]:
+    """Images/s of each loop over about `seconds` each, taken in alternating turns of `window` seconds."""
+    images, elapsed = [0] * len(loops), [0.0] * len(loops)
+    for _ in range(max(1, round(seconds / window))):
+        for i, loop in enumerate(loops):
+            n, t = timed_steps(loop, batch, window, device)
+            images[i] += n
+            elapsed[i] += t
+    return [n / t for n, t in zip(images, elapsed, strict=True)]
 
 
 def main() -> None:
@@ -208,7 +227,8 @@ def main() -> None:
     parser.add_argument("--models", default="dcgan,mlp-bn")
     parser.add_argument("--batches", default="64,256")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0, help="timing window per loop per repetition")
+    parser.add_argument("--seconds", type=float, default=4.0, help="timing per loop per repetition")
+    parser.add_argument("--window", type=float, default=0.5, help="length of each loop's turn within a repetition")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
     args = parser.parse_args()
@@ -226,7 +246,8 @@ def main() -> None:
         ceiling += f", float32 matmul at precision {precision} {peak:.1f} GFLOP/s"
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, device {device}; {ceiling}; median of {args.reps} x "
-          f"{args.seconds:g} s" + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+          f"{args.seconds:g} s in turns of {args.window:g} s"
+          + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
     dtype_name = amp if amp != "none" else "float32" if precision == "high" else f"{precision}-precision"
     print(f"| model | batch | reference img/s | ganforge img/s | ratio | ganforge GFLOP/s | % of {dtype_name} matmul |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -239,8 +260,9 @@ def main() -> None:
                 images_per_second(loop, batch, min(1.0, args.seconds), device)
             ref_rates, our_rates = [], []
             for _ in range(args.reps):
-                ref_rates.append(images_per_second(reference, batch, args.seconds, device))
-                our_rates.append(images_per_second(ours, batch, args.seconds, device))
+                ref_rate, our_rate = paired_rates((reference, ours), batch, args.seconds, args.window, device)
+                ref_rates.append(ref_rate)
+                our_rates.append(our_rate)
             ref, our = statistics.median(ref_rates), statistics.median(our_rates)
             ratios = [o / r for o, r in zip(our_rates, ref_rates, strict=True)]
             gflops = step_flops(cfg, batch) / batch * our / 1e9
