@@ -112,6 +112,32 @@ def test_folder_labels_come_from_subfolders(image_folder):
     assert torch.bincount(data.labels).tolist() == [16, 16]
 
 
+def test_hidden_files_and_macos_leftovers_are_not_images_or_classes(image_folder):
+    # what unzipping a macOS archive or opening the folder in Jupyter leaves beside the images
+    (image_folder / "__MACOSX" / "class0").mkdir(parents=True)
+    (image_folder / "__MACOSX" / "class0" / "._000.png").write_bytes(b"\x00\x05\x16\x07\x00\x02Mac OS X")
+    (image_folder / "class0" / "._001.png").write_bytes(b"\x00\x05\x16\x07\x00\x02Mac OS X")
+    (image_folder / ".ipynb_checkpoints").mkdir()
+    Image.new("L", (16, 16), 255).save(image_folder / ".ipynb_checkpoints" / "000-checkpoint.png")
+    Image.new("L", (16, 16), 255).save(image_folder / "class1" / ".thumbnail.png")
+    data = load_dataset(DataConfig(name=f"folder:{image_folder}", img_size=16))
+    assert len(data) == 32
+    assert data.classes == ["class0", "class1"]
+
+
+def test_linked_class_folders_are_read_and_a_link_cycle_ends(tmp_path):
+    write_digit_folder(tmp_path / "store", n_per_class=3, classes=2)
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "zeros").symlink_to(tmp_path / "store" / "class0", target_is_directory=True)
+    (root / "ones").symlink_to(tmp_path / "store" / "class1", target_is_directory=True)
+    (root / "ones" / "back").symlink_to(root, target_is_directory=True)  # a link back up: walked once
+    data = load_dataset(DataConfig(name=f"folder:{root}", img_size=16))
+    assert len(data) == 6
+    assert data.classes == ["ones", "zeros"]
+    assert torch.bincount(data.labels).tolist() == [3, 3]
+
+
 def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
     Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "a.png")
     data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=1))

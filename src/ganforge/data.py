@@ -284,12 +284,34 @@ def _load_folder_images(root: Path, files: list[Path], cfg: DataConfig) -> torch
     return images
 
 
+def _left_out(part: str) -> bool:
+    """Hidden files and folders (.ipynb_checkpoints, macOS's ._name resource forks, .git) and the
+    __MACOSX folder that unzipping a macOS archive leaves: not images of the data set, and often not images."""
+    return part.startswith(".") or part == "__MACOSX"
+
+
+def folder_image_files(root: Path) -> list[Path]:
+    """Every image file under root (recursively, into linked folders too, each real folder once), sorted,
+    less hidden files and folders and __MACOSX."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not _left_out(d))  # a fixed walk: which link to a folder counts
+        files += [Path(folder) / n for n in names if not _left_out(n) and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files)
+
+
 def load_folder(path: str, cfg: DataConfig) -> RawImages:
-    """Every image under path (recursively); the first-level subfolder names are the class labels."""
+    """Every image under path (recursively; hidden files and folders and __MACOSX left out); the first-level
+    subfolder names are the class labels."""
     root = Path(os.path.expanduser(path))
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist; check the path in folder:PATH")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = folder_image_files(root)
     if not files:
         raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
