@@ -138,6 +138,52 @@ def test_linked_class_folders_are_read_and_a_link_cycle_ends(tmp_path):
     assert torch.bincount(data.labels).tolist() == [3, 3]
 
 
+def zip_folder(folder: Path, archive: Path, wrapper: str = "") -> Path:
+    """folder's files into archive under wrapper/ (as `zip -r` of the folder makes), plus macOS's leftovers."""
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, f"{wrapper}{p.relative_to(folder).as_posix()}")
+        z.writestr(f"__MACOSX/{wrapper}class0/._000.png", b"\x00\x05\x16\x07Mac OS X")
+        z.writestr(f"{wrapper}.DS_Store", b"\x00\x00\x00\x01Bud1")
+    return archive
+
+
+@pytest.mark.parametrize("wrapper", ["", "images/"])
+def test_a_zip_archive_reads_like_its_folder(image_folder, tmp_path, monkeypatch, wrapper):
+    from ganforge import data as data_module
+
+    archive = zip_folder(image_folder, tmp_path / "images.zip", wrapper)
+    unpacked = load_dataset(DataConfig(name=f"folder:{image_folder}", img_size=16))
+    zipped = load_dataset(DataConfig(name=f"folder:{archive}", img_size=16))
+    assert zipped.classes == ["class0", "class1"]  # the wrapper folder is not a class
+    assert torch.equal(zipped.images, unpacked.images) and torch.equal(zipped.labels, unpacked.labels)
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    with monkeypatch.context() as m:
+        m.setattr(data_module, "_read_image", no_decoding)
+        assert torch.equal(load_dataset(DataConfig(name=f"folder:{archive}", img_size=16)).images, zipped.images)
+
+
+def test_a_damaged_zip_or_member_is_named(image_folder, tmp_path):
+    not_zip = tmp_path / "notes.zip"
+    not_zip.write_text("not an archive")
+    with pytest.raises(UserError, match="notes.zip is a file but not a readable zip archive"):
+        load_dataset(DataConfig(name=f"folder:{not_zip}", img_size=16))
+    archive = zip_folder(image_folder, tmp_path / "images.zip")
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr("class1/broken.png", b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(UserError, match=r"images.zip:class1/broken.png"):
+        load_dataset(DataConfig(name=f"folder:{archive}", img_size=16))
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("readme.txt", "no images")
+    with pytest.raises(UserError, match="holds no images"):
+        load_dataset(DataConfig(name=f"folder:{empty}", img_size=16))
+
+
 def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
     Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "a.png")
     data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=1))

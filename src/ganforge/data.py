@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import io
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,13 +212,27 @@ def _high_depth_to_grey(im: Any, path: Path) -> Any:
     return Image.fromarray(np.round(array).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
-def _read_image(path: Path, channels: int, img_size: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class ZipMember:
+    """An image inside a zip archive, named archive.zip:member in messages."""
+
+    archive: zipfile.ZipFile
+    info: zipfile.ZipInfo
+
+    def read(self) -> io.BytesIO:
+        return io.BytesIO(self.archive.read(self.info))  # ZipFile serialises its own reads: thread-safe
+
+    def __str__(self) -> str:
+        return f"{self.archive.filename}:{self.info.filename}"
+
+
+def _read_image(path: Path | ZipMember, channels: int, img_size: int) -> torch.Tensor:
     """Decode, turn upright (a camera's EXIF orientation), convert, centre-crop to a square and resize
     (Lanczos, antialiased) -> uint8 [C, S, S]."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path.read() if isinstance(path, ZipMember) else path) as im:
             if im.getexif().get(ORIENTATION_TAG, 1) != 1:  # phone photos are stored sideways, tagged so
                 im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
@@ -229,7 +245,8 @@ def _read_image(path: Path, channels: int, img_size: int) -> torch.Tensor:
             if side != img_size:
                 im = im.resize((img_size, img_size), Image.Resampling.LANCZOS)
             array = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError, zipfile.BadZipFile) as e:
+        # RuntimeError: an encrypted zip member; BadZipFile: a member whose bytes fail their CRC
         raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from e
     if array.ndim == 2:
         array = array[:, :, None]
@@ -241,7 +258,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge"))
 
 
-def _read_images(files: list[Path], channels: int, img_size: int) -> torch.Tensor:
+def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: int) -> torch.Tensor:
     """Decode and resize every file, on a thread per core (Pillow releases the GIL while it decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -255,20 +272,21 @@ def _read_images(files: list[Path], channels: int, img_size: int) -> torch.Tenso
         pool.shutdown(cancel_futures=True)  # a corrupt file or Ctrl-C: the images not yet begun are dropped
 
 
-def _folder_cache_path(root: Path, files: list[Path], cfg: DataConfig) -> tuple[Path, str]:
-    """The cache file of this folder at this size, named by a fingerprint of every file's path, size and
-    modification time (an added, removed or edited image makes a new one); and the name's folder part."""
+def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple[Path, str]:
+    """The cache file of this folder (or zip archive) at this size, named by a fingerprint of its entries,
+    one line per image naming it and its size and modification time (a zip member: size and CRC), so an
+    added, removed or edited image makes a new one; and the name's folder part."""
     digest = hashlib.sha256(f"decode {FOLDER_DECODE_VERSION}\n".encode())
-    for p in files:
-        st = p.stat()
-        digest.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for entry in entries:
+        digest.update(f"{entry}\n".encode())
     stem = f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]}-{cfg.img_size}px-{cfg.channels}ch"
     return cache_root() / "folders" / f"{stem}-{digest.hexdigest()[:16]}.pt", stem
 
 
-def _load_folder_images(root: Path, files: list[Path], cfg: DataConfig) -> torch.Tensor:
+def _load_folder_images(root: Path, files: list[Path] | list[ZipMember], entries: list[str],
+                        cfg: DataConfig) -> torch.Tensor:
     """Decoded once, then read back from the cache while the folder's files stay the same."""
-    cache, stem = _folder_cache_path(root, files, cfg)
+    cache, stem = _folder_cache_path(root, entries, cfg)
     cached = _read_image_cache(cache, cfg)
     if cached is not None and cached.shape[0] == len(files):
         return cached
@@ -305,19 +323,60 @@ def folder_image_files(root: Path) -> list[Path]:
     return sorted(files)
 
 
+def _zip_members(archive: zipfile.ZipFile) -> tuple[list[ZipMember], list[tuple[str, ...]]]:
+    """The image members of an archive, sorted, less hidden ones and __MACOSX, with their paths as parts.
+    One top-level folder that holds them all is the archive's wrapper (zip -r imgs.zip imgs/), not a class."""
+    members = []
+    for info in archive.infolist():
+        parts = tuple(part for part in info.filename.split("/") if part)
+        if info.is_dir() or not parts or any(_left_out(part) for part in parts):
+            continue
+        if Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS:
+            members.append((parts, info))
+    members.sort(key=lambda m: m[0])
+    if members and all(len(parts) > 1 for parts, _ in members) and len({parts[0] for parts, _ in members}) == 1:
+        members = [(parts[1:], info) for parts, info in members]
+    return [ZipMember(archive, info) for _, info in members], [parts for parts, _ in members]
+
+
 def load_folder(path: str, cfg: DataConfig) -> RawImages:
-    """Every image under path (recursively; hidden files and folders and __MACOSX left out); the first-level
-    subfolder names are the class labels."""
+    """Every image under path (recursively; hidden files and folders and __MACOSX left out), or in a zip
+    archive; the first-level subfolder names are the class labels."""
     root = Path(os.path.expanduser(path))
+    if root.is_file():
+        return _load_zip(root, cfg)
     if not root.is_dir():
-        raise UserError(f"image folder {root} does not exist; check the path in folder:PATH")
+        raise UserError(f"image folder {root} does not exist; check the path in folder:PATH (a folder or a .zip)")
     files = folder_image_files(root)
     if not files:
         raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    groups = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
+    parts = [p.relative_to(root).parts for p in files]
+    entries = []
+    for p, rel in zip(files, parts, strict=True):
+        st = p.stat()
+        entries.append(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}")
+    return _labelled(_load_folder_images(root, files, entries, cfg), parts)
+
+
+def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
+    try:
+        archive = zipfile.ZipFile(root)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"folder:{root} is a file but not a readable zip archive ({e}); give a folder of images "
+                        "or a .zip of one") from e
+    with archive:
+        files, parts = _zip_members(archive)
+        if not files:
+            raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        entries = [f"{m.info.filename}\0{m.info.file_size}\0{m.info.CRC}" for m in files]
+        return _labelled(_load_folder_images(root, files, entries, cfg), parts)
+
+
+def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]]) -> RawImages:
+    """Class labels from each image's first-level subfolder ("" for an image at the top)."""
+    groups = [p[0] if len(p) > 1 else "" for p in parts]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
-    images = _load_folder_images(root, files, cfg)
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes)
 
 
