@@ -184,6 +184,19 @@ def test_a_damaged_zip_or_member_is_named(image_folder, tmp_path):
         load_dataset(DataConfig(name=f"folder:{empty}", img_size=16))
 
 
+def test_a_folder_says_whether_its_images_are_in_colour(tmp_path):
+    grey, palette_grey, colour = tmp_path / "grey", tmp_path / "palette", tmp_path / "colour"
+    for folder in (grey, palette_grey, colour):
+        folder.mkdir()
+    Image.new("L", (8, 8), 90).save(grey / "a.png")
+    Image.new("L", (8, 8), 90).convert("P").save(palette_grey / "a.png")  # a palette of greys only
+    Image.new("RGB", (8, 8), (90, 20, 20)).convert("P").save(colour / "a.png")
+    for folder, expected in ((grey, False), (palette_grey, False), (colour, True)):
+        data = load_dataset(DataConfig(name=f"folder:{folder}", img_size=8, channels=1))
+        assert data.colour_source is expected, folder.name
+    assert load_dataset(DataConfig(name="mnist5k")).colour_source is False
+
+
 def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
     Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "a.png")
     data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=1))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ganforge import checkpoint as ckpt_io
+from ganforge.config import load_config
 from ganforge.errors import UserError
 from ganforge.trainer import Trainer, ema_beta, new_run_dir, resume, train, update_ema
 
@@ -351,6 +352,27 @@ def test_a_partly_collapsed_grid_is_warned_about(tmp_path, tiny_cfg, monkeypatch
     lines.clear()
     train(tiny_cfg(**{"train.grid_size": 16, "train.duplicate_warn": 0.0}), out=tmp_path, log=lines.append)
     assert not any("partly collapsed" in line for line in lines)  # 0 turns the check off
+
+
+def test_colour_images_trained_as_grey_are_noted_at_start(tmp_path, image_folder):
+    from PIL import Image
+
+    from .conftest import tiny_overrides
+
+    note = "is in colour and data.channels is 1, so G learns grey images; --set data.channels=3 trains in colour"
+    lines: list[str] = []
+    Trainer(load_config(overrides=tiny_overrides(image_folder)), tmp_path / "grey", log=lines.append)
+    assert not any(note in line for line in lines)  # grey images: nothing to say
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for i in range(8):
+        Image.new("RGB", (16, 16), (200, 40 * (i % 4), 30)).save(colour / f"{i}.png")
+    Trainer(load_config(overrides=tiny_overrides(colour)), tmp_path / "run", log=lines.append)
+    assert sum(note in line for line in lines) == 1
+    lines.clear()
+    Trainer(load_config(overrides=tiny_overrides(colour, **{"data.channels": 3})), tmp_path / "run3",
+            log=lines.append)
+    assert not any(note in line for line in lines)
 
 
 def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cfg):

@@ -36,6 +36,7 @@ class RawImages:
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
     classes: list[str]
+    colour: bool = False  # the source images are in colour (whatever data.channels made of them)
 
 
 def check_dataset_name(name: str) -> None:
@@ -131,7 +132,7 @@ def load_cifar10(cfg: DataConfig) -> RawImages:
     """CIFAR-10 training set (50,000 RGB 32x32 images) via torchvision, from data.root/cifar-10-batches-py."""
     ds = _torchvision_set("CIFAR10", "cifar-10-batches-py", cfg)
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-    return RawImages(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes))
+    return RawImages(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), colour=True)
 
 
 @DATASETS.register("celeba")
@@ -158,7 +159,7 @@ def load_celeba(cfg: DataConfig) -> RawImages:
     cache = root / f"ganforge-train-{cfg.img_size}px-{cfg.channels}ch.pt"
     cached = _read_image_cache(cache, cfg)
     if cached is not None:
-        return RawImages(cached, torch.zeros(0, dtype=torch.long), [])
+        return RawImages(cached, torch.zeros(0, dtype=torch.long), [], colour=True)
     partition = root / "list_eval_partition.txt"
     if partition.is_file():
         names = [ln.split()[0] for ln in partition.read_text().splitlines() if ln.strip() and ln.split()[1] == "0"]
@@ -170,7 +171,7 @@ def load_celeba(cfg: DataConfig) -> RawImages:
         atomic_save(images, cache)  # per-process temp name: DDP ranks may build the cache at once
     except OSError:
         pass  # a read-only data folder only costs the decoding next time
-    return RawImages(images, torch.zeros(len(files), dtype=torch.long), [])
+    return RawImages(images, torch.zeros(len(files), dtype=torch.long), [], colour=True)
 
 
 def _read_image_cache(cache: Path, cfg: DataConfig) -> torch.Tensor | None:
@@ -251,6 +252,26 @@ def _read_image(path: Path | ZipMember, channels: int, img_size: int) -> torch.T
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+COLOUR_PEEK = 16  # images whose mode is looked at to say whether a folder is in colour
+
+
+def _is_colour(path: Path | ZipMember) -> bool:
+    """Whether an image is stored in colour: not a grey mode, nor a palette of greys. Reads the header only."""
+    from PIL import Image
+
+    try:
+        with Image.open(path.read() if isinstance(path, ZipMember) else path) as im:
+            if im.mode in GREY_MODES:
+                return False
+            if im.mode == "P":
+                palette = im.getpalette() or []
+                return any(len(set(palette[i : i + 3])) > 1 for i in range(0, len(palette) - 2, 3))
+            return True
+    except Exception:  # noqa: BLE001  (a file that does not open is reported when it is decoded)
+        return False
 
 
 def cache_root() -> Path:
@@ -355,7 +376,7 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
     for p, rel in zip(files, parts, strict=True):
         st = p.stat()
         entries.append(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}")
-    return _labelled(_load_folder_images(root, files, entries, cfg), parts)
+    return _labelled(_load_folder_images(root, files, entries, cfg), parts, files)
 
 
 def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
@@ -369,15 +390,17 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
         if not files:
             raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         entries = [f"{m.info.filename}\0{m.info.file_size}\0{m.info.CRC}" for m in files]
-        return _labelled(_load_folder_images(root, files, entries, cfg), parts)
+        return _labelled(_load_folder_images(root, files, entries, cfg), parts, files)
 
 
-def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]]) -> RawImages:
-    """Class labels from each image's first-level subfolder ("" for an image at the top)."""
+def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Path] | list[ZipMember]) -> RawImages:
+    """Class labels from each image's first-level subfolder ("" for an image at the top); colour when one of
+    the first few images is stored in colour."""
     groups = [p[0] if len(p) > 1 else "" for p in parts]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
-    return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes)
+    colour = any(_is_colour(f) for f in files[:COLOUR_PEEK])
+    return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour)
 
 
 def load_raw(cfg: DataConfig) -> RawImages:
@@ -423,9 +446,11 @@ def prepare(raw: torch.Tensor, channels: int, img_size: int, chunk: int = 4096) 
 class ImageData:
     """A whole dataset on one device; `batch(idx)` returns normalised images [B, C, H, W] in [-1, 1]."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], name: str) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], name: str,
+                 colour_source: bool = False) -> None:
         self.name = name
         self.classes = classes
+        self.colour_source = colour_source  # the images were colour before data.channels converted them
         n, c, h, w = images.shape
         self.as_float = n * c * h * w * 4 <= FLOAT_BUDGET_BYTES
         self.images = normalise(images) if self.as_float else images
@@ -455,7 +480,7 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     if raw.images.shape[0] == 0:
         raise UserError(f"dataset {cfg.name} is empty")
     images = prepare(raw.images, cfg.channels, cfg.img_size)
-    return ImageData(images, raw.labels, raw.classes, cfg.name)
+    return ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour)
 
 
 class EpochSampler:

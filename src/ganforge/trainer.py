@@ -604,6 +604,9 @@ class Trainer:
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
+        if self.data.colour_source and cfg.data.channels == 1:
+            self.log(f"note: {cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
+                     "--set data.channels=3 trains in colour")
         self._inception_weights: str | None = None
         if cfg.eval.every_kimg > 0:
             from .metrics.core import INCEPTION_METRICS, log_digit_metrics_note
