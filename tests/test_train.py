@@ -375,6 +375,15 @@ def test_colour_images_trained_as_grey_are_noted_at_start(tmp_path, image_folder
     assert not any(note in line for line in lines)
 
 
+@pytest.mark.parametrize("n_classes, message", [
+    (1, "model.n_classes=1 but folder:.* has labels up to 1; set model.n_classes=2"),
+    (10, r"model.n_classes=10 but folder:.* has 2 classes \(class0, class1\); set model.n_classes=2"),
+])
+def test_a_conditional_model_must_match_the_data_sets_classes(tmp_path, tiny_cfg, n_classes, message):
+    with pytest.raises(UserError, match=message):
+        Trainer(tiny_cfg("mnist-cgan", **{"model.n_classes": n_classes}), tmp_path / "run", log=lambda msg: None)
+
+
 def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cfg):
     lines: list[str] = []
     Trainer(tiny_cfg(**{"model.g_hidden": "[8]"}), tmp_path / "run", log=lines.append)

@@ -639,6 +639,10 @@ class Trainer:
         if top > k:
             raise UserError(f"model.n_classes={k} but {self.cfg.data.name} has labels up to {top - 1}; "
                             f"set model.n_classes={top}")
+        if top < k:  # G would be asked for classes of which D never sees a real image
+            names = f" ({', '.join(self.data.classes)})" if 0 < len(self.data.classes) <= 12 else ""
+            raise UserError(f"model.n_classes={k} but {self.cfg.data.name} has {top} classes{names}; "
+                            f"set model.n_classes={top}")
 
     def real_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = distributed.rank_slice(self.sampler.indices(iteration))
