@@ -169,7 +169,15 @@ def test_cli_samples_one_class_and_class_grids(tmp_path, conditional_run, capsys
     capsys.readouterr()
     assert main(["sample", str(conditional_run), "--class", "2", "--n", "4", "--out", str(tmp_path / "x.png")]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+    assert main(["sample", str(conditional_run), "--class", "cats", "--n", "4", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--class 'cats' is not a class of this run; its classes: class0, class1, or a number from 0 to 1" in \
+        capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+    # by name: the data set's class (here its subfolder) as the checkpoint recorded it
+    assert main(["sample", str(conditional_run), "--class", "class1", "--n", "3", "--out", str(tmp_path / "n.npz")]) \
+        == 0
+    with np.load(tmp_path / "n.npz") as f:
+        assert f["labels"].tolist() == [1] * 3
 
 
 def test_class_is_refused_for_an_unconditional_run(tmp_path, tiny_cfg, capsys):
@@ -183,6 +191,7 @@ def test_a_checkpoint_alone_rebuilds_a_conditional_generator(conditional_run):
 
     G = load_generator(ckpt_io.resolve_checkpoint(conditional_run))
     assert G.n_classes == 2
+    assert G.classes == ["class0", "class1"]
     assert G.sample(4, seed=1, labels=torch.tensor([0, 1, 0, 1])).shape == (4, 1, 16, 16)
     assert torch.equal(G.sample(4, seed=1), G.sample(4, seed=1, labels=torch.tensor([0, 1, 0, 1])))
 

@@ -82,14 +82,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_class(G: Any, class_: int) -> int:
+def _checked_class(G: Any, class_: str) -> int:
+    """--class as a class name of the run's data set (a folder's subfolder name) or a number 0..K-1."""
     k = getattr(G, "n_classes", 0)
     if not k:
         raise UserError("--class needs a class-conditional run (model.n_classes > 0); this generator is "
                         "unconditional")
-    if not 0 <= class_ < k:
+    names = list(getattr(G, "classes", []))
+    if class_ in names:
+        return names.index(class_)
+    try:
+        number = int(class_)
+    except ValueError:
+        listed = f"its classes: {', '.join(names)}, or" if 0 < len(names) <= 20 else "give"
+        raise UserError(f"--class {class_!r} is not a class of this run; {listed} a number from 0 to {k - 1}") from None
+    if not 0 <= number < k:
         raise UserError(f"--class must be between 0 and {k - 1}, got {class_}")
-    return class_
+    return number
 
 
 def _sample_labels(G: Any, args: argparse.Namespace, grid: bool) -> tuple[Any, int | None]:
@@ -354,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")
-    p.add_argument("--class", dest="class_", type=int, help="conditional runs: draw only this class (default: a "
-                                                              "grid has one row per class)")
+    p.add_argument("--class", dest="class_", help="conditional runs: draw only this class, by number or by name "
+                                                   "(a folder's subfolder); default: a grid has one row per class")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")

@@ -184,6 +184,7 @@ class TrainState:
     best: dict[str, Any] | None = None  # {"metric", "value", "kimg"} of checkpoints/best.pt
     scaler_G: torch.amp.GradScaler | None = None  # fp16 loss scaling
     scaler_D: torch.amp.GradScaler | None = None
+    classes: list[str] | None = None  # a conditional model's class names, label by label
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -201,6 +202,7 @@ class TrainState:
             "best": self.best,
             "scaler_G": self.scaler_G.state_dict() if self.scaler_G is not None else None,
             "scaler_D": self.scaler_D.state_dict() if self.scaler_D is not None else None,
+            "classes": self.classes,
         }
 
 
@@ -595,6 +597,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
+        self.state.classes = list(self.data.classes) if cfg.model.n_classes else None
         fmt = torch.channels_last if use_channels_last(cfg, self.device) and has_conv(self.state.D) else None
         self.data.to(self.device, fmt)
         self._check_labels()
@@ -992,4 +995,7 @@ def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | t
     G = build_generator(from_dict(state["config"]))
     weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
     ckpt_io.load_state_dict_checked(G, weights, "generator", path)
+    classes = state.get("classes")
+    if G.n_classes and isinstance(classes, list) and len(classes) == G.n_classes:
+        G.classes = [str(c) for c in classes]
     return G.to(pick_device(str(device))).eval()

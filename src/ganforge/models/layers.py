@@ -57,6 +57,7 @@ class Generator(nn.Module):
         return torch.randn(n, self.z_dim, generator=generator)
 
     n_classes = 0  # > 0 for conditional generators, whose forward takes (z, y)
+    classes: list[str] = []  # their class names, label by label, where the checkpoint recorded them
 
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
                labels: torch.Tensor | None = None) -> torch.Tensor:
