@@ -412,6 +412,42 @@ def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
     assert abs(results[0]["value"]) < 1e-6
 
 
+def test_eval_reads_samples_from_an_npz_like_the_sample_command_writes(tmp_path, image_folder, capsys):
+    data = load_dataset(DataConfig(name=f"folder:{image_folder}", img_size=16))
+    uint8 = data.images.add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [N, H, W, 1]
+    np.savez(tmp_path / "samples.npz", uint8, labels=data.labels.numpy())
+    np.savez(tmp_path / "grey.npz", uint8[..., 0])  # [N, H, W] is read as one channel
+    for fake in ("samples.npz", "grey.npz"):
+        out = tmp_path / f"{fake}.json"
+        assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{tmp_path / fake}",
+                     "--img-size", "16", "--metrics", "fd_digits", "--out", str(out)]) == 0
+        assert abs(json.loads(out.read_text())[0]["results"][0]["value"]) < 1e-6  # the same images
+    from ganforge.data import load_raw
+
+    raw = load_raw(DataConfig(name=f"folder:{tmp_path / 'samples.npz'}"))
+    assert torch.equal(raw.labels, data.labels) and raw.classes == ["0", "1"]
+    capsys.readouterr()
+    np.savez(tmp_path / "floats.npz", uint8.astype(np.float32))
+    np.savez(tmp_path / "named.npz", images=uint8)
+    for name, message in (("floats.npz", "arr_0 is float32 [32, 16, 16, 1]; expected uint8 images"),
+                          ("named.npz", "holds no arr_0 array (it has: images)")):
+        assert main(["eval", "--real", "mnist5k", "--fake", f"folder:{tmp_path / name}"]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["eval", "--real", "mnist5k", "--fake", str(tmp_path / "samples.npz")]) == 2
+    assert f"for the file {tmp_path / 'samples.npz'} give folder:" in capsys.readouterr().err
+
+
+def test_a_folders_cached_features_follow_its_images(tmp_path, image_folder):
+    from PIL import Image
+
+    cfg = DataConfig(name=f"folder:{image_folder}", img_size=16)
+    fake = ImageSet(load_dataset(cfg).images, "fake", "all")
+    before = evaluate(EvalContext(fake, real_image_set(cfg)), ["fd_digits"])[0]["value"]
+    Image.new("L", (16, 16), 255).save(image_folder / "class0" / "000.png")  # same path and count, new image
+    after = evaluate(EvalContext(fake, real_image_set(cfg)), ["fd_digits"])[0]["value"]
+    assert abs(before) < 1e-6 and after > 1e-3  # the real features were computed again, not read from the cache
+
+
 def test_digit_metrics_on_images_that_are_not_digits_get_a_note():
     from ganforge.metrics.core import digit_metrics_note
 

@@ -385,8 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
-    p.add_argument("--real", help="reference images without a run: a dataset name or folder:PATH")
-    p.add_argument("--fake", help="images to evaluate without a run: folder:PATH or a dataset name")
+    p.add_argument("--real", help="reference images without a run: a dataset name or folder:PATH (a folder, "
+                                  ".zip or .npz)")
+    p.add_argument("--fake", help="images to evaluate without a run: folder:PATH (a folder, a .zip, or an .npz "
+                                  "such as ganforge sample --out writes) or a dataset name")
     p.add_argument("--img-size", type=int, default=28, help="with --real/--fake: resize both to this size")
     p.add_argument("--channels", type=int, default=1, help="with --real/--fake: 1 or 3")
     p.add_argument("--data-root", default="data", help="with --real/--fake: root of torchvision datasets")

@@ -45,7 +45,9 @@ def check_dataset_name(name: str) -> None:
             raise UserError("data.name folder: needs a path, e.g. folder:~/my_images")
         return
     if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS.names())}, folder:PATH")
+        hint = f"; for the file {name} give folder:{name}" if name.lower().endswith((".npz", ".zip")) else ""
+        raise UserError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS.names())}, folder:PATH "
+                        f"(a folder, .zip or .npz){hint}")
 
 
 # -------------------------------------------------------------------------------------------- sources
@@ -362,12 +364,15 @@ def _zip_members(archive: zipfile.ZipFile) -> tuple[list[ZipMember], list[tuple[
 
 def load_folder(path: str, cfg: DataConfig) -> RawImages:
     """Every image under path (recursively; hidden files and folders and __MACOSX left out), or in a zip
-    archive; the first-level subfolder names are the class labels."""
+    archive, the first-level subfolder names being the class labels; or the uint8 array of an .npz."""
     root = Path(os.path.expanduser(path))
+    if root.is_file() and root.suffix.lower() == ".npz":
+        return _load_npz(root)
     if root.is_file():
         return _load_zip(root, cfg)
     if not root.is_dir():
-        raise UserError(f"image folder {root} does not exist; check the path in folder:PATH (a folder or a .zip)")
+        raise UserError(f"image folder {root} does not exist; check the path in folder:PATH (a folder, a .zip of "
+                        "images or an .npz array)")
     files = folder_image_files(root)
     if not files:
         raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -391,6 +396,31 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
             raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         entries = [f"{m.info.filename}\0{m.info.file_size}\0{m.info.CRC}" for m in files]
         return _labelled(_load_folder_images(root, files, entries, cfg), parts, files)
+
+
+def _load_npz(path: Path) -> RawImages:
+    """uint8 images [N, H, W, C] (C 1 or 3) or [N, H, W] under arr_0 of an .npz, as `ganforge sample --out x.npz`
+    writes them and other tools' sample files hold them; labels [N] from `labels` where present."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "arr_0" not in f.files:
+                raise UserError(f"{path} holds no arr_0 array (it has: {', '.join(f.files) or 'nothing'}); save the "
+                                "images as np.savez(path, images) or with ganforge sample --out")
+            images, labels = f["arr_0"], f["labels"] if "labels" in f.files else None
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"cannot read {path}: {e}; is it an .npz written by numpy?") from e
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
+        raise UserError(f"{path}: arr_0 is {images.dtype} {list(images.shape)}; expected uint8 images [N, H, W, C] "
+                        "with C 1 or 3 (or [N, H, W])")
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    if labels is None or labels.shape != (len(images),) or labels.dtype.kind not in "iu" or labels.min() < 0:
+        return RawImages(tensor, torch.zeros(len(images), dtype=torch.long), [], colour=images.shape[-1] == 3)
+    classes = [str(i) for i in range(int(labels.max()) + 1)]
+    return RawImages(tensor, torch.from_numpy(labels.astype(np.int64)), classes, colour=images.shape[-1] == 3)
 
 
 def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Path] | list[ZipMember]) -> RawImages:

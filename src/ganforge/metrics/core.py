@@ -366,8 +366,10 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     images = data.batch(torch.arange(len(data), device=data.device)).cpu().contiguous()
     name = data_cfg.name
     if name.startswith("folder:"):
+        # a folder's images can change under the same path and count: its features are keyed by content too
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
-        name = "folder-" + hashlib.sha1(path.encode()).hexdigest()[:10]
+        content = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
+        name = f"folder-{hashlib.sha1(path.encode()).hexdigest()[:10]}-{content}"
     key = f"{name}-train-{data_cfg.img_size}px-{data_cfg.channels}ch"
     return ImageSet(images, data_cfg.name, "train", cache_key=key, labels=data.labels.cpu())
 
