@@ -197,6 +197,21 @@ def test_a_folder_says_whether_its_images_are_in_colour(tmp_path):
     assert load_dataset(DataConfig(name="mnist5k")).colour_source is False
 
 
+def test_max_images_keeps_a_fixed_class_balanced_subset():
+    full = load_dataset(DataConfig(name="mnist5k"))
+    small = load_dataset(DataConfig(name="mnist5k", max_images=500))
+    assert len(small) == 500 and small.split == "train, 500 of 5000"
+    assert torch.bincount(small.labels).tolist() == [50] * 10  # every digit keeps its share
+    again = load_dataset(DataConfig(name="mnist5k", max_images=500))
+    assert torch.equal(again.images, small.images)  # the same images every time, whatever the run's seed
+    for image, label in zip(small.images[:5], small.labels[:5], strict=True):  # images of the set, labels kept
+        same = (full.images == image).flatten(1).all(1).nonzero().squeeze(1)
+        assert len(same) >= 1 and bool((full.labels[same] == label).any())
+    tiny = load_dataset(DataConfig(name="mnist5k", max_images=7))
+    assert len(torch.unique(tiny.labels)) == 7  # seven images, seven different digits
+    assert len(load_dataset(DataConfig(name="mnist5k", max_images=10_000))) == 5000  # more than there are: all
+
+
 def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
     Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "a.png")
     data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=1))

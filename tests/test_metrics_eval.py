@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from ganforge.cli import main
-from ganforge.config import DataConfig
+from ganforge.config import DataConfig, load_config
 from ganforge.data import load_dataset
 from ganforge.errors import UserError
 from ganforge.metrics import EvalContext, ImageSet, evaluate
 from ganforge.metrics.classifier import WEIGHTS_SHA256, classify, file_sha256, load_classifier, weights_path
-from ganforge.metrics.core import METRIC_VALUES, OFFLINE_DEFAULT, real_image_set
+from ganforge.metrics.core import METRIC_VALUES, OFFLINE_DEFAULT, evaluate_run, real_image_set
 from ganforge.metrics.train_digits import heldout_split
 from ganforge.trainer import train
 
@@ -446,6 +446,24 @@ def test_a_folders_cached_features_follow_its_images(tmp_path, image_folder):
     Image.new("L", (16, 16), 255).save(image_folder / "class0" / "000.png")  # same path and count, new image
     after = evaluate(EvalContext(fake, real_image_set(cfg)), ["fd_digits"])[0]["value"]
     assert abs(before) < 1e-6 and after > 1e-3  # the real features were computed again, not read from the cache
+
+
+def test_a_run_on_a_subset_is_scored_against_it_or_against_all_of_its_data_set(tmp_path, image_folder, capsys):
+    from .conftest import tiny_overrides
+
+    cfg = load_config(overrides=tiny_overrides(image_folder, **{"data.max_images": 8}))
+    run_dir = train(cfg, out=tmp_path / "runs", log=lambda msg: None)
+    own = evaluate_run(run_dir, ["fd_digits"], n=16)[0]
+    assert own["n_real"] == 8 and own["reference"] == f"folder:{image_folder}/train, 8 of 32"
+    assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits", "--real", f"folder:{image_folder}"]) == 0
+    saved = json.loads((run_dir / "metrics.json").read_text())[-1]["results"][0]
+    assert saved["n_real"] == 32 and saved["reference"] == f"folder:{image_folder}/train"
+    assert abs(saved["value"] - own["value"]) > 1e-6  # the same samples against other reals
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--real", "imagenet"]) == 2
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--fake", f"folder:{image_folder}"]) == 2
+    assert "--real alone names another reference set" in capsys.readouterr().err
 
 
 def test_digit_metrics_on_images_that_are_not_digits_get_a_note():

@@ -241,8 +241,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out and args.run is None:
         _check_metrics_out(Path(args.out))
     if args.run is not None:
-        if args.real or args.fake:
-            raise UserError("give either a run directory / checkpoint, or --real and --fake, not both")
+        if args.fake:
+            raise UserError("give either a run directory / checkpoint, or --real and --fake, not both (with a run, "
+                            "--real alone names another reference set)")
         if args.out:
             raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
         from . import checkpoint as ckpt_io
@@ -250,7 +251,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)  # once: the message names where it went
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
-                               inception_weights=args.inception_weights, log=print)
+                               inception_weights=args.inception_weights, log=print, reference=args.real)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
             from .html_report import write_html_report
@@ -385,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
-    p.add_argument("--real", help="reference images without a run: a dataset name or folder:PATH (a folder, "
-                                  ".zip or .npz)")
+    p.add_argument("--real", help="reference images: a dataset name or folder:PATH (a folder, .zip or .npz); "
+                                  "with a run, in place of its training set (e.g. all of it under data.max_images)")
     p.add_argument("--fake", help="images to evaluate without a run: folder:PATH (a folder, a .zip, or an .npz "
                                   "such as ganforge sample --out writes) or a dataset name")
     p.add_argument("--img-size", type=int, default=28, help="with --real/--fake: resize both to this size")

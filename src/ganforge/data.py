@@ -481,6 +481,7 @@ class ImageData:
         self.name = name
         self.classes = classes
         self.colour_source = colour_source  # the images were colour before data.channels converted them
+        self.split = "train"  # or "train, N of M" under data.max_images
         n, c, h, w = images.shape
         self.as_float = n * c * h * w * 4 <= FLOAT_BUDGET_BYTES
         self.images = normalise(images) if self.as_float else images
@@ -504,13 +505,40 @@ class ImageData:
         return x if self.as_float else normalise(x)
 
 
+SUBSET_SEED = 0  # data.max_images picks the same images whatever the training seed
+
+
+def balanced_subset(labels: torch.Tensor, n: int, seed: int = SUBSET_SEED) -> torch.Tensor:
+    """Indices of n images in a seeded random order that takes the classes in turn (each class's first
+    image, then each one's second, ...), so every class keeps its share; sorted."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    if labels.numel() != len(order):  # unlabelled
+        return order[:n].sort().values
+    shuffled = labels[order]
+    rank = torch.zeros(len(order), dtype=torch.long)  # how many of its class come before it in the order
+    for c in shuffled.unique():
+        where = (shuffled == c).nonzero().squeeze(1)
+        rank[where] = torch.arange(len(where))
+    turn = torch.argsort(rank * len(order) + torch.arange(len(order)))
+    return order[turn[:n]].sort().values
+
+
 def load_dataset(cfg: DataConfig) -> ImageData:
     """Load, convert and resize once; returns the dataset on the CPU (move it with `.to(device)`)."""
     raw = load_raw(cfg)
-    if raw.images.shape[0] == 0:
+    total = raw.images.shape[0]
+    if total == 0:
         raise UserError(f"dataset {cfg.name} is empty")
+    split = "train"
+    if 0 < cfg.max_images < total:
+        keep = balanced_subset(raw.labels, cfg.max_images)
+        labels = raw.labels[keep] if raw.labels.numel() == total else raw.labels
+        raw = RawImages(raw.images[keep], labels, raw.classes, raw.colour)
+        split = f"train, {cfg.max_images} of {total}"
     images = prepare(raw.images, cfg.channels, cfg.img_size)
-    return ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour)
+    data = ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour)
+    data.split = split
+    return data
 
 
 class EpochSampler:

@@ -370,8 +370,9 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
         content = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
         name = f"folder-{hashlib.sha1(path.encode()).hexdigest()[:10]}-{content}"
-    key = f"{name}-train-{data_cfg.img_size}px-{data_cfg.channels}ch"
-    return ImageSet(images, data_cfg.name, "train", cache_key=key, labels=data.labels.cpu())
+    subset = f"-subset{len(data)}" if data.split != "train" else ""
+    key = f"{name}-train{subset}-{data_cfg.img_size}px-{data_cfg.channels}ch"
+    return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu())
 
 
 def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[str, Any]) -> None:
@@ -400,27 +401,35 @@ def default_metrics(cfg: Any) -> list[str]:
 
 def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: int = 10_000,
                  ckpt: str = "latest", seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
-                 write: bool = True, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Evaluate a run's generator (G_ema when kept) against its own training data; metrics None: the run's
+                 write: bool = True, log: Callable[[str], None] | None = None,
+                 reference: str | None = None) -> list[dict[str, Any]]:
+    """Evaluate a run's generator (G_ema when kept) against its own training data, or against the dataset
+    `reference` (a name or folder:PATH, at the run's size and channels, all of it); metrics None: the run's
     default_metrics; inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log`
     receives a note where digit metrics meet images that are not digits."""
+    import dataclasses
+
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
+    from ..data import check_dataset_name
     from ..trainer import generator_from_checkpoint, pick_device
 
+    if reference is not None:
+        check_dataset_name(reference)
     device = str(pick_device(str(device)))
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
+    real_cfg = cfg.data if reference is None else dataclasses.replace(cfg.data, name=reference, max_images=0)
     metrics = default_metrics(cfg) if metrics is None else metrics
-    log_digit_metrics_note(cfg.data.name, metrics, log)
+    log_digit_metrics_note(real_cfg.name, metrics, log)
     G = generator_from_checkpoint(state, path, device)
 
     def draw(count: int) -> torch.Tensor:
         return quantize(G.sample(count, seed=seed)).cpu()
 
     fake = ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n))
-    ctx = EvalContext(fake, real_image_set(cfg.data), device=device, seed=seed, fake_fn=draw,
+    ctx = EvalContext(fake, real_image_set(real_cfg), device=device, seed=seed, fake_fn=draw,
                       inception_weights=inception_weights or cfg.eval.inception_weights or None)
     kimg = int(state["nimg"]) / 1000
     records = evaluate(ctx, metrics, kimg=kimg)

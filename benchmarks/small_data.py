@@ -1,0 +1,84 @@
+"""Small data: train on a class-balanced subset of the bundled digits and score G against that subset and
+against all 5,000 digits, with and without DiffAugment.
+
+    python benchmarks/small_data.py [--images 500] [--kimg 40] [--seeds 0,1] [--n 5000]
+                                    [--row "default" --row "default train.diffaugment=color,translation,cutout"]
+
+A G that copies its few training images scores well against them and worse against the digits it never saw;
+recall and coverage against all 5,000 say how much of the digit distribution it still draws. Each row trains
+with `data.max_images=--images` (the same images for every seed) for --kimg thousand images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ganforge.config import load_config
+from ganforge.metrics import evaluate_run
+from ganforge.report import read_stats
+from ganforge.trainer import train
+
+ROWS = ["default", "default train.diffaugment=color,translation,cutout"]
+COLUMNS = [("fd_digits", "own"), ("fd_digits", "all"), ("precision", "all"), ("recall", "all"),
+           ("coverage", "all")]
+
+
+def run_row(preset: str, overrides: list[str], images: int, kimg: float, n: int, seed: int, out: Path,
+            device: str) -> dict:
+    cfg = load_config(preset=preset, overrides=[f"data.max_images={images}", f"train.kimg={kimg}",
+                                                f"train.tick_kimg={kimg / 4}", f"train.seed={seed}",
+                                                f"train.device={device}", *overrides])
+    run_dir = train(cfg, out=out, log=lambda msg: None)
+    stats = read_stats(run_dir / "stats.jsonl")
+    values = {"sec_per_kimg": sum(s["sec_per_kimg"] for s in stats[1:]) / max(len(stats) - 1, 1)}
+    for reference, name in ((None, "own"), (cfg.data.name, "all")):
+        for record in evaluate_run(run_dir, ["fd_digits", "pr", "dc"], n=n, seed=seed, device=device,
+                                   reference=reference):
+            values[(record["metric"], name)] = record["value"]
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=500, help="training images (data.max_images)")
+    parser.add_argument("--kimg", type=float, default=40.0)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--n", type=int, default=5000, help="samples per evaluation")
+    parser.add_argument("--row", action="append", help='a preset and its overrides, e.g. "default loss.r1_gamma=1"')
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    tmp = None if args.out else tempfile.TemporaryDirectory()
+    out = args.out or Path(tmp.name)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, device {args.device}; {args.images} of the 5,000 bundled digits, {args.kimg:g} kimg, "
+          f"n = {args.n:,}; 'own' = against the training images, 'all' = against all 5,000")
+    header = " | ".join(f"{metric} {reference}" for metric, reference in COLUMNS)
+    print(f"| row | seed | {header} | sec/kimg |")
+    print("|---|---:|" + "---:|" * (len(COLUMNS) + 1))
+    for row in args.row or ROWS:
+        preset, *overrides = row.split()
+        results = []
+        for seed in seeds:
+            values = run_row(preset, overrides, args.images, args.kimg, args.n, seed, out, args.device)
+            results.append(values)
+            cells = " | ".join(f"{values[c]:.4g}" for c in COLUMNS)
+            print(f"| {row} | {seed} | {cells} | {values['sec_per_kimg']:.2f} |", flush=True)
+        if len(results) > 1:
+            cells = " | ".join(f"{statistics.mean(v[c] for v in results):.4g} "
+                               f"({statistics.stdev(v[c] for v in results):.2g})" for c in COLUMNS)
+            print(f"| {row} | mean (sd) | {cells} | |", flush=True)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
