@@ -373,6 +373,10 @@ def test_colour_images_trained_as_grey_are_noted_at_start(tmp_path, image_folder
     Trainer(load_config(overrides=tiny_overrides(colour, **{"data.channels": 3})), tmp_path / "run3",
             log=lines.append)
     assert not any(note in line for line in lines)
+    Trainer(load_config(overrides=tiny_overrides(colour, **{"data.channels": 3, "data.max_images": 50})),
+            tmp_path / "run4", log=lines.append)
+    assert "note: data.max_images = 50 but folder:" in lines[-1]
+    assert lines[-1].endswith("has 8 images: training on all of them")
 
 
 @pytest.mark.parametrize("n_classes, message", [

@@ -607,6 +607,9 @@ class Trainer:
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
+        if cfg.data.max_images >= len(self.data) and self.data.split == "train":
+            self.log(f"note: data.max_images = {cfg.data.max_images} but {cfg.data.name} has {len(self.data)} "
+                     "images: training on all of them")
         if self.data.colour_source and cfg.data.channels == 1:
             self.log(f"note: {cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
                      "--set data.channels=3 trains in colour")
