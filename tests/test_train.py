@@ -492,3 +492,25 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
     assert len(warnings) == (2 if warned else 0)  # one per tick
     if warned:
         assert "mean D(real) 0.999, D(fake) 0.001" in warnings[0] and "optim.d_lr" in warnings[0]
+
+
+@pytest.mark.parametrize(("settings", "small_below", "advised"), [
+    ({}, 1000, True),  # 32 training images
+    ({"train.diffaugment": '"translation"'}, 1000, False),  # already on
+    ({}, 16, False),  # a data set above the threshold
+])
+def test_warnings_on_a_small_data_set_point_to_diffaugment(tmp_path, tiny_cfg, monkeypatch, settings, small_below,
+                                                           advised):
+    import ganforge.trainer as trainer_module
+    from ganforge.trainer import Stepper
+
+    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    monkeypatch.setattr(trainer_module, "SMALL_DATA_IMAGES", small_below)
+    monkeypatch.setattr(Stepper, "__call__", lambda self, reals: torch.tensor([0.01, 7.0, 0.999, 0.001]))
+    monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid()[:1].expand_as(self._real_grid()))
+    lines: list[str] = []
+    train(tiny_cfg(**settings), out=tmp_path, log=lines.append)
+    warnings = [line for line in lines if "warning:" in line]
+    assert any("looks collapsed" in w for w in warnings) and any("almost perfectly" in w for w in warnings)
+    advice = "With 32 training images D may be learning them by heart: --set train.diffaugment=translation,cutout"
+    assert all((advice in w) is advised for w in warnings)

@@ -84,6 +84,8 @@ def new_run_dir(out: Path | str, preset: str) -> Path:
             n += 1
 
 
+# At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data).
+SMALL_DATA_IMAGES = 1000
 # G starts from near-constant output (and G_ema lags it): the collapse check waits until G has had time to spread
 COLLAPSE_CHECK_FROM_KIMG = 5.0
 
@@ -681,6 +683,14 @@ class Trainer:
         if not path.exists():
             report.save_grid(self._real_grid(), path)
 
+    def _small_data_advice(self) -> str:
+        """On a few hundred images D can learn them by heart and G collapse; DiffAugment is the measured cure."""
+        if len(self.data) > SMALL_DATA_IMAGES or self.cfg.train.diffaugment:
+            return ""
+        return (f"With {len(self.data)} training images D may be learning them by heart: "
+                "--set train.diffaugment=translation,cutout kept the default nets learning on 100 digits where they "
+                "collapsed without it (README, Small data). ")
+
     def _collapse_advice(self) -> str:
         c = self.cfg
         tries = [f"loss.name={name}" for name in ("ns", "hinge") if name != c.loss.name]
@@ -689,7 +699,7 @@ class Trainer:
             tries.append("model.d_mbdisc=50")
         if not c.model.d_mbstd:
             tries.append("model.d_mbstd=true")
-        return f"Try {', '.join(tries)}, or resume from an earlier checkpoint"
+        return f"{self._small_data_advice()}Try {', '.join(tries)}, or resume from an earlier checkpoint"
 
     def _reference(self) -> tuple[float, torch.Tensor, float]:
         """The real grid's sample spread, nearest-neighbour distances and own near-copy share, once a run."""
@@ -763,7 +773,8 @@ class Trainer:
                          f"a few modes. {self._collapse_advice()}")
         if kimg >= COLLAPSE_CHECK_FROM_KIMG and d_wins(self.cfg, values[2], values[3]):
             self.log(f"  warning: D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) "
-                     f"{values[2]:.3f}, D(fake) {values[3]:.3f}): G gets little to learn from. Try a lower "
+                     f"{values[2]:.3f}, D(fake) {values[3]:.3f}): G gets little to learn from. "
+                     f"{self._small_data_advice()}Try a lower "
                      "optim.d_lr or a higher optim.g_lr, loss.label_smoothing=0.1, loss.instance_noise=0.1, "
                      "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         records = self._evaluate() if self._eval_due(final) else []
