@@ -81,6 +81,8 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
         ({"overrides": ["data.name=imagenet"]}, "unknown dataset 'imagenet'"),
         ({"overrides": ["data.channels=2"]}, "data.channels must be 1 or 3"),
         ({"overrides": ["data.max_images=-5"]}, "data.max_images must be 0 (all images) or a positive count"),
+        ({"overrides": ["train.ada_target=0.6"]}, "train.ada_target adapts how often train.diffaugment applies"),
+        ({"overrides": ["train.ada_target=1.5", "train.diffaugment=cutout"]}, "train.ada_target must be 0 (off) or"),
         ({"overrides": ["train.matmul_precision=low"]}, "train.matmul_precision must be highest, high or medium"),
         ({"overrides": ["train.step_order=random"]}, "train.step_order must be"),
         ({"overrides": ["optim.g_betas=[0.5]"]}, "optim.g_betas must be two numbers"),

@@ -122,12 +122,56 @@ def test_every_loss_and_model_pair_trains_with_finite_losses(tmp_path, tiny_cfg,
     {"model.d_spectral_norm": "true"},
     {"loss.r1_gamma": 1.0, "loss.r1_every": 2},
     {"loss.n_critic": 2, "loss.name": '"wgan-gp"', "model.d_norm": '"none"'},
-], ids=["spectral-norm", "lazy-r1", "n-critic-gp"])
+    {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.1, "train.ada_kimg": 0.05},
+], ids=["spectral-norm", "lazy-r1", "n-critic-gp", "ada"])
 def test_stabilisers_resume_bit_for_bit(tmp_path, tiny_cfg, stabiliser):
     full = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
     half = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
     resume(half, ["train.kimg=0.096"], log=quiet)
     assert_same_state(final_weights(full), final_weights(half))
+    if "train.ada_target" in stabiliser:  # the augment probability moved, and resumed where it was
+        ada = [ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(r))["ada"] for r in (full, half)]
+        assert torch.equal(ada[0], ada[1]) and 0 < ada[0][0].item() <= 1
+
+
+def _ada_stepper(tmp_path, tiny_cfg, target=0.6):
+    from ganforge.trainer import Trainer
+
+    cfg = tiny_cfg(**{"train.diffaugment": '"translation,cutout"', "train.ada_target": target, "train.ada_kimg": 1.0})
+    return Trainer(cfg, tmp_path / "run", log=quiet).stepper
+
+
+def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after(tmp_path, tiny_cfg):
+    from ganforge.trainer import ADA_INTERVAL
+
+    stepper = _ada_stepper(tmp_path, tiny_cfg)
+    step = 8 * ADA_INTERVAL / 1000  # batch 8, ada_kimg 1: p moves this much per interval
+    assert stepper.s.ada[0].item() == 0.0  # no augmentation until D overfits
+
+    def d_steps(logit: float, n: int) -> None:
+        for _ in range(n):
+            stepper._adapt_augment(torch.full((8,), logit))
+            stepper.d_steps += 1
+
+    d_steps(3.0, 3 * ADA_INTERVAL)  # every real scored positive: mean sign 1 > 0.6
+    assert abs(stepper.s.ada[0].item() - 3 * step) < 1e-6
+    d_steps(3.0, ADA_INTERVAL - 1)  # inside an interval nothing moves yet
+    assert abs(stepper.s.ada[0].item() - 3 * step) < 1e-6
+    d_steps(-1.0, 1)  # the interval's mean sign is (3 - 1) / 4 = 0.5 < 0.6: down
+    assert abs(stepper.s.ada[0].item() - 2 * step) < 1e-6
+    d_steps(-1.0, 10 * ADA_INTERVAL)
+    assert stepper.s.ada[0].item() == 0.0  # and never below 0
+
+
+def test_ada_augments_each_image_with_probability_p(tmp_path, tiny_cfg):
+    stepper = _ada_stepper(tmp_path, tiny_cfg)
+    x = torch.randn(256, 1, 16, 16)
+    assert torch.equal(stepper._noisy(x), x)  # p = 0
+    stepper.s.ada[0] = 0.25
+    changed = (stepper._noisy(x) != x).flatten(1).any(1).float().mean().item()
+    assert abs(changed - 0.25) < 0.1
+    stepper.s.ada[0] = 1.0
+    assert (stepper._noisy(x) != x).flatten(1).any(1).all()
 
 
 def test_n_critic_counts_every_real_batch(tmp_path, tiny_cfg):
@@ -241,6 +285,7 @@ STABILISERS = {
     "ema": {"train.ema_kimg": 0.01},
     "lr-decay": {"optim.lr_decay": '"cosine"'},
     "diffaugment": {"train.diffaugment": '"color,translation,cutout"'},
+    "ada": {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.6, "train.ada_kimg": 0.01},
     "r1": {"loss.r1_gamma": 1.0},
     "n-critic": {"loss.n_critic": 2},
     "cgan": {"model.n_classes": 2},

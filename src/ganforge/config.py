@@ -109,6 +109,9 @@ class TrainConfig:
     matmul_precision: str = "high"  # float32 matmuls: highest | high (TF32 on CUDA) | medium (bf16 inside)
     compile: bool = False  # torch.compile G and D
     diffaugment: str = ""  # DiffAugment policy for everything D sees, e.g. "color,translation,cutout"
+    ada_target: float = 0.0  # > 0 (StyleGAN2-ADA: 0.6): each image gets the policy with a probability p, adapted
+    #                          so that the mean sign of D's logits on reals stays near this
+    ada_kimg: float = 10.0  # how fast p adapts: from 0 to 1 in this many kimg at the most
     threads: int = 0  # torch CPU threads; 0 keeps torch's choice
 
 
@@ -419,6 +422,11 @@ def validate(cfg: Config) -> None:
     from .augment import parse_policy
 
     parse_policy(t.diffaugment)
+    _check(0 <= t.ada_target < 1, f"train.ada_target must be 0 (off) or between 0 and 1, got {t.ada_target}")
+    _check(t.ada_target == 0 or t.diffaugment.strip() != "",
+           "train.ada_target adapts how often train.diffaugment applies; set a policy, e.g. "
+           "train.diffaugment=translation,cutout")
+    _check(t.ada_kimg > 0, f"train.ada_kimg must be positive, got {t.ada_kimg}")
     _check(t.threads >= 0, f"train.threads must be >= 0, got {t.threads}")
     e = cfg.eval
     _check(e.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {e.every_kimg}")

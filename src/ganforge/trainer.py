@@ -84,6 +84,8 @@ def new_run_dir(out: Path | str, preset: str) -> Path:
             n += 1
 
 
+# ADA adjusts its augment probability every this many D steps (StyleGAN2-ADA's interval).
+ADA_INTERVAL = 4
 # At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data).
 SMALL_DATA_IMAGES = 1000
 # G starts from near-constant output (and G_ema lags it): the collapse check waits until G has had time to spread
@@ -187,6 +189,7 @@ class TrainState:
     scaler_G: torch.amp.GradScaler | None = None  # fp16 loss scaling
     scaler_D: torch.amp.GradScaler | None = None
     classes: list[str] | None = None  # a conditional model's class names, label by label
+    ada: torch.Tensor | None = None  # train.ada_target: [augment probability p, sum of sign(D(real)) this interval]
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -205,6 +208,7 @@ class TrainState:
             "scaler_G": self.scaler_G.state_dict() if self.scaler_G is not None else None,
             "scaler_D": self.scaler_D.state_dict() if self.scaler_D is not None else None,
             "classes": self.classes,
+            "ada": self.ada,
         }
 
 
@@ -269,6 +273,8 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
     grid_n = cfg.train.grid_size if fixed_y is None else fixed_y.shape[0]
     fixed_z = G.make_z(grid_n, torch.Generator().manual_seed(cfg.train.seed))
     state = TrainState(cfg, G, D, G_ema, opt_G, opt_D, z_gen, fixed_z, fixed_y)
+    if cfg.train.ada_target > 0:
+        state.ada = torch.zeros(2, device=device)  # p starts at 0: no augmentation until D starts to overfit
     if cfg.train.amp == "fp16":
         if device.type != "cuda":
             raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
@@ -295,6 +301,8 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
     for name in ("scaler_G", "scaler_D"):
         if getattr(state, name) is not None and ckpt.get(name):
             getattr(state, name).load_state_dict(ckpt[name])
+    if state.ada is not None and isinstance(ckpt.get("ada"), torch.Tensor) and ckpt["ada"].shape == (2,):
+        state.ada.copy_(ckpt["ada"])
     ckpt_io.set_rng_state(ckpt["rng"], state.z_gen)
 
 
@@ -332,6 +340,9 @@ class Stepper:
         self.noise_std = 0.0  # set from the image counter by the loop
         self.lr_scale = 1.0  # likewise, under optim.lr_decay
         self.augment_policy = parse_policy(t.diffaugment)
+        self.ada_target = t.ada_target
+        # p moves by at most this much per ADA_INTERVAL D steps: 0 to 1 in ada_kimg
+        self.ada_step = t.batch_size * ADA_INTERVAL / (t.ada_kimg * 1000)
         self.precision = t.matmul_precision
         self.d_steps = 0  # set from the image counter by the loop (set_progress), so lazy R1 resumes in phase
         self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
@@ -385,9 +396,15 @@ class Stepper:
         return out.float(), None
 
     def _noisy(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees: DiffAugment, then instance noise; random draws from the checkpointed generator."""
+        """What D sees: DiffAugment (under ADA, each image with probability p), then instance noise; random
+        draws from the checkpointed generator."""
         if self.augment_policy:
-            x = diff_augment(x, self.augment_policy, self.s.z_gen)
+            augmented = diff_augment(x, self.augment_policy, self.s.z_gen)
+            if self.s.ada is None:
+                x = augmented
+            else:
+                chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=self.s.z_gen) < self.s.ada[0]
+                x = torch.where(chosen, augmented, x)
         if self.noise_std <= 0:
             return x
         return x + self.noise_std * torch.randn(x.shape, device=x.device, generator=self.s.z_gen, dtype=x.dtype)
@@ -437,6 +454,19 @@ class Stepper:
             d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
         return d_loss
 
+    def _adapt_augment(self, real_logits: torch.Tensor) -> None:
+        """StyleGAN2-ADA's heuristic after each D step: sum sign(D(real)); every ADA_INTERVAL steps move p up
+        when its mean is above ada_target (D too sure of the reals: overfitting), down when below. On the
+        device, with no sync; under DDP the ranks' means are averaged so all hold the same p."""
+        ada = self.s.ada
+        if ada is None:
+            return
+        ada[1] += torch.sign(real_logits.detach().float()).mean()
+        if (self.d_steps + 1) % ADA_INTERVAL == 0:
+            overfit = distributed.all_reduce_mean(ada[1:2] / ADA_INTERVAL)[0]
+            ada[0] = (ada[0] + torch.sign(overfit - self.ada_target) * self.ada_step).clamp(0.0, 1.0)
+            ada[1] = 0.0
+
     def _clip_d(self) -> None:
         if self.loss.clip_weights:
             with torch.no_grad():
@@ -455,6 +485,7 @@ class Stepper:
         d_loss = self._with_penalties(d_loss, real, y_real, real_logits, fake, r1)
         self._apply(d_loss, s.opt_D, s.scaler_D)
         self._clip_d()
+        self._adapt_augment(real_logits)
         self.d_steps += 1
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
@@ -506,6 +537,7 @@ class Stepper:
                 scaler.step(opt)
                 scaler.update()
         self._clip_d()
+        self._adapt_augment(real_logits)
         self.d_steps += 1
         if s.G_ema is not None:
             update_ema(s.G_ema, s.G, self.ema_beta)
@@ -744,6 +776,8 @@ class Trainer:
             "lr_scale": self.stepper.lr_scale,
             "time_s": round(s.time_s, 2),
         }
+        if s.ada is not None:
+            stats["augment_p"] = round(float(s.ada[0]), 4)
         if not all(math.isfinite(v) for v in values[:2]):
             last = ckpt_io.list_checkpoints(self.run_dir)
             where = f"; the last good checkpoint is {last[-1]}" if last else ""
@@ -757,6 +791,7 @@ class Trainer:
             f"tick {s.tick:<4d} kimg {kimg:<8.2f} epoch {stats['epoch']:<7.2f} sec/kimg {sec_per_kimg:<7.2f} "
             f"d_loss {values[0]:<7.4f} g_loss {values[1]:<7.4f} D(real) {values[2]:.3f} D(fake) {values[3]:.3f} "
             f"time {report.format_duration(s.time_s)}"
+            + (f" augment p {stats['augment_p']:.3f}" if s.ada is not None else "")
         )
         grid = self._sample_grid()
         diversity = self._diversity(grid)  # nan for a one-image grid
