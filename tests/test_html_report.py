@@ -153,3 +153,18 @@ def test_a_config_that_no_longer_builds_still_gets_a_page(run_dir):
     text = " ".join(read_page(run_dir).text)
     assert "the networks could not be built from config.toml" in text and "stylegan9" in text
     assert "Finished: 0.064 kimg of 0.064" in text
+
+
+def test_the_tick_table_shows_the_adaptive_augment_probability_when_a_run_has_one(run_dir):
+    def table() -> str:
+        write_html_report(run_dir)
+        html = (run_dir / REPORT_NAME).read_text()
+        return html[html.index("<h2>Ticks</h2>"):html.index("<h2>Networks</h2>")]
+
+    assert "augment p" not in table()
+    ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    for i, tick in enumerate(ticks):
+        tick["augment_p"] = 0.125 * (i + 1)
+    (run_dir / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
+    shown = table()
+    assert "<th>augment p</th>" in shown and f"<td>{0.125 * len(ticks):g}</td>" in shown

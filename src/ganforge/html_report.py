@@ -110,6 +110,8 @@ def _tick_table(view: RunView, flagged: set[float]) -> str:
                ("g_loss", "g_loss"), ("d_real", "D(real)"), ("d_fake", "D(fake)"), ("diversity", "spread"),
                ("duplicates", "near-copy share")]
     shown = _thinned(view.stats)
+    if any("augment_p" in s for s in shown):  # train.ada_target: the adaptive augment probability
+        columns.append(("augment_p", "augment p"))
     metric_names: list[str] = []
     for s in shown:
         metric_names += [m for m in (s.get("metrics") or {}) if m not in metric_names]
