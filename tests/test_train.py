@@ -512,5 +512,6 @@ def test_warnings_on_a_small_data_set_point_to_diffaugment(tmp_path, tiny_cfg, m
     train(tiny_cfg(**settings), out=tmp_path, log=lines.append)
     warnings = [line for line in lines if "warning:" in line]
     assert any("looks collapsed" in w for w in warnings) and any("almost perfectly" in w for w in warnings)
-    advice = "With 32 training images D may be learning them by heart: --set train.diffaugment=translation,cutout"
+    advice = ("With 32 training images D may be learning them by heart: --set train.diffaugment=translation,cutout "
+              "--set train.ada_target=0.6")
     assert all((advice in w) is advised for w in warnings)

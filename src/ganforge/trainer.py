@@ -719,9 +719,9 @@ class Trainer:
         """On a few hundred images D can learn them by heart and G collapse; DiffAugment is the measured cure."""
         if len(self.data) > SMALL_DATA_IMAGES or self.cfg.train.diffaugment:
             return ""
-        return (f"With {len(self.data)} training images D may be learning them by heart: "
-                "--set train.diffaugment=translation,cutout kept the default nets learning on 100 digits where they "
-                "collapsed without it (README, Small data). ")
+        return (f"With {len(self.data)} training images D may be learning them by heart: --set "
+                "train.diffaugment=translation,cutout --set train.ada_target=0.6 (adaptive augmentation) kept the "
+                "default nets learning on 100 digits where they collapsed without it (README, Small data). ")
 
     def _collapse_advice(self) -> str:
         c = self.cfg
