@@ -229,13 +229,19 @@ class ZipMember:
         return f"{self.archive.filename}:{self.info.filename}"
 
 
+def _open_image(path: Path | ZipMember) -> Any:
+    from PIL import Image
+
+    return Image.open(path.read() if isinstance(path, ZipMember) else path)
+
+
 def _read_image(path: Path | ZipMember, channels: int, img_size: int) -> torch.Tensor:
     """Decode, turn upright (a camera's EXIF orientation), convert, centre-crop to a square and resize
     (Lanczos, antialiased) -> uint8 [C, S, S]."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path.read() if isinstance(path, ZipMember) else path) as im:
+        with _open_image(path) as im:
             if im.getexif().get(ORIENTATION_TAG, 1) != 1:  # phone photos are stored sideways, tagged so
                 im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
@@ -261,11 +267,9 @@ COLOUR_PEEK = 16  # images whose mode is looked at to say whether a folder is in
 
 
 def _is_colour(path: Path | ZipMember) -> bool:
-    """Whether an image is stored in colour: not a grey mode, nor a palette of greys. Reads the header only."""
-    from PIL import Image
-
+    """Whether an image is stored in colour: not a grey mode, nor a palette of greys. Decodes no pixels."""
     try:
-        with Image.open(path.read() if isinstance(path, ZipMember) else path) as im:
+        with _open_image(path) as im:
             if im.mode in GREY_MODES:
                 return False
             if im.mode == "P":
@@ -477,11 +481,11 @@ class ImageData:
     """A whole dataset on one device; `batch(idx)` returns normalised images [B, C, H, W] in [-1, 1]."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], name: str,
-                 colour_source: bool = False) -> None:
+                 colour_source: bool = False, split: str = "train") -> None:
         self.name = name
         self.classes = classes
         self.colour_source = colour_source  # the images were colour before data.channels converted them
-        self.split = "train"  # or "train, N of M" under data.max_images
+        self.split = split  # or "train, N of M" under data.max_images
         n, c, h, w = images.shape
         self.as_float = n * c * h * w * 4 <= FLOAT_BUDGET_BYTES
         self.images = normalise(images) if self.as_float else images
@@ -536,9 +540,7 @@ def load_dataset(cfg: DataConfig) -> ImageData:
         raw = RawImages(raw.images[keep], labels, raw.classes, raw.colour)
         split = f"train, {cfg.max_images} of {total}"
     images = prepare(raw.images, cfg.channels, cfg.img_size)
-    data = ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour)
-    data.split = split
-    return data
+    return ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour, split=split)
 
 
 class EpochSampler:
