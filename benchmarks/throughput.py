@@ -206,11 +206,6 @@ def timed_steps(loop, batch: int, seconds: float, device: torch.device) -> tuple
     return count * batch, time.perf_counter() - start
 
 
-def images_per_second(loop, batch: int, seconds: float, device: torch.device) -> float:
-    images, elapsed = timed_steps(loop, batch, seconds, device)
-    return images / elapsed
-
-
 def paired_rates(loops: tuple, batch: int, seconds: float, window: float, device: torch.device) -> list[float]:
     """Images/s of each loop over about `seconds` each, taken in alternating turns of `window` seconds."""
     images, elapsed = [0] * len(loops), [0.0] * len(loops)
@@ -257,7 +252,7 @@ def main() -> None:
                                                                f"train.device={device}", *args.overrides])
             reference, ours = ReferenceLoop(copy.deepcopy(cfg), batch, device), GanforgeLoop(cfg, device)
             for loop in (reference, ours):  # warm-up
-                images_per_second(loop, batch, min(1.0, args.seconds), device)
+                timed_steps(loop, batch, min(1.0, args.seconds), device)
             ref_rates, our_rates = [], []
             for _ in range(args.reps):
                 ref_rate, our_rate = paired_rates((reference, ours), batch, args.seconds, args.window, device)
