@@ -62,6 +62,20 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, ex
     assert not torch.equal(a["G"][next(iter(a["G"]))], fresh["G"][next(iter(fresh["G"]))]) or a["nimg"] != fresh["nimg"]
 
 
+def test_resume_trains_with_the_optimizer_settings_it_is_given(tmp_path, tiny_cfg):
+    # the optimizer's saved state carries its own lr and betas; an override on resume must win over them
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.048}), out=tmp_path, log=quiet)
+    resume(run_dir, ["train.kimg=0.096", "optim.g_lr=1e-5", "optim.d_betas=[0.0, 0.9]", "optim.eps=1e-6"],
+           log=quiet)
+    ckpt = final_weights(run_dir)
+    assert ckpt["nimg"] == 96
+    assert {g["lr"] for g in ckpt["opt_G"]["param_groups"]} == {1e-5}
+    assert {tuple(g["betas"]) for g in ckpt["opt_D"]["param_groups"]} == {(0.0, 0.9)}
+    assert {g["eps"] for g in ckpt["opt_G"]["param_groups"] + ckpt["opt_D"]["param_groups"]} == {1e-6}
+    d_lr = ckpt["config"]["optim"]["d_lr"]
+    assert {g["lr"] for g in ckpt["opt_D"]["param_groups"]} == {d_lr}
+
+
 def test_run_directory_outputs(tmp_path, tiny_cfg):
     run_dir = train(tiny_cfg(**{"train.ema_kimg": 0.05}), out=tmp_path, log=quiet)
     for name in ("config.toml", "stats.jsonl", "progress.gif", "losses.png", "final.png", "samples/reals.png"):

@@ -293,6 +293,12 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
         state.opt_D.load_state_dict(ckpt["opt_D"])
     except (ValueError, KeyError, RuntimeError) as e:
         raise UserError(f"checkpoint {path} has optimizer state that does not fit the networks: {e}") from e
+    # load_state_dict also restores the saved hyperparameters; the config (the checkpoint's own unless a
+    # resume overrides it) is what config.toml records, so it is what trains
+    o = state.cfg.optim
+    for opt, lr, betas in ((state.opt_G, o.g_lr, o.g_betas), (state.opt_D, o.d_lr, o.d_betas)):
+        for group in opt.param_groups:
+            group.update(lr=lr, betas=(betas[0], betas[1]), eps=o.eps)
     state.nimg = int(ckpt["nimg"])
     state.tick = int(ckpt["tick"])
     state.time_s = float(ckpt.get("time_s", 0.0))
