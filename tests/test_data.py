@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ganforge.config import DataConfig
+from ganforge.config import DataConfig, load_config
 from ganforge.data import DATASETS, EpochSampler, convert_channels, load_dataset, prepare
 from ganforge.errors import UserError
 
@@ -317,6 +317,33 @@ def test_an_image_folder_is_decoded_once_and_again_when_its_files_change(tmp_pat
     assert torch.equal(load_dataset(cfg).images, changed.images)
 
 
+def test_transparent_pixels_show_the_background_not_the_colour_stored_under_them(tmp_path):
+    # transparent red around an opaque blue square: a viewer shows the background there, not red
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[2:6, 2:6] = (0, 0, 255, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a_rgba.png")
+    grey_alpha = np.zeros((8, 8, 2), dtype=np.uint8)  # LA: grey 128 everywhere, opaque only in the square
+    grey_alpha[..., 0] = 128
+    grey_alpha[2:6, 2:6, 1] = 255
+    Image.fromarray(grey_alpha, "LA").save(tmp_path / "b_la.png")
+    palette = Image.fromarray(np.where(rgba[..., 3] > 0, 1, 0).astype(np.uint8), "P")
+    palette.putpalette([255, 0, 0, 0, 0, 255])  # index 0 red, marked transparent; index 1 blue
+    palette.save(tmp_path / "c_palette.png", transparency=0)
+    border = torch.ones(8, 8, dtype=torch.bool)
+    border[2:6, 2:6] = False
+    for background, level in (("white", 1.0), ("black", -1.0)):
+        data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=3, background=background))
+        for image in data.images:
+            assert image[:, border].sub(level).abs().max().item() < 0.01, background
+        blue = torch.tensor([-1.0, -1.0, 1.0])
+        assert data.images[0, :, 3, 3].sub(blue).abs().max().item() < 0.01  # the opaque part is kept
+        assert data.images[2, :, 3, 3].sub(blue).abs().max().item() < 0.01
+        assert abs(data.images[1, 0, 3, 3].item() - (128 / 127.5 - 1)) < 0.01
+    with pytest.raises(UserError, match="data.background must be white or black"):
+        load_config(overrides=["data.background=grey"])
+
+
 def test_sixteen_bit_and_float_images_keep_their_grey_levels(tmp_path):
     ramp = np.linspace(0, 1, 16 * 16).reshape(16, 16)
     Image.fromarray(np.round(ramp * 65535).astype(np.uint16)).save(tmp_path / "a16.png")  # PIL mode I;16
@@ -339,7 +366,7 @@ def test_a_corrupt_image_stops_the_decoding_of_the_rest(tmp_path, monkeypatch):
 
     calls = []
 
-    def read(path, channels, img_size):
+    def read(path, channels, img_size, background="white"):
         calls.append(path)
         if path.name == "002.png":
             raise UserError(f"cannot read image {path}")

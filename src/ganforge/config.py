@@ -27,6 +27,7 @@ class DataConfig:
     img_size: int = 28  # images are resized once, antialiased, to img_size x img_size
     channels: int = 1  # 1 or 3; converted as needed
     max_images: int = 0  # > 0: train on this many images, a fixed class-balanced subset (small-data experiments)
+    background: str = "white"  # white | black: what shows through transparent pixels of a folder's images
 
 
 @dataclass
@@ -342,6 +343,7 @@ def validate(cfg: Config) -> None:
     _check(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
     _check(8 <= d.img_size <= 1024, f"data.img_size must be between 8 and 1024, got {d.img_size}")
     _check(d.max_images >= 0, f"data.max_images must be 0 (all images) or a positive count, got {d.max_images}")
+    _check(d.background in ("white", "black"), f"data.background must be white or black, got {d.background!r}")
     models.GENERATORS.get(m.g)
     models.DISCRIMINATORS.get(m.d)
     _check(m.z_dim >= 1, f"model.z_dim must be positive, got {m.z_dim}")

@@ -192,7 +192,8 @@ def _read_image_cache(cache: Path, cfg: DataConfig) -> torch.Tensor | None:
 
 
 ORIENTATION_TAG = 0x0112  # EXIF
-FOLDER_DECODE_VERSION = 2  # part of the cache key: a change to how images are decoded (2: EXIF orientation)
+FOLDER_DECODE_VERSION = 3  # part of the cache key: a change to how images are decoded (2: EXIF orientation,
+# 3: transparency laid over data.background)
 
 
 def _high_depth_to_grey(im: Any, path: Path) -> Any:
@@ -235,9 +236,25 @@ def _open_image(path: Path | ZipMember) -> Any:
     return Image.open(path.read() if isinstance(path, ZipMember) else path)
 
 
-def _read_image(path: Path | ZipMember, channels: int, img_size: int) -> torch.Tensor:
-    """Decode, turn upright (a camera's EXIF orientation), convert, centre-crop to a square and resize
-    (Lanczos, antialiased) -> uint8 [C, S, S]."""
+BACKGROUNDS = {"white": (255, 255, 255, 255), "black": (0, 0, 0, 255)}  # data.background
+
+
+def _flatten_alpha(im: Any, background: str) -> Any:
+    """A transparent image laid over the background colour, as a viewer shows it. Dropping the alpha (what
+    PIL's convert and torchvision's loader do) keeps whatever colour the file holds under transparent
+    pixels: black for some exporters, noise or bled edge colours for others."""
+    from PIL import Image
+
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if not has_alpha:
+        return im
+    rgba = im.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUNDS[background]), rgba).convert("RGB")
+
+
+def _read_image(path: Path | ZipMember, channels: int, img_size: int, background: str = "white") -> torch.Tensor:
+    """Decode, turn upright (a camera's EXIF orientation), lay transparency over the background, convert,
+    centre-crop to a square and resize (Lanczos, antialiased) -> uint8 [C, S, S]."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -246,6 +263,7 @@ def _read_image(path: Path | ZipMember, channels: int, img_size: int) -> torch.T
                 im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
                 im = _high_depth_to_grey(im, path)
+            im = _flatten_alpha(im, background)
             im = im.convert("L" if channels == 1 else "RGB")
             w, h = im.size
             side = min(w, h)
@@ -285,16 +303,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge"))
 
 
-def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: int) -> torch.Tensor:
+def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: int,
+                 background: str = "white") -> torch.Tensor:
     """Decode and resize every file, on a thread per core (Pillow releases the GIL while it decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = min(len(files), os.cpu_count() or 1, 16)
     if workers <= 1:
-        return torch.stack([_read_image(p, channels, img_size) for p in files])
+        return torch.stack([_read_image(p, channels, img_size, background) for p in files])
     pool = ThreadPoolExecutor(workers)
     try:
-        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size), files)))
+        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size, background), files)))
     finally:
         pool.shutdown(cancel_futures=True)  # a corrupt file or Ctrl-C: the images not yet begun are dropped
 
@@ -303,7 +322,7 @@ def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple
     """The cache file of this folder (or zip archive) at this size, named by a fingerprint of its entries,
     one line per image naming it and its size and modification time (a zip member: size and CRC), so an
     added, removed or edited image makes a new one; and the name's folder part."""
-    digest = hashlib.sha256(f"decode {FOLDER_DECODE_VERSION}\n".encode())
+    digest = hashlib.sha256(f"decode {FOLDER_DECODE_VERSION} background {cfg.background}\n".encode())
     for entry in entries:
         digest.update(f"{entry}\n".encode())
     stem = f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]}-{cfg.img_size}px-{cfg.channels}ch"
@@ -317,7 +336,7 @@ def _load_folder_images(root: Path, files: list[Path] | list[ZipMember], entries
     cached = _read_image_cache(cache, cfg)
     if cached is not None and cached.shape[0] == len(files):
         return cached
-    images = _read_images(files, cfg.channels, cfg.img_size)
+    images = _read_images(files, cfg.channels, cfg.img_size, cfg.background)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(images, cache)
