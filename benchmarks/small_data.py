@@ -1,8 +1,8 @@
 """Small data: train on a class-balanced subset of the bundled digits and score G against that subset and
-against all 5,000 digits, with and without DiffAugment.
+against all 5,000 digits, with no augmentation, DiffAugment always on, and adaptive DiffAugment (the default's).
 
     python benchmarks/small_data.py [--images 500] [--kimg 40] [--seeds 0,1] [--n 5000]
-                                    [--row "default" --row "default train.diffaugment=color,translation,cutout"]
+                                    [--row "default train.diffaugment= train.ada_target=0" --row "default" ...]
 
 A G that copies its few training images scores well against them and worse against the digits it never saw;
 recall and coverage against all 5,000 say how much of the digit distribution it still draws. Each row trains
@@ -25,7 +25,9 @@ from ganforge.metrics import evaluate_run
 from ganforge.report import read_stats
 from ganforge.trainer import train
 
-ROWS = ["default", "default train.diffaugment=color,translation,cutout"]
+ROWS = ["default train.diffaugment= train.ada_target=0",  # none
+        "default train.ada_target=0",  # the default's policy on every image
+        "default"]  # adaptive (ADA)
 COLUMNS = [("fd_digits", "own"), ("fd_digits", "all"), ("precision", "all"), ("recall", "all"),
            ("coverage", "all")]
 

@@ -53,6 +53,9 @@ def tiny_overrides(folder: Path, **extra: object) -> list[str]:
         "train.tick_kimg": 0.032,
         "train.grid_size": 4,
         "train.device": '"cpu"',
+        # the default preset's adaptive augmentation off: tests turn on what they test
+        "train.diffaugment": '""',
+        "train.ada_target": 0,
     }
     settings.update(extra)
     return [f"{k}={v}" for k, v in settings.items()]
