@@ -168,3 +168,19 @@ def test_the_tick_table_shows_the_adaptive_augment_probability_when_a_run_has_on
     (run_dir / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
     shown = table()
     assert "<th>augment p</th>" in shown and f"<td>{0.125 * len(ticks):g}</td>" in shown
+
+
+def test_the_page_names_the_stabilisers_a_run_trained_with(tmp_path, tiny_cfg):
+    def glance(run) -> str:
+        html = (run / REPORT_NAME).read_text()
+        return html[html.index("<h2>At a glance</h2>"):html.index("<h2>Samples</h2>")]
+
+    plain = train(tiny_cfg(**{"train.ema_kimg": 0}), out=tmp_path / "a", log=lambda msg: None)
+    assert "<th class=l>stabilisers</th><td class=l>none</td>" in glance(plain)
+    run = train(tiny_cfg(**{"train.ema_kimg": 0.05, "train.diffaugment": '"translation,cutout"',
+                            "train.ada_target": 0.6, "loss.r1_gamma": 0.1, "loss.r1_every": 4,
+                            "model.d_spectral_norm": "true"}), out=tmp_path / "b", log=lambda msg: None)
+    shown = glance(run)
+    p = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])["augment_p"]
+    assert (f"EMA of G (half-life 0.05 kimg); DiffAugment translation,cutout, adaptive (target 0.6, p {p:.4g} at "
+            "the last tick); R1 (gamma 0.1, every 4 D steps); spectral norm on D") in shown

@@ -224,6 +224,42 @@ def _status(view: RunView, problems: list[str], signals: list[str]) -> str:
     return status
 
 
+def _stabilisers(settings: dict[str, Any], last: dict[str, Any]) -> str:
+    """The stabilisers a run trained with, in words ("none" for a plain GAN)."""
+    def get(key: str, default: Any = 0) -> Any:
+        value = settings.get(key)
+        return default if value is None else value
+
+    on = []
+    if get("train.ema_kimg"):
+        on.append(f"EMA of G (half-life {_num(get('train.ema_kimg'))} kimg)")
+    policy = get("train.diffaugment", "")
+    if policy and get("train.ada_target"):
+        p = f", p {_num(last['augment_p'])} at the last tick" if isinstance(last.get("augment_p"), int | float) else ""
+        on.append(f"DiffAugment {policy}, adaptive (target {_num(get('train.ada_target'))}{p})")
+    elif policy:
+        on.append(f"DiffAugment {policy} on every image")
+    if get("loss.n_critic", 1) > 1:
+        on.append(f"{get('loss.n_critic')} D steps per G step")
+    if get("loss.r1_gamma"):
+        every = f", every {get('loss.r1_every')} D steps" if get("loss.r1_every", 1) > 1 else ""
+        on.append(f"R1 (gamma {_num(get('loss.r1_gamma'))}{every})")
+    if get("model.d_spectral_norm", False):
+        on.append("spectral norm on D")
+    if get("loss.label_smoothing"):
+        on.append(f"label smoothing {_num(get('loss.label_smoothing'))}")
+    if get("loss.instance_noise"):
+        on.append(f"instance noise {_num(get('loss.instance_noise'))} to 0 over "
+                  f"{_num(get('loss.instance_noise_kimg'))} kimg")
+    if get("model.d_mbstd", False):
+        on.append("minibatch stddev")
+    if get("model.d_mbdisc"):
+        on.append(f"minibatch discrimination ({get('model.d_mbdisc')} kernels)")
+    if get("model.pac", 1) > 1:
+        on.append(f"PacGAN (pac {get('model.pac')})")
+    return "; ".join(on) or "none"
+
+
 def _glance(view: RunView) -> str:
     from . import checkpoint as ckpt_io
     from .report import format_duration
@@ -239,6 +275,7 @@ def _glance(view: RunView) -> str:
                  "channel(s)"),
         ("networks", f"G {settings.get('model.g')}, D {settings.get('model.d')}, z_dim {settings.get('model.z_dim')}"),
         ("loss", settings.get("loss.name")),
+        ("stabilisers", _stabilisers(settings, last or {})),
         ("batch size", settings.get("train.batch_size")),
         ("images seen", f"{_num(view.kimg or 0.0)} kimg{epochs}"),
         ("training time", format_duration(view.time_s) if view.time_s is not None else "-"),
