@@ -218,6 +218,10 @@ def test_resuming_a_finished_run_says_how_to_go_on(tmp_path, image_folder, capsy
     assert main(["train", "--resume", str(run_dir)]) == 0  # a job script may resume until done
     assert "nothing to train; to go on, resume with --set train.kimg=N" in capsys.readouterr().out
     assert ckpt_io.list_checkpoints(run_dir) == checkpoints
+    # an override that trains nothing is not written into config.toml, where it would describe no checkpoint
+    config = (run_dir / "config.toml").read_text()
+    assert main(["train", "--resume", str(run_dir), "--set", "optim.g_lr=0.5"]) == 0
+    assert (run_dir / "config.toml").read_text() == config
 
 
 def test_sample_interpolate_draws_one_latent_walk_per_row(tmp_path, image_folder, capsys):

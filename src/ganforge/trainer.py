@@ -1026,14 +1026,15 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as
         # they were
         trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
-        if main:
-            ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
-            _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
         trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
         if int(ckpt["nimg"]) >= int(round(cfg.train.kimg * 1000)):
-            # not an error: a job script may resume until done; but say why nothing trains
+            # not an error: a job script may resume until done; but say why nothing trains, and leave
+            # config.toml as the checkpoints have it (overrides that train nothing are not recorded)
             trainer.log(f"the run already reached train.kimg={cfg.train.kimg:g}, so there is nothing to train; "
                         f"to go on, resume with --set train.kimg=N (N > {int(ckpt['nimg']) / 1000:g})")
+        elif main:
+            ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
+            _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
         return trainer.run()
 
 
