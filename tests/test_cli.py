@@ -366,3 +366,4 @@ def test_every_public_name_resolves():
     for name in ganforge.__all__:
         assert getattr(ganforge, name) is not None, name
     assert callable(ganforge.evaluate_run) and callable(ganforge.compare_runs)
+    assert set(ganforge.__all__) <= set(dir(ganforge))  # tab completion offers the lazy names

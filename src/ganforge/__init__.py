@@ -45,3 +45,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'ganforge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # the lazy names too, so tab completion in a notebook offers the API
+    return sorted(set(globals()) | set(__all__))
