@@ -179,8 +179,10 @@ def test_the_page_names_the_stabilisers_a_run_trained_with(tmp_path, tiny_cfg):
     assert "<th class=l>stabilisers</th><td class=l>none</td>" in glance(plain)
     run = train(tiny_cfg(**{"train.ema_kimg": 0.05, "train.diffaugment": '"translation,cutout"',
                             "train.ada_target": 0.6, "loss.r1_gamma": 0.1, "loss.r1_every": 4,
-                            "model.d_spectral_norm": "true"}), out=tmp_path / "b", log=lambda msg: None)
+                            "model.d_spectral_norm": "true", "data.mirror": "true"}), out=tmp_path / "b",
+                log=lambda msg: None)
     shown = glance(run)
+    assert "1 channel(s), and each image mirrored" in shown and "mirrored" not in glance(plain)
     p = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])["augment_p"]
     assert (f"EMA of G (half-life 0.05 kimg); DiffAugment translation,cutout, adaptive (target 0.6, p {p:.4g} at "
             "the last tick); R1 (gamma 0.1, every 4 D steps); spectral norm on D") in shown

@@ -45,8 +45,9 @@ def assert_same_state(a: dict, b: dict) -> None:
         {"train.step_order": '"simultaneous"', "loss.name": '"minimax"'},
         {"train.reuse_fake": "true"},  # the R4 pattern
         {"optim.lr_decay": '"cosine"', "optim.lr_decay_start_kimg": 0.02, "optim.lr_decay_end_kimg": 0.104},
+        {"data.mirror": "true"},
     ],
-    ids=["dcgan-ema", "g-first-reuse", "simultaneous", "d-first-reuse", "lr-decay"],
+    ids=["dcgan-ema", "g-first-reuse", "simultaneous", "d-first-reuse", "lr-decay", "mirror"],
 )
 def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, extra):
     # 0.104 kimg = 13 iterations of batch 8, across two epochs of the 32-image folder
@@ -109,6 +110,21 @@ def test_resume_keeps_stats_of_earlier_ticks_only(tmp_path, tiny_cfg):
     kimgs = [json.loads(line)["kimg"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert kimgs == sorted(kimgs) and 5.0 not in kimgs
     assert kimgs[-1] == 0.096
+
+
+def test_mirror_shows_every_image_once_as_it_is_and_once_flipped_per_epoch(tmp_path, tiny_cfg):
+    trainer = Trainer(tiny_cfg(**{"data.mirror": "true"}), new_run_dir(tmp_path, "tiny"), log=quiet)
+    images = trainer.data.batch(torch.arange(len(trainer.data)))
+    assert len(images) == 32 and trainer.sampler.batches_per_epoch == 8  # 64 = 32 images and their mirrors
+    seen = torch.cat([trainer.real_batch(i)[0] for i in range(8)])
+
+    def count(target: torch.Tensor) -> int:
+        return sum(torch.equal(x, target) for x in seen)
+
+    for image in images:
+        assert not torch.equal(image, image.flip(-1))  # the noisy test images are not symmetric
+        assert count(image) == 1 and count(image.flip(-1)) == 1
+    assert trainer.sampler.epochs(8) == 2.0  # a pass over the mirrored set shows each image twice
 
 
 def test_stop_request_saves_a_checkpoint_and_raises(tmp_path, tiny_cfg):

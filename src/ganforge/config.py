@@ -28,6 +28,7 @@ class DataConfig:
     channels: int = 1  # 1 or 3; converted as needed
     max_images: int = 0  # > 0: train on this many images, a fixed class-balanced subset (small-data experiments)
     background: str = "white"  # white | black: what shows through transparent pixels of a folder's images
+    mirror: bool = False  # also train on every image flipped left-right (faces, animals, objects; not digits or text)
 
 
 @dataclass

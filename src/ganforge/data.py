@@ -564,17 +564,19 @@ def load_dataset(cfg: DataConfig) -> ImageData:
 
 class EpochSampler:
     """Shuffled batches without replacement, last partial batch dropped (a shuffled DataLoader with
-    drop_last). The order depends only on (seed, iteration), so a resumed run draws the same batches."""
+    drop_last). The order depends only on (seed, iteration), so a resumed run draws the same batches.
+    With copies=2 (data.mirror) it shuffles 2N indices: i and i + N are the same image, the second mirrored."""
 
-    def __init__(self, num_images: int, batch_size: int, seed: int, device: torch.device) -> None:
+    def __init__(self, num_images: int, batch_size: int, seed: int, device: torch.device, copies: int = 1) -> None:
         if batch_size > num_images:
             raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({num_images} images); "
                             f"lower it, e.g. --set train.batch_size={max(1, num_images // 2)}")
-        self.num_images = num_images
+        self.copies = copies
+        self.num_images = num_images * copies
         self.batch_size = batch_size
         self.seed = seed
         self.device = device
-        self.batches_per_epoch = num_images // batch_size
+        self.batches_per_epoch = self.num_images // batch_size
         self._epoch = -1
         self._perm = torch.empty(0)
 
@@ -587,5 +589,6 @@ class EpochSampler:
         return self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
 
     def epochs(self, iterations: int) -> float:
-        return iterations / self.batches_per_epoch
+        """Passes over the data set's images (each mirrored copy counts as a pass over its image)."""
+        return iterations / self.batches_per_epoch * self.copies
 

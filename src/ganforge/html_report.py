@@ -272,7 +272,7 @@ def _glance(view: RunView) -> str:
     rows = [
         ("preset", settings.get("preset")),
         ("data", f"{settings.get('data.name')}, {settings.get('data.img_size')} px, {settings.get('data.channels')} "
-                 "channel(s)"),
+                 "channel(s)" + (", and each image mirrored" if settings.get("data.mirror") else "")),
         ("networks", f"G {settings.get('model.g')}, D {settings.get('model.d')}, z_dim {settings.get('model.z_dim')}"),
         ("loss", settings.get("loss.name")),
         ("stabilisers", _stabilisers(settings, last or {})),

@@ -643,7 +643,8 @@ class Trainer:
         self._check_labels()
         if resume_from is not None:
             restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
-        self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device)
+        self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device,
+                                    copies=2 if cfg.data.mirror else 1)
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
@@ -692,8 +693,15 @@ class Trainer:
 
     def real_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = distributed.rank_slice(self.sampler.indices(iteration))
+        mirrored = None
+        if self.sampler.copies > 1:  # data.mirror: indices N and up are the images flipped left-right
+            mirrored = idx >= len(self.data)
+            idx = idx.remainder(len(self.data))
         labels = self.data.labels.index_select(0, idx) if self.cfg.model.n_classes else None
-        return self.data.batch(idx), labels
+        real = self.data.batch(idx)
+        if mirrored is not None:
+            real = torch.where(mirrored.view(-1, 1, 1, 1), real.flip(-1), real)
+        return real, labels
 
     # ---- outputs at ticks
 
