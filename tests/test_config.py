@@ -33,6 +33,11 @@ def test_overrides_parse_as_toml_values():
     assert parse_override('eval.metrics=[fd_digits,"pr"]') == (["eval", "metrics"], ["fd_digits", "pr"])
     assert parse_override("eval.metrics=[modes]") == (["eval", "metrics"], ["modes"])
     assert load_config(overrides=["eval.metrics=[fd_digits,classes]"]).eval.metrics == ["fd_digits", "classes"]
+    # and without the brackets, as a comma list; a list setting is never a plain string
+    assert load_config(overrides=["eval.metrics=fd_digits,pr"]).eval.metrics == ["fd_digits", "pr"]
+    assert load_config(overrides=["model.g_hidden=16, 32"]).model.g_hidden == [16, 32]
+    with pytest.raises(UserError, match=r"model.g_hidden must be a list like \[256, 512, 1024\], got 5"):
+        load_config(overrides=["model.g_hidden=5"])
     cfg = load_config(preset="mnist-mlp", overrides=["train.kimg=5", "optim.g_lr=1e-4", "train.ema_kimg=1"])
     assert cfg.train.kimg == 5.0 and isinstance(cfg.train.kimg, float)
     assert cfg.optim.g_lr == 1e-4

@@ -233,8 +233,11 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
             raise UserError(f"{where} must be a string, got {value!r}")
         return value
     if isinstance(default, list):
+        if isinstance(value, str):  # `--set eval.metrics=fd_digits,pr` spells the list without its brackets
+            value = [_parse_value(part.strip()) for part in value.split(",") if part.strip()]
         if not isinstance(value, list | tuple):  # a tuple from the Python API reads as the list it spells
-            raise UserError(f"{where} must be a list like [1, 2], got {value!r}")
+            example = "[" + ", ".join(str(v) for v in default) + "]" if default else "[a, b]"
+            raise UserError(f"{where} must be a list like {example}, got {value!r}")
         kind = type(default[0]) if default else None
         return [_coerce(section, name, v, kind()) if kind else v for v in value]
     return value
