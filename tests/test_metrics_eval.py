@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ganforge.cli import main
 from ganforge.config import DataConfig, load_config
@@ -509,6 +510,13 @@ def test_eval_cli_errors(tmp_path, capsys):
     assert main(["eval", "--real", "mnist5k", "--fake", "mnist5k", "--metrics", "fdd"]) == 2
     err = capsys.readouterr().err
     assert "unknown metric 'fdd'" in err
+    # images that are not digits get a note about the digit metrics, but not before the error of a misspelt one
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    assert main(["eval", "--real", f"folder:{folder}", "--fake", f"folder:{folder}", "--metrics", "fdd"]) == 2
+    out, err = capsys.readouterr()
+    assert "unknown metric 'fdd'" in err and "note:" not in out
 
 
 def _append_many(path: str, tag: int, count: int) -> None:

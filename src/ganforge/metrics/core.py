@@ -70,7 +70,10 @@ def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
 
 
 def log_digit_metrics_note(dataset: str, metrics: list[str], log: Callable[[str], None] | None) -> None:
-    """Pass digit_metrics_note's line, if any, to `log` as a note."""
+    """Pass digit_metrics_note's line, if any, to `log` as a note; an unknown metric is refused first, so no
+    note comes before its error."""
+    for name in metrics:
+        METRICS.get(name)
     note = digit_metrics_note(dataset, metrics)
     if note and log is not None:
         log(f"note: {note}")
