@@ -220,6 +220,21 @@ def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
     assert abs(data.images.mean().item() - grey) < 0.01
 
 
+def test_fit_pad_keeps_the_whole_of_a_non_square_image(tmp_path):
+    Image.new("RGB", (16, 8), (255, 0, 0)).save(tmp_path / "wide.png")  # red, twice as wide as high
+    cropped = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=3)).images[0]
+    assert cropped[0].min().item() > 0.99 and cropped[1:].max().item() < -0.99  # all red: the sides cut off
+    padded = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=3, fit="pad",
+                                     background="black")).images[0]
+    red = torch.tensor([1.0, -1.0, -1.0]).view(3, 1)
+    assert padded[:, 3:5].flatten(1).sub(red).abs().max().item() < 0.01  # the image, centred (its edge rows
+    assert padded[:, [0, 7]].sub(-1.0).abs().max().item() < 0.01  # blur in the resize); black bands around it
+    white = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=1, fit="pad")).images[0, 0]
+    assert white[[0, 7]].sub(1.0).abs().max().item() < 0.01  # bands of data.background, white by default
+    with pytest.raises(UserError, match="data.fit must be crop or pad"):
+        load_config(overrides=["data.fit=stretch"])
+
+
 def test_a_photo_tagged_as_rotated_is_turned_upright(tmp_path):
     # stored 16 wide and 8 high, columns 4-7 white; EXIF orientation 6 says "turn 90 degrees clockwise"
     stored = np.zeros((8, 16), dtype=np.uint8)
@@ -366,7 +381,7 @@ def test_a_corrupt_image_stops_the_decoding_of_the_rest(tmp_path, monkeypatch):
 
     calls = []
 
-    def read(path, channels, img_size, background="white"):
+    def read(path, channels, img_size, background="white", fit="crop"):
         calls.append(path)
         if path.name == "002.png":
             raise UserError(f"cannot read image {path}")

@@ -28,6 +28,7 @@ class DataConfig:
     channels: int = 1  # 1 or 3; converted as needed
     max_images: int = 0  # > 0: train on this many images, a fixed class-balanced subset (small-data experiments)
     background: str = "white"  # white | black: what shows through transparent pixels of a folder's images
+    fit: str = "crop"  # crop | pad: a folder's non-square images are centre-cropped, or padded with data.background
     mirror: bool = False  # also train on every image flipped left-right (faces, animals, objects; not digits or text)
 
 
@@ -348,6 +349,7 @@ def validate(cfg: Config) -> None:
     _check(8 <= d.img_size <= 1024, f"data.img_size must be between 8 and 1024, got {d.img_size}")
     _check(d.max_images >= 0, f"data.max_images must be 0 (all images) or a positive count, got {d.max_images}")
     _check(d.background in ("white", "black"), f"data.background must be white or black, got {d.background!r}")
+    _check(d.fit in ("crop", "pad"), f"data.fit must be crop or pad, got {d.fit!r}")
     models.GENERATORS.get(m.g)
     models.DISCRIMINATORS.get(m.d)
     _check(m.z_dim >= 1, f"model.z_dim must be positive, got {m.z_dim}")

@@ -252,9 +252,10 @@ def _flatten_alpha(im: Any, background: str) -> Any:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUNDS[background]), rgba).convert("RGB")
 
 
-def _read_image(path: Path | ZipMember, channels: int, img_size: int, background: str = "white") -> torch.Tensor:
+def _read_image(path: Path | ZipMember, channels: int, img_size: int, background: str = "white",
+                fit: str = "crop") -> torch.Tensor:
     """Decode, turn upright (a camera's EXIF orientation), lay transparency over the background, convert,
-    centre-crop to a square and resize (Lanczos, antialiased) -> uint8 [C, S, S]."""
+    make square (centre crop, or pad with the background) and resize (Lanczos, antialiased) -> uint8 [C, S, S]."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -266,9 +267,15 @@ def _read_image(path: Path | ZipMember, channels: int, img_size: int, background
             im = _flatten_alpha(im, background)
             im = im.convert("L" if channels == 1 else "RGB")
             w, h = im.size
-            side = min(w, h)
-            left, top = (w - side) // 2, (h - side) // 2
-            im = im.crop((left, top, left + side, top + side))
+            if fit == "pad":  # the whole image, centred on a square of the background colour
+                side = max(w, h)
+                square = Image.new(im.mode, (side, side), BACKGROUNDS[background][: len(im.getbands())])
+                square.paste(im, ((side - w) // 2, (side - h) // 2))
+                im = square
+            else:
+                side = min(w, h)
+                left, top = (w - side) // 2, (h - side) // 2
+                im = im.crop((left, top, left + side, top + side))
             if side != img_size:
                 im = im.resize((img_size, img_size), Image.Resampling.LANCZOS)
             array = np.asarray(im, dtype=np.uint8)
@@ -304,16 +311,16 @@ def cache_root() -> Path:
 
 
 def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: int,
-                 background: str = "white") -> torch.Tensor:
+                 background: str = "white", fit: str = "crop") -> torch.Tensor:
     """Decode and resize every file, on a thread per core (Pillow releases the GIL while it decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
     workers = min(len(files), os.cpu_count() or 1, 16)
     if workers <= 1:
-        return torch.stack([_read_image(p, channels, img_size, background) for p in files])
+        return torch.stack([_read_image(p, channels, img_size, background, fit) for p in files])
     pool = ThreadPoolExecutor(workers)
     try:
-        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size, background), files)))
+        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size, background, fit), files)))
     finally:
         pool.shutdown(cancel_futures=True)  # a corrupt file or Ctrl-C: the images not yet begun are dropped
 
@@ -322,7 +329,7 @@ def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple
     """The cache file of this folder (or zip archive) at this size, named by a fingerprint of its entries,
     one line per image naming it and its size and modification time (a zip member: size and CRC), so an
     added, removed or edited image makes a new one; and the name's folder part."""
-    digest = hashlib.sha256(f"decode {FOLDER_DECODE_VERSION} background {cfg.background}\n".encode())
+    digest = hashlib.sha256(f"decode {FOLDER_DECODE_VERSION} background {cfg.background} fit {cfg.fit}\n".encode())
     for entry in entries:
         digest.update(f"{entry}\n".encode())
     stem = f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]}-{cfg.img_size}px-{cfg.channels}ch"
@@ -336,7 +343,7 @@ def _load_folder_images(root: Path, files: list[Path] | list[ZipMember], entries
     cached = _read_image_cache(cache, cfg)
     if cached is not None and cached.shape[0] == len(files):
         return cached
-    images = _read_images(files, cfg.channels, cfg.img_size, cfg.background)
+    images = _read_images(files, cfg.channels, cfg.img_size, cfg.background, cfg.fit)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(images, cache)
