@@ -384,6 +384,27 @@ def test_a_partly_collapsed_grid_is_warned_about(tmp_path, tiny_cfg, monkeypatch
     assert not any("partly collapsed" in line for line in lines)  # 0 turns the check off
 
 
+def test_images_upscaled_twice_or_more_are_noted_at_start(tmp_path, image_folder):
+    from PIL import Image
+
+    from .conftest import tiny_overrides
+
+    lines: list[str] = []
+    Trainer(load_config(overrides=tiny_overrides(image_folder)), tmp_path / "a", log=lines.append)  # 16 px at 16
+    assert not any("upscaled" in line for line in lines)
+    small = tmp_path / "small"
+    small.mkdir()
+    for i in range(8):
+        Image.new("L", (10, 8), 30 * i).save(small / f"{i}.png")  # short side 8, trained at 16
+    Trainer(load_config(overrides=tiny_overrides(small)), tmp_path / "b", log=lines.append)
+    assert sum("images are about 8 px on their short side, upscaled 2x to data.img_size=16" in line
+               for line in lines) == 1
+    lines.clear()
+    Trainer(load_config(overrides=tiny_overrides(small, **{"data.img_size": 8, "model.g": '"mlp"',
+                                                           "model.d": '"mlp"'})), tmp_path / "c", log=lines.append)
+    assert not any("upscaled" in line for line in lines)
+
+
 def test_colour_images_trained_as_grey_are_noted_at_start(tmp_path, image_folder):
     from PIL import Image
 

@@ -37,6 +37,7 @@ class RawImages:
     labels: torch.Tensor  # int64 [N]
     classes: list[str]
     colour: bool = False  # the source images are in colour (whatever data.channels made of them)
+    source_side: int = 0  # short side of the images before resizing (median of a few); 0: that of `images`
 
 
 def check_dataset_name(name: str) -> None:
@@ -291,6 +292,15 @@ GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 COLOUR_PEEK = 16  # images whose mode is looked at to say whether a folder is in colour
 
 
+def _short_side(path: Path | ZipMember) -> int:
+    """The shorter side of a stored image in pixels (0 if it does not open); reads the header only."""
+    try:
+        with _open_image(path) as im:
+            return min(im.size)
+    except Exception:  # noqa: BLE001  (a file that does not open is reported when it is decoded)
+        return 0
+
+
 def _is_colour(path: Path | ZipMember) -> bool:
     """Whether an image is stored in colour: not a grey mode, nor a palette of greys. Decodes no pixels."""
     try:
@@ -460,7 +470,9 @@ def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Pa
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
     colour = any(_is_colour(f) for f in files[:COLOUR_PEEK])
-    return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour)
+    sides = sorted(side for side in map(_short_side, files[:COLOUR_PEEK]) if side)
+    return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour,
+                     source_side=sides[len(sides) // 2] if sides else 0)
 
 
 def load_raw(cfg: DataConfig) -> RawImages:
@@ -507,10 +519,11 @@ class ImageData:
     """A whole dataset on one device; `batch(idx)` returns normalised images [B, C, H, W] in [-1, 1]."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], name: str,
-                 colour_source: bool = False, split: str = "train") -> None:
+                 colour_source: bool = False, split: str = "train", source_side: int = 0) -> None:
         self.name = name
         self.classes = classes
         self.colour_source = colour_source  # the images were colour before data.channels converted them
+        self.source_side = source_side  # their short side before resizing to data.img_size (0: unknown)
         self.split = split  # or "train, N of M" under data.max_images
         n, c, h, w = images.shape
         self.as_float = n * c * h * w * 4 <= FLOAT_BUDGET_BYTES
@@ -563,10 +576,12 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     if 0 < cfg.max_images < total:
         keep = balanced_subset(raw.labels, cfg.max_images)
         labels = raw.labels[keep] if raw.labels.numel() == total else raw.labels
-        raw = RawImages(raw.images[keep], labels, raw.classes, raw.colour)
+        raw = RawImages(raw.images[keep], labels, raw.classes, raw.colour, raw.source_side)
         split = f"train, {cfg.max_images} of {total}"
+    source_side = raw.source_side or min(raw.images.shape[-2:])
     images = prepare(raw.images, cfg.channels, cfg.img_size)
-    return ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour, split=split)
+    return ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour, split=split,
+                     source_side=source_side)
 
 
 class EpochSampler:

@@ -85,6 +85,7 @@ def new_run_dir(out: Path | str, preset: str) -> Path:
 
 
 # ADA adjusts its augment probability every this many D steps (StyleGAN2-ADA's interval).
+UPSCALE_NOTE = 2  # a note when the data set's images are upscaled by this factor or more
 ADA_INTERVAL = 4
 # At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data).
 SMALL_DATA_IMAGES = 1000
@@ -651,6 +652,11 @@ class Trainer:
         if cfg.data.max_images >= len(self.data) and self.data.split == "train":
             self.log(f"note: data.max_images = {cfg.data.max_images} but {cfg.data.name} has {len(self.data)} "
                      "images: training on all of them")
+        if 0 < self.data.source_side * UPSCALE_NOTE <= cfg.data.img_size:
+            side, size = self.data.source_side, cfg.data.img_size
+            self.log(f"note: {cfg.data.name}'s images are about {side} px on their short side, upscaled "
+                     f"{size / side:.3g}x to data.img_size={size}: that adds no detail, only time; a smaller "
+                     "data.img_size trains faster on the same information")
         if self.data.colour_source and cfg.data.channels == 1:
             self.log(f"note: {cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
                      "--set data.channels=3 trains in colour")
