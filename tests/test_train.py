@@ -400,6 +400,8 @@ def test_images_upscaled_twice_or_more_are_noted_at_start(tmp_path, image_folder
     assert sum("images are about 8 px on their short side, upscaled 2x to data.img_size=16" in line
                for line in lines) == 1
     lines.clear()
+    Trainer(load_config(overrides=tiny_overrides(small, **{"data.fit": "pad"})), tmp_path / "p", log=lines.append)
+    assert not any("upscaled" in line for line in lines)  # padded, the 10-px side is the square's: 1.6x
     Trainer(load_config(overrides=tiny_overrides(small, **{"data.img_size": 8, "model.g": '"mlp"',
                                                            "model.d": '"mlp"'})), tmp_path / "c", log=lines.append)
     assert not any("upscaled" in line for line in lines)

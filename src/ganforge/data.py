@@ -37,7 +37,7 @@ class RawImages:
     labels: torch.Tensor  # int64 [N]
     classes: list[str]
     colour: bool = False  # the source images are in colour (whatever data.channels made of them)
-    source_side: int = 0  # short side of the images before resizing (median of a few); 0: that of `images`
+    source_side: int = 0  # side of the square images before resizing (median of a few); 0: that of `images`
 
 
 def check_dataset_name(name: str) -> None:
@@ -292,11 +292,12 @@ GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 COLOUR_PEEK = 16  # images whose mode is looked at to say whether a folder is in colour
 
 
-def _short_side(path: Path | ZipMember) -> int:
-    """The shorter side of a stored image in pixels (0 if it does not open); reads the header only."""
+def _square_side(path: Path | ZipMember, fit: str) -> int:
+    """The side of the square a stored image is made into before resizing (its short side when cropped, its
+    long side when padded; 0 if it does not open); reads the header only."""
     try:
         with _open_image(path) as im:
-            return min(im.size)
+            return max(im.size) if fit == "pad" else min(im.size)
     except Exception:  # noqa: BLE001  (a file that does not open is reported when it is decoded)
         return 0
 
@@ -421,7 +422,7 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
     for p, rel in zip(files, parts, strict=True):
         st = p.stat()
         entries.append(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}")
-    return _labelled(_load_folder_images(root, files, entries, cfg), parts, files)
+    return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
 
 
 def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
@@ -435,7 +436,7 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
         if not files:
             raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         entries = [f"{m.info.filename}\0{m.info.file_size}\0{m.info.CRC}" for m in files]
-        return _labelled(_load_folder_images(root, files, entries, cfg), parts, files)
+        return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
 
 
 def _load_npz(path: Path) -> RawImages:
@@ -463,14 +464,15 @@ def _load_npz(path: Path) -> RawImages:
     return RawImages(tensor, torch.from_numpy(labels.astype(np.int64)), classes, colour=images.shape[-1] == 3)
 
 
-def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Path] | list[ZipMember]) -> RawImages:
+def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Path] | list[ZipMember],
+              fit: str = "crop") -> RawImages:
     """Class labels from each image's first-level subfolder ("" for an image at the top); colour when one of
     the first few images is stored in colour."""
     groups = [p[0] if len(p) > 1 else "" for p in parts]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
     colour = any(_is_colour(f) for f in files[:COLOUR_PEEK])
-    sides = sorted(side for side in map(_short_side, files[:COLOUR_PEEK]) if side)
+    sides = sorted(side for side in (_square_side(f, fit) for f in files[:COLOUR_PEEK]) if side)
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour,
                      source_side=sides[len(sides) // 2] if sides else 0)
 

@@ -654,7 +654,8 @@ class Trainer:
                      "images: training on all of them")
         if 0 < self.data.source_side * UPSCALE_NOTE <= cfg.data.img_size:
             side, size = self.data.source_side, cfg.data.img_size
-            self.log(f"note: {cfg.data.name}'s images are about {side} px on their short side, upscaled "
+            kept = "long" if cfg.data.fit == "pad" else "short"  # the side that becomes the square's
+            self.log(f"note: {cfg.data.name}'s images are about {side} px on their {kept} side, upscaled "
                      f"{size / side:.3g}x to data.img_size={size}: that adds no detail, only time; a smaller "
                      "data.img_size trains faster on the same information")
         if self.data.colour_source and cfg.data.channels == 1:
