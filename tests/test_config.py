@@ -86,6 +86,7 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
         ({"overrides": ["data.name=imagenet"]}, "unknown dataset 'imagenet'"),
         ({"overrides": ["data.channels=2"]}, "data.channels must be 1 or 3"),
         ({"overrides": ["data.max_images=-5"]}, "data.max_images must be 0 (all images) or a positive count"),
+        ({"overrides": ["loss.instance_noise=0.1"]}, "loss.instance_noise fades to 0 over loss.instance_noise_kimg"),
         ({"overrides": ["train.diffaugment=", "train.ada_target=0.6"]},
          "train.ada_target adapts how often train.diffaugment applies"),
         ({"overrides": ["train.ada_target=1.5", "train.diffaugment=cutout"]}, "train.ada_target must be 0 (off) or"),

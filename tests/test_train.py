@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -545,6 +546,9 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
     assert len(warnings) == (2 if warned else 0)  # one per tick
     if warned:
         assert "mean D(real) 0.999, D(fake) 0.001" in warnings[0] and "optim.d_lr" in warnings[0]
+        # the instance noise it advises is one the config takes (alone, loss.instance_noise would add none)
+        advice = re.search(r"loss\.instance_noise=\S+ loss\.instance_noise_kimg=\d+", warnings[0])
+        assert advice and load_config(overrides=advice.group().split()).loss.instance_noise_kimg >= 10
 
 
 @pytest.mark.parametrize(("settings", "small_below", "advised"), [

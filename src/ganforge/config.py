@@ -380,6 +380,9 @@ def validate(cfg: Config) -> None:
     _check(lo.gp_weight >= 0 and lo.clip > 0, "loss.gp_weight must be >= 0 and loss.clip positive")
     _check(0 <= lo.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {lo.label_smoothing}")
     _check(lo.instance_noise >= 0 and lo.instance_noise_kimg >= 0, "loss.instance_noise(_kimg) must be >= 0")
+    _check(lo.instance_noise == 0 or lo.instance_noise_kimg > 0,
+           "loss.instance_noise fades to 0 over loss.instance_noise_kimg, which is 0, so no noise would be added; "
+           "set both, e.g. loss.instance_noise=0.1 loss.instance_noise_kimg=10")
     _check(lo.r1_gamma >= 0 and lo.r1_every >= 1, "loss.r1_gamma must be >= 0 and loss.r1_every >= 1")
     _check(
         lo.n_critic == 1 or (t.step_order != "simultaneous" and not t.reuse_fake),

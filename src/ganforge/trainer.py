@@ -831,7 +831,8 @@ class Trainer:
             self.log(f"  warning: D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) "
                      f"{values[2]:.3f}, D(fake) {values[3]:.3f}): G gets little to learn from. "
                      f"{self._small_data_advice()}Try a lower "
-                     "optim.d_lr or a higher optim.g_lr, loss.label_smoothing=0.1, loss.instance_noise=0.1, "
+                     "optim.d_lr or a higher optim.g_lr, loss.label_smoothing=0.1, loss.instance_noise=0.1 "
+                     f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
                      "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         records = self._evaluate() if self._eval_due(final) else []
         if records:
