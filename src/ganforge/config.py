@@ -404,6 +404,9 @@ def validate(cfg: Config) -> None:
     _check(o.lr_decay_end_kimg == 0 or o.lr_decay_end_kimg >= t.kimg,
            f"optim.lr_decay_end_kimg = {o.lr_decay_end_kimg:g} would train at learning rate 0 after it; "
            f"set it to at least train.kimg = {t.kimg:g}, or 0 for train.kimg")
+    _check(o.lr_decay != "none" or (o.lr_decay_start_kimg == 0 and o.lr_decay_end_kimg == 0),
+           "optim.lr_decay_start_kimg / optim.lr_decay_end_kimg shape a learning-rate decay, and optim.lr_decay "
+           "is none; set optim.lr_decay=linear or cosine")
     _check(0 <= o.lr_decay_start_kimg < decay_end,
            f"optim.lr_decay_start_kimg must be in [0, {decay_end:g}) (where the decay ends), "
            f"got {o.lr_decay_start_kimg:g}")
