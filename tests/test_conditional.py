@@ -159,6 +159,13 @@ def conditional_run(tmp_path, tiny_cfg):
                  out=tmp_path / "runs", log=quiet)
 
 
+def test_the_report_says_how_the_networks_take_the_label(conditional_run):
+    from ganforge.html_report import REPORT_NAME
+
+    page = (conditional_run / REPORT_NAME).read_text()
+    assert "G dcgan, D dcgan, z_dim 8; conditional on 2 classes (G concat, D concat)" in page
+
+
 def test_cli_samples_one_class_and_class_grids(tmp_path, conditional_run, capsys):
     assert main(["sample", str(conditional_run), "--class", "1", "--n", "6", "--out", str(tmp_path / "c1.png")]) == 0
     assert main(["sample", str(conditional_run), "--n", "6", "--out", str(tmp_path / "grid.png")]) == 0

@@ -260,6 +260,14 @@ def _stabilisers(settings: dict[str, Any], last: dict[str, Any]) -> str:
     return "; ".join(on) or "none"
 
 
+def _conditioning(settings: dict[str, Any]) -> str:
+    """How a conditional run's networks take the label ("" for an unconditional one)."""
+    if not settings.get("model.n_classes"):
+        return ""
+    return (f"; conditional on {settings['model.n_classes']} classes (G {settings.get('model.g_cond')}, "
+            f"D {settings.get('model.d_cond')})")
+
+
 def _glance(view: RunView) -> str:
     from . import checkpoint as ckpt_io
     from .report import format_duration
@@ -273,7 +281,8 @@ def _glance(view: RunView) -> str:
         ("preset", settings.get("preset")),
         ("data", f"{settings.get('data.name')}, {settings.get('data.img_size')} px, {settings.get('data.channels')} "
                  "channel(s)" + (", and each image mirrored" if settings.get("data.mirror") else "")),
-        ("networks", f"G {settings.get('model.g')}, D {settings.get('model.d')}, z_dim {settings.get('model.z_dim')}"),
+        ("networks", f"G {settings.get('model.g')}, D {settings.get('model.d')}, z_dim {settings.get('model.z_dim')}"
+                     + _conditioning(settings)),
         ("loss", settings.get("loss.name")),
         ("stabilisers", _stabilisers(settings, last or {})),
         ("batch size", settings.get("train.batch_size")),
