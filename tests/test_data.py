@@ -180,7 +180,7 @@ def test_a_damaged_zip_or_member_is_named(image_folder, tmp_path):
     empty = tmp_path / "empty.zip"
     with zipfile.ZipFile(empty, "w") as z:
         z.writestr("readme.txt", "no images")
-    with pytest.raises(UserError, match="holds no images"):
+    with pytest.raises(UserError, match=r"holds no images \(.*\); it holds 1 .txt file: convert them"):
         load_dataset(DataConfig(name=f"folder:{empty}", img_size=16))
 
 
@@ -210,6 +210,17 @@ def test_max_images_keeps_a_fixed_class_balanced_subset():
     tiny = load_dataset(DataConfig(name="mnist5k", max_images=7))
     assert len(torch.unique(tiny.labels)) == 7  # seven images, seven different digits
     assert len(load_dataset(DataConfig(name="mnist5k", max_images=10_000))) == 5000  # more than there are: all
+
+
+def test_webp_and_avif_images_are_read(tmp_path):
+    from PIL import features
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "a.webp", lossless=True)
+    if features.check("avif"):  # a Pillow built with libavif
+        Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "b.avif", quality=100)
+    data = load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=3))
+    assert len(data) == (2 if features.check("avif") else 1)
+    assert data.images[:, 0].min().item() > 0.95 and data.images[:, 1:].max().item() < -0.95  # red
 
 
 def test_folder_non_square_rgb_is_cropped_resized_and_converted(tmp_path):
@@ -259,8 +270,16 @@ def test_corrupt_image_is_named_in_the_error(tmp_path):
 def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_dataset(DataConfig(name=f"folder:{tmp_path / 'nope'}"))
-    with pytest.raises(UserError, match="holds no images"):
+    with pytest.raises(UserError, match=r"holds no images \([^)]*\)$"):  # and nothing else to name
         load_dataset(DataConfig(name=f"folder:{tmp_path}"))
+    # a phone's photo library: say what is there instead (hidden files not counted)
+    for i in range(3):
+        (tmp_path / "photos" / "2024").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / "2024" / f"IMG_{i}.HEIC").write_bytes(b"")
+    (tmp_path / "photos" / "notes.txt").write_text("")
+    (tmp_path / "photos" / ".DS_Store").write_bytes(b"")
+    with pytest.raises(UserError, match=r"; it holds 3 .heic files, 1 .txt file: convert them to PNG or JPEG"):
+        load_dataset(DataConfig(name=f"folder:{tmp_path / 'photos'}"))
 
 
 def test_channel_conversion_and_antialiased_resize():

@@ -27,7 +27,7 @@ from .errors import UserError
 from .registry import Registry
 
 DATASETS = Registry("dataset")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif")
 FLOAT_BUDGET_BYTES = 2 * 1024**3  # above this, images stay uint8 and are normalised per batch
 
 
@@ -416,13 +416,29 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
                         "images or an .npz array)")
     files = folder_image_files(root)
     if not files:
-        raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        names = [n for folder, subfolders, found in os.walk(root) for n in found
+                 if not _left_out(n) and not any(_left_out(part) for part in Path(folder).relative_to(root).parts)]
+        raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}){_what_else(names)}")
     parts = [p.relative_to(root).parts for p in files]
     entries = []
     for p, rel in zip(files, parts, strict=True):
         st = p.stat()
         entries.append(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}")
     return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
+
+
+def _what_else(names: list[str]) -> str:
+    """What a folder without images holds instead, by file type, most first ("" when nothing): the clue to a
+    photo library in HEIC or a data set in another format."""
+    counts: dict[str, int] = {}
+    for name in names:
+        suffix = Path(name).suffix.lower() or "(no extension)"
+        counts[suffix] = counts.get(suffix, 0) + 1
+    if not counts:
+        return ""
+    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:3]
+    found = ", ".join(f"{n:,} {suffix} file{'s' * (n > 1)}" for suffix, n in top)
+    return f"; it holds {found}: convert them to PNG or JPEG, or point folder:PATH at the images"
 
 
 def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
@@ -434,7 +450,9 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
     with archive:
         files, parts = _zip_members(archive)
         if not files:
-            raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            names = [info.filename.rsplit("/", 1)[-1] for info in archive.infolist() if not info.is_dir()
+                     and not any(_left_out(part) for part in info.filename.split("/") if part)]
+            raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}){_what_else(names)}")
         entries = [f"{m.info.filename}\0{m.info.file_size}\0{m.info.CRC}" for m in files]
         return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
 
