@@ -6,7 +6,8 @@ against all 5,000 digits, with no augmentation, DiffAugment always on, and adapt
 
 A G that copies its few training images scores well against them and worse against the digits it never saw;
 recall and coverage against all 5,000 say how much of the digit distribution it still draws. Each row trains
-with `data.max_images=--images` (the same images for every seed) for --kimg thousand images.
+with `data.max_images=--images` (the same images for every seed) for --kimg thousand images. A row may name
+another data set (`default data.name=folder:PATH data.mirror=true`): "all" is then all of that one.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ def main() -> None:
     out = args.out or Path(tmp.name)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, device {args.device}; {args.images} of the 5,000 bundled digits, {args.kimg:g} kimg, "
-          f"n = {args.n:,}; 'own' = against the training images, 'all' = against all 5,000")
+          f"{torch.__version__}, device {args.device}; {args.images} images of each row's data set "
+          f"(the bundled digits unless it names another), {args.kimg:g} kimg, n = {args.n:,}; 'own' = against the "
+          "training images, 'all' = against all of the data set")
     header = " | ".join(f"{metric} {reference}" for metric, reference in COLUMNS)
     print(f"| row | seed | {header} | sec/kimg |")
     print("|---|---:|" + "---:|" * (len(COLUMNS) + 1))
