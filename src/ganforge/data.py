@@ -289,31 +289,24 @@ def _read_image(path: Path | ZipMember, channels: int, img_size: int, background
 
 
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-COLOUR_PEEK = 16  # images whose mode is looked at to say whether a folder is in colour
+COLOUR_PEEK = 16  # images whose header is read to say whether a folder is in colour, and its image size
 
 
-def _square_side(path: Path | ZipMember, fit: str) -> int:
-    """The side of the square a stored image is made into before resizing (its short side when cropped, its
-    long side when padded; 0 if it does not open); reads the header only."""
+def _peek(path: Path | ZipMember, fit: str) -> tuple[bool, int]:
+    """From a stored image's header, no pixels decoded: whether it is in colour (not a grey mode, nor a
+    palette of greys), and the side of the square it is made into before resizing (its short side when
+    cropped, its long side when padded). (False, 0) for a file that does not open: it is reported when decoded."""
     try:
         with _open_image(path) as im:
-            return max(im.size) if fit == "pad" else min(im.size)
-    except Exception:  # noqa: BLE001  (a file that does not open is reported when it is decoded)
-        return 0
-
-
-def _is_colour(path: Path | ZipMember) -> bool:
-    """Whether an image is stored in colour: not a grey mode, nor a palette of greys. Decodes no pixels."""
-    try:
-        with _open_image(path) as im:
+            side = max(im.size) if fit == "pad" else min(im.size)
             if im.mode in GREY_MODES:
-                return False
+                return False, side
             if im.mode == "P":
                 palette = im.getpalette() or []
-                return any(len(set(palette[i : i + 3])) > 1 for i in range(0, len(palette) - 2, 3))
-            return True
+                return any(len(set(palette[i : i + 3])) > 1 for i in range(0, len(palette) - 2, 3)), side
+            return True, side
     except Exception:  # noqa: BLE001  (a file that does not open is reported when it is decoded)
-        return False
+        return False, 0
 
 
 def cache_root() -> Path:
@@ -489,8 +482,9 @@ def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Pa
     groups = [p[0] if len(p) > 1 else "" for p in parts]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
-    colour = any(_is_colour(f) for f in files[:COLOUR_PEEK])
-    sides = sorted(side for side in (_square_side(f, fit) for f in files[:COLOUR_PEEK]) if side)
+    peeks = [_peek(f, fit) for f in files[:COLOUR_PEEK]]
+    colour = any(is_colour for is_colour, _ in peeks)
+    sides = sorted(side for _, side in peeks if side)
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour,
                      source_side=sides[len(sides) // 2] if sides else 0)
 

@@ -85,8 +85,8 @@ def new_run_dir(out: Path | str, preset: str) -> Path:
 
 
 # ADA adjusts its augment probability every this many D steps (StyleGAN2-ADA's interval).
-UPSCALE_NOTE = 2  # a note when the data set's images are upscaled by this factor or more
 ADA_INTERVAL = 4
+UPSCALE_NOTE = 2  # a note when the data set's images are upscaled by this factor or more
 # At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data).
 SMALL_DATA_IMAGES = 1000
 # G starts from near-constant output (and G_ema lags it): the collapse check waits until G has had time to spread
