@@ -365,9 +365,9 @@ def _left_out(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
 
 
-def folder_image_files(root: Path) -> list[Path]:
-    """Every image file under root (recursively, into linked folders too, each real folder once), sorted,
-    less hidden files and folders and __MACOSX."""
+def _visible_files(root: Path) -> list[Path]:
+    """Every file under root (recursively, into linked folders too, each real folder once), sorted, less
+    hidden files and folders and __MACOSX."""
     files, seen = [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -376,21 +376,34 @@ def folder_image_files(root: Path) -> list[Path]:
             continue
         seen.add(real)
         subfolders[:] = sorted(d for d in subfolders if not _left_out(d))  # a fixed walk: which link to a folder counts
-        files += [Path(folder) / n for n in names if not _left_out(n) and Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        files += [Path(folder) / n for n in names if not _left_out(n)]
     return sorted(files)
+
+
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def folder_image_files(root: Path) -> list[Path]:
+    """The image files of _visible_files(root)."""
+    return [p for p in _visible_files(root) if _is_image_name(p.name)]
+
+
+def _visible_members(archive: zipfile.ZipFile) -> list[tuple[tuple[str, ...], zipfile.ZipInfo]]:
+    """The file members of an archive with their paths as parts, less hidden ones and __MACOSX."""
+    members = []
+    for info in archive.infolist():
+        parts = tuple(part for part in info.filename.split("/") if part)
+        if not info.is_dir() and parts and not any(_left_out(part) for part in parts):
+            members.append((parts, info))
+    return members
 
 
 def _zip_members(archive: zipfile.ZipFile) -> tuple[list[ZipMember], list[tuple[str, ...]]]:
     """The image members of an archive, sorted, less hidden ones and __MACOSX, with their paths as parts.
     One top-level folder that holds them all is the archive's wrapper (zip -r imgs.zip imgs/), not a class."""
-    members = []
-    for info in archive.infolist():
-        parts = tuple(part for part in info.filename.split("/") if part)
-        if info.is_dir() or not parts or any(_left_out(part) for part in parts):
-            continue
-        if Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS:
-            members.append((parts, info))
-    members.sort(key=lambda m: m[0])
+    members = sorted(((parts, info) for parts, info in _visible_members(archive) if _is_image_name(parts[-1])),
+                     key=lambda m: m[0])
     if members and all(len(parts) > 1 for parts, _ in members) and len({parts[0] for parts, _ in members}) == 1:
         members = [(parts[1:], info) for parts, info in members]
     return [ZipMember(archive, info) for _, info in members], [parts for parts, _ in members]
@@ -409,8 +422,7 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
                         "images or an .npz array)")
     files = folder_image_files(root)
     if not files:
-        names = [n for folder, subfolders, found in os.walk(root) for n in found
-                 if not _left_out(n) and not any(_left_out(part) for part in Path(folder).relative_to(root).parts)]
+        names = [p.name for p in _visible_files(root)]
         raise UserError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}){_what_else(names)}")
     parts = [p.relative_to(root).parts for p in files]
     entries = []
@@ -443,8 +455,7 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
     with archive:
         files, parts = _zip_members(archive)
         if not files:
-            names = [info.filename.rsplit("/", 1)[-1] for info in archive.infolist() if not info.is_dir()
-                     and not any(_left_out(part) for part in info.filename.split("/") if part)]
+            names = [parts[-1] for parts, _ in _visible_members(archive)]
             raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}){_what_else(names)}")
         entries = [f"{m.info.filename}\0{m.info.file_size}\0{m.info.CRC}" for m in files]
         return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
