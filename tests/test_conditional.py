@@ -224,3 +224,53 @@ def test_tick_metrics_that_cannot_run_on_this_config_are_refused_before_training
         tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["modes"]'})
     assert tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["modes"]', "data.channels": 3}).data.channels == 3
     assert tiny_cfg(**{"eval.metrics": '["modes"]'}).eval.metrics == ["modes"]  # no ticks, nothing to check
+
+
+def test_class_names_say_which_digit_each_label_is():
+    from ganforge.metrics.core import class_digits
+
+    assert class_digits([str(d) for d in range(10)]) == list(range(10))
+    assert class_digits(["0 - zero", "1 - one"]) == [0, 1]  # torchvision's MNIST
+    assert class_digits(["3", "7"]) == [3, 7]
+    assert class_digits(["class0", "class1"]) is None
+    assert class_digits(["T-shirt/top", "Trouser"]) is None
+    assert class_digits(["7", "07"]) is None  # two names for one digit
+    assert class_digits(["12"]) is None
+
+
+def test_class_acc_reads_labels_through_their_class_names():
+    """A G trained on a folder whose classes are 3 and 7 asks for label 0 meaning the digit 3."""
+    images, labels = _digits()
+    keep = (labels == 3) | (labels == 7)
+    images, labels = images[keep], (labels[keep] == 7).long()
+    real = ImageSet(images, "folder:x", "train", labels=labels)
+
+    def acc(classes, fake_labels):
+        ctx = EvalContext(ImageSet(images, "generated", "b", labels=fake_labels, classes=classes), real)
+        return {r["metric"]: r for r in evaluate(ctx, ["class_acc"])}["class_acc"]
+
+    right = acc(["3", "7"], labels)
+    assert right["value"] > 0.95 and right["classes"] == ["3", "7"] and len(right["per_class"]) == 2
+    assert acc(["7", "3"], labels)["value"] < 0.05
+    with pytest.raises(UserError, match=r"classes \(red, blue\) are not the digits 0-9; fd_digits_per_class"):
+        acc(["red", "blue"], labels)
+
+
+def test_class_acc_is_left_out_or_refused_where_the_classes_are_not_digits(conditional_run, tiny_cfg, tmp_path):
+    from ganforge.metrics.core import default_metrics
+
+    records = evaluate_run(conditional_run, n=40, write=False)  # classes class0, class1
+    names = [r["metric"] for r in records]
+    assert "fd_digits_per_class" in names and "class_acc" not in names
+    with pytest.raises(UserError, match=r"classes \(class0, class1\) are not the digits 0-9"):
+        evaluate_run(conditional_run, ["class_acc"], n=40, write=False)
+    assert "class_acc" not in default_metrics(load_config(preset="mnist-cgan", overrides=["data.name=fashion-mnist"]))
+    with pytest.raises(UserError, match="fashion-mnist's classes are not digits; drop class_acc"):
+        load_config(preset="mnist-cgan", overrides=["data.name=fashion-mnist", "eval.every_kimg=1",
+                                                    'eval.metrics=["class_acc"]'])
+    cfg = tiny_cfg(**{"model.n_classes": 2, "eval.every_kimg": 0.032, "eval.metrics": '["class_acc"]'})
+    notes = []
+    with pytest.raises(UserError, match=r"^eval.metrics: class_acc .* \(class0, class1\) .*; drop class_acc$"):
+        train(cfg, out=tmp_path / "refused", log=notes.append)
+    assert notes == []  # the refusal comes before any note about digit metrics on this folder
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())

@@ -452,7 +452,7 @@ def validate(cfg: Config) -> None:
         from .metrics import METRICS
 
         _check(bool(e.metrics), "eval.metrics must name at least one metric")
-        from .metrics.core import BEST_DIRECTION, METRIC_VALUES
+        from .metrics.core import BEST_DIRECTION, DIGIT_DATASETS, METRIC_VALUES
 
         for name in e.metrics:
             METRICS.get(name)
@@ -465,6 +465,11 @@ def validate(cfg: Config) -> None:
                "data.name=stacked-mnist5k, or drop modes")
         _check("class_acc" not in e.metrics or m.n_classes <= 10,
                f"eval.metrics class_acc reads digits 0-9, but model.n_classes is {m.n_classes}; drop class_acc")
+        # a folder's class names are read with its images; the named datasets' labels are known now
+        _check("class_acc" not in e.metrics or d.name in DIGIT_DATASETS or d.name.startswith("folder:"),
+               f"eval.metrics class_acc asks the digit classifier whether each sample shows the digit G was asked "
+               f"for, but {d.name}'s classes are not digits; drop class_acc (fd_digits_per_class compares each "
+               "class with its own real images)")
         reported = [v for name in e.metrics for v in METRIC_VALUES[name] if v in BEST_DIRECTION]
         owner = next((name for name, values in METRIC_VALUES.items()
                       if e.best_metric in values and e.best_metric in BEST_DIRECTION), None)

@@ -663,8 +663,10 @@ class Trainer:
                      "--set data.channels=3 trains in colour")
         self._inception_weights: str | None = None
         if cfg.eval.every_kimg > 0:
-            from .metrics.core import INCEPTION_METRICS, log_digit_metrics_note
+            from .metrics.core import INCEPTION_METRICS, class_digits, log_digit_metrics_note, not_digit_classes
 
+            if "class_acc" in cfg.eval.metrics and class_digits(self.data.classes) is None:  # a folder's names
+                raise UserError(f"eval.metrics: {not_digit_classes(self.data.classes)}; drop class_acc")
             log_digit_metrics_note(cfg.data.name, cfg.eval.metrics, self.log)
             if set(INCEPTION_METRICS) & set(cfg.eval.metrics):  # found and checked now, not at the first evaluation
                 from .metrics.inception import inception_weights
@@ -879,7 +881,8 @@ class Trainer:
         def draw(count: int) -> torch.Tensor:
             return quantize(G.sample(count, seed=self.cfg.train.seed)).cpu()
 
-        fake = ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}", labels=generated_labels(G, e.n))
+        fake = ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}", labels=generated_labels(G, e.n),
+                        classes=s.classes)
         ctx = EvalContext(fake, self._real_set, device=self.device, seed=self.cfg.train.seed, fake_fn=draw,
                           inception_weights=self._inception_weights)
         records = evaluate(ctx, e.metrics, kimg=s.nimg / 1000)

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import zipfile
 from collections.abc import Callable
 from functools import cached_property
@@ -100,12 +101,13 @@ class ImageSet:
     """A named set of images in [-1, 1] [N, C, H, W], with a key for caching its features."""
 
     def __init__(self, images: torch.Tensor, name: str, split: str, cache_key: str | None = None,
-                 labels: torch.Tensor | None = None) -> None:
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None) -> None:
         self.images = images
         self.name = name
         self.split = split
         self.cache_key = cache_key  # None: never cached (generated images)
         self.labels = labels  # int64 [N]: dataset labels, or the classes a conditional G was asked for
+        self.classes = classes  # the name of each label; None: label c is the digit c
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -253,6 +255,26 @@ def classes(ctx: EvalContext) -> Result:
             ("classes_confidence", hist["confidence"], protocol)]
 
 
+def class_digits(classes: list[str]) -> list[int] | None:
+    """The digit each class name names ("7", or torchvision MNIST's "7 - seven"), label by label; None when
+    a name is not a digit or two name the same one, so the digit classifier cannot judge the classes."""
+    digits = []
+    for name in classes:
+        match = re.fullmatch(r"\s*(\d)(\s+-.*)?\s*", name)
+        if match is None:
+            return None
+        digits.append(int(match.group(1)))
+    return digits if len(set(digits)) == len(digits) else None
+
+
+def not_digit_classes(classes: list[str]) -> str:
+    """class_acc's refusal for classes that are not digits."""
+    shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+    return (f"class_acc asks the digit classifier whether each sample shows the digit G was asked for, but this "
+            f"model's classes ({shown}) are not the digits 0-9; fd_digits_per_class compares each class with "
+            "its own real images instead")
+
+
 def _requested_labels(ctx: EvalContext) -> np.ndarray:
     if ctx.fake.labels is None:
         raise UserError("this metric needs a class-conditional generator (train with model.n_classes > 0)")
@@ -264,14 +286,20 @@ def class_acc(ctx: EvalContext) -> Result:
     """Share of conditional samples that the digit classifier assigns to the class G was asked for
     (1.0 = always right, 0.1 = chance for 10 classes), with the accuracy per requested class."""
     labels = _requested_labels(ctx)
-    if labels.max() >= NUM_CLASSES:
-        raise UserError(f"class_acc checks digit classes 0-{NUM_CLASSES - 1}; this generator has labels up to "
-                        f"{labels.max()}")
-    predicted = ctx.fake_digits[1].argmax(1)
-    per_class = [float((predicted[labels == c] == c).mean()) if (labels == c).any() else None
-                 for c in range(NUM_CLASSES)]
-    protocol = {**ctx.digit_protocol(), "per_class": per_class}
-    return [("class_acc", float((predicted == labels).mean()), protocol)]
+    if ctx.fake.classes is None:
+        if labels.max() >= NUM_CLASSES:
+            raise UserError(f"class_acc checks digit classes 0-{NUM_CLASSES - 1}; this generator has labels up "
+                            f"to {labels.max()}")
+        classes, digits = [str(c) for c in range(NUM_CLASSES)], list(range(NUM_CLASSES))
+    else:
+        classes, digits = ctx.fake.classes, class_digits(ctx.fake.classes)
+        if digits is None:
+            raise UserError(not_digit_classes(classes))
+    wanted = np.asarray(digits)[labels]  # the digit each sample was asked to show
+    right = ctx.fake_digits[1].argmax(1) == wanted
+    per_class = [float(right[labels == c].mean()) if (labels == c).any() else None for c in range(len(classes))]
+    protocol = {**ctx.digit_protocol(), "per_class": per_class, "classes": list(classes)}
+    return [("class_acc", float(right.mean()), protocol)]
 
 
 @METRICS.register("fd_digits_per_class")
@@ -394,12 +422,15 @@ def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[s
         atomic_write_text(json.dumps(history, indent=1) + "\n", path)
 
 
-def default_metrics(cfg: Any) -> list[str]:
+def default_metrics(cfg: Any, classes: list[str] | None = None) -> list[str]:
     """What `ganforge eval RUN` measures without --metrics: modes for Stacked MNIST, else the offline digit
-    metrics, plus class accuracy and per-class FD for a conditional G."""
+    metrics, plus for a conditional G per-class FD, and class accuracy where its `classes` are digits."""
     if cfg.data.name == "stacked-mnist5k":
         return ["modes"]
-    return [*OFFLINE_DEFAULT, "class_acc", "fd_digits_per_class"] if cfg.model.n_classes else list(OFFLINE_DEFAULT)
+    if not cfg.model.n_classes:
+        return list(OFFLINE_DEFAULT)
+    digits = class_digits(classes) is not None if classes is not None else cfg.data.name in DIGIT_DATASETS
+    return [*OFFLINE_DEFAULT, *(["class_acc"] if digits else []), "fd_digits_per_class"]
 
 
 def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: int = 10_000,
@@ -424,14 +455,17 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
     real_cfg = cfg.data if reference is None else dataclasses.replace(cfg.data, name=reference, max_images=0)
-    metrics = default_metrics(cfg) if metrics is None else metrics
+    classes = state.get("classes")
+    metrics = default_metrics(cfg, classes) if metrics is None else metrics
+    if "class_acc" in metrics and classes is not None and class_digits(classes) is None:
+        raise UserError(not_digit_classes(classes))
     log_digit_metrics_note(real_cfg.name, metrics, log)
     G = generator_from_checkpoint(state, path, device)
 
     def draw(count: int) -> torch.Tensor:
         return quantize(G.sample(count, seed=seed)).cpu()
 
-    fake = ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n))
+    fake = ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n), classes=classes)
     ctx = EvalContext(fake, real_image_set(real_cfg), device=device, seed=seed, fake_fn=draw,
                       inception_weights=inception_weights or cfg.eval.inception_weights or None)
     kimg = int(state["nimg"]) / 1000
