@@ -280,6 +280,30 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
     assert main(["train", "--resume", str(run_dir), "--seed", "4", "--set", "train.kimg=0.128"]) == 0  # its own seed
 
 
+def test_resume_names_an_override_that_would_change_the_networks(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    for overrides, needle in (
+        (["model.g_width=16"], "built with model.g_width = 8; drop that override"),
+        (["model.d_spectral_norm=true", "train.batch_size=4"], "built with model.d_spectral_norm = false; drop"),
+        (["data.img_size=32", "model.g_width=16"], "built with data.img_size = 16, model.g_width = 8; drop those"),
+    ):
+        argv = [a for o in [*overrides, "train.kimg=0.5"] for a in ("--set", o)]
+        assert main(["train", "--resume", str(run_dir), *argv]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and f"--config {run_dir / 'config.toml'}" in err, err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    # settings that leave the weights' shapes alone still resume
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", "--set", "model.init=xavier",
+                 "--set", "train.batch_size=4", "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "model.init=xavier"]) == 0
+    assert "note: model.init=xavier has no effect here" in capsys.readouterr().out
+
+
 def test_resume_survives_a_stats_line_torn_by_a_crash(tmp_path, image_folder):
     import json
 

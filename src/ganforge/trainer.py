@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from . import distributed, report
 from .augment import diff_augment, parse_policy
-from .config import Config, Overrides, apply_overrides, from_dict
+from .config import Config, Overrides, apply_overrides, from_dict, toml_value
 from .data import EpochSampler, ImageData, load_dataset
 from .errors import UserError
 from .html_report import write_html_report
@@ -1026,12 +1026,47 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
     ckpt = ckpt_io.load_checkpoint(path)
     cfg = from_dict(apply_overrides(ckpt["config"], overrides))
-    seed = from_dict(ckpt["config"]).train.seed
-    if cfg.train.seed != seed:
+    saved = from_dict(ckpt["config"])
+    if cfg.train.seed != saved.train.seed:
         # the random streams continue from the checkpoint's saved states, so a new seed would only mislabel them
-        raise UserError(f"a resumed run continues the random streams of its checkpoint (train.seed = {seed}); "
-                        "drop the seed override, or start a new run to use another seed")
+        raise UserError(f"a resumed run continues the random streams of its checkpoint (train.seed = "
+                        f"{saved.train.seed}); drop the seed override, or start a new run to use another seed")
+    changed = architecture_changes(saved, cfg)
+    if changed:
+        was = ", ".join(f"{key} = {toml_value(value)}" for key, value in changed)
+        those = "that override" if len(changed) == 1 else "those overrides"
+        raise UserError(f"a resumed run keeps the networks of its checkpoint, built with {was}; drop {those}, "
+                        f"or start a new run (--config {path.parent.parent / 'config.toml'} with --set) "
+                        "to train another architecture")
     return path, ckpt, cfg
+
+
+def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation work
+        nets = {"G": build_generator(cfg), "D": build_discriminator(cfg)}
+    return {f"{net}.{key}": tuple(t.shape) for net, module in nets.items() for key, t in module.state_dict().items()}
+
+
+def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
+    """The settings of `cfg` that differ from `saved` and change G's or D's weights (names or shapes), each
+    with its value in `saved`; empty when the saved weights still fit."""
+    from .compare import flatten
+
+    old, new = flatten(saved.to_dict()), flatten(cfg.to_dict())
+    differ = [key for key in old if key.split(".")[0] in ("model", "data") and old[key] != new.get(key)]
+    if not differ:
+        return []
+    shapes = _weight_shapes(saved)
+    if _weight_shapes(cfg) == shapes:
+        return []
+
+    def alone_changes_shapes(key: str) -> bool:
+        try:
+            return _weight_shapes(from_dict(apply_overrides(saved.to_dict(), {key: new[key]}))) != shapes
+        except UserError:  # a setting valid only with the others changed too
+            return True
+
+    return [(key, old[key]) for key in [k for k in differ if alone_changes_shapes(k)] or differ]
 
 
 def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None) -> Path:
@@ -1046,6 +1081,9 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         # they were
         trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
         trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
+        if cfg.model.init != ckpt["config"].get("model", {}).get("init", cfg.model.init):
+            trainer.log(f"note: model.init={cfg.model.init} has no effect here: it sets a new run's first weights, "
+                        "and a resumed run continues from its checkpoint's")
         if int(ckpt["nimg"]) >= int(round(cfg.train.kimg * 1000)):
             # not an error: a job script may resume until done; but say why nothing trains, and leave
             # config.toml as the checkpoints have it (overrides that train nothing are not recorded)
