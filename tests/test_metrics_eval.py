@@ -552,3 +552,47 @@ def test_default_metrics_follow_the_run():
     conditional = default_metrics(load_config(preset="mnist-cgan"))
     assert conditional[: len(OFFLINE_DEFAULT)] == OFFLINE_DEFAULT and {"class_acc", "fd_digits_per_class"} <= set(
         conditional)
+
+
+def test_eval_of_two_image_sets_compares_them_as_they_are(tmp_path, image_folder, capsys):
+    """Without --img-size and --channels, two colour folders are compared in colour at the fakes' size (a
+    FID of colour images measured on grey 28x28 copies would disagree with every paper)."""
+    from ganforge.data import source_format
+
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(colour / f"{i}.png")
+    np.savez(tmp_path / "s.npz", rng.integers(0, 255, (5, 12, 12, 3), dtype=np.uint8))
+    assert source_format(f"folder:{colour}") == (True, 20)  # cropped to the short side
+    assert source_format(f"folder:{colour}", fit="pad") == (True, 24)
+    assert source_format(f"folder:{image_folder}") == (False, 16)
+    assert source_format(f"folder:{tmp_path / 's.npz'}") == (True, 12)
+    assert source_format("cifar10") == (True, 32) and source_format("mnist5k") == (False, 28)
+    assert source_format(f"folder:{tmp_path / 'nowhere'}") == (False, 0)
+    out = tmp_path / "m.json"
+    assert main(["eval", "--real", f"folder:{colour}", "--fake", f"folder:{colour}", "--metrics", "fd_digits",
+                 "--out", str(out)]) == 0
+    assert "comparing at 20x20 in colour, as the images are" in capsys.readouterr().out
+    saved = json.loads(out.read_text())[-1]
+    assert (saved["img_size"], saved["channels"]) == (20, 3)
+    assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{colour}", "--metrics", "fd_digits",
+                 "--channels", "1", "--out", str(out)]) == 0
+    assert "comparing at 20x20, as the images are" in capsys.readouterr().out
+    assert (json.loads(out.read_text())[-1]["img_size"], json.loads(out.read_text())[-1]["channels"]) == (20, 1)
+    assert main(["eval", "--real", f"folder:{colour}", "--fake", f"folder:{colour}", "--img-size", "16",
+                 "--channels", "3", "--metrics", "fd_digits"]) == 0
+    assert "comparing" not in capsys.readouterr().out  # both chosen: nothing to say
+    for argv, message in ((["--channels", "2"], "--channels must be 1 or 3, got 2"),
+                          (["--img-size", "4"], "--img-size must be between 8 and 1024, got 4")):
+        assert main(["eval", "--real", f"folder:{colour}", "--fake", f"folder:{colour}", *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["eval", "--real", "mnist5k", "--fake", str(colour)]) == 2
+    assert f"for the folder {colour} give folder:{colour}" in capsys.readouterr().err
+
+
+def test_a_run_is_not_evaluated_at_another_size(tmp_path, tiny_cfg, capsys):
+    run = train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)
+    assert main(["eval", str(run), "--img-size", "32"]) == 2
+    assert "--img-size and --channels are for --real/--fake" in capsys.readouterr().err

@@ -246,6 +246,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             "--real alone names another reference set)")
         if args.out:
             raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
+        if args.img_size is not None or args.channels is not None:
+            raise UserError("--img-size and --channels are for --real/--fake; a run's images are compared at its "
+                            "own data.img_size and data.channels")
         from . import checkpoint as ckpt_io
         from .metrics.core import metrics_path_for
 
@@ -267,8 +270,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for name in (args.real, args.fake):
             check_dataset_name(name)
         log_digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT, print)
-        real_cfg = DataConfig(name=args.real, img_size=args.img_size, channels=args.channels, root=args.data_root)
-        fake_cfg = DataConfig(name=args.fake, img_size=args.img_size, channels=args.channels, root=args.data_root)
+        img_size, channels = _comparison_format(args)
+        real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=args.data_root)
+        fake_cfg = DataConfig(name=args.fake, img_size=img_size, channels=channels, root=args.data_root)
         fake_data = load_dataset(fake_cfg)
         index, split = torch.arange(len(fake_data)), "all"
         if args.n is not None and args.n < len(fake_data):
@@ -280,11 +284,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         records = evaluate(ctx, metrics or OFFLINE_DEFAULT)
         saved = "not saved (pass --out FILE to keep them with their protocol)"
         if args.out:
-            append_metrics_json(records, Path(args.out), {"real": args.real, "fake": args.fake})
+            append_metrics_json(records, Path(args.out), {"real": args.real, "fake": args.fake,
+                                                          "img_size": img_size, "channels": channels})
             saved = f"with their protocol written to {args.out}"
     _print_records(records)
     print(f"evaluated in {time.perf_counter() - start:.1f}s; results {saved}")
     return 0
+
+
+INFERRED_SIDE_MAX = 299  # Inception's input: a larger inferred size only costs memory
+
+
+def _comparison_format(args: argparse.Namespace) -> tuple[int, int]:
+    """--img-size and --channels of eval --real/--fake, each when not given taken from the images: the
+    --fake set's side (at most INFERRED_SIDE_MAX), and colour when either set is in colour, so FID of
+    colour images is never measured on grey ones. Says what it chose."""
+    from .data import source_format
+
+    if args.channels not in (None, 1, 3):
+        raise UserError(f"--channels must be 1 or 3, got {args.channels}")
+    if args.img_size is not None and not 8 <= args.img_size <= 1024:
+        raise UserError(f"--img-size must be between 8 and 1024, got {args.img_size}")
+    if args.img_size is not None and args.channels is not None:
+        return args.img_size, args.channels
+    fake_colour, fake_side = source_format(args.fake)
+    real_colour, real_side = source_format(args.real)
+    img_size = args.img_size or min(fake_side or real_side or 28, INFERRED_SIDE_MAX)
+    channels = args.channels or (3 if fake_colour or real_colour else 1)
+    told = [f"at {img_size}x{img_size}" if args.img_size is None else "",
+            ("in colour" if channels == 3 else "in grey") if args.channels is None else ""]
+    print(f"comparing {' '.join(t for t in told if t)}, as the images are (choose with --img-size and --channels)")
+    return img_size, channels
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -390,8 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "with a run, in place of its training set (e.g. all of it under data.max_images)")
     p.add_argument("--fake", help="images to evaluate without a run: folder:PATH (a folder, a .zip, or an .npz "
                                   "such as ganforge sample --out writes) or a dataset name")
-    p.add_argument("--img-size", type=int, default=28, help="with --real/--fake: resize both to this size")
-    p.add_argument("--channels", type=int, default=1, help="with --real/--fake: 1 or 3")
+    p.add_argument("--img-size", type=int, help="with --real/--fake: resize both to this size (default: that of "
+                   f"the --fake images, at most {INFERRED_SIDE_MAX})")
+    p.add_argument("--channels", type=int, help="with --real/--fake: 1 or 3 (default: 3 when either set is in "
+                   "colour)")
     p.add_argument("--data-root", default="data", help="with --real/--fake: root of torchvision datasets")
     p.add_argument("--out", help="with --real/--fake: append the results to this metrics.json")
     p.set_defaults(func=cmd_eval)

@@ -47,6 +47,8 @@ def check_dataset_name(name: str) -> None:
         return
     if name not in DATASETS:
         hint = f"; for the file {name} give folder:{name}" if name.lower().endswith((".npz", ".zip")) else ""
+        if os.path.isdir(os.path.expanduser(name)):
+            hint = f"; for the folder {name} give folder:{name}"
         raise UserError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS.names())}, folder:PATH "
                         f"(a folder, .zip or .npz){hint}")
 
@@ -498,6 +500,40 @@ def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Pa
     sides = sorted(side for _, side in peeks if side)
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour,
                      source_side=sides[len(sides) // 2] if sides else 0)
+
+
+# the named data sets' images before any resizing: in colour, and their side (CelebA's aligned 178x218
+# faces cropped to their short side)
+NATIVE_FORMAT = {"mnist5k": (False, 28), "mnist": (False, 28), "fashion-mnist": (False, 28),
+                 "stacked-mnist5k": (True, 28), "cifar10": (True, 32), "celeba": (True, 178)}
+
+
+def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:
+    """Whether a data set's images are in colour, and the side of the square each becomes before resizing,
+    read without decoding it: from a few image headers of a folder or zip, an .npz's array header, or what
+    the named sets are. (False, 0) when nothing tells: loading it says what is wrong."""
+    if not name.startswith("folder:"):
+        return NATIVE_FORMAT.get(name, (False, 0))
+    root = Path(os.path.expanduser(name[len("folder:") :]))
+    try:
+        if root.is_file() and root.suffix.lower() == ".npz":
+            with zipfile.ZipFile(root) as archive, archive.open("arr_0.npy") as f:
+                fmt = np.lib.format
+                reader = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+                shape = reader(f)[0]
+            colour = len(shape) == 4 and shape[-1] == 3
+            return colour, (max if fit == "pad" else min)(shape[1:3]) if len(shape) >= 3 else 0
+        if root.is_file():
+            with zipfile.ZipFile(root) as archive:
+                peeks = [_peek(m, fit) for m in _zip_members(archive)[0][:COLOUR_PEEK]]
+        elif root.is_dir():
+            peeks = [_peek(f, fit) for f in folder_image_files(root)[:COLOUR_PEEK]]
+        else:
+            return False, 0
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return False, 0
+    sides = sorted(side for _, side in peeks if side)
+    return any(is_colour for is_colour, _ in peeks), sides[len(sides) // 2] if sides else 0
 
 
 def load_raw(cfg: DataConfig) -> RawImages:
