@@ -596,3 +596,7 @@ def test_a_run_is_not_evaluated_at_another_size(tmp_path, tiny_cfg, capsys):
     run = train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)
     assert main(["eval", str(run), "--img-size", "32"]) == 2
     assert "--img-size and --channels are for --real/--fake" in capsys.readouterr().err
+    assert main(["eval", str(run), "--data-root", str(tmp_path)]) == 2
+    assert "--data-root says where --real's data set lives" in capsys.readouterr().err
+    assert main(["eval", str(run), "--real", "mnist", "--data-root", str(tmp_path / "elsewhere")]) == 2
+    assert f"MNIST not found under {tmp_path / 'elsewhere' / 'MNIST' / 'raw'}" in capsys.readouterr().err

@@ -246,6 +246,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             "--real alone names another reference set)")
         if args.out:
             raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
+        if args.data_root is not None and args.real is None:
+            raise UserError("--data-root says where --real's data set lives; a run reads its own data from its "
+                            "data.root")
         if args.img_size is not None or args.channels is not None:
             raise UserError("--img-size and --channels are for --real/--fake; a run's images are compared at its "
                             "own data.img_size and data.channels")
@@ -254,7 +257,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)  # once: the message names where it went
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
-                               inception_weights=args.inception_weights, log=print, reference=args.real)
+                               inception_weights=args.inception_weights, log=print, reference=args.real,
+                               reference_root=args.data_root)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
             from .html_report import write_html_report
@@ -271,8 +275,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             check_dataset_name(name)
         log_digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT, print)
         img_size, channels = _comparison_format(args)
-        real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=args.data_root)
-        fake_cfg = DataConfig(name=args.fake, img_size=img_size, channels=channels, root=args.data_root)
+        root = args.data_root or DataConfig.root
+        real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=root)
+        fake_cfg = DataConfig(name=args.fake, img_size=img_size, channels=channels, root=root)
         fake_data = load_dataset(fake_cfg)
         index, split = torch.arange(len(fake_data)), "all"
         if args.n is not None and args.n < len(fake_data):
@@ -424,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"the --fake images, at most {INFERRED_SIDE_MAX})")
     p.add_argument("--channels", type=int, help="with --real/--fake: 1 or 3 (default: 3 when either set is in "
                    "colour)")
-    p.add_argument("--data-root", default="data", help="with --real/--fake: root of torchvision datasets")
+    p.add_argument("--data-root", help="root of the torchvision data set --real (or --fake) names (default: data; "
+                   "with a run, the run's data.root)")
     p.add_argument("--out", help="with --real/--fake: append the results to this metrics.json")
     p.set_defaults(func=cmd_eval)
 

@@ -436,9 +436,10 @@ def default_metrics(cfg: Any, classes: list[str] | None = None) -> list[str]:
 def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: int = 10_000,
                  ckpt: str = "latest", seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
                  write: bool = True, log: Callable[[str], None] | None = None,
-                 reference: str | None = None) -> list[dict[str, Any]]:
+                 reference: str | None = None, reference_root: str | None = None) -> list[dict[str, Any]]:
     """Evaluate a run's generator (G_ema when kept) against its own training data, or against the dataset
-    `reference` (a name or folder:PATH, at the run's size and channels, all of it); metrics None: the run's
+    `reference` (a name or folder:PATH, at the run's size and channels, all of it; a torchvision set under
+    `reference_root`, else the run's data.root); metrics None: the run's
     default_metrics; inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log`
     receives a note where digit metrics meet images that are not digits."""
     import dataclasses
@@ -454,7 +455,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
-    real_cfg = cfg.data if reference is None else dataclasses.replace(cfg.data, name=reference, max_images=0)
+    real_cfg = cfg.data if reference is None else dataclasses.replace(
+        cfg.data, name=reference, max_images=0, root=reference_root or cfg.data.root)
     classes = state.get("classes")
     metrics = default_metrics(cfg, classes) if metrics is None else metrics
     if "class_acc" in metrics and classes is not None and class_digits(classes) is None:
