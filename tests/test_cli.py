@@ -302,6 +302,10 @@ def test_resume_names_an_override_that_would_change_the_networks(tmp_path, image
     capsys.readouterr()
     assert main(["train", "--resume", str(run_dir), "--set", "model.init=xavier"]) == 0
     assert "note: model.init=xavier has no effect here" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run_dir), "--set", "train.ema_kimg=0", "--set", "train.kimg=0.096"]) == 0
+    assert "note: train.ema_kimg=0 leaves the checkpoint's average of G behind" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run_dir), "--set", "train.ema_kimg=1", "--set", "train.kimg=0.128"]) == 0
+    assert "note: the average of G (train.ema_kimg=1) starts here" in capsys.readouterr().out
 
 
 def test_resume_survives_a_stats_line_torn_by_a_crash(tmp_path, image_folder):

@@ -1081,6 +1081,12 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         # they were
         trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
         trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
+        if ckpt.get("G_ema") is not None and cfg.train.ema_kimg == 0:
+            trainer.log("note: train.ema_kimg=0 leaves the checkpoint's average of G behind: grids, samples and "
+                        f"metrics now use G itself (the average stays in {path.name} until it is rotated out)")
+        elif ckpt.get("G_ema") is None and cfg.train.ema_kimg > 0:
+            trainer.log(f"note: the average of G (train.ema_kimg={cfg.train.ema_kimg:g}) starts here from G's "
+                        "current weights")
         if cfg.model.init != ckpt["config"].get("model", {}).get("init", cfg.model.init):
             trainer.log(f"note: model.init={cfg.model.init} has no effect here: it sets a new run's first weights, "
                         "and a resumed run continues from its checkpoint's")
