@@ -153,3 +153,23 @@ def test_apply_overrides_does_not_mutate_input():
     raw = {"train": {"kimg": 1.0}}
     apply_overrides(raw, ["train.kimg=2"])
     assert raw == {"train": {"kimg": 1.0}}
+
+
+def test_a_misplaced_or_misspelt_setting_is_pointed_to_its_place(tmp_path):
+    for overrides, message in (
+        (["train.g_lr=1e-3"], r"unknown config key train.g_lr \(did you mean optim.g_lr\?\)"),
+        (["train.kimgs=3"], r"unknown config key train.kimgs \(did you mean train.kimg\?\)"),
+        (["model.z=3"], r"unknown config key model.z; valid keys in \[model\]"),  # nothing close: no guess
+        (["trian.kimg=3"], r"among data, model, loss, optim, train, eval \(did you mean train.kimg\?\)"),
+        (["kimg=3"], r"\(did you mean train.kimg\?\)"),
+        (["batch_size=3"], r"\(did you mean train.batch_size\?\)"),
+    ):
+        with pytest.raises(UserError, match=message):
+            load_config(overrides=overrides)
+    for text, message in (("kimg = 3\n", r"^kimg is a setting of \[train\], not a section: put it under that header "
+                                          r"\(or --set train.kimg=...\)$"),
+                          ("[training]\nkimg = 3\n", r"unknown config section 'training' \(did you mean train\?\)")):
+        path = tmp_path / "c.toml"
+        path.write_text(text)
+        with pytest.raises(UserError, match=message):
+            load_config(path=path)

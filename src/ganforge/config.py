@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -252,16 +253,36 @@ def _build_section(cls: type, section: str, raw: dict[str, Any]) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in valid:
-            raise UserError(f"unknown config key {section}.{key}; valid keys in [{section}]: {', '.join(valid)}")
+            hint = _where_it_belongs(key, section, valid)
+            raise UserError(f"unknown config key {section}.{key}{hint}; valid keys in [{section}]: {', '.join(valid)}")
         kwargs[key] = _coerce(section, key, value, getattr(defaults, key))
     return cls(**kwargs)
+
+
+def _sections_with(key: str) -> list[str]:
+    return [name for name, cls in _SECTION_TYPES.items() if key in {f.name for f in dataclasses.fields(cls)}]
+
+
+def _where_it_belongs(key: str, section: str, valid: list[str]) -> str:
+    """For an unknown key: the section(s) that have it (train.g_lr -> optim.g_lr), else a close spelling."""
+    homes = [f"{name}.{key}" for name in _sections_with(key)]
+    if homes:
+        return f" (did you mean {' or '.join(homes)}?)"
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {section}.{close[0]}?)" if close else ""
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
     valid = ["preset", "description", *_SECTION_TYPES]
     for key in raw:
         if key not in valid:
-            raise UserError(f"unknown config section {key!r}; valid sections: {', '.join(valid)}")
+            homes = _sections_with(key)
+            if homes and not isinstance(raw[key], dict):  # a setting written above every [section] header
+                raise UserError(f"{key} is a setting of [{' or '.join(homes)}], not a section: put it under that "
+                                f"header (or --set {homes[0]}.{key}=...)")
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"unknown config section {key!r}{hint}; valid sections: {', '.join(valid)}")
     sections = {name: _build_section(cls, name, raw.get(name, {})) for name, cls in _SECTION_TYPES.items()}
     cfg = Config(
         preset=str(raw.get("preset", "custom")),
@@ -286,8 +307,14 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[st
         items = [(item, *parse_override(item)) for item in overrides or []]
     for item, path, value in items:
         if len(path) != 2 or path[0] not in _SECTION_TYPES:
+            guesses = []
+            if len(path) == 1:  # the section left out: kimg=3
+                guesses = [f"{home}.{path[0]}" for home in _sections_with(path[0])]
+            elif len(path) == 2:  # a misspelt section: trian.kimg=3
+                guesses = [f"{close}.{path[1]}" for close in difflib.get_close_matches(path[0], _SECTION_TYPES, n=1)]
+            hint = f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
             raise UserError(
-                f"override {item!r} must name section.key with a section among {', '.join(_SECTION_TYPES)}"
+                f"override {item!r} must name section.key with a section among {', '.join(_SECTION_TYPES)}{hint}"
             )
         out.setdefault(path[0], {})[path[1]] = value
     return out
