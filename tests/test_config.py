@@ -173,3 +173,15 @@ def test_a_misplaced_or_misspelt_setting_is_pointed_to_its_place(tmp_path):
         path.write_text(text)
         with pytest.raises(UserError, match=message):
             load_config(path=path)
+
+
+def test_a_misspelt_name_gets_the_close_one_first():
+    for overrides, message in (
+        (["data.name=fashion_mnist"], r"unknown dataset 'fashion_mnist' \(did you mean fashion-mnist\?\); valid"),
+        (["loss.name=hing"], r"unknown loss 'hing' \(did you mean hinge\?\); valid choices: hinge, lsgan"),
+        (["data.name=imagenet"], r"unknown dataset 'imagenet'; valid choices: celeba"),  # nothing close
+    ):
+        with pytest.raises(UserError, match=message):
+            load_config(overrides=overrides)
+    with pytest.raises(UserError, match=r"unknown preset 'defualt' \(did you mean default\?\); valid choices"):
+        load_config(preset="defualt")

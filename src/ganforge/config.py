@@ -173,7 +173,9 @@ def _read_toml_text(text: str, where: str) -> dict[str, Any]:
 
 def preset_dict(name: str) -> dict[str, Any]:
     if name not in preset_names():
-        raise UserError(f"unknown preset {name!r}; valid choices: {', '.join(preset_names())}")
+        from .registry import unknown_name
+
+        raise UserError(unknown_name("preset", name, preset_names()))
     text = resources.files("ganforge").joinpath("presets", f"{name}.toml").read_text()
     raw = _read_toml_text(text, f"preset {name}")
     raw.setdefault("preset", name)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .checkpoint import atomic_save, damaged_zip_member
 from .config import DataConfig
 from .errors import UserError
-from .registry import Registry
+from .registry import Registry, unknown_name
 
 DATASETS = Registry("dataset")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif")
@@ -49,8 +49,8 @@ def check_dataset_name(name: str) -> None:
         hint = f"; for the file {name} give folder:{name}" if name.lower().endswith((".npz", ".zip")) else ""
         if os.path.isdir(os.path.expanduser(name)):
             hint = f"; for the folder {name} give folder:{name}"
-        raise UserError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS.names())}, folder:PATH "
-                        f"(a folder, .zip or .npz){hint}")
+        raise UserError(f"{unknown_name('dataset', name, DATASETS.names())}, folder:PATH (a folder, .zip or .npz)"
+                        f"{hint}")
 
 
 # -------------------------------------------------------------------------------------------- sources

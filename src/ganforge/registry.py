@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
 from .errors import UserError
+
+
+def unknown_name(kind: str, name: str, choices: list[str]) -> str:
+    """The one-line refusal of a name: the close spelling first when there is one, then every valid name."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; valid choices: {', '.join(choices)}"
 
 
 class Registry:
@@ -24,7 +32,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._entries:
-            raise UserError(f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}")
+            raise UserError(unknown_name(self.kind, name, self.names()))
         return self._entries[name]
 
     def names(self) -> list[str]:
