@@ -66,6 +66,13 @@ def test_sample_checks_its_arguments_with_clear_messages():
             G.sample(**kwargs)
     with pytest.raises(ValueError, match=r"0\.\.9"):
         G.interpolate(2, 3, labels=[0, 12])
+    # one class for all, and classes by name
+    assert torch.equal(G.sample(3, seed=0, labels=7), G.sample(3, seed=0, labels=[7, 7, 7]))
+    G.classes = [f"{d} - digit" for d in range(10)]
+    assert torch.equal(G.sample(2, seed=0, labels=["3 - digit", 9]), G.sample(2, seed=0, labels=[3, 9]))
+    assert torch.equal(G.sample(2, seed=0, labels="1 - digit"), G.sample(2, seed=0, labels=[1, 1]))
+    with pytest.raises(ValueError, match=r"'cat' is not a class name of this generator; its classes are 0 - digit"):
+        G.sample(2, labels=["cat", 1])
     plain = build_generator(load_config(preset="default", overrides=small))
     for call in (lambda: plain.sample(2, labels=[0, 1]), lambda: plain.interpolate(2, 3, labels=[0, 1])):
         with pytest.raises(ValueError, match="unconditional"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -60,14 +62,24 @@ class Generator(nn.Module):
     classes: list[str] = []  # their class names, label by label, where the checkpoint recorded them
 
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+               labels: torch.Tensor | Sequence[int | str] | int | str | None = None) -> torch.Tensor:
         """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored.
-        A conditional G takes one class per image [n] (default: balanced_labels)."""
+        A conditional G takes one class per image [n], by number or by class name (G.classes), or one class
+        for all n (labels=7, labels="dogs"); default: balanced_labels."""
         if n < 0 or batch_size < 1:
             raise ValueError(f"sample needs n >= 0 and batch_size >= 1, got {n} and {batch_size}")
         return self._sample(n, seed, batch_size, self.checked_labels(labels, n))
 
-    def checked_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    def _class_number(self, label: int | str) -> int:
+        if not isinstance(label, str):
+            return label
+        if label not in self.classes:
+            known = f"its classes are {', '.join(self.classes)}" if self.classes else "its checkpoint records no names"
+            raise ValueError(f"{label!r} is not a class name of this generator; {known}")
+        return self.classes.index(label)
+
+    def checked_labels(self, labels: torch.Tensor | Sequence[int | str] | int | str | None,
+                       n: int) -> torch.Tensor | None:
         """labels as a long tensor [n] of valid classes; balanced classes when None for a conditional G."""
         if not self.n_classes:
             if labels is not None:
@@ -75,6 +87,10 @@ class Generator(nn.Module):
             return None
         if labels is None:
             return balanced_labels(n, self.n_classes)
+        if isinstance(labels, str | int):  # one class for every sample
+            labels = [labels] * n
+        if isinstance(labels, Sequence) and any(isinstance(label, str) for label in labels):
+            labels = [self._class_number(label) for label in labels]
         labels = torch.as_tensor(labels)
         if labels.is_floating_point() and not torch.equal(labels, labels.round()):
             raise ValueError("labels must be whole class numbers")
