@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -281,3 +283,35 @@ def test_class_acc_is_left_out_or_refused_where_the_classes_are_not_digits(condi
         train(cfg, out=tmp_path / "refused", log=notes.append)
     assert notes == []  # the refusal comes before any note about digit metrics on this folder
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+
+
+def test_a_conditional_sample_file_is_scored_by_class_without_its_run(tmp_path, capsys):
+    """ganforge sample writes labels and class names into the .npz; eval --fake reads them back, so
+    class_acc needs only the file."""
+    images, labels = _digits(600)
+    uint8 = images.add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.savez(tmp_path / "right.npz", uint8, labels=labels.numpy(), classes=np.array([str(d) for d in range(10)]))
+    np.savez(tmp_path / "shifted.npz", uint8, labels=((labels + 1) % 10).numpy())  # no names: label c is digit c
+    np.savez(tmp_path / "plain.npz", uint8)
+    scores = {}
+    for name in ("right", "shifted"):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", "--real", "mnist5k", "--fake", f"folder:{tmp_path / name}.npz", "--metrics",
+                     "class_acc,fd_digits_per_class", "--out", str(out)]) == 0
+        scores[name] = {r["metric"]: r["value"] for r in json.loads(out.read_text())[0]["results"]}
+    assert scores["right"]["class_acc"] > 0.95 and scores["shifted"]["class_acc"] < 0.05
+    assert scores["right"]["fd_digits_per_class"] < 0.5 * scores["shifted"]["fd_digits_per_class"]
+    capsys.readouterr()
+    assert main(["eval", "--real", "mnist5k", "--fake", f"folder:{tmp_path / 'plain.npz'}", "--metrics",
+                 "class_acc"]) == 2
+    assert "or --fake images labelled by class (subfolders, or an .npz with labels)" in capsys.readouterr().err
+
+
+def test_sample_npz_of_a_conditional_run_records_the_class_names(conditional_run, tmp_path):
+    from ganforge.config import DataConfig
+    from ganforge.data import load_raw
+
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(conditional_run), "--n", "6", "--out", str(out)]) == 0
+    raw = load_raw(DataConfig(name=f"folder:{out}"))
+    assert raw.classes == ["class0", "class1"] and raw.labels.tolist() == [0, 1, 0, 1, 0, 1]

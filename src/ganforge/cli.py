@@ -283,7 +283,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.n is not None and args.n < len(fake_data):
             index = torch.randperm(len(fake_data), generator=torch.Generator().manual_seed(args.seed))[: args.n]
             split = f"random {args.n} (seed {args.seed})"
-        fake = ImageSet(fake_data.batch(index), args.fake, split)
+        labelled = len(fake_data.classes) > 1  # class subfolders, or an .npz with labels
+        fake = ImageSet(fake_data.batch(index), args.fake, split, labels=fake_data.labels[index] if labelled else None,
+                        classes=fake_data.classes if labelled else None)
         ctx = EvalContext(fake, real_image_set(real_cfg), device=args.device or "cpu", seed=args.seed,
                           inception_weights=args.inception_weights)
         records = evaluate(ctx, metrics or OFFLINE_DEFAULT)

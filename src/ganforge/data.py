@@ -465,13 +465,15 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
 
 def _load_npz(path: Path) -> RawImages:
     """uint8 images [N, H, W, C] (C 1 or 3) or [N, H, W] under arr_0 of an .npz, as `ganforge sample --out x.npz`
-    writes them and other tools' sample files hold them; labels [N] from `labels` where present."""
+    writes them and other tools' sample files hold them; labels [N] from `labels` where present, named by
+    `classes` where that is present too."""
     try:
         with np.load(path, allow_pickle=False) as f:
             if "arr_0" not in f.files:
                 raise UserError(f"{path} holds no arr_0 array (it has: {', '.join(f.files) or 'nothing'}); save the "
                                 "images as np.savez(path, images) or with ganforge sample --out")
             images, labels = f["arr_0"], f["labels"] if "labels" in f.files else None
+            names = [str(c) for c in f["classes"]] if "classes" in f.files and f["classes"].dtype.kind == "U" else []
     except UserError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -485,6 +487,8 @@ def _load_npz(path: Path) -> RawImages:
     if labels is None or labels.shape != (len(images),) or labels.dtype.kind not in "iu" or labels.min() < 0:
         return RawImages(tensor, torch.zeros(len(images), dtype=torch.long), [], colour=images.shape[-1] == 3)
     classes = [str(i) for i in range(int(labels.max()) + 1)]
+    if len(names) >= len(classes):  # ganforge sample stores the generator's class names
+        classes = names
     return RawImages(tensor, torch.from_numpy(labels.astype(np.int64)), classes, colour=images.shape[-1] == 3)
 
 

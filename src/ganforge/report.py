@@ -90,7 +90,7 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
                     labels: torch.Tensor | None = None) -> None:
     """n samples of G as uint8 [n, H, W, C] under the key arr_0 of an .npz, generated and written one batch at
     a time (memory stays at one batch), to a temp file that replaces `path` only when complete. A conditional
-    G draws the given labels [n], which are stored too, under the key labels."""
+    G draws the given labels [n], which are stored too, under the key labels, with G.classes under classes."""
     import zipfile
 
     import numpy as np
@@ -116,6 +116,10 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
             if labels is not None:
                 with zf.open("labels.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, labels.cpu().numpy().astype(np.int64))
+                classes = list(getattr(G, "classes", []))
+                if classes:  # the name of each label, so the file alone says what was asked for
+                    with zf.open("classes.npy", "w") as f:
+                        np.lib.format.write_array(f, np.array(classes, dtype=str))
     finally:
         G.train(was_training)
 

@@ -277,7 +277,8 @@ def not_digit_classes(classes: list[str]) -> str:
 
 def _requested_labels(ctx: EvalContext) -> np.ndarray:
     if ctx.fake.labels is None:
-        raise UserError("this metric needs a class-conditional generator (train with model.n_classes > 0)")
+        raise UserError("this metric needs samples asked for a class: a conditional generator's (train with "
+                        "model.n_classes > 0), or --fake images labelled by class (subfolders, or an .npz with labels)")
     return ctx.fake.labels.cpu().numpy()
 
 
