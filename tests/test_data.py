@@ -393,26 +393,26 @@ def test_sixteen_bit_and_float_images_keep_their_grey_levels(tmp_path):
         load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=16))
 
 
-def test_a_corrupt_image_stops_the_decoding_of_the_rest(tmp_path, monkeypatch):
-    import time
-
+def test_every_unreadable_image_is_named_in_one_error(tmp_path, monkeypatch):
+    """A scraped folder with several broken files: one attempt names them all (up to five, then a count),
+    rather than one per attempt, each after decoding up to it."""
     from ganforge import data as data_module
 
-    calls = []
-
-    def read(path, channels, img_size, background="white", fit="crop"):
-        calls.append(path)
-        if path.name == "002.png":
-            raise UserError(f"cannot read image {path}")
-        time.sleep(0.005)
-        return torch.zeros(channels, img_size, img_size, dtype=torch.uint8)
-
-    monkeypatch.setattr(data_module, "_read_image", read)
-    monkeypatch.setattr(data_module.os, "cpu_count", lambda: 2)  # a pool even on a one-core machine
-    files = [tmp_path / f"{i:03d}.png" for i in range(400)]
-    with pytest.raises(UserError, match="002.png"):
-        data_module._read_images(files, 1, 8)
-    assert len(calls) < 100  # the images not yet begun were dropped, not decoded in vain
+    monkeypatch.setattr(data_module.os, "cpu_count", lambda: 2)  # the thread pool even on a one-core machine
+    for i in range(20):
+        Image.new("L", (8, 8), i).save(tmp_path / f"{i:03d}.png")
+    good = Image.new("RGB", (8, 8))
+    good.save(tmp_path / "cut.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "cut.jpg").read_bytes()[:200])
+    for i in range(7):
+        (tmp_path / f"{i:03d}.png").write_bytes(b"not an image")
+    with pytest.raises(UserError) as info:
+        load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8))
+    message = str(info.value)
+    assert message.startswith("cannot read 8 of 21 images: ")
+    assert message.endswith("; and 3 more; remove or replace them")
+    assert f"{tmp_path / '000.png'} (cannot identify image file)" in message  # the path is not said twice
+    assert message.count(str(tmp_path)) == 5 and "\n" not in message
 
 
 def test_a_cache_that_cannot_be_written_does_not_stop_loading(tmp_path, monkeypatch):

@@ -255,6 +255,13 @@ def _flatten_alpha(im: Any, background: str) -> Any:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUNDS[background]), rgba).convert("RGB")
 
 
+class UnreadableImage(UserError):
+    def __init__(self, path: Path | ZipMember, error: Exception) -> None:
+        self.path = str(path)
+        self.reason = str(error).replace(f" '{path}'", "") or type(error).__name__  # PIL repeats the path
+        super().__init__(f"cannot read image {path}: {self.reason}; remove or replace the file")
+
+
 def _read_image(path: Path | ZipMember, channels: int, img_size: int, background: str = "white",
                 fit: str = "crop") -> torch.Tensor:
     """Decode, turn upright (a camera's EXIF orientation), lay transparency over the background, convert,
@@ -284,13 +291,14 @@ def _read_image(path: Path | ZipMember, channels: int, img_size: int, background
             array = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError, zipfile.BadZipFile) as e:
         # RuntimeError: an encrypted zip member; BadZipFile: a member whose bytes fail their CRC
-        raise UserError(f"cannot read image {path}: {e}; remove or replace the file") from e
+        raise UnreadableImage(path, e) from e
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+UNREADABLE_SHOWN = 5  # unreadable files named in the error; the rest are counted
 COLOUR_PEEK = 16  # images whose header is read to say whether a folder is in colour, and its image size
 
 
@@ -321,14 +329,29 @@ def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: i
     """Decode and resize every file, on a thread per core (Pillow releases the GIL while it decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def read(path: Path | ZipMember) -> torch.Tensor | UnreadableImage:
+        try:
+            return _read_image(path, channels, img_size, background, fit)
+        except UnreadableImage as e:  # every unreadable file is named at once, not one per attempt
+            return e
+
     workers = min(len(files), os.cpu_count() or 1, 16)
     if workers <= 1:
-        return torch.stack([_read_image(p, channels, img_size, background, fit) for p in files])
-    pool = ThreadPoolExecutor(workers)
-    try:
-        return torch.stack(list(pool.map(lambda p: _read_image(p, channels, img_size, background, fit), files)))
-    finally:
-        pool.shutdown(cancel_futures=True)  # a corrupt file or Ctrl-C: the images not yet begun are dropped
+        images = [read(p) for p in files]
+    else:
+        pool = ThreadPoolExecutor(workers)
+        try:
+            images = list(pool.map(read, files))
+        finally:
+            pool.shutdown(cancel_futures=True)  # Ctrl-C: the images not yet begun are dropped
+    failed = [e for e in images if isinstance(e, UnreadableImage)]
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        shown = ", ".join(f"{e.path} ({e.reason})" for e in failed[:UNREADABLE_SHOWN])
+        more = f"; and {len(failed) - UNREADABLE_SHOWN} more" if len(failed) > UNREADABLE_SHOWN else ""
+        raise UserError(f"cannot read {len(failed)} of {len(files)} images: {shown}{more}; remove or replace them")
+    return torch.stack(images)
 
 
 def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple[Path, str]:
