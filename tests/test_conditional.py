@@ -315,3 +315,19 @@ def test_sample_npz_of_a_conditional_run_records_the_class_names(conditional_run
     assert main(["sample", str(conditional_run), "--n", "6", "--out", str(out)]) == 0
     raw = load_raw(DataConfig(name=f"folder:{out}"))
     assert raw.classes == ["class0", "class1"] and raw.labels.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_class_grids_of_few_classes_stay_near_square(tmp_path, conditional_run):
+    from PIL import Image
+
+    from ganforge.report import class_grid_nrow
+    from ganforge.trainer import grid_labels
+
+    # (images per class, classes) -> row length: one row per class until the grid gets 3x wider than tall
+    assert [class_grid_nrow(pc, k) for pc, k in ((10, 10), (16, 6), (50, 2), (33, 3), (32, 2), (16, 4))] == \
+        [10, 16, 10, 11, 8, 8]
+    labels, nrow = grid_labels(2, 100)
+    assert nrow == 10 and labels.tolist() == [0] * 50 + [1] * 50  # each class fills 5 whole rows
+    assert main(["sample", str(conditional_run), "--n", "64", "--out", str(tmp_path / "grid.png")]) == 0
+    width, height = Image.open(tmp_path / "grid.png").size
+    assert width == height  # 8 x 8 cells, the first 4 rows class0, not two rows of 32

@@ -114,8 +114,10 @@ def _sample_labels(G: Any, args: argparse.Namespace, grid: bool) -> tuple[Any, i
     if not k:
         return None, args.nrow
     if grid:
-        per_row = -(-args.n // k)
-        return torch.arange(k).repeat_interleave(per_row)[: args.n], args.nrow or per_row
+        from .report import class_grid_nrow
+
+        per_class = -(-args.n // k)
+        return torch.arange(k).repeat_interleave(per_class)[: args.n], args.nrow or class_grid_nrow(per_class, k)
     return balanced_labels(args.n, k), args.nrow
 
 
@@ -402,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")
     p.add_argument("--class", dest="class_", help="conditional runs: draw only this class, by number or by name "
-                                                   "(a folder's subfolder); default: a grid has one row per class")
+                                                   "(a folder's subfolder); default: a grid goes class by class")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")

@@ -33,6 +33,16 @@ def grid_nrow(n: int) -> int:
     return max(1, math.ceil(math.sqrt(n)))
 
 
+def class_grid_nrow(per_class: int, n_classes: int) -> int:
+    """Row length of a grid laid out class by class, `per_class` images of each of `n_classes`: one row per
+    class while the grid is at most 3 times as wide as tall, else each class over several rows, of the
+    divisor of per_class that makes the grid squarest (2 classes of 50: rows of 10, not two rows of 50)."""
+    if per_class <= 3 * n_classes:
+        return per_class
+    divisors = [d for d in range(1, per_class + 1) if per_class % d == 0]
+    return min(divisors, key=lambda d: abs(math.log(d * d / (n_classes * per_class))))
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] float -> uint8 [0, 255] on the CPU."""
     return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()

@@ -162,12 +162,13 @@ def update_ema(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
 
 
 def grid_labels(n_classes: int, grid_size: int) -> tuple[torch.Tensor, int]:
-    """Labels of a class grid and its row length: grid_size // K images of each class, one row per class
-    (the first grid_size classes, one each, when there are more classes than grid cells)."""
+    """Labels of a class grid and its row length: grid_size // K images of each class, one row per class or
+    a few when there are few classes (the first grid_size classes, one each, when there are more classes
+    than grid cells)."""
     if n_classes > grid_size:
         return balanced_labels(grid_size, n_classes), report.grid_nrow(grid_size)
-    cols = max(1, grid_size // n_classes)
-    return torch.arange(n_classes).repeat_interleave(cols), cols
+    per_class = max(1, grid_size // n_classes)
+    return torch.arange(n_classes).repeat_interleave(per_class), report.class_grid_nrow(per_class, n_classes)
 
 
 @dataclass
@@ -182,7 +183,7 @@ class TrainState:
     opt_D: torch.optim.Optimizer
     z_gen: torch.Generator
     fixed_z: torch.Tensor
-    fixed_y: torch.Tensor | None  # labels of the fixed grid for conditional G: one row per class
+    fixed_y: torch.Tensor | None  # labels of the fixed grid for conditional G: class by class
     nimg: int = 0
     tick: int = 0
     time_s: float = 0.0
