@@ -395,3 +395,30 @@ def test_every_public_name_resolves():
         assert getattr(ganforge, name) is not None, name
     assert callable(ganforge.evaluate_run) and callable(ganforge.compare_runs)
     assert set(ganforge.__all__) <= set(dir(ganforge))  # tab completion offers the lazy names
+
+
+def test_a_run_on_a_relative_folder_is_evaluated_and_resumed_from_anywhere(tmp_path, image_folder, monkeypatch,
+                                                                           capsys):
+    monkeypatch.chdir(image_folder.parent)
+    settings = [s for s in tiny_overrides(image_folder) if not s.startswith("data.name=")]
+    assert main(["train", "--out", str(tmp_path / "runs"), "--set", f"data.name=folder:{image_folder.name}",
+                 *set_args(settings)]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    assert f'name = "folder:{image_folder}"' in (run_dir / "config.toml").read_text()  # made absolute
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits"]) == 0
+    # the images moved: one line says so and how to point at them, and nothing is written
+    image_folder.rename(tmp_path / "moved")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits"]) == 2
+    assert (f"this run's training images, folder:{image_folder}, are not there any more (moved or renamed?); "
+            "evaluate against them where they are now with --real folder:PATH") in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 2
+    assert "resume with --set data.name=folder:PATH where they are now" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128", "--set",
+                 f"data.name=folder:{tmp_path / 'moved'}"]) == 0
+    assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits"]) == 0  # config.toml follows

@@ -1002,6 +1002,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
     if not isinstance(cfg, Config):
         raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
                         "ganforge.load_config(preset=..., overrides=[...])")
+    cfg = anchored_paths(cfg)
     main = distributed.info().is_main
     run_dir = new_run_dir(out, cfg.preset) if main else None
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
@@ -1021,12 +1022,47 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         return trainer.run()
 
 
+TORCHVISION_SETS = ("mnist", "fashion-mnist", "cifar10", "celeba")  # the sets found under data.root
+
+
+def missing_folder(name: str) -> str | None:
+    """For a run's folder data set that is no longer there, the start of the line that says so."""
+    import os
+
+    if name.startswith("folder:") and not os.path.exists(os.path.expanduser(name[len("folder:"):])):
+        return f"this run's training images, {name}, are not there any more (moved or renamed?)"
+    return None
+
+
+def anchored_paths(cfg: Config) -> Config:
+    """cfg with its data folder (and data.root, Inception weights) made absolute, so the run it starts is
+    evaluated and resumed from any working directory."""
+    import dataclasses
+    import os
+
+    def absolute(path: str) -> str:
+        return os.path.abspath(os.path.expanduser(path))
+
+    data = cfg.data
+    if data.name.startswith("folder:"):
+        data = dataclasses.replace(data, name="folder:" + absolute(data.name[len("folder:"):]))
+    if data.name in TORCHVISION_SETS:
+        data = dataclasses.replace(data, root=absolute(data.root))
+    evaluation = cfg.eval
+    if evaluation.inception_weights:
+        evaluation = dataclasses.replace(evaluation, inception_weights=absolute(evaluation.inception_weights))
+    return dataclasses.replace(cfg, data=data, eval=evaluation)
+
+
 def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -> tuple[Path, dict[str, Any], Config]:
     """The checkpoint a resume would continue (latest of a run, or the one given), its contents, and the
     config it would train with: the checkpoint's own plus `overrides`."""
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
     ckpt = ckpt_io.load_checkpoint(path)
-    cfg = from_dict(apply_overrides(ckpt["config"], overrides))
+    cfg = anchored_paths(from_dict(apply_overrides(ckpt["config"], overrides)))
+    missing = missing_folder(cfg.data.name)
+    if missing:
+        raise UserError(f"{missing}; resume with --set data.name=folder:PATH where they are now")
     saved = from_dict(ckpt["config"])
     if cfg.train.seed != saved.train.seed:
         # the random streams continue from the checkpoint's saved states, so a new seed would only mislabel them

@@ -448,7 +448,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
     from ..data import check_dataset_name
-    from ..trainer import generator_from_checkpoint, pick_device
+    from ..trainer import generator_from_checkpoint, missing_folder, pick_device
 
     if reference is not None:
         check_dataset_name(reference)
@@ -459,6 +459,9 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     real_cfg = cfg.data if reference is None else dataclasses.replace(
         cfg.data, name=reference, max_images=0, root=reference_root or cfg.data.root)
     classes = state.get("classes")
+    missing = missing_folder(real_cfg.name) if reference is None else None
+    if missing:
+        raise UserError(f"{missing}; evaluate against them where they are now with --real folder:PATH")
     metrics = default_metrics(cfg, classes) if metrics is None else metrics
     if "class_acc" in metrics and classes is not None and class_digits(classes) is None:
         raise UserError(not_digit_classes(classes))
