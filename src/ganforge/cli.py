@@ -147,7 +147,7 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
     images = G.interpolate(rows, args.interpolate, seed=args.seed, labels=labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     report.save_grid(images, out, nrow=args.interpolate)
-    print(f"wrote {rows} latent walks of {args.interpolate} images to {out}, one per row")
+    print(f"wrote {rows} latent walk{'s' * (rows > 1)} of {args.interpolate} images to {out}, one per row")
     return 0
 
 
