@@ -449,7 +449,7 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     lines.clear()
     Trainer(tiny_cfg(**{"model.d_cond": '"acgan"', "model.d_mbdisc_dim": 3}), tmp_path / "run1", log=lines.append)
     assert sum("has no effect" in line for line in lines) == 2
-    assert any("model.d_cond = 'acgan' has no effect on an unconditional model" in line for line in lines)
+    assert any('model.d_cond = "acgan" has no effect on an unconditional model' in line for line in lines)
     lines.clear()
     Trainer(tiny_cfg(**{"train.sync_bn": "true"}), tmp_path / "run3", log=lines.append)
     assert any("train.sync_bn has no effect in a single process" in line for line in lines)

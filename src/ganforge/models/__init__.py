@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import Config
+from ..config import Config, toml_value
 from . import dcgan, mlp, resnet  # noqa: F401  (registers the networks)
 from .conditional import ConditionalDiscriminator, ConditionalGenerator
 from .layers import Discriminator, Generator, Packed, balanced_labels, init_weights
@@ -39,7 +39,7 @@ def inert_settings(cfg: Config) -> list[str]:
     for dotted, why in unread_settings(cfg).items():
         key = dotted.split(".", 1)[1]
         if getattr(m, key) != getattr(defaults, key):
-            lines.append(f"{dotted} = {getattr(m, key)!r} {why}")
+            lines.append(f"{dotted} = {toml_value(getattr(m, key))} {why}")
     return lines
 
 
