@@ -333,6 +333,22 @@ def test_a_run_being_trained_cannot_be_resumed_by_a_second_process(tmp_path, ima
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 0  # free again
 
 
+def test_a_run_still_before_its_first_checkpoint_says_so(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    for ckpt in (run_dir / "checkpoints").iterdir():
+        ckpt.unlink()
+    capsys.readouterr()
+    with ckpt_io.run_lock(run_dir):  # as a trainer in its first tick holds it
+        for argv in (["train", "--resume", str(run_dir)], ["eval", str(run_dir)],
+                     ["sample", str(run_dir), "--out", str(tmp_path / "g.png")]):
+            assert main(argv) == 2
+            assert "is training and has not written its first checkpoint yet" in capsys.readouterr().err
+    assert main(["eval", str(run_dir)]) == 2  # nobody training it: the checkpoints are gone
+    assert "has no checkpoints in" in capsys.readouterr().err
+
+
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "ganforge", *args], cwd=cwd, env=env,

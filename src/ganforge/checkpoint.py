@@ -56,6 +56,20 @@ def run_lock(run_dir: Path | str) -> Iterator[None]:
         yield
 
 
+def being_trained(run_dir: Path | str) -> bool:
+    """Whether a process holds the run's training lock now (a run that never locked has no lock file)."""
+    lock = Path(run_dir) / LOCK_FILE
+    if not lock.is_file():
+        return False
+    try:
+        with _flock(lock, wait=False):
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:  # a lock file this user cannot open: say nothing rather than guess
+        return False
+
+
 def file_lock(path: Path | str) -> contextlib.AbstractContextManager[None]:
     """Waits for an exclusive lock on `path` + ".lock", for read-modify-write of a file that two processes
     may update at once (a training run's tick evaluation and a `ganforge eval` of the same run)."""
@@ -209,6 +223,9 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
             raise UserError(f"run {target} has no best checkpoint; use --ckpt latest or a checkpoint path")
         return best
     found = list_checkpoints(target)
+    if not found and being_trained(target):
+        raise UserError(f"run {target} is training and has not written its first checkpoint yet (it does at "
+                        "the end of its first tick); wait for it")
     if not found:
         raise UserError(f"run {target} has no checkpoints in {target / CKPT_DIR} (it stopped before its first "
                         "checkpoint, or they were removed)")
