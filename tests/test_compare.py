@@ -70,6 +70,7 @@ def test_compare_through_the_python_api(two_runs):
     a, b = two_runs
     views = compare_runs([a, b / "checkpoints" / sorted(p.name for p in (b / "checkpoints").glob("ckpt-*"))[-1]])
     assert [v.path for v in views] == [a, b]
+    assert [v.path for v in compare_runs([a / "checkpoints", b])] == [a, b]  # a run's checkpoints folder too
     assert views[0].kimg == pytest.approx(0.064, abs=1e-9)
     assert views[1].settings["optim.g_lr"] == pytest.approx(0.001)
     assert views[0].sec_per_kimg > 0

@@ -600,3 +600,14 @@ def test_a_run_is_not_evaluated_at_another_size(tmp_path, tiny_cfg, capsys):
     assert "--data-root says where --real's data set lives" in capsys.readouterr().err
     assert main(["eval", str(run), "--real", "mnist", "--data-root", str(tmp_path / "elsewhere")]) == 2
     assert f"MNIST not found under {tmp_path / 'elsewhere' / 'MNIST' / 'raw'}" in capsys.readouterr().err
+
+
+def test_an_inception_score_of_fewer_images_than_splits_is_refused():
+    images = torch.zeros(9, 1, 28, 28)
+    with pytest.raises(UserError, match=r"is_digits scores 10 splits of the generated images, so it needs at least "
+                                         r"10, got 9; raise --n"):
+        evaluate(EvalContext(ImageSet(images, "fake", "all"), None), ["is_digits"])
+    ten = ImageSet(torch.zeros(10, 1, 28, 28), "fake", "all")
+    with pytest.raises(UserError, match="of the real images, so it needs at least 10, got 9"):
+        evaluate(EvalContext(ten, ImageSet(images, "real", "all")), ["is_digits"])
+    assert abs(evaluate(EvalContext(ten, None), ["is_digits"])[0]["value"] - 1) < 1e-6  # 10 alike: IS 1

@@ -70,6 +70,8 @@ def run_directory(path: Path | str) -> Path:
         raise UserError(f"{path} does not exist; give run directories made by `ganforge train`")
     if path.is_file():
         path = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
+    elif path.name == ckpt_io.CKPT_DIR and (path.parent / "config.toml").is_file():
+        path = path.parent  # the run's checkpoints folder stands for the run, as everywhere else
     if not (path / "config.toml").is_file():
         raise UserError(f"{path} is not a run directory (it has no config.toml); give directories made by "
                         "`ganforge train`")

@@ -200,15 +200,28 @@ def kid_digits(ctx: EvalContext) -> Result:
     return [("kid_digits", mean, protocol)]
 
 
+IS_SPLITS = 10
+
+
+def check_is_splits(metric: str, n: int, which: str) -> None:
+    """An Inception Score of fewer images than splits would average empty splits into nan."""
+    if n < IS_SPLITS:
+        more = "raise --n" if which == "generated" else "use a larger reference set"
+        raise UserError(f"{metric} scores {IS_SPLITS} splits of the {which} images, so it needs at least "
+                        f"{IS_SPLITS}, got {n}; {more}")
+
+
 @METRICS.register("is_digits")
 def is_digits(ctx: EvalContext) -> Result:
     """Classifier-based Inception Score (Salimans et al. 2016) with 10 splits; the same score of the real
     reference set is reported beside it as the ceiling (10 is the most for 10 classes)."""
-    mean, std = formulas.inception_score(ctx.fake_digits[1], splits=10)
-    protocol = {**ctx.digit_protocol(), "splits": 10, "std": std}
+    check_is_splits("is_digits", len(ctx.fake), "generated")
+    mean, std = formulas.inception_score(ctx.fake_digits[1], splits=IS_SPLITS)
+    protocol = {**ctx.digit_protocol(), "splits": IS_SPLITS, "std": std}
     result: Result = [("is_digits", mean, protocol)]
     if ctx.real is not None:
-        real_mean, real_std = formulas.inception_score(ctx.real_digits[1], splits=10)
+        check_is_splits("is_digits", len(ctx.real), "real")
+        real_mean, real_std = formulas.inception_score(ctx.real_digits[1], splits=IS_SPLITS)
         result.append(("is_digits_real", real_mean, {**protocol, "std": real_std}))
     return result
 

@@ -156,6 +156,9 @@ def kid(ctx: EvalContext) -> Result:
 @METRICS.register("is")
 def inception_score(ctx: EvalContext) -> Result:
     """Inception Score (Salimans et al. 2016) on the 1008-way logits, 10 splits."""
+    from .core import check_is_splits
+
+    check_is_splits("is", len(ctx.fake), "generated")
     out = _fidelity(ctx)
     protocol = {**out["protocol"], "splits": 10, "std": out["values"]["inception_score_std"]}
     return [("is", out["values"]["inception_score_mean"], protocol)]
