@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ganforge
 from ganforge import checkpoint as ckpt_io
 from ganforge.cli import main
 from ganforge.config import preset_names
@@ -438,3 +439,19 @@ def test_a_run_on_a_relative_folder_is_evaluated_and_resumed_from_anywhere(tmp_p
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128", "--set",
                  f"data.name=folder:{tmp_path / 'moved'}"]) == 0
     assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits"]) == 0  # config.toml follows
+
+
+def test_summary_of_a_run_shows_the_networks_it_trained(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder, **{"model.g_width": 4}))]) == 0
+    run_dir = only_run(out)
+    capsys.readouterr()
+    ckpt = ckpt_io.resolve_checkpoint(run_dir)
+    for target in (run_dir, ckpt):
+        assert main(["summary", str(target)]) == 0
+        text = capsys.readouterr().out
+        G = ganforge.load_generator(run_dir)
+        assert f"total parameters: {sum(p.numel() for p in G.parameters()):,}" in text
+        assert "[2, 1, 16, 16]" in text  # the run's 16x16 images, not the preset's 32x32
+    assert main(["summary", str(run_dir), "--set", "model.g_width=8"]) == 2
+    assert "give a run (or checkpoint), or --preset/--config/--set, not both" in capsys.readouterr().err

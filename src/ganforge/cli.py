@@ -361,7 +361,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from .report import network_summary
 
-    print(network_summary(_config_from_args(args)))
+    if args.run is None:
+        print(network_summary(_config_from_args(args)))
+        return 0
+    if args.preset or args.config or args.overrides:
+        raise UserError("give a run (or checkpoint), or --preset/--config/--set, not both: a run's networks are "
+                        "those its config built")
+    from . import checkpoint as ckpt_io
+    from .config import from_dict, load_config
+
+    run = Path(args.run)
+    if run.is_dir() and (run / "config.toml").is_file():
+        cfg = load_config(path=run / "config.toml")
+    else:
+        cfg = from_dict(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run))["config"])
+    print(network_summary(cfg))
     return 0
 
 
@@ -453,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="layer, output shape and parameter count of G and D")
+    p.add_argument("run", nargs="?", help="a run directory or checkpoint: its networks (else those of --preset, "
+                   "--config and --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_summary, seed=None, device=None)
     return parser
