@@ -153,7 +153,7 @@ def test_dry_run_prints_resolved_config(capsys):
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/bad.pt"], "not valid JSON"),
         (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.npz", "--batch-size", "0"], "--batch-size must be at least 1"),
-        (["train", "--out", "{tmp}/bad.pt/runs"], "cannot use {tmp}/bad.pt/runs: Not a directory"),
+        (["train", "--out", "{tmp}/bad.pt/runs"], "{tmp}/bad.pt is a file where a folder is needed"),
         # a net too large for the address space: torch's allocator refuses it at once
         (["train", "--set", "model.z_dim=100000000000", "--out", "{tmp}/runs"], "out of memory (tried to allocate"),
     ],
@@ -455,3 +455,13 @@ def test_summary_of_a_run_shows_the_networks_it_trained(tmp_path, image_folder, 
         assert "[2, 1, 16, 16]" in text  # the run's 16x16 images, not the preset's 32x32
     assert main(["summary", str(run_dir), "--set", "model.g_width=8"]) == 2
     assert "give a run (or checkpoint), or --preset/--config/--set, not both" in capsys.readouterr().err
+
+
+def test_a_file_where_a_folder_is_needed_is_named(tmp_path, image_folder, capsys):
+    blocker = tmp_path / "notes"
+    blocker.write_text("mine")
+    for argv in (["train", "--out", str(blocker / "runs"), *set_args(tiny_overrides(image_folder))],
+                 ["train", "--out", str(blocker / "a" / "b"), *set_args(tiny_overrides(image_folder))]):
+        assert main(argv) == 2
+        assert f"error: {blocker} is a file where a folder is needed" in capsys.readouterr().err
+    assert blocker.read_text() == "mine"

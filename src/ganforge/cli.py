@@ -493,6 +493,11 @@ def _allocation_detail(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _file_in_the_way(path: str) -> Path | None:
+    """The file among path and its parents, where making path's folders failed because one is a file."""
+    return next((p for p in (Path(path), *Path(path).parents) if p.is_file()), None)
+
+
 def _error_prefix(word: str = "error") -> str:
     """'error', or 'error (rank N)' in the other processes of a torchrun launch, which all print their own."""
     rank = os.environ.get("RANK", "0")
@@ -530,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT):
             print(f"{_error_prefix()}: cannot write {e.filename}: {e.strerror}; free some space there or write "
                   "somewhere else (what was on disk before is kept)", file=sys.stderr)
+        elif e.filename and e.errno in (errno.EEXIST, errno.ENOTDIR) and _file_in_the_way(e.filename):
+            print(f"{_error_prefix()}: {_file_in_the_way(e.filename)} is a file where a folder is needed; choose "
+                  "another path or move the file", file=sys.stderr)
         elif e.filename:
             print(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror}; check that its folder exists and is "
                   "writable, and that the disk has space", file=sys.stderr)
