@@ -387,6 +387,21 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, image_folder):
     assert "Stopped at" in (run_dir / "report.html").read_text()  # the report says where and how to go on
 
 
+def test_sigterm_unwinds_a_sample_like_ctrl_c(tmp_path, image_folder):
+    """A scheduler's time limit (SIGTERM) mid-way through a large .npz leaves no temp file behind."""
+    assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    proc = _spawn(["sample", str(run_dir), "--n", "50000000", "--out", "big.npz"], tmp_path)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".big.npz.*")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "interrupted", err
+    assert not list(tmp_path.glob("*big.npz*"))
+
+
 def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):
     overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.008,
                                                 "train.keep_ckpts": 2})

@@ -504,9 +504,32 @@ def _error_prefix(word: str = "error") -> str:
     return word if rank == "0" or "WORLD_SIZE" not in os.environ else f"{word} (rank {rank})"
 
 
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # a scheduler's SIGTERM (a job's time limit) unwinds like Ctrl-C: temp files are removed, training
+        # saves its checkpoint
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        return _dispatch(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; a UserError, interrupt, out-of-memory or unwritable path becomes one line and an exit
+    code."""
     try:
         return args.func(args)
     except UserError as e:
