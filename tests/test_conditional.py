@@ -194,6 +194,10 @@ def test_cli_samples_one_class_and_class_grids(tmp_path, conditional_run, capsys
         == 0
     with np.load(tmp_path / "n.npz") as f:
         assert f["labels"].tolist() == [1] * 3
+    assert main(["sample", str(conditional_run), "--class", "CLASS0", "--n", "2", "--out", str(tmp_path / "u.npz")]) \
+        == 0  # a name in other letter case
+    with np.load(tmp_path / "u.npz") as f:
+        assert f["labels"].tolist() == [0] * 2
 
 
 def test_class_is_refused_for_an_unconditional_run(tmp_path, tiny_cfg, capsys):

@@ -91,6 +91,9 @@ def _checked_class(G: Any, class_: str) -> int:
     names = list(getattr(G, "classes", []))
     if class_ in names:
         return names.index(class_)
+    folded = [n for n in names if n.casefold() == class_.casefold()]
+    if len(folded) == 1:  # --class trouser for Trouser
+        return names.index(folded[0])
     try:
         number = int(class_)
     except ValueError:
