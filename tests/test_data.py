@@ -431,3 +431,26 @@ def test_a_cache_that_cannot_be_written_does_not_stop_loading(tmp_path, monkeypa
     Image.new("RGB", (20, 24), (200, 10, 10)).save(faces / "000001.jpg")
     data = load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=8, channels=3))
     assert data.images.shape == (1, 3, 8, 8)
+
+
+def test_a_failed_download_is_one_line_that_says_what_to_do(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    def mirrors(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n<urlopen error x>\n")
+
+    monkeypatch.setattr(tvd, "CIFAR10", offline)
+    monkeypatch.setattr(tvd, "MNIST", mirrors)
+    for name, needle in (("cifar10", f"could not download CIFAR10 to {tmp_path} (Name or service not known)"),
+                         ("mnist", f"could not download MNIST to {tmp_path}: Error downloading "
+                                   "train-images-idx3-ubyte.gz: Tried https://a/, got: <urlopen error x>")):
+        with pytest.raises(UserError) as info:
+            load_dataset(DataConfig(name=name, root=str(tmp_path), download=True))
+        message = str(info.value)
+        assert message.startswith(needle) and "\n" not in message
+        assert message.endswith("point --set data.root=DIR at their parent")

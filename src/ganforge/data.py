@@ -102,8 +102,10 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
     try:
         return cls(root, train=True, download=cfg.download)
     except RuntimeError as e:
-        if cfg.download:
-            raise UserError(f"could not download {cls_name} to {root}: {e}") from e
+        if cfg.download:  # torchvision lists every mirror it tried, a line each
+            raise UserError(f"could not download {cls_name} to {root}: {' '.join(str(e).split())}; check the "
+                            "network, or fetch its files on another machine and point --set data.root=DIR at their "
+                            "parent") from e
         where = os.path.join(root, folder)
         if os.path.isdir(where) and os.listdir(where):  # files there, but torchvision's checks refused them
             raise UserError(
@@ -115,6 +117,12 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
             f"download it with --set data.download=true or point --set data.root=DIR at its parent"
         ) from e
     except (OSError, ValueError, AssertionError) as e:
+        import urllib.error
+
+        if cfg.download and isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError):
+            reason = getattr(e, "reason", None) or e
+            raise UserError(f"could not download {cls_name} to {root} ({reason}); check the network, or fetch its "
+                            f"files on another machine and point --set data.root=DIR at their parent") from e
         raise UserError(f"{cls_name} files under {os.path.join(root, folder)} are unreadable: {e}") from e
 
 
@@ -155,7 +163,7 @@ def load_celeba(cfg: DataConfig) -> RawImages:
         try:
             tvd.CelebA(os.path.expanduser(cfg.root), split="train", download=True)
         except Exception as e:  # noqa: BLE001  (any download failure becomes one line)
-            raise UserError(f"could not download CelebA to {root}: {e}") from e
+            raise UserError(f"could not download CelebA to {root}: {' '.join(str(e).split())}") from e
     if not image_dir.is_dir():
         raise UserError(
             f"CelebA not found: expected {image_dir}/*.jpg and {root}/list_eval_partition.txt; "
