@@ -454,6 +454,10 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     Trainer(tiny_cfg(**{"train.sync_bn": "true"}), tmp_path / "run3", log=lines.append)
     assert any("train.sync_bn has no effect in a single process" in line for line in lines)
     lines.clear()
+    Trainer(tiny_cfg(**{"data.download": "true"}), tmp_path / "run4", log=lines.append)
+    assert any(line.startswith("note: data.download has no effect on folder:") and line.endswith(
+        "it fetches only mnist, fashion-mnist, cifar10, celeba") for line in lines)
+    lines.clear()
     Trainer(tiny_cfg(), tmp_path / "run2", log=lines.append)
     assert not any("has no effect" in line for line in lines)
 

@@ -659,6 +659,9 @@ class Trainer:
             self.log(f"note: {cfg.data.name}'s images are about {side} px on their {kept} side, upscaled "
                      f"{size / side:.3g}x to data.img_size={size}: that adds no detail, only time; a smaller "
                      "data.img_size trains faster on the same information")
+        if cfg.data.download and cfg.data.name not in TORCHVISION_SETS:
+            self.log(f"note: data.download has no effect on {cfg.data.name}: it fetches only "
+                     f"{', '.join(TORCHVISION_SETS)}")
         if self.data.colour_source and cfg.data.channels == 1:
             self.log(f"note: {cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
                      "--set data.channels=3 trains in colour")
