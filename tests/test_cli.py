@@ -480,3 +480,16 @@ def test_a_file_where_a_folder_is_needed_is_named(tmp_path, image_folder, capsys
         assert main(argv) == 2
         assert f"error: {blocker} is a file where a folder is needed" in capsys.readouterr().err
     assert blocker.read_text() == "mine"
+
+
+def test_a_resume_that_could_not_record_its_evaluations_is_refused_before_training(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    settings = tiny_overrides(image_folder, **{"eval.every_kimg": 0.032, "eval.n": 16, "eval.metrics": '["fd_digits"]'})
+    assert main(["train", "--out", str(out), *set_args(settings)]) == 0
+    run_dir = only_run(out)
+    (run_dir / "metrics.json").write_text('[{"time": "x", "results": [')  # cut short by a full disk, say
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 2
+    assert "metrics.json is not valid JSON; move it aside to record new results" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing trained, nothing lost

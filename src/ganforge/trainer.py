@@ -667,10 +667,17 @@ class Trainer:
                      "--set data.channels=3 trains in colour")
         self._inception_weights: str | None = None
         if cfg.eval.every_kimg > 0:
-            from .metrics.core import INCEPTION_METRICS, class_digits, log_digit_metrics_note, not_digit_classes
+            from .metrics.core import (
+                INCEPTION_METRICS,
+                class_digits,
+                log_digit_metrics_note,
+                not_digit_classes,
+                read_metrics_history,
+            )
 
             if "class_acc" in cfg.eval.metrics and class_digits(self.data.classes) is None:  # a folder's names
                 raise UserError(f"eval.metrics: {not_digit_classes(self.data.classes)}; drop class_acc")
+            read_metrics_history(self.run_dir / "metrics.json")  # a resumed run's: refused now, not at its first tick
             log_digit_metrics_note(cfg.data.name, cfg.eval.metrics, self.log)
             if set(INCEPTION_METRICS) & set(cfg.eval.metrics):  # found and checked now, not at the first evaluation
                 from .metrics.inception import inception_weights

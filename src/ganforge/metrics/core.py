@@ -420,17 +420,26 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu())
 
 
+def read_metrics_history(path: Path) -> list:
+    """The evaluations recorded in a metrics.json ([] when there is none yet); one that cannot take another
+    raises UserError (checked before a run trains, so that no training is lost at its first evaluation)."""
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON; move it aside to record new results") from e
+    if not isinstance(history, list):
+        raise UserError(f"{path} is not a list of evaluations; move it aside to record new results")
+    return history
+
+
 def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[str, Any]) -> None:
     """metrics.json holds a list of evaluations; a new one is appended and the file replaced atomically."""
     from ..checkpoint import atomic_write_text, file_lock
 
     with file_lock(path):  # a concurrent appender would otherwise drop one of the two evaluations
-        history: list = []
-        if path.is_file():
-            try:
-                history = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path} is not valid JSON; move it aside to record new results") from e
+        history = read_metrics_history(path)
         history.append({"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra,
                         "results": records})
         atomic_write_text(json.dumps(history, indent=1) + "\n", path)
