@@ -576,3 +576,20 @@ def test_warnings_on_a_small_data_set_point_to_diffaugment(tmp_path, tiny_cfg, m
     advice = ("With 32 training images D may be learning them by heart: --set train.diffaugment=translation,cutout "
               "--set train.ada_target=0.6")
     assert all((advice in w) is advised for w in warnings)
+
+
+def test_a_failed_tick_evaluation_keeps_the_training_before_it(tmp_path, tiny_cfg, monkeypatch):
+    calls = []
+
+    def failing(self):
+        calls.append(self.state.nimg)
+        raise UserError("metrics.json is not valid JSON")
+
+    monkeypatch.setattr(Trainer, "_evaluate", failing)
+    cfg = tiny_cfg(**{"eval.every_kimg": 0.032, "eval.metrics": '["fd_digits"]', "train.ckpt_ticks": 5})
+    with pytest.raises(UserError, match=r"^metrics.json is not valid JSON \(at the evaluation of 0.03 kimg; the "
+                                        r"training up to it is saved in ckpt-000000032.pt, to resume once that is"):
+        train(cfg, out=tmp_path / "runs", log=lambda msg: None)
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert calls == [32]
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 32

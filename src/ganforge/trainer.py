@@ -847,7 +847,14 @@ class Trainer:
                      "optim.d_lr or a higher optim.g_lr, loss.label_smoothing=0.1, loss.instance_noise=0.1 "
                      f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
                      "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
-        records = self._evaluate() if self._eval_due(final) else []
+        try:
+            records = self._evaluate() if self._eval_due(final) else []
+        except Exception as e:
+            path = self._save_checkpoint()  # the training before this evaluation is kept
+            if isinstance(e, UserError):
+                raise UserError(f"{e} (at the evaluation of {kimg:.2f} kimg; the training up to it is saved in "
+                                f"{path.name}, to resume once that is fixed)") from e
+            raise
         if records:
             stats["metrics"] = {r["metric"]: r["value"] for r in records}
             self.log("  " + "  ".join(f"{r['metric']} {r['value']:.4g}" for r in records
