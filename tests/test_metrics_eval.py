@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -605,9 +606,21 @@ def test_a_run_is_not_evaluated_at_another_size(tmp_path, tiny_cfg, capsys):
 def test_an_inception_score_of_fewer_images_than_splits_is_refused():
     images = torch.zeros(9, 1, 28, 28)
     with pytest.raises(UserError, match=r"is_digits scores 10 splits of the generated images, so it needs at least "
-                                         r"10, got 9; raise --n"):
+                                         r"10 generated images, got 9; raise --n"):
         evaluate(EvalContext(ImageSet(images, "fake", "all"), None), ["is_digits"])
     ten = ImageSet(torch.zeros(10, 1, 28, 28), "fake", "all")
-    with pytest.raises(UserError, match="of the real images, so it needs at least 10, got 9"):
+    with pytest.raises(UserError, match="of the real images, so it needs at least 10 real images, got 9"):
         evaluate(EvalContext(ten, ImageSet(images, "real", "all")), ["is_digits"])
     assert abs(evaluate(EvalContext(ten, None), ["is_digits"])[0]["value"] - 1) < 1e-6  # 10 alike: IS 1
+
+
+def test_distances_of_a_single_image_are_refused_not_a_numpy_error():
+    one, two = ImageSet(torch.zeros(1, 1, 28, 28), "a", "all"), ImageSet(torch.rand(2, 1, 28, 28) * 2 - 1, "b", "all")
+    for metric, why in (("fd_digits", "fits a covariance to each set"),
+                        ("kid_digits", "compares pairs of different images within each set")):
+        with pytest.raises(UserError, match=rf"^{metric} {why}, so it needs at least 2 generated images, got 1; "
+                                            r"raise --n \(a --fake set: give more images\)$"):
+            evaluate(EvalContext(one, two), [metric])
+        with pytest.raises(UserError, match=r"at least 2 real images, got 1; use a larger reference set$"):
+            evaluate(EvalContext(two, one), [metric])
+        assert math.isfinite(evaluate(EvalContext(two, two), [metric])[0]["value"])

@@ -186,6 +186,8 @@ Result = list[tuple[str, float | int | list, dict[str, Any]]]  # (name, value, p
 def fd_digits(ctx: EvalContext) -> Result:
     """Frechet distance between Gaussians fitted (float64) to the digit classifier's 128-d penultimate
     features of fake and real images; FID's formula (Heusel et al. 2017) on an MNIST-specific extractor."""
+    for which, features in (("generated", ctx.fake_digits[0]), ("real", ctx.real_digits[0])):
+        check_count("fd_digits", len(features), which, 2, "fits a covariance to each set")
     mu_f, sigma_f = formulas.feature_stats(ctx.fake_digits[0])
     mu_r, sigma_r = formulas.feature_stats(ctx.real_digits[0])
     return [("fd_digits", formulas.frechet_distance(mu_f, sigma_f, mu_r, sigma_r), ctx.digit_protocol())]
@@ -195,6 +197,8 @@ def fd_digits(ctx: EvalContext) -> Result:
 def kid_digits(ctx: EvalContext) -> Result:
     """Kernel inception distance (Binkowski et al. 2018) on the digit features: unbiased MMD^2 with the
     cubic polynomial kernel, mean over 100 subsets of up to 1,000."""
+    for which, features in (("generated", ctx.fake_digits[0]), ("real", ctx.real_digits[0])):
+        check_count("kid_digits", len(features), which, 2, "compares pairs of different images within each set")
     mean, std = formulas.kernel_inception_distance(ctx.real_digits[0], ctx.fake_digits[0], seed=ctx.seed)
     protocol = {**ctx.digit_protocol(), "subsets": 100, "subset_size": 1000, "std": std}
     return [("kid_digits", mean, protocol)]
@@ -203,12 +207,17 @@ def kid_digits(ctx: EvalContext) -> Result:
 IS_SPLITS = 10
 
 
+def check_count(metric: str, n: int, which: str, minimum: int, why: str) -> None:
+    """Refuse a set too small for the metric's formula (it would give nan, an error deep in numpy, or a
+    number that means nothing), saying how many it needs and why."""
+    if n < minimum:
+        more = "raise --n (a --fake set: give more images)" if which == "generated" else "use a larger reference set"
+        raise UserError(f"{metric} {why}, so it needs at least {minimum} {which} images, got {n}; {more}")
+
+
 def check_is_splits(metric: str, n: int, which: str) -> None:
     """An Inception Score of fewer images than splits would average empty splits into nan."""
-    if n < IS_SPLITS:
-        more = "raise --n" if which == "generated" else "use a larger reference set"
-        raise UserError(f"{metric} scores {IS_SPLITS} splits of the {which} images, so it needs at least "
-                        f"{IS_SPLITS}, got {n}; {more}")
+    check_count(metric, n, which, IS_SPLITS, f"scores {IS_SPLITS} splits of the {which} images")
 
 
 @METRICS.register("is_digits")

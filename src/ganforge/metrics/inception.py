@@ -138,9 +138,18 @@ def _fidelity(ctx: EvalContext) -> dict[str, Any]:
     return ctx.__dict__["fidelity"]
 
 
+def _check_pairs(ctx: EvalContext, metric: str, why: str) -> None:
+    from .core import check_count
+
+    check_count(metric, len(ctx.fake), "generated", 2, why)
+    if ctx.real is not None:
+        check_count(metric, len(ctx.real), "real", 2, why)
+
+
 @METRICS.register("fid")
 def fid(ctx: EvalContext) -> Result:
     """Frechet Inception Distance (Heusel et al. 2017) on Inception-v3 pool features (2048-d)."""
+    _check_pairs(ctx, "fid", "fits a covariance to each set")
     out = _fidelity(ctx)
     return [("fid", out["values"]["frechet_inception_distance"], out["protocol"])]
 
@@ -148,6 +157,7 @@ def fid(ctx: EvalContext) -> Result:
 @METRICS.register("kid")
 def kid(ctx: EvalContext) -> Result:
     """Kernel Inception Distance (Binkowski et al. 2018): cubic polynomial kernel, 100 subsets."""
+    _check_pairs(ctx, "kid", "compares pairs of different images within each set")
     out = _fidelity(ctx)
     protocol = {**out["protocol"], "std": out["values"]["kernel_inception_distance_std"]}
     return [("kid", out["values"]["kernel_inception_distance_mean"], protocol)]
