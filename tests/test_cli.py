@@ -493,3 +493,17 @@ def test_a_resume_that_could_not_record_its_evaluations_is_refused_before_traini
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 2
     assert "metrics.json is not valid JSON; move it aside to record new results" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing trained, nothing lost
+
+
+def test_a_config_file_without_a_preset_says_what_it_builds_on(tmp_path, image_folder, capsys):
+    settings = "\n".join(f"{k.split('.')[1]} = {v}" for k, v in (s.split("=", 1) for s in tiny_overrides(image_folder))
+                         if k.startswith("train."))
+    config = tmp_path / "mine.toml"
+    config.write_text(f'[data]\nname = "folder:{image_folder}"\nimg_size = 16\n[train]\n{settings}\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "note: this config names no preset, so the settings it leaves out take ganforge's built-in defaults " \
+           "rather than the default preset's (this run: 16x16 dcgan/dcgan, lr 0.0002, batch 8)" in out
+    config.write_text('preset = "default"\n' + config.read_text())
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "runs")]) == 0
+    assert "names no preset" not in capsys.readouterr().out

@@ -1032,6 +1032,11 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         if main:
             _remove_unstarted_run(run_dir)
         raise
+    if cfg.preset == "custom":  # a config file that names no preset
+        trainer.log("note: this config names no preset, so the settings it leaves out take ganforge's built-in "
+                    f"defaults rather than the default preset's (this run: {cfg.data.img_size}x{cfg.data.img_size} "
+                    f"{cfg.model.g}/{cfg.model.d}, lr {cfg.optim.g_lr:g}, batch {cfg.train.batch_size}); add "
+                    "preset = \"default\" at the top of the file to build on that preset")
     world = distributed.info().world_size
     trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images"
                 + (f", {world} processes)" if world > 1 else ")"))
