@@ -328,8 +328,8 @@ def test_class_grids_of_few_classes_stay_near_square(tmp_path, conditional_run):
     from ganforge.trainer import grid_labels
 
     # (images per class, classes) -> row length: one row per class until the grid gets 3x wider than tall
-    assert [class_grid_nrow(pc, k) for pc, k in ((10, 10), (16, 6), (50, 2), (33, 3), (32, 2), (16, 4))] == \
-        [10, 16, 10, 11, 8, 8]
+    assert [class_grid_nrow(pc, k) for pc, k in ((10, 10), (16, 6), (50, 2), (33, 3), (32, 2), (16, 4), (1, 10),
+                                                  (2, 10))] == [10, 16, 10, 11, 8, 8, 3, 4]
     labels, nrow = grid_labels(2, 100)
     assert nrow == 10 and labels.tolist() == [0] * 50 + [1] * 50  # each class fills 5 whole rows
     assert main(["sample", str(conditional_run), "--n", "64", "--out", str(tmp_path / "grid.png")]) == 0

@@ -35,12 +35,14 @@ def grid_nrow(n: int) -> int:
 
 def class_grid_nrow(per_class: int, n_classes: int) -> int:
     """Row length of a grid laid out class by class, `per_class` images of each of `n_classes`: one row per
-    class while the grid is at most 3 times as wide as tall, else each class over several rows, of the
-    divisor of per_class that makes the grid squarest (2 classes of 50: rows of 10, not two rows of 50)."""
-    if per_class <= 3 * n_classes:
+    class while the grid is at most 3 times as wide as tall (or tall as wide), else the squarest of a class
+    over several rows (a divisor of per_class: 2 classes of 50 in rows of 10, not two rows of 50) or several
+    classes to a row (a multiple of it: 10 classes of 1 in rows of 3, not a column of 10)."""
+    if per_class <= 3 * n_classes and n_classes <= 3 * per_class:
         return per_class
-    divisors = [d for d in range(1, per_class + 1) if per_class % d == 0]
-    return min(divisors, key=lambda d: abs(math.log(d * d / (n_classes * per_class))))
+    widths = [d for d in range(1, per_class + 1) if per_class % d == 0]
+    widths += [per_class * m for m in range(2, n_classes + 1)]
+    return min(widths, key=lambda w: abs(math.log(w * w / (n_classes * per_class))))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
