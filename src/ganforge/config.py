@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .registry import close_spelling, did_you_mean, unknown_name
 
 
 @dataclass
@@ -173,8 +173,6 @@ def _read_toml_text(text: str, where: str) -> dict[str, Any]:
 
 def preset_dict(name: str) -> dict[str, Any]:
     if name not in preset_names():
-        from .registry import unknown_name
-
         raise UserError(unknown_name("preset", name, preset_names()))
     text = resources.files("ganforge").joinpath("presets", f"{name}.toml").read_text()
     raw = _read_toml_text(text, f"preset {name}")
@@ -268,10 +266,7 @@ def _sections_with(key: str) -> list[str]:
 def _where_it_belongs(key: str, section: str, valid: list[str]) -> str:
     """For an unknown key: the section(s) that have it (train.g_lr -> optim.g_lr), else a close spelling."""
     homes = [f"{name}.{key}" for name in _sections_with(key)]
-    if homes:
-        return f" (did you mean {' or '.join(homes)}?)"
-    close = difflib.get_close_matches(key, valid, n=1)
-    return f" (did you mean {section}.{close[0]}?)" if close else ""
+    return did_you_mean(homes or [f"{section}.{close}" for close in close_spelling(key, valid)])
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -282,9 +277,8 @@ def from_dict(raw: dict[str, Any]) -> Config:
             if homes and not isinstance(raw[key], dict):  # a setting written above every [section] header
                 raise UserError(f"{key} is a setting of [{' or '.join(homes)}], not a section: put it under that "
                                 f"header (or --set {homes[0]}.{key}=...)")
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"unknown config section {key!r}{hint}; valid sections: {', '.join(valid)}")
+            raise UserError(f"unknown config section {key!r}{did_you_mean(close_spelling(key, valid))}; valid "
+                            f"sections: {', '.join(valid)}")
     sections = {name: _build_section(cls, name, raw.get(name, {})) for name, cls in _SECTION_TYPES.items()}
     cfg = Config(
         preset=str(raw.get("preset", "custom")),
@@ -313,11 +307,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[st
             if len(path) == 1:  # the section left out: kimg=3
                 guesses = [f"{home}.{path[0]}" for home in _sections_with(path[0])]
             elif len(path) == 2:  # a misspelt section: trian.kimg=3
-                guesses = [f"{close}.{path[1]}" for close in difflib.get_close_matches(path[0], _SECTION_TYPES, n=1)]
-            hint = f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
-            raise UserError(
-                f"override {item!r} must name section.key with a section among {', '.join(_SECTION_TYPES)}{hint}"
-            )
+                guesses = [f"{close}.{path[1]}" for close in close_spelling(path[0], _SECTION_TYPES)]
+            raise UserError(f"override {item!r} must name section.key with a section among "
+                            f"{', '.join(_SECTION_TYPES)}{did_you_mean(guesses)}")
         out.setdefault(path[0], {})[path[1]] = value
     return out
 

@@ -9,11 +9,19 @@ from typing import Any
 from .errors import UserError
 
 
+def did_you_mean(guesses: list[str]) -> str:
+    """' (did you mean a or b?)' to follow a refused name; '' without guesses."""
+    return f" (did you mean {' or '.join(guesses)}?)" if guesses else ""
+
+
+def close_spelling(name: str, choices: Any) -> list[str]:
+    """The valid name closest in spelling to `name`, if any is close."""
+    return difflib.get_close_matches(name, list(choices), n=1)
+
+
 def unknown_name(kind: str, name: str, choices: list[str]) -> str:
     """The one-line refusal of a name: the close spelling first when there is one, then every valid name."""
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown {kind} {name!r}{hint}; valid choices: {', '.join(choices)}"
+    return f"unknown {kind} {name!r}{did_you_mean(close_spelling(name, choices))}; valid choices: {', '.join(choices)}"
 
 
 class Registry:
