@@ -446,7 +446,7 @@ def test_a_failed_download_is_one_line_that_says_what_to_do(tmp_path, monkeypatc
 
     monkeypatch.setattr(tvd, "CIFAR10", offline)
     monkeypatch.setattr(tvd, "MNIST", mirrors)
-    for name, needle in (("cifar10", f"could not download CIFAR10 to {tmp_path} (Name or service not known)"),
+    for name, needle in (("cifar10", f"could not download CIFAR10 to {tmp_path}: Name or service not known"),
                          ("mnist", f"could not download MNIST to {tmp_path}: Error downloading "
                                    "train-images-idx3-ubyte.gz: Tried https://a/, got: <urlopen error x>")):
         with pytest.raises(UserError) as info:

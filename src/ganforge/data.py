@@ -94,6 +94,11 @@ def load_stacked_mnist5k(cfg: DataConfig) -> RawImages:
     return RawImages(images, labels, [f"{i:03d}" for i in range(1000)])
 
 
+def _download_failed(cls_name: str, root: str, reason: str) -> UserError:
+    return UserError(f"could not download {cls_name} to {root}: {reason}; check the network, or fetch its files on "
+                     "another machine and point --set data.root=DIR at their parent")
+
+
 def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
     import torchvision.datasets as tvd
 
@@ -103,9 +108,7 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
         return cls(root, train=True, download=cfg.download)
     except RuntimeError as e:
         if cfg.download:  # torchvision lists every mirror it tried, a line each
-            raise UserError(f"could not download {cls_name} to {root}: {' '.join(str(e).split())}; check the "
-                            "network, or fetch its files on another machine and point --set data.root=DIR at their "
-                            "parent") from e
+            raise _download_failed(cls_name, root, " ".join(str(e).split())) from e
         where = os.path.join(root, folder)
         if os.path.isdir(where) and os.listdir(where):  # files there, but torchvision's checks refused them
             raise UserError(
@@ -120,9 +123,7 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
         import urllib.error
 
         if cfg.download and isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError):
-            reason = getattr(e, "reason", None) or e
-            raise UserError(f"could not download {cls_name} to {root} ({reason}); check the network, or fetch its "
-                            f"files on another machine and point --set data.root=DIR at their parent") from e
+            raise _download_failed(cls_name, root, str(getattr(e, "reason", None) or e)) from e
         raise UserError(f"{cls_name} files under {os.path.join(root, folder)} are unreadable: {e}") from e
 
 
