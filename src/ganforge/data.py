@@ -94,6 +94,16 @@ def load_stacked_mnist5k(cfg: DataConfig) -> RawImages:
     return RawImages(images, labels, [f"{i:03d}" for i in range(1000)])
 
 
+TORCHVISION_SETS = ("mnist", "fashion-mnist", "cifar10", "celeba")  # the sets found under data.root
+
+
+def missing_folder(name: str) -> str | None:
+    """For a run's folder data set that is no longer there, the start of the line that says so."""
+    if name.startswith("folder:") and not os.path.exists(os.path.expanduser(name[len("folder:") :])):
+        return f"this run's training images, {name}, are not there any more (moved or renamed?)"
+    return None
+
+
 def _download_failed(cls_name: str, root: str, reason: str) -> UserError:
     return UserError(f"could not download {cls_name} to {root}: {reason}; check the network, or fetch its files on "
                      "another machine and point --set data.root=DIR at their parent")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -25,7 +27,7 @@ from . import checkpoint as ckpt_io
 from . import distributed, report
 from .augment import diff_augment, parse_policy
 from .config import Config, Overrides, apply_overrides, from_dict, toml_value
-from .data import EpochSampler, ImageData, load_dataset
+from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder
 from .errors import UserError
 from .html_report import write_html_report
 from .losses import GANLoss, get_loss, gradient_penalty, instance_noise_std, r1_penalty
@@ -1044,23 +1046,9 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         return trainer.run()
 
 
-TORCHVISION_SETS = ("mnist", "fashion-mnist", "cifar10", "celeba")  # the sets found under data.root
-
-
-def missing_folder(name: str) -> str | None:
-    """For a run's folder data set that is no longer there, the start of the line that says so."""
-    import os
-
-    if name.startswith("folder:") and not os.path.exists(os.path.expanduser(name[len("folder:"):])):
-        return f"this run's training images, {name}, are not there any more (moved or renamed?)"
-    return None
-
-
 def anchored_paths(cfg: Config) -> Config:
     """cfg with its data folder (and data.root, Inception weights) made absolute, so the run it starts is
     evaluated and resumed from any working directory."""
-    import dataclasses
-    import os
 
     def absolute(path: str) -> str:
         return os.path.abspath(os.path.expanduser(path))

@@ -478,8 +478,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
 
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
-    from ..data import check_dataset_name
-    from ..trainer import generator_from_checkpoint, missing_folder, pick_device
+    from ..data import check_dataset_name, missing_folder
+    from ..trainer import generator_from_checkpoint, pick_device
 
     if reference is not None:
         check_dataset_name(reference)
