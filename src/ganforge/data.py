@@ -541,11 +541,17 @@ def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Pa
     groups = [p[0] if len(p) > 1 else "" for p in parts]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
-    peeks = [_peek(f, fit) for f in files[:COLOUR_PEEK]]
-    colour = any(is_colour for is_colour, _ in peeks)
-    sides = sorted(side for _, side in peeks if side)
+    colour, side = _peek_format(files, fit)
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour,
-                     source_side=sides[len(sides) // 2] if sides else 0)
+                     source_side=side)
+
+
+def _peek_format(files: list[Path] | list[ZipMember], fit: str) -> tuple[bool, int]:
+    """From the headers of the first few files: colour when one is stored in colour, and the median side of
+    the squares they are made into (0 when none opens)."""
+    peeks = [_peek(f, fit) for f in files[:COLOUR_PEEK]]
+    sides = sorted(side for _, side in peeks if side)
+    return any(is_colour for is_colour, _ in peeks), sides[len(sides) // 2] if sides else 0
 
 
 # the named data sets' images before any resizing: in colour, and their side (CelebA's aligned 178x218
@@ -571,15 +577,12 @@ def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:
             return colour, (max if fit == "pad" else min)(shape[1:3]) if len(shape) >= 3 else 0
         if root.is_file():
             with zipfile.ZipFile(root) as archive:
-                peeks = [_peek(m, fit) for m in _zip_members(archive)[0][:COLOUR_PEEK]]
-        elif root.is_dir():
-            peeks = [_peek(f, fit) for f in folder_image_files(root)[:COLOUR_PEEK]]
-        else:
-            return False, 0
+                return _peek_format(_zip_members(archive)[0], fit)
+        if root.is_dir():
+            return _peek_format(folder_image_files(root), fit)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return False, 0
-    sides = sorted(side for _, side in peeks if side)
-    return any(is_colour for is_colour, _ in peeks), sides[len(sides) // 2] if sides else 0
+        pass
+    return False, 0
 
 
 def load_raw(cfg: DataConfig) -> RawImages:
