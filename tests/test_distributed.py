@@ -41,6 +41,7 @@ def _worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: st
                     "G_ema": trainer.state.G_ema.state_dict()}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    os._exit(0)  # as the CLI's torchrun workers do: DDP's leftover gloo threads can abort the interpreter's shutdown
 
 
 def _losses(run_dir: Path) -> list[tuple[float, float]]:
@@ -88,6 +89,26 @@ def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path, image_folder):
     assert len((runs[0] / "stats.jsonl").read_text().splitlines()) == 3
     assert "2 processes" in proc.stdout
     assert "Warning" not in proc.stderr, proc.stderr[-2000:]  # e.g. a deprecated DDP argument, printed per rank
+
+
+def test_a_torchrun_worker_leaves_without_interpreter_shutdown(monkeypatch, capsys, tmp_path):
+    from ganforge import distributed
+    from ganforge.cli import main
+
+    exits = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    assert main(["presets"]) == 0 and exits == []  # a process outside a torchrun group returns as usual
+    monkeypatch.setattr(distributed, "_joined_from_env", True)
+    try:
+        main(["sample", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "grid.png")])
+    except SystemExit:
+        pass
+    assert exits == [2] and "no-such-run" in capsys.readouterr().err
 
 
 def test_torchrun_errors_say_which_rank_printed_them(tmp_path, image_folder):

@@ -524,10 +524,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # saves its checkpoint
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    distributed = sys.modules.get("ganforge.distributed")  # imported by train only: keep other commands quick
+    if distributed is not None and distributed.joined_from_env():
+        # DistributedDataParallel's reducer keeps the gloo process group alive after destroy_process_group,
+        # and its threads abort the interpreter's shutdown now and then (SIGABRT, "terminate called without
+        # an active exception"); the run is complete and its files are closed, so a torchrun worker leaves
+        # without that shutdown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:

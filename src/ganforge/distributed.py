@@ -48,12 +48,22 @@ def init_from_env(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
+    global _joined_from_env
+    _joined_from_env = True
     return info()
+
+
+_joined_from_env = False
 
 
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def joined_from_env() -> bool:
+    """True in a process that init_from_env put into a torchrun group."""
+    return _joined_from_env
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
