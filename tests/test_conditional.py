@@ -335,3 +335,29 @@ def test_class_grids_of_few_classes_stay_near_square(tmp_path, conditional_run):
     assert main(["sample", str(conditional_run), "--n", "64", "--out", str(tmp_path / "grid.png")]) == 0
     width, height = Image.open(tmp_path / "grid.png").size
     assert width == height  # 8 x 8 cells, the first 4 rows class0, not two rows of 32
+
+
+def test_sample_folder_of_a_conditional_run_has_a_subfolder_per_class(conditional_run, tmp_path, capsys):
+    from ganforge.config import DataConfig
+    from ganforge.data import load_raw
+
+    out = tmp_path / "samples"
+    assert main(["sample", str(conditional_run), "--n", "6", "--out", str(out)]) == 0
+    assert "in 2 class folders (class0/ to class1/)" in capsys.readouterr().out
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == \
+        [f"class{c}/{i:06d}.png" for c in (0, 1) for i in range(3)]
+    raw = load_raw(DataConfig(name=f"folder:{out}"))  # read back with the run's own class names
+    assert raw.classes == ["class0", "class1"] and raw.labels.tolist() == [0] * 3 + [1] * 3
+    assert main(["sample", str(conditional_run), "--n", "4", "--out", str(out), "--seed", "1", "--force"]) == 0
+    assert sorted(p.name for p in (out / "class1").glob("*.png")) == [f"{i:06d}.png" for i in range(5)]
+    assert main(["sample", str(conditional_run), "--class", "1", "--n", "2", "--out", str(tmp_path / "ones")]) == 0
+    assert sorted(p.name for p in (tmp_path / "ones").iterdir()) == ["000000.png", "000001.png"]  # one class: flat
+
+
+def test_class_folder_names_are_safe_and_sort_in_class_order():
+    from ganforge.report import class_folder_names
+
+    assert class_folder_names(["T-shirt/top", "Trouser"], 2) == ["T-shirt-top", "Trouser"]
+    assert class_folder_names([], 12)[:3] == ["00", "01", "02"] and class_folder_names([], 12)[-1] == "11"
+    assert class_folder_names(["a/b", "a-b"], 2) == ["0", "1"]  # two names in one folder: numbers instead
+    assert class_folder_names(["..", "x"], 2) == ["0", "1"]

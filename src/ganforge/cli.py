@@ -197,6 +197,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: give a .png for a grid, a .npz for an array, or a directory for PNGs")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} exists and is not empty; choose another --out or pass --force to add to it")
+    if labels is not None and args.class_ is None:  # a conditional G's classes in subfolders, as data folders
+        names = report.class_folder_names(list(getattr(G, "classes", [])), G.n_classes)
+        report.save_class_images(draw(args.n, args.batch_size), labels, out, names)
+        used = [names[c] for c in labels.unique().tolist()]
+        print(f"wrote {args.n} samples to {out}/ in {len(used)} class folder{'s' * (len(used) > 1)} "
+              f"({used[0]}/" + (f" to {used[-1]}/)" if len(used) > 1 else ")"))
+        return 0
     start = report.next_image_index(out)  # --force adds after the folder's last image, overwriting none
     paths = report.save_images(draw(args.n, args.batch_size), out, start=start)
     print(f"wrote {args.n} samples to {out}/ ({paths[0].name} to {paths[-1].name})")
@@ -416,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run directory or checkpoint file")
     p.add_argument("--n", type=int, default=64, help="number of images")
     p.add_argument("--out", required=True, help="a .png for one grid, a .npz for a uint8 array (streamed), or a "
-                                                 "directory for one PNG per image")
+                                                 "directory for one PNG per image (a conditional run's in one "
+                                                 "subfolder per class)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")

@@ -88,6 +88,29 @@ def _write_new_png(image: Any, path: Path) -> None:
         raise
 
 
+def class_folder_names(classes: list[str], n_classes: int) -> list[str]:
+    """A subfolder name per class: its name ("/" made "-", as in Fashion-MNIST's "T-shirt/top"), or its number
+    when the model has no names, or two names would share a folder. Numbers are zero-padded so that the folder
+    loader, which sorts the subfolders, gives them back in class order."""
+    names = [c.replace("/", "-").replace("\\", "-").strip() for c in classes[:n_classes]]
+    if len(names) == n_classes and len(set(names)) == n_classes and all(n and n not in (".", "..") for n in names):
+        return names
+    width = len(str(n_classes - 1))
+    return [f"{c:0{width}d}" for c in range(n_classes)]
+
+
+def save_class_images(images: torch.Tensor, labels: torch.Tensor, folder: Path | str,
+                      names: list[str]) -> list[Path]:
+    """One PNG per image under folder/<class name>/, each class numbered on from its folder's last image; the
+    folder loader reads the subfolders back as class labels."""
+    folder = Path(folder)
+    paths: list[Path] = []
+    for c in labels.unique().tolist():
+        sub = folder / names[c]
+        paths += save_images(images[labels == c], sub, start=next_image_index(sub))
+    return paths
+
+
 def next_image_index(folder: Path | str) -> int:
     """One past the highest NNNNNN.png in folder (0 for a missing or empty one), so that save_images adds to
     a folder without replacing what is there."""
