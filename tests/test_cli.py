@@ -198,6 +198,12 @@ def test_a_run_that_cannot_start_leaves_no_run_directory(tmp_path, image_folder)
     assert main(["train", "--out", str(out), "--set", "data.name=folder:/no/such/dir"]) == 2
     assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
     assert only_run(out).name.startswith("0000-")  # the failed start neither stayed nor took a number
+    deep = tmp_path / "new" / "runs"  # the folders made for a run that could not start go with it
+    assert main(["train", "--out", str(deep), "--set", "data.name=folder:/no/such/dir"]) == 2
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert main(["train", "--out", str(tmp_path / "kept" / "runs"), "--set", "data.name=folder:/no/such/dir"]) == 2
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
 
 
 def test_a_failed_resume_changes_nothing_in_the_run(tmp_path, image_folder):

@@ -1009,10 +1009,26 @@ def _prepare_stats_for_resume(stats_path: Path, nimg: int) -> None:
     ckpt_io.atomic_write_text("".join(json.dumps(record) + "\n" for record in keep), stats_path)
 
 
-def _remove_unstarted_run(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing but the config.toml written at its start."""
+def _remove_unstarted_run(run_dir: Path, made: list[Path]) -> None:
+    """Remove a run directory that holds nothing but the config.toml written at its start, and the folders
+    above it that were made for it (`made`, deepest first) where they are left empty."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.toml"}:
         shutil.rmtree(run_dir)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or gone
+            break
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """path and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
 
 
 def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
@@ -1023,6 +1039,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
                         "ganforge.load_config(preset=..., overrides=[...])")
     cfg = anchored_paths(cfg)
     main = distributed.info().is_main
+    made = _missing_folders(Path(out).absolute())
     run_dir = new_run_dir(out, cfg.preset) if main else None
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
     if main:
@@ -1032,7 +1049,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
     except BaseException:
         # a run that could not start (bad data path, device, net size) leaves no empty run directory behind
         if main:
-            _remove_unstarted_run(run_dir)
+            _remove_unstarted_run(run_dir, made)
         raise
     if cfg.preset == "custom":  # a config file that names no preset
         trainer.log("note: this config names no preset, so the settings it leaves out take ganforge's built-in "
