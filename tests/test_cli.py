@@ -508,8 +508,16 @@ def test_a_config_file_without_a_preset_says_what_it_builds_on(tmp_path, image_f
     config.write_text(f'[data]\nname = "folder:{image_folder}"\nimg_size = 16\n[train]\n{settings}\n')
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert "note: this config names no preset, so the settings it leaves out take ganforge's built-in defaults " \
-           "rather than the default preset's (this run: 16x16 dcgan/dcgan, lr 0.0002, batch 8)" in out
-    config.write_text('preset = "default"\n' + config.read_text())
+    assert "note: this config builds on no preset, so the settings it leaves out take ganforge's built-in " \
+           "defaults rather than the default preset's (this run: 16x16 dcgan/dcgan, lr 0.0002, batch 8)" in out
+    body = config.read_text()
+    config.write_text('preset = "my-faces"\n' + body)  # a label of the user's own: the same note
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "runs")]) == 0
-    assert "names no preset" not in capsys.readouterr().out
+    assert "builds on no preset" in capsys.readouterr().out
+    config.write_text('preset = "defualt"\n' + body)  # a misspelt preset is refused, not built on the defaults
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "runs")]) == 2
+    assert "names preset 'defualt', which is not a preset (did you mean default?)" in capsys.readouterr().err
+    config.write_text('preset = "default"\n' + body)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "runs")]) == 0
+    assert "builds on no preset" not in capsys.readouterr().out
+    assert len(list((tmp_path / "runs").iterdir())) == 3

@@ -341,6 +341,11 @@ def load_config(
                 raise UserError(f"config file {p} builds on preset {named!r} but --preset {preset} was given; "
                                 "drop one of them")
             preset = named
+        elif isinstance(named, str) and close_spelling(named, preset_names()):
+            # a misspelt preset would otherwise build quietly on the built-in defaults under that name
+            raise UserError(f"config file {p} names preset {named!r}, which is not a preset"
+                            f"{did_you_mean(close_spelling(named, preset_names()))}; `ganforge presets` lists them "
+                            "(a name that is no preset labels a config that builds on the built-in defaults)")
     if preset is None and path is None:
         preset = "default"
     raw = _merge(preset_dict(preset) if preset is not None else {}, from_file)

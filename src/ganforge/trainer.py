@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from . import distributed, report
 from .augment import diff_augment, parse_policy
-from .config import Config, Overrides, apply_overrides, from_dict, toml_value
+from .config import Config, Overrides, apply_overrides, from_dict, preset_names, toml_value
 from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder
 from .errors import UserError
 from .html_report import write_html_report
@@ -1051,8 +1051,8 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         if main:
             _remove_unstarted_run(run_dir, made)
         raise
-    if cfg.preset == "custom":  # a config file that names no preset
-        trainer.log("note: this config names no preset, so the settings it leaves out take ganforge's built-in "
+    if cfg.preset not in preset_names():  # a config file that names no preset, or its own label
+        trainer.log("note: this config builds on no preset, so the settings it leaves out take ganforge's built-in "
                     f"defaults rather than the default preset's (this run: {cfg.data.img_size}x{cfg.data.img_size} "
                     f"{cfg.model.g}/{cfg.model.d}, lr {cfg.optim.g_lr:g}, batch {cfg.train.batch_size}); add "
                     "preset = \"default\" at the top of the file to build on that preset")
