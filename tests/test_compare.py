@@ -87,6 +87,21 @@ def test_a_folder_of_runs_stands_for_every_run_in_it(two_runs, capsys):
     assert capsys.readouterr().out.splitlines()[0].split() == ["run", a.name, b.name]
 
 
+def test_runs_of_the_same_name_are_told_apart_by_their_folders(two_runs, tmp_path, capsys):
+    import shutil
+
+    from ganforge.compare import distinct_names
+
+    a, _ = two_runs
+    other = tmp_path / "elsewhere" / a.name
+    shutil.copytree(a, other)
+    views = compare_runs([a, other, a])  # a run named twice is shown once
+    assert [v.name for v in views] == [f"runs/{a.name}", f"elsewhere/{a.name}"]
+    assert main(["compare", str(a), str(other)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["run", f"runs/{a.name}", f"elsewhere/{a.name}"]
+    assert distinct_names([Path("/x/a/r"), Path("/y/a/r"), Path("/x/b/q")]) == ["x/a/r", "y/a/r", "q"]
+
+
 def test_values_measured_under_different_protocols_are_flagged_not_ranked(two_runs):
     a, b = two_runs
     _write_metrics(a, [(0.064, [_record("fd_digits", 3.0, 1000, 0.064)])])
@@ -168,3 +183,19 @@ def test_settings_a_model_does_not_read_are_no_difference(tmp_path):
     rows = dict(settings_diff(compare_runs([dcgan, mlp])))
     assert rows["model.g_hidden"] == [None, [256, 512, 1024]] and rows["model.g_width"] == [64, None]
     assert "-" in format_comparison(compare_runs([dcgan, mlp])).split("model.g_hidden")[1].splitlines()[0]
+
+
+def test_a_run_of_one_tick_is_drawn_as_points(two_runs, tmp_path, monkeypatch):
+    from ganforge import report
+    from ganforge.compare import plot_comparison
+
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
+    record = {"kimg": 0.032, "d_loss": 1.0, "g_loss": 2.0, "d_real": 0.6, "d_fake": 0.4}
+    for stats, marker in (([record], "."), ([record, {**record, "kimg": 0.064}], "None")):
+        report.plot_losses(stats, tmp_path / "losses.png")
+        views = compare_runs([two_runs[0]])
+        views[0].stats = stats
+        plot_comparison(views, tmp_path / "compare.png")
+        assert [line.get_marker() for line in figures[-2].axes[0].lines] == [marker] * 2
+        assert [line.get_marker() for line in figures[-1].axes[-1].lines] == [marker] * 2

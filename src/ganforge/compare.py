@@ -144,7 +144,28 @@ def compare_runs(paths: list[Path | str]) -> list[RunView]:
     """Load every run (see expand_runs); a missing or malformed one raises UserError naming it."""
     if not paths:
         raise UserError("give at least one run directory to compare")
-    return [load_run(p) for p in expand_runs(paths)]
+    views: list[RunView] = []
+    for path in expand_runs(paths):
+        view = load_run(path)
+        if all(v.path.resolve() != view.path.resolve() for v in views):  # a run named twice is shown once
+            views.append(view)
+    for view, name in zip(views, distinct_names([v.path for v in views]), strict=True):
+        view.name = name
+    return views
+
+
+def distinct_names(run_dirs: list[Path]) -> list[str]:
+    """Each run's folder name, with as many parent folders as it takes to tell runs of the same name apart
+    (runs/a/0000-default and runs/b/0000-default become a/0000-default and b/0000-default)."""
+    parts = [run_dir.resolve().parts for run_dir in run_dirs]
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clashing = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not clashing:
+            return names
+        for i in clashing:
+            depth[i] += 1
 
 
 def _unread(raw: dict[str, Any]) -> set[str]:
@@ -300,8 +321,10 @@ def plot_comparison(views: list[RunView], path: Path | str, metric: str | None =
     ax_loss = axes[0][-1]
     for view in views:
         kimg = [s["kimg"] for s in view.stats]
-        line = ax_loss.plot(kimg, [s["d_loss"] for s in view.stats], label=f"{view.name} D")[0]
-        ax_loss.plot(kimg, [s["g_loss"] for s in view.stats], "--", color=line.get_color(), label=f"{view.name} G")
+        dot = "." if len(kimg) < 2 else None  # a run of one tick is a point, which a bare line would not draw
+        line = ax_loss.plot(kimg, [s["d_loss"] for s in view.stats], marker=dot, label=f"{view.name} D")[0]
+        ax_loss.plot(kimg, [s["g_loss"] for s in view.stats], "--", marker=dot, color=line.get_color(),
+                     label=f"{view.name} G")
         if metric and view.curves.get(metric):
             axes[0][0].plot(*zip(*view.curves[metric], strict=True), "o-", color=line.get_color(), label=view.name)
     ax_loss.set_xlabel("kimg")

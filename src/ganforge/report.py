@@ -226,21 +226,22 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
 
     kimg = [s["kimg"] for s in stats]
     fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(kimg, [s["d_loss"] for s in stats], label="D loss")
-    ax_loss.plot(kimg, [s["g_loss"] for s in stats], label="G loss")
+    dot = "." if len(kimg) < 2 else None  # one tick is a point, which a bare line would not draw
+    ax_loss.plot(kimg, [s["d_loss"] for s in stats], marker=dot, label="D loss")
+    ax_loss.plot(kimg, [s["g_loss"] for s in stats], marker=dot, label="G loss")
     ax_loss.set_xlabel("kimg")
     ax_loss.set_ylabel("loss (mean over tick)")
     ax_loss.legend()
-    ax_prob.plot(kimg, [s["d_real"] for s in stats], label="D(real)")
-    ax_prob.plot(kimg, [s["d_fake"] for s in stats], label="D(fake)")
+    ax_prob.plot(kimg, [s["d_real"] for s in stats], marker=dot, label="D(real)")
+    ax_prob.plot(kimg, [s["d_fake"] for s in stats], marker=dot, label="D(fake)")
     spread = [(k, s["diversity"]) for k, s in zip(kimg, stats, strict=True) if s.get("diversity") is not None]
     top = 1.0
     if spread:  # near 0 when G's samples are all alike
-        ax_prob.plot(*zip(*spread, strict=True), "--", color="grey", label="sample spread / real")
+        ax_prob.plot(*zip(*spread, strict=True), "--", marker=dot, color="grey", label="sample spread / real")
         top = max(top, 1.05 * max(v for _, v in spread))
     copies = [(k, s["duplicates"]) for k, s in zip(kimg, stats, strict=True) if s.get("duplicates") is not None]
     if copies:  # near 1 when G draws a few modes
-        ax_prob.plot(*zip(*copies, strict=True), ":", color="black", label="share with a near-copy")
+        ax_prob.plot(*zip(*copies, strict=True), ":", marker=dot, color="black", label="share with a near-copy")
     ax_prob.set_ylim(0, top)
     ax_prob.set_xlabel("kimg")
     ax_prob.set_ylabel("mean sigmoid(D logit) | ratio | share")
