@@ -113,6 +113,18 @@ def test_resume_keeps_stats_of_earlier_ticks_only(tmp_path, tiny_cfg):
     assert kimgs[-1] == 0.096
 
 
+def test_resume_says_when_the_data_changed_under_the_run(tmp_path, tiny_cfg, image_folder):
+    import shutil
+
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=tmp_path / "runs", log=quiet)
+    lines: list[str] = []
+    resume(run_dir, ["train.kimg=0.048"], log=lines.append)
+    assert not any("training images where the run had" in line for line in lines)
+    shutil.copytree(image_folder / "class0", image_folder / "class0" / "more")  # 16 more images, same class
+    resume(run_dir, ["train.kimg=0.064"], log=lines.append)
+    assert any("has 48 training images where the run had 32" in line for line in lines)
+
+
 def test_mirror_shows_every_image_once_as_it_is_and_once_flipped_per_epoch(tmp_path, tiny_cfg):
     trainer = Trainer(tiny_cfg(**{"data.mirror": "true"}), new_run_dir(tmp_path, "tiny"), log=quiet)
     images = trainer.data.batch(torch.arange(len(trainer.data)))

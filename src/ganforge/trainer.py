@@ -194,6 +194,7 @@ class TrainState:
     scaler_D: torch.amp.GradScaler | None = None
     classes: list[str] | None = None  # a conditional model's class names, label by label
     ada: torch.Tensor | None = None  # train.ada_target: [augment probability p, sum of sign(D(real)) this interval]
+    n_images: int = 0  # the training set's size, so a resume can say when the data changed under the run
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -213,6 +214,7 @@ class TrainState:
             "scaler_D": self.scaler_D.state_dict() if self.scaler_D is not None else None,
             "classes": self.classes,
             "ada": self.ada,
+            "n_images": self.n_images,
         }
 
 
@@ -642,6 +644,7 @@ class Trainer:
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
         self.state.classes = list(self.data.classes) if cfg.model.n_classes else None
+        self.state.n_images = len(self.data)
         fmt = torch.channels_last if use_channels_last(cfg, self.device) and has_conv(self.state.D) else None
         self.data.to(self.device, fmt)
         self._check_labels()
@@ -1154,6 +1157,11 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         if cfg.model.init != ckpt["config"].get("model", {}).get("init", cfg.model.init):
             trainer.log(f"note: model.init={cfg.model.init} has no effect here: it sets a new run's first weights, "
                         "and a resumed run continues from its checkpoint's")
+        before = int(ckpt.get("n_images", 0))  # 0 in checkpoints written before it was recorded
+        if before and before != len(trainer.data):
+            trainer.log(f"note: {cfg.data.name} has {len(trainer.data)} training images where the run had {before}; "
+                        "training goes on over the images there now, in another order than the run would have "
+                        "drawn")
         if int(ckpt["nimg"]) >= int(round(cfg.train.kimg * 1000)):
             # not an error: a job script may resume until done; but say why nothing trains, and leave
             # config.toml as the checkpoints have it (overrides that train nothing are not recorded)
