@@ -29,6 +29,19 @@ def only_run(out: Path) -> Path:
     return runs[0]
 
 
+def test_version_names_ganforge_and_torch(capsys):
+    from importlib import metadata
+
+    import ganforge
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    torch_version = torch.__version__.split("+")[0]
+    assert capsys.readouterr().out.startswith(f"ganforge {ganforge.__version__} (torch {torch_version}")
+    assert metadata.version("ganforge") == ganforge.__version__  # the installed metadata reads the same number
+
+
 def test_presets_lists_every_preset_with_a_description(capsys):
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
