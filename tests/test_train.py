@@ -113,16 +113,24 @@ def test_resume_keeps_stats_of_earlier_ticks_only(tmp_path, tiny_cfg):
     assert kimgs[-1] == 0.096
 
 
-def test_resume_says_when_the_data_changed_under_the_run(tmp_path, tiny_cfg, image_folder):
+def test_resume_says_when_the_data_or_torch_changed_under_the_run(tmp_path, tiny_cfg, image_folder):
     import shutil
 
     run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=tmp_path / "runs", log=quiet)
     lines: list[str] = []
     resume(run_dir, ["train.kimg=0.048"], log=lines.append)
     assert not any("training images where the run had" in line for line in lines)
+    assert not any("was written under torch" in line for line in lines)
     shutil.copytree(image_folder / "class0", image_folder / "class0" / "more")  # 16 more images, same class
     resume(run_dir, ["train.kimg=0.064"], log=lines.append)
     assert any("has 48 training images where the run had 32" in line for line in lines)
+    latest = ckpt_io.resolve_checkpoint(run_dir)
+    state = ckpt_io.load_checkpoint(latest)
+    assert state["versions"]["torch"] == torch.__version__
+    state["versions"]["torch"] = "2.4.0"  # as if written by an older install
+    torch.save(state, latest)
+    resume(run_dir, ["train.kimg=0.08"], log=lines.append)
+    assert any(f"was written under torch 2.4.0 and this is torch {torch.__version__}" in line for line in lines)
 
 
 def test_mirror_shows_every_image_once_as_it_is_and_once_flipped_per_epoch(tmp_path, tiny_cfg):

@@ -215,7 +215,15 @@ class TrainState:
             "classes": self.classes,
             "ada": self.ada,
             "n_images": self.n_images,
+            "versions": software_versions(),
         }
+
+
+def software_versions() -> dict[str, str]:
+    """What wrote a checkpoint: a resume under another torch can differ in the last bits."""
+    from . import __version__
+
+    return {"ganforge": str(__version__), "torch": str(torch.__version__)}
 
 
 def _adam(params: Any, lr: float, betas: list[float], eps: float) -> torch.optim.Optimizer:
@@ -1157,6 +1165,10 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         if cfg.model.init != ckpt["config"].get("model", {}).get("init", cfg.model.init):
             trainer.log(f"note: model.init={cfg.model.init} has no effect here: it sets a new run's first weights, "
                         "and a resumed run continues from its checkpoint's")
+        written_by = ckpt.get("versions") or {}
+        if written_by.get("torch") not in (None, str(torch.__version__)):
+            trainer.log(f"note: {path.name} was written under torch {written_by['torch']} and this is torch "
+                        f"{torch.__version__}: the run goes on, but need not repeat an uninterrupted run bit for bit")
         before = int(ckpt.get("n_images", 0))  # 0 in checkpoints written before it was recorded
         if before and before != len(trainer.data):
             trainer.log(f"note: {cfg.data.name} has {len(trainer.data)} training images where the run had {before}; "
