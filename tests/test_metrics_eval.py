@@ -603,6 +603,30 @@ def test_a_run_is_not_evaluated_at_another_size(tmp_path, tiny_cfg, capsys):
     assert f"MNIST not found under {tmp_path / 'elsewhere' / 'MNIST' / 'raw'}" in capsys.readouterr().err
 
 
+def test_eval_no_ema_scores_g_itself_and_marks_the_results(tmp_path, tiny_cfg, capsys):
+    from ganforge.compare import compare_runs, protocol_notes
+    from ganforge.html_report import REPORT_NAME
+
+    run = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
+    ema = evaluate_run(run, ["fd_digits"], n=16)[0]
+    raw = evaluate_run(run, ["fd_digits"], n=16, ema=False)[0]
+    assert "generator" not in ema and raw["generator"] == "G (not G_ema)"
+    assert abs(raw["value"] - ema["value"]) > 1e-6  # other weights, other samples
+    assert main(["eval", str(run), "--n", "16", "--metrics", "fd_digits", "--no-ema"]) == 0
+    saved = json.loads((run / "metrics.json").read_text())[-1]["results"][0]
+    assert saved["generator"] == "G (not G_ema)" and abs(saved["value"] - raw["value"]) < 1e-9
+    assert "fd_digits (G (not G_ema))" in (run / REPORT_NAME).read_text()
+    other = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
+    evaluate_run(other, ["fd_digits"], n=16)
+    assert any("generator differs" in note for note in protocol_notes(compare_runs([run, other])))
+    assert main(["eval", "--real", "mnist5k", "--fake", "mnist5k", "--no-ema"]) == 2
+    assert "--fake images are evaluated as they are" in capsys.readouterr().err
+    plain = train(tiny_cfg(**{"train.ema_kimg": 0}), out=tmp_path / "runs", log=lambda msg: None)
+    assert main(["eval", str(plain), "--n", "16", "--metrics", "fd_digits", "--no-ema"]) == 0
+    assert "holds no average of G" in capsys.readouterr().out
+    assert "generator" not in json.loads((plain / "metrics.json").read_text())[-1]["results"][0]
+
+
 def test_an_inception_score_of_fewer_images_than_splits_is_refused():
     images = torch.zeros(9, 1, 28, 28)
     with pytest.raises(UserError, match=r"is_digits scores 10 splits of the generated images, so it needs at least "

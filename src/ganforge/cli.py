@@ -270,7 +270,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)  # once: the message names where it went
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
                                inception_weights=args.inception_weights, log=print, reference=args.real,
-                               reference_root=args.data_root)
+                               reference_root=args.data_root, ema=not args.no_ema)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
             from .html_report import write_html_report
@@ -279,6 +279,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
+        if args.no_ema:
+            raise UserError("--no-ema picks a run's G over its G_ema; --fake images are evaluated as they are")
         from .config import DataConfig
         from .data import check_dataset_name, load_dataset
         from .metrics.core import EvalContext, ImageSet, append_metrics_json, log_digit_metrics_note, real_image_set
@@ -464,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
+    p.add_argument("--no-ema", action="store_true", help="evaluate a run's G rather than its G_ema (the results "
+                                                          "are marked generator \"G (not G_ema)\")")
     p.add_argument("--real", help="reference images: a dataset name or folder:PATH (a folder, .zip or .npz); "
                                   "with a run, in place of its training set (e.g. all of it under data.max_images)")
     p.add_argument("--fake", help="images to evaluate without a run: folder:PATH (a folder, a .zip, or an .npz "

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import UserError
 
 # Protocol fields that must agree for two values of one metric to compare (FD and KID move with n).
-PROTOCOL_FIELDS = ("n_fake", "n_real", "reference", "extractor_sha256", "resize")
+PROTOCOL_FIELDS = ("n_fake", "n_real", "reference", "extractor_sha256", "resize", "generator")
 IGNORED_SETTINGS = {"description"}
 
 

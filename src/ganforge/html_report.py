@@ -147,7 +147,8 @@ def _metric_table(view: RunView) -> str:
             pick = min if BEST_DIRECTION[name] == "min" else max
             kimg, value = pick(curve, key=lambda point: point[1])
             best = f"{_num(value)} @ {_num(kimg)}"
-        cells = (f"<td class=l>{_e(name)}</td><td>{_value(record.get('value'))}</td>"
+        marked = f"{name} ({record['generator']})" if record.get("generator") else name  # eval --no-ema
+        cells = (f"<td class=l>{_e(marked)}</td><td>{_value(record.get('value'))}</td>"
                  f"<td>{_num(record.get('kimg'))}</td><td>{best}</td>")
         cells += "".join(f"<td class=l>{_num(record.get(key))}</td>" for key, _ in _PROTOCOL_COLUMNS)
         rows.append(f"<tr>{cells}</tr>")

@@ -468,8 +468,10 @@ def default_metrics(cfg: Any, classes: list[str] | None = None) -> list[str]:
 def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: int = 10_000,
                  ckpt: str = "latest", seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
                  write: bool = True, log: Callable[[str], None] | None = None,
-                 reference: str | None = None, reference_root: str | None = None) -> list[dict[str, Any]]:
-    """Evaluate a run's generator (G_ema when kept) against its own training data, or against the dataset
+                 reference: str | None = None, reference_root: str | None = None,
+                 ema: bool = True) -> list[dict[str, Any]]:
+    """Evaluate a run's generator (G_ema when kept; G itself with ema=False) against its own training data, or
+    against the dataset
     `reference` (a name or folder:PATH, at the run's size and channels, all of it; a torchvision set under
     `reference_root`, else the run's data.root); metrics None: the run's
     default_metrics; inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log`
@@ -497,7 +499,11 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     if "class_acc" in metrics and classes is not None and class_digits(classes) is None:
         raise UserError(not_digit_classes(classes))
     log_digit_metrics_note(real_cfg.name, metrics, log)
-    G = generator_from_checkpoint(state, path, device)
+    G = generator_from_checkpoint(state, path, device, ema=ema)
+    # results of G where the run kept G_ema are marked, so they join neither its curves nor its rankings
+    generator = {"generator": "G (not G_ema)"} if not ema and state.get("G_ema") is not None else {}
+    if not ema and not generator and log is not None:
+        log(f"note: {path.name} holds no average of G (train.ema_kimg = 0), so G is what is evaluated either way")
 
     def draw(count: int) -> torch.Tensor:
         return quantize(G.sample(count, seed=seed)).cpu()
@@ -506,7 +512,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     ctx = EvalContext(fake, real_image_set(real_cfg), device=device, seed=seed, fake_fn=draw,
                       inception_weights=inception_weights or cfg.eval.inception_weights or None)
     kimg = int(state["nimg"]) / 1000
-    records = evaluate(ctx, metrics, kimg=kimg)
+    records = [{**record, **generator} for record in evaluate(ctx, metrics, kimg=kimg)]
     if write:
         append_metrics_json(records, metrics_path_for(path), {"checkpoint": str(path), "kimg": kimg})
     return records
