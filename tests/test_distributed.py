@@ -111,6 +111,18 @@ def test_a_torchrun_worker_leaves_without_interpreter_shutdown(monkeypatch, caps
     assert exits == [2] and "no-such-run" in capsys.readouterr().err
 
 
+def test_an_interrupted_launch_is_told_to_resume_the_way_it_was_launched(monkeypatch):
+    from ganforge import distributed
+
+    assert distributed.launch_command() == "ganforge"
+    monkeypatch.setattr(distributed, "info", lambda: distributed.DistInfo(rank=0, world_size=4, local_rank=0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert distributed.launch_command() == "torchrun --nproc_per_node 4 -m ganforge"
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert distributed.launch_command() == "torchrun --nnodes 2 --nproc_per_node 2 ... -m ganforge"
+
+
 def test_torchrun_errors_say_which_rank_printed_them(tmp_path, image_folder):
     sets = [a for item in tiny_overrides(image_folder, **{"train.batch_size": 5}) for a in ("--set", item)]
     proc = subprocess.run(

@@ -75,7 +75,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(cfg, out=args.out if args.out is not None else Path("runs"))
     except TrainingInterrupted as e:
         if distributed.info().is_main:
-            print(f"interrupted: {e}; continue with: ganforge train --resume {e.run_dir}", file=sys.stderr)
+            print(f"interrupted: {e}; continue with: {distributed.launch_command()} train --resume {e.run_dir}",
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         distributed.shutdown()

@@ -66,6 +66,18 @@ def joined_from_env() -> bool:
     return _joined_from_env
 
 
+def launch_command() -> str:
+    """How to start ganforge again the way this process was started: `ganforge`, or the torchrun launch
+    (per node) of a multi-process run."""
+    if not info().enabled:
+        return "ganforge"
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))  # torchrun: the number of nodes
+    per_node = os.environ.get("LOCAL_WORLD_SIZE", str(info().world_size))
+    if nodes > 1:
+        return f"torchrun --nnodes {nodes} --nproc_per_node {per_node} ... -m ganforge"
+    return f"torchrun --nproc_per_node {per_node} -m ganforge"
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not info().enabled:
         return obj
