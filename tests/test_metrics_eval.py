@@ -604,7 +604,7 @@ def test_a_run_is_not_evaluated_at_another_size(tmp_path, tiny_cfg, capsys):
 
 
 def test_eval_no_ema_scores_g_itself_and_marks_the_results(tmp_path, tiny_cfg, capsys):
-    from ganforge.compare import compare_runs, protocol_notes
+    from ganforge.compare import best_runs, compare_runs, protocol_notes
     from ganforge.html_report import REPORT_NAME
 
     run = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
@@ -615,10 +615,14 @@ def test_eval_no_ema_scores_g_itself_and_marks_the_results(tmp_path, tiny_cfg, c
     assert main(["eval", str(run), "--n", "16", "--metrics", "fd_digits", "--no-ema"]) == 0
     saved = json.loads((run / "metrics.json").read_text())[-1]["results"][0]
     assert saved["generator"] == "G (not G_ema)" and abs(saved["value"] - raw["value"]) < 1e-9
-    assert "fd_digits (G (not G_ema))" in (run / REPORT_NAME).read_text()
-    other = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
+    page = (run / REPORT_NAME).read_text()  # G's result is a row of its own: G_ema's stays in view
+    assert "<td class=l>fd_digits (G, not G_ema)</td>" in page and "<td class=l>fd_digits</td>" in page
+    other = train(tiny_cfg(**{"train.ema_kimg": 0.01, "train.seed": 1}), out=tmp_path / "runs", log=lambda msg: None)
     evaluate_run(other, ["fd_digits"], n=16)
-    assert any("generator differs" in note for note in protocol_notes(compare_runs([run, other])))
+    views = compare_runs([run, other])
+    assert abs(views[0].latest["fd_digits"]["value"] - ema["value"]) < 1e-9
+    assert "fd_digits (G, not G_ema)" in views[0].latest and "fd_digits (G, not G_ema)" not in views[1].latest
+    assert best_runs(views, "fd_digits") and not protocol_notes(views)  # G_ema against G_ema: ranked
     assert main(["eval", "--real", "mnist5k", "--fake", "mnist5k", "--no-ema"]) == 2
     assert "--fake images are evaluated as they are" in capsys.readouterr().err
     plain = train(tiny_cfg(**{"train.ema_kimg": 0}), out=tmp_path / "runs", log=lambda msg: None)

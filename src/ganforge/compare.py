@@ -14,7 +14,8 @@ from typing import Any
 from .errors import UserError
 
 # Protocol fields that must agree for two values of one metric to compare (FD and KID move with n).
-PROTOCOL_FIELDS = ("n_fake", "n_real", "reference", "extractor_sha256", "resize", "generator")
+PROTOCOL_FIELDS = ("n_fake", "n_real", "reference", "extractor_sha256", "resize")
+NOT_EMA = " (G, not G_ema)"  # marks the results of `ganforge eval --no-ema`: another quantity than G_ema's
 IGNORED_SETTINGS = {"description"}
 
 
@@ -115,7 +116,7 @@ def load_run(path: Path | str, problems: list[str] | None = None) -> RunView:
         for record in results if isinstance(results, list) else []:
             if not isinstance(record, dict) or "metric" not in record:
                 continue
-            name = record["metric"]
+            name = record["metric"] + (NOT_EMA if record.get("generator") else "")
             view.latest[name] = {**record, "kimg": record.get("kimg", entry.get("kimg"))}
             value, kimg = record.get("value"), view.latest[name]["kimg"]
             if isinstance(value, int | float) and isinstance(kimg, int | float):
@@ -201,6 +202,11 @@ def recorded_metrics(views: list[RunView]) -> list[str]:
     return names
 
 
+def base_metric(name: str) -> str:
+    """The metric a (possibly marked) row name measures: fd_digits for "fd_digits (G, not G_ema)"."""
+    return name.removesuffix(NOT_EMA)
+
+
 def check_metric(views: list[RunView], metric: str) -> None:
     recorded = recorded_metrics(views)
     if metric not in recorded:
@@ -224,7 +230,8 @@ def protocol_notes(views: list[RunView]) -> list[str]:
         if key is not None:
             per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
             notes.append(f"{name}: {key} differs ({per_run}); these values do not compare: evaluate the "
-                         f"runs alike, e.g. `ganforge eval RUN --n N --metrics {name}` on each")
+                         f"runs alike, e.g. `ganforge eval RUN --n N --metrics {base_metric(name)}"
+                         f"{' --no-ema' * (name != base_metric(name))}` on each")
     return notes
 
 
@@ -233,7 +240,8 @@ def best_runs(views: list[RunView], name: str) -> set[int]:
     were measured alike; empty otherwise."""
     from .metrics.core import BEST_DIRECTION
 
-    if name not in BEST_DIRECTION or len(views) < 2:
+    direction = BEST_DIRECTION.get(base_metric(name))
+    if direction is None or len(views) < 2:
         return set()
     values = {i: v.latest[name].get("value") for i, v in enumerate(views) if name in v.latest}
     values = {i: x for i, x in values.items() if isinstance(x, int | float) and math.isfinite(x)}
@@ -241,7 +249,7 @@ def best_runs(views: list[RunView], name: str) -> set[int]:
         return set()
     if _differing_field([views[i].latest[name] for i in values]) is not None:
         return set()
-    target = min(values.values()) if BEST_DIRECTION[name] == "min" else max(values.values())
+    target = min(values.values()) if direction == "min" else max(values.values())
     best = {i for i, x in values.items() if x == target}
     return best if len(best) < len(values) else set()  # a tie of all marks nothing
 

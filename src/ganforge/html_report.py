@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .compare import RunView, load_run, run_directory
+from .compare import RunView, base_metric, load_run, run_directory
 from .errors import UserError
 from .report import fixed_noise_grids, grid_nimg
 
@@ -143,12 +143,11 @@ def _metric_table(view: RunView) -> str:
     for name, record in view.latest.items():
         curve = view.curves.get(name, [])
         best = ""
-        if name in BEST_DIRECTION and len(curve) > 1:
-            pick = min if BEST_DIRECTION[name] == "min" else max
+        if base_metric(name) in BEST_DIRECTION and len(curve) > 1:
+            pick = min if BEST_DIRECTION[base_metric(name)] == "min" else max
             kimg, value = pick(curve, key=lambda point: point[1])
             best = f"{_num(value)} @ {_num(kimg)}"
-        marked = f"{name} ({record['generator']})" if record.get("generator") else name  # eval --no-ema
-        cells = (f"<td class=l>{_e(marked)}</td><td>{_value(record.get('value'))}</td>"
+        cells = (f"<td class=l>{_e(name)}</td><td>{_value(record.get('value'))}</td>"
                  f"<td>{_num(record.get('kimg'))}</td><td>{best}</td>")
         cells += "".join(f"<td class=l>{_num(record.get(key))}</td>" for key, _ in _PROTOCOL_COLUMNS)
         rows.append(f"<tr>{cells}</tr>")
