@@ -631,6 +631,27 @@ def test_eval_no_ema_scores_g_itself_and_marks_the_results(tmp_path, tiny_cfg, c
     assert "generator" not in json.loads((plain / "metrics.json").read_text())[-1]["results"][0]
 
 
+def test_eval_ckpt_all_scores_every_kept_checkpoint_and_names_the_best(tmp_path, tiny_cfg, capsys):
+    from ganforge import checkpoint as ckpt_io
+    from ganforge.compare import compare_runs
+
+    run = train(tiny_cfg(**{"train.kimg": 0.048, "train.tick_kimg": 0.016, "train.keep_ckpts": 3}),
+                out=tmp_path / "runs", log=lambda msg: None)
+    kept = ckpt_io.list_checkpoints(run)
+    assert len(kept) == 3
+    capsys.readouterr()
+    assert main(["eval", str(run), "--ckpt", "all", "--n", "16", "--metrics", "fd_digits"]) == 0
+    out = capsys.readouterr().out
+    history = json.loads((run / "metrics.json").read_text())
+    assert [entry["checkpoint"] for entry in history] == [str(p) for p in kept]  # oldest first
+    values = {Path(e["checkpoint"]).name: e["results"][0]["value"] for e in history}
+    lowest = min(values, key=values.get)
+    assert f"  {'fd_digits':<20} {values[lowest]:12.5g}  {lowest}\n" in out
+    assert [k for k, _ in compare_runs([run])[0].curves["fd_digits"]] == [0.016, 0.032, 0.048]
+    assert main(["sample", str(run), "--ckpt", "all", "--out", str(tmp_path / "g.png")]) == 2
+    assert "--ckpt all is for ganforge eval" in capsys.readouterr().err
+
+
 def test_an_inception_score_of_fewer_images_than_splits_is_refused():
     images = torch.zeros(9, 1, 28, 28)
     with pytest.raises(UserError, match=r"is_digits scores 10 splits of the generated images, so it needs at least "

@@ -206,6 +206,9 @@ def _unloadable(path: Path, error: Exception) -> str:
 def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
     """A run directory plus latest|best|PATH, or a checkpoint file -> the checkpoint file."""
     target = Path(run_or_ckpt)
+    if which == "all":
+        raise UserError("--ckpt all is for ganforge eval, which scores every checkpoint; give latest, best or a "
+                        "checkpoint path")
     if which not in ("latest", "best"):
         return Path(which)
     if target.is_file():

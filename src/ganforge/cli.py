@@ -268,6 +268,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from . import checkpoint as ckpt_io
         from .metrics.core import metrics_path_for
 
+        if args.ckpt == "all":
+            return _eval_every_checkpoint(args, metrics, start)
         path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)  # once: the message names where it went
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
                                inception_weights=args.inception_weights, log=print, reference=args.real,
@@ -311,6 +313,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
             saved = f"with their protocol written to {args.out}"
     _print_records(records)
     print(f"evaluated in {time.perf_counter() - start:.1f}s; results {saved}")
+    return 0
+
+
+def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, start: float) -> int:
+    """eval --ckpt all: each checkpoint the run keeps, oldest first, appended to its metrics.json, so its
+    report and `ganforge compare` draw the metrics along the run; then the best checkpoint of each metric."""
+    import time
+
+    from . import checkpoint as ckpt_io
+    from .html_report import write_html_report
+    from .metrics import evaluate_run
+    from .metrics.core import BEST_DIRECTION, metrics_path_for
+
+    latest = ckpt_io.resolve_checkpoint(args.run, "latest")
+    if latest.parent.name != ckpt_io.CKPT_DIR:
+        raise UserError(f"--ckpt all takes a run directory; {args.run} is a checkpoint file (evaluate it with "
+                        "--ckpt latest)")
+    run_dir = latest.parent.parent
+    paths = ckpt_io.list_checkpoints(run_dir)
+    best: dict[str, tuple[float, str]] = {}
+    for i, path in enumerate(paths, 1):
+        print(f"[{i}/{len(paths)}] {path.name}")
+        records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
+                               inception_weights=args.inception_weights, log=print if i == 1 else None,
+                               reference=args.real, reference_root=args.data_root, ema=not args.no_ema)
+        _print_records(records)
+        for r in records:
+            direction, value, held = BEST_DIRECTION.get(r["metric"]), r["value"], best.get(r["metric"])
+            if direction is None or not isinstance(value, int | float) or value != value:  # unranked, or NaN
+                continue
+            if held is None or (value < held[0] if direction == "min" else value > held[0]):  # a tie: the earlier
+                best[r["metric"]] = (value, path.name)
+    if len(paths) > 1 and best:
+        print("best checkpoint per metric:")
+        for metric, (value, name) in best.items():
+            print(f"  {metric:<20} {value:12.5g}  {name}")
+    print(f"evaluated {len(paths)} checkpoint{'s' * (len(paths) > 1)} in {time.perf_counter() - start:.1f}s; "
+          f"results with their protocol appended to {metrics_path_for(latest)}; report {write_html_report(run_dir)}")
     return 0
 
 
@@ -458,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")
     p.add_argument("run", type=Path, nargs="?", help="run directory or checkpoint file")
-    p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
+    p.add_argument("--ckpt", default="latest", help="latest, best, all (every checkpoint the run keeps, oldest "
+                                                    "first) or a checkpoint path")
     p.add_argument("--n", type=int, help="images to evaluate: generated from a run (default 10,000), or a seeded "
                                          "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
