@@ -631,7 +631,7 @@ def test_eval_no_ema_scores_g_itself_and_marks_the_results(tmp_path, tiny_cfg, c
     assert "generator" not in json.loads((plain / "metrics.json").read_text())[-1]["results"][0]
 
 
-def test_eval_ckpt_all_scores_every_kept_checkpoint_and_names_the_best(tmp_path, tiny_cfg, capsys):
+def test_eval_ckpt_all_scores_every_kept_checkpoint_and_names_the_best(tmp_path, tiny_cfg, capsys, monkeypatch):
     from ganforge import checkpoint as ckpt_io
     from ganforge.compare import compare_runs
 
@@ -650,6 +650,11 @@ def test_eval_ckpt_all_scores_every_kept_checkpoint_and_names_the_best(tmp_path,
     assert [k for k, _ in compare_runs([run])[0].curves["fd_digits"]] == [0.016, 0.032, 0.048]
     assert main(["sample", str(run), "--ckpt", "all", "--out", str(tmp_path / "g.png")]) == 2
     assert "--ckpt all is for ganforge eval" in capsys.readouterr().err
+    # a checkpoint that a training run rotates out between listing and scoring is skipped
+    listed = [run / ckpt_io.CKPT_DIR / ckpt_io.ckpt_name(8), *kept[-1:]]
+    monkeypatch.setattr(ckpt_io, "list_checkpoints", lambda run_dir: listed)
+    assert main(["eval", str(run), "--ckpt", "all", "--n", "16", "--metrics", "fd_digits"]) == 0
+    assert f"{ckpt_io.ckpt_name(8)} was removed by the training run since; skipped" in capsys.readouterr().out
 
 
 def test_an_inception_score_of_fewer_images_than_splits_is_refused():

@@ -334,6 +334,9 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
     paths = ckpt_io.list_checkpoints(run_dir)
     best: dict[str, tuple[float, str]] = {}
     for i, path in enumerate(paths, 1):
+        if not path.is_file():  # a run still training rotates its oldest checkpoint out
+            print(f"[{i}/{len(paths)}] {path.name} was removed by the training run since; skipped")
+            continue
         print(f"[{i}/{len(paths)}] {path.name}")
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
                                inception_weights=args.inception_weights, log=print if i == 1 else None,
