@@ -333,14 +333,16 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
     run_dir = latest.parent.parent
     paths = ckpt_io.list_checkpoints(run_dir)
     best: dict[str, tuple[float, str]] = {}
+    done = 0
     for i, path in enumerate(paths, 1):
         if not path.is_file():  # a run still training rotates its oldest checkpoint out
             print(f"[{i}/{len(paths)}] {path.name} was removed by the training run since; skipped")
             continue
         print(f"[{i}/{len(paths)}] {path.name}")
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
-                               inception_weights=args.inception_weights, log=print if i == 1 else None,
+                               inception_weights=args.inception_weights, log=None if done else print,
                                reference=args.real, reference_root=args.data_root, ema=not args.no_ema)
+        done += 1
         _print_records(records)
         for r in records:
             direction, value, held = BEST_DIRECTION.get(r["metric"]), r["value"], best.get(r["metric"])
@@ -348,11 +350,11 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
                 continue
             if held is None or (value < held[0] if direction == "min" else value > held[0]):  # a tie: the earlier
                 best[r["metric"]] = (value, path.name)
-    if len(paths) > 1 and best:
+    if done > 1 and best:
         print("best checkpoint per metric:")
         for metric, (value, name) in best.items():
             print(f"  {metric:<20} {value:12.5g}  {name}")
-    print(f"evaluated {len(paths)} checkpoint{'s' * (len(paths) > 1)} in {time.perf_counter() - start:.1f}s; "
+    print(f"evaluated {done} checkpoint{'s' * (done != 1)} in {time.perf_counter() - start:.1f}s; "
           f"results with their protocol appended to {metrics_path_for(latest)}; report {write_html_report(run_dir)}")
     return 0
 
