@@ -654,7 +654,8 @@ def test_eval_ckpt_all_scores_every_kept_checkpoint_and_names_the_best(tmp_path,
     listed = [run / ckpt_io.CKPT_DIR / ckpt_io.ckpt_name(8), *kept[-1:]]
     monkeypatch.setattr(ckpt_io, "list_checkpoints", lambda run_dir: listed)
     assert main(["eval", str(run), "--ckpt", "all", "--n", "16", "--metrics", "fd_digits"]) == 0
-    assert f"{ckpt_io.ckpt_name(8)} was removed by the training run since; skipped" in capsys.readouterr().out
+    skipped = f"{ckpt_io.ckpt_name(8)} was removed by the training run since it was listed; skipped"
+    assert skipped in capsys.readouterr().out
 
 
 def test_an_inception_score_of_fewer_images_than_splits_is_refused():
@@ -678,3 +679,21 @@ def test_distances_of_a_single_image_are_refused_not_a_numpy_error():
         with pytest.raises(UserError, match=r"at least 2 real images, got 1; use a larger reference set$"):
             evaluate(EvalContext(two, one), [metric])
         assert math.isfinite(evaluate(EvalContext(two, two), [metric])[0]["value"])
+
+
+def test_best_checkpoints_follow_each_metrics_direction():
+    from ganforge.metrics import best_checkpoints
+
+    a, b, c = Path("ckpt-a.pt"), Path("ckpt-b.pt"), Path("ckpt-c.pt")
+
+    def rec(metric: str, value: float) -> dict:
+        return {"metric": metric, "value": value}
+
+    results = [(a, [rec("fd_digits", 5.0), rec("recall", 0.2), rec("is_digits_real", 9.0)]),
+               (b, None),  # rotated out while listed
+               (c, [rec("fd_digits", float("nan")), rec("recall", 0.6), rec("is_digits_real", 9.5)])]
+    best = best_checkpoints(results)
+    assert best["fd_digits"] == (5.0, a)  # NaN never wins
+    assert best["recall"] == (0.6, c)  # higher is better
+    assert "is_digits_real" not in best  # the real set's score ranks no checkpoint
+    assert best_checkpoints([(a, [rec("fd_digits", 3.0)]), (c, [rec("fd_digits", 3.0)])])["fd_digits"][1] == a

@@ -317,45 +317,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, start: float) -> int:
-    """eval --ckpt all: each checkpoint the run keeps, oldest first, appended to its metrics.json, so its
-    report and `ganforge compare` draw the metrics along the run; then the best checkpoint of each metric."""
+    """eval --ckpt all: the table of each checkpoint as it is scored, then the best checkpoint of each metric."""
     import time
 
-    from . import checkpoint as ckpt_io
     from .html_report import write_html_report
-    from .metrics import evaluate_run
-    from .metrics.core import BEST_DIRECTION, metrics_path_for
+    from .metrics.core import best_checkpoints, evaluate_checkpoints
 
-    latest = ckpt_io.resolve_checkpoint(args.run, "latest")
-    if latest.parent.name != ckpt_io.CKPT_DIR:
-        raise UserError(f"--ckpt all takes a run directory; {args.run} is a checkpoint file (evaluate it with "
-                        "--ckpt latest)")
-    run_dir = latest.parent.parent
-    paths = ckpt_io.list_checkpoints(run_dir)
-    best: dict[str, tuple[float, str]] = {}
-    done = 0
-    for i, path in enumerate(paths, 1):
-        if not path.is_file():  # a run still training rotates its oldest checkpoint out
-            print(f"[{i}/{len(paths)}] {path.name} was removed by the training run since; skipped")
+    results = []
+    run_dir = None
+    for path, records in evaluate_checkpoints(
+            args.run, metrics, log=print, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
+            inception_weights=args.inception_weights, reference=args.real, reference_root=args.data_root,
+            ema=not args.no_ema):
+        run_dir = path.parent.parent
+        if records is None:
+            print(f"{path.name} was removed by the training run since it was listed; skipped")
             continue
-        print(f"[{i}/{len(paths)}] {path.name}")
-        records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
-                               inception_weights=args.inception_weights, log=None if done else print,
-                               reference=args.real, reference_root=args.data_root, ema=not args.no_ema)
-        done += 1
+        print(f"{path.name}:")
         _print_records(records)
-        for r in records:
-            direction, value, held = BEST_DIRECTION.get(r["metric"]), r["value"], best.get(r["metric"])
-            if direction is None or not isinstance(value, int | float) or value != value:  # unranked, or NaN
-                continue
-            if held is None or (value < held[0] if direction == "min" else value > held[0]):  # a tie: the earlier
-                best[r["metric"]] = (value, path.name)
-    if done > 1 and best:
+        results.append((path, records))
+    best = best_checkpoints(results)
+    if len(results) > 1 and best:
         print("best checkpoint per metric:")
-        for metric, (value, name) in best.items():
-            print(f"  {metric:<20} {value:12.5g}  {name}")
-    print(f"evaluated {done} checkpoint{'s' * (done != 1)} in {time.perf_counter() - start:.1f}s; "
-          f"results with their protocol appended to {metrics_path_for(latest)}; report {write_html_report(run_dir)}")
+        for metric, (value, path) in best.items():
+            print(f"  {metric:<20} {value:12.5g}  {path.name}")
+    done = len(results)
+    report = f"; report {write_html_report(run_dir)}" if run_dir is not None else ""
+    print(f"evaluated {done} checkpoint{'s' * (done != 1)} in {time.perf_counter() - start:.1f}s; results with "
+          f"their protocol appended to {run_dir / 'metrics.json' if run_dir else 'nothing'}{report}")
     return 0
 
 

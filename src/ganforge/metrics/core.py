@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -516,6 +517,41 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     if write:
         append_metrics_json(records, metrics_path_for(path), {"checkpoint": str(path), "kimg": kimg})
     return records
+
+
+def evaluate_checkpoints(run: Path | str, metrics: list[str] | None = None, log: Callable[[str], None] | None = None,
+                         **options: Any) -> Iterator[tuple[Path, list[dict[str, Any]] | None]]:
+    """evaluate_run on every checkpoint a run keeps, oldest first, each appended to its metrics.json at its
+    own kimg; yields (checkpoint, records), or (checkpoint, None) for one that a run still training rotated
+    out after the listing. `options` are evaluate_run's (n, seed, device, ema, reference, ...); `log` gets
+    the not-digits note once."""
+    from .. import checkpoint as ckpt_io
+
+    latest = ckpt_io.resolve_checkpoint(run, "latest")
+    if latest.parent.name != ckpt_io.CKPT_DIR:
+        raise UserError(f"{run} is a checkpoint file outside a run directory; every checkpoint of a run needs "
+                        "the run directory")
+    noted = False
+    for path in ckpt_io.list_checkpoints(latest.parent.parent):
+        if not path.is_file():
+            yield path, None
+            continue
+        yield path, evaluate_run(path, metrics, log=None if noted else log, **options)
+        noted = True
+
+
+def best_checkpoints(results: list[tuple[Path, list[dict[str, Any]] | None]]) -> dict[str, tuple[float, Path]]:
+    """metric -> (best value, checkpoint) over evaluate_checkpoints' results, for the metrics whose better
+    direction is known; a tie goes to the earlier checkpoint."""
+    best: dict[str, tuple[float, Path]] = {}
+    for path, records in results:
+        for r in records or []:
+            direction, value, held = BEST_DIRECTION.get(r["metric"]), r["value"], best.get(r["metric"])
+            if direction is None or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            if held is None or (value < held[0] if direction == "min" else value > held[0]):
+                best[r["metric"]] = (value, path)
+    return best
 
 
 def metrics_path_for(ckpt_path: Path) -> Path:
