@@ -123,6 +123,13 @@ def test_sampling_is_seeded(tmp_path, image_folder):
         assert main(["sample", str(run_dir), "--n", "4", "--out", str(path), "--seed", str(seed)]) == 0
     assert paths[0].read_bytes() == paths[1].read_bytes()
     assert paths[0].read_bytes() != paths[2].read_bytes()
+    # a grid's suffix picks its format; the pixels are the same grid's
+    for suffix, fmt in ((".jpg", "JPEG"), (".webp", "WEBP")):
+        other = paths[0].with_suffix(suffix)
+        assert main(["sample", str(run_dir), "--n", "4", "--out", str(other), "--seed", "1"]) == 0
+        with Image.open(other) as im, Image.open(paths[0]) as png:
+            assert im.format == fmt and im.size == png.size
+    assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "a.gif")]) == 2
 
 
 @pytest.mark.parametrize("preset", preset_names())

@@ -126,13 +126,15 @@ def _sample_labels(G: Any, args: argparse.Namespace, grid: bool) -> tuple[Any, i
 
 
 def _check_interpolation(args: argparse.Namespace, out: Path) -> None:
+    from . import report
+
     if args.interpolate < 2:
         raise UserError(f"--interpolate takes the images per walk, at least 2, got {args.interpolate}")
     if args.n < args.interpolate:
         raise UserError(f"--n {args.n} is fewer images than one walk of --interpolate {args.interpolate}; "
                         f"give --n {args.interpolate} or more (--n images make --n // --interpolate walks)")
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out {out}: an interpolation is a grid, one walk per row; give a .png")
+    if out.suffix.lower() not in report.GRID_FORMATS:
+        raise UserError(f"--out {out}: an interpolation is a grid, one walk per row; give a .png (or .jpg, .webp)")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
 
@@ -170,7 +172,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
     if args.interpolate is not None:
         return _sample_interpolation(G, args, out)
-    labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() == ".png")
+    labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() in report.GRID_FORMATS)
 
     def draw(n: int, batch_size: int = 256) -> torch.Tensor:
         return G.sample(n, seed=args.seed, batch_size=batch_size, labels=labels)
@@ -187,7 +189,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"wrote {args.n} samples to {out} (uint8 [N, H, W, C] as arr_0) in {seconds:.1f}s, "
               f"{args.n / seconds:,.0f} images/s")
         return 0
-    if out.suffix.lower() == ".png":
+    if out.suffix.lower() in report.GRID_FORMATS:
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +197,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"wrote a grid of {args.n} samples to {out}")
         return 0
     if out.suffix:
-        raise UserError(f"--out {out}: give a .png for a grid, a .npz for an array, or a directory for PNGs")
+        raise UserError(f"--out {out}: give a .png (or .jpg, .webp) for a grid, a .npz for an array, or a directory "
+                        "for PNGs")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} exists and is not empty; choose another --out or pass --force to add to it")
     if labels is not None and args.class_ is None:  # a conditional G's classes in subfolders, as data folders
@@ -473,9 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint")
     p.add_argument("run", type=Path, help="run directory or checkpoint file")
     p.add_argument("--n", type=int, default=64, help="number of images")
-    p.add_argument("--out", required=True, help="a .png for one grid, a .npz for a uint8 array (streamed), or a "
-                                                 "directory for one PNG per image (a conditional run's in one "
-                                                 "subfolder per class)")
+    p.add_argument("--out", required=True, help="a .png (.jpg, .webp) for one grid, a .npz for a uint8 array "
+                                                 "(streamed), or a directory for one PNG per image (a conditional "
+                                                 "run's in one subfolder per class)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")

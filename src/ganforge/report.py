@@ -50,13 +50,17 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.detach().float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
+GRID_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}  # suffix -> Pillow format
+
+
 def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -> None:
-    """Images in [-1, 1] [N, C, H, W] -> one PNG grid."""
+    """Images in [-1, 1] [N, C, H, W] -> one grid image, PNG unless the suffix names JPEG or WebP."""
     from torchvision.utils import save_image
 
     images = images.detach().float().cpu().contiguous()
+    fmt = GRID_FORMATS.get(Path(path).suffix.lower(), "png")
     with replace_atomically(path) as f:  # a --force over an old grid keeps it if the disk fills
-        save_image(images, f, format="png", nrow=nrow or grid_nrow(images.shape[0]), normalize=True,
+        save_image(images, f, format=fmt, nrow=nrow or grid_nrow(images.shape[0]), normalize=True,
                    value_range=(-1, 1), padding=2)
 
 
