@@ -327,12 +327,11 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
     from .metrics.core import best_checkpoints, evaluate_checkpoints
 
     results = []
-    run_dir = None
     for path, records in evaluate_checkpoints(
             args.run, metrics, log=print, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
             inception_weights=args.inception_weights, reference=args.real, reference_root=args.data_root,
             ema=not args.no_ema):
-        run_dir = path.parent.parent
+        run_dir = path.parent.parent  # the same for every checkpoint; there is at least one
         if records is None:
             print(f"{path.name} was removed by the training run since it was listed; skipped")
             continue
@@ -345,9 +344,8 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
         for metric, (value, path) in best.items():
             print(f"  {metric:<20} {value:12.5g}  {path.name}")
     done = len(results)
-    report = f"; report {write_html_report(run_dir)}" if run_dir is not None else ""
     print(f"evaluated {done} checkpoint{'s' * (done != 1)} in {time.perf_counter() - start:.1f}s; results with "
-          f"their protocol appended to {run_dir / 'metrics.json' if run_dir else 'nothing'}{report}")
+          f"their protocol appended to {run_dir / 'metrics.json'}; report {write_html_report(run_dir)}")
     return 0
 
 

@@ -143,8 +143,9 @@ def _metric_table(view: RunView) -> str:
     for name, record in view.latest.items():
         curve = view.curves.get(name, [])
         best = ""
-        if base_metric(name) in BEST_DIRECTION and len(curve) > 1:
-            pick = min if BEST_DIRECTION[base_metric(name)] == "min" else max
+        direction = BEST_DIRECTION.get(base_metric(name))
+        if direction is not None and len(curve) > 1:
+            pick = min if direction == "min" else max
             kimg, value = pick(curve, key=lambda point: point[1])
             best = f"{_num(value)} @ {_num(kimg)}"
         cells = (f"<td class=l>{_e(name)}</td><td>{_value(record.get('value'))}</td>"

@@ -471,12 +471,11 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
                  write: bool = True, log: Callable[[str], None] | None = None,
                  reference: str | None = None, reference_root: str | None = None,
                  ema: bool = True) -> list[dict[str, Any]]:
-    """Evaluate a run's generator (G_ema when kept; G itself with ema=False) against its own training data, or
-    against the dataset
-    `reference` (a name or folder:PATH, at the run's size and channels, all of it; a torchvision set under
-    `reference_root`, else the run's data.root); metrics None: the run's
-    default_metrics; inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log`
-    receives a note where digit metrics meet images that are not digits."""
+    """Evaluate a run's generator (G_ema when kept; G itself with ema=False) against its own training data,
+    or against the dataset `reference` (a name or folder:PATH, at the run's size and channels, all of it; a
+    torchvision set under `reference_root`, else the run's data.root); metrics None: the run's default_metrics;
+    inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log` receives a note
+    where digit metrics meet images that are not digits."""
     import dataclasses
 
     from .. import checkpoint as ckpt_io
