@@ -290,6 +290,16 @@ def test_g_first_on_a_reused_fake_batch_equals_its_one_pass_form(tmp_path, tiny_
     assert moved
 
 
+def test_bf16_on_a_cpu_without_a_bf16_path_is_warned(tmp_path, tiny_cfg, monkeypatch):
+    from ganforge import trainer as trainer_module
+
+    for supported, warned in ((True, False), (False, True)):
+        monkeypatch.setattr(trainer_module, "cpu_has_bf16_matmul", lambda supported=supported: supported)
+        lines: list[str] = []
+        Trainer(tiny_cfg(**{"train.amp": '"bf16"'}), tmp_path / f"run{supported}", log=lines.append)
+        assert any("train.amp=bf16 on a CPU without a bfloat16 path" in line for line in lines) == warned
+
+
 def test_matmul_precision_applies_to_training_steps_only(tmp_path, tiny_cfg):
     assert torch.get_float32_matmul_precision() == "highest"
     trainer = Trainer(tiny_cfg(**{"train.matmul_precision": '"medium"'}), tmp_path, log=quiet)
