@@ -194,7 +194,6 @@ class TrainState:
     scaler_D: torch.amp.GradScaler | None = None
     classes: list[str] | None = None  # a conditional model's class names, label by label
     ada: torch.Tensor | None = None  # train.ada_target: [augment probability p, sum of sign(D(real)) this interval]
-    n_images: int = 0  # the training set's size, so a resume can say when the data changed under the run
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {
@@ -214,7 +213,6 @@ class TrainState:
             "scaler_D": self.scaler_D.state_dict() if self.scaler_D is not None else None,
             "classes": self.classes,
             "ada": self.ada,
-            "n_images": self.n_images,
             "versions": software_versions(),
         }
 
@@ -652,7 +650,6 @@ class Trainer:
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
         self.state.classes = list(self.data.classes) if cfg.model.n_classes else None
-        self.state.n_images = len(self.data)
         fmt = torch.channels_last if use_channels_last(cfg, self.device) and has_conv(self.state.D) else None
         self.data.to(self.device, fmt)
         self._check_labels()
@@ -806,7 +803,9 @@ class Trainer:
         return near_copy_share(fake, self._reference()[1])
 
     def _save_checkpoint(self) -> Path:
-        return ckpt_io.save_checkpoint(self.state.to_checkpoint(), self.run_dir, self.cfg.train.keep_ckpts)
+        # the training set's size too, so a resume can say when the data changed under the run
+        state = {**self.state.to_checkpoint(), "n_images": len(self.data)}
+        return ckpt_io.save_checkpoint(state, self.run_dir, self.cfg.train.keep_ckpts)
 
     def _tick(self, sums: torch.Tensor, iters: int, tick_start: float, nimg_start: int, final: bool) -> None:
         s, t = self.state, self.cfg.train
