@@ -453,10 +453,18 @@ def _version_line() -> str:
     return f"ganforge {__version__} (torch {torch_version}, Python {sys.version.split()[0]})"
 
 
+class _VersionAction(argparse.Action):
+    """--version, looked up only when asked for: reading the installed metadata costs every command ~20 ms."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(_version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--version", action="version", version=_version_line())
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("presets", help="list the named presets")
