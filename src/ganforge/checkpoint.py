@@ -223,7 +223,8 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
     if which == "best":
         best = target / CKPT_DIR / "best.pt"
         if not best.is_file():
-            raise UserError(f"run {target} has no best checkpoint; use --ckpt latest or a checkpoint path")
+            raise UserError(f"run {target} has no best checkpoint (a run keeps one when it evaluates while it "
+                            "trains: --set eval.every_kimg=N); use --ckpt latest or a checkpoint path")
         return best
     found = list_checkpoints(target)
     if not found and being_trained(target):
