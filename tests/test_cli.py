@@ -158,6 +158,12 @@ def test_dry_run_prints_resolved_config(capsys):
     assert "kimg = 7.0" in out and "lr" in out
 
 
+def test_dry_run_refuses_a_config_the_networks_cannot_take(capsys):
+    assert main(["train", "--preset", "default", "--set", "data.img_size=17", "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert "data.img_size = s * 2^n" in captured.err and "[train]" not in captured.out
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

@@ -47,7 +47,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .trainer import TrainingInterrupted, resume, resume_config, train
+    from .trainer import TrainingInterrupted, check_networks, resume, resume_config, train
 
     if args.resume is not None:
         if args.preset or args.config:
@@ -65,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = _config_from_args(args)
         if args.dry_run:
+            check_networks(cfg)  # a printed config is one the run would take
             print(cfg.to_toml(), end="")
             return 0
     distributed.init_from_env(args.device or "auto")
@@ -476,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, help="a run directory or checkpoint to continue")
     p.add_argument("--seed", type=_seed, help="shorthand for --set train.seed=N")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (shorthand for --set train.device=...)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check that G and D build from the resolved config, print it and stop")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint")

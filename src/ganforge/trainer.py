@@ -1125,6 +1125,12 @@ def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return {f"{net}.{key}": tuple(t.shape) for net, module in nets.items() for key, t in module.state_dict().items()}
 
 
+def check_networks(cfg: Config) -> None:
+    """Build G and D for `cfg` as shapes only, so that settings the nets cannot take (an image size the
+    DCGAN stack cannot reach, say) raise their UserError without data, device or training."""
+    _weight_shapes(cfg)
+
+
 def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
     """The settings of `cfg` that differ from `saved` and change G's or D's weights (names or shapes), each
     with its value in `saved`; empty when the saved weights still fit."""
