@@ -8,6 +8,7 @@ from ganforge.config import load_config
 from ganforge.errors import UserError
 from ganforge.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
 from ganforge.models.dcgan import dcgan_levels
+from ganforge.models.layers import NoiseStream
 
 
 def n_params(module: nn.Module) -> int:
@@ -101,6 +102,26 @@ def test_recipe_layer_widths(preset):
         assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [(128, 4, 2), (128, 4, 2)]
         slopes = {m.negative_slope for m in G.modules() if isinstance(m, nn.LeakyReLU)}
         assert slopes == {0.3}
+
+
+@pytest.mark.parametrize("preset", ["mnist-mlp-small", "default"])
+def test_a_seed_draws_the_same_images_whatever_the_batch_size_or_count(preset):
+    G = build_generator(load_config(preset=preset, overrides=["model.g_width=8"] * (preset == "default")))
+    images = G.sample(1100, seed=5, batch_size=1100)
+    scale = images.abs().max()  # an untrained DCGAN's images are faint
+    for batch_size in (3, 7, 256, 1024):  # the same z; a matmul of another batch size rounds differently
+        assert (G.sample(1100, seed=5, batch_size=batch_size) - images).abs().max() < 1e-4 * scale, batch_size
+    assert (G.sample(10, seed=5) - images[:10]).abs().max() < 1e-4 * scale
+    assert (G.sample(10, seed=6) - images[:10]).abs().max() > 0.1 * scale
+
+
+def test_noise_stream_gives_image_i_one_z_however_it_is_taken():
+    whole = NoiseStream(16, seed=2).take(2100)
+    stream = NoiseStream(16, seed=2)
+    parts = [stream.take(count) for count in (3, 1, 1020, 1024, 52)]
+    assert torch.equal(torch.cat(parts), whole)
+    assert torch.equal(NoiseStream(16, seed=2).take(5), whole[:5])
+    assert not torch.equal(NoiseStream(16, seed=3).take(5), whole[:5])
 
 
 def test_sample_uses_eval_mode_and_leaves_bn_stats_alone():
@@ -233,14 +254,16 @@ def test_interpolation_rows_run_between_two_random_latents(n_classes):
     labels = torch.tensor([2, 0]) if n_classes else None
     walk = G.interpolate(2, 5, seed=3, labels=labels)
     assert walk.shape == (10, 1, G.img_size, G.img_size)
-    ends = G.make_z(4, torch.Generator().manual_seed(3))  # the rows' starts, then their ends
+    ends = NoiseStream(G.z_dim, 3).take(4)  # row i runs from z 2i to z 2i+1
     G.eval()
     with torch.no_grad():
-        args = (ends,) if labels is None else (ends, torch.cat([labels, labels]))
+        args = (ends,) if labels is None else (ends, labels.repeat_interleave(2))
         expected = G(*args)
     for row in range(2):
-        assert torch.allclose(walk[row * 5], expected[row], atol=1e-5)
-        assert torch.allclose(walk[row * 5 + 4], expected[2 + row], atol=1e-5)
+        assert torch.allclose(walk[row * 5], expected[2 * row], atol=1e-5)
+        assert torch.allclose(walk[row * 5 + 4], expected[2 * row + 1], atol=1e-5)
+    assert torch.equal(G.interpolate(3, 5, seed=3, labels=None if labels is None else torch.tensor([2, 0, 1]))[:10],
+                       walk)  # one more row leaves the first rows as they were
     assert not torch.allclose(walk[1], walk[0])  # it moves in between
     with pytest.raises(ValueError, match="steps >= 2"):
         G.interpolate(2, 1)

@@ -487,12 +487,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a .png (.jpg, .webp) for one grid, a .npz for a uint8 array "
                                                  "(streamed), or a directory for one PNG per image (a conditional "
                                                  "run's in one subfolder per class)")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="noise seed: the same seed draws the same images "
+                                                          "(default 0)")
     p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")
     p.add_argument("--class", dest="class_", help="conditional runs: draw only this class, by number or by name "
                                                    "(a folder's subfolder); default: a grid goes class by class")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=1000,
+                   help="images generated at a time: bounds memory; each image keeps its noise (default 1000)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")
     p.add_argument("--interpolate", type=int, metavar="STEPS",
@@ -510,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
                                      "(modes for stacked-mnist5k runs; conditional runs add class_acc,"
                                      "fd_digits_per_class); also fid,kid,is,pr_inception")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the generated images and of the --n subset of --fake (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
     p.add_argument("--no-ema", action="store_true", help="evaluate a run's G rather than its G_ema (the results "

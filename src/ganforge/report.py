@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .checkpoint import replace_atomically
+from .models.layers import NoiseStream
 
 _GRID = re.compile(r"fakes(\d{6})(?:\.(\d{3}))?\.png$")
 
@@ -137,7 +138,7 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
     path = Path(path)
     shape = (n, G.img_size, G.img_size, G.channels)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
-    gen = torch.Generator().manual_seed(seed)
+    noise = NoiseStream(G.z_dim, seed)  # the z G.sample(n, seed) draws, whatever the batch size
     device = next(G.parameters()).device
     was_training = G.training
     G.eval()
@@ -148,7 +149,7 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
                 np.lib.format.write_array_header_2_0(f, header)
                 for start in range(0, n, batch_size):
                     with torch.inference_mode():
-                        z = G.make_z(min(batch_size, n - start), gen).to(device)
+                        z = noise.take(min(batch_size, n - start)).to(device)
                         fake = G(z) if labels is None else G(z, labels[start : start + z.shape[0]].to(device))
                         images = to_uint8(fake).permute(0, 2, 3, 1).contiguous()  # [B, C, H, W] -> [B, H, W, C]
                     f.write(images.numpy().tobytes())

@@ -42,6 +42,31 @@ def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
     return torch.arange(n) % n_classes
 
 
+Z_BLOCK = 1024  # z is drawn this many images at a time, whatever the batch size
+
+
+class NoiseStream:
+    """z for images 0, 1, 2, ... of one seed, drawn on the CPU in fixed blocks of Z_BLOCK images, so that image
+    i gets the same z however the images are batched and however many are asked for (torch's randn gives
+    other numbers when one draw is split in several)."""
+
+    def __init__(self, z_dim: int, seed: int | None = None) -> None:
+        self.z_dim = z_dim
+        self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.buffer = torch.empty(0, z_dim)
+
+    def take(self, count: int) -> torch.Tensor:
+        """The next `count` latents, [count, z_dim]."""
+        blocks = [self.buffer]
+        have = len(self.buffer)
+        while have < count:
+            blocks.append(torch.randn(Z_BLOCK, self.z_dim, generator=self.gen))
+            have += Z_BLOCK
+        drawn = torch.cat(blocks) if len(blocks) > 1 else self.buffer
+        self.buffer = drawn[count:]
+        return drawn[:count]
+
+
 class Generator(nn.Module):
     """Maps z [B, z_dim] to images [B, channels, img_size, img_size] in [-1, 1]."""
 
@@ -110,17 +135,16 @@ class Generator(nn.Module):
         A conditional G takes one label per row [rows] (default: balanced_labels)."""
         if rows < 1 or steps < 2:
             raise ValueError(f"interpolate needs rows >= 1 and steps >= 2, got {rows} and {steps}")
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        ends = self.make_z(2 * rows, gen)
+        ends = NoiseStream(self.z_dim, seed).take(2 * rows).view(rows, 2, self.z_dim)  # row i: z 2i to z 2i+1
         t = torch.linspace(0, 1, steps)
-        z = slerp(ends[:rows, None, :], ends[rows:, None, :], t[None, :, None]).reshape(rows * steps, self.z_dim)
+        z = slerp(ends[:, :1], ends[:, 1:], t[None, :, None]).reshape(rows * steps, self.z_dim)
         per_row = self.checked_labels(labels, rows)
         per_image = None if per_row is None else per_row.repeat_interleave(steps)
         return self._sample(rows * steps, None, 256, per_image, z=z)
 
     def _sample(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
                 z: torch.Tensor | None = None) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        noise = NoiseStream(self.z_dim, seed) if z is None else None
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -129,7 +153,7 @@ class Generator(nn.Module):
             with torch.no_grad():
                 for i in range(0, n, batch_size):
                     count = min(batch_size, n - i)
-                    zb = (self.make_z(count, gen) if z is None else z[i : i + count]).to(device)
+                    zb = (noise.take(count) if noise is not None else z[i : i + count]).to(device)
                     args = (zb,) if labels is None else (zb, labels[i : i + count].to(device))
                     out.append(self(*args))
         finally:
