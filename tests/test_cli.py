@@ -435,6 +435,41 @@ def test_sigterm_unwinds_a_sample_like_ctrl_c(tmp_path, image_folder):
     assert not list(tmp_path.glob("*big.npz*"))
 
 
+def test_an_interrupted_sample_folder_says_how_to_write_the_rest(tmp_path, image_folder):
+    """Ctrl-C (or SIGTERM) while writing PNGs keeps those written and prints the command that adds the rest;
+    that command, like any --force into the folder, goes on in the seed's noise rather than repeating it."""
+    import numpy as np
+
+    assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    proc = _spawn(["sample", str(run_dir), "--n", "2000000", "--out", "many", "--seed", "3", "--batch-size", "64"],
+                  tmp_path)
+    deadline = time.time() + 60
+    while len(list((tmp_path / "many").glob("*.png"))) < 100:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    written = len(list((tmp_path / "many").glob("*.png")))
+    assert proc.returncode == 130, err
+    assert err.strip() == (f"interrupted after writing {written} of 2000000 samples to many/; write the rest with: "
+                           f"ganforge sample {run_dir} --n {2000000 - written} --out many --force --seed 3 "
+                           "--batch-size 64")
+
+    def pixels(folder: Path) -> list:
+        return [np.asarray(Image.open(p), dtype=int) for p in sorted(folder.glob("*.png"))]
+
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(["sample", str(run_dir), "--n", "7", "--out", str(whole), "--seed", "3"]) == 0
+    assert main(["sample", str(run_dir), "--n", "4", "--out", str(split), "--seed", "3"]) == 0
+    assert main(["sample", str(run_dir), "--n", "3", "--out", str(split), "--seed", "3", "--force"]) == 0
+    assert len(pixels(split)) == 7
+    for a, b in zip(pixels(whole), pixels(split), strict=True):
+        assert np.abs(a - b).max() <= 1
+    first_written = np.asarray(Image.open(tmp_path / "many" / "000000.png"), dtype=int)
+    assert np.abs(first_written - pixels(whole)[0]).max() <= 1  # the interrupted run began where a seed begins
+
+
 def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):
     overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.008,
                                                 "train.keep_ckpts": 2})

@@ -122,6 +122,8 @@ def test_noise_stream_gives_image_i_one_z_however_it_is_taken():
     assert torch.equal(torch.cat(parts), whole)
     assert torch.equal(NoiseStream(16, seed=2).take(5), whole[:5])
     assert not torch.equal(NoiseStream(16, seed=3).take(5), whole[:5])
+    for first in (5, 1024, 1030, 2090):  # a stream that starts later is the same stream, later
+        assert torch.equal(NoiseStream(16, seed=2, first=first).take(10), whole[first : first + 10]), first
 
 
 def test_sample_uses_eval_mode_and_leaves_bn_stats_alone():
@@ -267,3 +269,36 @@ def test_interpolation_rows_run_between_two_random_latents(n_classes):
     assert not torch.allclose(walk[1], walk[0])  # it moves in between
     with pytest.raises(ValueError, match="steps >= 2"):
         G.interpolate(2, 1)
+
+
+@pytest.mark.parametrize("n_classes", [0, 3])
+def test_a_sample_folder_is_written_batch_by_batch(tmp_path, n_classes):
+    """Writing many PNGs holds one batch in memory: each batch is on disk before the next is drawn, and the
+    files are G.sample's images, class by class into subfolders for a conditional G."""
+    import numpy as np
+    from PIL import Image
+
+    from ganforge import report
+
+    G = build_generator(load_config(preset="default", overrides=["model.g_width=8", f"model.n_classes={n_classes}"]))
+    on_disk_when_drawn = []
+    forward = G.forward
+
+    def counting_forward(*args):
+        on_disk_when_drawn.append(len(list(tmp_path.rglob("*.png"))))
+        return forward(*args)
+
+    G.forward = counting_forward
+    labels = torch.tensor([2, 0, 1, 2, 2, 0, 1]) if n_classes else None
+    names = ["zero", "one", "two"] if n_classes else None
+    paths = report.save_sample_folder(G, 7, tmp_path / "out", seed=4, batch_size=3, labels=labels, names=names)
+    assert on_disk_when_drawn == [0, 3, 6]
+    expected = report.to_uint8(G.sample(7, seed=4, labels=labels)).numpy()[:, 0]
+    assert len(paths) == 7
+    folders = {tmp_path / "out": range(7)} if not n_classes else {
+        tmp_path / "out" / name: [i for i in range(7) if labels[i] == c] for c, name in enumerate(names)}
+    for folder, indices in folders.items():
+        files = sorted(folder.glob("*.png"))
+        assert [p.name for p in files] == [f"{k:06d}.png" for k in range(len(indices))]
+        for i, path in zip(indices, files, strict=True):
+            assert np.abs(np.asarray(Image.open(path), dtype=int) - expected[i]).max() <= 1, path

@@ -158,7 +158,22 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _more_samples_command(args: argparse.Namespace, n: int) -> str:
+    """The `ganforge sample` command that adds n samples to args.out as this one would have gone on."""
+    import shlex
+
+    words = ["ganforge", "sample", str(args.run), "--n", str(n), "--out", str(args.out), "--force"]
+    for flag, value, default in (("--seed", args.seed, 0), ("--ckpt", args.ckpt, "latest"),
+                                 ("--class", args.class_, None), ("--batch-size", args.batch_size, 1000),
+                                 ("--device", args.device, None)):
+        if value != default:
+            words += [flag, str(value)]
+    return shlex.join(words + ["--no-ema"] * args.no_ema)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
+    import time
+
     import torch
 
     from . import report
@@ -179,8 +194,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return G.sample(n, seed=args.seed, batch_size=batch_size, labels=labels)
 
     if out.suffix.lower() == ".npz":
-        import time
-
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,16 +215,33 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         "for PNGs")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise UserError(f"{out} exists and is not empty; choose another --out or pass --force to add to it")
+    names = None
     if labels is not None and args.class_ is None:  # a conditional G's classes in subfolders, as data folders
         names = report.class_folder_names(list(getattr(G, "classes", [])), G.n_classes)
-        report.save_class_images(draw(args.n, args.batch_size), labels, out, names)
+    # --force adds after each folder's last image, overwriting none, and goes on in the seed's noise (and
+    # classes) from there: adding n to n samples gives the 2n samples of one call, not n repeated
+    first = report.images_in_sample_folder(out, names)
+    if names is not None:
+        labels = (labels + first) % G.n_classes
+    started = time.perf_counter()
+    try:
+        paths = report.save_sample_folder(G, args.n, out, seed=args.seed, batch_size=args.batch_size,
+                                          labels=labels, names=names, first=first)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        done = report.images_in_sample_folder(out, names) - first
+        print(f"interrupted after writing {done} of {args.n} samples to {out}/; write the rest with: "
+              f"{_more_samples_command(args, args.n - done)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    seconds = time.perf_counter() - started
+    rate = f"in {seconds:.1f}s, {args.n / seconds:,.0f} images/s"
+    if names is not None:
         used = [names[c] for c in labels.unique().tolist()]
         print(f"wrote {args.n} samples to {out}/ in {len(used)} class folder{'s' * (len(used) > 1)} "
-              f"({used[0]}/" + (f" to {used[-1]}/)" if len(used) > 1 else ")"))
+              f"({used[0]}/" + (f" to {used[-1]}/)" if len(used) > 1 else ")") + f" {rate}")
         return 0
-    start = report.next_image_index(out)  # --force adds after the folder's last image, overwriting none
-    paths = report.save_images(draw(args.n, args.batch_size), out, start=start)
-    print(f"wrote {args.n} samples to {out}/ ({paths[0].name} to {paths[-1].name})")
+    print(f"wrote {args.n} samples to {out}/ ({paths[0].name} to {paths[-1].name}) {rate}")
     return 0
 
 
@@ -500,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", type=int, metavar="STEPS",
                    help="latent walks into a .png: --n // STEPS rows, each STEPS images between two random z")
     p.add_argument("--force", action="store_true",
-                   help="replace an existing grid or .npz / add to a non-empty folder after its last image")
+                   help="replace an existing grid or .npz / add to a non-empty folder after its last image, "
+                        "going on in the seed's noise")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,6 @@ import torch
 from torch import nn
 
 from .checkpoint import replace_atomically
-from .models.layers import NoiseStream
 
 _GRID = re.compile(r"fakes(\d{6})(?:\.(\d{3}))?\.png$")
 
@@ -104,16 +104,10 @@ def class_folder_names(classes: list[str], n_classes: int) -> list[str]:
     return [f"{c:0{width}d}" for c in range(n_classes)]
 
 
-def save_class_images(images: torch.Tensor, labels: torch.Tensor, folder: Path | str,
-                      names: list[str]) -> list[Path]:
-    """One PNG per image under folder/<class name>/, each class numbered on from its folder's last image; the
-    folder loader reads the subfolders back as class labels."""
+def images_in_sample_folder(folder: Path | str, names: list[str] | None = None) -> int:
+    """How many samples save_sample_folder has written to folder (with class `names`: to its class folders)."""
     folder = Path(folder)
-    paths: list[Path] = []
-    for c in labels.unique().tolist():
-        sub = folder / names[c]
-        paths += save_images(images[labels == c], sub, start=next_image_index(sub))
-    return paths
+    return sum(next_image_index(folder / name) for name in names) if names else next_image_index(folder)
 
 
 def next_image_index(folder: Path | str) -> int:
@@ -138,30 +132,54 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
     path = Path(path)
     shape = (n, G.img_size, G.img_size, G.channels)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
-    noise = NoiseStream(G.z_dim, seed)  # the z G.sample(n, seed) draws, whatever the batch size
-    device = next(G.parameters()).device
-    was_training = G.training
-    G.eval()
-    try:
-        with replace_atomically(path) as file, zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED,
-                                                                allowZip64=True) as zf:
-            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array_header_2_0(f, header)
-                for start in range(0, n, batch_size):
-                    with torch.inference_mode():
-                        z = noise.take(min(batch_size, n - start)).to(device)
-                        fake = G(z) if labels is None else G(z, labels[start : start + z.shape[0]].to(device))
-                        images = to_uint8(fake).permute(0, 2, 3, 1).contiguous()  # [B, C, H, W] -> [B, H, W, C]
-                    f.write(images.numpy().tobytes())
-            if labels is not None:
-                with zf.open("labels.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, labels.cpu().numpy().astype(np.int64))
-                classes = list(getattr(G, "classes", []))
-                if classes:  # the name of each label, so the file alone says what was asked for
-                    with zf.open("classes.npy", "w") as f:
-                        np.lib.format.write_array(f, np.array(classes, dtype=str))
-    finally:
-        G.train(was_training)
+    with replace_atomically(path) as file, zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED,
+                                                            allowZip64=True) as zf:
+        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_2_0(f, header)
+            for fake in _progress(G.sample_batches(n, seed=seed, batch_size=batch_size, labels=labels), n):
+                f.write(to_uint8(fake).permute(0, 2, 3, 1).contiguous().numpy().tobytes())  # -> [B, H, W, C]
+        if labels is not None:
+            with zf.open("labels.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, labels.cpu().numpy().astype(np.int64))
+            classes = list(getattr(G, "classes", []))
+            if classes:  # the name of each label, so the file alone says what was asked for
+                with zf.open("classes.npy", "w") as f:
+                    np.lib.format.write_array(f, np.array(classes, dtype=str))
+
+
+def _progress(batches: Iterator[torch.Tensor], n: int) -> Iterator[torch.Tensor]:
+    """The batches, with a progress bar on a terminal's stderr (none in a log file or a test)."""
+    from tqdm import tqdm
+
+    with tqdm(total=n, unit="img", unit_scale=True, disable=None, leave=False) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))
+
+
+def save_sample_folder(G: nn.Module, n: int, folder: Path | str, seed: int = 0, batch_size: int = 1000,
+                       labels: torch.Tensor | None = None, names: list[str] | None = None,
+                       first: int = 0) -> list[Path]:
+    """n samples of G as one PNG each, generated and written one batch at a time (memory stays at one batch):
+    folder/NNNNNN.png, or with class `names` (one per label of a conditional G) folder/<name>/NNNNNN.png, as
+    the folder loader reads classes back. Each folder is numbered on from its last image, replacing none.
+    `first`: the noise starts at that image of the seed's stream (see G.sample_batches), so that samples added
+    to a folder continue those there rather than repeat them."""
+    folder = Path(folder)
+    next_index: dict[Path, int] = {}
+    paths: list[Path] = []
+    drawn = 0
+    for images in _progress(G.sample_batches(n, seed=seed, batch_size=batch_size, labels=labels, first=first), n):
+        batch_labels = None if names is None or labels is None else labels[drawn : drawn + len(images)]
+        drawn += len(images)
+        groups = [(folder, images)] if batch_labels is None else [
+            (folder / names[c], images[batch_labels.to(images.device) == c]) for c in batch_labels.unique().tolist()]
+        for sub, group in groups:
+            if sub not in next_index:
+                next_index[sub] = next_image_index(sub)
+            paths += save_images(group, sub, start=next_index[sub])
+            next_index[sub] += len(group)
+    return paths
 
 
 MAX_GIF_FRAMES = 200  # a long run's thousands of ticks would make a GIF of hundreds of MB

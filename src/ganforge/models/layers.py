@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -50,10 +50,14 @@ class NoiseStream:
     i gets the same z however the images are batched and however many are asked for (torch's randn gives
     other numbers when one draw is split in several)."""
 
-    def __init__(self, z_dim: int, seed: int | None = None) -> None:
+    def __init__(self, z_dim: int, seed: int | None = None, first: int = 0) -> None:
+        """Starts at image `first`: the stream of a seed from there, as when `first` images were taken."""
         self.z_dim = z_dim
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.buffer = torch.empty(0, z_dim)
+        for _ in range(first // Z_BLOCK):  # torch's CPU generator cannot skip ahead: draw and drop whole blocks
+            torch.randn(Z_BLOCK, z_dim, generator=self.gen)
+        self.buffer = torch.randn(Z_BLOCK, z_dim, generator=self.gen)[first % Z_BLOCK :] if first else \
+            torch.empty(0, z_dim)
 
     def take(self, count: int) -> torch.Tensor:
         """The next `count` latents, [count, z_dim]."""
@@ -142,22 +146,38 @@ class Generator(nn.Module):
         per_image = None if per_row is None else per_row.repeat_interleave(steps)
         return self._sample(rows * steps, None, 256, per_image, z=z)
 
+    def sample_batches(self, n: int, seed: int | None = None, batch_size: int = 256,
+                       labels: torch.Tensor | Sequence[int | str] | int | str | None = None,
+                       first: int = 0) -> Iterator[torch.Tensor]:
+        """The images of G.sample(n, seed, batch_size, labels), one batch at a time, for writing out more
+        images than memory holds. Eval mode and no gradients hold while each batch is drawn, not between.
+        `first` skips that many images' z, so that a second call continues the first: with first=n, the
+        images G.sample(2 * n, seed)[n:] would be."""
+        if n < 0 or batch_size < 1 or first < 0:
+            raise ValueError(f"sample needs n >= 0, batch_size >= 1 and first >= 0, got {n}, {batch_size} and "
+                             f"{first}")
+        return self._batches(n, seed, batch_size, self.checked_labels(labels, n), first=first)
+
+    def _batches(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
+                 z: torch.Tensor | None = None, first: int = 0) -> Iterator[torch.Tensor]:
+        noise = NoiseStream(self.z_dim, seed, first) if z is None else None
+        device = next(self.parameters()).device
+        for i in range(0, n, batch_size):
+            count = min(batch_size, n - i)
+            zb = (noise.take(count) if noise is not None else z[i : i + count]).to(device)
+            args = (zb,) if labels is None else (zb, labels[i : i + count].to(device))
+            was_training = self.training
+            self.eval()
+            try:
+                with torch.no_grad():
+                    images = self(*args)
+            finally:
+                self.train(was_training)
+            yield images
+
     def _sample(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
                 z: torch.Tensor | None = None) -> torch.Tensor:
-        noise = NoiseStream(self.z_dim, seed) if z is None else None
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        out = []
-        try:
-            with torch.no_grad():
-                for i in range(0, n, batch_size):
-                    count = min(batch_size, n - i)
-                    zb = (noise.take(count) if noise is not None else z[i : i + count]).to(device)
-                    args = (zb,) if labels is None else (zb, labels[i : i + count].to(device))
-                    out.append(self(*args))
-        finally:
-            self.train(was_training)
+        out = list(self._batches(n, seed, batch_size, labels, z))
         return torch.cat(out) if out else torch.empty(0, self.channels, self.img_size, self.img_size)
 
 
