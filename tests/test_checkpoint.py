@@ -157,7 +157,11 @@ def test_checkpoint_alone_rebuilds_generator_and_mismatch_is_clear(tmp_cfg_run):
     run_dir = tmp_cfg_run
     path = ckpt_io.resolve_checkpoint(run_dir)
     G = load_generator(path)
-    assert G.sample(3, seed=0).shape == (3, 1, 16, 16)
+    images = G.sample(3, seed=0)
+    assert images.shape == (3, 1, 16, 16) and images.is_contiguous()
+    # a conv G samples in channels_last, as it trained (faster on a CPU)
+    convs = [p for p in G.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     ckpt = ckpt_io.load_checkpoint(path)
     ckpt["config"]["model"]["g_width"] = 16
     bad = run_dir / "mismatch.pt"

@@ -1204,10 +1204,14 @@ def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | 
 def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | torch.device = "cpu",
                               ema: bool = True) -> Generator:
     """load_generator for a checkpoint already loaded from `path` (named in errors)."""
-    G = build_generator(from_dict(state["config"]))
+    cfg = from_dict(state["config"])
+    G = build_generator(cfg)
     weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
     ckpt_io.load_state_dict_checked(G, weights, "generator", path)
     classes = state.get("classes")
     if G.n_classes and isinstance(classes, list) and len(classes) == G.n_classes:
         G.classes = [str(c) for c in classes]
-    return G.to(pick_device(str(device))).eval()
+    G = G.to(pick_device(str(device))).eval()
+    if cfg.train.channels_last and has_conv(G):  # as in training: a conv G samples ~35% faster on a CPU
+        G = G.to(memory_format=torch.channels_last)
+    return G

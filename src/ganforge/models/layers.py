@@ -170,7 +170,7 @@ class Generator(nn.Module):
             self.eval()
             try:
                 with torch.no_grad():
-                    images = self(*args)
+                    images = self(*args).contiguous()  # a channels_last G's images in the usual layout
             finally:
                 self.train(was_training)
             yield images
