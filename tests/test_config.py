@@ -77,6 +77,8 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
         ({"overrides": ["train.kimg=-1"]}, "train.kimg must be positive"),
         ({"overrides": ["train.kimg=fast"]}, "train.kimg must be a number"),
         ({"overrides": ["train.batch_size=2.5"]}, "whole number"),
+        ({"overrides": ["train.amp=true"]}, "train.amp must be none, bf16 or fp16, got 'true'"),  # the choices
+        ({"overrides": ["train.amp=[1]"]}, "train.amp must be a string"),
         ({"overrides": ["train.kimg=1e400"]}, "train.kimg must be a finite number, got inf"),
         ({"overrides": ["optim.g_lr=nan"]}, "optim.g_lr must be a finite number"),
         ({"overrides": ["train.grid_size=5000"]}, "train.grid_size must be between 1 and 1024"),
@@ -147,6 +149,10 @@ def test_python_callers_may_give_one_string_or_a_mapping_of_overrides():
         load_config(overrides={"train.kimg": "x"})
     with pytest.raises(TypeError, match="train\\(\\) takes a Config, got dict"):
         ganforge.train({"train": {"kimg": 1}})
+
+
+def test_a_string_setting_takes_a_number_or_word_as_its_text():
+    assert load_config(preset="default", overrides=["data.root=2024"]).data.root == "2024"  # a folder named 2024
 
 
 def test_apply_overrides_does_not_mutate_input():

@@ -231,6 +231,10 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
             raise UserError(f"{where} must be a whole number, got {value!r}")
         return int(value)
     if isinstance(default, str):
+        if isinstance(value, bool):  # `--set train.amp=true` or `amp = true`: the word, checked as a choice later
+            return "true" if value else "false"
+        if isinstance(value, int | float):  # a folder named 2024, a label 7
+            return str(value)
         if not isinstance(value, str):
             raise UserError(f"{where} must be a string, got {value!r}")
         return value
