@@ -116,6 +116,23 @@ def test_values_measured_under_different_protocols_are_flagged_not_ranked(two_ru
     assert protocol_notes(views) == [] and best_runs(views, "fd_digits") == {0}
 
 
+def test_protocol_notes_group_values_and_name_the_metrics_eval_takes(two_runs):
+    """precision and coverage are reported by the metrics pr and dc: the note's command must name those, once
+    for all the values one difference concerns; values scored against other images need another cure."""
+    a, b = two_runs
+    values = ("precision", "recall", "coverage")
+    _write_metrics(a, [(0.064, [_record(v, 0.5, 1000, 0.064) for v in values])])
+    _write_metrics(b, [(0.064, [_record(v, 0.5, 10000, 0.064) for v in values])])
+    notes = protocol_notes(compare_runs([a, b]))
+    assert len(notes) == 1 and notes[0].startswith("precision, recall, coverage: n_fake differs")
+    assert "--metrics pr,dc`" in notes[0]
+    other_data = [{**_record(v, 0.5, 10000, 0.064), "reference": "folder:/data/faces/train"} for v in values]
+    _write_metrics(b, [(0.064, other_data)])
+    notes = protocol_notes(compare_runs([a, b]))
+    assert len(notes) == 1 and "reference differs" in notes[0] and "--real NAME --metrics pr,dc`" in notes[0]
+    assert "n_fake" not in notes[0]  # the other images are the difference that matters
+
+
 def test_a_curve_joins_only_values_measured_alike(two_runs):
     a, _ = two_runs
     _write_metrics(a, [(1.0, [_record("fd_digits", 30.0, 500, 1.0)]), (2.0, [_record("fd_digits", 20.0, 500, 2.0)]),

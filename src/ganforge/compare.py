@@ -213,25 +213,48 @@ def check_metric(views: list[RunView], metric: str) -> None:
         raise UserError(f"no run recorded the metric {metric!r}; recorded: {', '.join(recorded) or 'none'}")
 
 
+# The order in which a difference is named: what the values were measured against before how many.
+_DIFFERENCE_ORDER = ("reference", "extractor_sha256", "resize", "n_fake", "n_real")
+
+
 def _differing_field(records: list[dict[str, Any]]) -> str | None:
-    """The first protocol field in which the records differ; None when they were measured alike."""
-    for key in PROTOCOL_FIELDS:
+    """The protocol field in which the records differ (see _DIFFERENCE_ORDER); None when measured alike."""
+    for key in _DIFFERENCE_ORDER:
         if len({json.dumps(r.get(key), sort_keys=True) for r in records}) > 1:
             return key
     return None
 
 
+def _reporting_metric(value_name: str) -> str:
+    """The metric `ganforge eval --metrics` takes for a recorded value: pr for precision, dc for coverage."""
+    from .metrics.core import METRIC_VALUES
+
+    return next((metric for metric, values in METRIC_VALUES.items() if value_name in values), value_name)
+
+
 def protocol_notes(views: list[RunView]) -> list[str]:
-    """One line per metric whose newest values were measured under different protocols."""
-    notes = []
+    """One line per protocol difference among the runs' newest values, naming the values it concerns and
+    how to measure them alike."""
+    grouped: dict[tuple[str, str], list[str]] = {}
     for name in recorded_metrics(views):
         records = [(v.name, v.latest[name]) for v in views if name in v.latest]
         key = _differing_field([r for _, r in records])
         if key is not None:
             per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
-            notes.append(f"{name}: {key} differs ({per_run}); these values do not compare: evaluate the "
-                         f"runs alike, e.g. `ganforge eval RUN --n N --metrics {base_metric(name)}"
-                         f"{' --no-ema' * (name != base_metric(name))}` on each")
+            grouped.setdefault((key, per_run), []).append(name)
+    notes = []
+    for (key, per_run), names in grouped.items():
+        metrics = list(dict.fromkeys(_reporting_metric(base_metric(n)) for n in names))
+        no_ema = " --no-ema" if any(n != base_metric(n) for n in names) else ""
+        these = names[0] if len(names) == 1 else ", ".join(names)
+        if key == "reference":
+            fix = (f"the runs were scored against different images: compare runs trained on the same data, or "
+                   f"score each against one set, e.g. `ganforge eval RUN --real NAME --metrics {','.join(metrics)}"
+                   f"{no_ema}`")
+        else:
+            fix = (f"these values do not compare: evaluate the runs alike, e.g. `ganforge eval RUN --n N "
+                   f"--metrics {','.join(metrics)}{no_ema}` on each")
+        notes.append(f"{these}: {key} differs ({per_run}); {fix}")
     return notes
 
 
