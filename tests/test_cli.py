@@ -380,7 +380,10 @@ def test_a_run_still_before_its_first_checkpoint_says_so(tmp_path, image_folder,
             assert main(argv) == 2
             assert "is training and has not written its first checkpoint yet" in capsys.readouterr().err
     assert main(["eval", str(run_dir)]) == 2  # nobody training it: the checkpoints are gone
-    assert "has no checkpoints in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has no checkpoints in" in err
+    command = err.split("train it afresh with `")[1].split("`")[0].split()  # the config the run was made with
+    assert main(command[1:]) == 0 and len(list(run_dir.parent.glob("0*"))) == 2
 
 
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:

@@ -7,6 +7,7 @@ import io
 import os
 import random
 import re
+import shlex
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,8 +232,11 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
         raise UserError(f"run {target} is training and has not written its first checkpoint yet (it does at "
                         "the end of its first tick); wait for it")
     if not found:
+        command = shlex.join(["ganforge", "train", "--config", str(target / "config.toml"),
+                              "--out", str(target.parent)])
+        again = f"; train it afresh with `{command}`" if (target / "config.toml").is_file() else ""
         raise UserError(f"run {target} has no checkpoints in {target / CKPT_DIR} (it stopped before its first "
-                        "checkpoint, or they were removed)")
+                        f"checkpoint, or they were removed){again}")
     return found[-1]
 
 
