@@ -597,10 +597,25 @@ def test_a_run_is_not_evaluated_at_another_size(tmp_path, tiny_cfg, capsys):
     run = train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)
     assert main(["eval", str(run), "--img-size", "32"]) == 2
     assert "--img-size and --channels are for --real/--fake" in capsys.readouterr().err
-    assert main(["eval", str(run), "--data-root", str(tmp_path)]) == 2
-    assert "--data-root says where --real's data set lives" in capsys.readouterr().err
+    assert main(["eval", str(run), "--data-root", str(tmp_path)]) == 2  # a folder run has no data root
+    assert "--data-root says where a torchvision data set" in capsys.readouterr().err
     assert main(["eval", str(run), "--real", "mnist", "--data-root", str(tmp_path / "elsewhere")]) == 2
-    assert f"MNIST not found under {tmp_path / 'elsewhere' / 'MNIST' / 'raw'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"MNIST not found under {tmp_path / 'elsewhere' / 'MNIST' / 'raw'}" in err
+    assert "tell eval where it is with --data-root DIR" in err and "--set data.root" not in err  # eval's cure
+
+
+def test_a_run_on_a_torchvision_set_is_evaluated_where_its_files_are_now(tmp_path, tiny_cfg, capsys):
+    from .test_data import write_idx
+
+    write_idx(tmp_path / "before", "MNIST", n=40)
+    run = train(tiny_cfg(**{"data.name": '"mnist"', "data.root": f'"{tmp_path / "before"}"'}),
+                out=tmp_path / "runs", log=lambda msg: None)
+    (tmp_path / "before").rename(tmp_path / "after")
+    assert main(["eval", str(run), "--n", "20", "--metrics", "fd_digits"]) == 2
+    assert "tell eval where it is with --data-root DIR" in capsys.readouterr().err
+    assert main(["eval", str(run), "--n", "20", "--metrics", "fd_digits", "--data-root", str(tmp_path / "after")]) == 0
+    assert "fd_digits" in capsys.readouterr().out
 
 
 def test_eval_no_ema_scores_g_itself_and_marks_the_results(tmp_path, tiny_cfg, capsys):

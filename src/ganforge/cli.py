@@ -269,6 +269,16 @@ def _check_metrics_out(path: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .errors import DatasetMissing
+
+    try:
+        return _evaluate(args)
+    except DatasetMissing as e:  # train's cure (--set data.root) is not eval's
+        raise UserError(f"{e.what}; tell eval where it is with --data-root DIR, its parent (a training run with "
+                        f"--set data.name={e.name} --set data.download=true fetches it)") from e
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     import time
 
     import torch
@@ -293,9 +303,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             "--real alone names another reference set)")
         if args.out:
             raise UserError("--out is for --real/--fake; a run's results are appended to its own metrics.json")
-        if args.data_root is not None and args.real is None:
-            raise UserError("--data-root says where --real's data set lives; a run reads its own data from its "
-                            "data.root")
         if args.img_size is not None or args.channels is not None:
             raise UserError("--img-size and --channels are for --real/--fake; a run's images are compared at its "
                             "own data.img_size and data.channels")
@@ -557,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"the --fake images, at most {INFERRED_SIDE_MAX})")
     p.add_argument("--channels", type=int, help="with --real/--fake: 1 or 3 (default: 3 when either set is in "
                    "colour)")
-    p.add_argument("--data-root", help="root of the torchvision data set --real (or --fake) names (default: data; "
-                   "with a run, the run's data.root)")
+    p.add_argument("--data-root", help="root of the torchvision data set --real or --fake names, or a run's own "
+                   "(default: data; with a run, the run's data.root)")
     p.add_argument("--out", help="with --real/--fake: append the results to this metrics.json")
     p.set_defaults(func=cmd_eval)
 

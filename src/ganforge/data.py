@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .checkpoint import atomic_save, damaged_zip_member
 from .config import DataConfig
-from .errors import UserError
+from .errors import DatasetMissing, UserError
 from .registry import Registry, unknown_name
 
 DATASETS = Registry("dataset")
@@ -125,10 +125,7 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
                 f"{cls_name} under {where} is incomplete or corrupt (torchvision found files missing or failing "
                 "their checksums); replace its files, or download them with --set data.download=true"
             ) from e
-        raise UserError(
-            f"{cls_name} not found under {os.path.join(root, folder)}; "
-            f"download it with --set data.download=true or point --set data.root=DIR at its parent"
-        ) from e
+        raise DatasetMissing(cfg.name, f"{cls_name} not found under {os.path.join(root, folder)}") from e
     except (OSError, ValueError, AssertionError) as e:
         import urllib.error
 
@@ -176,10 +173,8 @@ def load_celeba(cfg: DataConfig) -> RawImages:
         except Exception as e:  # noqa: BLE001  (any download failure becomes one line)
             raise UserError(f"could not download CelebA to {root}: {' '.join(str(e).split())}") from e
     if not image_dir.is_dir():
-        raise UserError(
-            f"CelebA not found: expected {image_dir}/*.jpg and {root}/list_eval_partition.txt; "
-            "download it with --set data.download=true or point --set data.root=DIR at its parent"
-        )
+        raise DatasetMissing(cfg.name, f"CelebA not found: expected {image_dir}/*.jpg and "
+                                       f"{root}/list_eval_partition.txt")
     cache = root / f"ganforge-train-{cfg.img_size}px-{cfg.channels}ch.pt"
     cached = _read_image_cache(cache, cfg)
     if cached is not None:

@@ -473,14 +473,15 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
                  ema: bool = True) -> list[dict[str, Any]]:
     """Evaluate a run's generator (G_ema when kept; G itself with ema=False) against its own training data,
     or against the dataset `reference` (a name or folder:PATH, at the run's size and channels, all of it; a
-    torchvision set under `reference_root`, else the run's data.root); metrics None: the run's default_metrics;
+    torchvision set under `reference_root`, else the run's data.root). Without `reference`, `reference_root`
+    says where the run's own torchvision set is now; metrics None: the run's default_metrics;
     inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log` receives a note
     where digit metrics meet images that are not digits."""
     import dataclasses
 
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
-    from ..data import check_dataset_name, missing_folder
+    from ..data import TORCHVISION_SETS, check_dataset_name, missing_folder
     from ..trainer import generator_from_checkpoint, pick_device
 
     if reference is not None:
@@ -489,8 +490,13 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
     cfg = from_dict(state["config"])
-    real_cfg = cfg.data if reference is None else dataclasses.replace(
-        cfg.data, name=reference, max_images=0, root=reference_root or cfg.data.root)
+    if reference is None and reference_root is not None and cfg.data.name not in TORCHVISION_SETS:
+        raise UserError(f"--data-root says where a torchvision data set ({', '.join(TORCHVISION_SETS)}) lives, but "
+                        f"this run trained on {cfg.data.name}; to score it against other images use --real")
+    if reference is None:  # the run's own data set, under another root where one is given (moved data)
+        real_cfg = dataclasses.replace(cfg.data, root=reference_root or cfg.data.root)
+    else:
+        real_cfg = dataclasses.replace(cfg.data, name=reference, max_images=0, root=reference_root or cfg.data.root)
     classes = state.get("classes")
     missing = missing_folder(real_cfg.name) if reference is None else None
     if missing:
