@@ -419,7 +419,9 @@ def test_eval_reads_samples_from_an_npz_like_the_sample_command_writes(tmp_path,
     uint8 = data.images.add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [N, H, W, 1]
     np.savez(tmp_path / "samples.npz", uint8, labels=data.labels.numpy())
     np.savez(tmp_path / "grey.npz", uint8[..., 0])  # [N, H, W] is read as one channel
-    for fake in ("samples.npz", "grey.npz"):
+    np.savez(tmp_path / "nchw.npz", uint8.transpose(0, 3, 1, 2))  # [N, C, H, W], as PyTorch code keeps images
+    np.savez(tmp_path / "int64.npz", uint8.astype(np.int64))  # pixels 0-255 in a wider integer type
+    for fake in ("samples.npz", "grey.npz", "nchw.npz", "int64.npz"):
         out = tmp_path / f"{fake}.json"
         assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{tmp_path / fake}",
                      "--img-size", "16", "--metrics", "fd_digits", "--out", str(out)]) == 0
@@ -429,9 +431,14 @@ def test_eval_reads_samples_from_an_npz_like_the_sample_command_writes(tmp_path,
     raw = load_raw(DataConfig(name=f"folder:{tmp_path / 'samples.npz'}"))
     assert torch.equal(raw.labels, data.labels) and raw.classes == ["0", "1"]
     capsys.readouterr()
-    np.savez(tmp_path / "floats.npz", uint8.astype(np.float32))
+    np.savez(tmp_path / "floats.npz", uint8[..., 0].astype(np.float32) / 255)
     np.savez(tmp_path / "named.npz", images=uint8)
-    for name, message in (("floats.npz", "arr_0 is float32 [32, 16, 16, 1]; expected uint8 images"),
+    np.savez(tmp_path / "wide.npz", uint8.astype(np.int64) * 4)  # not 0-255: no guess at the range
+    np.savez(tmp_path / "two.npz", np.concatenate([uint8, uint8], axis=3))
+    for name, message in (("floats.npz", "arr_0 is float32 [32, 16, 16]; ganforge reads pixels 0-255 (uint8)"),
+                          ("floats.npz", "np.uint8(np.clip(x * 255, 0, 255).round()) for [0, 1]"),
+                          ("wide.npz", "arr_0 is int64 [32, 16, 16, 1]; ganforge reads pixels 0-255"),
+                          ("two.npz", "arr_0 is uint8 [32, 16, 16, 2]; expected uint8 images [N, H, W, C]"),
                           ("named.npz", "holds no arr_0 array (it has: images)")):
         assert main(["eval", "--real", "mnist5k", "--fake", f"folder:{tmp_path / name}"]) == 2
         assert message in capsys.readouterr().err
@@ -570,6 +577,8 @@ def test_eval_of_two_image_sets_compares_them_as_they_are(tmp_path, image_folder
     assert source_format(f"folder:{colour}", fit="pad") == (True, 24)
     assert source_format(f"folder:{image_folder}") == (False, 16)
     assert source_format(f"folder:{tmp_path / 's.npz'}") == (True, 12)
+    np.savez(tmp_path / "nchw.npz", rng.integers(0, 255, (5, 3, 10, 10), dtype=np.uint8))
+    assert source_format(f"folder:{tmp_path / 'nchw.npz'}") == (True, 10)
     assert source_format("cifar10") == (True, 32) and source_format("mnist5k") == (False, 28)
     assert source_format(f"folder:{tmp_path / 'nowhere'}") == (False, 0)
     out = tmp_path / "m.json"

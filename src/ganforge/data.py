@@ -500,6 +500,11 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
         return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
 
 
+def _channels_first(shape: tuple[int, ...]) -> bool:
+    """An .npz array stored [N, C, H, W], as PyTorch code keeps images, rather than [N, H, W, C]."""
+    return len(shape) == 4 and shape[1] in (1, 3) and shape[-1] not in (1, 3)
+
+
 def _load_npz(path: Path) -> RawImages:
     """uint8 images [N, H, W, C] (C 1 or 3) or [N, H, W] under arr_0 of an .npz, as `ganforge sample --out x.npz`
     writes them and other tools' sample files hold them; labels [N] from `labels` where present, named by
@@ -515,11 +520,20 @@ def _load_npz(path: Path) -> RawImages:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"cannot read {path}: {e}; is it an .npz written by numpy?") from e
+    stored = f"{images.dtype} {list(images.shape)}"
     if images.ndim == 3:
         images = images[..., None]
+    elif _channels_first(images.shape):
+        images = images.transpose(0, 2, 3, 1)
+    if images.dtype.kind in "iu" and images.size and 0 <= images.min() and images.max() <= 255:
+        images = images.astype(np.uint8)  # pixels 0-255 in a wider integer type
+    if images.dtype != np.uint8 and images.dtype.kind in "fiu" and images.ndim == 4 and images.shape[-1] in (1, 3):
+        raise UserError(f"{path}: arr_0 is {stored}; ganforge reads pixels 0-255 (uint8), since the range of other "
+                        "numbers is a guess: convert with np.uint8(np.clip(x * 255, 0, 255).round()) for [0, 1] or "
+                        "np.uint8(np.clip((x + 1) * 127.5, 0, 255).round()) for [-1, 1]")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
-        raise UserError(f"{path}: arr_0 is {images.dtype} {list(images.shape)}; expected uint8 images [N, H, W, C] "
-                        "with C 1 or 3 (or [N, H, W])")
+        raise UserError(f"{path}: arr_0 is {stored}; expected uint8 images [N, H, W, C] with C 1 or 3 (or [N, H, W] "
+                        "or [N, C, H, W])")
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
     if labels is None or labels.shape != (len(images),) or labels.dtype.kind not in "iu" or labels.min() < 0:
         return RawImages(tensor, torch.zeros(len(images), dtype=torch.long), [], colour=images.shape[-1] == 3)
@@ -568,6 +582,8 @@ def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:
                 fmt = np.lib.format
                 reader = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
                 shape = reader(f)[0]
+            if _channels_first(shape):
+                shape = (shape[0], shape[2], shape[3], shape[1])
             colour = len(shape) == 4 and shape[-1] == 3
             return colour, (max if fit == "pad" else min)(shape[1:3]) if len(shape) >= 3 else 0
         if root.is_file():
