@@ -163,6 +163,10 @@ def test_dry_run_refuses_a_config_the_networks_cannot_take(capsys):
     assert main(["train", "--preset", "default", "--set", "data.img_size=17", "--dry-run"]) == 2
     captured = capsys.readouterr()
     assert "data.img_size = s * 2^n" in captured.err and "[train]" not in captured.out
+    assert main(["train", "--preset", "default", "--set", "model.g_norm_first=false", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "note: model.g_norm_first = false has no effect on the dcgan generator" in captured.err
+    assert "g_norm_first = false" in captured.out
 
 
 @pytest.mark.parametrize(

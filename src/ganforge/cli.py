@@ -66,6 +66,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_from_args(args)
         if args.dry_run:
             check_networks(cfg)  # a printed config is one the run would take
+            from .models import inert_settings
+
+            for line in inert_settings(cfg):  # as the run would say when it starts
+                print(f"note: {line}", file=sys.stderr)
             print(cfg.to_toml(), end="")
             return 0
     distributed.init_from_env(args.device or "auto")
