@@ -13,8 +13,9 @@ from typing import Any
 
 from .errors import UserError
 
-# Protocol fields that must agree for two values of one metric to compare (FD and KID move with n).
-PROTOCOL_FIELDS = ("n_fake", "n_real", "reference", "extractor_sha256", "resize")
+# Protocol fields that must agree for two values of one metric to compare (FD and KID move with n); a note
+# names the first that differs, so what the values were measured against comes before how many.
+PROTOCOL_FIELDS = ("reference", "extractor_sha256", "resize", "n_fake", "n_real")
 NOT_EMA = " (G, not G_ema)"  # marks the results of `ganforge eval --no-ema`: another quantity than G_ema's
 IGNORED_SETTINGS = {"description"}
 
@@ -213,13 +214,9 @@ def check_metric(views: list[RunView], metric: str) -> None:
         raise UserError(f"no run recorded the metric {metric!r}; recorded: {', '.join(recorded) or 'none'}")
 
 
-# The order in which a difference is named: what the values were measured against before how many.
-_DIFFERENCE_ORDER = ("reference", "extractor_sha256", "resize", "n_fake", "n_real")
-
-
 def _differing_field(records: list[dict[str, Any]]) -> str | None:
-    """The protocol field in which the records differ (see _DIFFERENCE_ORDER); None when measured alike."""
-    for key in _DIFFERENCE_ORDER:
+    """The first protocol field in which the records differ; None when they were measured alike."""
+    for key in PROTOCOL_FIELDS:
         if len({json.dumps(r.get(key), sort_keys=True) for r in records}) > 1:
             return key
     return None
@@ -246,7 +243,6 @@ def protocol_notes(views: list[RunView]) -> list[str]:
     for (key, per_run), names in grouped.items():
         metrics = list(dict.fromkeys(_reporting_metric(base_metric(n)) for n in names))
         no_ema = " --no-ema" if any(n != base_metric(n) for n in names) else ""
-        these = names[0] if len(names) == 1 else ", ".join(names)
         if key == "reference":
             fix = (f"the runs were scored against different images: compare runs trained on the same data, or "
                    f"score each against one set, e.g. `ganforge eval RUN --real NAME --metrics {','.join(metrics)}"
@@ -254,7 +250,7 @@ def protocol_notes(views: list[RunView]) -> list[str]:
         else:
             fix = (f"these values do not compare: evaluate the runs alike, e.g. `ganforge eval RUN --n N "
                    f"--metrics {','.join(metrics)}{no_ema}` on each")
-        notes.append(f"{these}: {key} differs ({per_run}); {fix}")
+        notes.append(f"{', '.join(names)}: {key} differs ({per_run}); {fix}")
     return notes
 
 
