@@ -131,6 +131,9 @@ def test_sampling_is_seeded(tmp_path, image_folder):
         with Image.open(other) as im, Image.open(paths[0]) as png:
             assert im.format == fmt and im.size == png.size
     assert main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "a.gif")]) == 2
+    huge = tmp_path / "huge.png"
+    assert main(["sample", str(run_dir), "--n", "10001", "--out", str(huge)]) == 2
+    assert not huge.exists()  # refused before drawing anything
 
 
 @pytest.mark.parametrize("preset", preset_names())

@@ -162,6 +162,9 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+MAX_GRID_IMAGES = 10_000  # 100 x 100 cells; 20,000 28x28 samples already took 1.2 GB to draw as one grid
+
+
 def _more_samples_command(args: argparse.Namespace, n: int) -> str:
     """The `ganforge sample` command that adds n samples to args.out as this one would have gone on."""
     import shlex
@@ -187,6 +190,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = Path(args.out)
+    if out.suffix.lower() in report.GRID_FORMATS and args.n > MAX_GRID_IMAGES:
+        raise UserError(f"a grid of {args.n:,} samples is more than one picture shows (at most {MAX_GRID_IMAGES:,}); "
+                        f"write many samples with --out DIR/ (one PNG each) or --out FILE.npz")
     if args.interpolate is not None:
         _check_interpolation(args, out)
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
