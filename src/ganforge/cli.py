@@ -181,8 +181,6 @@ def _more_samples_command(args: argparse.Namespace, n: int) -> str:
 def cmd_sample(args: argparse.Namespace) -> int:
     import time
 
-    import torch
-
     from . import report
     from .trainer import load_generator
 
@@ -192,16 +190,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() in report.GRID_FORMATS and args.n > MAX_GRID_IMAGES:
         raise UserError(f"a grid of {args.n:,} samples is more than one picture shows (at most {MAX_GRID_IMAGES:,}); "
-                        f"write many samples with --out DIR/ (one PNG each) or --out FILE.npz")
+                        "write many samples with --out DIR/ (one PNG each) or --out FILE.npz")
     if args.interpolate is not None:
         _check_interpolation(args, out)
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
     if args.interpolate is not None:
         return _sample_interpolation(G, args, out)
     labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() in report.GRID_FORMATS)
-
-    def draw(n: int, batch_size: int = 256) -> torch.Tensor:
-        return G.sample(n, seed=args.seed, batch_size=batch_size, labels=labels)
 
     if out.suffix.lower() == ".npz":
         if out.exists() and not args.force:
@@ -217,7 +212,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
-        report.save_grid(draw(args.n), out, nrow=nrow)
+        report.save_grid(G.sample(args.n, seed=args.seed, labels=labels), out, nrow=nrow)
         print(f"wrote a grid of {args.n} samples to {out}")
         return 0
     if out.suffix:
