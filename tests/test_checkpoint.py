@@ -194,3 +194,24 @@ def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_cfg_run):
 @pytest.fixture
 def tmp_cfg_run(tmp_path, tiny_cfg):
     return train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)
+
+
+def test_a_run_saved_under_looser_rules_still_loads_and_resumes_once_mended(tmp_cfg_run):
+    from ganforge.cli import main
+    from ganforge.trainer import resume_config
+
+    ckpt = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(tmp_cfg_run))
+    # settings today's checks refuse, but which do not shape the networks
+    ckpt["config"]["optim"]["g_lr"] = 5.0
+    ckpt["config"]["data"]["fit"] = "stretch"
+    loose = tmp_cfg_run / ckpt_io.CKPT_DIR / "loose.pt"
+    torch.save(ckpt, loose)
+    assert load_generator(loose).sample(2, seed=0).shape == (2, 1, 16, 16)
+    assert main(["summary", str(loose)]) == 0
+    # training with them is still refused, and an override mends them
+    with pytest.raises(UserError, match="data.fit must be crop or pad, got 'stretch'"):
+        resume_config(loose)
+    with pytest.raises(UserError, match="optim.g_lr = 5 is above 1"):
+        resume_config(loose, ["data.fit=crop"])
+    _, _, cfg = resume_config(loose, ["optim.g_lr=2e-4", "data.fit=crop"])
+    assert cfg.optim.g_lr == 2e-4 and cfg.data.fit == "crop"

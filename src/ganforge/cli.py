@@ -463,9 +463,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     if run.is_dir() and (run / "config.toml").is_file():
-        cfg = load_config(path=run / "config.toml")
+        cfg = load_config(path=run / "config.toml", stored=True)
     else:
-        cfg = from_dict(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run))["config"])
+        cfg = from_dict(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run))["config"], stored=True)
     print(network_summary(cfg))
     return 0
 

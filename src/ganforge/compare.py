@@ -176,7 +176,7 @@ def _unread(raw: dict[str, Any]) -> set[str]:
     from .models import unread_settings
 
     try:
-        return set(unread_settings(from_dict(raw)))
+        return set(unread_settings(from_dict(raw, stored=True)))
     except (UserError, KeyError, TypeError, ValueError):
         return set()
 

@@ -273,7 +273,10 @@ def _where_it_belongs(key: str, section: str, valid: list[str]) -> str:
     return did_you_mean(homes or [f"{section}.{close}" for close in close_spelling(key, valid)])
 
 
-def from_dict(raw: dict[str, Any]) -> Config:
+def from_dict(raw: dict[str, Any], stored: bool = False) -> Config:
+    """The Config of a TOML tree, checked. `stored=True` is for a config a run saved (a checkpoint's, a run's
+    config.toml) to rebuild its networks: only what building them needs is checked, so a run made before a
+    rule was tightened still loads."""
     valid = ["preset", "description", *_SECTION_TYPES]
     for key in raw:
         if key not in valid:
@@ -289,7 +292,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
         description=str(raw.get("description", "")),
         **sections,
     )
-    validate(cfg)
+    (validate_networks if stored else validate)(cfg)
     return cfg
 
 
@@ -322,9 +325,11 @@ def load_config(
     preset: str | None = None,
     path: str | Path | None = None,
     overrides: Overrides | None = None,
+    stored: bool = False,
 ) -> Config:
     """Defaults <- preset <- TOML file <- overrides, validated once. A file whose top-level `preset` names
-    a preset builds on that preset."""
+    a preset builds on that preset. `stored`: the file is a run's config.toml, read to rebuild its networks
+    (see from_dict)."""
     from_file: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -354,7 +359,7 @@ def load_config(
         preset = "default"
     raw = _merge(preset_dict(preset) if preset is not None else {}, from_file)
     raw = apply_overrides(raw, overrides)
-    return from_dict(raw)
+    return from_dict(raw, stored=stored)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -366,20 +371,18 @@ def _check(ok: bool, message: str) -> None:
 
 
 MAX_SEED = 2**32  # numpy's seed range; torch's streams take seed and seed + 1
+MAX_LR = 1.0
 MAX_GRID_SIZE = 1024  # a 32 x 32 grid: every tick draws, saves and (for the collapse checks) compares it
 
 
-def validate(cfg: Config) -> None:
-    from . import data as data_module
-    from . import losses, models
+def validate_networks(cfg: Config) -> None:
+    """The checks that building G and D needs: all a stored config (a checkpoint's) has to pass, so that a
+    run trained under looser rules for data, loss or training settings still samples and evaluates."""
+    from . import models
 
-    d, m, lo, o, t = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.train
-    data_module.check_dataset_name(d.name)
+    d, m = cfg.data, cfg.model
     _check(d.channels in (1, 3), f"data.channels must be 1 or 3, got {d.channels}")
     _check(8 <= d.img_size <= 1024, f"data.img_size must be between 8 and 1024, got {d.img_size}")
-    _check(d.max_images >= 0, f"data.max_images must be 0 (all images) or a positive count, got {d.max_images}")
-    _check(d.background in ("white", "black"), f"data.background must be white or black, got {d.background!r}")
-    _check(d.fit in ("crop", "pad"), f"data.fit must be crop or pad, got {d.fit!r}")
     models.GENERATORS.get(m.g)
     models.DISCRIMINATORS.get(m.d)
     _check(m.z_dim >= 1, f"model.z_dim must be positive, got {m.z_dim}")
@@ -402,6 +405,19 @@ def validate(cfg: Config) -> None:
     _check(m.n_classes == 0 or m.pac == 1, "model.pac > 1 does not combine with a conditional model (n_classes > 0)")
     _check(m.n_classes == 0 or m.g_cond != "cbn" or m.g_norm == "bn",
            "model.g_cond=cbn needs batch norm in G (model.g_norm=bn)")
+
+
+def validate(cfg: Config) -> None:
+    """Every check on a config a run will train with."""
+    from . import data as data_module
+    from . import losses
+
+    d, m, lo, o, t = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.train
+    validate_networks(cfg)
+    data_module.check_dataset_name(d.name)
+    _check(d.max_images >= 0, f"data.max_images must be 0 (all images) or a positive count, got {d.max_images}")
+    _check(d.background in ("white", "black"), f"data.background must be white or black, got {d.background!r}")
+    _check(d.fit in ("crop", "pad"), f"data.fit must be crop or pad, got {d.fit!r}")
     _check(lo.ac_weight >= 0, f"loss.ac_weight must be >= 0, got {lo.ac_weight}")
     _check(t.batch_size % m.pac == 0, f"train.batch_size {t.batch_size} must be a multiple of model.pac {m.pac}")
     losses.LOSSES.get(lo.name)
@@ -420,6 +436,15 @@ def validate(cfg: Config) -> None:
     )
     _check(o.name == "adam", f"optim.name must be adam, got {o.name!r}")
     _check(o.g_lr > 0 and o.d_lr > 0, "optim.g_lr and optim.d_lr must be positive")
+    for name in ("g_lr", "d_lr"):
+        lr = getattr(o, name)
+        # Adam moves every weight by about lr per step: above 1 the nets only blow up (losses of 1e11, no
+        # error), so a sign slip in the exponent is caught here rather than after a wasted run
+        if lr > MAX_LR:
+            mantissa, exponent = f"{lr:e}".split("e")
+            flipped = f" (check the exponent's sign: {float(mantissa):g}e-{int(exponent)})" if lr >= 100 else ""
+            raise UserError(f"optim.{name} = {lr:g} is above {MAX_LR:g}, where Adam's steps swamp the weights; "
+                            f"GANs train at 1e-5 to 1e-2{flipped}")
     _check(o.lr_decay in ("none", "linear", "cosine"),
            f"optim.lr_decay must be none, linear or cosine, got {o.lr_decay!r}")
     for name in ("g_betas", "d_betas"):

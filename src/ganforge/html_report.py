@@ -192,7 +192,7 @@ def _config(config_text: str) -> tuple[Any, str]:
     from .config import from_dict
 
     try:
-        return from_dict(tomllib.loads(config_text)), ""
+        return from_dict(tomllib.loads(config_text), stored=True), ""
     except (UserError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
         return None, str(e)
 

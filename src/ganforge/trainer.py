@@ -1104,7 +1104,7 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     missing = missing_folder(cfg.data.name)
     if missing:
         raise UserError(f"{missing}; resume with --set data.name=folder:PATH where they are now")
-    saved = from_dict(ckpt["config"])
+    saved = from_dict(ckpt["config"], stored=True)
     if cfg.train.seed != saved.train.seed:
         # the random streams continue from the checkpoint's saved states, so a new seed would only mislabel them
         raise UserError(f"a resumed run continues the random streams of its checkpoint (train.seed = "
@@ -1204,7 +1204,7 @@ def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | 
 def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | torch.device = "cpu",
                               ema: bool = True) -> Generator:
     """load_generator for a checkpoint already loaded from `path` (named in errors)."""
-    cfg = from_dict(state["config"])
+    cfg = from_dict(state["config"], stored=True)
     G = build_generator(cfg)
     weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
     ckpt_io.load_state_dict_checked(G, weights, "generator", path)

@@ -489,7 +489,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     device = str(pick_device(str(device)))
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
-    cfg = from_dict(state["config"])
+    cfg = from_dict(state["config"], stored=True)
     if reference is None and reference_root is not None and cfg.data.name not in TORCHVISION_SETS:
         raise UserError(f"--data-root says where a torchvision data set ({', '.join(TORCHVISION_SETS)}) lives, but "
                         f"this run trained on {cfg.data.name}; to score it against other images use --real")
