@@ -410,8 +410,28 @@ def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
     text = capsys.readouterr().out
     assert "fd_digits" in text
     assert "note: fd_digits, classes read images through ganforge's MNIST digit classifier" in text
+    # a folder of a few dozen images: the Frechet distance is mostly sampling bias, and eval says so
     results = json.loads(out.read_text())[0]["results"]
+    assert f"note: fd_digits from {results[0]['n_fake']} images is biased upward by sampling alone" in text
     assert abs(results[0]["value"]) < 1e-6
+    assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}",
+                 "--metrics", "kid_digits"]) == 0
+    assert "biased upward" not in capsys.readouterr().out
+
+
+def test_the_small_sample_note_names_each_frechet_distance_and_its_unbiased_kin():
+    from ganforge.metrics.core import small_sample_note
+
+    def record(metric, n_fake, n_real=5000):
+        return {"metric": metric, "n_fake": n_fake, "n_real": n_real}
+
+    assert small_sample_note([record("fd_digits", 1000), record("kid_digits", 10)]) is None
+    assert small_sample_note([record("modes", 26000, 0)]) is None
+    note = small_sample_note([record("fd_digits", 999)])
+    assert note.startswith("fd_digits from 999 images is biased upward") and note.endswith("read kid_digits, "
+                                                                                            "unbiased at any n")
+    note = small_sample_note([record("fid", 5000, 200), record("fd_digits", 300)])
+    assert note.startswith("fid and fd_digits from 200 images are biased") and "read kid or kid_digits" in note
 
 
 def test_eval_reads_samples_from_an_npz_like_the_sample_command_writes(tmp_path, image_folder, capsys):
@@ -672,6 +692,7 @@ def test_eval_ckpt_all_scores_every_kept_checkpoint_and_names_the_best(tmp_path,
     lowest = min(values, key=values.get)
     assert f"  {'fd_digits':<20} {values[lowest]:12.5g}  {lowest}\n" in out
     assert [k for k, _ in compare_runs([run])[0].curves["fd_digits"]] == [0.016, 0.032, 0.048]
+    assert out.count("note: fd_digits from 16 images is biased upward") == 1  # once, not per checkpoint
     assert main(["sample", str(run), "--ckpt", "all", "--out", str(tmp_path / "g.png")]) == 2
     assert "--ckpt all is for ganforge eval" in capsys.readouterr().err
     # a checkpoint that a training run rotates out between listing and scoring is skipped

@@ -250,12 +250,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_records(records: list[dict]) -> None:
+def _print_records(records: list[dict], notes: bool = True) -> None:
+    from .metrics.core import small_sample_note
+
     print(f"{'metric':<20} {'value':>12}  {'n_fake':>7} {'n_real':>7}  reference / extractor")
     for r in records:
         value = r["value"]
         shown = f"{value:12.5g}" if isinstance(value, float) else f"{value!s:>12}"
         print(f"{r['metric']:<20} {shown}  {r['n_fake']:>7} {r['n_real']:>7}  {r['reference']} / {r['extractor']}")
+    note = small_sample_note(records) if notes else None
+    if note:
+        print(f"note: {note}")
 
 
 def _check_metrics_out(path: Path) -> None:
@@ -379,7 +384,7 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
             print(f"{path.name} was removed by the training run since it was listed; skipped")
             continue
         print(f"{path.name}:")
-        _print_records(records)
+        _print_records(records, notes=not results)  # the note once: every checkpoint is scored at the same n
         results.append((path, records))
     best = best_checkpoints(results)
     if len(results) > 1 and best:
