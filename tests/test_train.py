@@ -185,13 +185,27 @@ def test_ema_half_life_matches_closed_form():
     assert abs(ema.weight[0, 0].item() - (1 - beta**steps)) < 1e-5
 
 
-def test_divergence_is_reported_not_hidden(tmp_path, tiny_cfg):
+def test_divergence_is_reported_not_hidden(tmp_path, tiny_cfg, monkeypatch):
+    from ganforge import config
     from ganforge.errors import UserError
 
-    cfg = tiny_cfg(**{"model.init": '"torch"'})
-    cfg.optim.g_lr = cfg.optim.d_lr = 1e30  # past the config check, which refuses rates above 1, so the nets blow up
+    monkeypatch.setattr(config, "MAX_LR", 1e30)  # the config check refuses such rates; the nets blow up with them
     with pytest.raises(UserError, match="diverged"):
-        train(cfg, out=tmp_path, log=quiet)
+        train(tiny_cfg(**{"optim.g_lr": 1e30, "optim.d_lr": 1e30, "model.init": '"torch"'}), out=tmp_path,
+              log=quiet)
+
+
+def test_a_config_edited_in_python_is_checked_before_a_run_directory_is_made(tmp_path, tiny_cfg):
+    from ganforge.errors import UserError
+
+    cfg = tiny_cfg()
+    cfg.train.step_order = "gfirst"
+    with pytest.raises(UserError, match="train.step_order must be d_first, g_first or simultaneous, got 'gfirst'"):
+        train(cfg, out=tmp_path / "runs", log=quiet)
+    cfg.train.step_order, cfg.train.kimg = "g_first", "0.016"
+    with pytest.raises(UserError, match="train.kimg must be a number, got '0.016'"):
+        train(cfg, out=tmp_path / "runs", log=quiet)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_evaluation_at_ticks_logs_metrics_and_keeps_best(tmp_path, tiny_cfg, monkeypatch):

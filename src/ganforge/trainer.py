@@ -1051,7 +1051,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
     if not isinstance(cfg, Config):
         raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
                         "ganforge.load_config(preset=..., overrides=[...])")
-    cfg = anchored_paths(cfg)
+    cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
     run_dir = new_run_dir(out, cfg.preset) if main else None
