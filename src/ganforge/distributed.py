@@ -105,7 +105,10 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 def local_batch(global_batch: int) -> int:
     world = info().world_size
     if global_batch % world:
-        raise UserError(f"train.batch_size {global_batch} must divide evenly across {world} processes")
+        lower, upper = global_batch // world * world, (global_batch // world + 1) * world
+        choices = f"{lower} or {upper}" if lower else str(upper)
+        raise UserError(f"train.batch_size {global_batch} must divide evenly across {world} processes (each "
+                        f"trains its share of the batch); use --set train.batch_size={choices}")
     return global_batch // world
 
 

@@ -1052,6 +1052,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
                         "ganforge.load_config(preset=..., overrides=[...])")
     cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
+    distributed.local_batch(cfg.train.batch_size)  # every rank refuses a batch it cannot split, before any file
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
     run_dir = new_run_dir(out, cfg.preset) if main else None
@@ -1156,6 +1157,7 @@ def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
 def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None) -> Path:
     """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
+    distributed.local_batch(cfg.train.batch_size)
     run_dir = path.parent.parent
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
