@@ -194,3 +194,24 @@ def test_a_misspelt_name_gets_the_close_one_first():
             load_config(overrides=overrides)
     with pytest.raises(UserError, match=r"unknown preset 'defualt' \(did you mean default\?\); valid choices"):
         load_config(preset="defualt")
+
+
+def test_a_relative_path_that_lies_next_to_the_config_file_is_named(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "imgs").mkdir(parents=True)
+    config = project / "gan.toml"
+    config.write_text('preset = "default"\n[data]\nname = "folder:imgs"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as info:
+        load_config(path="project/gan.toml")
+    message = str(info.value)
+    assert "relative paths are read from the working directory" in message
+    assert "use folder:project/imgs (or an absolute path) in the file, or run from project" in message
+    # from the file's own folder the path is found; an override replaces it; a path found nowhere is left to
+    # the data loader's own message
+    monkeypatch.chdir(project)
+    assert load_config(path="gan.toml").data.name == "folder:imgs"
+    monkeypatch.chdir(tmp_path)
+    assert load_config(path="project/gan.toml", overrides=["data.name=mnist5k"]).data.name == "mnist5k"
+    config.write_text('preset = "default"\n[data]\nname = "folder:elsewhere"\n')
+    assert load_config(path="project/gan.toml").data.name == "folder:elsewhere"

@@ -321,6 +321,28 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[st
     return out
 
 
+def _check_paths_beside(from_file: dict[str, Any], raw: dict[str, Any], config_path: Path) -> None:
+    """Relative paths in a config file are read from the working directory, as on the command line. When one
+    that no override replaced is missing there but exists next to the file, say so rather than leave the user
+    with a missing folder."""
+
+    def setting(tree: dict[str, Any], section: str, key: str) -> Any:
+        return tree[section].get(key) if isinstance(tree.get(section), dict) else None
+
+    for section, key, prefix in (("data", "name", "folder:"), ("data", "root", ""), ("eval", "inception_weights", "")):
+        value = setting(from_file, section, key)
+        if not isinstance(value, str) or not value.startswith(prefix) or value != setting(raw, section, key):
+            continue
+        rel = Path(value[len(prefix):]).expanduser()
+        beside = config_path.parent / rel
+        if value[len(prefix):] and not rel.is_absolute() and not rel.exists() and beside.exists() \
+                and config_path.parent != Path("."):
+            raise UserError(f"config file {config_path} sets {section}.{key} = {value!r}, and relative paths are read "
+                            f"from the working directory ({Path.cwd()}), where there is no {rel}; {beside} is next to "
+                            f"the file: use {prefix}{beside} (or an absolute path) in the file, or run from "
+                            f"{config_path.parent}")
+
+
 def load_config(
     preset: str | None = None,
     path: str | Path | None = None,
@@ -359,6 +381,8 @@ def load_config(
         preset = "default"
     raw = _merge(preset_dict(preset) if preset is not None else {}, from_file)
     raw = apply_overrides(raw, overrides)
+    if path is not None:
+        _check_paths_beside(from_file, raw, Path(path))
     return from_dict(raw, stored=stored)
 
 
