@@ -638,3 +638,23 @@ def test_a_failed_tick_evaluation_keeps_the_training_before_it(tmp_path, tiny_cf
     run_dir = next((tmp_path / "runs").iterdir())
     assert calls == [32]
     assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 32
+
+
+def test_a_folder_split_into_train_and_test_is_named_before_it_trains_on_both(tmp_path):
+    from ganforge.data import split_subfolders_note
+
+    from .conftest import tiny_overrides, write_digit_folder
+
+    root = tmp_path / "set"
+    write_digit_folder(root / "train")
+    write_digit_folder(root / "test", n_per_class=4)
+    lines: list[str] = []
+    Trainer(load_config(overrides=tiny_overrides(root)), tmp_path / "run", log=lines.append)  # writes nothing
+    notes = [line for line in lines if "look like splits" in line]
+    assert notes == [f"note: folder:{root}'s subfolders test, train look like splits of one data set, and a folder's "
+                     "subfolders are read as classes: this trains on all of them (a conditional model would learn "
+                     f"them as its classes); to train on one, use folder:{root / 'train'}"]
+    assert split_subfolders_note(f"folder:{root}", ["cat", "dog"]) is None
+    assert split_subfolders_note(f"folder:{root}", ["train", "cat"]) is None  # one such name is a class
+    assert split_subfolders_note("mnist5k", ["train", "test"]) is None
+    assert split_subfolders_note("folder:x", ["Training", "Validation"]).endswith("use folder:x/Training")

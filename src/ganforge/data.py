@@ -104,6 +104,21 @@ def missing_folder(name: str) -> str | None:
     return None
 
 
+SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validation")
+
+
+def split_subfolders_note(name: str, classes: list[str]) -> str | None:
+    """For a folder whose class subfolders are named like splits (train/, test/): they are read as classes, so
+    a run would train on every split, and a conditional one would learn the splits as its classes."""
+    splits = [c for c in classes if c.lower() in SPLIT_NAMES]
+    if not name.startswith("folder:") or len(splits) < 2:
+        return None
+    first = next((c for c in splits if c.lower().startswith("train")), splits[0])
+    return (f"{name}'s subfolders {', '.join(splits)} look like splits of one data set, and a folder's subfolders "
+            f"are read as classes: this trains on all of them (a conditional model would learn them as its "
+            f"classes); to train on one, use folder:{os.path.join(name[len('folder:'):], first)}")
+
+
 def _download_failed(cls_name: str, root: str, reason: str) -> UserError:
     return UserError(f"could not download {cls_name} to {root}: {reason}; check the network, or fetch its files on "
                      "another machine and point --set data.root=DIR at their parent")

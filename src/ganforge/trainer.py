@@ -27,7 +27,7 @@ from . import checkpoint as ckpt_io
 from . import distributed, report
 from .augment import diff_augment, parse_policy
 from .config import Config, Overrides, apply_overrides, from_dict, preset_names, toml_value
-from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder
+from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder, split_subfolders_note
 from .errors import UserError
 from .html_report import write_html_report
 from .losses import GANLoss, get_loss, gradient_penalty, instance_noise_std, r1_penalty
@@ -675,6 +675,9 @@ class Trainer:
         if self.data.colour_source and cfg.data.channels == 1:
             self.log(f"note: {cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
                      "--set data.channels=3 trains in colour")
+        splits = split_subfolders_note(cfg.data.name, self.data.classes)
+        if splits:
+            self.log(f"note: {splits}")
         self._inception_weights: str | None = None
         if cfg.eval.every_kimg > 0:
             from .metrics.core import (
