@@ -224,8 +224,11 @@ def test_summary_of_a_conditional_preset_shows_the_label_paths(capsys):
 
 
 def test_class_metrics_at_ticks_need_a_conditional_config(tiny_cfg):
-    with pytest.raises(UserError, match="class_acc need a conditional model"):
+    with pytest.raises(UserError, match=r"class_acc needs a conditional model \(model.n_classes > 0\); set "
+                                         r"model.n_classes, or drop it$"):
         tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["fd_digits", "class_acc"]'})
+    with pytest.raises(UserError, match="class_acc and fd_digits_per_class need a conditional model .* drop them$"):
+        tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["fd_digits_per_class", "class_acc"]'})
     cfg = tiny_cfg(**{"eval.every_kimg": 1.0, "eval.metrics": '["class_acc"]', "model.n_classes": 2})
     assert cfg.eval.metrics == ["class_acc"]
 

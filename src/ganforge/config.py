@@ -537,7 +537,9 @@ def validate(cfg: Config) -> None:
             METRICS.get(name)
         class_metrics = sorted({"class_acc", "fd_digits_per_class"} & set(e.metrics))
         _check(m.n_classes > 0 or not class_metrics,
-               f"eval.metrics {', '.join(class_metrics)} need a conditional model; set model.n_classes")
+               f"eval.metrics {' and '.join(class_metrics)} {'need' if len(class_metrics) > 1 else 'needs'} a "
+               "conditional model (model.n_classes > 0); set model.n_classes, or drop "
+               f"{'them' if len(class_metrics) > 1 else 'it'}")
         # what would otherwise stop the run at its first evaluation, after the training before it
         _check("modes" not in e.metrics or cfg.data.channels == 3,
                "eval.metrics modes counts the digit triples of 3-channel Stacked MNIST samples; train on "
