@@ -186,6 +186,21 @@ def test_missing_run_or_best_is_clear(tmp_path, tmp_cfg_run):
         ckpt_io.resolve_checkpoint(tmp_path / "empty")
 
 
+def test_a_mistyped_checkpoint_path_names_the_checkpoints_in_its_folder(tmp_cfg_run, tmp_path):
+    kept = [p.name for p in ckpt_io.list_checkpoints(tmp_cfg_run)]
+    folder = tmp_cfg_run / ckpt_io.CKPT_DIR
+    with pytest.raises(UserError) as info:
+        ckpt_io.load_checkpoint(folder / "ckpt-000000001.pt")
+    assert str(info.value) == (f"checkpoint {folder / 'ckpt-000000001.pt'} does not exist; {folder} holds "
+                               f"{', '.join(kept)}")
+    for i in range(5):
+        (tmp_path / f"c{i}.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"does not exist; .* holds 5, the last: c1.pt, c2.pt, c3.pt, c4.pt$"):
+        ckpt_io.load_checkpoint(tmp_path / "c9.pt")
+    with pytest.raises(UserError, match=r"^checkpoint \S+ does not exist$"):
+        ckpt_io.load_checkpoint(tmp_path / "nowhere" / "c.pt")
+
+
 def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_cfg_run):
     latest = ckpt_io.resolve_checkpoint(tmp_cfg_run)
     assert ckpt_io.resolve_checkpoint(tmp_cfg_run / ckpt_io.CKPT_DIR) == latest

@@ -159,11 +159,27 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, keep: int) -> Path:
     return path
 
 
+CHECKPOINTS_NAMED = 4
+
+
+def _checkpoints_beside(path: Path) -> str:
+    """'; there: a.pt, b.pt' naming the checkpoints in the folder a mistyped checkpoint path points into."""
+    folder = path.parent
+    try:
+        found = sorted(p.name for p in folder.iterdir() if p.suffix == ".pt" and p.is_file())
+    except OSError:  # no such folder, or not one
+        return ""
+    if not found:
+        return ""
+    shown = ", ".join(found[-CHECKPOINTS_NAMED:])
+    return f"; {folder} holds {'' if len(found) <= CHECKPOINTS_NAMED else f'{len(found)}, the last: '}{shown}"
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with weights_only=True; a truncated, corrupt or foreign file becomes a UserError."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+        raise UserError(f"checkpoint {path} does not exist{_checkpoints_beside(path)}")
     damaged = damaged_zip_member(path)
     if damaged:
         raise UserError(f"checkpoint {path} is corrupt: its part {damaged} fails its CRC check (damaged on disk or "
