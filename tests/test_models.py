@@ -143,9 +143,12 @@ def test_dcgan_levels(size, expected):
     assert dcgan_levels(size) == expected
 
 
-def test_dcgan_rejects_sizes_it_cannot_build():
-    with pytest.raises(UserError, match="img_size"):
-        dcgan_levels(30)
+@pytest.mark.parametrize("size, nearest", [(30, "28 or 32"), (100, "96 or 112"), (9, "8 or 10"), (7, "8")])
+def test_dcgan_rejects_sizes_it_cannot_build_and_names_the_nearest(size, nearest):
+    with pytest.raises(UserError, match=rf"img_size .*, got {size}; the nearest that build: {nearest}$"):
+        dcgan_levels(size)
+    for near in map(int, nearest.split(" or ")):
+        dcgan_levels(near)  # builds
 
 
 def test_sngan_resnet_follows_the_paper_layout():

@@ -11,16 +11,23 @@ from .layers import Discriminator, Generator, MinibatchStd, activation, batch_no
 from .registry import DISCRIMINATORS, GENERATORS
 
 
-def dcgan_levels(img_size: int) -> tuple[int, int]:
-    """img_size = start * 2**n with 3 <= start <= 7: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4)."""
+def _levels(img_size: int) -> tuple[int, int] | None:
     start, n = img_size, 0
     while start > 7 and start % 2 == 0:
         start, n = start // 2, n + 1
-    if n < 1 or start < 3 or start > 7:
-        raise UserError(
-            f"the dcgan nets need data.img_size = s * 2^n with s in 3..7 (e.g. 28, 32, 64), got {img_size}"
-        )
-    return start, n
+    return (start, n) if n >= 1 and 3 <= start <= 7 else None
+
+
+def dcgan_levels(img_size: int) -> tuple[int, int]:
+    """img_size = start * 2**n with 3 <= start <= 7: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4)."""
+    levels = _levels(img_size)
+    if levels is None:
+        below = next((s for s in range(img_size - 1, 5, -1) if _levels(s)), None)
+        above = next(s for s in range(img_size + 1, 2 * img_size + 8) if _levels(s))
+        nearest = f"{below} or {above}" if below else str(above)
+        raise UserError(f"the dcgan nets need data.img_size = s * 2^n with s in 3..7 (e.g. 28, 32, 64), got "
+                        f"{img_size}; the nearest that build: {nearest}")
+    return levels
 
 
 @GENERATORS.register("dcgan")
