@@ -305,3 +305,18 @@ def test_a_sample_folder_is_written_batch_by_batch(tmp_path, n_classes):
         assert [p.name for p in files] == [f"{k:06d}.png" for k in range(len(indices))]
         for i, path in zip(indices, files, strict=True):
             assert np.abs(np.asarray(Image.open(path), dtype=int) - expected[i]).max() <= 1, path
+
+
+@pytest.mark.parametrize("preset, message", [
+    ("mnist-sngan-resnet", "the resnet nets need data.img_size = s * 2^n with s in 3..7 (e.g. 28, 32, 64), got 30; "
+                           "the nearest that build: 28 or 32"),
+    ("mnist-mlp-convd", "the convd discriminator needs data.img_size divisible by 4, got 30; the nearest that build: "
+                        "28 or 32"),
+])
+def test_each_conv_net_names_the_sizes_it_builds(preset, message):
+    from ganforge.config import load_config
+    from ganforge.trainer import check_networks
+
+    with pytest.raises(UserError) as info:
+        check_networks(load_config(preset=preset, overrides=["data.img_size=30"]))
+    assert str(info.value) == message

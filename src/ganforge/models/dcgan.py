@@ -18,14 +18,14 @@ def _levels(img_size: int) -> tuple[int, int] | None:
     return (start, n) if n >= 1 and 3 <= start <= 7 else None
 
 
-def dcgan_levels(img_size: int) -> tuple[int, int]:
+def dcgan_levels(img_size: int, nets: str = "dcgan") -> tuple[int, int]:
     """img_size = start * 2**n with 3 <= start <= 7: 28 -> (7, 2), 32 -> (4, 3), 64 -> (4, 4)."""
     levels = _levels(img_size)
     if levels is None:
         below = next((s for s in range(img_size - 1, 5, -1) if _levels(s)), None)
         above = next(s for s in range(img_size + 1, 2 * img_size + 8) if _levels(s))
         nearest = f"{below} or {above}" if below else str(above)
-        raise UserError(f"the dcgan nets need data.img_size = s * 2^n with s in 3..7 (e.g. 28, 32, 64), got "
+        raise UserError(f"the {nets} nets need data.img_size = s * 2^n with s in 3..7 (e.g. 28, 32, 64), got "
                         f"{img_size}; the nearest that build: {nearest}")
     return levels
 
@@ -100,7 +100,9 @@ class ConvDiscriminator(Discriminator):
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(img_size, channels)
         if img_size % 4:
-            raise UserError(f"the convd discriminator needs data.img_size divisible by 4, got {img_size}")
+            lower, upper = img_size // 4 * 4, img_size // 4 * 4 + 4
+            raise UserError(f"the convd discriminator needs data.img_size divisible by 4, got {img_size}; the nearest "
+                            f"that build: {f'{lower} or ' if lower >= 8 else ''}{upper}")
         w = cfg.d_width
         bn = cfg.d_norm == "bn"
         layers: list[nn.Module] = [nn.Conv2d(channels, w, 4, 2, 1, bias=not (bn and cfg.d_norm_first))]

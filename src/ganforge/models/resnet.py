@@ -75,7 +75,7 @@ class ResNetGenerator(Generator):
 
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(cfg.z_dim, img_size, channels)
-        self.start, n = dcgan_levels(img_size)
+        self.start, n = dcgan_levels(img_size, "resnet")
         width = cfg.g_width
         self.width = width
         self.fc = nn.Linear(cfg.z_dim, width * self.start * self.start)
@@ -112,7 +112,7 @@ class ResNetDiscriminator(Discriminator):
 
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(img_size, channels)
-        _, n = dcgan_levels(img_size)
+        _, n = dcgan_levels(img_size, "resnet")
         width = cfg.d_width
         blocks: list[nn.Module] = [DBlock(channels, width, down=True, first=True, cfg=cfg)]
         blocks += [DBlock(width, width, down=True, first=False, cfg=cfg) for _ in range(n - 2)]
