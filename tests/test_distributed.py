@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -148,3 +149,19 @@ def test_torchrun_errors_say_which_rank_printed_them(tmp_path, image_folder):
     assert prefixes in (["error"], ["error (rank 1)"], ["error", "error (rank 1)"]), proc.stderr[-2000:]
     assert all(ln.endswith("use --set train.batch_size=4 or 6") for ln in lines)  # the cure, both ways
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_what_torchrun_cannot_train_is_refused_before_a_run_directory_is_made(monkeypatch, tmp_path, image_folder):
+    from ganforge import distributed
+    from ganforge.errors import UserError
+    from ganforge.trainer import check_distributed, train
+
+    monkeypatch.setattr(distributed, "info", lambda: distributed.DistInfo(rank=0, world_size=2, local_rank=0))
+    cfg = load_config(overrides=tiny_overrides(image_folder, **{"train.step_order": '"simultaneous"'}))
+    with pytest.raises(UserError, match=r"train.step_order=simultaneous does not run under torchrun .*; use --set "
+                                        r"train.step_order=d_first, or train in one process$"):
+        train(cfg, out=tmp_path / "runs", log=lambda msg: None)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(UserError, match="train.batch_size 7 must divide evenly across 2 processes"):
+        check_distributed(load_config(overrides=tiny_overrides(image_folder, **{"train.batch_size": 7})))
+    check_distributed(load_config(overrides=tiny_overrides(image_folder)))  # batch 8, d_first: fine

@@ -327,6 +327,16 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ steps
 
 
+def check_distributed(cfg: Config) -> None:
+    """Under torchrun, what every rank refuses alike before a file is written: a global batch that does not
+    split across the ranks, and the simultaneous order (one backward through both nets, which DDP's
+    per-net gradient averaging does not follow)."""
+    distributed.local_batch(cfg.train.batch_size)
+    if distributed.info().enabled and cfg.train.step_order == "simultaneous":
+        raise UserError("train.step_order=simultaneous does not run under torchrun (one backward pass through both "
+                        "nets); use --set train.step_order=d_first, or train in one process")
+
+
 class Stepper:
     """One training iteration in the order the config names; returns detached stats, never syncs."""
 
@@ -337,12 +347,10 @@ class Stepper:
         self.order = t.step_order
         self.reuse_fake = t.reuse_fake
         self.global_batch = t.batch_size
-        distributed.local_batch(t.batch_size)  # refuses a global batch that does not split across ranks
+        check_distributed(state.cfg)
         device = next(state.G.parameters()).device
         # Under DDP the wrappers average gradients; the G step calls the bare D (frozen there), and
         # gradient-free forwards call the bare G, so DDP only sees the passes whose gradients it reduces.
-        if distributed.info().enabled and t.step_order == "simultaneous":
-            raise UserError("train.step_order=simultaneous is not supported with several processes")
         self.G_ddp = distributed.wrap(state.G, device)
         self.D_ddp = distributed.wrap(state.D, device)
         self.G_bare, self.D_bare = state.G, state.D
@@ -1055,7 +1063,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
                         "ganforge.load_config(preset=..., overrides=[...])")
     cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
-    distributed.local_batch(cfg.train.batch_size)  # every rank refuses a batch it cannot split, before any file
+    check_distributed(cfg)  # on every rank, before any file
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
     run_dir = new_run_dir(out, cfg.preset) if main else None
@@ -1160,7 +1168,7 @@ def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
 def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None) -> Path:
     """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
-    distributed.local_batch(cfg.train.batch_size)
+    check_distributed(cfg)
     run_dir = path.parent.parent
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
