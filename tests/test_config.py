@@ -3,6 +3,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+import torch
 
 import ganforge
 from ganforge.config import Config, apply_overrides, from_dict, load_config, parse_override, preset_names
@@ -215,3 +216,18 @@ def test_a_relative_path_that_lies_next_to_the_config_file_is_named(tmp_path, mo
     assert load_config(path="project/gan.toml", overrides=["data.name=mnist5k"]).data.name == "mnist5k"
     config.write_text('preset = "default"\n[data]\nname = "folder:elsewhere"\n')
     assert load_config(path="project/gan.toml").data.name == "folder:elsewhere"
+
+
+def test_numpy_scalars_and_0d_tensors_from_the_python_api_read_as_their_values():
+    import numpy as np
+
+    cfg = load_config(preset="mnist-mlp", overrides={"train.batch_size": np.int64(32), "optim.g_lr": np.float32(1e-3)})
+    assert cfg.train.batch_size == 32 and type(cfg.train.batch_size) is int
+    assert abs(cfg.optim.g_lr - 1e-3) < 1e-9 and type(cfg.optim.g_lr) is float
+    cfg.train.kimg, cfg.train.channels_last = torch.tensor(2.5), np.bool_(False)
+    cfg.model.g_hidden = list(np.array([64, 128]))
+    rebuilt = from_dict(cfg.to_dict())
+    assert (rebuilt.train.kimg, rebuilt.train.channels_last, rebuilt.model.g_hidden) == (2.5, False, [64, 128])
+    assert "kimg = 2.5" in rebuilt.to_toml()
+    with pytest.raises(UserError, match="train.batch_size must be a whole number, got 2.5"):
+        load_config(overrides={"train.batch_size": np.float64(2.5)})

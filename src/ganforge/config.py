@@ -216,6 +216,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
     where = f"{section}.{name}" if section else name
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()  # a numpy scalar or 0-d tensor from the Python API (np.arange, a tensor's mean)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise UserError(f"{where} must be true or false, got {value!r}")
