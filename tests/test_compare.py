@@ -77,6 +77,9 @@ def test_compare_through_the_python_api(two_runs):
     stats = read_stats(a / "stats.jsonl")
     assert [k for k, _ in views[0].curves["fd_digits"]] == [s["kimg"] for s in stats]
     assert [key for key, _ in settings_diff(views)] == ["loss.name", "optim.g_lr"]
+    # one run, or one folder of runs, may be given alone (a string is not a list of one-letter paths)
+    assert [v.path for v in compare_runs(str(a))] == [a]
+    assert [v.path for v in compare_runs(a.parent)] == [a, b]
 
 
 def test_a_folder_of_runs_stands_for_every_run_in_it(two_runs, capsys):

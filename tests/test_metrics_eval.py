@@ -484,6 +484,10 @@ def test_a_run_on_a_subset_is_scored_against_it_or_against_all_of_its_data_set(t
     run_dir = train(cfg, out=tmp_path / "runs", log=lambda msg: None)
     own = evaluate_run(run_dir, ["fd_digits"], n=16)[0]
     assert own["n_real"] == 8 and own["reference"] == f"folder:{image_folder}/train, 8 of 32"
+    # metric names as --metrics spells them: a string is one name or a comma-separated list
+    assert evaluate_run(run_dir, "fd_digits", n=16, write=False) == [own]
+    assert [r["metric"] for r in evaluate_run(run_dir, "fd_digits, classes", n=16, write=False)][:2] == [
+        "fd_digits", "classes_covered"]
     assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits", "--real", f"folder:{image_folder}"]) == 0
     saved = json.loads((run_dir / "metrics.json").read_text())[-1]["results"][0]
     assert saved["n_real"] == 32 and saved["reference"] == f"folder:{image_folder}/train"

@@ -142,8 +142,11 @@ def expand_runs(paths: list[Path | str]) -> list[Path]:
     return expanded
 
 
-def compare_runs(paths: list[Path | str]) -> list[RunView]:
-    """Load every run (see expand_runs); a missing or malformed one raises UserError naming it."""
+def compare_runs(paths: list[Path | str] | Path | str) -> list[RunView]:
+    """Load every run (see expand_runs); a missing or malformed one raises UserError naming it. One path
+    may be given alone (a run, or a folder of runs)."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
     if not paths:
         raise UserError("give at least one run directory to compare")
     views: list[RunView] = []

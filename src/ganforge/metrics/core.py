@@ -10,7 +10,7 @@ import math
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -386,8 +386,17 @@ def _version() -> str:
     return __version__
 
 
-def evaluate(ctx: EvalContext, metrics: list[str], kimg: float | None = None) -> list[dict[str, Any]]:
+def metric_list(metrics: str | Sequence[str]) -> list[str]:
+    """Metric names as a list: a lone string is one name or a comma-separated list, as --metrics takes them
+    (iterated as it is, "fd_digits" would be the metrics f, d, _, ...)."""
+    if isinstance(metrics, str):
+        return [m.strip() for m in metrics.split(",") if m.strip()]
+    return list(metrics)
+
+
+def evaluate(ctx: EvalContext, metrics: str | Sequence[str], kimg: float | None = None) -> list[dict[str, Any]]:
     """Run the named metrics; each value comes back as a record with its full protocol."""
+    metrics = metric_list(metrics)
     ctx.requested = list(metrics)
     records = []
     for name in metrics:
@@ -487,7 +496,7 @@ def default_metrics(cfg: Any, classes: list[str] | None = None) -> list[str]:
     return [*OFFLINE_DEFAULT, *(["class_acc"] if digits else []), "fd_digits_per_class"]
 
 
-def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: int = 10_000,
+def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = None, n: int = 10_000,
                  ckpt: str = "latest", seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
                  write: bool = True, log: Callable[[str], None] | None = None,
                  reference: str | None = None, reference_root: str | None = None,
@@ -522,7 +531,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     missing = missing_folder(real_cfg.name) if reference is None else None
     if missing:
         raise UserError(f"{missing}; evaluate against them where they are now with --real folder:PATH")
-    metrics = default_metrics(cfg, classes) if metrics is None else metrics
+    metrics = default_metrics(cfg, classes) if metrics is None else metric_list(metrics)
     if "class_acc" in metrics and classes is not None and class_digits(classes) is None:
         raise UserError(not_digit_classes(classes))
     log_digit_metrics_note(real_cfg.name, metrics, log)
@@ -545,7 +554,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: list[str] | None = None, n: i
     return records
 
 
-def evaluate_checkpoints(run: Path | str, metrics: list[str] | None = None, log: Callable[[str], None] | None = None,
+def evaluate_checkpoints(run: Path | str, metrics: str | Sequence[str] | None = None,
+                         log: Callable[[str], None] | None = None,
                          **options: Any) -> Iterator[tuple[Path, list[dict[str, Any]] | None]]:
     """evaluate_run on every checkpoint a run keeps, oldest first, each appended to its metrics.json at its
     own kimg; yields (checkpoint, records), or (checkpoint, None) for one that a run still training rotated
