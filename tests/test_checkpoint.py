@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -199,6 +201,20 @@ def test_a_mistyped_checkpoint_path_names_the_checkpoints_in_its_folder(tmp_cfg_
         ckpt_io.load_checkpoint(tmp_path / "c9.pt")
     with pytest.raises(UserError, match=r"^checkpoint \S+ does not exist$"):
         ckpt_io.load_checkpoint(tmp_path / "nowhere" / "c.pt")
+
+
+def test_a_run_checkpoint_is_named_by_its_file_name_alone(tmp_cfg_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where no checkpoint lies: the name is the run's
+    first = ckpt_io.list_checkpoints(tmp_cfg_run)[0]
+    for name in (first.name, first.stem):
+        assert ckpt_io.resolve_checkpoint(tmp_cfg_run, name) == first
+        assert ckpt_io.resolve_checkpoint(tmp_cfg_run / ckpt_io.CKPT_DIR, name) == first
+    for word in ("first", "ckpt-000000001.pt"):
+        with pytest.raises(UserError, match=rf"checkpoint '{word}' is neither latest, best, a checkpoint file nor "
+                                            rf"one of the run's checkpoints; .* holds .*{first.name}"):
+            ckpt_io.resolve_checkpoint(tmp_cfg_run, word)
+    (tmp_path / "mine.pt").write_bytes(b"")  # a file here is taken as given
+    assert ckpt_io.resolve_checkpoint(tmp_cfg_run, "mine.pt") == Path("mine.pt")
 
 
 def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_cfg_run):

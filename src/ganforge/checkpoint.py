@@ -227,7 +227,17 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
         raise UserError("--ckpt all is for ganforge eval, which scores every checkpoint; give latest, best or a "
                         "checkpoint path")
     if which not in ("latest", "best"):
-        return Path(which)
+        path = Path(which)
+        if path.exists() or len(path.parts) > 1:
+            return path
+        # a bare name: one of the run's own checkpoints (ckpt-000042000 or ckpt-000042000.pt), else a word
+        folder = target if target.name == CKPT_DIR else target / CKPT_DIR
+        own = folder / (which if path.suffix == ".pt" else f"{which}.pt")
+        if target.is_dir() and own.is_file():
+            return own
+        kept = _checkpoints_beside(own) if target.is_dir() else ""
+        raise UserError(f"checkpoint {which!r} is neither latest, best, a checkpoint file nor one of the run's "
+                        f"checkpoints{kept}")
     if target.is_file():
         return target
     if not target.is_dir():

@@ -536,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "run's in one subfolder per class)")
     p.add_argument("--seed", type=_seed, default=0, help="noise seed: the same seed draws the same images "
                                                           "(default 0)")
-    p.add_argument("--ckpt", default="latest", help="latest, best or a checkpoint path")
+    p.add_argument("--ckpt", default="latest", help="latest, best, one of the run's checkpoints by name "
+                                                    "(ckpt-000042000) or a checkpoint path")
     p.add_argument("--nrow", type=int, help="images per grid row")
     p.add_argument("--class", dest="class_", help="conditional runs: draw only this class, by number or by name "
                                                    "(a folder's subfolder); default: a grid goes class by class")
@@ -554,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")
     p.add_argument("run", type=Path, nargs="?", help="run directory or checkpoint file")
     p.add_argument("--ckpt", default="latest", help="latest, best, all (every checkpoint the run keeps, oldest "
-                                                    "first) or a checkpoint path")
+                                                    "first), one of them by name (ckpt-000042000) or a checkpoint "
+                                                    "path")
     p.add_argument("--n", type=int, help="images to evaluate: generated from a run (default 10,000), or a seeded "
                                          "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
