@@ -163,7 +163,7 @@ CHECKPOINTS_NAMED = 4
 
 
 def _checkpoints_beside(path: Path) -> str:
-    """'; there: a.pt, b.pt' naming the checkpoints in the folder a mistyped checkpoint path points into."""
+    """'; FOLDER holds a.pt, b.pt': the checkpoints in the folder a mistyped checkpoint path points into."""
     folder = path.parent
     try:
         found = sorted(p.name for p in folder.iterdir() if p.suffix == ".pt" and p.is_file())

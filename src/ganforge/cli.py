@@ -294,11 +294,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from .metrics import OFFLINE_DEFAULT, evaluate, evaluate_run
+    from .metrics.core import metric_list
 
     start = time.perf_counter()
     if args.n is not None and args.n < 2:
         raise UserError(f"--n must be at least 2 images to evaluate, got {args.n}")
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    metrics = metric_list(args.metrics) if args.metrics else None
     if args.run is not None and args.n is not None and "modes" in (metrics or []):
         from .metrics.core import MODES_N
 
