@@ -274,6 +274,16 @@ def test_interpolation_rows_run_between_two_random_latents(n_classes):
         G.interpolate(2, 1)
 
 
+def test_a_numpy_seed_draws_what_the_same_int_draws():
+    import numpy as np
+
+    G = build_generator(load_config(preset="default", overrides=["model.g_width=8"]))
+    assert torch.equal(G.sample(3, seed=np.int64(7)), G.sample(3, seed=7))
+    assert torch.equal(G.interpolate(1, 3, seed=np.int32(7)), G.interpolate(1, 3, seed=7))
+    with pytest.raises(ValueError, match="seed must be a whole number, got 2.5"):
+        G.sample(3, seed=2.5)
+
+
 @pytest.mark.parametrize("n_classes", [0, 3])
 def test_a_sample_folder_is_written_batch_by_batch(tmp_path, n_classes):
     """Writing many PNGs holds one batch in memory: each batch is on disk before the next is drawn, and the

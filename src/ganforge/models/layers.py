@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -53,6 +54,11 @@ class NoiseStream:
     def __init__(self, z_dim: int, seed: int | None = None, first: int = 0) -> None:
         """Starts at image `first`: the stream of a seed from there, as when `first` images were taken."""
         self.z_dim = z_dim
+        if seed is not None:
+            try:
+                seed = operator.index(seed)  # a numpy integer too, which torch's manual_seed refuses
+            except TypeError:
+                raise ValueError(f"seed must be a whole number, got {seed!r}") from None
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
         for _ in range(first // Z_BLOCK):  # torch's CPU generator cannot skip ahead: draw and drop whole blocks
             torch.randn(Z_BLOCK, z_dim, generator=self.gen)
