@@ -593,3 +593,22 @@ def test_a_config_file_without_a_preset_says_what_it_builds_on(tmp_path, image_f
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "runs")]) == 0
     assert "builds on no preset" not in capsys.readouterr().out
     assert len(list((tmp_path / "runs").iterdir())) == 3
+
+
+def test_an_interrupted_run_in_a_folder_with_a_space_is_told_a_resume_command_that_pastes(tmp_path, monkeypatch,
+                                                                                         capsys):
+    import shlex
+
+    from ganforge import trainer
+    from ganforge.trainer import TrainingInterrupted
+
+    run_dir = tmp_path / "my runs" / "0001-default"
+
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted(run_dir, 0.5)
+
+    monkeypatch.setattr(trainer, "train", stopped)
+    assert main(["train", "--preset", "default", "--out", str(tmp_path / "my runs")]) == 130
+    err = capsys.readouterr().err.strip()
+    command = err.split("continue with: ", 1)[1]
+    assert shlex.split(command) == ["ganforge", "train", "--resume", str(run_dir)]

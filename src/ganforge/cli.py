@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(cfg, out=args.out if args.out is not None else Path("runs"))
     except TrainingInterrupted as e:
         if distributed.info().is_main:
-            print(f"interrupted: {e}; continue with: {distributed.launch_command()} train --resume {e.run_dir}",
+            print(f"interrupted: {e}; continue with: {distributed.launch_command()} train --resume "
+                  f"{shlex.quote(str(e.run_dir))}",
                   file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
@@ -167,8 +169,6 @@ MAX_GRID_IMAGES = 10_000  # 100 x 100 cells; 20,000 28x28 samples already took 1
 
 def _more_samples_command(args: argparse.Namespace, n: int) -> str:
     """The `ganforge sample` command that adds n samples to args.out as this one would have gone on."""
-    import shlex
-
     words = ["ganforge", "sample", str(args.run), "--n", str(n), "--out", str(args.out), "--force"]
     for flag, value, default in (("--seed", args.seed, 0), ("--ckpt", args.ckpt, "latest"),
                                  ("--class", args.class_, None), ("--batch-size", args.batch_size, 1000),
