@@ -176,7 +176,7 @@ def test_checkpoint_alone_rebuilds_generator_and_mismatch_is_clear(tmp_cfg_run):
 
 
 def test_missing_run_or_best_is_clear(tmp_path, tmp_cfg_run):
-    with pytest.raises(UserError, match="neither a run directory nor a checkpoint"):
+    with pytest.raises(UserError, match="nope does not exist; give a run directory or a checkpoint file"):
         ckpt_io.resolve_checkpoint(tmp_path / "nope")
     with pytest.raises(UserError, match="no best checkpoint"):
         ckpt_io.resolve_checkpoint(tmp_cfg_run, "best")
@@ -186,6 +186,31 @@ def test_missing_run_or_best_is_clear(tmp_path, tmp_cfg_run):
     (tmp_path / "empty" / "config.toml").write_text("")
     with pytest.raises(UserError, match="has no checkpoints"):
         ckpt_io.resolve_checkpoint(tmp_path / "empty")
+
+
+def test_a_mistyped_run_path_names_the_runs_beside_it(tmp_path):
+    runs = tmp_path / "runs"
+    for name in ("0000-default", "0001-mnist-dcgan", "0002-mnist-mlp"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.toml").write_text("")
+    (runs / "notes").mkdir()  # a folder that is no run is not offered
+
+    def message(path) -> str:
+        with pytest.raises(UserError) as info:
+            ckpt_io.resolve_checkpoint(path)
+        return str(info.value)
+
+    said = "does not exist; give a run directory or a checkpoint file"
+    assert message(runs / "0001") == f"{runs / '0001'} {said}; did you mean {runs / '0001-mnist-dcgan'}?"
+    assert message(runs / "0003-mnist-dcgan") == f"{runs / '0003-mnist-dcgan'} {said}; did you mean " \
+        f"{runs / '0001-mnist-dcgan'}?"
+    assert message(runs / "7") == f"{runs / '7'} {said}; runs in {runs}: 0000-default, 0001-mnist-dcgan, 0002-mnist-mlp"
+    assert message(tmp_path / "elsewhere" / "0001") == f"{tmp_path / 'elsewhere' / '0001'} {said}"
+    for i in range(3, 9):
+        (runs / f"000{i}-default").mkdir()
+        (runs / f"000{i}-default" / "config.toml").write_text("")
+    assert message(runs / "x").endswith(f"runs in {runs}: 9, the last: 0004-default, 0005-default, 0006-default, "
+                                        "0007-default, 0008-default")
 
 
 def test_a_mistyped_checkpoint_path_names_the_checkpoints_in_its_folder(tmp_cfg_run, tmp_path):

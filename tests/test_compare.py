@@ -156,7 +156,7 @@ def test_a_torn_stats_line_is_skipped(two_runs):
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("missing", "does not exist"),
+    ("missing", "x does not exist; give a run directory made by `ganforge train`; did you mean "),
     ("not_a_run", "not a run directory"),
     ("bad_metrics", "is not a metrics.json"),
     ("bad_plot", "--plot takes"),
@@ -167,7 +167,7 @@ def test_bad_input_to_compare_is_one_line_and_exit_2(two_runs, tmp_path, capsys,
     a, _ = two_runs
     argv = ["compare", str(a)]
     if case == "missing":
-        argv = ["compare", str(tmp_path / "nope")]
+        argv = ["compare", str(a.parent / f"{a.name}x")]  # a typo names the run it likely meant
     elif case == "not_a_run":
         argv = ["compare", str(tmp_path)]
     elif case == "bad_metrics":

@@ -175,6 +175,29 @@ def _checkpoints_beside(path: Path) -> str:
     return f"; {folder} holds {'' if len(found) <= CHECKPOINTS_NAMED else f'{len(found)}, the last: '}{shown}"
 
 
+RUNS_NAMED = 5
+
+
+def runs_beside(path: Path) -> str:
+    """'; did you mean runs/0001-default?' or '; runs in runs: 0000-a, 0001-b': the run directories in the
+    folder a mistyped run path points into."""
+    import difflib
+
+    try:
+        found = sorted(p.name for p in path.parent.iterdir() if (p / "config.toml").is_file())
+    except OSError:  # no such folder, or not one
+        return ""
+    numbered = [name for name in found if name.startswith(f"{path.name}-")]  # runs/0003 for runs/0003-default
+    close = numbered or difflib.get_close_matches(path.name, found, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {path.parent / close[0]}?"
+    if not found:
+        return ""
+    shown = ", ".join(found[-RUNS_NAMED:])
+    many = f"{len(found)}, the last: " if len(found) > RUNS_NAMED else ""
+    return f"; runs in {path.parent}: {many}{shown}"
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with weights_only=True; a truncated, corrupt or foreign file becomes a UserError."""
     path = Path(path)
@@ -240,6 +263,9 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
                         f"checkpoints{kept}")
     if target.is_file():
         return target
+    if not target.exists():
+        beside = _checkpoints_beside(target) if target.suffix == ".pt" else runs_beside(target)
+        raise UserError(f"{target} does not exist; give a run directory or a checkpoint file{beside}")
     if not target.is_dir():
         raise UserError(f"{target} is neither a run directory nor a checkpoint file")
     if target.name == CKPT_DIR and (target.parent / "config.toml").is_file():

@@ -69,7 +69,8 @@ def run_directory(path: Path | str) -> Path:
 
     path = Path(path)
     if not path.exists():
-        raise UserError(f"{path} does not exist; give run directories made by `ganforge train`")
+        raise UserError(f"{path} does not exist; give a run directory made by `ganforge train`"
+                        f"{ckpt_io.runs_beside(path)}")
     if path.is_file():
         path = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
     elif path.name == ckpt_io.CKPT_DIR and (path.parent / "config.toml").is_file():
