@@ -205,12 +205,39 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
 @pytest.mark.parametrize("command", [["sample", "run", "--out", "x.png"], ["eval", "run"], ["train"]])
 @pytest.mark.parametrize("seed, needle", [("-1", "from 0 to 4294967295, got -1"), ("2**40", "a whole number")])
 def test_seeds_outside_every_random_streams_range_are_refused(command, seed, needle, capsys):
-    with pytest.raises(SystemExit) as info:  # argparse: usage line, then the error
+    with pytest.raises(SystemExit) as info:
         main([*command, "--seed", seed])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "argument --seed: a seed is" in err and needle in err
-    assert "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1  # one line, as every error is, not the usage too
+
+
+@pytest.mark.parametrize("argv, said", [
+    ([], "error: ganforge: give a command: presets, train, sample, eval, compare, report, summary "
+         "(see ganforge --help)"),
+    (["sample", "run"], "error: ganforge sample: the following arguments are required: --out "
+                        "(see ganforge sample --help)"),
+    (["sample", "run", "--out", "x.png", "--n", "2.5"], "error: ganforge sample: argument --n: a whole number, "
+                                                        "got '2.5' (see ganforge sample --help)"),
+    (["eval", "run", "--n", "1e400"], "error: ganforge eval: argument --n: a whole number, got '1e400' "
+                                      "(see ganforge eval --help)"),
+])
+def test_usage_mistakes_are_one_line_that_points_to_help(argv, said, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert capsys.readouterr().err == said + "\n"
+
+
+def test_counts_take_the_ways_people_write_them(tmp_path, image_folder):
+    import numpy as np
+
+    assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0
+    for written in ("1e3", "1_000", "1000", "1.0e3"):
+        out = tmp_path / f"{written}.npz"
+        assert main(["sample", str(only_run(tmp_path / "runs")), "--n", written, "--out", str(out)]) == 0
+        assert np.load(out)["arr_0"].shape[0] == 1000
 
 
 def test_an_os_error_without_a_file_name_is_one_line_too(monkeypatch, capsys):

@@ -284,6 +284,24 @@ def test_a_numpy_seed_draws_what_the_same_int_draws():
         G.sample(3, seed=2.5)
 
 
+def test_counts_given_to_the_sampling_api_are_whole_numbers_or_a_clear_error():
+    import numpy as np
+
+    G = build_generator(load_config(preset="default", overrides=["model.g_width=8"]))
+    assert torch.equal(G.sample(np.int64(3), seed=1, batch_size=np.int32(2)), G.sample(3, seed=1))
+    assert G.interpolate(np.int64(2), torch.tensor(3), seed=1).shape[0] == 6
+    assert len(list(G.sample_batches(np.int64(5), batch_size=2, first=np.int64(1)))) == 3
+    for call, said in ((lambda: G.sample("4"), "n must be a whole number, got '4'"),
+                       (lambda: G.sample(1e4), "n must be a whole number, got 10000.0"),
+                       (lambda: G.sample(4, batch_size=None), "batch_size must be a whole number, got None"),
+                       (lambda: G.interpolate(2.0, 5), "rows must be a whole number, got 2.0"),
+                       (lambda: G.interpolate(2, "5"), "steps must be a whole number, got '5'"),
+                       (lambda: G.sample_batches(4, first=0.5), "first must be a whole number, got 0.5")):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == said
+
+
 @pytest.mark.parametrize("n_classes", [0, 3])
 def test_a_sample_folder_is_written_batch_by_batch(tmp_path, n_classes):
     """Writing many PNGs holds one batch in memory: each batch is on disk before the next is drawn, and the

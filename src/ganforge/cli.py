@@ -10,7 +10,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import UserError
 
@@ -489,6 +489,31 @@ def _seed(text: str) -> int:
     return seed
 
 
+def _count(text: str) -> int:
+    """--n and other counts: a whole number, also written 10_000 or 1e4."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}")
+    return int(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line, as every other error is, pointing to --help rather than printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.endswith("required: command"):
+            commands = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction)).choices
+            message = f"give a command: {', '.join(commands)}"
+        self.exit(2, f"{_error_prefix()}: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _version_line() -> str:
     """ganforge's version and torch's, read from the installed metadata (importing torch takes seconds)."""
     from importlib import metadata
@@ -511,7 +536,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
+    parser = _Parser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -531,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint")
     p.add_argument("run", type=Path, help="run directory or checkpoint file")
-    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--n", type=_count, default=64, help="number of images")
     p.add_argument("--out", required=True, help="a .png (.jpg, .webp) for one grid, a .npz for a uint8 array "
                                                  "(streamed), or a directory for one PNG per image (a conditional "
                                                  "run's in one subfolder per class)")
@@ -539,14 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default 0)")
     p.add_argument("--ckpt", default="latest", help="latest, best, one of the run's checkpoints by name "
                                                     "(ckpt-000042000) or a checkpoint path")
-    p.add_argument("--nrow", type=int, help="images per grid row")
+    p.add_argument("--nrow", type=_count, help="images per grid row")
     p.add_argument("--class", dest="class_", help="conditional runs: draw only this class, by number or by name "
                                                    "(a folder's subfolder); default: a grid goes class by class")
-    p.add_argument("--batch-size", type=int, default=1000,
+    p.add_argument("--batch-size", type=_count, default=1000,
                    help="images generated at a time: bounds memory; each image keeps its noise (default 1000)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")
-    p.add_argument("--interpolate", type=int, metavar="STEPS",
+    p.add_argument("--interpolate", type=_count, metavar="STEPS",
                    help="latent walks into a .png: --n // STEPS rows, each STEPS images between two random z")
     p.add_argument("--force", action="store_true",
                    help="replace an existing grid or .npz / add to a non-empty folder after its last image, "
@@ -558,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default="latest", help="latest, best, all (every checkpoint the run keeps, oldest "
                                                     "first), one of them by name (ckpt-000042000) or a checkpoint "
                                                     "path")
-    p.add_argument("--n", type=int, help="images to evaluate: generated from a run (default 10,000), or a seeded "
+    p.add_argument("--n", type=_count, help="images to evaluate: generated from a run (default 10,000), or a seeded "
                                          "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
                                      "(modes for stacked-mnist5k runs; conditional runs add class_acc,"

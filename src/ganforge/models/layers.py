@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,6 +44,15 @@ def balanced_labels(n: int, n_classes: int) -> torch.Tensor:
     return torch.arange(n) % n_classes
 
 
+def whole_number(value: Any, name: str) -> int:
+    """value as an int: a Python or numpy integer or a 0-d integer tensor; anything else is a ValueError that
+    names it (a float count is a slip: 1e4 is written 10_000)."""
+    try:
+        return operator.index(value)  # a numpy integer too, which torch's manual_seed refuses
+    except TypeError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+
+
 Z_BLOCK = 1024  # z is drawn this many images at a time, whatever the batch size
 
 
@@ -55,10 +65,7 @@ class NoiseStream:
         """Starts at image `first`: the stream of a seed from there, as when `first` images were taken."""
         self.z_dim = z_dim
         if seed is not None:
-            try:
-                seed = operator.index(seed)  # a numpy integer too, which torch's manual_seed refuses
-            except TypeError:
-                raise ValueError(f"seed must be a whole number, got {seed!r}") from None
+            seed = whole_number(seed, "seed")
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
         for _ in range(first // Z_BLOCK):  # torch's CPU generator cannot skip ahead: draw and drop whole blocks
             torch.randn(Z_BLOCK, z_dim, generator=self.gen)
@@ -101,6 +108,7 @@ class Generator(nn.Module):
         """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored.
         A conditional G takes one class per image [n], by number or by class name (G.classes), or one class
         for all n (labels=7, labels="dogs"); default: balanced_labels."""
+        n, batch_size = whole_number(n, "n"), whole_number(batch_size, "batch_size")
         if n < 0 or batch_size < 1:
             raise ValueError(f"sample needs n >= 0 and batch_size >= 1, got {n} and {batch_size}")
         return self._sample(n, seed, batch_size, self.checked_labels(labels, n))
@@ -143,6 +151,7 @@ class Generator(nn.Module):
         """rows walks through latent space, each `steps` images from one random z to another along the great
         circle (slerp, which keeps a Gaussian z at its typical norm); [rows * steps, C, H, W], row by row.
         A conditional G takes one label per row [rows] (default: balanced_labels)."""
+        rows, steps = whole_number(rows, "rows"), whole_number(steps, "steps")
         if rows < 1 or steps < 2:
             raise ValueError(f"interpolate needs rows >= 1 and steps >= 2, got {rows} and {steps}")
         ends = NoiseStream(self.z_dim, seed).take(2 * rows).view(rows, 2, self.z_dim)  # row i: z 2i to z 2i+1
@@ -159,6 +168,8 @@ class Generator(nn.Module):
         images than memory holds. Eval mode and no gradients hold while each batch is drawn, not between.
         `first` skips that many images' z, so that a second call continues the first: with first=n, the
         images G.sample(2 * n, seed)[n:] would be."""
+        n, batch_size, first = (whole_number(v, name) for v, name in ((n, "n"), (batch_size, "batch_size"),
+                                                                       (first, "first")))
         if n < 0 or batch_size < 1 or first < 0:
             raise ValueError(f"sample needs n >= 0, batch_size >= 1 and first >= 0, got {n}, {batch_size} and "
                              f"{first}")
