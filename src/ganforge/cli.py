@@ -504,7 +504,7 @@ def _count(text: str) -> int:
     return int(value)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """A usage mistake is one line, as every other error is, pointing to --help rather than printing usage."""
 
     def error(self, message: str) -> NoReturn:
@@ -536,7 +536,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
+    parser = OneLineParser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the versions and exit")
     sub = parser.add_subparsers(dest="command", required=True)
