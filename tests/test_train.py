@@ -507,6 +507,26 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     assert not any("has no effect" in line for line in lines)
 
 
+def test_more_threads_than_cpus_is_noted_at_start(tmp_path, tiny_cfg, monkeypatch):
+    from ganforge import trainer
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(trainer, "available_cpus", lambda: 1)
+    lines: list[str] = []
+    try:
+        Trainer(tiny_cfg(**{"train.threads": 2}), tmp_path / "run", log=lines.append)
+    finally:
+        torch.set_num_threads(threads)  # the Trainer set torch's process-wide count
+    assert ("note: train.threads=2 is more threads than the 1 CPUs this run may use; the extra ones contend for "
+            "them and slow training down: use train.threads=1, or 0 to let torch choose") in lines
+    assert trainer.threads_note(0) is None and trainer.threads_note(1) is None  # 0: torch's own choice
+    monkeypatch.setattr(trainer, "available_cpus", lambda: 8)
+    assert trainer.threads_note(4) is None
+    assert trainer.threads_note(4, processes=4) == (
+        "train.threads=4 in each of 4 processes is more threads than the 8 CPUs this run may use; the extra ones "
+        "contend for them and slow training down: use train.threads=2, or 0 to let torch choose")
+
+
 def test_a_device_this_machine_lacks_is_one_clear_error(monkeypatch):
     from ganforge.trainer import pick_device
 

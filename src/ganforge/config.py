@@ -529,14 +529,14 @@ def validate(cfg: Config) -> None:
     _check(e.every_kimg > 0 or not e.best_metric,
            f"eval.best_metric = {e.best_metric!r} keeps the best checkpoint among evaluations during training; "
            "set eval.every_kimg too")
-    if e.every_kimg > 0:
-        from .metrics import METRICS
+    from .metrics import METRICS
 
+    for name in e.metrics:  # a misspelt name is caught now, not when eval.every_kimg is set later
+        METRICS.get(name)
+    if e.every_kimg > 0:
         _check(bool(e.metrics), "eval.metrics must name at least one metric")
         from .metrics.core import BEST_DIRECTION, DIGIT_DATASETS, METRIC_VALUES
 
-        for name in e.metrics:
-            METRICS.get(name)
         class_metrics = sorted({"class_acc", "fd_digits_per_class"} & set(e.metrics))
         _check(m.n_classes > 0 or not class_metrics,
                f"eval.metrics {' and '.join(class_metrics)} {'need' if len(class_metrics) > 1 else 'needs'} a "
