@@ -113,6 +113,24 @@ def test_resume_keeps_stats_of_earlier_ticks_only(tmp_path, tiny_cfg):
     assert kimgs[-1] == 0.096
 
 
+def test_a_saved_setting_a_later_ganforge_refuses_is_named_as_the_runs_own_on_resume(tmp_path, tiny_cfg):
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=tmp_path, log=quiet)
+    latest = ckpt_io.resolve_checkpoint(run_dir)
+    state = ckpt_io.load_checkpoint(latest)
+    state["config"]["eval"]["metrics"] = ["fd"]  # as an earlier ganforge saved it, unchecked while unused
+    torch.save(state, latest)
+    with pytest.raises(UserError) as info:
+        resume(run_dir, ["train.kimg=0.048"], log=quiet)
+    assert str(info.value).startswith("unknown metric 'fd'")
+    assert str(info.value).endswith("(a setting of the run's saved config, which this ganforge checks more "
+                                    "strictly than the one that wrote it; resume with --set to change it)")
+    with pytest.raises(UserError) as info:  # a mistake in the overrides is the user's, said as usual
+        resume(run_dir, ["train.kimg=-1"], log=quiet)
+    assert str(info.value) == "train.kimg must be positive, got -1.0"
+    resume(run_dir, ["train.kimg=0.048", "eval.metrics=fd_digits"], log=quiet)
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 48
+
+
 def test_resume_says_when_the_data_or_torch_changed_under_the_run(tmp_path, tiny_cfg, image_folder):
     import shutil
 

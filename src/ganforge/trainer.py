@@ -1135,7 +1135,16 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     config it would train with: the checkpoint's own plus `overrides`."""
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
     ckpt = ckpt_io.load_checkpoint(path)
-    cfg = anchored_paths(from_dict(apply_overrides(ckpt["config"], overrides)))
+    try:
+        cfg = anchored_paths(from_dict(apply_overrides(ckpt["config"], overrides)))
+    except UserError as e:
+        try:
+            from_dict(ckpt["config"])
+        except UserError as own:
+            if str(own) == str(e):  # the run's own setting, saved by a ganforge that did not yet refuse it
+                raise UserError(f"{e} (a setting of the run's saved config, which this ganforge checks more "
+                                "strictly than the one that wrote it; resume with --set to change it)") from e
+        raise
     missing = missing_folder(cfg.data.name)
     if missing:
         raise UserError(f"{missing}; resume with --set data.name=folder:PATH where they are now")
