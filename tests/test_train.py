@@ -142,12 +142,22 @@ def test_resume_says_when_the_data_or_torch_changed_under_the_run(tmp_path, tiny
     shutil.copytree(image_folder / "class0", image_folder / "class0" / "more")  # 16 more images, same class
     resume(run_dir, ["train.kimg=0.064"], log=lines.append)
     assert any("has 48 training images where the run had 32" in line for line in lines)
+    assert not any("changed since" in line for line in lines)  # the count's note says it
+    lines.clear()
+    first, second = sorted((image_folder / "class1").glob("*.png"))[:2]
+    first.write_bytes(second.read_bytes())  # one image edited: as many images as before
+    resume(run_dir, ["train.kimg=0.08"], log=lines.append)
+    assert any("images (or their labels) changed since ckpt-000000064.pt was written, though there are 48 as "
+               "before" in line for line in lines), lines
+    lines.clear()
+    resume(run_dir, ["train.kimg=0.096"], log=lines.append)  # the checkpoint now records the edited set
+    assert not any("changed since" in line for line in lines)
     latest = ckpt_io.resolve_checkpoint(run_dir)
     state = ckpt_io.load_checkpoint(latest)
     assert state["versions"]["torch"] == torch.__version__
     state["versions"]["torch"] = "2.4.0"  # as if written by an older install
     torch.save(state, latest)
-    resume(run_dir, ["train.kimg=0.08"], log=lines.append)
+    resume(run_dir, ["train.kimg=0.112"], log=lines.append)
     assert any(f"was written under torch 2.4.0 and this is torch {torch.__version__}" in line for line in lines)
 
 

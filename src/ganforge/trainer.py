@@ -838,7 +838,7 @@ class Trainer:
 
     def _save_checkpoint(self) -> Path:
         # the training set's size too, so a resume can say when the data changed under the run
-        state = {**self.state.to_checkpoint(), "n_images": len(self.data)}
+        state = {**self.state.to_checkpoint(), "n_images": len(self.data), "data_fingerprint": self.data.fingerprint}
         return ckpt_io.save_checkpoint(state, self.run_dir, self.cfg.train.keep_ckpts)
 
     def _tick(self, sums: torch.Tensor, iters: int, tick_start: float, nimg_start: int, final: bool) -> None:
@@ -1228,6 +1228,10 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
             trainer.log(f"note: {cfg.data.name} has {len(trainer.data)} training images where the run had {before}; "
                         "training goes on over the images there now, in another order than the run would have "
                         "drawn")
+        elif ckpt.get("data_fingerprint") not in (None, trainer.data.fingerprint):
+            trainer.log(f"note: {cfg.data.name}'s images (or their labels) changed since {path.name} was written, "
+                        f"though there are {len(trainer.data)} as before: training goes on over the images there "
+                        "now, so the run no longer repeats an uninterrupted one")
         if int(ckpt["nimg"]) >= int(round(cfg.train.kimg * 1000)):
             # not an error: a job script may resume until done; but say why nothing trains, and leave
             # config.toml as the checkpoints have it (overrides that train nothing are not recorded)
