@@ -453,8 +453,7 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     if name.startswith("folder:"):
         # a folder's images can change under the same path and count: its features are keyed by content too
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
-        content = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:12]
-        name = f"folder-{hashlib.sha1(path.encode()).hexdigest()[:10]}-{content}"
+        name = f"folder-{hashlib.sha1(path.encode()).hexdigest()[:10]}-{data.fingerprint[:12]}"
     subset = f"-subset{len(data)}" if data.split != "train" else ""
     key = f"{name}-train{subset}-{data_cfg.img_size}px-{data_cfg.channels}ch"
     return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu())
