@@ -317,6 +317,26 @@ def test_batch_coupled_layers_keep_real_and_fake_in_separate_d_passes(tiny_cfg):
     assert not joint(**{"model.d_mbdisc": 4})
 
 
+@pytest.mark.parametrize("d", ["dcgan", "mlp"])
+def test_a_packed_d_without_batch_norm_takes_real_and_fake_in_one_pass_as_in_two(tmp_path, tiny_cfg, d):
+    """PacGAN's D gives one logit per pair: the joint pass over [real; fake] must split its logits at the
+    pairs, not at the images (it failed to unpack them)."""
+    from ganforge.trainer import Trainer
+
+    cfg = tiny_cfg(**{"model.pac": 2, "model.d_norm": '"none"', "model.d": f'"{d}"', "model.d_hidden": "[16]",
+                      "train.channels_last": "false"})
+    joint = Trainer(cfg, tmp_path / "a", log=lambda msg: None)
+    apart = Trainer(cfg, tmp_path / "b", log=lambda msg: None)
+    assert joint.stepper.joint_d
+    apart.stepper.joint_d = False
+    for i in range(3):
+        stats_joint = joint.stepper([joint.real_batch(i)])
+        stats_apart = apart.stepper([apart.real_batch(i)])
+        assert torch.isfinite(stats_joint).all() and (stats_joint - stats_apart).abs().max().item() < 1e-5
+    for name, p in joint.state.D.named_parameters():
+        assert (p - dict(apart.state.D.named_parameters())[name]).abs().max().item() < 1e-5, name
+
+
 def test_minibatch_discrimination_sees_a_collapsed_batch():
     from ganforge.models.layers import MinibatchDiscrimination
 

@@ -463,8 +463,10 @@ class Stepper:
                 return (*self._D(net, real, y_real), *self._D(net, fake, y_fake))
             y = None if y_real is None else torch.cat([y_real, y_fake])
             logits, classes = self._D(net, torch.cat([real, fake]), y)
-        real_logits, fake_logits = logits.split(real.shape[0])
-        real_classes, fake_classes = classes.split(real.shape[0]) if classes is not None else (None, None)
+        n_real = len(logits) * real.shape[0] // (real.shape[0] + fake.shape[0])  # a PacGAN D: one logit per pac
+        real_logits, fake_logits = logits.split([n_real, len(logits) - n_real])
+        real_classes, fake_classes = classes.split([n_real, len(classes) - n_real]) if classes is not None else \
+            (None, None)
         return real_logits, real_classes, fake_logits, fake_classes
 
     def _with_penalties(self, d_loss: torch.Tensor, real: torch.Tensor, y_real: torch.Tensor | None,
