@@ -839,7 +839,7 @@ class Trainer:
         return near_copy_share(fake, self._reference()[1])
 
     def _save_checkpoint(self) -> Path:
-        # the training set's size too, so a resume can say when the data changed under the run
+        # the training set's size and fingerprint too, so a resume can say when the data changed under the run
         state = {**self.state.to_checkpoint(), "n_images": len(self.data), "data_fingerprint": self.data.fingerprint}
         return ckpt_io.save_checkpoint(state, self.run_dir, self.cfg.train.keep_ckpts)
 
