@@ -21,7 +21,7 @@ from ganforge.metrics.core import METRIC_VALUES, OFFLINE_DEFAULT, evaluate_run, 
 from ganforge.metrics.train_digits import heldout_split
 from ganforge.trainer import train
 
-from .conftest import fill_disk_after
+from .conftest import fill_disk_after, tiny_overrides
 
 PROTOCOL_FIELDS = {"metric", "value", "n_fake", "n_real", "reference", "extractor", "extractor_sha256", "resize",
                    "seed", "kimg", "ganforge_version"}
@@ -382,8 +382,6 @@ def test_eval_cli_refuses_bad_inception_weights_in_one_line(tmp_path, image_fold
 
 
 def test_training_finds_its_inception_weights_before_the_first_step(tmp_path, image_folder, monkeypatch, capsys):
-    from .conftest import tiny_overrides
-
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no cached weights
     out = tmp_path / "runs"
     tick_fid = tiny_overrides(image_folder, **{"eval.every_kimg": 0.032, "eval.metrics": "[fid]", "eval.n": 16})
@@ -479,8 +477,6 @@ def test_a_folders_cached_features_follow_its_images(tmp_path, image_folder):
 
 
 def test_a_run_on_a_subset_is_scored_against_it_or_against_all_of_its_data_set(tmp_path, image_folder, capsys):
-    from .conftest import tiny_overrides
-
     cfg = load_config(overrides=tiny_overrides(image_folder, **{"data.max_images": 8}))
     run_dir = train(cfg, out=tmp_path / "runs", log=lambda msg: None)
     own = evaluate_run(run_dir, ["fd_digits"], n=16)[0]
@@ -585,6 +581,20 @@ def test_default_metrics_follow_the_run():
     conditional = default_metrics(load_config(preset="mnist-cgan"))
     assert conditional[: len(OFFLINE_DEFAULT)] == OFFLINE_DEFAULT and {"class_acc", "fd_digits_per_class"} <= set(
         conditional)
+
+
+def test_stacked_digits_in_grey_are_refused_with_the_cure_that_applies(tmp_path, image_folder, capsys):
+    """stacked-mnist5k's loader says set data.channels=3, which is no flag of eval: eval names its own."""
+    assert main(["eval", "--real", "stacked-mnist5k", "--fake", f"folder:{image_folder}", "--channels", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: stacked-mnist5k has three channels, a digit in each, and --channels 1 asks for grey; compare in "
+        "colour: --channels 3, or leave --channels out")
+    run_dir = train(load_config(overrides=tiny_overrides(image_folder, **{"train.kimg": 0.016})),
+                    out=tmp_path / "runs", log=lambda msg: None)
+    assert main(["eval", str(run_dir), "--real", "stacked-mnist5k", "--n", "20", "--metrics", "fd_digits"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --real stacked-mnist5k has three channels, a digit in each, and this run's images are grey "
+        "(data.channels=1): score it against a grey set such as mnist5k")
 
 
 def test_eval_of_two_image_sets_compares_them_as_they_are(tmp_path, image_folder, capsys):

@@ -344,6 +344,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             check_dataset_name(name)
         log_digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT, print)
         img_size, channels = _comparison_format(args)
+        if channels != 3 and "stacked-mnist5k" in (args.real, args.fake):
+            raise UserError(f"stacked-mnist5k has three channels, a digit in each, and --channels {channels} asks "
+                            "for grey; compare in colour: --channels 3, or leave --channels out")
         root = args.data_root or DataConfig.root
         real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=root)
         fake_cfg = DataConfig(name=args.fake, img_size=img_size, channels=channels, root=root)

@@ -526,6 +526,9 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
         real_cfg = dataclasses.replace(cfg.data, root=reference_root or cfg.data.root)
     else:
         real_cfg = dataclasses.replace(cfg.data, name=reference, max_images=0, root=reference_root or cfg.data.root)
+        if reference == "stacked-mnist5k" and cfg.data.channels != 3:
+            raise UserError("--real stacked-mnist5k has three channels, a digit in each, and this run's images are "
+                            "grey (data.channels=1): score it against a grey set such as mnist5k")
     classes = state.get("classes")
     missing = missing_folder(real_cfg.name) if reference is None else None
     if missing:
