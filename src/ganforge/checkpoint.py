@@ -160,6 +160,13 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path, keep: int) -> Path:
 
 
 CHECKPOINTS_NAMED = 4
+RUNS_NAMED = 5
+
+
+def _last_names(names: list[str], limit: int) -> str:
+    """'a, b, c', or '9, the last: e, f, g' when there are more than `limit`."""
+    shown = ", ".join(names[-limit:])
+    return shown if len(names) <= limit else f"{len(names)}, the last: {shown}"
 
 
 def _checkpoints_beside(path: Path) -> str:
@@ -169,13 +176,7 @@ def _checkpoints_beside(path: Path) -> str:
         found = sorted(p.name for p in folder.iterdir() if p.suffix == ".pt" and p.is_file())
     except OSError:  # no such folder, or not one
         return ""
-    if not found:
-        return ""
-    shown = ", ".join(found[-CHECKPOINTS_NAMED:])
-    return f"; {folder} holds {'' if len(found) <= CHECKPOINTS_NAMED else f'{len(found)}, the last: '}{shown}"
-
-
-RUNS_NAMED = 5
+    return f"; {folder} holds {_last_names(found, CHECKPOINTS_NAMED)}" if found else ""
 
 
 def runs_beside(path: Path) -> str:
@@ -191,11 +192,7 @@ def runs_beside(path: Path) -> str:
     close = numbered or difflib.get_close_matches(path.name, found, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {path.parent / close[0]}?"
-    if not found:
-        return ""
-    shown = ", ".join(found[-RUNS_NAMED:])
-    many = f"{len(found)}, the last: " if len(found) > RUNS_NAMED else ""
-    return f"; runs in {path.parent}: {many}{shown}"
+    return f"; runs in {path.parent}: {_last_names(found, RUNS_NAMED)}" if found else ""
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
