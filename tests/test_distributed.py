@@ -165,3 +165,11 @@ def test_what_torchrun_cannot_train_is_refused_before_a_run_directory_is_made(mo
     with pytest.raises(UserError, match="train.batch_size 7 must divide evenly across 2 processes"):
         check_distributed(load_config(overrides=tiny_overrides(image_folder, **{"train.batch_size": 7})))
     check_distributed(load_config(overrides=tiny_overrides(image_folder)))  # batch 8, d_first: fine
+    # PacGAN packs within each process's share: 6 splits into 3 and 3, which pairs do not fill
+    with pytest.raises(UserError) as info:
+        check_distributed(load_config(overrides=tiny_overrides(image_folder, **{"train.batch_size": 6,
+                                                                                "model.pac": 2})))
+    assert str(info.value) == ("train.batch_size 6 must split across 2 processes into shares that are multiples of "
+                               "model.pac=2 (each trains its share, and D judges packs of 2); use --set "
+                               "train.batch_size=4 or 8")
+    check_distributed(load_config(overrides=tiny_overrides(image_folder, **{"model.pac": 2})))  # 4 and 4

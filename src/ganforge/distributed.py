@@ -102,11 +102,18 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def local_batch(global_batch: int) -> int:
+def local_batch(global_batch: int, pac: int = 1) -> int:
+    """Each process's share of the global batch; refused unless it splits evenly, into shares that are whole
+    PacGAN packs of `pac` samples."""
     world = info().world_size
-    if global_batch % world:
-        lower, upper = global_batch // world * world, (global_batch // world + 1) * world
+    step = world * pac
+    if global_batch % step:
+        lower, upper = global_batch // step * step, (global_batch // step + 1) * step
         choices = f"{lower} or {upper}" if lower else str(upper)
+        if pac > 1:
+            raise UserError(f"train.batch_size {global_batch} must split across {world} processes into shares that "
+                            f"are multiples of model.pac={pac} (each trains its share, and D judges packs of {pac}); "
+                            f"use --set train.batch_size={choices}")
         raise UserError(f"train.batch_size {global_batch} must divide evenly across {world} processes (each "
                         f"trains its share of the batch); use --set train.batch_size={choices}")
     return global_batch // world

@@ -329,9 +329,9 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
 
 def check_distributed(cfg: Config) -> None:
     """Under torchrun, what every rank refuses alike before a file is written: a global batch that does not
-    split across the ranks, and the simultaneous order (one backward through both nets, which DDP's
-    per-net gradient averaging does not follow)."""
-    distributed.local_batch(cfg.train.batch_size)
+    split across the ranks (into whole PacGAN packs), and the simultaneous order (one backward through both
+    nets, which DDP's per-net gradient averaging does not follow)."""
+    distributed.local_batch(cfg.train.batch_size, cfg.model.pac)
     if distributed.info().enabled and cfg.train.step_order == "simultaneous":
         raise UserError("train.step_order=simultaneous does not run under torchrun (one backward pass through both "
                         "nets); use --set train.step_order=d_first, or train in one process")
