@@ -154,7 +154,7 @@ def test_torchrun_errors_say_which_rank_printed_them(tmp_path, image_folder):
 def test_what_torchrun_cannot_train_is_refused_before_a_run_directory_is_made(monkeypatch, tmp_path, image_folder):
     from ganforge import distributed
     from ganforge.errors import UserError
-    from ganforge.trainer import check_distributed, train
+    from ganforge.trainer import check_batch_and_order, train
 
     monkeypatch.setattr(distributed, "info", lambda: distributed.DistInfo(rank=0, world_size=2, local_rank=0))
     cfg = load_config(overrides=tiny_overrides(image_folder, **{"train.step_order": '"simultaneous"'}))
@@ -163,13 +163,13 @@ def test_what_torchrun_cannot_train_is_refused_before_a_run_directory_is_made(mo
         train(cfg, out=tmp_path / "runs", log=lambda msg: None)
     assert not (tmp_path / "runs").exists()
     with pytest.raises(UserError, match="train.batch_size 7 must divide evenly across 2 processes"):
-        check_distributed(load_config(overrides=tiny_overrides(image_folder, **{"train.batch_size": 7})))
-    check_distributed(load_config(overrides=tiny_overrides(image_folder)))  # batch 8, d_first: fine
+        check_batch_and_order(load_config(overrides=tiny_overrides(image_folder, **{"train.batch_size": 7})))
+    check_batch_and_order(load_config(overrides=tiny_overrides(image_folder)))  # batch 8, d_first: fine
     # PacGAN packs within each process's share: 6 splits into 3 and 3, which pairs do not fill
     with pytest.raises(UserError) as info:
-        check_distributed(load_config(overrides=tiny_overrides(image_folder, **{"train.batch_size": 6,
+        check_batch_and_order(load_config(overrides=tiny_overrides(image_folder, **{"train.batch_size": 6,
                                                                                 "model.pac": 2})))
     assert str(info.value) == ("train.batch_size 6 must split across 2 processes into shares that are multiples of "
                                "model.pac=2 (each trains its share, and D judges packs of 2); use --set "
                                "train.batch_size=4 or 8")
-    check_distributed(load_config(overrides=tiny_overrides(image_folder, **{"model.pac": 2})))  # 4 and 4
+    check_batch_and_order(load_config(overrides=tiny_overrides(image_folder, **{"model.pac": 2})))  # 4 and 4

@@ -555,6 +555,23 @@ def test_more_threads_than_cpus_is_noted_at_start(tmp_path, tiny_cfg, monkeypatc
         "contend for them and slow training down: use train.threads=2, or 0 to let torch choose")
 
 
+def test_a_batch_too_small_for_batch_norm_over_linear_layers_is_refused_before_a_run_directory(tmp_path, tiny_cfg):
+    mlp = {"model.g": '"mlp"', "model.d": '"mlp"', "model.g_hidden": "[16]", "model.d_hidden": "[16]",
+           "model.g_norm": '"bn"', "model.d_norm": '"none"'}
+    with pytest.raises(UserError) as info:
+        train(tiny_cfg(**mlp, **{"train.batch_size": 1}), out=tmp_path / "runs", log=quiet)
+    assert str(info.value) == ("G's batch norm over linear layers needs at least 2 samples a batch, and "
+                               "train.batch_size=1 gives G 1; use --set train.batch_size=2 or more, or --set "
+                               "model.g_norm=none")
+    packed = {**mlp, "model.g_norm": '"none"', "model.d_norm": '"bn"', "model.pac": 2, "train.batch_size": 2}
+    with pytest.raises(UserError, match=r"D's batch norm .* gives D 1 pack of model.pac=2; use --set "
+                                        r"train.batch_size=4 or more, or --set model.d_norm=none$"):
+        train(tiny_cfg(**packed), out=tmp_path / "runs", log=quiet)
+    assert not (tmp_path / "runs").exists()
+    conv = tiny_cfg(**{"train.batch_size": 1})  # a conv net's batch norm has every pixel: one image will do
+    assert final_weights(train(conv, out=tmp_path / "runs", log=quiet))["nimg"] == conv.train.kimg * 1000
+
+
 def test_a_device_this_machine_lacks_is_one_clear_error(monkeypatch):
     from ganforge.trainer import pick_device
 

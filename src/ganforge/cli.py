@@ -48,7 +48,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .trainer import TrainingInterrupted, check_networks, resume, resume_config, train
+    from .trainer import TrainingInterrupted, check_batch_and_order, check_networks, resume, resume_config, train
 
     if args.resume is not None:
         if args.preset or args.config:
@@ -67,6 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_from_args(args)
         if args.dry_run:
             check_networks(cfg)  # a printed config is one the run would take
+            check_batch_and_order(cfg)
             from .models import inert_settings
 
             for line in inert_settings(cfg):  # as the run would say when it starts

@@ -327,11 +327,23 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ steps
 
 
-def check_distributed(cfg: Config) -> None:
-    """Under torchrun, what every rank refuses alike before a file is written: a global batch that does not
-    split across the ranks (into whole PacGAN packs), and the simultaneous order (one backward through both
+def check_batch_and_order(cfg: Config) -> None:
+    """What every rank refuses alike before a file is written: a batch too small for batch norm over linear
+    layers and, under torchrun, a global batch that does not split across the ranks (into whole PacGAN
+    packs), and the simultaneous order (one backward through both
     nets, which DDP's per-net gradient averaging does not follow)."""
-    distributed.local_batch(cfg.train.batch_size, cfg.model.pac)
+    share = distributed.local_batch(cfg.train.batch_size, cfg.model.pac)
+    world, pac = distributed.info().world_size, cfg.model.pac
+    with torch.device("meta"):  # which layers, not their weights
+        nets = {"G": (build_generator(cfg), share, 1, "g_norm"), "D": (build_discriminator(cfg), share // pac, pac,
+                                                                      "d_norm")}
+    for net, (module, batch, pack, norm) in nets.items():
+        if batch < 2 and any(isinstance(m, nn.BatchNorm1d) for m in module.modules()):
+            what = f"{batch} pack of model.pac={pack}" if pack > 1 else str(batch)
+            per = f" in each of {world} processes" if world > 1 else ""
+            raise UserError(f"{net}'s batch norm over linear layers needs at least 2 samples a batch, and "
+                            f"train.batch_size={cfg.train.batch_size} gives {net} {what}{per}; use --set "
+                            f"train.batch_size={2 * pack * world} or more, or --set model.{norm}=none")
     if distributed.info().enabled and cfg.train.step_order == "simultaneous":
         raise UserError("train.step_order=simultaneous does not run under torchrun (one backward pass through both "
                         "nets); use --set train.step_order=d_first, or train in one process")
@@ -347,7 +359,7 @@ class Stepper:
         self.order = t.step_order
         self.reuse_fake = t.reuse_fake
         self.global_batch = t.batch_size
-        check_distributed(state.cfg)
+        check_batch_and_order(state.cfg)
         device = next(state.G.parameters()).device
         # Under DDP the wrappers average gradients; the G step calls the bare D (frozen there), and
         # gradient-free forwards call the bare G, so DDP only sees the passes whose gradients it reduces.
@@ -1088,7 +1100,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
         raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
                         "ganforge.load_config(preset=..., overrides=[...])")
     cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
-    check_distributed(cfg)  # on every rank, before any file
+    check_batch_and_order(cfg)  # on every rank, before any file
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
     run_dir = new_run_dir(out, cfg.preset) if main else None
@@ -1202,7 +1214,7 @@ def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
 def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None) -> Path:
     """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
-    check_distributed(cfg)
+    check_batch_and_order(cfg)
     run_dir = path.parent.parent
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
