@@ -327,16 +327,17 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ steps
 
 
-def check_batch_and_order(cfg: Config) -> None:
+def check_batch_and_order(cfg: Config, G: nn.Module | None = None, D: nn.Module | None = None) -> None:
     """What every rank refuses alike before a file is written: a batch too small for batch norm over linear
     layers and, under torchrun, a global batch that does not split across the ranks (into whole PacGAN
-    packs), and the simultaneous order (one backward through both
-    nets, which DDP's per-net gradient averaging does not follow)."""
+    packs), and the simultaneous order (one backward through both nets, which DDP's per-net gradient averaging
+    does not follow). G and D are built as shapes only unless given."""
     share = distributed.local_batch(cfg.train.batch_size, cfg.model.pac)
     world, pac = distributed.info().world_size, cfg.model.pac
     with torch.device("meta"):  # which layers, not their weights
-        nets = {"G": (build_generator(cfg), share, 1, "g_norm"), "D": (build_discriminator(cfg), share // pac, pac,
-                                                                      "d_norm")}
+        G = G if G is not None else build_generator(cfg)
+        D = D if D is not None else build_discriminator(cfg)
+    nets = {"G": (G, share, 1, "g_norm"), "D": (D, share // pac, pac, "d_norm")}
     for net, (module, batch, pack, norm) in nets.items():
         if batch < 2 and any(isinstance(m, nn.BatchNorm1d) for m in module.modules()):
             what = f"{batch} pack of model.pac={pack}" if pack > 1 else str(batch)
@@ -359,7 +360,7 @@ class Stepper:
         self.order = t.step_order
         self.reuse_fake = t.reuse_fake
         self.global_batch = t.batch_size
-        check_batch_and_order(state.cfg)
+        check_batch_and_order(state.cfg, state.G, state.D)
         device = next(state.G.parameters()).device
         # Under DDP the wrappers average gradients; the G step calls the bare D (frozen there), and
         # gradient-free forwards call the bare G, so DDP only sees the passes whose gradients it reduces.
