@@ -215,6 +215,22 @@ def test_ema_half_life_matches_closed_form():
     assert abs(ema.weight[0, 0].item() - (1 - beta**steps)) < 1e-5
 
 
+def test_g_ema_follows_the_half_life_it_is_given(tmp_path, tiny_cfg):
+    # batch 8 and a half-life of 0.05 kimg: each step keeps 0.5 ** (8 / 50) of the average
+    trainer = Trainer(tiny_cfg(**{"train.ema_kimg": 0.05}), tmp_path / "run", log=quiet)
+    s = trainer.state
+    beta = 0.5 ** (8 / 50)
+    expected = [p.detach().clone() for p in s.G_ema.parameters()]
+    for i in range(6):
+        trainer.stepper.set_progress(i * 8)
+        trainer.stepper([trainer.real_batch(i)])
+        expected = [beta * e + (1 - beta) * p.detach() for e, p in zip(expected, s.G.parameters(), strict=True)]
+    moved = max((e - p.detach()).abs().max().item() for e, p in zip(expected, s.G.parameters(), strict=True))
+    assert moved > 1e-3  # G_ema lags G by enough to tell half-lives apart
+    for e, p in zip(expected, s.G_ema.parameters(), strict=True):
+        assert (e - p).abs().max().item() < 1e-6
+
+
 def test_divergence_is_reported_not_hidden(tmp_path, tiny_cfg, monkeypatch):
     from ganforge import config
     from ganforge.errors import UserError
