@@ -79,8 +79,8 @@ def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path, image_folder):
     sets = [a for item in overrides for a in ("--set", item)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ganforge",
-         "train", "--out", str(tmp_path / "runs"), *sets],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--log-dir", str(tmp_path / "torchrun"), "-m", "ganforge", "train", "--out", str(tmp_path / "runs"), *sets],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -137,8 +137,8 @@ def test_an_interrupted_launch_is_told_to_resume_the_way_it_was_launched(monkeyp
 def test_torchrun_errors_say_which_rank_printed_them(tmp_path, image_folder):
     sets = [a for item in tiny_overrides(image_folder, **{"train.batch_size": 5}) for a in ("--set", item)]
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ganforge",
-         "train", "--out", str(tmp_path / "runs"), *sets],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "--log-dir", str(tmp_path / "torchrun"), "-m", "ganforge", "train", "--out", str(tmp_path / "runs"), *sets],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0
