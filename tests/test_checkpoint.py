@@ -125,6 +125,17 @@ def test_garbage_and_foreign_files_are_refused(tmp_path):
         ckpt_io.load_checkpoint(foreign)
 
 
+def test_a_checkpoint_from_a_newer_format_is_refused_with_the_fix(tmp_path):
+    ckpt_io.save_checkpoint(_state(100), tmp_path, keep=1)
+    path = ckpt_io.list_checkpoints(tmp_path)[-1]
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["format_version"] == ckpt_io.FORMAT_VERSION  # today's checkpoints load
+    ckpt_io.atomic_save({**ckpt, "format_version": ckpt_io.FORMAT_VERSION + 1}, path)
+    with pytest.raises(UserError, match="written by a newer ganforge; upgrade ganforge") as info:
+        ckpt_io.load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": ckpt_io.FORMAT, "obj": object()}, path)
