@@ -136,6 +136,20 @@ def test_protocol_notes_group_values_and_name_the_metrics_eval_takes(two_runs):
     assert "n_fake" not in notes[0]  # the other images are the difference that matters
 
 
+def test_one_reference_name_with_other_pixels_is_noted_and_an_older_record_without_it_is_not(two_runs):
+    a, b = two_runs
+    first = [json.loads((r / "metrics.json").read_text())[-1]["results"][0] for r in (a, b)]
+    assert first[0]["reference_fingerprint"] == first[1]["reference_fingerprint"] is not None  # one folder
+    assert protocol_notes(compare_runs([a, b])) == []
+    record = _record("fd_digits", 3.0, 1000, 0.064)
+    _write_metrics(a, [(0.064, [{**record, "reference_fingerprint": "0123456789abcdef"}])])
+    _write_metrics(b, [(0.064, [{**record, "reference_fingerprint": "fedcba9876543210"}])])
+    (note,) = protocol_notes(compare_runs([a, b]))
+    assert note.startswith("fd_digits: reference_fingerprint differs") and "--real NAME" in note
+    _write_metrics(b, [(0.064, [record])])  # recorded before the fingerprint was: unknown, not different
+    assert protocol_notes(compare_runs([a, b])) == []
+
+
 def test_a_curve_joins_only_values_measured_alike(two_runs):
     a, _ = two_runs
     _write_metrics(a, [(1.0, [_record("fd_digits", 30.0, 500, 1.0)]), (2.0, [_record("fd_digits", 20.0, 500, 2.0)]),

@@ -23,8 +23,8 @@ from ganforge.trainer import train
 
 from .conftest import fill_disk_after, tiny_overrides
 
-PROTOCOL_FIELDS = {"metric", "value", "n_fake", "n_real", "reference", "extractor", "extractor_sha256", "resize",
-                   "seed", "kimg", "ganforge_version"}
+PROTOCOL_FIELDS = {"metric", "value", "n_fake", "n_real", "reference", "reference_fingerprint", "extractor",
+                   "extractor_sha256", "resize", "seed", "kimg", "ganforge_version"}
 
 
 @pytest.fixture(autouse=True)
@@ -474,6 +474,26 @@ def test_a_folders_cached_features_follow_its_images(tmp_path, image_folder):
     Image.new("L", (16, 16), 255).save(image_folder / "class0" / "000.png")  # same path and count, new image
     after = evaluate(EvalContext(fake, real_image_set(cfg)), ["fd_digits"])[0]["value"]
     assert abs(before) < 1e-6 and after > 1e-3  # the real features were computed again, not read from the cache
+
+
+def test_the_reference_fingerprint_tells_apart_what_the_reference_name_does_not(image_folder):
+    """One name and split, other pixels: a changed folder, another size or channel count. compare reads the
+    fingerprint to keep such values apart."""
+    from PIL import Image
+
+    def protocol(**data: object) -> dict:
+        fake = ImageSet(torch.zeros(4, 1, 16, 16), "fake", "all")
+        real = real_image_set(DataConfig(name=f"folder:{image_folder}", **{"img_size": 16, **data}))
+        return evaluate(EvalContext(fake, real), ["classes"])[0]
+
+    first = protocol()
+    assert first["reference"] == f"folder:{image_folder}/train"
+    assert protocol()["reference_fingerprint"] == first["reference_fingerprint"] is not None  # same pixels
+    for changed in (protocol(img_size=8), protocol(channels=3)):
+        assert changed["reference"] == first["reference"]
+        assert changed["reference_fingerprint"] != first["reference_fingerprint"]
+    Image.new("L", (16, 16), 255).save(image_folder / "class0" / "000.png")
+    assert protocol()["reference_fingerprint"] != first["reference_fingerprint"]
 
 
 def test_a_run_on_a_subset_is_scored_against_it_or_against_all_of_its_data_set(tmp_path, image_folder, capsys):

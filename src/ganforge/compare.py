@@ -14,8 +14,13 @@ from typing import Any
 from .errors import UserError
 
 # Protocol fields that must agree for two values of one metric to compare (FD and KID move with n); a note
-# names the first that differs, so what the values were measured against comes before how many.
-PROTOCOL_FIELDS = ("reference", "extractor_sha256", "resize", "n_fake", "n_real")
+# names the first that differs, so what the values were measured against comes before how many. The reference
+# fingerprint (a digest of the reference pixels at the run's size and channels) tells apart references that
+# share a name: one data set at 28 and 32 px, or a folder whose images changed.
+PROTOCOL_FIELDS = ("reference", "reference_fingerprint", "extractor_sha256", "resize", "n_fake", "n_real")
+# Fields that results recorded by an earlier ganforge lack: unknown there, so they differ only among the
+# records that have them.
+LATER_FIELDS = {"reference_fingerprint"}
 NOT_EMA = " (G, not G_ema)"  # marks the results of `ganforge eval --no-ema`: another quantity than G_ema's
 IGNORED_SETTINGS = {"description"}
 
@@ -221,7 +226,8 @@ def check_metric(views: list[RunView], metric: str) -> None:
 def _differing_field(records: list[dict[str, Any]]) -> str | None:
     """The first protocol field in which the records differ; None when they were measured alike."""
     for key in PROTOCOL_FIELDS:
-        if len({json.dumps(r.get(key), sort_keys=True) for r in records}) > 1:
+        known = [r for r in records if key in r] if key in LATER_FIELDS else records
+        if len({json.dumps(r.get(key), sort_keys=True) for r in known}) > 1:
             return key
     return None
 
@@ -247,7 +253,7 @@ def protocol_notes(views: list[RunView]) -> list[str]:
     for (key, per_run), names in grouped.items():
         metrics = list(dict.fromkeys(_reporting_metric(base_metric(n)) for n in names))
         no_ema = " --no-ema" if any(n != base_metric(n) for n in names) else ""
-        if key == "reference":
+        if key in ("reference", "reference_fingerprint"):
             fix = (f"the runs were scored against different images: compare runs trained on the same data, or "
                    f"score each against one set, e.g. `ganforge eval RUN --real NAME --metrics {','.join(metrics)}"
                    f"{no_ema}`")

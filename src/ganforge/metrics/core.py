@@ -102,11 +102,14 @@ class ImageSet:
     """A named set of images in [-1, 1] [N, C, H, W], with a key for caching its features."""
 
     def __init__(self, images: torch.Tensor, name: str, split: str, cache_key: str | None = None,
-                 labels: torch.Tensor | None = None, classes: list[str] | None = None) -> None:
+                 labels: torch.Tensor | None = None, classes: list[str] | None = None,
+                 fingerprint: str | None = None) -> None:
         self.images = images
         self.name = name
         self.split = split
         self.cache_key = cache_key  # None: never cached (generated images)
+        # a digest of the pixels at this size and channels, and labels: what name/split cannot tell apart
+        self.fingerprint = fingerprint
         self.labels = labels  # int64 [N]: dataset labels, or the classes a conditional G was asked for
         self.classes = classes  # the name of each label; None: label c is the digit c
 
@@ -171,6 +174,7 @@ class EvalContext:
             "n_fake": len(self.fake),
             "n_real": len(self.real) if self.real is not None else 0,
             "reference": f"{self.real.name}/{self.real.split}" if self.real is not None else None,
+            "reference_fingerprint": self.real.fingerprint if self.real is not None else None,
             "extractor": DIGIT_EXTRACTOR,
             "extractor_sha256": WEIGHTS_SHA256,
             "resize": DIGIT_RESIZE,
@@ -370,6 +374,7 @@ def modes(ctx: EvalContext) -> Result:
     triples = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
     seen, kl = formulas.mode_statistics(triples, 1000)
     protocol = {**ctx.digit_protocol(), "n_fake": int(images.shape[0]), "n_real": 0, "reference": "uniform-1000",
+                "reference_fingerprint": None,
                 # where the KL comes from: each channel's digit histogram against uniform over 10 (with
                 # independent channels the triple KL is their sum), and how sure the classifier was
                 "channel_kl": [formulas.mode_statistics(digits[:, c], 10)[1] for c in range(3)],
@@ -456,7 +461,8 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
         name = f"folder-{hashlib.sha1(path.encode()).hexdigest()[:10]}-{data.fingerprint[:12]}"
     subset = f"-subset{len(data)}" if data.split != "train" else ""
     key = f"{name}-train{subset}-{data_cfg.img_size}px-{data_cfg.channels}ch"
-    return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu())
+    return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu(),
+                    fingerprint=data.fingerprint)
 
 
 def read_metrics_history(path: Path) -> list:

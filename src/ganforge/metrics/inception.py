@@ -130,6 +130,7 @@ def _fidelity(ctx: EvalContext) -> dict[str, Any]:
         "n_fake": len(ctx.fake),
         "n_real": len(ctx.real),
         "reference": f"{ctx.real.name}/{ctx.real.split}",
+        "reference_fingerprint": ctx.real.fingerprint,
         "extractor": f"torch-fidelity {ctx.inception_extractor}",
         "extractor_sha256": file_sha256(str(weights)) if weights and Path(weights).is_file() else None,
         "resize": INCEPTION_RESIZE,
