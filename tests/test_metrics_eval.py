@@ -58,6 +58,30 @@ def test_retraining_the_classifier_does_not_replace_the_shipped_one_by_default(c
     assert file_sha256(str(path)) == WEIGHTS_SHA256
 
 
+def test_retraining_the_classifier_writes_weights_whose_record_tells_the_truth(tmp_path, capsys):
+    """One epoch into a folder of its own: the weights load into the metrics' net, digits.json holds their
+    SHA-256 and the held-out accuracy they score on the fixed split, and the shipped classifier is untouched."""
+    from safetensors.torch import load_file
+
+    from ganforge.metrics import train_digits
+    from ganforge.metrics.classifier import DigitNet
+
+    out = tmp_path / "classifier"
+    train_digits.main(["--epochs", "1", "--out", str(out)])
+    info = json.loads((out / "digits.json").read_text())
+    weights = out / "digits.safetensors"
+    assert info["sha256"] == file_sha256(str(weights)) != WEIGHTS_SHA256
+    assert (info["n_train"], info["n_heldout"], info["epochs"]) == (4000, 1000, 1)
+    net = DigitNet()
+    net.load_state_dict(load_file(weights))  # strict: every layer of the metrics' net, no other
+    data = load_dataset(DataConfig(name="mnist5k"))
+    _, held = heldout_split(data.labels)
+    assert abs(train_digits.accuracy(net, data.images[held], data.labels[held]) - info["heldout_accuracy"]) < 1e-6
+    assert info["heldout_accuracy"] > 0.5  # one epoch learns the digits well past chance (0.1)
+    assert f"held-out accuracy {info['heldout_accuracy']:.4f} on 1000 digits" in capsys.readouterr().out
+    assert file_sha256(weights_path()) == WEIGHTS_SHA256
+
+
 def test_retraining_into_an_unusable_folder_is_refused_before_training(tmp_path, capsys):
     from ganforge.metrics import train_digits
 
