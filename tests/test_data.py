@@ -454,3 +454,34 @@ def test_a_failed_download_is_one_line_that_says_what_to_do(tmp_path, monkeypatc
         message = str(info.value)
         assert message.startswith(needle) and "\n" not in message
         assert message.endswith("point --set data.root=DIR at their parent")
+    monkeypatch.setattr(tvd, "CelebA", mirrors)
+    with pytest.raises(UserError) as info:
+        load_dataset(DataConfig(name="celeba", root=str(tmp_path), download=True))
+    message = str(info.value)
+    assert message.startswith(f"could not download CelebA to {tmp_path / 'celeba'}: Error downloading") and (
+        "\n" not in message)
+    assert message.endswith(f"unzip them into {tmp_path / 'celeba'}, giving {tmp_path / 'celeba' / 'img_align_celeba'}")
+    assert not (tmp_path / "celeba").exists()
+
+
+def test_celeba_download_asks_torchvision_for_the_training_split_and_reads_what_it_wrote(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    def fetch(root, split, download):  # torchvision's layout: root/celeba/img_align_celeba, the partition list
+        calls.append((root, split, download))
+        faces = Path(root) / "celeba" / "img_align_celeba"
+        faces.mkdir(parents=True)
+        for i, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 10, 200)]):
+            Image.new("RGB", (20, 24), colour).save(faces / f"{i:06d}.jpg")
+        (Path(root) / "celeba" / "list_eval_partition.txt").write_text("000000.jpg 0\n000001.jpg 1\n000002.jpg 0\n")
+
+    monkeypatch.setattr(tvd, "CelebA", fetch)
+    data = load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=8, channels=3, download=True))
+    assert calls == [(str(tmp_path), "train", True)]
+    assert data.images.shape == (2, 3, 8, 8)  # the training partition only: 000000 and 000002
+    blue = data.batch(torch.tensor([1], device=data.device))[0]
+    assert blue[2].mean() > 0.5 and blue[0].mean() < -0.5
+    load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=8, channels=3, download=True))
+    assert len(calls) == 1  # on disk now: not fetched again

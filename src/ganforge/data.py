@@ -186,7 +186,10 @@ def load_celeba(cfg: DataConfig) -> RawImages:
         try:
             tvd.CelebA(os.path.expanduser(cfg.root), split="train", download=True)
         except Exception as e:  # noqa: BLE001  (any download failure becomes one line)
-            raise UserError(f"could not download CelebA to {root}: {' '.join(str(e).split())}") from e
+            # CelebA comes from Google Drive, whose per-file quota often refuses it: say how to fetch it by hand
+            raise UserError(f"could not download CelebA to {root}: {' '.join(str(e).split())}; check the network, "
+                            "or fetch img_align_celeba.zip and list_eval_partition.txt from the CelebA site by hand "
+                            f"and unzip them into {root}, giving {image_dir}") from e
     if not image_dir.is_dir():
         raise DatasetMissing(cfg.name, f"CelebA not found: expected {image_dir}/*.jpg and "
                                        f"{root}/list_eval_partition.txt")
