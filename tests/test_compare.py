@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -145,7 +146,15 @@ def test_one_reference_name_with_other_pixels_is_noted_and_an_older_record_witho
     _write_metrics(a, [(0.064, [{**record, "reference_fingerprint": "0123456789abcdef"}])])
     _write_metrics(b, [(0.064, [{**record, "reference_fingerprint": "fedcba9876543210"}])])
     (note,) = protocol_notes(compare_runs([a, b]))
-    assert note.startswith("fd_digits: reference_fingerprint differs") and "--real NAME" in note
+    assert note.startswith("fd_digits: reference_fingerprint differs (")
+    assert note.endswith("the reference images changed between the evaluations: score each run against them as "
+                         "they are now, `ganforge eval RUN --metrics fd_digits` on each")
+    config = (b / "config.toml").read_text()
+    size = re.search(r"^img_size = (\d+)$", config, re.M)
+    (b / "config.toml").write_text(config.replace(size.group(0), f"img_size = {int(size.group(1)) * 2}"))
+    (note,) = protocol_notes(compare_runs([a, b]))  # the same data at another size: eval RUN cannot align them
+    assert "the same data set at another size or channel count" in note
+    assert "--fake folder:DIR --img-size 28 --metrics fd_digits`" in note
     _write_metrics(b, [(0.064, [record])])  # recorded before the fingerprint was: unknown, not different
     assert protocol_notes(compare_runs([a, b])) == []
 
