@@ -503,7 +503,6 @@ def test_a_folders_cached_features_follow_its_images(tmp_path, image_folder):
 def test_the_reference_fingerprint_tells_apart_what_the_reference_name_does_not(image_folder):
     """One name and split, other pixels: a changed folder, another size or channel count. compare reads the
     fingerprint to keep such values apart."""
-    from PIL import Image
 
     def protocol(**data: object) -> dict:
         fake = ImageSet(torch.zeros(4, 1, 16, 16), "fake", "all")

@@ -243,20 +243,19 @@ def protocol_notes(views: list[RunView]) -> list[str]:
     """One line per protocol difference among the runs' newest values, naming the values it concerns and
     how to measure them alike."""
     grouped: dict[tuple[str, str], list[str]] = {}
-    formats: dict[tuple[str, str], set[str]] = {}  # the img_size x channels of the runs a difference concerns
     for name in recorded_metrics(views):
         records = [(v.name, v.latest[name]) for v in views if name in v.latest]
         key = _differing_field([r for _, r in records])
         if key is not None:
             per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
             grouped.setdefault((key, per_run), []).append(name)
-            formats[key, per_run] = {f"{v.settings.get('data.img_size')}px x {v.settings.get('data.channels')}"
-                                     for v in views if name in v.latest}
     notes = []
     for (key, per_run), names in grouped.items():
         metrics = list(dict.fromkeys(_reporting_metric(base_metric(n)) for n in names))
         no_ema = " --no-ema" if any(n != base_metric(n) for n in names) else ""
-        if key == "reference_fingerprint" and len(formats[key, per_run]) > 1:
+        formats = {(v.settings.get("data.img_size"), v.settings.get("data.channels")) for v in views
+                   if names[0] in v.latest}  # of the runs the difference concerns
+        if key == "reference_fingerprint" and len(formats) > 1:
             fix = ("the runs' reference images are the same data set at another size or channel count: to compare "
                    "them, sample each (`ganforge sample RUN --n 10000 --out DIR/`) and score the samples at one size,"
                    f" e.g. `ganforge eval --real NAME --fake folder:DIR --img-size 28 --metrics {','.join(metrics)}`")
