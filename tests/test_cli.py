@@ -358,6 +358,7 @@ def test_resume_names_an_override_that_would_change_the_networks(tmp_path, image
         (["model.g_width=16"], "built with model.g_width = 8; drop that override"),
         (["model.d_spectral_norm=true", "train.batch_size=4"], "built with model.d_spectral_norm = false; drop"),
         (["data.img_size=32", "model.g_width=16"], "built with data.img_size = 16, model.g_width = 8; drop those"),
+        (["optim.name=rmsprop"], "continues its optimizer's state (optim.name = adam); drop the override"),
     ):
         argv = [a for o in [*overrides, "train.kimg=0.5"] for a in ("--set", o)]
         assert main(["train", "--resume", str(run_dir), *argv]) == 2

@@ -82,9 +82,10 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
         ({"overrides": ["train.amp=[1]"]}, "train.amp must be a string"),
         ({"overrides": ["train.kimg=1e400"]}, "train.kimg must be a finite number, got inf"),
         ({"overrides": ["optim.g_lr=nan"]}, "optim.g_lr must be a finite number"),
-        ({"overrides": ["optim.g_lr=2e4"]}, "optim.g_lr = 20000 is above 1, where Adam's steps swamp the weights; "
-                                            "GANs train at 1e-5 to 1e-2 (check the exponent's sign: 2e-4)"),
+        ({"overrides": ["optim.g_lr=2e4"]}, "optim.g_lr = 20000 is above 1, where the optimizer's steps swamp the "
+                                            "weights; GANs train at 1e-5 to 1e-2 (check the exponent's sign: 2e-4)"),
         ({"overrides": ["optim.d_lr=1.5"]}, "optim.d_lr = 1.5 is above 1"),
+        ({"overrides": ["optim.name=sgd"]}, "optim.name must be adam or rmsprop, got 'sgd'"),
         ({"overrides": ["train.grid_size=5000"]}, "train.grid_size must be between 1 and 1024"),
         ({"overrides": ["train.d_win_warn=0.3"]}, "train.d_win_warn must be between 0.5 and 1"),
         ({"overrides": ["model.g=transformer"]}, "unknown generator 'transformer'"),

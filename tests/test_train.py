@@ -47,8 +47,9 @@ def assert_same_state(a: dict, b: dict) -> None:
         {"train.reuse_fake": "true"},  # the R4 pattern
         {"optim.lr_decay": '"cosine"', "optim.lr_decay_start_kimg": 0.02, "optim.lr_decay_end_kimg": 0.104},
         {"data.mirror": "true"},
+        {"optim.name": '"rmsprop"', "loss.name": '"wgan"', "model.d_norm": '"none"', "loss.n_critic": 2},  # WGAN
     ],
-    ids=["dcgan-ema", "g-first-reuse", "simultaneous", "d-first-reuse", "lr-decay", "mirror"],
+    ids=["dcgan-ema", "g-first-reuse", "simultaneous", "d-first-reuse", "lr-decay", "mirror", "wgan-rmsprop"],
 )
 def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, extra):
     # 0.104 kimg = 13 iterations of batch 8, across two epochs of the 32-image folder
@@ -78,6 +79,23 @@ def test_resume_trains_with_the_optimizer_settings_it_is_given(tmp_path, tiny_cf
     assert {g["eps"] for g in ckpt["opt_G"]["param_groups"] + ckpt["opt_D"]["param_groups"]} == {1e-6}
     d_lr = ckpt["config"]["optim"]["d_lr"]
     assert {g["lr"] for g in ckpt["opt_D"]["param_groups"]} == {d_lr}
+
+
+def test_rmsprop_trains_both_networks_and_takes_resume_overrides(tmp_path, tiny_cfg):
+    settings = {"optim.name": '"rmsprop"', "optim.g_lr": 1e-3, "optim.d_lr": 2e-3}
+    trainer = Trainer(tiny_cfg(**settings), tmp_path / "probe", log=quiet)
+    for opt, lr in ((trainer.state.opt_G, 1e-3), (trainer.state.opt_D, 2e-3)):
+        assert type(opt) is torch.optim.RMSprop and {g["lr"] for g in opt.param_groups} == {lr}
+    run_dir = train(tiny_cfg(**settings, **{"train.kimg": 0.048}), out=tmp_path, log=quiet)
+    ckpt = final_weights(run_dir)
+    # RMSprop's own state (the running mean of squared gradients) was saved for every parameter
+    assert all("square_avg" in state for state in ckpt["opt_G"]["state"].values())
+    assert len(ckpt["opt_D"]["state"]) == len(ckpt["opt_D"]["param_groups"][0]["params"])
+    resume(run_dir, ["train.kimg=0.096", "optim.d_lr=1e-4", "optim.eps=1e-6"], log=quiet)
+    ckpt = final_weights(run_dir)
+    assert ckpt["nimg"] == 96 and {g["lr"] for g in ckpt["opt_D"]["param_groups"]} == {1e-4}
+    assert {g["eps"] for g in ckpt["opt_G"]["param_groups"]} == {1e-6}
+    assert all("betas" not in g for g in ckpt["opt_G"]["param_groups"])
 
 
 def test_run_directory_outputs(tmp_path, tiny_cfg):
@@ -548,6 +566,11 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     Trainer(tiny_cfg(**{"data.download": "true"}), tmp_path / "run4", log=lines.append)
     assert any(line.startswith("note: data.download has no effect on folder:") and line.endswith(
         "it fetches only mnist, fashion-mnist, cifar10, celeba") for line in lines)
+    lines.clear()
+    Trainer(tiny_cfg(**{"optim.name": '"rmsprop"', "optim.d_betas": "[0.0, 0.9]"}), tmp_path / "run5",
+            log=lines.append)
+    assert "note: optim.d_betas = [0.0, 0.9] has no effect on rmsprop (only adam has betas)" in lines
+    assert not any("optim.g_betas" in line for line in lines)  # left at its default: nothing to say
     lines.clear()
     Trainer(tiny_cfg(), tmp_path / "run2", log=lines.append)
     assert not any("has no effect" in line for line in lines)

@@ -180,7 +180,7 @@ def distinct_names(run_dirs: list[Path]) -> list[str]:
 
 
 def _unread(raw: dict[str, Any]) -> set[str]:
-    """The model settings a run's networks do not read; none when its config no longer builds."""
+    """The settings a run's networks and optimizer do not read; none when its config no longer builds."""
     from .config import from_dict
     from .models import unread_settings
 

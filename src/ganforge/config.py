@@ -80,11 +80,11 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"
+    name: str = "adam"  # adam | rmsprop (the WGAN paper's, whose critic Adam's momentum destabilised)
     g_lr: float = 2e-4
     d_lr: float = 2e-4
-    g_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    d_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    g_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # adam only
+    d_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # adam only
     eps: float = 1e-8
     lr_decay: str = "none"  # none | linear | cosine: both learning rates fall from their value ...
     lr_decay_start_kimg: float = 0.0  # ... at this many kimg (constant before) ...
@@ -398,6 +398,7 @@ def _check(ok: bool, message: str) -> None:
 
 MAX_SEED = 2**32  # numpy's seed range; torch's streams take seed and seed + 1
 MAX_LR = 1.0
+OPTIMIZERS = ("adam", "rmsprop")  # optim.name; built by trainer.make_optimizer
 MAX_GRID_SIZE = 1024  # a 32 x 32 grid: every tick draws, saves and (for the collapse checks) compares it
 
 
@@ -460,17 +461,17 @@ def validate(cfg: Config) -> None:
         lo.n_critic == 1 or (t.step_order != "simultaneous" and not t.reuse_fake),
         "loss.n_critic > 1 needs train.step_order d_first or g_first and train.reuse_fake = false",
     )
-    _check(o.name == "adam", f"optim.name must be adam, got {o.name!r}")
+    _check(o.name in OPTIMIZERS, f"optim.name must be {' or '.join(OPTIMIZERS)}, got {o.name!r}")
     _check(o.g_lr > 0 and o.d_lr > 0, "optim.g_lr and optim.d_lr must be positive")
     for name in ("g_lr", "d_lr"):
         lr = getattr(o, name)
-        # Adam moves every weight by about lr per step: above 1 the nets only blow up (losses of 1e11, no
+        # Adam and RMSprop move every weight by about lr per step: above 1 the nets only blow up (losses of 1e11, no
         # error), so a sign slip in the exponent is caught here rather than after a wasted run
         if lr > MAX_LR:
             mantissa, exponent = f"{lr:e}".split("e")
             flipped = f" (check the exponent's sign: {float(mantissa):g}e-{int(exponent)})" if lr >= 100 else ""
-            raise UserError(f"optim.{name} = {lr:g} is above {MAX_LR:g}, where Adam's steps swamp the weights; "
-                            f"GANs train at 1e-5 to 1e-2{flipped}")
+            raise UserError(f"optim.{name} = {lr:g} is above {MAX_LR:g}, where the optimizer's steps swamp the "
+                            f"weights; GANs train at 1e-5 to 1e-2{flipped}")
     _check(o.lr_decay in ("none", "linear", "cosine"),
            f"optim.lr_decay must be none, linear or cosine, got {o.lr_decay!r}")
     for name in ("g_betas", "d_betas"):

@@ -18,7 +18,7 @@ ARCH_SETTINGS = ("g_width", "g_hidden", "g_norm_first", "d_width", "d_hidden", "
 
 
 def unread_settings(cfg: Config) -> dict[str, str]:
-    """Model settings this model does not read, whatever their value: `model.KEY` -> why."""
+    """Settings this model (and optimizer) does not read, whatever their value: `section.KEY` -> why."""
     m = cfg.model
     unread: dict[str, str] = {}
     for kind, name, net in (("generator", m.g, GENERATORS.get(m.g)), ("discriminator", m.d, DISCRIMINATORS.get(m.d))):
@@ -28,18 +28,22 @@ def unread_settings(cfg: Config) -> dict[str, str]:
                        for key in ("g_cond", "d_cond", "embed_dim")})
     if not m.d_mbdisc:
         unread["model.d_mbdisc_dim"] = "has no effect without minibatch discrimination (model.d_mbdisc = 0)"
+    if cfg.optim.name != "adam":
+        unread.update({f"optim.{key}": f"has no effect on {cfg.optim.name} (only adam has betas)"
+                       for key in ("g_betas", "d_betas")})
     return unread
 
 
 def inert_settings(cfg: Config) -> list[str]:
-    """One line per model setting changed from its default that this model does not read (model.g_hidden with
+    """One line per setting changed from its default that this model does not read (model.g_hidden with
     the dcgan generator, model.d_cond on an unconditional model): the run trains as if it were not set."""
-    m, defaults = cfg.model, type(cfg.model)()
+    defaults = type(cfg)()
     lines = []
     for dotted, why in unread_settings(cfg).items():
-        key = dotted.split(".", 1)[1]
-        if getattr(m, key) != getattr(defaults, key):
-            lines.append(f"{dotted} = {toml_value(getattr(m, key))} {why}")
+        section, key = dotted.split(".", 1)
+        value = getattr(getattr(cfg, section), key)
+        if value != getattr(getattr(defaults, section), key):
+            lines.append(f"{dotted} = {toml_value(value)} {why}")
     return lines
 
 
