@@ -186,3 +186,7 @@ def test_the_page_names_the_stabilisers_a_run_trained_with(tmp_path, tiny_cfg):
     p = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])["augment_p"]
     assert (f"EMA of G (half-life 0.05 kimg); DiffAugment translation,cutout, adaptive (target 0.6, p {p:.4g} at "
             "the last tick); R1 (gamma 0.1, every 4 D steps); spectral norm on D") in shown
+    wgan = train(tiny_cfg(**{"loss.name": '"wgan"', "model.d_norm": '"none"', "loss.n_critic": 2,
+                             "loss.critic_burst": 3, "loss.critic_burst_first": 2, "loss.critic_burst_every": 22}),
+                 out=tmp_path / "c", log=lambda msg: None)
+    assert "2 D steps per G step; 3 D steps in the first 2 and every 22nd G steps" in glance(wgan)

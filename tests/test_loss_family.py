@@ -362,3 +362,44 @@ def test_minibatch_discrimination_sees_a_collapsed_batch():
     direct = torch.stack([sum(torch.exp(-(m[i] - m[j]).abs().sum(1)) for j in range(8) if j != i)
                           for i in range(8)])
     assert (out_varied[:, 6:] - direct).abs().max().item() < 1e-4
+
+
+WGAN_BURSTS = {"loss.name": '"wgan"', "optim.name": '"rmsprop"', "model.d_norm": '"none"', "loss.n_critic": 2,
+               "loss.critic_burst": 3, "loss.critic_burst_first": 2, "loss.critic_burst_every": 4}
+
+
+def test_critic_bursts_follow_the_wgan_schedule(tmp_path, tiny_cfg):
+    from ganforge.trainer import Trainer
+
+    stepper = Trainer(tiny_cfg(**WGAN_BURSTS), tmp_path / "probe", log=quiet).stepper
+    assert [stepper.d_steps_for(g) for g in range(10)] == [3, 3, 2, 2, 3, 2, 2, 2, 3, 2]
+    only_first = Trainer(tiny_cfg(**{**WGAN_BURSTS, "loss.critic_burst_every": 0}), tmp_path / "probe2",
+                         log=quiet).stepper
+    assert [only_first.d_steps_for(g) for g in (0, 1, 2, 4, 8, 100)] == [3, 3, 2, 2, 2, 2]
+    # a run takes them: 0.08 kimg = 10 batches of 8 = the D steps of G steps 0-3 (3 + 3 + 2 + 2)
+    run_dir = train(tiny_cfg(**WGAN_BURSTS, **{"train.kimg": 0.08}), out=tmp_path, log=quiet)
+    ckpt = final_weights(run_dir)
+    assert (ckpt["nimg"], ckpt["g_steps"]) == (80, 4)
+
+
+def test_critic_bursts_resume_bit_for_bit(tmp_path, tiny_cfg):
+    # the half run stops after G step 1's burst (48 images); the rest crosses the burst at G step 4
+    full = train(tiny_cfg(**WGAN_BURSTS, **{"train.kimg": 0.12}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**WGAN_BURSTS, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
+    assert final_weights(half)["g_steps"] == 2
+    resume(half, ["train.kimg=0.12"], log=quiet)
+    a, b = final_weights(full), final_weights(half)
+    assert_same_state(a, b)
+    assert a["g_steps"] == b["g_steps"] == 6  # 3 + 3 + 2 + 2 + 3 + 2 D steps: 120 images
+
+
+def test_a_checkpoint_from_before_bursts_resumes_with_its_g_step_count(tmp_path, tiny_cfg):
+    extra = {"loss.n_critic": 2, "loss.name": '"wgan-gp"', "model.d_norm": '"none"'}
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
+    path = ckpt_io.resolve_checkpoint(half)
+    old = ckpt_io.load_checkpoint(path)
+    del old["g_steps"]  # as written before the counter existed
+    ckpt_io.atomic_save(old, path)
+    resume(half, ["train.kimg=0.096"], log=quiet)
+    assert final_weights(half)["g_steps"] == final_weights(full)["g_steps"] == 6  # 96 images, 2 batches a G step

@@ -68,6 +68,9 @@ class LossConfig:
     name: str = "ns"  # registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge
     d_reduction: str = "sum"  # D loss = real + fake (sum) or (real + fake) / 2 (mean)
     n_critic: int = 1  # D steps (each on a fresh real batch) per G step
+    critic_burst: int = 0  # WGAN's schedule: this many D steps, not n_critic, in some G steps (0 = never) ...
+    critic_burst_first: int = 0  # ... in the first this many G steps ...
+    critic_burst_every: int = 0  # ... and in every G step whose count is a multiple of this (0 = none later)
     gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty
     clip: float = 0.01  # wgan: D weights are clamped to [-clip, clip]
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * ||grad D(x)||^2 on reals; 0 disables
@@ -460,6 +463,19 @@ def validate(cfg: Config) -> None:
     _check(
         lo.n_critic == 1 or (t.step_order != "simultaneous" and not t.reuse_fake),
         "loss.n_critic > 1 needs train.step_order d_first or g_first and train.reuse_fake = false",
+    )
+    _check(min(lo.critic_burst, lo.critic_burst_first, lo.critic_burst_every) >= 0,
+           "loss.critic_burst, loss.critic_burst_first and loss.critic_burst_every must be >= 0")
+    bursts_when = lo.critic_burst_first > 0 or lo.critic_burst_every > 0
+    _check(lo.critic_burst == 0 or bursts_when,
+           f"loss.critic_burst = {lo.critic_burst} needs the G steps that get it: set loss.critic_burst_first "
+           "and/or loss.critic_burst_every (the WGAN paper: burst 100 for the first 25 G steps and every 500th)")
+    _check(lo.critic_burst > 0 or not bursts_when,
+           "loss.critic_burst_first / loss.critic_burst_every choose the G steps that get loss.critic_burst D "
+           "steps, which is 0; set it too, e.g. loss.critic_burst=100")
+    _check(
+        lo.critic_burst == 0 or (t.step_order != "simultaneous" and not t.reuse_fake),
+        "loss.critic_burst needs train.step_order d_first or g_first and train.reuse_fake = false",
     )
     _check(o.name in OPTIMIZERS, f"optim.name must be {' or '.join(OPTIMIZERS)}, got {o.name!r}")
     _check(o.g_lr > 0 and o.d_lr > 0, "optim.g_lr and optim.d_lr must be positive")

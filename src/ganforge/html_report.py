@@ -36,6 +36,11 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else str(value).lower()
@@ -242,6 +247,10 @@ def _stabilisers(settings: dict[str, Any], last: dict[str, Any]) -> str:
         on.append(f"DiffAugment {policy} on every image")
     if get("loss.n_critic", 1) > 1:
         on.append(f"{get('loss.n_critic')} D steps per G step")
+    if get("loss.critic_burst"):
+        when = [f"the first {get('loss.critic_burst_first')}"] if get("loss.critic_burst_first") else []
+        when += [f"every {_ordinal(get('loss.critic_burst_every'))}"] if get("loss.critic_burst_every") else []
+        on.append(f"{get('loss.critic_burst')} D steps in {' and '.join(when)} G steps")
     if get("loss.r1_gamma"):
         every = f", every {get('loss.r1_every')} D steps" if get("loss.r1_every", 1) > 1 else ""
         on.append(f"R1 (gamma {_num(get('loss.r1_gamma'))}{every})")

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,7 @@ class TrainState:
     fixed_z: torch.Tensor
     fixed_y: torch.Tensor | None  # labels of the fixed grid for conditional G: class by class
     nimg: int = 0
+    g_steps: int = 0  # G steps taken: where loss.critic_burst's schedule stands
     tick: int = 0
     time_s: float = 0.0
     best: dict[str, Any] | None = None  # {"metric", "value", "kimg"} of checkpoints/best.pt
@@ -204,6 +206,7 @@ class TrainState:
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "nimg": self.nimg,
+            "g_steps": self.g_steps,
             "tick": self.tick,
             "time_s": self.time_s,
             "rng": ckpt_io.rng_state(self.z_gen),
@@ -319,6 +322,11 @@ def restore_state(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
             if "betas" in group:
                 group["betas"] = (betas[0], betas[1])
     state.nimg = int(ckpt["nimg"])
+    if "g_steps" in ckpt:
+        state.g_steps = int(ckpt["g_steps"])
+    else:  # written before bursts existed, when every G step took n_critic D steps of one batch each
+        saved = ckpt["config"]
+        state.g_steps = state.nimg // (int(saved["train"]["batch_size"]) * int(saved["loss"].get("n_critic", 1)))
     state.tick = int(ckpt["tick"])
     state.time_s = float(ckpt.get("time_s", 0.0))
     state.fixed_z = ckpt["fixed_z"]
@@ -381,6 +389,7 @@ class Stepper:
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
         lc = state.cfg.loss
         self.n_critic, self.gp_weight, self.clip = lc.n_critic, lc.gp_weight, lc.clip
+        self.burst, self.burst_first, self.burst_every = lc.critic_burst, lc.critic_burst_first, lc.critic_burst_every
         self.r1_gamma, self.r1_every = lc.r1_gamma, lc.r1_every
         self.noise_start, self.noise_kimg = lc.instance_noise, lc.instance_noise_kimg
         self.noise_std = 0.0  # set from the image counter by the loop
@@ -403,6 +412,14 @@ class Stepper:
         # augmentation or instance noise in each step, or DDP must reduce each step's gradients on its own.
         self.share_fake_pass = (t.step_order == "g_first" and t.reuse_fake and not self.augment_policy
                                 and not distributed.info().enabled)
+
+    def d_steps_for(self, g_step: int) -> int:
+        """D steps before (or after) G step number `g_step` (from 0): n_critic, or loss.critic_burst in the
+        first critic_burst_first G steps and every critic_burst_every-th, as the WGAN authors' code does to
+        keep its critic near optimal."""
+        if self.burst and (g_step < self.burst_first or (self.burst_every and g_step % self.burst_every == 0)):
+            return self.burst
+        return self.n_critic
 
     @staticmethod
     def _apply(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -591,13 +608,13 @@ class Stepper:
             update_ema(s.G_ema, s.G, self.ema_beta)
         return d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach()
 
-    def __call__(self, reals: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-        """One G step and len(reals) = n_critic D steps, each D step on its own real batch (images, labels;
-        labels None for an unconditional model)."""
+    def __call__(self, reals: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+        """One G step and len(reals) D steps (see d_steps_for), each D step on its own real batch (images,
+        labels; labels None for an unconditional model)."""
         with matmul_precision(self.precision):  # the training step's own; grids and metrics keep the default
             return self._iteration(reals)
 
-    def _iteration(self, reals: list[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    def _iteration(self, reals: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
         if self.order == "simultaneous" or (self.share_fake_pass and self.noise_std <= 0):
             d_loss, g_loss, real_logits, fake_logits = self._one_pass(*reals[0])
         elif self.order == "d_first":
@@ -618,6 +635,23 @@ class Stepper:
 
 
 # ------------------------------------------------------------------------------------------------- loop
+
+
+class _RealBatches(Sequence):
+    """The real batches of one iteration, each drawn when its D step comes: a critic burst of 100 steps does
+    not hold 100 batches at once."""
+
+    def __init__(self, real_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]], first: int,
+                 n: int) -> None:
+        self.real_batch, self.first, self.n = real_batch, first, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:  # type: ignore[override]
+        if not 0 <= k < self.n:
+            raise IndexError(k)
+        return self.real_batch(self.first + k)
 
 
 class _StopFlag:
@@ -1033,14 +1067,15 @@ class Trainer:
             while s.nimg < total_nimg:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
-                reals = [self.real_batch(iteration + k) for k in range(self.stepper.n_critic)]
-                sums += self.stepper(reals)
+                n_d = self.stepper.d_steps_for(s.g_steps)
+                sums += self.stepper(_RealBatches(self.real_batch, iteration, n_d))
                 iters += 1
-                s.nimg += t.batch_size * self.stepper.n_critic
+                s.nimg += t.batch_size * n_d
+                s.g_steps += 1
                 now = time.perf_counter()
                 s.time_s += now - last_time
                 last_time = now
-                bar.update(t.batch_size * self.stepper.n_critic)
+                bar.update(t.batch_size * n_d)
                 if iters % 25 == 0 and not bar.disable:
                     d_loss, g_loss, d_real, d_fake = (sums / iters).tolist()
                     bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", D_real=f"{d_real:.2f}",
