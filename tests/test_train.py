@@ -572,6 +572,11 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     assert "note: optim.d_betas = [0.0, 0.9] has no effect on rmsprop (only adam has betas)" in lines
     assert not any("optim.g_betas" in line for line in lines)  # left at its default: nothing to say
     lines.clear()
+    # the way to turn mnist-wgan's bursts off: their schedule stays, unread
+    Trainer(tiny_cfg("mnist-wgan", **{"loss.critic_burst": 0}), tmp_path / "run6", log=lines.append)
+    assert "note: loss.critic_burst_first = 25 has no effect without critic bursts (loss.critic_burst = 0)" in lines
+    assert sum("has no effect" in line for line in lines) == 2
+    lines.clear()
     Trainer(tiny_cfg(), tmp_path / "run2", log=lines.append)
     assert not any("has no effect" in line for line in lines)
 

@@ -470,9 +470,6 @@ def validate(cfg: Config) -> None:
     _check(lo.critic_burst == 0 or bursts_when,
            f"loss.critic_burst = {lo.critic_burst} needs the G steps that get it: set loss.critic_burst_first "
            "and/or loss.critic_burst_every (the WGAN paper: burst 100 for the first 25 G steps and every 500th)")
-    _check(lo.critic_burst > 0 or not bursts_when,
-           "loss.critic_burst_first / loss.critic_burst_every choose the G steps that get loss.critic_burst D "
-           "steps, which is 0; set it too, e.g. loss.critic_burst=100")
     _check(
         lo.critic_burst == 0 or (t.step_order != "simultaneous" and not t.reuse_fake),
         "loss.critic_burst needs train.step_order d_first or g_first and train.reuse_fake = false",
