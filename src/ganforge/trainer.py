@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -608,15 +608,15 @@ class Stepper:
             update_ema(s.G_ema, s.G, self.ema_beta)
         return d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach()
 
-    def __call__(self, reals: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    def __call__(self, reals: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
         """One G step and len(reals) D steps (see d_steps_for), each D step on its own real batch (images,
         labels; labels None for an unconditional model)."""
         with matmul_precision(self.precision):  # the training step's own; grids and metrics keep the default
             return self._iteration(reals)
 
-    def _iteration(self, reals: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+    def _iteration(self, reals: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
         if self.order == "simultaneous" or (self.share_fake_pass and self.noise_std <= 0):
-            d_loss, g_loss, real_logits, fake_logits = self._one_pass(*reals[0])
+            d_loss, g_loss, real_logits, fake_logits = self._one_pass(*next(iter(reals)))
         elif self.order == "d_first":
             for real, y_real in reals:
                 fake, y = self._fake(grad=self.reuse_fake)
@@ -635,23 +635,6 @@ class Stepper:
 
 
 # ------------------------------------------------------------------------------------------------- loop
-
-
-class _RealBatches(Sequence):
-    """The real batches of one iteration, each drawn when its D step comes: a critic burst of 100 steps does
-    not hold 100 batches at once."""
-
-    def __init__(self, real_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor | None]], first: int,
-                 n: int) -> None:
-        self.real_batch, self.first, self.n = real_batch, first, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:  # type: ignore[override]
-        if not 0 <= k < self.n:
-            raise IndexError(k)
-        return self.real_batch(self.first + k)
 
 
 class _StopFlag:
@@ -1068,7 +1051,8 @@ class Trainer:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
                 n_d = self.stepper.d_steps_for(s.g_steps)
-                sums += self.stepper(_RealBatches(self.real_batch, iteration, n_d))
+                # each real batch drawn when its D step comes: a burst of 100 does not hold 100 batches at once
+                sums += self.stepper(self.real_batch(iteration + k) for k in range(n_d))
                 iters += 1
                 s.nimg += t.batch_size * n_d
                 s.g_steps += 1
