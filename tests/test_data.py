@@ -29,7 +29,8 @@ def write_idx(root: Path, folder: str, n: int = 20) -> np.ndarray:
 
 
 def test_registry_lists_all_datasets():
-    assert {"mnist5k", "mnist", "fashion-mnist", "cifar10", "celeba"} <= set(DATASETS.names())
+    assert {"mnist5k", "mnist", "fashion-mnist", "cifar10", "celeba", "stacked-mnist5k", "stacked-mnist"} <= set(
+        DATASETS.names())
 
 
 def test_bundled_digits_load_in_memory_normalised():
@@ -62,6 +63,22 @@ def test_torchvision_sets_read_idx_files_without_download(tmp_path, name, folder
 def test_missing_torchvision_set_says_how_to_get_it(tmp_path, name):
     with pytest.raises(UserError, match="data.download=true"):
         load_dataset(DataConfig(name=name, root=str(tmp_path)))
+
+
+def test_stacked_mnist_stacks_the_full_mnist_under_data_root(tmp_path):
+    with pytest.raises(UserError, match="stacked-mnist has three channels; set data.channels=3"):
+        load_dataset(DataConfig(name="stacked-mnist", root=str(tmp_path)))
+    with pytest.raises(UserError, match=f"MNIST not found under {tmp_path}/MNIST/raw; download it with "
+                                        "--set data.download=true"):
+        load_dataset(DataConfig(name="stacked-mnist", root=str(tmp_path), channels=3))
+    images = write_idx(tmp_path, "MNIST")
+    data = load_dataset(DataConfig(name="stacked-mnist", root=str(tmp_path), channels=3))
+    assert data.images.shape == (50_000, 3, 28, 28) and len(data.classes) == 1000
+    # the same stacks as stacked-mnist5k's recipe: seeded picks, label = 100 * d0 + 10 * d1 + d2
+    picks = torch.randint(0, 20, (50_000, 3), generator=torch.Generator().manual_seed(0))
+    expected = torch.from_numpy(images)[picks].float().div(127.5).sub(1)
+    assert torch.allclose(data.images, expected)
+    assert torch.equal(data.labels, ((picks % 10) * torch.tensor([100, 10, 1])).sum(1))
 
 
 def test_damaged_cifar10_files_are_named_as_corrupt_not_missing(tmp_path):

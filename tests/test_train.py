@@ -565,7 +565,7 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     lines.clear()
     Trainer(tiny_cfg(**{"data.download": "true"}), tmp_path / "run4", log=lines.append)
     assert any(line.startswith("note: data.download has no effect on folder:") and line.endswith(
-        "it fetches only mnist, fashion-mnist, cifar10, celeba") for line in lines)
+        "it fetches only mnist, fashion-mnist, cifar10, celeba, stacked-mnist") for line in lines)
     lines.clear()
     Trainer(tiny_cfg(**{"optim.name": '"rmsprop"', "optim.d_betas": "[0.0, 0.9]"}), tmp_path / "run5",
             log=lines.append)

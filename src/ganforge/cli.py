@@ -338,15 +338,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.no_ema:
             raise UserError("--no-ema picks a run's G over its G_ema; --fake images are evaluated as they are")
         from .config import DataConfig
-        from .data import check_dataset_name, load_dataset
+        from .data import STACKED_SETS, check_dataset_name, load_dataset
         from .metrics.core import EvalContext, ImageSet, append_metrics_json, log_digit_metrics_note, real_image_set
 
         for name in (args.real, args.fake):
             check_dataset_name(name)
         log_digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT, print)
         img_size, channels = _comparison_format(args)
-        if channels != 3 and "stacked-mnist5k" in (args.real, args.fake):
-            raise UserError(f"stacked-mnist5k has three channels, a digit in each, and --channels {channels} asks "
+        stacked = next((name for name in (args.real, args.fake) if name in STACKED_SETS), None)
+        if channels != 3 and stacked:
+            raise UserError(f"{stacked} has three channels, a digit in each, and --channels {channels} asks "
                             "for grey; compare in colour: --channels 3, or leave --channels out")
         root = args.data_root or DataConfig.root
         real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=root)
@@ -590,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_count, help="images to evaluate: generated from a run (default 10,000), or a seeded "
                                          "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
-                                     "(modes for stacked-mnist5k runs; conditional runs add class_acc,"
+                                     "(modes for Stacked MNIST runs; conditional runs add class_acc,"
                                      "fd_digits_per_class); also fid,kid,is,pr_inception")
     p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the generated images and of the --n subset of --fake (default 0)")

@@ -559,7 +559,7 @@ def validate(cfg: Config) -> None:
         # what would otherwise stop the run at its first evaluation, after the training before it
         _check("modes" not in e.metrics or cfg.data.channels == 3,
                "eval.metrics modes counts the digit triples of 3-channel Stacked MNIST samples; train on "
-               "data.name=stacked-mnist5k, or drop modes")
+               "data.name=stacked-mnist5k or stacked-mnist, or drop modes")
         _check("class_acc" not in e.metrics or m.n_classes <= 10,
                f"eval.metrics class_acc reads digits 0-9, but model.n_classes is {m.n_classes}; drop class_acc")
         # a folder's class names are read with its images; the named datasets' labels are known now

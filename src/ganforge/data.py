@@ -80,21 +80,39 @@ STACKED_SIZE = 50_000
 STACKED_SEED = 0
 
 
+def stack_digits(digits: RawImages, size: int = STACKED_SIZE, seed: int = STACKED_SEED) -> RawImages:
+    """`size` RGB images whose three channels are three independent random digits (fixed seed), label =
+    100 * d0 + 10 * d1 + d2: one of 1,000 modes."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, digits.images.shape[0], (size, 3), generator=gen)
+    images = digits.images[:, 0][picks]  # [N, 3, 28, 28]
+    labels = (digits.labels[picks] * torch.tensor([100, 10, 1])).sum(1)
+    return RawImages(images, labels, [f"{i:03d}" for i in range(1000)])
+
+
 @DATASETS.register("stacked-mnist5k")
 def load_stacked_mnist5k(cfg: DataConfig) -> RawImages:
     """Stacked MNIST from the bundled digits: 50,000 RGB images whose three channels are three independent
     random digits (fixed seed), label = 100 * d0 + 10 * d1 + d2, one of 1,000 modes. Set data.channels=3."""
     if cfg.channels != 3:
         raise UserError("stacked-mnist5k has three channels; set data.channels=3")
-    digits = load_mnist5k(cfg)
-    gen = torch.Generator().manual_seed(STACKED_SEED)
-    picks = torch.randint(0, digits.images.shape[0], (STACKED_SIZE, 3), generator=gen)
-    images = digits.images[:, 0][picks]  # [N, 3, 28, 28]
-    labels = (digits.labels[picks] * torch.tensor([100, 10, 1])).sum(1)
-    return RawImages(images, labels, [f"{i:03d}" for i in range(1000)])
+    return stack_digits(load_mnist5k(cfg))
 
 
-TORCHVISION_SETS = ("mnist", "fashion-mnist", "cifar10", "celeba")  # the sets found under data.root
+@DATASETS.register("stacked-mnist")
+def load_stacked_mnist(cfg: DataConfig) -> RawImages:
+    """Stacked MNIST from the 60,000 MNIST training digits under data.root/MNIST/raw, as the published
+    protocol builds it: 50,000 RGB images of three independent random digits (fixed seed), 1,000 modes.
+    Set data.channels=3."""
+    if cfg.channels != 3:
+        raise UserError("stacked-mnist has three channels; set data.channels=3")
+    return stack_digits(load_mnist(cfg))
+
+
+STACKED_SETS = ("stacked-mnist5k", "stacked-mnist")  # a digit in each of three channels: 1,000 modes
+
+
+TORCHVISION_SETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "stacked-mnist")  # the sets found under data.root
 
 
 def missing_folder(name: str) -> str | None:
@@ -584,7 +602,8 @@ def _peek_format(files: list[Path] | list[ZipMember], fit: str) -> tuple[bool, i
 # the named data sets' images before any resizing: in colour, and their side (CelebA's aligned 178x218
 # faces cropped to their short side)
 NATIVE_FORMAT = {"mnist5k": (False, 28), "mnist": (False, 28), "fashion-mnist": (False, 28),
-                 "stacked-mnist5k": (True, 28), "cifar10": (True, 32), "celeba": (True, 178)}
+                 "stacked-mnist5k": (True, 28), "stacked-mnist": (True, 28),
+                 "cifar10": (True, 32), "celeba": (True, 178)}
 
 
 def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:

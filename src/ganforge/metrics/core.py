@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import replace_atomically
+from ..data import STACKED_SETS
 from ..errors import UserError
 from ..registry import Registry
 from . import formulas
@@ -57,11 +58,11 @@ def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
     """A note when metrics on the digit classifier's features are asked of images that are not digits: the
     numbers still order runs on that same data, but nothing calibrates them and no paper reports them."""
     digit_metrics = [m for m in metrics if m not in INCEPTION_METRICS]
-    if dataset == "stacked-mnist5k":  # modes reads each channel as a digit; the others see the channels averaged
+    if dataset in STACKED_SETS:  # modes reads each channel as a digit; the others see the channels averaged
         digit_metrics = [m for m in digit_metrics if m != "modes"]
     if not digit_metrics or dataset in DIGIT_DATASETS:
         return None
-    if dataset == "stacked-mnist5k":
+    if dataset in STACKED_SETS:
         kind, papers = "are three digits, averaged into one by these metrics", "modes (each channel read as a digit)"
     else:
         kind = "may not be digits" if dataset.startswith("folder:") else "are not digits"
@@ -367,7 +368,8 @@ def modes(ctx: EvalContext) -> Result:
             pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(ctx.seed))[:MODES_N]
             images = images[pick]
     if images.shape[1] != 3:
-        raise UserError("the modes metric needs 3-channel Stacked MNIST samples (train on stacked-mnist5k)")
+        raise UserError("the modes metric needs 3-channel Stacked MNIST samples (train on stacked-mnist5k or "
+                        "stacked-mnist)")
     n, _, h, w = images.shape
     _, probs = classify(ctx.classifier, images.reshape(n * 3, 1, h, w))  # every channel is one digit
     digits = probs.argmax(1).view(n, 3).numpy()
@@ -493,7 +495,7 @@ def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[s
 def default_metrics(cfg: Any, classes: list[str] | None = None) -> list[str]:
     """What `ganforge eval RUN` measures without --metrics: modes for Stacked MNIST, else the offline digit
     metrics, plus for a conditional G per-class FD, and class accuracy where its `classes` are digits."""
-    if cfg.data.name == "stacked-mnist5k":
+    if cfg.data.name in STACKED_SETS:
         return ["modes"]
     if not cfg.model.n_classes:
         return list(OFFLINE_DEFAULT)
@@ -532,8 +534,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
         real_cfg = dataclasses.replace(cfg.data, root=reference_root or cfg.data.root)
     else:
         real_cfg = dataclasses.replace(cfg.data, name=reference, max_images=0, root=reference_root or cfg.data.root)
-        if reference == "stacked-mnist5k" and cfg.data.channels != 3:
-            raise UserError("--real stacked-mnist5k has three channels, a digit in each, and this run's images are "
+        if reference in STACKED_SETS and cfg.data.channels != 3:
+            raise UserError(f"--real {reference} has three channels, a digit in each, and this run's images are "
                             "grey (data.channels=1): score it against a grey set such as mnist5k")
     classes = state.get("classes")
     missing = missing_folder(real_cfg.name) if reference is None else None
