@@ -800,3 +800,25 @@ def test_best_checkpoints_follow_each_metrics_direction():
     assert best["recall"] == (0.6, c)  # higher is better
     assert "is_digits_real" not in best  # the real set's score ranks no checkpoint
     assert best_checkpoints([(a, [rec("fd_digits", 3.0)]), (c, [rec("fd_digits", 3.0)])])["fd_digits"][1] == a
+
+
+def test_modes_of_a_stacked_mnist_run_needs_no_mnist_files_at_hand(tmp_path, tiny_cfg, monkeypatch, capsys):
+    """modes compares G's triples with the uniform distribution: the run's data set is not read, so a
+    checkpoint on a machine without MNIST is scored; a metric that reads real digits still says where."""
+    import shutil
+
+    import ganforge.metrics.core
+
+    from .test_data import write_idx
+
+    monkeypatch.setattr(ganforge.metrics.core, "MODES_N", 1_000)  # the protocol's count, less the time
+
+    write_idx(tmp_path / "data", "MNIST", n=40)
+    run = train(tiny_cfg(**{"data.name": '"stacked-mnist"', "data.root": f'"{tmp_path / "data"}"',
+                            "data.channels": 3, "data.img_size": 28}), out=tmp_path / "runs", log=lambda msg: None)
+    shutil.rmtree(tmp_path / "data")
+    assert main(["eval", str(run), "--n", "100"]) == 0  # a Stacked MNIST run's default: modes
+    out = capsys.readouterr().out
+    assert "modes_kl" in out and "uniform-1000" in out
+    assert main(["eval", str(run), "--n", "20", "--metrics", "fd_digits"]) == 2
+    assert "MNIST not found under" in capsys.readouterr().err

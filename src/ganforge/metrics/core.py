@@ -120,13 +120,15 @@ class ImageSet:
 
 class EvalContext:
     """What metrics need, computed lazily and at most once: digit features and probabilities of the fake
-    and real sets (real ones from the on-disk cache when present)."""
+    and real sets (real ones from the on-disk cache when present). `real` may be a function that loads the
+    real set, called when a metric first needs it: modes compares with a uniform distribution and needs none."""
 
-    def __init__(self, fake: ImageSet, real: ImageSet | None, device: str | torch.device = "cpu", seed: int = 0,
+    def __init__(self, fake: ImageSet, real: ImageSet | Callable[[], ImageSet] | None,
+                 device: str | torch.device = "cpu", seed: int = 0,
                  fake_fn: Callable[[int], torch.Tensor] | None = None, inception_weights: str | None = None,
                  inception_extractor: str = "inception-v3-compat") -> None:
         self.fake = fake
-        self.real = real
+        self._real = real
         from ..trainer import pick_device
 
         self.device = pick_device(str(device))  # a device this machine lacks is one line, not a traceback
@@ -134,6 +136,12 @@ class EvalContext:
         self.fake_fn = fake_fn  # draws more fakes when a protocol asks for its own n (modes)
         self.inception_weights = inception_weights
         self.inception_extractor = inception_extractor
+
+    @property
+    def real(self) -> ImageSet | None:
+        if callable(self._real):
+            self._real = self._real()
+        return self._real
 
     @cached_property
     def classifier(self):
@@ -170,12 +178,14 @@ class EvalContext:
             pass  # a read-only or full cache only costs the features' recomputation next time
         return feats, probs
 
-    def digit_protocol(self) -> dict[str, Any]:
+    def digit_protocol(self, real: bool = True) -> dict[str, Any]:
+        """The protocol fields of a metric on the digit classifier; real=False for one that reads no real set."""
+        reference = self.real if real else None
         return {
             "n_fake": len(self.fake),
-            "n_real": len(self.real) if self.real is not None else 0,
-            "reference": f"{self.real.name}/{self.real.split}" if self.real is not None else None,
-            "reference_fingerprint": self.real.fingerprint if self.real is not None else None,
+            "n_real": len(reference) if reference is not None else 0,
+            "reference": f"{reference.name}/{reference.split}" if reference is not None else None,
+            "reference_fingerprint": reference.fingerprint if reference is not None else None,
             "extractor": DIGIT_EXTRACTOR,
             "extractor_sha256": WEIGHTS_SHA256,
             "resize": DIGIT_RESIZE,
@@ -375,8 +385,7 @@ def modes(ctx: EvalContext) -> Result:
     digits = probs.argmax(1).view(n, 3).numpy()
     triples = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
     seen, kl = formulas.mode_statistics(triples, 1000)
-    protocol = {**ctx.digit_protocol(), "n_fake": int(images.shape[0]), "n_real": 0, "reference": "uniform-1000",
-                "reference_fingerprint": None,
+    protocol = {**ctx.digit_protocol(real=False), "n_fake": int(images.shape[0]), "reference": "uniform-1000",
                 # where the KL comes from: each channel's digit histogram against uniform over 10 (with
                 # independent channels the triple KL is their sum), and how sure the classifier was
                 "channel_kl": [formulas.mode_statistics(digits[:, c], 10)[1] for c in range(3)],
@@ -555,7 +564,9 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
         return quantize(G.sample(count, seed=seed)).cpu()
 
     fake = ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n), classes=classes)
-    ctx = EvalContext(fake, real_image_set(real_cfg), device=device, seed=seed, fake_fn=draw,
+    # a run's own data set is loaded only for a metric that reads it: modes needs no MNIST files at hand
+    real = (lambda: real_image_set(real_cfg)) if reference is None else real_image_set(real_cfg)
+    ctx = EvalContext(fake, real, device=device, seed=seed, fake_fn=draw,
                       inception_weights=inception_weights or cfg.eval.inception_weights or None)
     kimg = int(state["nimg"]) / 1000
     records = [{**record, **generator} for record in evaluate(ctx, metrics, kimg=kimg)]
