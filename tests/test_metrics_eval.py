@@ -822,3 +822,27 @@ def test_modes_of_a_stacked_mnist_run_needs_no_mnist_files_at_hand(tmp_path, tin
     assert "modes_kl" in out and "uniform-1000" in out
     assert main(["eval", str(run), "--n", "20", "--metrics", "fd_digits"]) == 2
     assert "MNIST not found under" in capsys.readouterr().err
+
+
+def test_modes_makes_neither_the_real_set_nor_n_fakes_it_does_not_score(tmp_path, monkeypatch):
+    """modes draws its own samples and compares them with the uniform triples: at ticks and in eval, neither
+    the copy of the training set nor the eval.n fakes that the feature metrics read is made for it."""
+    import ganforge.metrics.core as core
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("modes made a set that it does not score")
+
+    monkeypatch.setattr(core, "MODES_N", 500)
+    monkeypatch.setattr(core, "real_image_set", refuse)
+    monkeypatch.setattr(core, "generated_labels", refuse)
+    cfg = load_config(preset="stacked-dcgan-fast", overrides=[
+        "model.z_dim=8", "model.g_width=8", "model.d_width=8", "train.batch_size=8", "train.kimg=0.064",
+        "train.tick_kimg=0.032", "train.grid_size=4", 'train.device="cpu"', "eval.every_kimg=0.032",
+        'eval.metrics=["modes"]', "eval.n=100"])
+    run = train(cfg, out=tmp_path / "runs", log=lambda msg: None)
+    ticks = [record for entry in json.loads((run / "metrics.json").read_text()) for record in entry["results"]]
+    assert [r["n_fake"] for r in ticks if r["metric"] == "modes"] == [500, 500]
+    records = evaluate_run(run, "modes", write=False)
+    assert records[0]["metric"] == "modes" and records[0]["n_fake"] == 500 and records[0]["n_real"] == 0
+    monkeypatch.undo()  # the feature metrics do read both
+    assert evaluate_run(run, "fd_digits", n=100, write=False)[0]["n_real"] == 50_000

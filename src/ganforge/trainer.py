@@ -981,16 +981,21 @@ class Trainer:
         )
 
         e, s = self.cfg.eval, self.state
-        if self._real_set is None:
-            self._real_set = real_image_set(self.cfg.data, self.data)
         G = s.G_ema if s.G_ema is not None else s.G
 
         def draw(count: int) -> torch.Tensor:
             return quantize(G.sample(count, seed=self.cfg.train.seed)).cpu()
 
-        fake = ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}", labels=generated_labels(G, e.n),
-                        classes=s.classes)
-        ctx = EvalContext(fake, self._real_set, device=self.device, seed=self.cfg.train.seed, fake_fn=draw,
+        def fake() -> ImageSet:
+            return ImageSet(draw(e.n), "generated", f"kimg{s.nimg / 1000:.3f}", labels=generated_labels(G, e.n),
+                            classes=s.classes)
+
+        def real() -> ImageSet:  # made once, and only for a metric that reads it (modes does not)
+            if self._real_set is None:
+                self._real_set = real_image_set(self.cfg.data, self.data)
+            return self._real_set
+
+        ctx = EvalContext(fake, real, device=self.device, seed=self.cfg.train.seed, fake_fn=draw,
                           inception_weights=self._inception_weights)
         records = evaluate(ctx, e.metrics, kimg=s.nimg / 1000)
         append_metrics_json(records, self.run_dir / "metrics.json", {"checkpoint": None, "kimg": s.nimg / 1000})

@@ -120,14 +120,15 @@ class ImageSet:
 
 class EvalContext:
     """What metrics need, computed lazily and at most once: digit features and probabilities of the fake
-    and real sets (real ones from the on-disk cache when present). `real` may be a function that loads the
-    real set, called when a metric first needs it: modes compares with a uniform distribution and needs none."""
+    and real sets (real ones from the on-disk cache when present). `fake` and `real` may each be a function
+    that makes the set, called when a metric first needs it: modes draws its own 26,000 samples (fake_fn) and
+    compares them with the uniform distribution, so it needs neither."""
 
-    def __init__(self, fake: ImageSet, real: ImageSet | Callable[[], ImageSet] | None,
+    def __init__(self, fake: ImageSet | Callable[[], ImageSet], real: ImageSet | Callable[[], ImageSet] | None,
                  device: str | torch.device = "cpu", seed: int = 0,
                  fake_fn: Callable[[int], torch.Tensor] | None = None, inception_weights: str | None = None,
                  inception_extractor: str = "inception-v3-compat") -> None:
-        self.fake = fake
+        self._fake = fake
         self._real = real
         from ..trainer import pick_device
 
@@ -136,6 +137,12 @@ class EvalContext:
         self.fake_fn = fake_fn  # draws more fakes when a protocol asks for its own n (modes)
         self.inception_weights = inception_weights
         self.inception_extractor = inception_extractor
+
+    @property
+    def fake(self) -> ImageSet:
+        if callable(self._fake):
+            self._fake = self._fake()
+        return self._fake
 
     @property
     def real(self) -> ImageSet | None:
@@ -178,11 +185,12 @@ class EvalContext:
             pass  # a read-only or full cache only costs the features' recomputation next time
         return feats, probs
 
-    def digit_protocol(self, real: bool = True) -> dict[str, Any]:
-        """The protocol fields of a metric on the digit classifier; real=False for one that reads no real set."""
+    def digit_protocol(self, real: bool = True, n_fake: int | None = None) -> dict[str, Any]:
+        """The protocol fields of a metric on the digit classifier; real=False for one that reads no real set,
+        n_fake for one that scores other samples than the fake set's."""
         reference = self.real if real else None
         return {
-            "n_fake": len(self.fake),
+            "n_fake": len(self.fake) if n_fake is None else n_fake,
             "n_real": len(reference) if reference is not None else 0,
             "reference": f"{reference.name}/{reference.split}" if reference is not None else None,
             "reference_fingerprint": reference.fingerprint if reference is not None else None,
@@ -385,7 +393,7 @@ def modes(ctx: EvalContext) -> Result:
     digits = probs.argmax(1).view(n, 3).numpy()
     triples = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
     seen, kl = formulas.mode_statistics(triples, 1000)
-    protocol = {**ctx.digit_protocol(real=False), "n_fake": int(images.shape[0]), "reference": "uniform-1000",
+    protocol = {**ctx.digit_protocol(real=False, n_fake=int(images.shape[0])), "reference": "uniform-1000",
                 # where the KL comes from: each channel's digit histogram against uniform over 10 (with
                 # independent channels the triple KL is their sum), and how sure the classifier was
                 "channel_kl": [formulas.mode_statistics(digits[:, c], 10)[1] for c in range(3)],
@@ -563,7 +571,9 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     def draw(count: int) -> torch.Tensor:
         return quantize(G.sample(count, seed=seed)).cpu()
 
-    fake = ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n), classes=classes)
+    def fake() -> ImageSet:
+        return ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n), classes=classes)
+
     # a run's own data set is loaded only for a metric that reads it: modes needs no MNIST files at hand
     real = (lambda: real_image_set(real_cfg)) if reference is None else real_image_set(real_cfg)
     ctx = EvalContext(fake, real, device=device, seed=seed, fake_fn=draw,
