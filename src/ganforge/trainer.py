@@ -609,8 +609,8 @@ class Stepper:
         return d_loss.detach(), g_loss.detach(), real_logits.detach(), fake_logits.detach()
 
     def __call__(self, reals: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-        """One G step and len(reals) D steps (see d_steps_for), each D step on its own real batch (images,
-        labels; labels None for an unconditional model)."""
+        """One G step and a D step for each real batch that `reals` yields (d_steps_for says how many), each
+        batch (images, labels; labels None for an unconditional model) drawn as its D step comes."""
         with matmul_precision(self.precision):  # the training step's own; grids and metrics keep the default
             return self._iteration(reals)
 
