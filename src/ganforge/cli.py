@@ -69,6 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             check_networks(cfg)  # a printed config is one the run would take
             check_batch_and_order(cfg)
             from .models import inert_settings
+            from .tensorboard_log import check_available
+
+            check_available(cfg.train.tensorboard)
 
             for line in inert_settings(cfg):  # as the run would say when it starts
                 print(f"note: {line}", file=sys.stderr)

@@ -120,6 +120,7 @@ class TrainConfig:
     #                          so that the mean sign of D's logits on reals stays near this
     ada_kimg: float = 10.0  # how fast p adapts: from 0 to 1 in this many kimg at the most
     threads: int = 0  # torch CPU threads; 0 keeps torch's choice
+    tensorboard: bool = False  # also log each tick's stats and grid to RUN/tensorboard (needs the tensorboard package)
 
 
 @dataclass

@@ -334,7 +334,8 @@ def _commands(run_dir: Path) -> str:
         f"ganforge train --config {config}     # a new run with the same settings",
         f"ganforge compare {run} OTHER_RUN",
         f"ganforge report {run}                # rebuild this page",
-    ])
+    ] + ([f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}   # the ticks in TensorBoard"]
+         if (run_dir / "tensorboard").is_dir() else []))
 
 
 def build_html(run_dir: Path) -> str:

@@ -54,15 +54,25 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 GRID_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}  # suffix -> Pillow format
 
 
-def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -> None:
-    """Images in [-1, 1] [N, C, H, W] -> one grid image, PNG unless the suffix names JPEG or WebP."""
-    from torchvision.utils import save_image
+def grid_image(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
+    """Images in [-1, 1] [N, C, H, W] -> one uint8 [3, H', W'] grid, as torchvision's save_image lays it out."""
+    from torchvision.utils import make_grid
 
     images = images.detach().float().cpu().contiguous()
+    grid = make_grid(images, nrow=nrow or grid_nrow(images.shape[0]), padding=2, normalize=True, value_range=(-1, 1))
+    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -> torch.Tensor:
+    """Images in [-1, 1] [N, C, H, W] -> one grid image, PNG unless the suffix names JPEG or WebP; returns
+    the grid's pixels (grid_image)."""
+    from PIL import Image
+
+    grid = grid_image(images, nrow)
     fmt = GRID_FORMATS.get(Path(path).suffix.lower(), "png")
     with replace_atomically(path) as f:  # a --force over an old grid keeps it if the disk fills
-        save_image(images, f, format=fmt, nrow=nrow or grid_nrow(images.shape[0]), normalize=True,
-                   value_range=(-1, 1), padding=2)
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(f, format=fmt)
+    return grid
 
 
 def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> list[Path]:

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
-from . import distributed, report
+from . import distributed, report, tensorboard_log
 from .augment import diff_augment, parse_policy
 from .config import Config, Overrides, apply_overrides, from_dict, preset_names, toml_value
 from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder, split_subfolders_note
@@ -720,6 +720,8 @@ class Trainer:
         fmt = torch.channels_last if use_channels_last(cfg, self.device) and has_conv(self.state.D) else None
         self.data.to(self.device, fmt)
         self._check_labels()
+        tensorboard_log.check_available(cfg.train.tensorboard)
+        self.tb: tensorboard_log.TensorBoardLog | None = None  # opened by run(), on rank 0
         if resume_from is not None:
             restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
         self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device,
@@ -782,6 +784,7 @@ class Trainer:
         self._real_set = None
         self._real_reference: tuple[float, torch.Tensor, float] | None = None  # see _reference
         self._last_eval_nimg = self.state.nimg
+        self._resumed_nimg = self.state.nimg if resume_from is not None else None
 
     def _check_labels(self) -> None:
         k = self.cfg.model.n_classes
@@ -835,6 +838,12 @@ class Trainer:
         path = self.samples_dir / "reals.png"
         if not path.exists():
             report.save_grid(self._real_grid(), path)
+
+    def _open_tensorboard(self) -> None:
+        events = self.run_dir / tensorboard_log.LOG_DIR
+        first = not any(events.glob("events.out.tfevents.*"))  # a run that turns it on at a resume gets reals too
+        self.tb = tensorboard_log.TensorBoardLog(self.run_dir, self._resumed_nimg)
+        self.tb.start(self.cfg.to_toml(), self.state.nimg, report.grid_image(self._real_grid()) if first else None)
 
     def _small_data_advice(self) -> str:
         """On a few hundred images D can learn them by heart and G collapse; DiffAugment is the measured cure."""
@@ -950,7 +959,9 @@ class Trainer:
                                       if isinstance(r["value"], int | float)))
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
-        report.save_grid(grid, self.samples_dir / grid_name(s.nimg, t.tick_kimg), nrow=self._grid_nrow())
+        pixels = report.save_grid(grid, self.samples_dir / grid_name(s.nimg, t.tick_kimg), nrow=self._grid_nrow())
+        if self.tb is not None:
+            self.tb.tick(stats, pixels, s.nimg)
         improved = self._update_best(records)
         if final or improved or s.tick % t.ckpt_ticks == 0:
             path = self._save_checkpoint()
@@ -1038,10 +1049,21 @@ class Trainer:
 
     def run(self) -> Path:
         s, t = self.state, self.cfg.train
-        main = self.dist.is_main
-        if main:
+        if self.dist.is_main:
             self.samples_dir.mkdir(parents=True, exist_ok=True)
             self._write_reals()
+            if t.tensorboard and s.nimg < int(round(t.kimg * 1000)):
+                self._open_tensorboard()
+        try:
+            return self._train_loop()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+                self.tb = None
+
+    def _train_loop(self) -> Path:
+        s, t = self.state, self.cfg.train
+        main = self.dist.is_main
         total_nimg = int(round(t.kimg * 1000))
         tick_nimg = max(1, int(round(t.tick_kimg * 1000)))
         next_tick = (s.nimg // tick_nimg + 1) * tick_nimg

@@ -1,0 +1,81 @@
+"""TensorBoard event files for a run (`train.tensorboard = true`): each tick's stats and fixed-noise grid.
+
+The x-axis is images shown to D, as in stats.jsonl. A resumed run hides what the interrupted one logged after
+the checkpoint it resumes from, as stats.jsonl drops those lines.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+LOG_DIR = "tensorboard"
+
+# stats.jsonl key -> TensorBoard tag; the tags' prefixes group the charts
+SCALAR_TAGS = {
+    "d_loss": "loss/D",
+    "g_loss": "loss/G",
+    "d_real": "D/real",
+    "d_fake": "D/fake",
+    "diversity": "samples/diversity",
+    "duplicates": "samples/duplicates",
+    "augment_p": "augment/p",
+    "lr_scale": "optim/lr_scale",
+    "sec_per_kimg": "speed/sec_per_kimg",
+    "epoch": "progress/epoch",
+}
+
+
+def check_available(enabled: bool) -> None:
+    """Refuse train.tensorboard = true before any file is written when the tensorboard package is missing."""
+    if not enabled:
+        return
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+    except ImportError:
+        raise UserError("train.tensorboard=true needs the tensorboard package, which is not installed: "
+                        "pip install tensorboard (or pip install -e '.[tensorboard]' in a ganforge checkout), "
+                        "or drop the setting") from None
+
+
+def scalars(stats: dict[str, Any]) -> dict[str, float]:
+    """The tags and values a tick's stats line gives: finite numbers only (a one-image grid has no spread)."""
+    out = {tag: stats[key] for key, tag in SCALAR_TAGS.items() if key in stats}
+    for name, value in (stats.get("metrics") or {}).items():
+        out[f"metrics/{name}"] = value
+    return {tag: float(v) for tag, v in out.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class TensorBoardLog:
+    """A SummaryWriter on RUN/tensorboard. `resumed_nimg`: the images seen at the checkpoint a resume starts
+    from; events the interrupted run wrote past it are purged from TensorBoard's view."""
+
+    def __init__(self, run_dir: Path, resumed_nimg: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step hides events at or past it; the checkpoint's own tick stays
+        purge = None if resumed_nimg is None else resumed_nimg + 1
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / LOG_DIR), purge_step=purge)
+
+    def start(self, config_toml: str, nimg: int, reals: torch.Tensor | None) -> None:
+        """The config the run trains with from `nimg` on (a resume may change it), and the real grid once."""
+        self.writer.add_text("config", "```toml\n" + config_toml + "```", nimg)  # fenced: TOML as written
+        if reals is not None:
+            self.writer.add_image("reals", reals, 0)
+        self.writer.flush()
+
+    def tick(self, stats: dict[str, Any], grid: torch.Tensor, nimg: int) -> None:
+        """`grid`: the uint8 [C, H, W] image written to samples/ at this tick."""
+        for tag, value in scalars(stats).items():
+            self.writer.add_scalar(tag, value, nimg)
+        self.writer.add_image("fakes", grid, nimg)
+        self.writer.flush()  # TensorBoard shows each tick as it comes
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the test extras have it
+
+from ganforge import checkpoint as ckpt_io
+from ganforge.cli import main
+from ganforge.errors import UserError
+from ganforge.tensorboard_log import scalars
+from ganforge.trainer import resume, train
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def events(run_dir) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def stats_lines(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+
+
+def as_float32(logged: float, value: float) -> bool:
+    """TensorBoard keeps scalars in float32."""
+    return abs(logged - value) <= 1e-6 * max(1.0, abs(value))
+
+
+def decoded(event) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+
+
+def png(path) -> np.ndarray:
+    return np.array(Image.open(path).convert("RGB"))
+
+
+def test_each_tick_logs_the_stats_line_and_the_grid_written_to_samples(tmp_path, tiny_cfg):
+    run_dir = train(tiny_cfg(**{"train.tensorboard": "true", "train.kimg": 0.048, "train.tick_kimg": 0.016}),
+                    out=tmp_path, log=quiet)
+    acc, stats = events(run_dir), stats_lines(run_dir)
+    assert len(stats) == 3
+    steps = [round(s["kimg"] * 1000) for s in stats]
+    for key, tag in (("d_loss", "loss/D"), ("g_loss", "loss/G"), ("d_real", "D/real"), ("d_fake", "D/fake")):
+        logged = acc.Scalars(tag)
+        assert [e.step for e in logged] == steps, tag
+        assert all(as_float32(e.value, s[key]) for e, s in zip(logged, stats, strict=True)), tag
+    fakes = acc.Images("fakes")
+    assert [e.step for e in fakes] == steps
+    grids = sorted((run_dir / "samples").glob("fakes*.png"))
+    for event, path in zip(fakes, grids, strict=True):  # the very pixels of the saved grid
+        assert np.array_equal(decoded(event), png(path)), path.name
+    (reals,) = acc.Images("reals")
+    assert reals.step == 0 and np.array_equal(decoded(reals), png(run_dir / "samples" / "reals.png"))
+    assert "config/text_summary" in acc.Tags()["tensors"]
+    assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in (run_dir / "report.html").read_text()
+
+
+def test_a_resume_hides_the_ticks_logged_after_its_checkpoint(tmp_path, tiny_cfg):
+    # ticks at 16, 32, 48, 64 images; checkpoints at 32 and 64 (every second tick and the end)
+    cfg = tiny_cfg(**{"train.tensorboard": "true", "train.kimg": 0.064, "train.tick_kimg": 0.016,
+                      "train.ckpt_ticks": 2})
+    run_dir = train(cfg, out=tmp_path, log=quiet)
+    latest = ckpt_io.resolve_checkpoint(run_dir)
+    assert ckpt_io.load_checkpoint(latest)["nimg"] == 64
+    latest.unlink()  # as if killed after logging the ticks at 48 and 64, before their checkpoint
+    resume(run_dir, ["optim.g_lr=1e-5"], log=quiet)  # another lr, so the repeated ticks log other values
+    acc, stats = events(run_dir), stats_lines(run_dir)
+    assert [round(s["kimg"] * 1000) for s in stats] == [16, 32, 48, 64]
+    logged = acc.Scalars("loss/G")
+    assert [e.step for e in logged] == [16, 32, 48, 64]  # once each: the first run's 48 and 64 are gone
+    assert all(as_float32(e.value, s["g_loss"]) for e, s in zip(logged, stats, strict=True))
+    assert [e.step for e in acc.Images("fakes")] == [16, 32, 48, 64]
+    assert [e.step for e in acc.Images("reals")] == [0]  # kept from the first run, not logged again
+
+
+def test_scalars_take_finite_numbers_and_the_evaluated_metrics():
+    stats = {"tick": 3, "kimg": 0.048, "d_loss": 1.5, "g_loss": float("nan"), "diversity": None,
+             "duplicates": 0.25, "metrics": {"fd_digits": 12.5, "modes": 1000, "classes_hist": [1, 2]}}
+    assert scalars(stats) == {"loss/D": 1.5, "samples/duplicates": 0.25, "metrics/fd_digits": 12.5,
+                              "metrics/modes": 1000.0}
+
+
+def test_without_the_package_the_setting_is_refused_before_any_file(tmp_path, tiny_cfg, image_folder,
+                                                                     monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard raises ImportError
+    out = tmp_path / "runs"
+    with pytest.raises(UserError, match=r"train.tensorboard=true needs the tensorboard package.*pip install"):
+        train(tiny_cfg(**{"train.tensorboard": "true"}), out=out, log=quiet)
+    assert not out.exists()
+    code = main(["train", "--preset", "default", "--set", "train.tensorboard=true", "--dry-run"])
+    assert code == 2 and "needs the tensorboard package" in capsys.readouterr().err
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=out, log=quiet)  # off, nothing needs it
+    assert not (run_dir / "tensorboard").exists()
+    assert "tensorboard --logdir" not in (run_dir / "report.html").read_text()
