@@ -218,6 +218,48 @@ def test_stop_request_saves_a_checkpoint_and_raises(tmp_path, tiny_cfg):
     assert ckpt["nimg"] == 8  # one iteration, then a clean stop
 
 
+def test_a_stop_saves_its_checkpoint_without_a_tick_evaluation(tmp_path, tiny_cfg, monkeypatch):
+    """A scheduler's SIGTERM leaves seconds: the stop's checkpoint must not wait for an evaluation (Stacked
+    MNIST's modes take most of a minute on a CPU)."""
+    from ganforge.trainer import TrainingInterrupted, _StopFlag
+
+    evaluated: list[int] = []
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self: evaluated.append(self.state.nimg) or [])
+    original_enter = _StopFlag.__enter__
+
+    def enter_and_request(self):
+        flag = original_enter(self)
+        flag.requested = True
+        return flag
+
+    run_dir = new_run_dir(tmp_path, "tiny")
+    monkeypatch.setattr(_StopFlag, "__enter__", enter_and_request)
+    with pytest.raises(TrainingInterrupted):
+        Trainer(tiny_cfg(**{"train.kimg": 1.0, "eval.every_kimg": 0.016}), run_dir, log=quiet).run()
+    assert final_weights(run_dir)["nimg"] == 8 and evaluated == []
+    monkeypatch.setattr(_StopFlag, "__enter__", original_enter)
+    train(tiny_cfg(**{"train.kimg": 0.032, "train.tick_kimg": 0.016, "eval.every_kimg": 0.016}), out=tmp_path / "whole",
+          log=quiet)
+    assert evaluated == [16, 32]  # a run that is not stopped evaluates as set, at its end too
+
+
+def test_the_first_ctrl_c_says_what_happens_next(capsys):
+    import signal
+
+    from ganforge.trainer import _StopFlag
+
+    flag = _StopFlag()
+    flag._handle(signal.SIGINT, None)
+    assert flag.requested
+    assert "stopping: the current step finishes, then a checkpoint is saved (Ctrl-C again aborts without one)" in (
+        capsys.readouterr().err)
+    with pytest.raises(KeyboardInterrupt):  # the second aborts
+        flag._handle(signal.SIGINT, None)
+    quiet_rank = _StopFlag(announce=False)
+    quiet_rank._handle(signal.SIGTERM, None)
+    assert quiet_rank.requested and capsys.readouterr().err == ""
+
+
 def test_ema_half_life_matches_closed_form():
     beta = ema_beta(batch_size=64, ema_kimg=10.0)
     steps = int(10_000 / 64)

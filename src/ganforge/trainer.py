@@ -640,14 +640,19 @@ class Stepper:
 class _StopFlag:
     """Ctrl-C / SIGTERM ask the loop to stop after the current iteration; a second Ctrl-C aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.requested = False
+        self.announce = announce  # rank 0 says so; the other ranks stay quiet
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        if self.announce:  # the step under way can take seconds (a WGAN critic burst, a tick's evaluation)
+            sys.stderr.write("\nstopping: the current step finishes, then a checkpoint is saved"
+                             + (" (Ctrl-C again aborts without one)\n" if signum == signal.SIGINT else "\n"))
+            sys.stderr.flush()
 
     def __enter__(self) -> _StopFlag:
         if hasattr(signal, "SIGTERM") and _in_main_thread():
@@ -889,7 +894,10 @@ class Trainer:
         state = {**self.state.to_checkpoint(), "n_images": len(self.data), "data_fingerprint": self.data.fingerprint}
         return ckpt_io.save_checkpoint(state, self.run_dir, self.cfg.train.keep_ckpts)
 
-    def _tick(self, sums: torch.Tensor, iters: int, tick_start: float, nimg_start: int, final: bool) -> None:
+    def _tick(self, sums: torch.Tensor, iters: int, tick_start: float, nimg_start: int, final: bool,
+              stopping: bool = False) -> None:
+        """`final`: the last tick of this process, checkpointed; `stopping`: it ends on a stop request, so the
+        checkpoint comes without a tick evaluation (a scheduler's SIGTERM leaves seconds, not minutes)."""
         s, t = self.state, self.cfg.train
         values = distributed.all_reduce_mean(sums / max(iters, 1)).tolist()  # the one sync per tick
         now = time.perf_counter()
@@ -946,7 +954,7 @@ class Trainer:
                      f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
                      "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         try:
-            records = self._evaluate() if self._eval_due(final) else []
+            records = self._evaluate() if not stopping and self._eval_due(final) else []
         except Exception as e:
             path = self._save_checkpoint()  # the training before this evaluation is kept
             if isinstance(e, UserError):
@@ -1073,7 +1081,7 @@ class Trainer:
         last_time = tick_start
         bar = tqdm(total=total_nimg, initial=min(s.nimg, total_nimg), unit="img", unit_scale=True,
                    dynamic_ncols=True, disable=None if main else True, leave=False, file=sys.stderr)
-        with _StopFlag() as stop:
+        with _StopFlag(announce=main) as stop:
             while s.nimg < total_nimg:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
@@ -1094,7 +1102,8 @@ class Trainer:
                 done = s.nimg >= total_nimg
                 stopping = distributed.any_rank(stop.requested, self.device)
                 if s.nimg >= next_tick or done or stopping:
-                    self._tick(sums, iters, tick_start, nimg_start, final=done or stopping)
+                    self._tick(sums, iters, tick_start, nimg_start, final=done or stopping,
+                               stopping=stopping and not done)
                     sums.zero_()
                     iters = 0
                     next_tick = (s.nimg // tick_nimg + 1) * tick_nimg
