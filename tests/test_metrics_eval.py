@@ -395,6 +395,42 @@ def test_bad_inception_weights_are_refused_before_torch_fidelity_unpickles_them(
         evaluate(EvalContext(fake, real, inception_weights=str(whole)), ["fid"])
 
 
+def test_download_inception_fetches_checks_and_places_the_weights(tmp_path, monkeypatch, capsys):
+    from ganforge.metrics.inception import INCEPTION_FILE, inception_weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    mirror = tmp_path / "mirror.pth"
+    torch.save(_inception_like(), mirror)
+    with pytest.raises(UserError, match="run `ganforge download inception`"):  # what the metrics say without it
+        inception_weights(None)
+    assert main(["download", "inception", "--url", mirror.as_uri()]) == 0
+    cached = tmp_path / "hub" / "checkpoints" / INCEPTION_FILE
+    assert cached.read_bytes() == mirror.read_bytes() and inception_weights(None) == cached
+    assert f"wrote {cached}" in capsys.readouterr().out
+    mirror.write_bytes(b"<html>moved</html>")  # a mirror's error page
+    assert main(["download", "inception", "--url", mirror.as_uri()]) == 0  # there and whole: not fetched again
+    assert "already there" in capsys.readouterr().out and inception_weights(None) == cached
+
+    cached.write_bytes(b"damaged")  # a damaged copy is fetched again, and a wrong file at the URL refused
+    assert main(["download", "inception", "--url", mirror.as_uri()]) == 2
+    err = capsys.readouterr().err
+    assert f"Inception weights downloaded from {mirror.as_uri()} cannot be read as PyTorch weights" in err
+    assert cached.read_bytes() == b"damaged" and sorted(p.name for p in cached.parent.iterdir()) == [INCEPTION_FILE]
+    torch.save(_inception_like(), mirror)
+    assert main(["download", "inception", "--url", mirror.as_uri()]) == 0
+    assert cached.read_bytes() == mirror.read_bytes()
+
+    folder = tmp_path / "weights"  # --out: a file, or a folder given with its slash
+    assert main(["download", "inception", "--url", mirror.as_uri(), "--out", f"{folder}/"]) == 0
+    assert (folder / INCEPTION_FILE).is_file()
+    assert f"--inception-weights {folder / INCEPTION_FILE}" in capsys.readouterr().out
+    gone = tmp_path / "gone.pth"
+    assert main(["download", "inception", "--url", gone.as_uri(), "--out", str(tmp_path / "w.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not download {gone.as_uri()}: ") and len(err.strip().splitlines()) == 1
+    assert not any(p.name.startswith("w.pth") for p in tmp_path.iterdir())  # no partial file left
+
+
 def test_eval_cli_refuses_bad_inception_weights_in_one_line(tmp_path, image_folder, capsys):
     weights = tmp_path / "inception.pth"
     torch.save({"w": _RunsCode(tmp_path / "ran")}, weights)

@@ -282,6 +282,18 @@ def _check_metrics_out(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from .metrics.inception import INCEPTION_URL, download_inception_weights
+
+    path, fetched = download_inception_weights(args.out, args.url or INCEPTION_URL, progress=sys.stderr.isatty())
+    if fetched:
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, checked); the Inception metrics find it "
+              + ("there" if args.out is None else f"with --inception-weights {shlex.quote(str(path))}"))
+    else:
+        print(f"{path} is already there and checked; nothing downloaded")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .errors import DatasetMissing
 
@@ -634,6 +646,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "--config and --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_summary, seed=None, device=None)
+
+    p = sub.add_parser("download", help="fetch the FID Inception weights that fid, kid, is and pr_inception need")
+    p.add_argument("what", choices=["inception"], help="inception: torch-fidelity's port of the TensorFlow FID "
+                   "Inception-v3 (data sets download with --set data.download=true)")
+    p.add_argument("--out", default=None, help="file or folder (an existing one, or a path ending in /) to write "
+                   "(default: torch's hub cache, where ganforge and torch-fidelity look)")
+    p.add_argument("--url", default=None, help="a mirror of the file (http://, https:// or file://)")
+    p.set_defaults(func=cmd_download)
     return parser
 
 

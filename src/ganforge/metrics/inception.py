@@ -7,7 +7,9 @@ are comparable with published FIDs computed the same way.
 
 from __future__ import annotations
 
+import os
 import pickle
+import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -42,33 +44,78 @@ class _Uint8RGB(torch.utils.data.Dataset):
 _INCEPTION_SHAPES = {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "fc.weight": (1008, 2048)}
 
 
-def check_inception_weights(path: Path) -> None:
-    """Refuse a file that is not the FID Inception state dict, before torch-fidelity unpickles it.
+def check_inception_weights(path: Path, shown: str | None = None) -> None:
+    """Refuse a file that is not the FID Inception state dict, before torch-fidelity unpickles it. `shown`:
+    how messages name the file (default: its path).
 
     torch-fidelity loads the file with weights_only=False; once it has loaded here with weights_only=True,
     its pickle holds tensors and containers only, so that second load runs no code."""
     fix = f"it should be {INCEPTION_FILE} from {INCEPTION_URL}"
+    path, name = Path(path), shown or str(path)
     with open(path, "rb") as f:  # an unreadable file stays an OSError that names it
         try:
             state = torch.load(f, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             if "global" not in str(e).lower():  # torch names a class or function it will not load
-                raise UserError(f"Inception weights {path} cannot be read as PyTorch weights (corrupt or another "
+                raise UserError(f"Inception weights {name} cannot be read as PyTorch weights (corrupt or another "
                                 f"format); {fix}") from e
-            raise UserError(f"Inception weights {path} hold Python objects besides tensors, which ganforge does "
+            raise UserError(f"Inception weights {name} hold Python objects besides tensors, which ganforge does "
                             f"not unpickle (that can run code); if you trust the file, save its state dict again "
                             f"with torch.save(torch.load(PATH, weights_only=False), NEW_PATH), else {fix}") from e
         except Exception as e:  # torch raises zip, EOF, OS and runtime errors alike for damaged bytes
-            raise UserError(f"Inception weights {path} cannot be read as PyTorch weights (corrupt or another "
+            raise UserError(f"Inception weights {name} cannot be read as PyTorch weights (corrupt or another "
                             f"format); {fix}") from e
     if not isinstance(state, dict):
-        raise UserError(f"Inception weights {path} hold a {type(state).__name__}, not a state dict; {fix}")
+        raise UserError(f"Inception weights {name} hold a {type(state).__name__}, not a state dict; {fix}")
     for key, shape in _INCEPTION_SHAPES.items():
         found = state.get(key)
         if not isinstance(found, torch.Tensor) or tuple(found.shape) != shape:
             got = "missing" if found is None else f"shaped {list(getattr(found, 'shape', []))}"
-            raise UserError(f"Inception weights {path} are not the FID Inception-v3 ({key} is {got}, expected "
+            raise UserError(f"Inception weights {name} are not the FID Inception-v3 ({key} is {got}, expected "
                             f"{list(shape)}); {fix}")
+
+
+def default_weights_path() -> Path:
+    """Where torch-fidelity (torch's hub cache) keeps the weights, and where ganforge looks for them."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def download_inception_weights(dest: Path | str | None = None, url: str = INCEPTION_URL,
+                               progress: bool = True) -> tuple[Path, bool]:
+    """Fetch the FID Inception weights to `dest` (torch's hub cache by default) and check them; returns the
+    path and whether anything was downloaded. The download goes to a temp file beside `dest`, which replaces
+    `dest` only once checked: an interrupted or wrong download leaves nothing there."""
+    path = Path(dest).expanduser() if dest else default_weights_path()
+    if path.is_dir() or str(dest or "").endswith(("/", os.sep)):
+        path = path / INCEPTION_FILE
+    if path.is_file():
+        try:
+            check_inception_weights(path)
+            return path, False
+        except UserError:  # damaged: fetched again below
+            pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write the Inception weights to {path.parent}: {e.strerror or e}; pass --out PATH "
+                        "in a writable folder") from e
+    partial = path.with_name(path.name + ".download")
+    try:
+        torch.hub.download_url_to_file(url, str(partial), progress=progress)
+        check_inception_weights(partial, shown=f"downloaded from {url}")
+        os.replace(partial, path)
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise UserError(f"could not download {url}: {' '.join(str(reason).split())}; check the network, or fetch "
+                        f"that file by other means and pass --inception-weights PATH (or put it at {path})") from e
+    except OSError as e:  # writing: a read-only folder, a full disk
+        raise UserError(f"cannot write the Inception weights to {path}: {e.strerror or e}; pass --out PATH in a "
+                        "writable folder with room for them") from e
+    finally:
+        partial.unlink(missing_ok=True)
+        for leftover in partial.parent.glob(partial.name + ".*.partial"):  # torch's own temp file, on some failures
+            leftover.unlink(missing_ok=True)
+    return path, True
 
 
 def inception_weights(given: str | None, option: str = "--inception-weights") -> Path:
@@ -80,13 +127,13 @@ def inception_weights(given: str | None, option: str = "--inception-weights") ->
             raise UserError(f"{option} {path} does not exist")
         check_inception_weights(path)
         return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    cached = default_weights_path()
     if cached.is_file():
         check_inception_weights(cached)
         return cached
     how = f"{option} PATH" if option.startswith("--") else f"--set {option}=PATH"
-    raise UserError(f"the Inception metrics need {INCEPTION_FILE} (from {INCEPTION_URL}); pass {how} or put it at "
-                    f"{cached}")
+    raise UserError(f"the Inception metrics need {INCEPTION_FILE}: run `ganforge download inception` (it fetches "
+                    f"{INCEPTION_URL} to {cached}), or pass {how}")
 
 
 def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted: set[str]) -> dict[str, Any]:
