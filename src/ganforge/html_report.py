@@ -15,6 +15,7 @@ from typing import Any
 from .compare import RunView, base_metric, load_run, run_directory
 from .errors import UserError
 from .report import fixed_noise_grids, grid_nimg
+from .tensorboard_log import LOG_DIR as TENSORBOARD_DIR
 
 REPORT_NAME = "report.html"
 MAX_TICK_ROWS = 60  # a long run's ticks are thinned evenly to this many rows, first and last kept
@@ -334,8 +335,8 @@ def _commands(run_dir: Path) -> str:
         f"ganforge train --config {config}     # a new run with the same settings",
         f"ganforge compare {run} OTHER_RUN",
         f"ganforge report {run}                # rebuild this page",
-    ] + ([f"tensorboard --logdir {shlex.quote(str(run_dir / 'tensorboard'))}   # the ticks in TensorBoard"]
-         if (run_dir / "tensorboard").is_dir() else []))
+    ] + ([f"tensorboard --logdir {shlex.quote(str(run_dir / TENSORBOARD_DIR))}   # the ticks in TensorBoard"]
+         if (run_dir / TENSORBOARD_DIR).is_dir() else []))
 
 
 def build_html(run_dir: Path) -> str:
