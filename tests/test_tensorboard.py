@@ -101,3 +101,37 @@ def test_without_the_package_the_setting_is_refused_before_any_file(tmp_path, ti
     run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=out, log=quiet)  # off, nothing needs it
     assert not (run_dir / "tensorboard").exists()
     assert "tensorboard --logdir" not in (run_dir / "report.html").read_text()
+
+
+def test_eval_adds_its_results_at_each_checkpoint_one_chart_group_per_protocol(tmp_path, tiny_cfg, capsys):
+    cfg = tiny_cfg(**{"train.tensorboard": "true", "train.kimg": 0.064, "train.tick_kimg": 0.032,
+                      "train.ema_kimg": 0.01})
+    run_dir = train(cfg, out=tmp_path, log=quiet)
+    assert main(["eval", str(run_dir), "--ckpt", "all", "--n", "40", "--metrics", "kid_digits,classes"]) == 0
+    assert main(["eval", str(run_dir), "--n", "30", "--metrics", "kid_digits", "--no-ema"]) == 0
+    capsys.readouterr()
+    acc = events(run_dir)
+    records = [r for entry in json.loads((run_dir / "metrics.json").read_text()) for r in entry["results"]]
+    kid = [r for r in records if r["metric"] == "kid_digits"]
+    logged = acc.Scalars("eval n=40/kid_digits")
+    assert [e.step for e in logged] == [32, 64]  # each checkpoint at its own images
+    assert all(as_float32(e.value, r["value"]) for e, r in zip(logged, kid[:2], strict=True))
+    assert [e.step for e in acc.Scalars("eval n=40/classes_covered")] == [32, 64]
+    (g_only,) = acc.Scalars("eval n=30 G/kid_digits")  # G rather than G_ema, and another n: its own chart
+    assert g_only.step == 64 and as_float32(g_only.value, kid[2]["value"])
+    assert [e.step for e in acc.Scalars("loss/G")] == [32, 64]  # training's own charts untouched
+
+
+def test_eval_leaves_a_run_without_tensorboard_without_it(tmp_path, tiny_cfg, capsys):
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=tmp_path, log=quiet)
+    assert main(["eval", str(run_dir), "--n", "30", "--metrics", "kid_digits"]) == 0
+    assert not (run_dir / "tensorboard").exists()
+
+
+def test_eval_of_a_tensorboard_run_without_the_package_says_so_and_still_records(tmp_path, tiny_cfg, monkeypatch,
+                                                                                  capsys):
+    run_dir = train(tiny_cfg(**{"train.tensorboard": "true", "train.kimg": 0.032}), out=tmp_path, log=quiet)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert main(["eval", str(run_dir), "--n", "30", "--metrics", "kid_digits"]) == 0
+    assert "is not updated, as the tensorboard package is not installed" in capsys.readouterr().out
+    assert json.loads((run_dir / "metrics.json").read_text())[-1]["results"][0]["metric"] == "kid_digits"

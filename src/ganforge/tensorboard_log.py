@@ -1,4 +1,5 @@
-"""TensorBoard event files for a run (`train.tensorboard = true`): each tick's stats and fixed-noise grid.
+"""TensorBoard event files for a run (`train.tensorboard = true`): each tick's stats and fixed-noise grid,
+and the results `ganforge eval` later gives for the run's checkpoints.
 
 The x-axis is images shown to D, as in stats.jsonl. A resumed run hides what the interrupted one logged after
 the checkpoint it resumes from, as stats.jsonl drops those lines.
@@ -43,13 +44,46 @@ def check_available(enabled: bool) -> None:
                         "or drop the setting") from None
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def scalars(stats: dict[str, Any]) -> dict[str, float]:
     """The tags and values a tick's stats line gives: finite numbers only (a one-image grid has no spread)."""
     out = {tag: stats[key] for key, tag in SCALAR_TAGS.items() if key in stats}
     for name, value in (stats.get("metrics") or {}).items():
         out[f"metrics/{name}"] = value
-    return {tag: float(v) for tag, v in out.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    return {tag: float(v) for tag, v in out.items() if _finite(v)}
+
+
+def eval_scalars(records: list[dict[str, Any]], reference: str | None = None) -> dict[str, float]:
+    """The tags and values of `ganforge eval` results: one chart group per protocol, named by what makes
+    numbers incomparable (the count of generated images, G rather than G_ema, another reference set), so a
+    curve over checkpoints never mixes them; a tick's metrics (train-time n) stay under metrics/."""
+    out = {}
+    for r in records:
+        if not _finite(r.get("value")):
+            continue
+        group = f"eval n={r.get('n_fake')}"
+        if r.get("generator"):
+            group += " G"
+        if reference:
+            group += f" vs {reference}"
+        out[f"{group}/{r['metric']}"] = float(r["value"])
+    return out
+
+
+def log_eval(run_dir: Path, records: list[dict[str, Any]], nimg: int, reference: str | None = None) -> bool:
+    """Add `ganforge eval`'s results to a run that trained with TensorBoard (it has RUN/tensorboard), at the
+    checkpoint's images; False, writing nothing, for a run without the folder."""
+    if not (Path(run_dir) / LOG_DIR).is_dir():
+        return False
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(Path(run_dir) / LOG_DIR)) as writer:
+        for tag, value in eval_scalars(records, reference).items():
+            writer.add_scalar(tag, value, nimg)
+    return True
 
 
 class TensorBoardLog:

@@ -582,7 +582,23 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     records = [{**record, **generator} for record in evaluate(ctx, metrics, kimg=kimg)]
     if write:
         append_metrics_json(records, metrics_path_for(path), {"checkpoint": str(path), "kimg": kimg})
+        _log_to_tensorboard(metrics_path_for(path).parent, records, int(state["nimg"]), reference, log)
     return records
+
+
+def _log_to_tensorboard(run_dir: Path, records: list[dict[str, Any]], nimg: int, reference: str | None,
+                        log: Callable[[str], None] | None) -> None:
+    """A run that trained with TensorBoard shows its evaluations there too; without the package, say so."""
+    from ..tensorboard_log import LOG_DIR, log_eval
+
+    if not (run_dir / LOG_DIR).is_dir():
+        return
+    try:
+        log_eval(run_dir, records, nimg, reference)
+    except ImportError:
+        if log is not None:
+            log(f"note: {run_dir / LOG_DIR} is not updated, as the tensorboard package is not installed "
+                "(pip install tensorboard); the results are in metrics.json")
 
 
 def evaluate_checkpoints(run: Path | str, metrics: str | Sequence[str] | None = None,
