@@ -130,7 +130,9 @@ def test_every_loss_and_model_pair_trains_with_finite_losses(tmp_path, tiny_cfg,
     {"loss.r1_gamma": 1.0, "loss.r1_every": 2},
     {"loss.n_critic": 2, "loss.name": '"wgan-gp"', "model.d_norm": '"none"'},
     {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.1, "train.ada_kimg": 0.05},
-], ids=["spectral-norm", "lazy-r1", "n-critic-gp", "ada"])
+    {"loss.topk": 0.5, "loss.topk_kimg": 0.05},
+    {"loss.lecam": 0.3},
+], ids=["spectral-norm", "lazy-r1", "n-critic-gp", "ada", "topk", "lecam"])
 def test_stabilisers_resume_bit_for_bit(tmp_path, tiny_cfg, stabiliser):
     full = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
     half = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
@@ -139,6 +141,9 @@ def test_stabilisers_resume_bit_for_bit(tmp_path, tiny_cfg, stabiliser):
     if "train.ada_target" in stabiliser:  # the augment probability moved, and resumed where it was
         ada = [ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(r))["ada"] for r in (full, half)]
         assert torch.equal(ada[0], ada[1]) and 0 < ada[0][0].item() <= 1
+    if "loss.lecam" in stabiliser:  # so did the EMAs of D's logits
+        emas = [ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(r))["lecam"] for r in (full, half)]
+        assert torch.equal(emas[0], emas[1]) and emas[0].abs().sum().item() > 0
 
 
 def _ada_stepper(tmp_path, tiny_cfg, target=0.6):
@@ -205,6 +210,99 @@ def test_instance_noise_schedule_reaches_its_values():
     assert abs(instance_noise_std(5_000, 0.2, 10.0) - 0.1) < 1e-12
     assert instance_noise_std(10_000, 0.2, 10.0) == 0.0 and instance_noise_std(50_000, 0.2, 10.0) == 0.0
     assert instance_noise_std(100, 0.0, 10.0) == 0.0
+
+
+def test_topk_share_falls_from_all_to_its_floor_and_stays():
+    from ganforge.losses import topk_share
+
+    assert topk_share(0, 0.5, 10.0) == 1.0
+    assert abs(topk_share(5_000, 0.5, 10.0) - 0.75) < 1e-12
+    assert topk_share(10_000, 0.5, 10.0) == 0.5 and topk_share(80_000, 0.5, 10.0) == 0.5
+    assert topk_share(0, 0.6, 0.0) == 0.6  # no ramp: the floor from the first step
+    assert topk_share(3_000, 1.0, 10.0) == 1.0
+
+
+def test_top_k_keeps_the_logits_d_rates_most_real():
+    from ganforge.losses import top_k
+
+    logits = torch.tensor([0.3, -2.0, 1.5, 0.9, -0.1])
+    assert sorted(top_k(logits, 0.4).tolist()) == pytest.approx([0.9, 1.5])
+    assert sorted(top_k(logits, 0.5).tolist()) == pytest.approx([0.3, 0.9, 1.5])  # 2.5 rounds up
+    assert sorted(top_k(torch.arange(10.0), 0.3).tolist()) == [7.0, 8.0, 9.0]  # not 4 from 0.3 * 10's rounding
+    assert top_k(logits, 1.0) is logits and top_k(logits, 0.01).tolist() == pytest.approx([1.5])
+    # G's loss on the kept half, by hand: softplus(-l) averaged over the two best logits
+    g = get_loss("ns").g(top_k(logits, 0.4))
+    assert abs(g.item() - (math.log1p(math.exp(-1.5)) + math.log1p(math.exp(-0.9))) / 2) < 1e-6
+
+
+def test_topk_gives_g_gradient_only_through_the_fakes_d_rates_best(tmp_path, tiny_cfg):
+    """Without batch norm in D each fake's logit depends on that fake alone, so under top-k exactly the k
+    best-rated fakes get a gradient, and the rest none."""
+    from ganforge.trainer import Trainer
+
+    trainer = Trainer(tiny_cfg(**{"model.d_norm": '"none"', "loss.topk": 0.25}), tmp_path / "run", log=quiet)
+    stepper = trainer.stepper
+    stepper.set_progress(0)
+    fake = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(1)).tanh().requires_grad_(True)
+    with torch.no_grad():
+        logits = trainer.state.D(fake)
+    stepper._g_step(fake, None)
+    has_grad = fake.grad.flatten(1).abs().amax(dim=1) > 0
+    assert has_grad.sum().item() == 2
+    assert set(has_grad.nonzero().flatten().tolist()) == set(logits.topk(2).indices.tolist())
+
+
+@pytest.mark.parametrize("order", ["d_first", "simultaneous", "g_first"])
+def test_topk_reaches_g_loss_in_every_step_order(tmp_path, tiny_cfg, order):
+    from dataclasses import replace
+
+    from ganforge.trainer import Trainer
+
+    cfg = tiny_cfg(**{"loss.topk": 0.5, "loss.topk_kimg": 0.016, "train.step_order": f'"{order}"',
+                      "train.reuse_fake": str(order == "g_first").lower()})
+    stepper = Trainer(cfg, tmp_path / "run", log=quiet).stepper
+    seen: list[int] = []
+    g = stepper.loss.g
+    stepper.loss = replace(stepper.loss, g=lambda logits: (seen.append(logits.shape[0]), g(logits))[1])
+    for nimg in (0, 8, 16, 24):  # batch 8: shares 1, 0.75, 0.5, 0.5
+        stepper.set_progress(nimg)
+        stepper([trainer_batch(stepper, nimg)])
+    assert seen == [8, 6, 4, 4]
+
+
+def trainer_batch(stepper, nimg: int) -> tuple[torch.Tensor, None]:
+    real = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(nimg)) * 2 - 1
+    return real.contiguous(memory_format=torch.channels_last), None
+
+
+def test_lecam_penalty_matches_its_definition_by_hand():
+    from ganforge.losses import lecam_penalty
+
+    real, fake = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([-0.5, 1.0])
+    # ema_fake 0.0: reals above it are penalised (2.0 and 0.5); ema_real 0.8: fakes below it (-0.5)
+    value = lecam_penalty(real, fake, torch.tensor(0.8), torch.tensor(0.0))
+    assert abs(value.item() - ((2.0**2 + 0.5**2) / 3 + 1.3**2 / 2)) < 1e-6
+    assert lecam_penalty(real, fake, torch.tensor(-9.0), torch.tensor(9.0)).item() == 0.0
+
+
+def test_lecam_emas_take_the_first_steps_means_then_average_them(tmp_path, tiny_cfg):
+    from ganforge.losses import LECAM_DECAY, LECAM_START
+    from ganforge.trainer import Trainer
+
+    trainer = Trainer(tiny_cfg(**{"model.d_norm": '"none"', "loss.lecam": 0.3}), tmp_path / "run", log=quiet)
+    stepper, state = trainer.stepper, trainer.state
+    logged = []
+    with_lecam = stepper._with_lecam
+    stepper._with_lecam = lambda d_loss, r, f: (logged.append((r.mean().item(), f.mean().item())),
+                                                with_lecam(d_loss, r, f))[1]
+    stepper.set_progress(0)
+    stepper([trainer.real_batch(0)])
+    assert state.lecam.tolist() == pytest.approx(list(logged[0]), abs=1e-6)  # decay 0: the step's own means
+    stepper.d_steps = LECAM_START  # past the start the means are averaged in
+    before = state.lecam.clone()
+    stepper([trainer.real_batch(1)])
+    expected = LECAM_DECAY * before + (1 - LECAM_DECAY) * torch.tensor(logged[1])
+    assert (state.lecam - expected).abs().max().item() < 1e-6
 
 
 def test_instance_noise_and_smoothing_resume_bit_for_bit(tmp_path, tiny_cfg):
@@ -294,6 +392,8 @@ STABILISERS = {
     "diffaugment": {"train.diffaugment": '"color,translation,cutout"'},
     "ada": {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.6, "train.ada_kimg": 0.01},
     "r1": {"loss.r1_gamma": 1.0},
+    "topk": {"loss.topk": 0.5, "loss.topk_kimg": 0.01},
+    "lecam": {"loss.lecam": 0.3},
     "n-critic": {"loss.n_critic": 2},
     "cgan": {"model.n_classes": 2},
     "acgan": {"model.n_classes": 2, "model.d_cond": '"acgan"'},

@@ -78,6 +78,9 @@ class LossConfig:
     label_smoothing: float = 0.0  # one-sided: D's real target is 1 - label_smoothing (ns, minimax)
     instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at the start of training
     instance_noise_kimg: float = 0.0  # ... annealed linearly to 0 over this many kimg
+    lecam: float = 0.0  # LeCam regularisation weight on D (Tseng et al. 2021; 0.3 in their CIFAR-10 runs); 0 disables
+    topk: float = 1.0  # top-k training: G's loss keeps this share of each fake batch, the ones D rates most real
+    topk_kimg: float = 0.0  # ... reached from 1 (all) linearly over this many kimg; 0 = from the start
     ac_weight: float = 1.0  # model.d_cond=acgan: weight of the auxiliary classifier's cross-entropy
 
 
@@ -460,6 +463,10 @@ def validate(cfg: Config) -> None:
     _check(lo.instance_noise == 0 or lo.instance_noise_kimg > 0,
            "loss.instance_noise fades to 0 over loss.instance_noise_kimg, which is 0, so no noise would be added; "
            "set both, e.g. loss.instance_noise=0.1 loss.instance_noise_kimg=10")
+    _check(0 < lo.topk <= 1, f"loss.topk is the share of each fake batch G learns from, in (0, 1], got {lo.topk} "
+           "(the paper's floor: 0.5)")
+    _check(lo.lecam >= 0, f"loss.lecam must be >= 0 (0 disables), got {lo.lecam}")
+    _check(lo.topk_kimg >= 0, f"loss.topk_kimg must be >= 0, got {lo.topk_kimg}")
     _check(lo.r1_gamma >= 0 and lo.r1_every >= 1, "loss.r1_gamma must be >= 0 and loss.r1_every >= 1")
     _check(
         lo.n_critic == 1 or (t.step_order != "simultaneous" and not t.reuse_fake),

@@ -262,6 +262,11 @@ def _stabilisers(settings: dict[str, Any], last: dict[str, Any]) -> str:
     if get("loss.instance_noise"):
         on.append(f"instance noise {_num(get('loss.instance_noise'))} to 0 over "
                   f"{_num(get('loss.instance_noise_kimg'))} kimg")
+    if get("loss.lecam"):
+        on.append(f"LeCam (weight {_num(get('loss.lecam'))})")
+    if get("loss.topk", 1) < 1:
+        ramp = f", from all over {_num(get('loss.topk_kimg'))} kimg" if get("loss.topk_kimg") else ""
+        on.append(f"top-k training (G learns from the {_num(100 * get('loss.topk'))}% of fakes D rates best{ramp})")
     if get("model.d_mbstd", False):
         on.append("minibatch stddev")
     if get("model.d_mbdisc"):

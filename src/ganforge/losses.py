@@ -7,6 +7,7 @@ without the overflow of log(sigmoid(l)).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -151,3 +152,44 @@ def instance_noise_std(nimg: int, start_std: float, anneal_kimg: float) -> float
     if start_std <= 0 or anneal_kimg <= 0:
         return 0.0
     return start_std * max(0.0, 1.0 - nimg / (anneal_kimg * 1000.0))
+
+
+def topk_share(nimg: int, keep: float, anneal_kimg: float) -> float:
+    """Top-k training (Sinha et al. 2020, "Top-k Training of GANs"): the share of each fake batch whose D
+    logits G's loss keeps. It falls linearly from 1 at 0 images to `keep` at anneal_kimg, then stays there
+    (the paper decays k by a factor each epoch down to a floor nu * B; a ramp in kimg does the same on runs
+    of any length); anneal_kimg 0 keeps `keep` from the start."""
+    if keep >= 1:
+        return 1.0
+    if anneal_kimg <= 0:
+        return keep
+    return max(keep, 1.0 - (1.0 - keep) * nimg / (anneal_kimg * 1000.0))
+
+
+def top_k(fake_logits: torch.Tensor, share: float) -> torch.Tensor:
+    """The ceil(share * n) largest of n fake logits: the fakes D rates most real, so G's
+    gradient comes only from samples near a mode, not from the worst ones, which the paper shows can push
+    samples away from the nearest mode."""
+    n = fake_logits.shape[0]
+    k = max(1, min(n, math.ceil(share * n - 1e-9)))  # the tolerance: 0.3 * 10 is 3.0000000000000004
+    return fake_logits if k == n else fake_logits.topk(k, sorted=False).values
+
+
+LECAM_DECAY = 0.99  # the EMAs of D's mean logits, as in the LeCam authors' code ...
+LECAM_START = 1000  # ... which copy the current means (no averaging) for the first this many D steps
+
+
+def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, ema_real: torch.Tensor,
+                  ema_fake: torch.Tensor) -> torch.Tensor:
+    """LeCam regularisation (Tseng et al. 2021, "Regularizing Generative Adversarial Networks under Limited
+    Data"), added to D's loss with weight loss.lecam:
+        mean(relu(D(x) - ema_fake)^2) + mean(relu(ema_real - D(G(z)))^2),
+    ema_real / ema_fake the moving averages of D's mean logit on reals / fakes. It keeps D's real and fake
+    predictions from drifting apart, which is how D overfits a small training set."""
+    return F.relu(real_logits - ema_fake).pow(2).mean() + F.relu(ema_real - fake_logits).pow(2).mean()
+
+
+def lecam_ema_decay(d_steps: int) -> float:
+    """The decay of the LeCam EMAs at D step `d_steps` (from 0): 0 (take the current means) before
+    LECAM_START, LECAM_DECAY after."""
+    return LECAM_DECAY if d_steps >= LECAM_START else 0.0
