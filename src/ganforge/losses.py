@@ -176,7 +176,7 @@ def top_k(fake_logits: torch.Tensor, share: float) -> torch.Tensor:
 
 
 LECAM_DECAY = 0.99  # the EMAs of D's mean logits, as in the LeCam authors' code ...
-LECAM_START = 1000  # ... which copy the current means (no averaging) for the first this many D steps
+LECAM_START = 1000  # ... which copy the current means for their first 1,000 iterations (counted here in D steps)
 
 
 def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, ema_real: torch.Tensor,
