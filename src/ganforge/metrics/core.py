@@ -591,10 +591,8 @@ def _log_to_tensorboard(run_dir: Path, records: list[dict[str, Any]], nimg: int,
     """A run that trained with TensorBoard shows its evaluations there too; without the package, say so."""
     from ..tensorboard_log import LOG_DIR, log_eval
 
-    if not (run_dir / LOG_DIR).is_dir():
-        return
     try:
-        log_eval(run_dir, records, nimg, reference)
+        log_eval(run_dir, records, nimg, reference)  # writes nothing, and imports nothing, for other runs
     except ImportError:
         if log is not None:
             log(f"note: {run_dir / LOG_DIR} is not updated, as the tensorboard package is not installed "
