@@ -260,19 +260,15 @@ def test_topk_reaches_g_loss_in_every_step_order(tmp_path, tiny_cfg, order):
 
     cfg = tiny_cfg(**{"loss.topk": 0.5, "loss.topk_kimg": 0.016, "train.step_order": f'"{order}"',
                       "train.reuse_fake": str(order == "g_first").lower()})
-    stepper = Trainer(cfg, tmp_path / "run", log=quiet).stepper
+    trainer = Trainer(cfg, tmp_path / "run", log=quiet)
+    stepper = trainer.stepper
     seen: list[int] = []
     g = stepper.loss.g
     stepper.loss = replace(stepper.loss, g=lambda logits: (seen.append(logits.shape[0]), g(logits))[1])
     for nimg in (0, 8, 16, 24):  # batch 8: shares 1, 0.75, 0.5, 0.5
         stepper.set_progress(nimg)
-        stepper([trainer_batch(stepper, nimg)])
+        stepper([trainer.real_batch(nimg // 8)])
     assert seen == [8, 6, 4, 4]
-
-
-def trainer_batch(stepper, nimg: int) -> tuple[torch.Tensor, None]:
-    real = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(nimg)) * 2 - 1
-    return real.contiguous(memory_format=torch.channels_last), None
 
 
 def test_lecam_penalty_matches_its_definition_by_hand():
