@@ -310,6 +310,34 @@ def test_sample_interpolate_draws_one_latent_walk_per_row(tmp_path, image_folder
         assert needle in capsys.readouterr().err
 
 
+def test_sample_truncation_draws_the_truncated_samples_into_every_output(tmp_path, image_folder, capsys):
+    import numpy as np
+
+    from ganforge.report import to_uint8
+    from ganforge.trainer import load_generator
+
+    out = tmp_path / "runs"  # a fast-learning G without an average: samples that differ at 8 bits
+    overrides = tiny_overrides(image_folder, **{"train.ema_kimg": 0, "optim.g_lr": 0.02})
+    assert main(["train", "--out", str(out), *set_args(overrides)]) == 0
+    run_dir = only_run(out)
+    expected = to_uint8(load_generator(run_dir).sample(5, seed=2, truncation=0.7)).permute(0, 2, 3, 1).numpy()
+    npz, folder = tmp_path / "cut.npz", tmp_path / "cut"
+    for target in (npz, folder):
+        assert main(["sample", str(run_dir), "--n", "5", "--out", str(target), "--seed", "2", "--truncation", "0.7",
+                     "--batch-size", "2"]) == 0
+    assert np.abs(np.load(npz)["arr_0"].astype(int) - expected).max() <= 1
+    pngs = np.stack([np.asarray(Image.open(folder / f"{i:06d}.png")) for i in range(5)])
+    assert np.abs(pngs.astype(int) - expected[..., 0]).max() <= 1
+    plain = to_uint8(load_generator(run_dir).sample(5, seed=2)).permute(0, 2, 3, 1).numpy()
+    assert np.abs(plain.astype(int) - expected).max() > 8  # truncation changed them
+    walk = tmp_path / "walk.png"
+    assert main(["sample", str(run_dir), "--interpolate", "3", "--n", "3", "--out", str(walk), "--truncation",
+                 "0.7"]) == 0
+    with pytest.raises(SystemExit):
+        main(["sample", str(run_dir), "--out", str(tmp_path / "x.png"), "--truncation", "-1"])
+    assert "argument --truncation: a threshold above 0 such as 0.5 or 1" in capsys.readouterr().err
+
+
 def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, capsys):
     import json
     import shutil

@@ -769,6 +769,45 @@ def test_eval_no_ema_scores_g_itself_and_marks_the_results(tmp_path, tiny_cfg, c
     assert "generator" not in json.loads((plain / "metrics.json").read_text())[-1]["results"][0]
 
 
+def test_eval_truncation_scores_truncated_samples_and_keeps_them_apart(tmp_path, tiny_cfg, capsys):
+    from ganforge.compare import best_runs, compare_runs, eval_flags, protocol_notes
+    from ganforge.html_report import REPORT_NAME
+
+    run = train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)
+    plain = evaluate_run(run, ["fd_digits"], n=16)[0]
+    cut = evaluate_run(run, ["fd_digits"], n=16, truncation=0.5)[0]
+    assert "truncation" not in plain and cut["truncation"] == 0.5
+    assert abs(cut["value"] - plain["value"]) > 1e-6  # other samples
+    assert main(["eval", str(run), "--n", "16", "--metrics", "fd_digits", "--truncation", "0.5"]) == 0
+    assert "note: samples drawn with z truncated to [-0.5, 0.5]" in capsys.readouterr().out
+    saved = json.loads((run / "metrics.json").read_text())[-1]["results"][0]
+    assert saved["truncation"] == 0.5 and abs(saved["value"] - cut["value"]) < 1e-9
+    page = (run / REPORT_NAME).read_text()  # a row of its own beside the untruncated value
+    assert "<td class=l>fd_digits (truncation 0.5)</td>" in page and "<td class=l>fd_digits</td>" in page
+    other = train(tiny_cfg(**{"train.seed": 1}), out=tmp_path / "runs", log=lambda msg: None)
+    evaluate_run(other, ["fd_digits"], n=16, truncation=0.5)
+    evaluate_run(other, ["fd_digits"], n=24)
+    views = compare_runs([run, other])
+    assert abs(views[0].latest["fd_digits"]["value"] - plain["value"]) < 1e-9  # the newest untruncated one
+    assert best_runs(views, "fd_digits (truncation 0.5)")  # measured alike: ranked
+    notes = protocol_notes(views)  # n differs for the untruncated values only
+    assert len(notes) == 1 and notes[0].startswith("fd_digits: n_fake differs") and "--truncation" not in notes[0]
+    assert eval_flags("fd_digits (G, not G_ema) (truncation 0.5)") == " --no-ema --truncation 0.5"
+    evaluate_run(other, ["fd_digits"], n=24, truncation=0.5)
+    plain_note, note = protocol_notes(compare_runs([run, other]))  # one note per marking, each with its command
+    assert plain_note.startswith("fd_digits: n_fake differs") and "--truncation" not in plain_note
+    assert note.startswith("fd_digits (truncation 0.5): n_fake differs") and "--truncation 0.5` on each" in note
+    for argv, needle in ((["--truncation", "0.5", "--real", "mnist5k", "--fake", "mnist5k"],
+                          "--fake images are evaluated as they are"),):
+        assert main(["eval", *argv]) == 2
+        assert needle in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", str(run), "--truncation", "0"])
+    assert "argument --truncation: a threshold above 0" in capsys.readouterr().err
+    with pytest.raises(UserError, match="truncation must be a finite number above 0"):
+        evaluate_run(run, ["fd_digits"], n=16, truncation=float("nan"))
+
+
 def test_eval_ckpt_all_scores_every_kept_checkpoint_and_names_the_best(tmp_path, tiny_cfg, capsys, monkeypatch):
     from ganforge import checkpoint as ckpt_io
     from ganforge.compare import compare_runs

@@ -8,7 +8,7 @@ from ganforge.config import load_config
 from ganforge.errors import UserError
 from ganforge.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
 from ganforge.models.dcgan import dcgan_levels
-from ganforge.models.layers import NoiseStream
+from ganforge.models.layers import NoiseStream, check_truncation, truncate
 
 
 def n_params(module: nn.Module) -> int:
@@ -124,6 +124,51 @@ def test_noise_stream_gives_image_i_one_z_however_it_is_taken():
     assert not torch.equal(NoiseStream(16, seed=3).take(5), whole[:5])
     for first in (5, 1024, 1030, 2090):  # a stream that starts later is the same stream, later
         assert torch.equal(NoiseStream(16, seed=2, first=first).take(10), whole[first : first + 10]), first
+
+
+@pytest.mark.parametrize("threshold", [0.25, 1.0, 2.0])
+def test_truncation_draws_the_truncated_normal_moving_each_value_towards_zero(threshold):
+    import math
+
+    z = NoiseStream(50, seed=4).take(4000)
+    cut = truncate(z, threshold)
+    assert cut.shape == z.shape and cut.dtype == z.dtype
+    assert cut.abs().max() <= threshold + 1e-6
+    # the variance of N(0, 1) truncated to [-t, t]: 1 - 2 t phi(t) / (2 Phi(t) - 1)
+    mass = math.erf(threshold / math.sqrt(2))
+    variance = 1 - 2 * threshold * math.exp(-threshold**2 / 2) / math.sqrt(2 * math.pi) / mass
+    assert abs(cut.var().item() - variance) < 0.02 * variance
+    assert abs(cut.mean().item()) < 0.01
+    assert torch.equal(cut.sign(), z.sign()) and (cut.abs() <= z.abs() + 1e-6).all()  # towards 0, never across
+    order = z[:, 0].argsort()
+    assert (cut[order, 0].diff() >= 0).all()  # monotone: a larger value stays larger
+    assert torch.equal(truncate(-z, threshold), -cut)  # symmetric to the bit
+
+
+def test_a_loose_truncation_leaves_z_and_a_wrong_one_is_refused():
+    z = NoiseStream(8, seed=1).take(2000)
+    assert truncate(z, None) is z
+    assert (truncate(z, 30.0) - z).abs().max() < 1e-5  # no value of 16,000 lies near 30
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "0.5"):
+        with pytest.raises(ValueError, match="truncation must be a finite number above 0"):
+            check_truncation(bad)
+
+
+def test_truncated_samples_keep_the_seeds_stream_however_they_are_drawn():
+    G = build_generator(load_config(preset="default", overrides=["model.g_width=8"])).eval()
+    z = truncate(NoiseStream(G.z_dim, seed=5).take(12), 0.5)
+    with torch.no_grad():
+        expected = G(z)
+    images = G.sample(12, seed=5, truncation=0.5)
+    scale = expected.abs().max()
+    assert (images - expected).abs().max() < 1e-5 * scale
+    batches = torch.cat(list(G.sample_batches(7, seed=5, batch_size=3, first=5, truncation=0.5)))
+    assert (batches - images[5:]).abs().max() < 1e-5 * scale  # going on from image 5, three at a time
+    assert (G.sample(12, seed=5) - images).abs().max() > 1e-3 * scale  # untruncated: other images
+    walk = G.interpolate(2, 3, seed=5, truncation=0.5)  # the walks' ends are truncated z 0 to 3
+    assert (walk[[0, 2, 3, 5]] - expected[:4]).abs().max() < 1e-5 * scale
+    with pytest.raises(ValueError, match="truncation must be a finite number above 0"):
+        G.sample(2, truncation=-1)
 
 
 def test_sample_uses_eval_mode_and_leaves_bn_stats_alone():

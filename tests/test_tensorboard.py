@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ganforge import checkpoint as ckpt_io
 from ganforge.cli import main
 from ganforge.errors import UserError
-from ganforge.tensorboard_log import scalars
+from ganforge.tensorboard_log import eval_scalars, scalars
 from ganforge.trainer import resume, train
 
 
@@ -87,6 +87,16 @@ def test_scalars_take_finite_numbers_and_the_evaluated_metrics():
              "duplicates": 0.25, "metrics": {"fd_digits": 12.5, "modes": 1000, "classes_hist": [1, 2]}}
     assert scalars(stats) == {"loss/D": 1.5, "samples/duplicates": 0.25, "metrics/fd_digits": 12.5,
                               "metrics/modes": 1000.0}
+
+
+def test_eval_results_of_another_protocol_chart_apart():
+    records = [{"metric": "kid_digits", "value": 0.5, "n_fake": 40},
+               {"metric": "kid_digits", "value": 0.25, "n_fake": 40, "truncation": 0.7},
+               {"metric": "kid_digits", "value": 0.125, "n_fake": 40, "generator": "G (not G_ema)", "truncation": 1.0},
+               {"metric": "fd_digits", "value": float("nan"), "n_fake": 40}]
+    assert eval_scalars(records) == {"eval n=40/kid_digits": 0.5, "eval n=40 trunc 0.7/kid_digits": 0.25,
+                                     "eval n=40 G trunc 1/kid_digits": 0.125}
+    assert eval_scalars(records[:1], reference="mnist") == {"eval n=40 vs mnist/kid_digits": 0.5}
 
 
 def test_without_the_package_the_setting_is_refused_before_any_file(tmp_path, tiny_cfg, image_folder,

@@ -161,7 +161,7 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
     labels = None  # a conditional G's walks take the classes in turn
     if args.class_ is not None:
         labels = torch.full((rows,), _checked_class(G, args.class_), dtype=torch.long)
-    images = G.interpolate(rows, args.interpolate, seed=args.seed, labels=labels)
+    images = G.interpolate(rows, args.interpolate, seed=args.seed, labels=labels, truncation=args.truncation)
     out.parent.mkdir(parents=True, exist_ok=True)
     report.save_grid(images, out, nrow=args.interpolate)
     print(f"wrote {rows} latent walk{'s' * (rows > 1)} of {args.interpolate} images to {out}, one per row")
@@ -176,7 +176,7 @@ def _more_samples_command(args: argparse.Namespace, n: int) -> str:
     words = ["ganforge", "sample", str(args.run), "--n", str(n), "--out", str(args.out), "--force"]
     for flag, value, default in (("--seed", args.seed, 0), ("--ckpt", args.ckpt, "latest"),
                                  ("--class", args.class_, None), ("--batch-size", args.batch_size, 1000),
-                                 ("--device", args.device, None)):
+                                 ("--device", args.device, None), ("--truncation", args.truncation, None)):
         if value != default:
             words += [flag, str(value)]
     return shlex.join(words + ["--no-ema"] * args.no_ema)
@@ -207,7 +207,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        report.save_npz_stream(G, args.n, out, seed=args.seed, batch_size=args.batch_size, labels=labels)
+        report.save_npz_stream(G, args.n, out, seed=args.seed, batch_size=args.batch_size, labels=labels,
+                               truncation=args.truncation)
         seconds = time.perf_counter() - start
         print(f"wrote {args.n} samples to {out} (uint8 [N, H, W, C] as arr_0) in {seconds:.1f}s, "
               f"{args.n / seconds:,.0f} images/s")
@@ -216,7 +217,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
-        report.save_grid(G.sample(args.n, seed=args.seed, labels=labels), out, nrow=nrow)
+        report.save_grid(G.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation), out, nrow=nrow)
         print(f"wrote a grid of {args.n} samples to {out}")
         return 0
     if out.suffix:
@@ -235,7 +236,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         paths = report.save_sample_folder(G, args.n, out, seed=args.seed, batch_size=args.batch_size,
-                                          labels=labels, names=names, first=first)
+                                          labels=labels, names=names, first=first, truncation=args.truncation)
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -265,6 +266,10 @@ def _print_records(records: list[dict], notes: bool = True) -> None:
     note = small_sample_note(records) if notes else None
     if note:
         print(f"note: {note}")
+    truncation = next((r["truncation"] for r in records if r.get("truncation") is not None), None)
+    if truncation is not None and notes:
+        print(f"note: samples drawn with z truncated to [-{truncation:g}, {truncation:g}]: a measure of that "
+              "distribution, not of G's own, recorded apart from the run's untruncated results")
 
 
 def _check_metrics_out(path: Path) -> None:
@@ -341,7 +346,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)  # once: the message names where it went
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
                                inception_weights=args.inception_weights, log=print, reference=args.real,
-                               reference_root=args.data_root, ema=not args.no_ema)
+                               reference_root=args.data_root, ema=not args.no_ema, truncation=args.truncation)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
             from .html_report import write_html_report
@@ -352,6 +357,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
         if args.no_ema:
             raise UserError("--no-ema picks a run's G over its G_ema; --fake images are evaluated as they are")
+        if args.truncation is not None:
+            raise UserError("--truncation changes how a run's generator samples; --fake images are evaluated as "
+                            "they are")
         from .config import DataConfig
         from .data import STACKED_SETS, check_dataset_name, load_dataset
         from .metrics.core import EvalContext, ImageSet, append_metrics_json, log_digit_metrics_note, real_image_set
@@ -399,7 +407,7 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
     for path, records in evaluate_checkpoints(
             args.run, metrics, log=print, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
             inception_weights=args.inception_weights, reference=args.real, reference_root=args.data_root,
-            ema=not args.no_ema):
+            ema=not args.no_ema, truncation=args.truncation):
         run_dir = path.parent.parent  # the same for every checkpoint; there is at least one
         if records is None:
             print(f"{path.name} was removed by the training run since it was listed; skipped")
@@ -509,6 +517,17 @@ def _seed(text: str) -> int:
     return seed
 
 
+def _truncation(text: str) -> float:
+    """--truncation: a threshold above 0 (z is truncated to [-T, T])."""
+    from .models.layers import check_truncation
+
+    try:
+        return check_truncation(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a threshold above 0 such as 0.5 or 1 (z is truncated to [-T, T]), got "
+                                         f"{text!r}") from None
+
+
 def _count(text: str) -> int:
     """--n and other counts: a whole number, also written 10_000 or 1e4."""
     try:
@@ -591,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images generated at a time: bounds memory; each image keeps its noise (default 1000)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-ema", action="store_true", help="use G rather than G_ema")
+    p.add_argument("--truncation", type=_truncation, metavar="T",
+                   help="the truncation trick: z from the normal truncated to [-T, T], typical samples for less "
+                        "variety (smaller T: more so); default: the full normal G trained on")
     p.add_argument("--interpolate", type=_count, metavar="STEPS",
                    help="latent walks into a .png: --n // STEPS rows, each STEPS images between two random z")
     p.add_argument("--force", action="store_true",
@@ -614,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
     p.add_argument("--no-ema", action="store_true", help="evaluate a run's G rather than its G_ema (the results "
                                                           "are marked generator \"G (not G_ema)\")")
+    p.add_argument("--truncation", type=_truncation, metavar="T",
+                   help="sample with z truncated to [-T, T] (see sample --truncation); the results are marked "
+                        "with it, apart from the run's own")
     p.add_argument("--real", help="reference images: a dataset name or folder:PATH (a folder, .zip or .npz); "
                                   "with a run, in place of its training set (e.g. all of it under data.max_images)")
     p.add_argument("--fake", help="images to evaluate without a run: folder:PATH (a folder, a .zip, or an .npz "

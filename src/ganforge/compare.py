@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import tomllib
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ def load_run(path: Path | str, problems: list[str] | None = None) -> RunView:
         for record in results if isinstance(results, list) else []:
             if not isinstance(record, dict) or "metric" not in record:
                 continue
-            name = record["metric"] + (NOT_EMA if record.get("generator") else "")
+            name = row_name(record)
             view.latest[name] = {**record, "kimg": record.get("kimg", entry.get("kimg"))}
             value, kimg = record.get("value"), view.latest[name]["kimg"]
             if isinstance(value, int | float) and isinstance(kimg, int | float):
@@ -212,9 +213,29 @@ def recorded_metrics(views: list[RunView]) -> list[str]:
     return names
 
 
+def truncation_marker(threshold: float) -> str:
+    """Marks the results of `ganforge eval --truncation T`: samples of another distribution than G's own."""
+    return f" (truncation {threshold:g})"
+
+
+def row_name(record: dict[str, Any]) -> str:
+    """The name a recorded value goes by: its metric, marked where it measured something else than the
+    run's own samples (G rather than G_ema, truncated noise), so that such values form rows of their own."""
+    name = record["metric"] + (NOT_EMA if record.get("generator") else "")
+    truncation = record.get("truncation")
+    return name + (truncation_marker(truncation) if isinstance(truncation, int | float) else "")
+
+
 def base_metric(name: str) -> str:
     """The metric a (possibly marked) row name measures: fd_digits for "fd_digits (G, not G_ema)"."""
-    return name.removesuffix(NOT_EMA)
+    return name.split(" (", 1)[0]
+
+
+def eval_flags(name: str) -> str:
+    """The `ganforge eval` flags that measure a marked row name again: " --no-ema --truncation 0.5"."""
+    flags = " --no-ema" if NOT_EMA in name else ""
+    marked = re.search(r" \(truncation ([^)]+)\)", name)
+    return flags + (f" --truncation {marked.group(1)}" if marked else "")
 
 
 def check_metric(views: list[RunView], metric: str) -> None:
@@ -242,17 +263,17 @@ def _reporting_metric(value_name: str) -> str:
 def protocol_notes(views: list[RunView]) -> list[str]:
     """One line per protocol difference among the runs' newest values, naming the values it concerns and
     how to measure them alike."""
-    grouped: dict[tuple[str, str], list[str]] = {}
+    grouped: dict[tuple[str, str, str], list[str]] = {}
     for name in recorded_metrics(views):
         records = [(v.name, v.latest[name]) for v in views if name in v.latest]
         key = _differing_field([r for _, r in records])
         if key is not None:
             per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
-            grouped.setdefault((key, per_run), []).append(name)
+            # values marked alike (G, truncation) share a note, whose command measures them so again
+            grouped.setdefault((key, per_run, eval_flags(name)), []).append(name)
     notes = []
-    for (key, per_run), names in grouped.items():
+    for (key, per_run, flags), names in grouped.items():
         metrics = list(dict.fromkeys(_reporting_metric(base_metric(n)) for n in names))
-        no_ema = " --no-ema" if any(n != base_metric(n) for n in names) else ""
         formats = {(v.settings.get("data.img_size"), v.settings.get("data.channels")) for v in views
                    if names[0] in v.latest}  # of the runs the difference concerns
         if key == "reference_fingerprint" and len(formats) > 1:
@@ -261,14 +282,14 @@ def protocol_notes(views: list[RunView]) -> list[str]:
                    f" e.g. `ganforge eval --real NAME --fake folder:DIR --img-size 28 --metrics {','.join(metrics)}`")
         elif key == "reference_fingerprint":
             fix = (f"the reference images changed between the evaluations: score each run against them as they are "
-                   f"now, `ganforge eval RUN --metrics {','.join(metrics)}{no_ema}` on each")
+                   f"now, `ganforge eval RUN --metrics {','.join(metrics)}{flags}` on each")
         elif key == "reference":
             fix = (f"the runs were scored against different images: compare runs trained on the same data, or "
                    f"score each against one set, e.g. `ganforge eval RUN --real NAME --metrics {','.join(metrics)}"
-                   f"{no_ema}`")
+                   f"{flags}`")
         else:
             fix = (f"these values do not compare: evaluate the runs alike, e.g. `ganforge eval RUN --n N "
-                   f"--metrics {','.join(metrics)}{no_ema}` on each")
+                   f"--metrics {','.join(metrics)}{flags}` on each")
         notes.append(f"{', '.join(names)}: {key} differs ({per_run}); {fix}")
     return notes
 

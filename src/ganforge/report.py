@@ -131,10 +131,11 @@ def next_image_index(folder: Path | str) -> int:
 
 
 def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch_size: int = 1000,
-                    labels: torch.Tensor | None = None) -> None:
+                    labels: torch.Tensor | None = None, truncation: float | None = None) -> None:
     """n samples of G as uint8 [n, H, W, C] under the key arr_0 of an .npz, generated and written one batch at
     a time (memory stays at one batch), to a temp file that replaces `path` only when complete. A conditional
-    G draws the given labels [n], which are stored too, under the key labels, with G.classes under classes."""
+    G draws the given labels [n], which are stored too, under the key labels, with G.classes under classes.
+    `truncation`: G.sample's."""
     import zipfile
 
     import numpy as np
@@ -146,7 +147,8 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
                                                             allowZip64=True) as zf:
         with zf.open("arr_0.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_2_0(f, header)
-            for fake in _progress(G.sample_batches(n, seed=seed, batch_size=batch_size, labels=labels), n):
+            batches = G.sample_batches(n, seed=seed, batch_size=batch_size, labels=labels, truncation=truncation)
+            for fake in _progress(batches, n):
                 f.write(to_uint8(fake).permute(0, 2, 3, 1).contiguous().numpy().tobytes())  # -> [B, H, W, C]
         if labels is not None:
             with zf.open("labels.npy", "w", force_zip64=True) as f:
@@ -169,17 +171,18 @@ def _progress(batches: Iterator[torch.Tensor], n: int) -> Iterator[torch.Tensor]
 
 def save_sample_folder(G: nn.Module, n: int, folder: Path | str, seed: int = 0, batch_size: int = 1000,
                        labels: torch.Tensor | None = None, names: list[str] | None = None,
-                       first: int = 0) -> list[Path]:
+                       first: int = 0, truncation: float | None = None) -> list[Path]:
     """n samples of G as one PNG each, generated and written one batch at a time (memory stays at one batch):
     folder/NNNNNN.png, or with class `names` (one per label of a conditional G) folder/<name>/NNNNNN.png, as
     the folder loader reads classes back. Each folder is numbered on from its last image, replacing none.
     `first`: the noise starts at that image of the seed's stream (see G.sample_batches), so that samples added
-    to a folder continue those there rather than repeat them."""
+    to a folder continue those there rather than repeat them. `truncation`: G.sample's."""
     folder = Path(folder)
     next_index: dict[Path, int] = {}
     paths: list[Path] = []
     drawn = 0
-    for images in _progress(G.sample_batches(n, seed=seed, batch_size=batch_size, labels=labels, first=first), n):
+    batches = G.sample_batches(n, seed=seed, batch_size=batch_size, labels=labels, first=first, truncation=truncation)
+    for images in _progress(batches, n):
         batch_labels = None if names is None or labels is None else labels[drawn : drawn + len(images)]
         drawn += len(images)
         groups = [(folder, images)] if batch_labels is None else [

@@ -58,8 +58,9 @@ def scalars(stats: dict[str, Any]) -> dict[str, float]:
 
 def eval_scalars(records: list[dict[str, Any]], reference: str | None = None) -> dict[str, float]:
     """The tags and values of `ganforge eval` results: one chart group per protocol, named by what makes
-    numbers incomparable (the count of generated images, G rather than G_ema, another reference set), so a
-    curve over checkpoints never mixes them; a tick's metrics (train-time n) stay under metrics/."""
+    numbers incomparable (the count of generated images, G rather than G_ema, truncated noise, another
+    reference set), so a curve over checkpoints never mixes them; a tick's metrics (train-time n) stay under
+    metrics/."""
     out = {}
     for r in records:
         if not _finite(r.get("value")):
@@ -67,6 +68,8 @@ def eval_scalars(records: list[dict[str, Any]], reference: str | None = None) ->
         group = f"eval n={r.get('n_fake')}"
         if r.get("generator"):
             group += " G"
+        if r.get("truncation") is not None:
+            group += f" trunc {r['truncation']:g}"
         if reference:
             group += f" vs {reference}"
         out[f"{group}/{r['metric']}"] = float(r["value"])

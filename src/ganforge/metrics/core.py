@@ -524,20 +524,26 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
                  ckpt: str = "latest", seed: int = 0, device: str = "cpu", inception_weights: str | None = None,
                  write: bool = True, log: Callable[[str], None] | None = None,
                  reference: str | None = None, reference_root: str | None = None,
-                 ema: bool = True) -> list[dict[str, Any]]:
+                 ema: bool = True, truncation: float | None = None) -> list[dict[str, Any]]:
     """Evaluate a run's generator (G_ema when kept; G itself with ema=False) against its own training data,
     or against the dataset `reference` (a name or folder:PATH, at the run's size and channels, all of it; a
     torchvision set under `reference_root`, else the run's data.root). Without `reference`, `reference_root`
     says where the run's own torchvision set is now; metrics None: the run's default_metrics;
-    inception_weights None: the run's eval.inception_weights, else torch's hub cache. `log` receives a note
-    where digit metrics meet images that are not digits."""
+    inception_weights None: the run's eval.inception_weights, else torch's hub cache. `truncation`: sample
+    with z truncated to [-t, t] (G.sample's truncation); its results are marked with it. `log` receives a
+    note where digit metrics meet images that are not digits."""
     import dataclasses
 
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
     from ..data import TORCHVISION_SETS, check_dataset_name, missing_folder
+    from ..models.layers import check_truncation
     from ..trainer import generator_from_checkpoint, pick_device
 
+    try:
+        truncation = check_truncation(truncation)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if reference is not None:
         check_dataset_name(reference)
     device = str(pick_device(str(device)))
@@ -567,9 +573,11 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     generator = {"generator": "G (not G_ema)"} if not ema and state.get("G_ema") is not None else {}
     if not ema and not generator and log is not None:
         log(f"note: {path.name} holds no average of G (train.ema_kimg = 0), so G is what is evaluated either way")
+    if truncation is not None:  # another distribution than G's own: marked too, a row of its own
+        generator["truncation"] = truncation
 
     def draw(count: int) -> torch.Tensor:
-        return quantize(G.sample(count, seed=seed)).cpu()
+        return quantize(G.sample(count, seed=seed, truncation=truncation)).cpu()
 
     def fake() -> ImageSet:
         return ImageSet(draw(n), "generated", f"{path.name}", labels=generated_labels(G, n), classes=classes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -56,6 +57,31 @@ def whole_number(value: Any, name: str) -> int:
 Z_BLOCK = 1024  # z is drawn this many images at a time, whatever the batch size
 
 
+def check_truncation(threshold: float | None) -> float | None:
+    """A truncation threshold as given, or ValueError: None (none) or a finite number above 0."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold) \
+            or threshold <= 0:
+        raise ValueError(f"truncation must be a finite number above 0 (BigGAN used 0.04 to 2), got {threshold!r}")
+    return float(threshold)
+
+
+def truncate(z: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """BigGAN's truncation trick: z ~ N(0, I) mapped, value by value, to the normal truncated to [-threshold,
+    threshold]. Rather than redrawing the values outside (which would change every later draw of the stream),
+    each value is sent through the normal CDF to its quantile within the kept interval: the same distribution,
+    and the map is monotone, so image i of a seed keeps its z, moved towards 0. None: z as it is."""
+    threshold = check_truncation(threshold)
+    if threshold is None:
+        return z
+    # in float64 and on the lower tail, where the CDF keeps its precision, then mirrored: exact symmetry
+    lower = torch.special.ndtr(torch.tensor(-threshold, dtype=torch.float64))
+    quantile = torch.special.ndtr(-z.double().abs())
+    inside = torch.special.ndtri(lower + quantile * (1 - 2 * lower))
+    return (z.sign() * inside.abs()).to(z.dtype)
+
+
 class NoiseStream:
     """z for images 0, 1, 2, ... of one seed, drawn on the CPU in fixed blocks of Z_BLOCK images, so that image
     i gets the same z however the images are batched and however many are asked for (torch's randn gives
@@ -104,14 +130,17 @@ class Generator(nn.Module):
     classes: list[str] = []  # their class names, label by label, where the checkpoint recorded them
 
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256,
-               labels: torch.Tensor | Sequence[int | str] | int | str | None = None) -> torch.Tensor:
+               labels: torch.Tensor | Sequence[int | str] | int | str | None = None,
+               truncation: float | None = None) -> torch.Tensor:
         """n images in [-1, 1] on G's device, with G in eval mode and no gradients; G's mode is restored.
         A conditional G takes one class per image [n], by number or by class name (G.classes), or one class
-        for all n (labels=7, labels="dogs"); default: balanced_labels."""
+        for all n (labels=7, labels="dogs"); default: balanced_labels. `truncation`: z from the normal truncated
+        to [-t, t] (see truncate), fewer odd samples for less variety; None: the full normal G trained on."""
         n, batch_size = whole_number(n, "n"), whole_number(batch_size, "batch_size")
         if n < 0 or batch_size < 1:
             raise ValueError(f"sample needs n >= 0 and batch_size >= 1, got {n} and {batch_size}")
-        return self._sample(n, seed, batch_size, self.checked_labels(labels, n))
+        return self._sample(n, seed, batch_size, self.checked_labels(labels, n),
+                            truncation=check_truncation(truncation))
 
     def _class_number(self, label: int | str) -> int:
         if not isinstance(label, str):
@@ -147,14 +176,16 @@ class Generator(nn.Module):
         return labels
 
     def interpolate(self, rows: int, steps: int, seed: int | None = None,
-                    labels: torch.Tensor | None = None) -> torch.Tensor:
+                    labels: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
         """rows walks through latent space, each `steps` images from one random z to another along the great
         circle (slerp, which keeps a Gaussian z at its typical norm); [rows * steps, C, H, W], row by row.
-        A conditional G takes one label per row [rows] (default: balanced_labels)."""
+        A conditional G takes one label per row [rows] (default: balanced_labels); `truncation` truncates
+        the ends (see truncate)."""
         rows, steps = whole_number(rows, "rows"), whole_number(steps, "steps")
         if rows < 1 or steps < 2:
             raise ValueError(f"interpolate needs rows >= 1 and steps >= 2, got {rows} and {steps}")
-        ends = NoiseStream(self.z_dim, seed).take(2 * rows).view(rows, 2, self.z_dim)  # row i: z 2i to z 2i+1
+        ends = truncate(NoiseStream(self.z_dim, seed).take(2 * rows), truncation)
+        ends = ends.view(rows, 2, self.z_dim)  # row i: z 2i to z 2i+1
         t = torch.linspace(0, 1, steps)
         z = slerp(ends[:, :1], ends[:, 1:], t[None, :, None]).reshape(rows * steps, self.z_dim)
         per_row = self.checked_labels(labels, rows)
@@ -163,8 +194,8 @@ class Generator(nn.Module):
 
     def sample_batches(self, n: int, seed: int | None = None, batch_size: int = 256,
                        labels: torch.Tensor | Sequence[int | str] | int | str | None = None,
-                       first: int = 0) -> Iterator[torch.Tensor]:
-        """The images of G.sample(n, seed, batch_size, labels), one batch at a time, for writing out more
+                       first: int = 0, truncation: float | None = None) -> Iterator[torch.Tensor]:
+        """The images of G.sample(n, seed, batch_size, labels, truncation), one batch at a time, for writing out more
         images than memory holds. Eval mode and no gradients hold while each batch is drawn, not between.
         `first` skips that many images' z, so that a second call continues the first: with first=n, the
         images G.sample(2 * n, seed)[n:] would be."""
@@ -173,15 +204,17 @@ class Generator(nn.Module):
         if n < 0 or batch_size < 1 or first < 0:
             raise ValueError(f"sample needs n >= 0, batch_size >= 1 and first >= 0, got {n}, {batch_size} and "
                              f"{first}")
-        return self._batches(n, seed, batch_size, self.checked_labels(labels, n), first=first)
+        return self._batches(n, seed, batch_size, self.checked_labels(labels, n), first=first,
+                             truncation=check_truncation(truncation))
 
     def _batches(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
-                 z: torch.Tensor | None = None, first: int = 0) -> Iterator[torch.Tensor]:
+                 z: torch.Tensor | None = None, first: int = 0,
+                 truncation: float | None = None) -> Iterator[torch.Tensor]:
         noise = NoiseStream(self.z_dim, seed, first) if z is None else None
         device = next(self.parameters()).device
         for i in range(0, n, batch_size):
             count = min(batch_size, n - i)
-            zb = (noise.take(count) if noise is not None else z[i : i + count]).to(device)
+            zb = (truncate(noise.take(count), truncation) if noise is not None else z[i : i + count]).to(device)
             args = (zb,) if labels is None else (zb, labels[i : i + count].to(device))
             was_training = self.training
             self.eval()
@@ -193,8 +226,8 @@ class Generator(nn.Module):
             yield images
 
     def _sample(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
-                z: torch.Tensor | None = None) -> torch.Tensor:
-        out = list(self._batches(n, seed, batch_size, labels, z))
+                z: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
+        out = list(self._batches(n, seed, batch_size, labels, z, truncation=truncation))
         return torch.cat(out) if out else torch.empty(0, self.channels, self.img_size, self.img_size)
 
 
