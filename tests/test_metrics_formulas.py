@@ -136,6 +136,25 @@ def test_mode_statistics_exact():
     assert seen == 1 and abs(kl - math.log(1000)) < 1e-12
 
 
+def test_authenticity_on_hand_built_points():
+    import torch
+
+    train = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])  # nearest other: 1, 1, 2
+    fake = torch.tensor([[0.2, 0.0],    # 0.2 from (0, 0), whose own neighbour is 1 away: not authentic
+                         [3.0, 1.5],    # 1.5 from (3, 0), whose neighbour is 2 away: not authentic
+                         [5.0, 0.0]])   # 2 from (3, 0): no closer than its neighbour, authentic
+    authentic, ratio = formulas.authenticity(train, fake)
+    assert abs(authentic - 1 / 3) < 1e-9
+    assert abs(ratio - 1.5 / 1.0) < 1e-6  # median 1.5 of (0.2, 1.5, 2) over median 1 of (1, 1, 2)
+    copied, copy_ratio = formulas.authenticity(train, train[[0, 2]])
+    assert copied == 0.0 and copy_ratio == 0.0
+    twins = torch.tensor([[0.0, 0.0], [0.0, 0.0], [4.0, 0.0]])  # a duplicate is the other's neighbour, at 0
+    dist, index = formulas.nearest_neighbours(twins, twins, exclude_self=True)
+    assert dist.tolist() == [0.0, 0.0, 4.0] and index.tolist() == [1, 0, 0]
+    with pytest.raises(ValueError, match="at least 2 training points"):
+        formulas.authenticity(train[:1], fake)
+
+
 @pytest.mark.parametrize("k", [3, 5])
 def test_identical_sets_have_full_precision_recall_coverage(k):
     x = np.random.default_rng(5).normal(size=(200, 8))

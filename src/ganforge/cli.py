@@ -629,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
                                      "(modes for Stacked MNIST runs; conditional runs add class_acc,"
-                                     "fd_digits_per_class); also fid,kid,is,pr_inception")
+                                     "fd_digits_per_class); also copies (does G copy its training images?) "
+                                     "and fid,kid,is,pr_inception")
     p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the generated images and of the --n subset of --fake (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")

@@ -113,6 +113,40 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     return density, coverage
 
 
+def nearest_neighbours(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor,
+                                                                                          torch.Tensor]:
+    """For each row of a, the Euclidean distance to its nearest row of b and that row's index, a block of a
+    at a time. exclude_self: a and b are one set, and a row is not its own neighbour (a duplicate is)."""
+    a, b = a.flatten(1).float(), b.flatten(1).float()
+    dists, index = [], []
+    for i in range(0, a.shape[0], _CHUNK):
+        d = torch.cdist(a[i : i + _CHUNK], b)
+        if exclude_self:
+            rows = torch.arange(d.shape[0])
+            d[rows, rows + i] = float("inf")
+        nearest = d.min(dim=1)
+        dists.append(nearest.values.double())
+        index.append(nearest.indices)
+    return torch.cat(dists), torch.cat(index)
+
+
+def authenticity(train: torch.Tensor, fake: torch.Tensor) -> tuple[float, float]:
+    """Authenticity (Alaa et al. 2022) and the nearest-neighbour distance ratio, for copies of training data.
+    A sample is authentic when it lies no closer to its nearest training point than that point lies to its
+    own nearest other training point; authenticity is the authentic share. The ratio is the median distance
+    of a sample to its nearest training point over the median distance of a training point to its nearest
+    other one: about 1 for fresh draws of the training distribution, 0 for copies."""
+    if train.shape[0] < 2 or fake.shape[0] < 1:
+        raise ValueError(f"authenticity needs at least 2 training points and 1 sample, got {train.shape[0]} and "
+                         f"{fake.shape[0]}")
+    train_nn, _ = nearest_neighbours(train, train, exclude_self=True)
+    fake_nn, nearest = nearest_neighbours(fake, train)
+    authentic = (fake_nn >= train_nn[nearest]).double().mean().item()
+    median_train = train_nn.median().item()
+    ratio = fake_nn.median().item() / median_train if median_train > 0 else float("inf")
+    return authentic, ratio
+
+
 def class_histogram(probs: np.ndarray, num_classes: int) -> dict[str, float | int | list[int]]:
     """Predicted-class counts, classes covered, KL(histogram || uniform) in nats, mean confidence."""
     probs = np.asarray(probs, np.float64)
