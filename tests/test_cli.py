@@ -338,6 +338,39 @@ def test_sample_truncation_draws_the_truncated_samples_into_every_output(tmp_pat
     assert "argument --truncation: a threshold above 0 such as 0.5 or 1" in capsys.readouterr().err
 
 
+def test_nearest_training_grid_puts_each_sample_before_its_nearest_training_images():
+    from ganforge.report import nearest_training_grid
+
+    train = torch.stack([torch.full((1, 2, 2), v) for v in (-1.0, 0.0, 0.5, 1.0)])
+    samples = torch.stack([torch.full((1, 2, 2), 0.9), torch.full((1, 2, 2), -0.4)])
+    images, dists = nearest_training_grid(samples, train, 2)
+    assert images.shape == (6, 1, 2, 2)
+    assert [round(v, 2) for v in images[:, 0, 0, 0].tolist()] == [0.9, 1.0, 0.5, -0.4, 0.0, -1.0]
+    assert torch.allclose(dists, torch.tensor([[0.2, 0.8], [0.8, 1.2]], dtype=torch.float64), atol=1e-6)
+
+
+def test_sample_nearest_draws_each_sample_beside_its_nearest_training_images(tmp_path, image_folder, capsys):
+    import shutil
+
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    grid = tmp_path / "nn.png"
+    assert main(["sample", str(run_dir), "--nearest", "3", "--n", "2", "--out", str(grid)]) == 0
+    assert "each followed by its 3 nearest of the run's 32 training images" in capsys.readouterr().out
+    assert Image.open(grid).size == (4 * 18 + 2, 2 * 18 + 2)  # 16 px images, 2 px padding
+    for argv, needle in ((["--nearest", "0"], "at least 1"), (["--nearest", "33"], "more than the run's 32"),
+                         (["--nearest", "2", "--interpolate", "3"], "give one of them"),
+                         (["--nearest", "2", "--out", str(tmp_path / "nn.npz")], "give a .png"),
+                         (["--nearest", "2", "--out", str(grid)], "exists")):
+        default_out = [] if "--out" in argv else ["--out", str(tmp_path / "other.png")]
+        assert main(["sample", str(run_dir), *default_out, *argv]) == 2
+        assert needle in capsys.readouterr().err
+    shutil.rmtree(image_folder)  # the training images moved away: said, not a traceback
+    assert main(["sample", str(run_dir), "--nearest", "2", "--out", str(tmp_path / "gone.png")]) == 2
+    assert "are not there any more" in capsys.readouterr().err
+
+
 def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, capsys):
     import json
     import shutil

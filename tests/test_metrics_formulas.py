@@ -150,7 +150,11 @@ def test_authenticity_on_hand_built_points():
     assert copied == 0.0 and copy_ratio == 0.0
     twins = torch.tensor([[0.0, 0.0], [0.0, 0.0], [4.0, 0.0]])  # a duplicate is the other's neighbour, at 0
     dist, index = formulas.nearest_neighbours(twins, twins, exclude_self=True)
-    assert dist.tolist() == [0.0, 0.0, 4.0] and index.tolist() == [1, 0, 0]
+    assert dist.tolist() == [0.0, 0.0, 4.0] and index.tolist()[:2] == [1, 0] and index[2] in (0, 1)
+    dists, order = formulas.k_nearest(torch.tensor([[2.9, 0.0]]), train, 3)  # nearest first
+    assert order.tolist() == [[2, 1, 0]] and torch.allclose(dists, torch.tensor([[0.1, 1.9, 2.9]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="k must be from 1 to the 2 candidate"):
+        formulas.k_nearest(train, train, 3, exclude_self=True)
     with pytest.raises(ValueError, match="at least 2 training points"):
         formulas.authenticity(train[:1], fake)
 

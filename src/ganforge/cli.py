@@ -150,6 +150,53 @@ def _check_interpolation(args: argparse.Namespace, out: Path) -> None:
         raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
 
 
+def _check_nearest(args: argparse.Namespace, out: Path) -> None:
+    from . import report
+
+    if args.nearest < 1:
+        raise UserError(f"--nearest takes the training images shown beside each sample, at least 1, got {args.nearest}")
+    if args.interpolate is not None:
+        raise UserError("--nearest and --interpolate each draw a grid of their own; give one of them")
+    if out.suffix.lower() not in report.GRID_FORMATS:
+        raise UserError(f"--out {out}: nearest neighbours are a grid, one sample per row; give a .png (or .jpg, "
+                        ".webp)")
+    if args.n * (args.nearest + 1) > MAX_GRID_IMAGES:
+        raise UserError(f"--n {args.n} samples with {args.nearest} neighbours each is more than one picture shows "
+                        f"(at most {MAX_GRID_IMAGES:,} images); draw fewer")
+    if out.exists() and not args.force:
+        raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
+
+
+def _sample_nearest(G: Any, args: argparse.Namespace, out: Path) -> int:
+    """--n samples, one per row, each followed by its --nearest training images by pixel distance."""
+    from . import checkpoint as ckpt_io
+    from . import report
+    from .config import from_dict
+    from .data import missing_folder
+    from .errors import DatasetMissing
+    from .metrics.core import real_image_set
+
+    cfg = from_dict(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(args.run, args.ckpt))["config"], stored=True)
+    missing = missing_folder(cfg.data.name)
+    if missing:
+        raise UserError(f"{missing}; --nearest compares the samples with them")
+    try:
+        train = real_image_set(cfg.data).images
+    except DatasetMissing as e:
+        raise UserError(f"{e.what}; --nearest compares the samples with the run's training images") from e
+    if args.nearest > len(train):
+        raise UserError(f"--nearest {args.nearest} is more than the run's {len(train)} training images")
+    labels, _ = _sample_labels(G, args, grid=True)
+    samples = G.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation)
+    images, dists = report.nearest_training_grid(samples, train, args.nearest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report.save_grid(images, out, nrow=args.nearest + 1)
+    print(f"wrote {args.n} sample{'s' * (args.n > 1)} to {out}, one per row, each followed by its {args.nearest} "
+          f"nearest of the run's {len(train):,} training images (pixel distance; nearest "
+          f"{dists[:, 0].min():.2f} to {dists[:, 0].max():.2f}, median {dists[:, 0].median():.2f})")
+    return 0
+
+
 def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
     """--n // --interpolate walks between random latent points, one per row; a conditional G keeps one class
     per row (--class, else the classes in turn)."""
@@ -195,9 +242,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() in report.GRID_FORMATS and args.n > MAX_GRID_IMAGES:
         raise UserError(f"a grid of {args.n:,} samples is more than one picture shows (at most {MAX_GRID_IMAGES:,}); "
                         "write many samples with --out DIR/ (one PNG each) or --out FILE.npz")
+    if args.nearest is not None:
+        _check_nearest(args, out)
     if args.interpolate is not None:
         _check_interpolation(args, out)
     G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
+    if args.nearest is not None:
+        return _sample_nearest(G, args, out)
     if args.interpolate is not None:
         return _sample_interpolation(G, args, out)
     labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() in report.GRID_FORMATS)
@@ -615,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "variety (smaller T: more so); default: the full normal G trained on")
     p.add_argument("--interpolate", type=_count, metavar="STEPS",
                    help="latent walks into a .png: --n // STEPS rows, each STEPS images between two random z")
+    p.add_argument("--nearest", type=_count, metavar="K",
+                   help="a .png with one sample per row, each followed by its K nearest training images by pixel "
+                        "distance: does G copy them?")
     p.add_argument("--force", action="store_true",
                    help="replace an existing grid or .npz / add to a non-empty folder after its last image, "
                         "going on in the seed's noise")

@@ -159,6 +159,18 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
                     np.lib.format.write_array(f, np.array(classes, dtype=str))
 
 
+def nearest_training_grid(samples: torch.Tensor, train: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample followed by its k nearest training images by Euclidean distance over the pixels, nearest
+    first: the images of a grid of k + 1 columns, one sample per row ([n * (k + 1), C, H, W]), and the
+    distances [n, k]. The figure papers show to argue that a GAN does not copy its training set."""
+    from .metrics.formulas import k_nearest
+
+    samples, train = samples.cpu().float(), train.cpu().float()
+    dists, index = k_nearest(samples, train, k)
+    rows = torch.cat([samples[:, None], train[index]], dim=1)  # [n, k + 1, C, H, W]
+    return rows.flatten(0, 1), dists
+
+
 def _progress(batches: Iterator[torch.Tensor], n: int) -> Iterator[torch.Tensor]:
     """The batches, with a progress bar on a terminal's stderr (none in a log file or a test)."""
     from tqdm import tqdm

@@ -113,21 +113,31 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     return density, coverage
 
 
-def nearest_neighbours(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor,
-                                                                                          torch.Tensor]:
-    """For each row of a, the Euclidean distance to its nearest row of b and that row's index, a block of a
-    at a time. exclude_self: a and b are one set, and a row is not its own neighbour (a duplicate is)."""
+def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = False) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+    """For each row of a, the Euclidean distances to its k nearest rows of b, nearest first, and their indices
+    ([len(a), k] each), a block of a at a time. exclude_self: a and b are one set, and a row is not its own
+    neighbour (a duplicate is)."""
     a, b = a.flatten(1).float(), b.flatten(1).float()
+    if not 1 <= k <= b.shape[0] - exclude_self:
+        raise ValueError(f"k must be from 1 to the {b.shape[0] - exclude_self} candidate neighbours, got {k}")
     dists, index = [], []
     for i in range(0, a.shape[0], _CHUNK):
         d = torch.cdist(a[i : i + _CHUNK], b)
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + i] = float("inf")
-        nearest = d.min(dim=1)
+        nearest = d.topk(k, dim=1, largest=False)
         dists.append(nearest.values.double())
         index.append(nearest.indices)
     return torch.cat(dists), torch.cat(index)
+
+
+def nearest_neighbours(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor,
+                                                                                          torch.Tensor]:
+    """For each row of a, the Euclidean distance to its nearest row of b and that row's index (see k_nearest)."""
+    dists, index = k_nearest(a, b, 1, exclude_self)
+    return dists[:, 0], index[:, 0]
 
 
 def authenticity(train: torch.Tensor, fake: torch.Tensor) -> tuple[float, float]:
