@@ -136,6 +136,10 @@ def test_the_commands_on_the_page_survive_a_path_with_spaces(tmp_path, tiny_cfg)
     text = "".join(read_page(run_dir).text)
     command = next(line for line in text.splitlines() if line.startswith("ganforge eval "))
     assert shlex.split(command) == ["ganforge", "eval", str(run_dir)]
+    nearest = next(line for line in text.splitlines() if "--nearest" in line)
+    argv = shlex.split(nearest, comments=True)[1:]
+    argv[argv.index("nn.png")] = str(tmp_path / "nn.png")
+    assert main(argv) == 0 and (tmp_path / "nn.png").is_file()  # the page's command works as written
 
 
 def test_a_run_given_as_dot_keeps_its_name(run_dir, monkeypatch, capsys):

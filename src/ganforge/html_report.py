@@ -336,6 +336,8 @@ def _commands(run_dir: Path) -> str:
         f"ganforge sample {run} --n 64 --out grid.png --seed 1",
         f"ganforge eval {run}",
         f"ganforge eval {run} --ckpt all --n 2000   # every kept checkpoint: the curve and the best one",
+        f"ganforge eval {run} --metrics copies      # does G copy its training images?",
+        f"ganforge sample {run} --n 8 --nearest 5 --out nn.png   # each sample beside its 5 nearest training images",
         f"ganforge train --resume {run} --set train.kimg=N",
         f"ganforge train --config {config}     # a new run with the same settings",
         f"ganforge compare {run} OTHER_RUN",
