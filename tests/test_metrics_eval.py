@@ -345,15 +345,18 @@ def test_knn_metrics_use_a_seeded_real_subset_of_a_large_set(digits, monkeypatch
     by_seed = {}
     for seed in (0, 0, 1):
         ctx = EvalContext(fake, real, seed=seed)
-        records = {r["metric"]: r for r in evaluate(ctx, ["pr", "dc"])}
+        records = {r["metric"]: r for r in evaluate(ctx, ["pr", "dc", "copies"])}
         assert records["precision"]["n_real"] == 60 and records["coverage"]["n_real"] == 60
-        assert records["precision"]["real_subset"] == f"60 of 200, seed {seed}"
+        subset = f"60 of 200, seed {seed}"
+        assert records["precision"]["real_subset"] == records["authenticity"]["real_subset"] == subset
         values = (records["precision"]["value"], records["recall"]["value"], records["coverage"]["value"])
         assert by_seed.setdefault(seed, values) == values  # the same seed, the same subset
         pick = np.sort(np.random.default_rng(seed).choice(200, 60, replace=False))
         expected = formulas.precision_recall(ctx.real_digits[0][pick], ctx.fake_digits[0], k=3)
         assert abs(records["precision"]["value"] - expected[0]) < 1e-12
         assert abs(records["recall"]["value"] - expected[1]) < 1e-12
+        authentic, _ = formulas.authenticity(real.images[torch.from_numpy(pick)], fake.images)  # the same subset
+        assert abs(records["authenticity"]["value"] - authentic) < 1e-12
     assert by_seed[0] != by_seed[1]
     small = {r["metric"]: r for r in evaluate(EvalContext(fake, ImageSet(digits.images[:50], "r", "s")), ["pr"])}
     assert small["precision"]["n_real"] == 50 and "real_subset" not in small["precision"]  # under the cap: all

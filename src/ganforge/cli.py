@@ -167,7 +167,7 @@ def _check_nearest(args: argparse.Namespace, out: Path) -> None:
         raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
 
 
-def _sample_nearest(G: Any, args: argparse.Namespace, out: Path) -> int:
+def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     """--n samples, one per row, each followed by its --nearest training images by pixel distance."""
     from . import checkpoint as ckpt_io
     from . import report
@@ -175,8 +175,12 @@ def _sample_nearest(G: Any, args: argparse.Namespace, out: Path) -> int:
     from .data import missing_folder
     from .errors import DatasetMissing
     from .metrics.core import real_image_set
+    from .trainer import generator_from_checkpoint
 
-    cfg = from_dict(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(args.run, args.ckpt))["config"], stored=True)
+    path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
+    state = ckpt_io.load_checkpoint(path)  # once: G and the config that says where its training images are
+    G = generator_from_checkpoint(state, path, args.device or "auto", ema=not args.no_ema)
+    cfg = from_dict(state["config"], stored=True)
     missing = missing_folder(cfg.data.name)
     if missing:
         raise UserError(f"{missing}; --nearest compares the samples with them")
@@ -246,9 +250,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         _check_nearest(args, out)
     if args.interpolate is not None:
         _check_interpolation(args, out)
-    G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
     if args.nearest is not None:
-        return _sample_nearest(G, args, out)
+        return _sample_nearest(args, out)
+    G = load_generator(args.run, ckpt=args.ckpt, device=args.device or "auto", ema=not args.no_ema)
     if args.interpolate is not None:
         return _sample_interpolation(G, args, out)
     labels, nrow = _sample_labels(G, args, grid=out.suffix.lower() in report.GRID_FORMATS)

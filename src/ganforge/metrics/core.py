@@ -266,15 +266,22 @@ def _knn_sets(ctx: EvalContext, metric: str, k: int) -> tuple[np.ndarray, np.nda
     KNN_MAX_REAL real images (a subset seeded by the evaluation's seed), more than k in each set."""
     real, fake = ctx.real_digits[0], ctx.fake_digits[0]
     protocol = {**ctx.digit_protocol(), "k": k}
-    if len(real) > KNN_MAX_REAL:
-        pick = np.sort(np.random.default_rng(ctx.seed).choice(len(real), KNN_MAX_REAL, replace=False))
-        real = real[pick]
-        protocol.update(n_real=KNN_MAX_REAL, real_subset=f"{KNN_MAX_REAL} of {len(ctx.real)}, seed {ctx.seed}")
+    real = _knn_real_subset(real, ctx, protocol)
     for which, size in (("generated", len(fake)), ("real", len(real))):
         if size <= k:
             raise UserError(f"{metric} finds each image's {k} nearest neighbours, so it needs at least {k + 1} "
                             f"{which} images, got {size}; raise --n")
     return real, fake, protocol
+
+
+def _knn_real_subset(real: Any, ctx: EvalContext, protocol: dict[str, Any]) -> Any:
+    """The real rows a k-NN metric compares with: all, or past KNN_MAX_REAL a subset seeded by the evaluation's
+    seed, recorded in the protocol."""
+    if len(real) <= KNN_MAX_REAL:
+        return real
+    pick = np.sort(np.random.default_rng(ctx.seed).choice(len(real), KNN_MAX_REAL, replace=False))
+    protocol.update(n_real=KNN_MAX_REAL, real_subset=f"{KNN_MAX_REAL} of {len(real)}, seed {ctx.seed}")
+    return real[torch.from_numpy(pick)] if isinstance(real, torch.Tensor) else real[pick]
 
 
 @METRICS.register("pr")
@@ -294,7 +301,6 @@ def density_coverage(ctx: EvalContext) -> Result:
 
 
 PIXEL_EXTRACTOR = "pixels (L2 over the images in [-1, 1])"
-AUTHENTICITY_HELD_OUT = 0.59  # the bundled digits' 1,000 held out against the other 4,000, at 28 and 32 px
 
 
 @METRICS.register("copies")
@@ -316,18 +322,12 @@ def copies(ctx: EvalContext) -> Result:
     if real.images.shape[1:] != fake.images.shape[1:]:
         raise UserError(f"copies compares images pixel by pixel, but the generated ones are "
                         f"{tuple(fake.images.shape[1:])} and the real ones {tuple(real.images.shape[1:])}")
-    train = real.images
     protocol = {**ctx.digit_protocol(), "extractor": PIXEL_EXTRACTOR, "extractor_sha256": None,
                 "resize": "none: the images at the evaluated size"}
-    if len(train) > KNN_MAX_REAL:
-        pick = torch.from_numpy(np.sort(np.random.default_rng(ctx.seed).choice(len(train), KNN_MAX_REAL,
-                                                                                replace=False)))
-        train = train[pick]
-        protocol.update(n_real=KNN_MAX_REAL, real_subset=f"{KNN_MAX_REAL} of {len(real)}, seed {ctx.seed}")
+    train = _knn_real_subset(real.images, ctx, protocol)
     if len(train) < 2:
         raise UserError(f"copies needs at least 2 training images to measure their spacing, got {len(train)}")
     authentic, ratio = formulas.authenticity(train.cpu(), fake.images.cpu())
-    protocol["held_out_authenticity"] = AUTHENTICITY_HELD_OUT
     return [("authenticity", authentic, protocol), ("nn_ratio", ratio, protocol)]
 
 
