@@ -4,7 +4,8 @@
 
 - held out: the digit classifier's 1,000 held-out digits against its 4,000 training digits (what new draws
   of the data score), at 28 and 32 px.
-- copies: 1,000 of those training digits with faint noise (sd 0.01) against the same 4,000.
+- copies: 1,000 of those training digits with faint noise (sd 0.01), shifted right by 1 and 2 pixels, or
+  mirrored, against the same 4,000: what a pixel distance catches.
 - each RUN: `ganforge eval RUN --metrics copies --n N` (G_ema where kept), against the run's own training
   images (a data.max_images subset included), not written into the run; for a run on a subset of the
   bundled digits, also the digits outside the subset against it (new draws of the data at that size).
@@ -44,8 +45,12 @@ def main() -> None:
         train_idx, held_idx = heldout_split(data.labels.cpu())
         train = ImageSet(images[train_idx], "mnist5k", "classifier-train")
         noise = 0.01 * torch.randn(1000, *images.shape[1:], generator=torch.Generator().manual_seed(0))
+        copied = images[train_idx[:1000]]
         for name, fake in ((f"held-out digits, {size} px", images[held_idx]),
-                           (f"training digits + noise, {size} px", (images[train_idx[:1000]] + noise).clamp(-1, 1))):
+                           (f"training digits + noise, {size} px", (copied + noise).clamp(-1, 1)),
+                           (f"training digits shifted 1 px, {size} px", torch.roll(copied, 1, dims=3)),
+                           (f"training digits shifted 2 px, {size} px", torch.roll(copied, 2, dims=3)),
+                           (f"training digits mirrored, {size} px", copied.flip(3))):
             start = time.perf_counter()
             records = evaluate(EvalContext(ImageSet(fake, "mnist5k", name), train), ["copies"])
             print(row(name, records, time.perf_counter() - start), flush=True)
