@@ -818,7 +818,8 @@ def test_eval_truncation_scores_truncated_samples_and_keeps_them_apart(tmp_path,
     assert best_runs(views, "fd_digits (truncation 0.5)")  # measured alike: ranked
     notes = protocol_notes(views)  # n differs for the untruncated values only
     assert len(notes) == 1 and notes[0].startswith("fd_digits: n_fake differs") and "--truncation" not in notes[0]
-    assert eval_flags("fd_digits (G, not G_ema) (truncation 0.5)") == " --no-ema --truncation 0.5"
+    assert eval_flags({"metric": "fd_digits", "generator": "G (not G_ema)", "truncation": 0.5}) == \
+        " --no-ema --truncation 0.5"
     evaluate_run(other, ["fd_digits"], n=24, truncation=0.5)
     plain_note, note = protocol_notes(compare_runs([run, other]))  # one note per marking, each with its command
     assert plain_note.startswith("fd_digits: n_fake differs") and "--truncation" not in plain_note

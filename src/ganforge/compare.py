@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 import tomllib
 from dataclasses import dataclass, field
@@ -231,11 +230,11 @@ def base_metric(name: str) -> str:
     return name.split(" (", 1)[0]
 
 
-def eval_flags(name: str) -> str:
-    """The `ganforge eval` flags that measure a marked row name again: " --no-ema --truncation 0.5"."""
-    flags = " --no-ema" if NOT_EMA in name else ""
-    marked = re.search(r" \(truncation ([^)]+)\)", name)
-    return flags + (f" --truncation {marked.group(1)}" if marked else "")
+def eval_flags(record: dict[str, Any]) -> str:
+    """The `ganforge eval` flags that measure a recorded value again as it was: " --no-ema --truncation 0.5"."""
+    truncation = record.get("truncation")
+    return (" --no-ema" if record.get("generator") else "") + (
+        f" --truncation {truncation:g}" if isinstance(truncation, int | float) else "")
 
 
 def check_metric(views: list[RunView], metric: str) -> None:
@@ -270,7 +269,7 @@ def protocol_notes(views: list[RunView]) -> list[str]:
         if key is not None:
             per_run = ", ".join(f"{run} {r.get(key)}" for run, r in records)
             # values marked alike (G, truncation) share a note, whose command measures them so again
-            grouped.setdefault((key, per_run, eval_flags(name)), []).append(name)
+            grouped.setdefault((key, per_run, eval_flags(records[0][1])), []).append(name)
     notes = []
     for (key, per_run, flags), names in grouped.items():
         metrics = list(dict.fromkeys(_reporting_metric(base_metric(n)) for n in names))
