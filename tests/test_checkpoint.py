@@ -282,3 +282,82 @@ def test_a_run_saved_under_looser_rules_still_loads_and_resumes_once_mended(tmp_
         resume_config(loose, ["data.fit=crop"])
     _, _, cfg = resume_config(loose, ["optim.g_lr=2e-4", "data.fit=crop"])
     assert cfg.optim.g_lr == 2e-4 and cfg.data.fit == "crop"
+
+
+# --------------------------------------------------------------------------- generator files (ganforge export)
+
+
+def test_an_exported_generator_samples_exactly_what_its_run_samples(tmp_path, tiny_cfg):
+    from ganforge.trainer import export_generator
+
+    run = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
+    done = export_generator(run, tmp_path / "G.safetensors")
+    raw = export_generator(run, tmp_path / "out" / "raw.safetensors", ema=False)
+    assert (done.weights, raw.weights) == ("G_ema", "G") and done.kimg == abs(done.kimg) > 0
+    ema_run, g_run = load_generator(run).sample(6, seed=3), load_generator(run, ema=False).sample(6, seed=3)
+    assert not torch.equal(ema_run, g_run)  # the two weights differ, so a file holding the wrong one would show
+    assert torch.equal(load_generator(done.path).sample(6, seed=3), ema_run)
+    assert torch.equal(load_generator(raw.path).sample(6, seed=3), g_run)
+    assert done.path.stat().st_size * 3 < done.source.stat().st_size  # no D, no optimizer state
+    with pytest.raises(UserError, match="holds the run's G_ema alone.*--no-ema"):
+        load_generator(done.path, ema=False)
+
+
+def test_a_conditional_generator_file_keeps_its_class_names(tmp_path, tiny_cfg):
+    from ganforge.trainer import export_generator
+
+    run = train(tiny_cfg(**{"model.n_classes": 2}), out=tmp_path / "runs", log=lambda msg: None)
+    G = load_generator(export_generator(run, tmp_path / "G.safetensors").path)
+    assert G.n_classes == 2 and G.classes == load_generator(run).classes == ["class0", "class1"]
+
+
+def test_a_generator_file_refuses_resume_damage_and_overwrites_with_one_line_each(tmp_path, tmp_cfg_run):
+    from safetensors.torch import save_file
+
+    from ganforge.trainer import export_generator, resume_config
+
+    path = export_generator(tmp_cfg_run, tmp_path / "G.safetensors").path
+    before = path.read_bytes()
+    with pytest.raises(UserError, match="G.safetensors exists; choose another --out or pass --force"):
+        export_generator(tmp_cfg_run, path)
+    assert path.read_bytes() == before
+    export_generator(tmp_cfg_run, path, force=True)
+    with pytest.raises(UserError, match=r"generator file .*no D or optimizer state to resume; resume the run it "
+                                        r"was exported from \(.*/checkpoints/ckpt-\d+\.pt\)"):
+        resume_config(path)
+    with pytest.raises(UserError, match="a generator file ends in .safetensors"):
+        export_generator(tmp_cfg_run, tmp_path / "G.pt")
+    with pytest.raises(UserError, match="already a generator file"):
+        export_generator(path, tmp_path / "H.safetensors")
+    flipped = bytearray(before)
+    flipped[-100] ^= 1  # a bit of the last weight
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(UserError, match="fail their SHA-256 check"):
+        load_generator(tmp_path / "flipped.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
+    with pytest.raises(UserError, match="cut.safetensors is truncated or corrupt"):
+        load_generator(tmp_path / "cut.safetensors")
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(UserError, match="not a ganforge generator"):
+        load_generator(tmp_path / "foreign.safetensors")
+
+
+def test_export_sample_and_eval_from_the_command_line(tmp_path, tiny_cfg, capsys):
+    import json
+
+    from ganforge.cli import main
+
+    run = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
+    out = tmp_path / "G.safetensors"
+    assert main(["export", str(run), "--out", str(out), "--no-ema"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("wrote G of ckpt-") and "MiB against the checkpoint's" in said
+    assert main(["sample", str(out), "--n", "4", "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").is_file()
+    assert main(["eval", str(out), "--metrics", "fd_digits", "--n", "64"]) == 0
+    saved = json.loads((tmp_path / "metrics.json").read_text())[-1]
+    # G of a run that kept G_ema: marked as such, as `eval RUN --no-ema` marks it
+    assert saved["checkpoint"] == str(out) and saved["results"][0]["generator"] == "G (not G_ema)"
+    assert main(["train", "--resume", str(out)]) == 2
+    assert main(["report", str(out)]) == 2
+    assert "generator file" in capsys.readouterr().err

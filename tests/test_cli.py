@@ -217,7 +217,7 @@ def test_seeds_outside_every_random_streams_range_are_refused(command, seed, nee
 
 @pytest.mark.parametrize("argv, said", [
     ([], "error: ganforge: give a command: presets, train, sample, eval, compare, report, summary, "
-         "download (see ganforge --help)"),
+         "export, download (see ganforge --help)"),
     (["sample", "run"], "error: ganforge sample: the following arguments are required: --out "
                         "(see ganforge sample --help)"),
     (["sample", "run", "--out", "x.png", "--n", "2.5"], "error: ganforge sample: argument --n: a whole number, "

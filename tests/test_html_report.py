@@ -140,6 +140,10 @@ def test_the_commands_on_the_page_survive_a_path_with_spaces(tmp_path, tiny_cfg)
     argv = shlex.split(nearest, comments=True)[1:]
     argv[argv.index("nn.png")] = str(tmp_path / "nn.png")
     assert main(argv) == 0 and (tmp_path / "nn.png").is_file()  # the page's command works as written
+    export = shlex.split(next(line for line in text.splitlines() if "ganforge export" in line), comments=True)[1:]
+    export[export.index("G.safetensors")] = str(tmp_path / "G.safetensors")
+    assert main(export) == 0 and main(["sample", str(tmp_path / "G.safetensors"), "--n", "4", "--out",
+                                       str(tmp_path / "g.png")]) == 0
 
 
 def test_a_run_given_as_dot_keeps_its_name(run_dir, monkeypatch, capsys):

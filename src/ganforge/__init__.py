@@ -5,6 +5,7 @@ Public API (nothing heavy runs at import time):
     ganforge.train(config, out="runs") -> run directory
     ganforge.resume(run_dir, overrides=[...]) -> run directory
     ganforge.load_generator(run_or_ckpt) -> G, with G.sample(n)
+    ganforge.export_generator(run_or_ckpt, "G.safetensors") -> G alone in a file that load_generator takes
     ganforge.evaluate_run(run_or_ckpt, ["fd_digits", ...]) -> results with their protocol (also in metrics.json)
     ganforge.compare_runs([run_dir, ...]) -> one RunView per run (settings, speed, latest metrics)
     ganforge.write_html_report(run_dir) -> the run's report.html, rebuilt
@@ -15,8 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "evaluate_run",
-           "compare_runs", "write_html_report", "__version__"]
+__all__ = ["Config", "UserError", "load_config", "train", "resume", "load_generator", "export_generator",
+           "evaluate_run", "compare_runs", "write_html_report", "__version__"]
 
 if TYPE_CHECKING:
     from .compare import compare_runs
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from .errors import UserError
     from .html_report import write_html_report
     from .metrics.core import evaluate_run
-    from .trainer import load_generator, resume, train
+    from .trainer import export_generator, load_generator, resume, train
 
 _LAZY = {
     "Config": "config",
@@ -33,6 +34,7 @@ _LAZY = {
     "train": "trainer",
     "resume": "trainer",
     "load_generator": "trainer",
+    "export_generator": "trainer",
     "evaluate_run": "metrics.core",
     "compare_runs": "compare",
     "write_html_report": "html_report",

@@ -196,10 +196,13 @@ def runs_beside(path: Path) -> str:
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; a truncated, corrupt or foreign file becomes a UserError."""
+    """Load with weights_only=True (a generator file with safetensors); a truncated, corrupt or foreign file
+    becomes a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist{_checkpoints_beside(path)}")
+    if is_generator_file(path):  # `ganforge export`'s G alone
+        return load_generator_file(path)
     damaged = damaged_zip_member(path)
     if damaged:
         raise UserError(f"checkpoint {path} is corrupt: its part {damaged} fails its CRC check (damaged on disk or "
@@ -341,3 +344,107 @@ def set_rng_state(state: dict[str, Any], z_generator: torch.Generator) -> None:
     z_generator.set_state(state["z"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# A generator file: one set of G's weights and the config that builds G, in safetensors (no pickle, no D,
+# no optimizer state). sample, eval and load_generator take it where they take a checkpoint; resume cannot.
+GENERATOR_FORMAT = "ganforge-generator"
+GENERATOR_SUFFIX = ".safetensors"
+
+
+def is_generator_file(path: Path | str) -> bool:
+    return Path(path).suffix.lower() == GENERATOR_SUFFIX
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes: safetensors keeps no checksum, and a flipped bit would
+    load as a silently wrong weight."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _source_name(ckpt_path: Path) -> str:
+    """RUN/checkpoints/ckpt-N.pt for a run's checkpoint, else the file's name: where the weights came from,
+    without the folders above the run (a file to share need not say where its author keeps runs)."""
+    if ckpt_path.parent.name == CKPT_DIR:
+        run = ckpt_path.resolve().parent.parent.name
+        return f"{run}/{CKPT_DIR}/{ckpt_path.name}"
+    return ckpt_path.name
+
+
+def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema: bool = True) -> str:
+    """Write G_ema (G when `ema` is False or the run kept none) of a loaded checkpoint to `out` atomically;
+    returns which of the two it wrote."""
+    import json
+
+    from safetensors.torch import save
+
+    has_ema = ckpt.get("G_ema") is not None
+    which = "G_ema" if ema and has_ema else "G"
+    # safetensors wants plain contiguous tensors: channels_last weights and views are copied
+    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in ckpt[which].items()}
+    metadata = {
+        "format": GENERATOR_FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(ckpt["config"]),
+        "nimg": str(int(ckpt["nimg"])),
+        "weights": which,
+        "run_kept_ema": json.dumps(has_ema),
+        "source": _source_name(source),
+        "versions": json.dumps(ckpt.get("versions") or {}),
+        "sha256": _tensors_digest(tensors),
+    }
+    if ckpt.get("classes") is not None:
+        metadata["classes"] = json.dumps([str(c) for c in ckpt["classes"]])
+    data = save(tensors, metadata=metadata)
+    with replace_atomically(Path(out), "wb") as f:
+        f.write(data)
+    return which
+
+
+def load_generator_file(path: Path) -> dict[str, Any]:
+    """A generator file as a checkpoint-shaped dict (G, config, nimg, classes; no D, no G_ema), checked against
+    its SHA-256."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise UserError(f"generator file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except PermissionError as e:
+        raise UserError(f"cannot read generator file {path}: permission denied") from e
+    except (SafetensorError, ValueError, OSError) as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise UserError(f"generator file {path} is truncated or corrupt and cannot be loaded ({first[:200]})") \
+            from e
+    if metadata.get("format") != GENERATOR_FORMAT:
+        raise UserError(f"{path} is a safetensors file but not a ganforge generator (its metadata has no "
+                        f"'{GENERATOR_FORMAT}' format marker); write one with `ganforge export RUN --out FILE`")
+    try:
+        version = int(metadata.get("format_version", "0"))
+        config = json.loads(metadata["config"])
+        nimg = int(metadata["nimg"])
+        classes = json.loads(metadata["classes"]) if "classes" in metadata else None
+        kept_ema = bool(json.loads(metadata.get("run_kept_ema", "false")))
+        versions = json.loads(metadata.get("versions", "{}"))
+    except (KeyError, ValueError) as e:
+        raise UserError(f"generator file {path} has damaged metadata ({e}); export it again") from e
+    if version > FORMAT_VERSION:
+        raise UserError(f"generator file {path} was written by a newer ganforge; upgrade ganforge to load it")
+    if _tensors_digest(tensors) != metadata.get("sha256"):
+        raise UserError(f"generator file {path} is corrupt: its weights fail their SHA-256 check (damaged on disk "
+                        "or in transfer); export it again or copy it again")
+    return {"format": FORMAT, "format_version": version, "config": config, "G": tensors, "G_ema": None,
+            "nimg": nimg, "classes": classes, "versions": versions,
+            "exported": {"weights": metadata.get("weights", "G"), "run_kept_ema": kept_ema,
+                         "source": metadata.get("source", "")}}

@@ -559,6 +559,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .trainer import export_generator
+
+    done = export_generator(args.run, args.out, ckpt=args.ckpt, ema=not args.no_ema, force=args.force)
+    size, full = done.path.stat().st_size, done.source.stat().st_size
+    print(f"wrote {done.weights} of {done.source.name} ({done.kimg:g} kimg) to {done.path}: {size / 2**20:.1f} MiB "
+          f"against the checkpoint's {full / 2**20:.1f} MiB; sample it with "
+          f"{shlex.join(['ganforge', 'sample', str(done.path), '--n', '64', '--out', 'grid.png'])}")
+    return 0
+
+
 def _seed(text: str) -> int:
     """--seed: a whole number in the range every random stream takes (numpy's is the narrowest)."""
     from .config import MAX_SEED
@@ -730,6 +741,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "--config and --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_summary, seed=None, device=None)
+
+    p = sub.add_parser("export", help="write a run's generator alone to a .safetensors file that sample, eval and "
+                                      "load_generator take")
+    p.add_argument("run", type=Path, help="run directory or checkpoint file")
+    p.add_argument("--out", required=True, help="the generator file to write, ending in .safetensors")
+    p.add_argument("--ckpt", default="latest", help="latest, best, one of the run's checkpoints by name "
+                                                    "(ckpt-000042000) or a checkpoint path")
+    p.add_argument("--no-ema", action="store_true", help="export G rather than G_ema")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("download", help="fetch the FID Inception weights that fid, kid, is and pr_inception need")
     p.add_argument("what", choices=["inception"], help="inception: torch-fidelity's port of the TensorFlow FID "

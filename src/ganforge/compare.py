@@ -76,6 +76,9 @@ def run_directory(path: Path | str) -> Path:
     if not path.exists():
         raise UserError(f"{path} does not exist; give a run directory made by `ganforge train`"
                         f"{ckpt_io.runs_beside(path)}")
+    if path.is_file() and ckpt_io.is_generator_file(path):
+        raise UserError(f"{path} is a generator file (`ganforge export`), which keeps G alone, not a run's "
+                        "stats and samples; give the run directory it came from")
     if path.is_file():
         path = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
     elif path.name == ckpt_io.CKPT_DIR and (path.parent / "config.toml").is_file():

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -1245,6 +1245,10 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     config it would train with: the checkpoint's own plus `overrides`."""
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
     ckpt = ckpt_io.load_checkpoint(path)
+    if ckpt.get("exported") is not None:
+        source = f" ({ckpt['exported']['source']})" if ckpt["exported"]["source"] else ""
+        raise UserError(f"{path} is a generator file (G's weights alone, for sample and eval): it holds no D or "
+                        f"optimizer state to resume; resume the run it was exported from{source} instead")
     try:
         cfg = anchored_paths(from_dict(apply_overrides(ckpt["config"], overrides)))
     except UserError as e:
@@ -1368,6 +1372,10 @@ def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | 
 def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | torch.device = "cpu",
                               ema: bool = True) -> Generator:
     """load_generator for a checkpoint already loaded from `path` (named in errors)."""
+    exported = state.get("exported")
+    if exported is not None and not ema and exported["weights"] == "G_ema":
+        raise UserError(f"{path} holds the run's G_ema alone (what `ganforge export` writes by default); for G "
+                        "itself export the run again with --no-ema")
     cfg = from_dict(state["config"], stored=True)
     G = build_generator(cfg)
     weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
@@ -1379,3 +1387,32 @@ def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | t
     if cfg.train.channels_last and has_conv(G):  # as in training: a conv G samples ~35% faster on a CPU
         G = G.to(memory_format=torch.channels_last)
     return G
+
+
+class Exported(NamedTuple):
+    path: Path  # the generator file written
+    source: Path  # the checkpoint it came from
+    weights: str  # "G_ema" or "G"
+    kimg: float
+
+
+def export_generator(run_or_ckpt: Path | str, out: Path | str, ckpt: str = "latest", ema: bool = True,
+                     force: bool = False) -> Exported:
+    """Write a run's generator alone (G_ema when the run kept one, else G; G with `ema=False`) and the config
+    that builds it to a .safetensors file: a fraction of a checkpoint's size, loaded without pickle, and taken
+    by load_generator, `ganforge sample` and `ganforge eval` in place of a run. It cannot resume training."""
+    out = Path(out)
+    if not ckpt_io.is_generator_file(out):
+        raise UserError(f"--out {out}: a generator file ends in {ckpt_io.GENERATOR_SUFFIX}")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name ending in {ckpt_io.GENERATOR_SUFFIX}")
+    if out.exists() and not force:
+        raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
+    source = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
+    state = ckpt_io.load_checkpoint(source)
+    if state.get("exported") is not None:
+        raise UserError(f"{source} is already a generator file; copy it to export it elsewhere")
+    generator_from_checkpoint(state, source, "cpu", ema)  # the weights build the config's G: the file will load
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = ckpt_io.save_generator_file(state, source, out, ema=ema)
+    return Exported(out, source, weights, int(state["nimg"]) / 1000)

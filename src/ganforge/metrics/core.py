@@ -610,7 +610,10 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     log_digit_metrics_note(real_cfg.name, metrics, log)
     G = generator_from_checkpoint(state, path, device, ema=ema)
     # results of G where the run kept G_ema are marked, so they join neither its curves nor its rankings
-    generator = {"generator": "G (not G_ema)"} if not ema and state.get("G_ema") is not None else {}
+    exported = state.get("exported")  # a generator file holds one of the two, whichever it was exported with
+    g_of_ema_run = (exported["weights"] == "G" and exported["run_kept_ema"]) if exported is not None else \
+        not ema and state.get("G_ema") is not None
+    generator = {"generator": "G (not G_ema)"} if g_of_ema_run else {}
     if not ema and not generator and log is not None:
         log(f"note: {path.name} holds no average of G (train.ema_kimg = 0), so G is what is evaluated either way")
     if truncation is not None:  # another distribution than G's own: marked too, a row of its own
