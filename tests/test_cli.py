@@ -303,11 +303,38 @@ def test_sample_interpolate_draws_one_latent_walk_per_row(tmp_path, image_folder
     assert "wrote 2 latent walks of 4 images" in capsys.readouterr().out
     assert Image.open(walk).size == (4 * 18 + 2, 2 * 18 + 2)  # 16 px images, 2 px padding
     for argv, needle in ((["--interpolate", "1"], "at least 2"), (["--interpolate", "4", "--n", "3"], "--n 4 or more"),
-                         (["--interpolate", "4", "--out", str(tmp_path / "w.npz")], "give a .png"),
+                         (["--interpolate", "4", "--out", str(tmp_path / "w.npz")], "or a .gif whose frames"),
+                         (["--out", str(tmp_path / "w.gif")], "a .gif animates latent walks; add --interpolate"),
+                         (["--interpolate", "2", "--n", "20002", "--out", str(tmp_path / "w.gif")],
+                          "more images than one picture or animation shows (at most 10,000)"),
                          (["--interpolate", "4", "--class", "1"], "needs a class-conditional run")):
         default_out = [] if "--out" in argv else ["--out", str(tmp_path / "w.png")]
         assert main(["sample", str(run_dir), *default_out, *argv]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_sample_interpolate_into_a_gif_walks_every_row_at_once_there_and_back(tmp_path, image_folder, capsys):
+    import numpy as np
+    from PIL import ImageSequence
+
+    from ganforge.report import grid_image
+    from ganforge.trainer import load_generator
+
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    gif = tmp_path / "walk.gif"
+    assert main(["sample", str(run_dir), "--interpolate", "5", "--n", "6", "--out", str(gif), "--seed", "2"]) == 0
+    assert "wrote 1 latent walk of 5 images" in capsys.readouterr().out
+    with Image.open(gif) as im:
+        frames = [np.asarray(frame.convert("RGB")).astype(int) for frame in ImageSequence.Iterator(im)]
+    assert len(frames) == 8  # 5 steps there, 3 back between the ends
+    walk = load_generator(run_dir).interpolate(1, 5, seed=2)
+    for t, frame in enumerate(frames[:5]):
+        expected = grid_image(walk[t : t + 1]).permute(1, 2, 0).numpy().astype(int)
+        assert frame.shape == expected.shape and np.abs(frame - expected).max() <= 2  # GIF's palette
+    assert all(np.array_equal(frames[5 + k], frames[3 - k]) for k in range(3))
+    assert not np.array_equal(frames[0], frames[4])  # the walk moves
 
 
 def test_sample_truncation_draws_the_truncated_samples_into_every_output(tmp_path, image_folder, capsys):

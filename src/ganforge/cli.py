@@ -144,8 +144,12 @@ def _check_interpolation(args: argparse.Namespace, out: Path) -> None:
     if args.n < args.interpolate:
         raise UserError(f"--n {args.n} is fewer images than one walk of --interpolate {args.interpolate}; "
                         f"give --n {args.interpolate} or more (--n images make --n // --interpolate walks)")
-    if out.suffix.lower() not in report.GRID_FORMATS:
-        raise UserError(f"--out {out}: an interpolation is a grid, one walk per row; give a .png (or .jpg, .webp)")
+    if out.suffix.lower() not in (*report.GRID_FORMATS, ".gif"):
+        raise UserError(f"--out {out}: an interpolation is a grid, one walk per row (a .png, .jpg or .webp), or a "
+                        ".gif whose frames walk all rows at once")
+    if args.n // args.interpolate * args.interpolate > MAX_GRID_IMAGES:
+        raise UserError(f"--n {args.n} is more images than one picture or animation shows (at most "
+                        f"{MAX_GRID_IMAGES:,}); lower --n or --interpolate")
     if out.exists() and not args.force:
         raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
 
@@ -214,6 +218,11 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
         labels = torch.full((rows,), _checked_class(G, args.class_), dtype=torch.long)
     images = G.interpolate(rows, args.interpolate, seed=args.seed, labels=labels, truncation=args.truncation)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".gif":
+        frames = report.save_walk_gif(images, args.interpolate, out, nrow=args.nrow)
+        print(f"wrote {rows} latent walk{'s' * (rows > 1)} of {args.interpolate} images to {out}, all at once: "
+              f"{frames} frames, there and back")
+        return 0
     report.save_grid(images, out, nrow=args.interpolate)
     print(f"wrote {rows} latent walk{'s' * (rows > 1)} of {args.interpolate} images to {out}, one per row")
     return 0
@@ -246,6 +255,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() in report.GRID_FORMATS and args.n > MAX_GRID_IMAGES:
         raise UserError(f"a grid of {args.n:,} samples is more than one picture shows (at most {MAX_GRID_IMAGES:,}); "
                         "write many samples with --out DIR/ (one PNG each) or --out FILE.npz")
+    if out.suffix.lower() == ".gif" and args.interpolate is None and args.nearest is None:
+        raise UserError(f"--out {out}: a .gif animates latent walks; add --interpolate STEPS (the frames per walk)")
     if args.nearest is not None:
         _check_nearest(args, out)
     if args.interpolate is not None:
@@ -680,7 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the truncation trick: z from the normal truncated to [-T, T], typical samples for less "
                         "variety (smaller T: more so); default: the full normal G trained on")
     p.add_argument("--interpolate", type=_count, metavar="STEPS",
-                   help="latent walks into a .png: --n // STEPS rows, each STEPS images between two random z")
+                   help="latent walks: --n // STEPS walks, each STEPS images between two random z, one per row of a "
+                        ".png, or all at once in the frames of a .gif")
     p.add_argument("--nearest", type=_count, metavar="K",
                    help="a .png with one sample per row, each followed by its K nearest training images by pixel "
                         "distance: does G copy them?")

@@ -75,6 +75,22 @@ def save_grid(images: torch.Tensor, path: Path | str, nrow: int | None = None) -
     return grid
 
 
+def save_walk_gif(images: torch.Tensor, steps: int, path: Path | str, nrow: int | None = None,
+                  ms_per_frame: int = 80) -> int:
+    """Latent walks [rows * steps, C, H, W] (G.interpolate's, row by row) as a looping animation: frame t is a
+    grid of every walk's t-th image, and the frames run there and back, so the loop has no jump. Returns the
+    number of frames."""
+    from PIL import Image
+
+    walks = images.view(-1, steps, *images.shape[1:])
+    grids = [Image.fromarray(grid_image(walks[:, t], nrow).permute(1, 2, 0).numpy()).convert(
+        "P", palette=Image.Palette.ADAPTIVE) for t in range(steps)]
+    frames = grids + grids[-2:0:-1]
+    with replace_atomically(path) as f:
+        frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0)
+    return len(frames)
+
+
 def save_images(images: torch.Tensor, folder: Path | str, start: int = 0) -> list[Path]:
     """One PNG per image: folder/000000.png, ..."""
     from PIL import Image
