@@ -332,8 +332,15 @@ def test_a_generator_file_refuses_resume_damage_and_overwrites_with_one_line_eac
     flipped = bytearray(before)
     flipped[-100] ^= 1  # a bit of the last weight
     (tmp_path / "flipped.safetensors").write_bytes(bytes(flipped))
-    with pytest.raises(UserError, match="fail their SHA-256 check"):
+    with pytest.raises(UserError, match="fails its SHA-256 check"):
         load_generator(tmp_path / "flipped.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = f.metadata(), {name: f.get_tensor(name) for name in f.keys()}
+    save_file(tensors, str(tmp_path / "edited.safetensors"), metadata={**metadata, "nimg": "999999"})
+    with pytest.raises(UserError, match="edited.safetensors is corrupt: it fails its SHA-256 check"):
+        load_generator(tmp_path / "edited.safetensors")  # the settings are checked with the weights
     (tmp_path / "cut.safetensors").write_bytes(before[: len(before) // 2])
     with pytest.raises(UserError, match="cut.safetensors is truncated or corrupt"):
         load_generator(tmp_path / "cut.safetensors")

@@ -356,12 +356,15 @@ def is_generator_file(path: Path | str) -> bool:
     return Path(path).suffix.lower() == GENERATOR_SUFFIX
 
 
-def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and bytes: safetensors keeps no checksum, and a flipped bit would
-    load as a silently wrong weight."""
+def _file_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 over the metadata (but its own entry) and each tensor's name, dtype, shape and bytes:
+    safetensors keeps no checksum, and a flipped bit would load as a silently wrong weight or setting."""
     import hashlib
 
     digest = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != "sha256":
+            digest.update(f"{key}={metadata[key]}|".encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -398,10 +401,10 @@ def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema
         "run_kept_ema": json.dumps(has_ema),
         "source": _source_name(source),
         "versions": json.dumps(ckpt.get("versions") or {}),
-        "sha256": _tensors_digest(tensors),
     }
     if ckpt.get("classes") is not None:
         metadata["classes"] = json.dumps([str(c) for c in ckpt["classes"]])
+    metadata["sha256"] = _file_digest(tensors, metadata)
     data = save(tensors, metadata=metadata)
     with replace_atomically(Path(out), "wb") as f:
         f.write(data)
@@ -430,6 +433,9 @@ def load_generator_file(path: Path) -> dict[str, Any]:
     if metadata.get("format") != GENERATOR_FORMAT:
         raise UserError(f"{path} is a safetensors file but not a ganforge generator (its metadata has no "
                         f"'{GENERATOR_FORMAT}' format marker); write one with `ganforge export RUN --out FILE`")
+    if _file_digest(tensors, metadata) != metadata.get("sha256"):
+        raise UserError(f"generator file {path} is corrupt: it fails its SHA-256 check (damaged on disk or in "
+                        "transfer); export it again or copy it again")
     try:
         version = int(metadata.get("format_version", "0"))
         config = json.loads(metadata["config"])
@@ -437,13 +443,12 @@ def load_generator_file(path: Path) -> dict[str, Any]:
         classes = json.loads(metadata["classes"]) if "classes" in metadata else None
         kept_ema = bool(json.loads(metadata.get("run_kept_ema", "false")))
         versions = json.loads(metadata.get("versions", "{}"))
+        if not isinstance(config, dict) or not (classes is None or isinstance(classes, list)):
+            raise ValueError("config or classes of the wrong kind")
     except (KeyError, ValueError) as e:
         raise UserError(f"generator file {path} has damaged metadata ({e}); export it again") from e
     if version > FORMAT_VERSION:
         raise UserError(f"generator file {path} was written by a newer ganforge; upgrade ganforge to load it")
-    if _tensors_digest(tensors) != metadata.get("sha256"):
-        raise UserError(f"generator file {path} is corrupt: its weights fail their SHA-256 check (damaged on disk "
-                        "or in transfer); export it again or copy it again")
     return {"format": FORMAT, "format_version": version, "config": config, "G": tensors, "G_ema": None,
             "nimg": nimg, "classes": classes, "versions": versions,
             "exported": {"weights": metadata.get("weights", "G"), "run_kept_ema": kept_ema,
