@@ -374,6 +374,10 @@ def test_nearest_training_grid_puts_each_sample_before_its_nearest_training_imag
     assert images.shape == (6, 1, 2, 2)
     assert [round(v, 2) for v in images[:, 0, 0, 0].tolist()] == [0.9, 1.0, 0.5, -0.4, 0.0, -1.0]
     assert torch.allclose(dists, torch.tensor([[0.2, 0.8], [0.8, 1.2]], dtype=torch.float64), atol=1e-6)
+    dots = torch.full((3, 1, 9, 9), -1.0)
+    dots[0, 0, 4, 4] = dots[1, 0, 2, 2] = dots[2, 0, 4, 6] = 1.0  # the last: the first moved 2 px right
+    images, dists = nearest_training_grid(dots[2:], dots[:2], 1)
+    assert torch.equal(images[1], dots[0]) and dists[0, 0] == 0  # a copy moved by 2 px is still found
 
 
 def test_sample_nearest_draws_each_sample_beside_its_nearest_training_images(tmp_path, image_folder, capsys):

@@ -238,12 +238,15 @@ def test_copies_tells_copied_training_digits_from_held_out_ones():
     noisy_copies = (images[:100] + 0.01 * torch.randn(100, *images.shape[1:],
                                                       generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     scores = {}
-    for name, fake in (("copies", noisy_copies), ("held out", images[500:600])):
+    shifted = torch.roll(images[:100], 2, dims=3)  # moved 2 px right: on plain pixels, stranger than new digits
+    for name, fake in (("copies", noisy_copies), ("shifted", shifted), ("held out", images[500:600])):
         records = evaluate(EvalContext(ImageSet(fake, "test", name), train), ["copies"])
         assert [r["metric"] for r in records] == list(METRIC_VALUES["copies"])
         assert records[0]["extractor"].startswith("pixels") and records[0]["n_real"] == 500
+        assert records[0]["max_shift"] == 2
         scores[name] = {r["metric"]: r["value"] for r in records}
     assert scores["copies"]["authenticity"] == 0.0 and scores["copies"]["nn_ratio"] < 0.1
+    assert scores["shifted"]["authenticity"] < 0.05 and scores["shifted"]["nn_ratio"] < 0.1
     assert 0.3 < scores["held out"]["authenticity"] < 0.9  # 0.59 for 1,000 against 4,000
     assert abs(scores["held out"]["nn_ratio"] - 1) < 0.2
     other_size = ImageSet(torch.zeros(4, 1, 32, 32), "test", "32px")
@@ -355,7 +358,7 @@ def test_knn_metrics_use_a_seeded_real_subset_of_a_large_set(digits, monkeypatch
         expected = formulas.precision_recall(ctx.real_digits[0][pick], ctx.fake_digits[0], k=3)
         assert abs(records["precision"]["value"] - expected[0]) < 1e-12
         assert abs(records["recall"]["value"] - expected[1]) < 1e-12
-        authentic, _ = formulas.authenticity(real.images[torch.from_numpy(pick)], fake.images)  # the same subset
+        authentic, _ = formulas.authenticity(real.images[torch.from_numpy(pick)], fake.images, max_shift=2)
         assert abs(records["authenticity"]["value"] - authentic) < 1e-12
     assert by_seed[0] != by_seed[1]
     small = {r["metric"]: r for r in evaluate(EvalContext(fake, ImageSet(digits.images[:50], "r", "s")), ["pr"])}

@@ -159,6 +159,29 @@ def test_authenticity_on_hand_built_points():
         formulas.authenticity(train[:1], fake)
 
 
+def test_shifts_move_images_with_their_edges_repeated_and_find_shifted_copies():
+    import torch
+
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    down_right = formulas.shifted(image, 1, 2)
+    assert down_right[0, 0].tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [4, 4, 4, 5], [8, 8, 8, 9]]
+    assert torch.equal(formulas.shifted(image, 0, 0), image)
+    assert formulas.shifted(image, -1, 0)[0, 0, :, 0].tolist() == [4, 8, 12, 12]
+    dot = torch.full((1, 1, 11, 11), -1.0)
+    dot[0, 0, 5, 5] = 1.0  # far enough from the edges that no shift here pushes it off
+    train = torch.cat([dot, torch.full((1, 1, 11, 11), 1.0), torch.full((1, 1, 11, 11), -1.0)])
+    fake = torch.cat([formulas.shifted(dot, 2, -1), formulas.shifted(dot, 3, 0)])  # moved by 2 and by 3 px
+    dist, index = formulas.nearest_neighbours(fake, train, max_shift=2)
+    assert dist[0].item() == 0.0 and index[0].item() == 0  # found within 2 px
+    assert abs(dist[1].item() - 2.0) < 1e-6 and index[1].item() == 2  # 3 px: out of reach, nearest is blank
+    assert formulas.authenticity(train, fake, max_shift=2)[0] == 0.5
+    assert formulas.authenticity(train, fake)[0] == 1.0  # without shifts both look new
+    spacing, _ = formulas.nearest_neighbours(train, train, exclude_self=True, max_shift=2)
+    assert torch.allclose(spacing, torch.tensor([2.0, 2 * 120 ** 0.5, 2.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="two sets of images of one size"):
+        formulas.nearest_neighbours(fake.flatten(1), train, max_shift=1)
+
+
 @pytest.mark.parametrize("k", [3, 5])
 def test_identical_sets_have_full_precision_recall_coverage(k):
     x = np.random.default_rng(5).normal(size=(200, 8))

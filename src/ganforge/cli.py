@@ -178,7 +178,7 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     from .config import from_dict
     from .data import missing_folder
     from .errors import DatasetMissing
-    from .metrics.core import real_image_set
+    from .metrics.core import COPIES_MAX_SHIFT, real_image_set
     from .trainer import generator_from_checkpoint
 
     path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
@@ -200,7 +200,8 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     report.save_grid(images, out, nrow=args.nearest + 1)
     print(f"wrote {args.n} sample{'s' * (args.n > 1)} to {out}, one per row, each followed by its {args.nearest} "
-          f"nearest of the run's {len(train):,} training images (pixel distance; nearest "
+          f"nearest of the run's {len(train):,} training images (pixel distance, the smallest "
+          f"over shifts of up to {COPIES_MAX_SHIFT} px; nearest "
           f"{dists[:, 0].min():.2f} to {dists[:, 0].max():.2f}, median {dists[:, 0].median():.2f})")
     return 0
 
@@ -695,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ".png, or all at once in the frames of a .gif")
     p.add_argument("--nearest", type=_count, metavar="K",
                    help="a .png with one sample per row, each followed by its K nearest training images by pixel "
-                        "distance: does G copy them?")
+                        "distance (the smallest over shifts of up to 2 px): does G copy them?")
     p.add_argument("--force", action="store_true",
                    help="replace an existing grid or .npz / add to a non-empty folder after its last image, "
                         "going on in the seed's noise")

@@ -176,13 +176,15 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
 
 
 def nearest_training_grid(samples: torch.Tensor, train: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each sample followed by its k nearest training images by Euclidean distance over the pixels, nearest
-    first: the images of a grid of k + 1 columns, one sample per row ([n * (k + 1), C, H, W]), and the
-    distances [n, k]. The figure papers show to argue that a GAN does not copy its training set."""
+    """Each sample followed by its k nearest training images by Euclidean distance over the pixels (the
+    smallest over shifts of the sample by up to COPIES_MAX_SHIFT pixels, as the copies metric measures it),
+    nearest first: the images of a grid of k + 1 columns, one sample per row ([n * (k + 1), C, H, W]), and
+    the distances [n, k]. The figure papers show to argue that a GAN does not copy its training set."""
+    from .metrics.core import COPIES_MAX_SHIFT
     from .metrics.formulas import k_nearest
 
     samples, train = samples.cpu().float(), train.cpu().float()
-    dists, index = k_nearest(samples, train, k)
+    dists, index = k_nearest(samples, train, k, max_shift=COPIES_MAX_SHIFT)
     rows = torch.cat([samples[:, None], train[index]], dim=1)  # [n, k + 1, C, H, W]
     return rows.flatten(0, 1), dists
 

@@ -113,17 +113,26 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     return density, coverage
 
 
-def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = False) -> tuple[torch.Tensor,
-                                                                                             torch.Tensor]:
+def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = False,
+              max_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of a, the Euclidean distances to its k nearest rows of b, nearest first, and their indices
     ([len(a), k] each), a block of a at a time. exclude_self: a and b are one set, and a row is not its own
-    neighbour (a duplicate is)."""
-    a, b = a.flatten(1).float(), b.flatten(1).float()
+    neighbour (a duplicate is). max_shift > 0: a and b are images [N, C, H, W] of one size, and each distance
+    is the smallest over shifts of the a image by up to that many pixels each way (see shifted)."""
+    if max_shift > 0 and (a.dim() != 4 or b.shape[1:] != a.shape[1:]):
+        raise ValueError(f"shifts need two sets of images of one size [N, C, H, W], got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    moves = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)
+             if dy or dx]
+    b = b.flatten(1).float()
     if not 1 <= k <= b.shape[0] - exclude_self:
         raise ValueError(f"k must be from 1 to the {b.shape[0] - exclude_self} candidate neighbours, got {k}")
     dists, index = [], []
     for i in range(0, a.shape[0], _CHUNK):
-        d = torch.cdist(a[i : i + _CHUNK], b)
+        block = a[i : i + _CHUNK].float()
+        d = torch.cdist(block.flatten(1), b)
+        for dy, dx in moves:
+            torch.minimum(d, torch.cdist(shifted(block, dy, dx).flatten(1), b), out=d)
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + i] = float("inf")
@@ -133,24 +142,37 @@ def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = Fal
     return torch.cat(dists), torch.cat(index)
 
 
-def nearest_neighbours(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor,
-                                                                                          torch.Tensor]:
+def nearest_neighbours(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False,
+                       max_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of a, the Euclidean distance to its nearest row of b and that row's index (see k_nearest)."""
-    dists, index = k_nearest(a, b, 1, exclude_self)
+    dists, index = k_nearest(a, b, 1, exclude_self, max_shift)
     return dists[:, 0], index[:, 0]
 
 
-def authenticity(train: torch.Tensor, fake: torch.Tensor) -> tuple[float, float]:
+def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Images [N, C, H, W] moved dy pixels down and dx right (negative: up, left), the edge pixels repeated
+    into the gap they leave."""
+    if dy == dx == 0:
+        return images
+    s = max(abs(dy), abs(dx))
+    padded = torch.nn.functional.pad(images.float(), (s, s, s, s), mode="replicate")
+    height, width = images.shape[-2:]
+    return padded[..., s - dy : s - dy + height, s - dx : s - dx + width]
+
+
+def authenticity(train: torch.Tensor, fake: torch.Tensor, max_shift: int = 0) -> tuple[float, float]:
     """Authenticity (Alaa et al. 2022) and the nearest-neighbour distance ratio, for copies of training data.
     A sample is authentic when it lies no closer to its nearest training point than that point lies to its
     own nearest other training point; authenticity is the authentic share. The ratio is the median distance
     of a sample to its nearest training point over the median distance of a training point to its nearest
-    other one: about 1 for fresh draws of the training distribution, 0 for copies."""
+    other one: about 1 for fresh draws of the training distribution, 0 for copies. With max_shift > 0 (images
+    [N, C, H, W]), every distance is the smallest over shifts of up to that many pixels, so a copy moved by a
+    pixel or two is still a copy."""
     if train.shape[0] < 2 or fake.shape[0] < 1:
         raise ValueError(f"authenticity needs at least 2 training points and 1 sample, got {train.shape[0]} and "
                          f"{fake.shape[0]}")
-    train_nn, _ = nearest_neighbours(train, train, exclude_self=True)
-    fake_nn, nearest = nearest_neighbours(fake, train)
+    train_nn, _ = nearest_neighbours(train, train, exclude_self=True, max_shift=max_shift)
+    fake_nn, nearest = nearest_neighbours(fake, train, max_shift=max_shift)
     authentic = (fake_nn >= train_nn[nearest]).double().mean().item()
     median_train = train_nn.median().item()
     ratio = fake_nn.median().item() / median_train if median_train > 0 else float("inf")
