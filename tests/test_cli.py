@@ -294,7 +294,13 @@ def test_resuming_a_finished_run_says_how_to_go_on(tmp_path, image_folder, capsy
     assert (run_dir / "config.toml").read_text() == config
 
 
-def test_sample_interpolate_draws_one_latent_walk_per_row(tmp_path, image_folder, capsys):
+def test_sample_interpolate_draws_one_latent_walk_per_row_or_all_at_once_in_a_gif(tmp_path, image_folder, capsys):
+    import numpy as np
+    from PIL import ImageSequence
+
+    from ganforge.report import grid_image
+    from ganforge.trainer import load_generator
+
     out = tmp_path / "runs"
     assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
     run_dir = only_run(out)
@@ -311,18 +317,6 @@ def test_sample_interpolate_draws_one_latent_walk_per_row(tmp_path, image_folder
         default_out = [] if "--out" in argv else ["--out", str(tmp_path / "w.png")]
         assert main(["sample", str(run_dir), *default_out, *argv]) == 2
         assert needle in capsys.readouterr().err
-
-
-def test_sample_interpolate_into_a_gif_walks_every_row_at_once_there_and_back(tmp_path, image_folder, capsys):
-    import numpy as np
-    from PIL import ImageSequence
-
-    from ganforge.report import grid_image
-    from ganforge.trainer import load_generator
-
-    out = tmp_path / "runs"
-    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
-    run_dir = only_run(out)
     gif = tmp_path / "walk.gif"
     assert main(["sample", str(run_dir), "--interpolate", "5", "--n", "6", "--out", str(gif), "--seed", "2"]) == 0
     assert "wrote 1 latent walk of 5 images" in capsys.readouterr().out
