@@ -390,8 +390,8 @@ def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema
 
     has_ema = ckpt.get("G_ema") is not None
     which = "G_ema" if ema and has_ema else "G"
-    # safetensors wants plain contiguous tensors: channels_last weights and views are copied
-    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in ckpt[which].items()}
+    # safetensors wants contiguous tensors: channels_last weights are copied
+    tensors = {name: t.detach().cpu().contiguous() for name, t in ckpt[which].items()}
     metadata = {
         "format": GENERATOR_FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -412,14 +412,12 @@ def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema
 
 
 def load_generator_file(path: Path) -> dict[str, Any]:
-    """A generator file as a checkpoint-shaped dict (G, config, nimg, classes; no D, no G_ema), checked against
-    its SHA-256."""
+    """A generator file (an existing one: load_checkpoint checks) as a checkpoint-shaped dict (G, config, nimg,
+    classes; no D, no G_ema), checked against its SHA-256."""
     import json
 
     from safetensors import SafetensorError, safe_open
 
-    if not path.is_file():
-        raise UserError(f"generator file {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -1409,9 +1409,9 @@ def export_generator(run_or_ckpt: Path | str, out: Path | str, ckpt: str = "late
     if out.exists() and not force:
         raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
     source = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
-    state = ckpt_io.load_checkpoint(source)
-    if state.get("exported") is not None:
+    if ckpt_io.is_generator_file(source):  # refused before it is read
         raise UserError(f"{source} is already a generator file; copy it to export it elsewhere")
+    state = ckpt_io.load_checkpoint(source)
     generator_from_checkpoint(state, source, "cpu", ema)  # the weights build the config's G: the file will load
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = ckpt_io.save_generator_file(state, source, out, ema=ema)
