@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from ganforge.cli import main
 from ganforge.compare import best_runs, format_comparison, protocol_notes, settings_diff
 from ganforge.report import read_stats
 
-from .conftest import tiny_overrides
+from .conftest import tiny_overrides, write_digit_folder
 from .test_cli import set_args
 
 
@@ -37,10 +38,20 @@ def _write_metrics(run_dir: Path, entries: list[tuple[float, list[dict]]]) -> No
     (run_dir / "metrics.json").write_text(json.dumps(history))
 
 
+@pytest.fixture(scope="module")
+def _trained_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two runs trained once per module; each test gets its own copy to change."""
+    with pytest.MonkeyPatch.context() as mp:  # the autouse private cache is per test: this runs before it
+        mp.setenv("GANFORGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        folder = write_digit_folder(tmp_path_factory.mktemp("images"))
+        out = tmp_path_factory.mktemp("trained") / "runs"
+        return _train(out, folder), _train(out, folder, **{"optim.g_lr": 0.001, "loss.name": '"hinge"'})
+
+
 @pytest.fixture
-def two_runs(tmp_path: Path, image_folder: Path) -> tuple[Path, Path]:
-    out = tmp_path / "runs"
-    return _train(out, image_folder), _train(out, image_folder, **{"optim.g_lr": 0.001, "loss.name": '"hinge"'})
+def two_runs(_trained_pair: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    a, b = (shutil.copytree(run, tmp_path / "runs" / run.name) for run in _trained_pair)
+    return Path(a), Path(b)
 
 
 def test_compare_shows_the_settings_that_differ_and_each_runs_metrics(two_runs, tmp_path, capsys):
@@ -92,8 +103,6 @@ def test_a_folder_of_runs_stands_for_every_run_in_it(two_runs, capsys):
 
 
 def test_runs_of_the_same_name_are_told_apart_by_their_folders(two_runs, tmp_path, capsys):
-    import shutil
-
     from ganforge.compare import distinct_names
 
     a, _ = two_runs

@@ -254,7 +254,18 @@ def test_copies_tells_copied_training_digits_from_held_out_ones():
         evaluate(EvalContext(other_size, train), ["copies"])
 
 
-def test_modes_on_a_large_fixed_set_follows_the_26000_protocol():
+def test_modes_on_a_large_fixed_set_follows_the_26000_protocol(monkeypatch):
+    import ganforge.metrics.core as core
+    from ganforge.metrics.classifier import classify
+
+    def classify_each_distinct_digit_once(net, images):
+        # the 78,000 channels repeat the 5,000 bundled digits: the same answers for a tenth of the time
+        distinct, inverse = torch.unique(images.flatten(1), dim=0, return_inverse=True)
+        assert distinct.shape[0] <= 5_000
+        feats, probs = classify(net, distinct.view(-1, *images.shape[1:]))
+        return feats[inverse], probs[inverse]
+
+    monkeypatch.setattr(core, "classify", classify_each_distinct_digit_once)
     stacked = load_dataset(DataConfig(name="stacked-mnist5k", channels=3))
     fake = ImageSet(stacked.images[:30_000], "stacked", "first30000")
     records = evaluate(EvalContext(fake, None), ["modes"])
