@@ -174,6 +174,26 @@ def test_dry_run_refuses_a_config_the_networks_cannot_take(capsys):
     assert "g_norm_first = false" in captured.out
 
 
+def test_dry_run_says_when_the_data_is_not_where_the_config_points(tmp_path, image_folder, capsys):
+    """The one line the run would give, without reading an image or a data file."""
+    dry = ["train", "--preset", "default", "--dry-run", "--set"]
+    missing = tmp_path / "no-such-folder"
+    assert main([*dry, f'data.name="folder:{missing}"']) == 2
+    captured = capsys.readouterr()
+    assert f"image folder {missing} does not exist" in captured.err and captured.out == ""
+    assert main([*dry, f'data.name="folder:{image_folder}"']) == 0  # there: printed as usual
+    assert "folder:" in capsys.readouterr().out
+    for name, folder in (("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py"), ("celeba", "celeba")):
+        assert main([*dry, f'data.name="{name}"', "--set", f'data.root="{tmp_path}"']) == 2
+        err = capsys.readouterr().err
+        assert f"not found under {tmp_path / folder}" in err and "--set data.download=true" in err
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)  # files are checked when the run reads them
+    assert main([*dry, 'data.name="mnist"', "--set", f'data.root="{tmp_path}"']) == 0
+    assert main([*dry, 'data.name="fashion-mnist"', "--set", f'data.root="{tmp_path}"', "--set",
+                 "data.download=true"]) == 0  # the run would fetch it: nothing to say yet
+    assert not any(tmp_path.glob("FashionMNIST*"))
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

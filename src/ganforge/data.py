@@ -115,6 +115,31 @@ STACKED_SETS = ("stacked-mnist5k", "stacked-mnist")  # a digit in each of three 
 TORCHVISION_SETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "stacked-mnist")  # the sets found under data.root
 
 
+# where each torchvision set's files lie under data.root: checked by --dry-run without reading them
+_SET_FOLDERS = {"mnist": ("MNIST", "MNIST/raw"), "stacked-mnist": ("MNIST", "MNIST/raw"),
+                "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw"), "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+                "celeba": ("CelebA", "celeba/img_align_celeba")}
+
+
+def check_at_hand(cfg: DataConfig) -> None:
+    """What can be said of the data without reading it: a folder:PATH that is not there, or a torchvision
+    set whose folder is missing under data.root with downloads off (the one line training would give)."""
+    if cfg.name.startswith("folder:"):
+        root = Path(os.path.expanduser(cfg.name[len("folder:") :]))
+        if not root.exists():
+            raise UserError(_no_folder(root))
+    elif cfg.name in _SET_FOLDERS and not cfg.download:
+        cls_name, folder = _SET_FOLDERS[cfg.name]
+        where = os.path.join(os.path.expanduser(cfg.root), folder)
+        if not os.path.isdir(where):
+            raise DatasetMissing(cfg.name, f"{cls_name} not found under {where}")
+
+
+def _no_folder(root: Path) -> str:
+    return (f"image folder {root} does not exist; check the path in folder:PATH (a folder, a .zip of images or an "
+            ".npz array)")
+
+
 def missing_folder(name: str) -> str | None:
     """For a run's folder data set that is no longer there, the start of the line that says so."""
     if name.startswith("folder:") and not os.path.exists(os.path.expanduser(name[len("folder:") :])):
@@ -493,8 +518,7 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
     if root.is_file():
         return _load_zip(root, cfg)
     if not root.is_dir():
-        raise UserError(f"image folder {root} does not exist; check the path in folder:PATH (a folder, a .zip of "
-                        "images or an .npz array)")
+        raise UserError(_no_folder(root))
     files = folder_image_files(root)
     if not files:
         names = [p.name for p in _visible_files(root)]
