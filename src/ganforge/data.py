@@ -112,13 +112,11 @@ def load_stacked_mnist(cfg: DataConfig) -> RawImages:
 STACKED_SETS = ("stacked-mnist5k", "stacked-mnist")  # a digit in each of three channels: 1,000 modes
 
 
-TORCHVISION_SETS = ("mnist", "fashion-mnist", "cifar10", "celeba", "stacked-mnist")  # the sets found under data.root
-
-
-# where each torchvision set's files lie under data.root: checked by --dry-run without reading them
-_SET_FOLDERS = {"mnist": ("MNIST", "MNIST/raw"), "stacked-mnist": ("MNIST", "MNIST/raw"),
-                "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw"), "cifar10": ("CIFAR10", "cifar-10-batches-py"),
-                "celeba": ("CelebA", "celeba/img_align_celeba")}
+# the sets found under data.root: (torchvision's name, where their files lie), which --dry-run checks unread
+SET_FOLDERS = {"mnist": ("MNIST", "MNIST/raw"), "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw"),
+               "cifar10": ("CIFAR10", "cifar-10-batches-py"), "celeba": ("CelebA", "celeba/img_align_celeba"),
+               "stacked-mnist": ("MNIST", "MNIST/raw")}
+TORCHVISION_SETS = tuple(SET_FOLDERS)
 
 
 def check_at_hand(cfg: DataConfig) -> None:
@@ -128,8 +126,8 @@ def check_at_hand(cfg: DataConfig) -> None:
         root = Path(os.path.expanduser(cfg.name[len("folder:") :]))
         if not root.exists():
             raise UserError(_no_folder(root))
-    elif cfg.name in _SET_FOLDERS and not cfg.download:
-        cls_name, folder = _SET_FOLDERS[cfg.name]
+    elif cfg.name in SET_FOLDERS and not cfg.download:
+        cls_name, folder = SET_FOLDERS[cfg.name]
         where = os.path.join(os.path.expanduser(cfg.root), folder)
         if not os.path.isdir(where):
             raise DatasetMissing(cfg.name, f"{cls_name} not found under {where}")
@@ -195,21 +193,21 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
 @DATASETS.register("mnist")
 def load_mnist(cfg: DataConfig) -> RawImages:
     """MNIST training set (60,000 digits) via torchvision, read from data.root/MNIST/raw."""
-    ds = _torchvision_set("MNIST", "MNIST/raw", cfg)
+    ds = _torchvision_set(*SET_FOLDERS["mnist"], cfg)
     return RawImages(ds.data.unsqueeze(1).clone(), ds.targets.long().clone(), list(ds.classes))
 
 
 @DATASETS.register("fashion-mnist")
 def load_fashion_mnist(cfg: DataConfig) -> RawImages:
     """Fashion-MNIST training set (60,000 images) via torchvision, read from data.root/FashionMNIST/raw."""
-    ds = _torchvision_set("FashionMNIST", "FashionMNIST/raw", cfg)
+    ds = _torchvision_set(*SET_FOLDERS["fashion-mnist"], cfg)
     return RawImages(ds.data.unsqueeze(1).clone(), ds.targets.long().clone(), list(ds.classes))
 
 
 @DATASETS.register("cifar10")
 def load_cifar10(cfg: DataConfig) -> RawImages:
     """CIFAR-10 training set (50,000 RGB 32x32 images) via torchvision, from data.root/cifar-10-batches-py."""
-    ds = _torchvision_set("CIFAR10", "cifar-10-batches-py", cfg)
+    ds = _torchvision_set(*SET_FOLDERS["cifar10"], cfg)
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     return RawImages(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), colour=True)
 
