@@ -700,7 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ".png, or all at once in the frames of a .gif")
     p.add_argument("--nearest", type=_count, metavar="K",
                    help="a .png with one sample per row, each followed by its K nearest training images by pixel "
-                        "distance (the smallest over shifts of up to 2 px): does G copy them?")
+                        "distance (the smallest over shifts of a pixel or two, as the copies metric measures it): "
+                        "does G copy them?")
     p.add_argument("--force", action="store_true",
                    help="replace an existing grid or .npz / add to a non-empty folder after its last image, "
                         "going on in the seed's noise")
