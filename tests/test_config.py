@@ -6,7 +6,17 @@ import pytest
 import torch
 
 import ganforge
-from ganforge.config import Config, apply_overrides, from_dict, load_config, parse_override, preset_names
+from ganforge.config import (
+    Config,
+    apply_overrides,
+    describe,
+    flatten,
+    from_dict,
+    load_config,
+    parse_override,
+    preset_names,
+    setting_docs,
+)
 from ganforge.errors import UserError
 
 RECIPES = ["mnist-dcgan", "mnist-mlp-convd", "mnist-mlp-small", "mnist-mlp", "mnist-mlp-bn"]
@@ -241,3 +251,34 @@ def test_numpy_scalars_and_0d_tensors_from_the_python_api_read_as_their_values()
     assert "kimg = 2.5" in rebuilt.to_toml()
     with pytest.raises(UserError, match="train.batch_size must be a whole number, got 2.5"):
         load_config(overrides={"train.batch_size": np.float64(2.5)})
+
+
+def test_every_setting_says_what_it_means():
+    docs = setting_docs()
+    assert set(docs) == set(flatten(Config().to_dict()))
+    assert all(len(doc.split()) >= 3 for doc in docs.values()), [k for k, d in docs.items() if len(d.split()) < 3]
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_settings_output_loads_back_as_the_same_config(tmp_path, name):
+    cfg = load_config(preset=name, overrides=["train.kimg=7", "optim.g_betas=[0.0, 0.9]"])
+    for changed in (False, True):
+        path = tmp_path / f"changed-{changed}.toml"
+        path.write_text(describe(cfg, changed=changed))
+        assert load_config(path=path) == cfg
+
+
+def test_settings_changed_lists_what_the_preset_sets_and_a_word_filters():
+    cfg = load_config(preset="mnist-dcgan")
+    listed = {line.split(" = ")[0] for line in describe(cfg, changed=True).splitlines() if " = " in line}
+    differ = {key.rpartition(".")[2] for key, value in flatten(cfg.to_dict()).items()
+              if value != flatten(Config().to_dict())[key]}
+    assert listed == differ | {"preset"}
+    assert {"g_lr", "batch_size", "img_size"} <= listed and "z_dim" not in listed
+
+    text = describe(cfg, "ema")
+    assert text.startswith('preset = "mnist-dcgan"')
+    assert "ema_kimg = 0.0" in text and "half-life" in text and "batch_size" not in text
+    assert "[train]" in text and "[data]" not in text
+    with pytest.raises(UserError, match="no setting mentions 'warp'"):
+        describe(cfg, "warp")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import flatten
 from .errors import UserError
 
 # Protocol fields that must agree for two values of one metric to compare (FD and KID move with n); a note
@@ -56,16 +57,6 @@ class RunView:
         speeds = [s["sec_per_kimg"] for s in self.stats[1:] or self.stats
                   if isinstance(s.get("sec_per_kimg"), int | float)]
         return statistics.median(speeds) if speeds else None
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def run_directory(path: Path | str) -> Path:

@@ -20,125 +20,153 @@ from .errors import UserError
 from .registry import close_spelling, did_you_mean, unknown_name
 
 
+def setting(default: Any, doc: str) -> Any:
+    """A config field and its one-line meaning, which `ganforge settings` prints beside its value."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class DataConfig:
-    name: str = "mnist5k"  # a registered dataset, or folder:PATH
-    root: str = "data"  # where torchvision datasets are expected (and downloaded to)
-    download: bool = False  # only then may a torchvision dataset be fetched
-    img_size: int = 28  # images are resized once, antialiased, to img_size x img_size
-    channels: int = 1  # 1 or 3; converted as needed
-    max_images: int = 0  # > 0: train on this many images, a fixed class-balanced subset (small-data experiments)
-    background: str = "white"  # white | black: what shows through transparent pixels of a folder's images
-    fit: str = "crop"  # crop | pad: a folder's non-square images are centre-cropped, or padded with data.background
-    mirror: bool = False  # also train on every image flipped left-right (faces, animals, objects; not digits or text)
+    name: str = setting("mnist5k", "a registered dataset (mnist5k, mnist, fashion-mnist, cifar10, celeba, "
+                                   "stacked-mnist5k, stacked-mnist), or folder:PATH (an image folder, .zip or .npz)")
+    root: str = setting("data", "where torchvision datasets are expected (and downloaded to)")
+    download: bool = setting(False, "only then may a torchvision dataset be fetched")
+    img_size: int = setting(28, "images are resized once, antialiased, to img_size x img_size")
+    channels: int = setting(1, "1 or 3; converted as needed")
+    max_images: int = setting(0, "> 0: train on this many images, a fixed class-balanced subset (small-data "
+                                 "experiments)")
+    background: str = setting("white", "white | black: what shows through transparent pixels of a folder's images")
+    fit: str = setting("crop", "crop | pad: a folder's non-square images are centre-cropped, or padded with "
+                               "data.background")
+    mirror: bool = setting(False, "also train on every image flipped left-right (faces, animals, objects; not "
+                                  "digits or text)")
 
 
 @dataclass
 class ModelConfig:
-    g: str = "dcgan"  # registered generator
-    d: str = "dcgan"  # registered discriminator
-    z_dim: int = 100
-    g_width: int = 64  # dcgan: channels of the last hidden layer (doubling towards the input)
-    d_width: int = 64  # dcgan: channels of the first layer; convd: filters per layer
-    g_hidden: list[int] = field(default_factory=lambda: [256, 512, 1024])  # mlp widths
-    d_hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp widths
-    g_act: str = "relu"  # relu | lrelu
-    d_act: str = "lrelu"  # relu | lrelu
-    lrelu_slope: float = 0.2
-    g_norm: str = "bn"  # bn | none
-    d_norm: str = "bn"  # bn | none
-    g_norm_first: bool = True  # batch norm on G's first hidden layer too
-    d_norm_first: bool = False  # batch norm on D's first layer (the DCGAN paper has none)
-    bn_momentum: float = 0.1  # PyTorch convention: running = (1 - m) * running + m * batch
-    bn_eps: float = 1e-5
-    init: str = "dcgan"  # dcgan | xavier | torch (see models.layers.init_weights)
-    d_spectral_norm: bool = False  # spectral normalisation of every D weight layer (Miyato et al. 2018)
-    d_mbstd: bool = False  # minibatch standard deviation feature before D's last layer (Karras et al.)
-    d_mbdisc: int = 0  # minibatch discrimination kernels before D's head (Salimans et al. 2016); 0 disables
-    d_mbdisc_dim: int = 5  # ... and the dimension of each kernel
-    pac: int = 1  # PacGAN: D judges `pac` samples at once, stacked along channels (Lin et al. 2018)
-    n_classes: int = 0  # > 0: class-conditional G and D on the dataset's labels (0 = unconditional)
-    g_cond: str = "concat"  # how G takes the label: concat (embedding joined to z) | cbn (conditional batch norm)
-    d_cond: str = "concat"  # how D takes it: concat (label map as an extra input channel) | projection | acgan
-    embed_dim: int = 0  # g_cond=concat: size of the label embedding; 0 = n_classes
+    g: str = setting("dcgan", "registered generator: dcgan | mlp | resnet")
+    d: str = setting("dcgan", "registered discriminator: dcgan | mlp | resnet | convd")
+    z_dim: int = setting(100, "size of the noise vector z")
+    g_width: int = setting(64, "dcgan: channels of G's last hidden layer (doubling towards the input); resnet: "
+                               "of every block")
+    d_width: int = setting(64, "dcgan: channels of D's first layer (doubling towards the head); resnet: of every "
+                               "block; convd: filters per layer")
+    g_hidden: list[int] = setting([256, 512, 1024], "mlp: widths of G's hidden layers")
+    d_hidden: list[int] = setting([512, 256], "mlp: widths of D's hidden layers")
+    g_act: str = setting("relu", "G's hidden activation: relu | lrelu")
+    d_act: str = setting("lrelu", "D's hidden activation: relu | lrelu")
+    lrelu_slope: float = setting(0.2, "negative slope of lrelu")
+    g_norm: str = setting("bn", "G's normalisation: bn (batch norm) | none")
+    d_norm: str = setting("bn", "D's normalisation: bn (batch norm) | none")
+    g_norm_first: bool = setting(True, "batch norm on G's first hidden layer too")
+    d_norm_first: bool = setting(False, "batch norm on D's first layer (the DCGAN paper has none)")
+    bn_momentum: float = setting(0.1, "PyTorch convention: running = (1 - m) * running + m * batch")
+    bn_eps: float = setting(1e-5, "batch norm's epsilon (a common copy of R5, BatchNorm1d(n, 0.8), sets it to 0.8)")
+    init: str = setting("dcgan", "first weights: dcgan (normal, std 0.02) | xavier | torch (PyTorch's own)")
+    d_spectral_norm: bool = setting(False, "spectral normalisation of every D weight layer (Miyato et al. 2018)")
+    d_mbstd: bool = setting(False, "minibatch standard deviation feature before D's last layer (Karras et al.)")
+    d_mbdisc: int = setting(0, "minibatch discrimination kernels before D's head (Salimans et al. 2016); 0 "
+                               "disables")
+    d_mbdisc_dim: int = setting(5, "dimension of each minibatch discrimination kernel")
+    pac: int = setting(1, "PacGAN: D judges this many samples at once, stacked along channels (Lin et al. 2018)")
+    n_classes: int = setting(0, "> 0: class-conditional G and D on the dataset's labels (0 = unconditional)")
+    g_cond: str = setting("concat", "how G takes the label: concat (embedding joined to z) | cbn (conditional "
+                                    "batch norm)")
+    d_cond: str = setting("concat", "how D takes it: concat (label map as an extra input channel) | projection | "
+                                    "acgan")
+    embed_dim: int = setting(0, "g_cond=concat: size of the label embedding; 0 = n_classes")
 
 
 @dataclass
 class LossConfig:
-    name: str = "ns"  # registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge
-    d_reduction: str = "sum"  # D loss = real + fake (sum) or (real + fake) / 2 (mean)
-    n_critic: int = 1  # D steps (each on a fresh real batch) per G step
-    critic_burst: int = 0  # WGAN's schedule: this many D steps, not n_critic, in some G steps (0 = never) ...
-    critic_burst_first: int = 0  # ... in the first this many G steps ...
-    critic_burst_every: int = 0  # ... and in every G step whose count is a multiple of this (0 = none later)
-    gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty
-    clip: float = 0.01  # wgan: D weights are clamped to [-clip, clip]
-    r1_gamma: float = 0.0  # R1 penalty gamma/2 * ||grad D(x)||^2 on reals; 0 disables
-    r1_every: int = 1  # lazy R1: every k-th D step, scaled by k
-    label_smoothing: float = 0.0  # one-sided: D's real target is 1 - label_smoothing (ns, minimax)
-    instance_noise: float = 0.0  # std of Gaussian noise on D's inputs at the start of training
-    instance_noise_kimg: float = 0.0  # ... annealed linearly to 0 over this many kimg
-    lecam: float = 0.0  # LeCam regularisation weight on D (Tseng et al. 2021; 0.3 in their CIFAR-10 runs); 0 disables
-    topk: float = 1.0  # top-k training: G's loss keeps this share of each fake batch, the ones D rates most real
-    topk_kimg: float = 0.0  # ... reached from 1 (all) linearly over this many kimg; 0 = from the start
-    ac_weight: float = 1.0  # model.d_cond=acgan: weight of the auxiliary classifier's cross-entropy
+    name: str = setting("ns", "registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge")
+    d_reduction: str = setting("sum", "D loss = real + fake (sum) or (real + fake) / 2 (mean)")
+    n_critic: int = setting(1, "D steps (each on a fresh real batch) per G step")
+    critic_burst: int = setting(0, "WGAN's schedule: this many D steps, not n_critic, in the G steps the next "
+                                   "two settings pick (0 = never)")
+    critic_burst_first: int = setting(0, "critic_burst: in the first this many G steps")
+    critic_burst_every: int = setting(0, "critic_burst: and in every G step whose count is a multiple of this "
+                                         "(0 = none later)")
+    gp_weight: float = setting(10.0, "wgan-gp: weight of the gradient penalty")
+    clip: float = setting(0.01, "wgan: D weights are clamped to [-clip, clip]")
+    r1_gamma: float = setting(0.0, "R1 penalty gamma/2 * ||grad D(x)||^2 on reals; 0 disables")
+    r1_every: int = setting(1, "lazy R1: every k-th D step, scaled by k")
+    label_smoothing: float = setting(0.0, "one-sided: D's real target is 1 - label_smoothing (ns, minimax)")
+    instance_noise: float = setting(0.0, "std of Gaussian noise on D's inputs at the start of training")
+    instance_noise_kimg: float = setting(0.0, "instance_noise falls linearly to 0 over this many kimg")
+    lecam: float = setting(0.0, "LeCam regularisation weight on D (Tseng et al. 2021; 0.3 in their CIFAR-10 "
+                                "runs); 0 disables")
+    topk: float = setting(1.0, "top-k training: G's loss keeps this share of each fake batch, the ones D rates "
+                               "most real")
+    topk_kimg: float = setting(0.0, "topk is reached from 1 (all) linearly over this many kimg; 0 = from the start")
+    ac_weight: float = setting(1.0, "model.d_cond=acgan: weight of the auxiliary classifier's cross-entropy")
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # adam | rmsprop (the WGAN paper's, whose critic Adam's momentum destabilised)
-    g_lr: float = 2e-4
-    d_lr: float = 2e-4
-    g_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # adam only
-    d_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # adam only
-    eps: float = 1e-8
-    lr_decay: str = "none"  # none | linear | cosine: both learning rates fall from their value ...
-    lr_decay_start_kimg: float = 0.0  # ... at this many kimg (constant before) ...
-    lr_decay_end_kimg: float = 0.0  # ... to 0 here; 0 = train.kimg (pin it to extend a run by resuming)
+    name: str = setting("adam", "adam | rmsprop (the WGAN paper's, whose critic Adam's momentum destabilised)")
+    g_lr: float = setting(2e-4, "G's learning rate")
+    d_lr: float = setting(2e-4, "D's learning rate (TTUR: set it apart from G's)")
+    g_betas: list[float] = setting([0.5, 0.999], "Adam's betas for G")
+    d_betas: list[float] = setting([0.5, 0.999], "Adam's betas for D")
+    eps: float = setting(1e-8, "the optimizers' epsilon")
+    lr_decay: str = setting("none", "none | linear | cosine: both learning rates fall from their value at "
+                                    "lr_decay_start_kimg to 0 at lr_decay_end_kimg")
+    lr_decay_start_kimg: float = setting(0.0, "where lr_decay starts (constant before)")
+    lr_decay_end_kimg: float = setting(0.0, "where lr_decay reaches 0; 0 = train.kimg (pin it to extend a run by "
+                                            "resuming)")
 
 
 @dataclass
 class TrainConfig:
-    kimg: float = 50.0  # length of the run in thousands of real images shown to D
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    step_order: str = "d_first"  # d_first | g_first | simultaneous
-    reuse_fake: bool = False  # the second step of an iteration reuses the first step's fake batch
-    ema_kimg: float = 0.0  # half-life of the EMA of G in kimg; 0 disables G_ema
-    tick_kimg: float = 5.0  # log, grid and checkpoint every tick
-    ckpt_ticks: int = 1  # checkpoint every N ticks (and always at the end)
-    keep_ckpts: int = 3  # checkpoints kept on disk
-    grid_size: int = 64  # fixed-noise images per grid
-    collapse_warn: float = 0.25  # past 5 kimg, warn when grid samples spread less than this share of reals
-    duplicate_warn: float = 0.5  # past 10 kimg, warn when more than this share of grid samples have a near-copy
-    d_win_warn: float = 0.99  # past 5 kimg (ns, minimax), warn when mean D(real) > this and D(fake) < 1 - this
-    channels_last: bool = True  # memory format for conv nets
-    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
-    amp: str = "none"  # none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
-    matmul_precision: str = "high"  # float32 matmuls: highest | high (TF32 on CUDA) | medium (bf16 inside)
-    compile: bool = False  # torch.compile G and D
-    diffaugment: str = ""  # DiffAugment policy for everything D sees, e.g. "color,translation,cutout"
-    ada_target: float = 0.0  # > 0 (StyleGAN2-ADA: 0.6): each image gets the policy with a probability p, adapted
-    #                          so that the mean sign of D's logits on reals stays near this
-    ada_kimg: float = 10.0  # how fast p adapts: from 0 to 1 in this many kimg at the most
-    threads: int = 0  # torch CPU threads; 0 keeps torch's choice
-    tensorboard: bool = False  # also log each tick's stats and grid to RUN/tensorboard (needs the tensorboard package)
+    kimg: float = setting(50.0, "length of the run in thousands of real images shown to D")
+    batch_size: int = setting(64, "real images per D step (and fakes per G step)")
+    seed: int = setting(0, "seeds the weights, noise, data order and augmentation: the same seed repeats a run")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
+    step_order: str = setting("d_first", "d_first | g_first | simultaneous")
+    reuse_fake: bool = setting(False, "the second step of an iteration reuses the first step's fake batch")
+    ema_kimg: float = setting(0.0, "half-life of the EMA of G in kimg; 0 disables G_ema")
+    tick_kimg: float = setting(5.0, "log, grid and checkpoint every tick")
+    ckpt_ticks: int = setting(1, "checkpoint every N ticks (and always at the end)")
+    keep_ckpts: int = setting(3, "checkpoints kept on disk")
+    grid_size: int = setting(64, "fixed-noise images per grid")
+    collapse_warn: float = setting(0.25, "past 5 kimg, warn when grid samples spread less than this share of "
+                                         "reals; 0 = off")
+    duplicate_warn: float = setting(0.5, "past 10 kimg, warn when more than this share of grid samples have a "
+                                         "near-copy; 0 = off")
+    d_win_warn: float = setting(0.99, "past 5 kimg (ns, minimax), warn when mean D(real) > this and D(fake) < 1 - "
+                                      "this; 0 = off")
+    channels_last: bool = setting(True, "memory format for conv nets")
+    sync_bn: bool = setting(False, "SyncBatchNorm across processes (CUDA only)")
+    amp: str = setting("none", "none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)")
+    matmul_precision: str = setting("high", "float32 matmuls: highest | high (TF32 on CUDA) | medium (bf16 inside)")
+    compile: bool = setting(False, "torch.compile G and D")
+    diffaugment: str = setting("", "DiffAugment policy for everything D sees, e.g. \"color,translation,cutout\"")
+    ada_target: float = setting(0.0, "> 0 (StyleGAN2-ADA: 0.6): each image gets the DiffAugment policy with a "
+                                     "probability p, adapted so that the mean sign of D's logits on reals stays "
+                                     "near this")
+    ada_kimg: float = setting(10.0, "how fast p adapts: from 0 to 1 in this many kimg at the most")
+    threads: int = setting(0, "torch CPU threads; 0 keeps torch's choice")
+    tensorboard: bool = setting(False, "also log each tick's stats and grid to RUN/tensorboard (needs the "
+                                       "tensorboard package)")
 
 
 @dataclass
 class EvalConfig:
-    every_kimg: float = 0.0  # evaluate at the first tick past every N kimg (and at the end); 0 disables
-    metrics: list[str] = field(default_factory=lambda: ["fd_digits"])
-    n: int = 2000  # generated images per evaluation during training
-    best_metric: str = ""  # metric whose best value keeps checkpoints/best.pt; "" = the first one
-    inception_weights: str = ""  # the FID Inception file for fid/kid/is/pr_inception; "" = torch's hub cache
+    every_kimg: float = setting(0.0, "evaluate at the first tick past every N kimg (and at the end); 0 disables")
+    metrics: list[str] = setting(["fd_digits"], "metrics of those evaluations (`ganforge eval --help` names them)")
+    n: int = setting(2000, "generated images per evaluation during training")
+    best_metric: str = setting("", "metric whose best value keeps checkpoints/best.pt; \"\" = the first one")
+    inception_weights: str = setting("", "the FID Inception file for fid/kid/is/pr_inception; \"\" = torch's hub "
+                                         "cache")
 
 
 @dataclass
 class Config:
-    preset: str = "custom"
-    description: str = ""
+    preset: str = setting("custom", "the preset this config builds on (or a label of its own)")
+    description: str = setting("", "one line on what the config is for")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -267,7 +295,8 @@ def _build_section(cls: type, section: str, raw: dict[str, Any]) -> Any:
     for key, value in raw.items():
         if key not in valid:
             hint = _where_it_belongs(key, section, valid)
-            raise UserError(f"unknown config key {section}.{key}{hint}; valid keys in [{section}]: {', '.join(valid)}")
+            raise UserError(f"unknown config key {section}.{key}{hint}; valid keys in [{section}]: {', '.join(valid)} "
+                            f"(`ganforge settings {section}` says what each means)")
         kwargs[key] = _coerce(section, key, value, getattr(defaults, key))
     return cls(**kwargs)
 
@@ -335,12 +364,12 @@ def _check_paths_beside(from_file: dict[str, Any], raw: dict[str, Any], config_p
     that no override replaced is missing there but exists next to the file, say so rather than leave the user
     with a missing folder."""
 
-    def setting(tree: dict[str, Any], section: str, key: str) -> Any:
+    def value_in(tree: dict[str, Any], section: str, key: str) -> Any:
         return tree[section].get(key) if isinstance(tree.get(section), dict) else None
 
     for section, key, prefix in (("data", "name", "folder:"), ("data", "root", ""), ("eval", "inception_weights", "")):
-        value = setting(from_file, section, key)
-        if not isinstance(value, str) or not value.startswith(prefix) or value != setting(raw, section, key):
+        value = value_in(from_file, section, key)
+        if not isinstance(value, str) or not value.startswith(prefix) or value != value_in(raw, section, key):
             continue
         rel = Path(value[len(prefix):]).expanduser()
         beside = config_path.parent / rel
@@ -612,3 +641,49 @@ def dump_toml(raw: dict[str, Any]) -> str:
         if isinstance(table, dict):
             lines += ["", f"[{key}]"] + [f"{k} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
+
+
+def setting_docs() -> dict[str, str]:
+    """Every setting's key (`train.kimg`; `preset` and `description` at the top) and its one-line meaning."""
+    docs = {f.name: f.metadata["doc"] for f in dataclasses.fields(Config) if f.name not in _SECTION_TYPES}
+    for section, cls in _SECTION_TYPES.items():
+        docs.update({f"{section}.{f.name}": f.metadata["doc"] for f in dataclasses.fields(cls)})
+    return docs
+
+
+def describe(cfg: Config, word: str = "", changed: bool = False) -> str:
+    """cfg as TOML with each setting's meaning beside it, ready to edit and load with --config. `word` keeps
+    the settings whose key or meaning holds it (any case), or a section's when it names one; `changed` those
+    that differ from the built-in defaults (what a preset sets). The `preset` line stays, so that a file of
+    a few lines builds on the same preset. Raises UserError when no setting is left."""
+    values, defaults, docs = flatten(cfg.to_dict()), flatten(Config().to_dict()), setting_docs()
+    keep = [key for key in values if key != "preset"
+            and (not word or (key.startswith(f"{word.lower()}.") if word.lower() in _SECTION_TYPES
+                              else word.lower() in f"{key} {docs[key]}".lower()))
+            and (not changed or values[key] != defaults[key])]
+    if not keep:
+        what = " and ".join(filter(None, [f"mentions {word!r}" if word else "",
+                                          "differs from the built-in defaults" if changed else ""]))
+        raise UserError(f"no setting {what}; `ganforge settings` lists them all")
+    lines: list[str] = []
+    for section in ["", *_SECTION_TYPES]:
+        keys = [key for key in ["preset", *keep] if key.rpartition(".")[0] == section]
+        if not keys:
+            continue
+        if section:
+            lines += ["", f"[{section}]"]
+        assigned = [f"{key.rpartition('.')[2]} = {toml_value(values[key])}" for key in keys]
+        width = min(max(len(a) for a in assigned), 40)  # comments in a column, unless one value is long
+        lines += [f"{a:<{width}}  # {docs[key]}" for a, key in zip(assigned, keys, strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dict with its tables flattened to dotted keys: {"preset": ..., "train.kimg": ..., ...}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

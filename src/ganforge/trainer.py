@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from . import distributed, report, tensorboard_log
 from .augment import diff_augment, parse_policy
-from .config import Config, Overrides, apply_overrides, from_dict, preset_names, toml_value
+from .config import Config, Overrides, apply_overrides, flatten, from_dict, preset_names, toml_value
 from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder, split_subfolders_note
 from .errors import UserError
 from .html_report import write_html_report
@@ -1297,8 +1297,6 @@ def check_networks(cfg: Config) -> None:
 def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
     """The settings of `cfg` that differ from `saved` and change G's or D's weights (names or shapes), each
     with its value in `saved`; empty when the saved weights still fit."""
-    from .compare import flatten
-
     old, new = flatten(saved.to_dict()), flatten(cfg.to_dict())
     differ = [key for key in old if key.split(".")[0] in ("model", "data") and old[key] != new.get(key)]
     if not differ:
