@@ -49,6 +49,22 @@ def test_presets_lists_every_preset_with_a_description(capsys):
     assert all(len(line.split()) > 3 for line in lines)
 
 
+def test_settings_prints_a_config_to_edit_with_what_each_setting_means(tmp_path, capsys):
+    assert main(["settings", "--preset", "mnist-dcgan", "--set", "train.kimg=3", "--changed"]) == 0
+    text = capsys.readouterr().out
+    assert "kimg = 3.0  " in text and "# length of the run in thousands of real images" in text
+    assert "z_dim" not in text  # the built-in default: not something the preset sets
+    mine = tmp_path / "mine.toml"
+    mine.write_text(text)
+    assert load_config(path=mine) == load_config(preset="mnist-dcgan", overrides=["train.kimg=3"])
+    assert main(["train", "--config", str(mine), "--dry-run"]) == 0
+    assert "kimg = 3.0\n" in capsys.readouterr().out
+
+    assert main(["settings", "loss"]) == 0
+    sections = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert sections == ["[loss]"]
+
+
 def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     out = tmp_path / "runs"
     overrides = tiny_overrides(image_folder, **{"train.ema_kimg": 0.05, "train.kimg": 0.032})
@@ -199,6 +215,8 @@ def test_dry_run_says_when_the_data_is_not_where_the_config_points(tmp_path, ima
     [
         (["train", "--preset", "nope"], "unknown preset 'nope'; valid choices:"),
         (["train", "--set", "train.speed=9"], "unknown config key train.speed"),
+        (["settings", "warp"], "no setting mentions 'warp'; `ganforge settings` lists them all"),
+        (["settings", "--preset", "nope"], "unknown preset 'nope'; valid choices:"),
         (["train", "--set", "data.name=folder:/no/such/dir", "--out", "{tmp}"], "does not exist"),
         (["train", "--set", "model.d=resnet9"], "unknown discriminator 'resnet9'"),
         (["train", "--resume", "{tmp}/nope"], "nope does not exist; give a run directory or a checkpoint file"),
@@ -236,7 +254,7 @@ def test_seeds_outside_every_random_streams_range_are_refused(command, seed, nee
 
 
 @pytest.mark.parametrize("argv, said", [
-    ([], "error: ganforge: give a command: presets, train, sample, eval, compare, report, summary, "
+    ([], "error: ganforge: give a command: presets, settings, train, sample, eval, compare, report, summary, "
          "export, download (see ganforge --help)"),
     (["sample", "run"], "error: ganforge sample: the following arguments are required: --out "
                         "(see ganforge sample --help)"),

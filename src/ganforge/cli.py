@@ -46,6 +46,13 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from .config import describe
+
+    print(describe(_config_from_args(args), args.word or "", args.changed), end="")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .trainer import TrainingInterrupted, check_batch_and_order, check_networks, resume, resume_config, train
@@ -663,6 +670,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("settings", help="every setting of a preset or config with its value and meaning, as TOML "
+                                        "to edit and pass to --config")
+    p.add_argument("word", nargs="?", help="only the settings whose name or meaning holds this word (lr, ema, bn), or "
+                                            "one section's (data, model, loss, optim, train, eval)")
+    _add_config_args(p)
+    p.add_argument("--changed", action="store_true",
+                   help="only the settings that differ from ganforge's built-in defaults: what the preset sets")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("train", help="train a GAN (or resume a run)")
     _add_config_args(p)
