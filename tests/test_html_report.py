@@ -63,6 +63,9 @@ def test_training_writes_a_report_of_the_finished_run(run_dir, tiny_cfg):
     for net in (build_generator(cfg), build_discriminator(cfg)):  # the networks section counts the real nets
         assert f"total parameters: {sum(p.numel() for p in net.parameters()):,}" in text
     assert (run_dir / "config.toml").read_text() in "".join(page.text)
+    # above it, what the run sets beyond the built-in defaults, with meanings: ema_kimg=0.05 but not z_dim
+    assert re.search(r"\nema_kimg = 0.05 +# half-life of the EMA of G in kimg", "".join(page.text))
+    assert not re.search(r"\nz_dim = 100 +#", "".join(page.text))
     assert "No evaluation recorded" in text and not (run_dir / "metrics.png").exists()
 
 
@@ -160,6 +163,7 @@ def test_a_config_that_no_longer_builds_still_gets_a_page(run_dir):
     write_html_report(run_dir)
     text = " ".join(read_page(run_dir).text)
     assert "the networks could not be built from config.toml" in text and "stylegan9" in text
+    assert "beyond ganforge's built-in defaults" not in text  # no meanings for a config that does not load
     assert "Finished: 0.064 kimg of 0.064" in text
 
 

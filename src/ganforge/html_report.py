@@ -347,6 +347,20 @@ def _commands(run_dir: Path) -> str:
          if (run_dir / TENSORBOARD_DIR).is_dir() else []))
 
 
+def _changed_settings(cfg: Any) -> str:
+    """What the run sets beyond the built-in defaults, each with its meaning: the config at a glance."""
+    from .config import describe
+
+    if cfg is None:
+        return ""
+    try:
+        text = describe(cfg, changed=True)
+    except UserError:  # every setting at its built-in default
+        return ""
+    return (f"<p class=muted>What this run sets beyond ganforge's built-in defaults, and what each means:</p>"
+            f"<pre>{_e(text)}</pre>")
+
+
 def build_html(run_dir: Path) -> str:
     """The report page of a run directory, as one HTML string (images linked by relative path). Draws the
     run's losses.png and metrics.png on the way."""
@@ -378,7 +392,8 @@ def build_html(run_dir: Path) -> str:
         _figure(run_dir, "metrics.png", "each metric against kimg (values measured alike)") if has_metric_plot else "",
         "<h2>Ticks</h2>", _tick_table(view, flagged_kimg) if view.stats else "<p class=muted>None yet.</p>",
         f"<h2>Networks</h2><pre>{_e(_networks(cfg, why_not))}</pre>",
-        f"<h2>Config</h2><p class=muted>config.toml, fully resolved:</p><pre>{_e(config_text)}</pre>",
+        f"<h2>Config</h2>{_changed_settings(cfg)}<p class=muted>config.toml, fully resolved:</p>"
+        f"<pre>{_e(config_text)}</pre>",
         f"<h2>From here</h2><pre>{_e(_commands(run_dir))}</pre>",
         f"<p class=muted>Written by ganforge {_e(__version__)} at {written}.</p>",
         "</body></html>",
