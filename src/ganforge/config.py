@@ -125,7 +125,8 @@ class TrainConfig:
     batch_size: int = setting(64, "real images per D step (and fakes per G step)")
     seed: int = setting(0, "seeds the weights, noise, data order and augmentation: the same seed repeats a run")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
-    step_order: str = setting("d_first", "d_first | g_first | simultaneous")
+    step_order: str = setting("d_first", "each iteration: d_first (D's step, then G's) | g_first (G's first, as R5) | "
+                                         "simultaneous (both losses from one D pass, both nets updated at once, as R2)")
     reuse_fake: bool = setting(False, "the second step of an iteration reuses the first step's fake batch")
     ema_kimg: float = setting(0.0, "half-life of the EMA of G in kimg; 0 disables G_ema")
     tick_kimg: float = setting(5.0, "log, grid and checkpoint every tick")
@@ -138,7 +139,7 @@ class TrainConfig:
                                          "near-copy; 0 = off")
     d_win_warn: float = setting(0.99, "past 5 kimg (ns, minimax), warn when mean D(real) > this and D(fake) < 1 - "
                                       "this; 0 = off")
-    channels_last: bool = setting(True, "memory format for conv nets")
+    channels_last: bool = setting(True, "conv nets in the channels_last memory format (faster on CPUs and GPUs)")
     sync_bn: bool = setting(False, "SyncBatchNorm across processes (CUDA only)")
     amp: str = setting("none", "none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)")
     matmul_precision: str = setting("high", "float32 matmuls: highest | high (TF32 on CUDA) | medium (bf16 inside)")
