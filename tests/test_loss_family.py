@@ -394,6 +394,7 @@ STABILISERS = {
     "cgan": {"model.n_classes": 2},
     "acgan": {"model.n_classes": 2, "model.d_cond": '"acgan"'},
     "projection-cbn": {"model.n_classes": 2, "model.d_cond": '"projection"', "model.g_cond": '"cbn"'},
+    "nearest-upsampling-cbn": {"model.g_upsample": '"nearest"', "model.n_classes": 2, "model.g_cond": '"cbn"'},
 }
 
 

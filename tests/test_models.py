@@ -245,7 +245,8 @@ def test_minibatch_std_on_flat_features_appends_one_feature():
     assert MinibatchStd()(torch.ones(4, 3))[:, 3].abs().max().item() < 1e-3  # copies: no spread
 
 
-ARCH_CHANGES = {"g_width": "16", "g_hidden": "[32, 48]", "d_width": "16", "d_hidden": "[32, 48]", "d_norm": '"none"'}
+ARCH_CHANGES = {"g_width": "16", "g_hidden": "[32, 48]", "g_upsample": '"nearest"', "d_width": "16",
+                "d_hidden": "[32, 48]", "d_norm": '"none"'}
 
 
 def _network_signature(cfg, kind: str):
@@ -393,3 +394,15 @@ def test_each_conv_net_names_the_sizes_it_builds(preset, message):
     with pytest.raises(UserError) as info:
         check_networks(load_config(preset=preset, overrides=["data.img_size=30"]))
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("img_size", [28, 32, 64])
+def test_a_nearest_upsampling_g_doubles_by_resize_and_conv_at_every_size(img_size):
+    overrides = [f"data.img_size={img_size}", "data.channels=3", 'model.g_upsample="nearest"']
+    G = build_generator(load_config(preset="default", overrides=overrides))
+    assert G.sample(2, seed=0).shape == (2, 3, img_size, img_size)
+    strided = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d) and m.stride != (1, 1)]
+    upsamples = [m for m in G.modules() if isinstance(m, nn.Upsample)]
+    assert not strided and len(upsamples) == dcgan_levels(img_size)[1]
+    transposed = build_generator(load_config(preset="default", overrides=overrides[:2]))
+    assert sum(isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2) for m in transposed.modules()) == len(upsamples)

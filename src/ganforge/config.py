@@ -51,6 +51,9 @@ class ModelConfig:
     z_dim: int = setting(100, "size of the noise vector z")
     g_width: int = setting(64, "dcgan: channels of G's last hidden layer (doubling towards the input); resnet: "
                                "of every block")
+    g_upsample: str = setting("transposed", "dcgan G: how a layer doubles the size: transposed (a stride-2 4x4 "
+                                            "transposed conv, DCGAN's) | nearest (nearest-neighbour upsampling, "
+                                            "then a 3x3 conv: no checkerboard artefacts, Odena et al. 2016)")
     d_width: int = setting(64, "dcgan: channels of D's first layer (doubling towards the head); resnet: of every "
                                "block; convd: filters per layer")
     g_hidden: list[int] = setting([256, 512, 1024], "mlp: widths of G's hidden layers")
@@ -456,6 +459,8 @@ def validate_networks(cfg: Config) -> None:
         _check(getattr(m, name) in ("relu", "lrelu"), f"model.{name} must be relu or lrelu")
     for name in ("g_norm", "d_norm"):
         _check(getattr(m, name) in ("bn", "none"), f"model.{name} must be bn or none")
+    _check(m.g_upsample in ("transposed", "nearest"), f"model.g_upsample must be transposed or nearest, got "
+           f"{m.g_upsample!r}")
     _check(0.0 <= m.lrelu_slope < 1.0, f"model.lrelu_slope must be in [0, 1), got {m.lrelu_slope}")
     _check(0.0 <= m.bn_momentum <= 1.0, f"model.bn_momentum must be in [0, 1], got {m.bn_momentum}")
     _check(m.bn_eps > 0, f"model.bn_eps must be positive, got {m.bn_eps}")

@@ -14,7 +14,7 @@ __all__ = ["GENERATORS", "DISCRIMINATORS", "Generator", "Discriminator", "build_
            "balanced_labels", "inert_settings", "unread_settings"]
 
 # Architecture settings that some networks do not read (each network lists its own in `ignores`).
-ARCH_SETTINGS = ("g_width", "g_hidden", "g_norm_first", "d_width", "d_hidden", "d_norm", "d_norm_first")
+ARCH_SETTINGS = ("g_width", "g_hidden", "g_norm_first", "g_upsample", "d_width", "d_hidden", "d_norm", "d_norm_first")
 
 
 def unread_settings(cfg: Config) -> dict[str, str]:

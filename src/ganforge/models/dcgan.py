@@ -30,6 +30,13 @@ def dcgan_levels(img_size: int, nets: str = "dcgan") -> tuple[int, int]:
     return levels
 
 
+def _double(in_channels: int, out_channels: int, upsample: str, bias: bool) -> list[nn.Module]:
+    """One of G's size-doubling layers: [B, in, H, W] -> [B, out, 2H, 2W]."""
+    if upsample == "nearest":  # every output pixel sees the same number of inputs: no checkerboard
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias)]
+    return [nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)]
+
+
 @GENERATORS.register("dcgan")
 class DCGANGenerator(Generator):
     """z -> ConvT(k=start) to start x start, then stride-2 ConvT layers halving channels, Tanh."""
@@ -46,12 +53,12 @@ class DCGANGenerator(Generator):
             layers.append(batch_norm(2, width, cfg))
         layers.append(activation(cfg.g_act, cfg.lrelu_slope))
         for _ in range(n - 1):
-            layers.append(nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=not bn))
+            layers += _double(width, width // 2, cfg.g_upsample, bias=not bn)
             if bn:
                 layers.append(batch_norm(2, width // 2, cfg))
             layers.append(activation(cfg.g_act, cfg.lrelu_slope))
             width //= 2
-        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=True), nn.Tanh()]
+        layers += [*_double(width, channels, cfg.g_upsample, bias=True), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

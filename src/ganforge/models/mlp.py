@@ -12,7 +12,7 @@ from .registry import DISCRIMINATORS, GENERATORS
 
 @GENERATORS.register("mlp")
 class MLPGenerator(Generator):
-    ignores = ("g_width",)
+    ignores = ("g_width", "g_upsample")
 
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(cfg.z_dim, img_size, channels)

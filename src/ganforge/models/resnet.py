@@ -71,7 +71,7 @@ class DBlock(nn.Module):
 class ResNetGenerator(Generator):
     """z -> Linear to g_width x start x start -> n up-blocks of g_width channels -> BN, act, conv3, Tanh."""
 
-    ignores = ("g_hidden", "g_norm_first")
+    ignores = ("g_hidden", "g_norm_first", "g_upsample")
 
     def __init__(self, cfg: ModelConfig, img_size: int, channels: int) -> None:
         super().__init__(cfg.z_dim, img_size, channels)
