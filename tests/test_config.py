@@ -282,3 +282,15 @@ def test_settings_changed_lists_what_the_preset_sets_and_a_word_filters():
     assert "[train]" in text and "[data]" not in text
     with pytest.raises(UserError, match="no setting mentions 'warp'"):
         describe(cfg, "warp")
+
+
+def test_the_meanings_of_registry_settings_name_every_registered_choice():
+    from ganforge.data import DATASETS
+    from ganforge.losses import LOSSES
+    from ganforge.models import DISCRIMINATORS, GENERATORS
+
+    docs = setting_docs()
+    for key, registry in (("data.name", DATASETS), ("model.g", GENERATORS), ("model.d", DISCRIMINATORS),
+                          ("loss.name", LOSSES)):
+        words = set(docs[key].replace(",", " ").replace("(", " ").replace(")", " ").split())
+        assert set(registry.names()) <= words, (key, set(registry.names()) - words)
