@@ -663,9 +663,14 @@ def describe(cfg: Config, word: str = "", changed: bool = False) -> str:
     that differ from the built-in defaults (what a preset sets). The `preset` line stays, so that a file of
     a few lines builds on the same preset. Raises UserError when no setting is left."""
     values, defaults, docs = flatten(cfg.to_dict()), flatten(Config().to_dict()), setting_docs()
-    keep = [key for key in values if key != "preset"
-            and (not word or (key.startswith(f"{word.lower()}.") if word.lower() in _SECTION_TYPES
-                              else word.lower() in f"{key} {docs[key]}".lower()))
+    needle = word.lower()
+
+    def wanted(key: str) -> bool:
+        if needle in _SECTION_TYPES:
+            return key.startswith(f"{needle}.")
+        return needle in f"{key} {docs[key]}".lower()
+
+    keep = [key for key in values if key != "preset" and (not word or wanted(key))
             and (not changed or values[key] != defaults[key])]
     if not keep:
         what = " and ".join(filter(None, [f"mentions {word!r}" if word else "",

@@ -39,7 +39,8 @@ def _double(in_channels: int, out_channels: int, upsample: str, bias: bool) -> l
 
 @GENERATORS.register("dcgan")
 class DCGANGenerator(Generator):
-    """z -> ConvT(k=start) to start x start, then stride-2 ConvT layers halving channels, Tanh."""
+    """z -> ConvT(k=start) to start x start, then size-doubling layers halving channels (stride-2 ConvT, or
+    nearest upsampling and a 3x3 conv with model.g_upsample=nearest), Tanh."""
 
     ignores = ("g_hidden", "g_norm_first")
 
