@@ -85,8 +85,8 @@ def run_sets(run: str, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     of the data at that size; None otherwise)."""
     from ganforge import checkpoint as ckpt_io
     from ganforge.config import from_dict
+    from ganforge.generators import load_generator
     from ganforge.metrics.core import quantize, real_image_set
-    from ganforge.trainer import load_generator
 
     cfg = from_dict(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run, "latest"))["config"], stored=True)
     fake = quantize(load_generator(run).sample(n, seed=0)).cpu()

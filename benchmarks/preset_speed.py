@@ -36,7 +36,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = train(cfg, out=tmp, log=lambda msg: None)
             stats = read_stats(run_dir / "stats.jsonl")
-            from ganforge.trainer import load_generator
+            from ganforge.generators import load_generator
 
             g_params = sum(p.numel() for p in load_generator(run_dir).parameters())
             ckpt = torch.load(next((run_dir / "checkpoints").glob("ckpt-*.pt")), weights_only=True)

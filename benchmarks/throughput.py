@@ -31,8 +31,9 @@ from torch import nn
 
 from ganforge.config import Config, load_config
 from ganforge.data import load_dataset
+from ganforge.device import AMP_DTYPES, matmul_precision, pick_device
 from ganforge.models import build_discriminator, build_generator
-from ganforge.trainer import AMP_DTYPES, Trainer, matmul_precision, pick_device
+from ganforge.trainer import Trainer
 
 MODELS = {"dcgan": "mnist-dcgan", "mlp-bn": "mnist-mlp-bn"}
 

@@ -7,7 +7,8 @@ import torch
 
 from ganforge import checkpoint as ckpt_io
 from ganforge.errors import UserError
-from ganforge.trainer import load_generator, train
+from ganforge.generators import load_generator
+from ganforge.trainer import train
 
 from .conftest import fill_disk_after
 
@@ -288,7 +289,7 @@ def test_a_run_saved_under_looser_rules_still_loads_and_resumes_once_mended(tmp_
 
 
 def test_an_exported_generator_samples_exactly_what_its_run_samples(tmp_path, tiny_cfg):
-    from ganforge.trainer import export_generator
+    from ganforge.generators import export_generator
 
     run = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
     done = export_generator(run, tmp_path / "G.safetensors")
@@ -304,7 +305,7 @@ def test_an_exported_generator_samples_exactly_what_its_run_samples(tmp_path, ti
 
 
 def test_a_conditional_generator_file_keeps_its_class_names(tmp_path, tiny_cfg):
-    from ganforge.trainer import export_generator
+    from ganforge.generators import export_generator
 
     run = train(tiny_cfg(**{"model.n_classes": 2}), out=tmp_path / "runs", log=lambda msg: None)
     G = load_generator(export_generator(run, tmp_path / "G.safetensors").path)
@@ -314,7 +315,8 @@ def test_a_conditional_generator_file_keeps_its_class_names(tmp_path, tiny_cfg):
 def test_a_generator_file_refuses_resume_damage_and_overwrites_with_one_line_each(tmp_path, tmp_cfg_run):
     from safetensors.torch import save_file
 
-    from ganforge.trainer import export_generator, resume_config
+    from ganforge.generators import export_generator
+    from ganforge.trainer import resume_config
 
     path = export_generator(tmp_cfg_run, tmp_path / "G.safetensors").path
     before = path.read_bytes()

@@ -336,8 +336,8 @@ def test_sample_interpolate_draws_one_latent_walk_per_row_or_all_at_once_in_a_gi
     import numpy as np
     from PIL import ImageSequence
 
+    from ganforge.generators import load_generator
     from ganforge.report import grid_image
-    from ganforge.trainer import load_generator
 
     out = tmp_path / "runs"
     assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
@@ -372,8 +372,8 @@ def test_sample_interpolate_draws_one_latent_walk_per_row_or_all_at_once_in_a_gi
 def test_sample_truncation_draws_the_truncated_samples_into_every_output(tmp_path, image_folder, capsys):
     import numpy as np
 
+    from ganforge.generators import load_generator
     from ganforge.report import to_uint8
-    from ganforge.trainer import load_generator
 
     out = tmp_path / "runs"  # a fast-learning G without an average: samples that differ at 8 bits
     overrides = tiny_overrides(image_folder, **{"train.ema_kimg": 0, "optim.g_lr": 0.02})

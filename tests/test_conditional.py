@@ -207,7 +207,7 @@ def test_class_is_refused_for_an_unconditional_run(tmp_path, tiny_cfg, capsys):
 
 
 def test_a_checkpoint_alone_rebuilds_a_conditional_generator(conditional_run):
-    from ganforge.trainer import load_generator
+    from ganforge.generators import load_generator
 
     G = load_generator(ckpt_io.resolve_checkpoint(conditional_run))
     assert G.n_classes == 2
@@ -328,7 +328,7 @@ def test_class_grids_of_few_classes_stay_near_square(tmp_path, conditional_run):
     from PIL import Image
 
     from ganforge.report import class_grid_nrow
-    from ganforge.trainer import grid_labels
+    from ganforge.step import grid_labels
 
     # (images per class, classes) -> row length: one row per class until the grid gets 3x wider than tall
     assert [class_grid_nrow(pc, k) for pc, k in ((10, 10), (16, 6), (50, 2), (33, 3), (32, 2), (16, 4), (1, 10),

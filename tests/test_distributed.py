@@ -154,7 +154,8 @@ def test_torchrun_errors_say_which_rank_printed_them(tmp_path, image_folder):
 def test_what_torchrun_cannot_train_is_refused_before_a_run_directory_is_made(monkeypatch, tmp_path, image_folder):
     from ganforge import distributed
     from ganforge.errors import UserError
-    from ganforge.trainer import check_batch_and_order, train
+    from ganforge.step import check_batch_and_order
+    from ganforge.trainer import train
 
     monkeypatch.setattr(distributed, "info", lambda: distributed.DistInfo(rank=0, world_size=2, local_rank=0))
     cfg = load_config(overrides=tiny_overrides(image_folder, **{"train.step_order": '"simultaneous"'}))

@@ -89,7 +89,7 @@ MODEL_PAIRS = [("dcgan", "dcgan"), ("mlp", "mlp"), ("mlp", "convd"), ("resnet", 
 def _initial_weights(cfg) -> dict[str, dict[str, torch.Tensor]]:
     """The learnable tensors of G and D as the run starts them (the trainer's own seeded build), keyed as in
     a checkpoint; D's clamped as WGAN's first step clamps them, so clipping alone is no movement."""
-    from ganforge.trainer import build_state
+    from ganforge.step import build_state
 
     state = build_state(cfg, torch.device("cpu"))
     start = {}
@@ -154,7 +154,7 @@ def _ada_stepper(tmp_path, tiny_cfg, target=0.6):
 
 
 def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after(tmp_path, tiny_cfg):
-    from ganforge.trainer import ADA_INTERVAL
+    from ganforge.step import ADA_INTERVAL
 
     stepper = _ada_stepper(tmp_path, tiny_cfg)
     step = 8 * ADA_INTERVAL / 1000  # batch 8, ada_kimg 1: p moves this much per interval
@@ -410,7 +410,7 @@ def test_every_stabiliser_trains_three_steps_on_every_model_family(tmp_path, tin
 
 def test_batch_coupled_layers_keep_real_and_fake_in_separate_d_passes(tiny_cfg):
     from ganforge.losses import get_loss
-    from ganforge.trainer import Stepper, build_state
+    from ganforge.step import Stepper, build_state
 
     def joint(**extra):
         cfg = tiny_cfg(**{"model.d_norm": '"none"', **extra})

@@ -10,7 +10,8 @@ import torch
 from ganforge import checkpoint as ckpt_io
 from ganforge.config import load_config
 from ganforge.errors import UserError
-from ganforge.trainer import Trainer, ema_beta, new_run_dir, resume, train, update_ema
+from ganforge.step import ema_beta, update_ema
+from ganforge.trainer import Trainer, new_run_dir, resume, train
 
 
 def quiet(_msg: str) -> None:
@@ -350,7 +351,7 @@ def test_fp16_without_cuda_is_a_clear_error(tmp_path, tiny_cfg):
 
 
 def test_channels_last_is_left_to_inductor_when_compiling_for_cuda(tiny_cfg):
-    from ganforge.trainer import use_channels_last
+    from ganforge.device import use_channels_last
 
     eager, compiled = tiny_cfg(), tiny_cfg(**{"train.compile": "true"})
     assert use_channels_last(eager, torch.device("cuda")) and use_channels_last(compiled, torch.device("cpu"))
@@ -359,7 +360,7 @@ def test_channels_last_is_left_to_inductor_when_compiling_for_cuda(tiny_cfg):
 
 
 def test_lr_scale_schedules():
-    from ganforge.trainer import lr_scale
+    from ganforge.step import lr_scale
 
     assert lr_scale(5_000, "none", 0.0, 10.0) == 1.0
     assert lr_scale(2_000, "linear", 2.0, 10.0) == 1.0  # constant until the decay starts
@@ -471,7 +472,7 @@ def test_matmul_precision_medium_says_when_the_cpu_cannot_use_it(tmp_path, tiny_
 
 
 def test_sample_spread_is_the_mean_distance_between_different_images():
-    from ganforge.trainer import sample_spread
+    from ganforge.health import sample_spread
 
     assert sample_spread(torch.ones(5, 1, 4, 4)) == 0.0
     pair = torch.stack([torch.zeros(1, 2, 2), torch.full((1, 2, 2), 1.5)])  # four pixels 1.5 apart: distance 3
@@ -481,9 +482,9 @@ def test_sample_spread_is_the_mean_distance_between_different_images():
 
 @pytest.mark.parametrize("collapsed", [True, False])
 def test_a_collapsed_grid_is_logged_and_warned_about(tmp_path, tiny_cfg, monkeypatch, collapsed):
-    import ganforge.trainer as trainer_module
+    from ganforge import health
 
-    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)  # tiny runs end long before 5 kimg
+    monkeypatch.setattr(health, "COLLAPSE_CHECK_FROM_KIMG", 0.0)  # tiny runs end long before 5 kimg
     if collapsed:  # every grid image the same, as when G has collapsed to one output
         monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid()[:1].expand_as(self._real_grid()))
     else:  # a G that draws the data itself
@@ -501,7 +502,7 @@ def test_a_collapsed_grid_is_logged_and_warned_about(tmp_path, tiny_cfg, monkeyp
 
 
 def test_near_copy_share_counts_samples_that_come_in_copies():
-    from ganforge.trainer import near_copy_share, nearest_distances
+    from ganforge.health import near_copy_share, nearest_distances
 
     real = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     real_nearest = nearest_distances(real)
@@ -514,10 +515,10 @@ def test_near_copy_share_counts_samples_that_come_in_copies():
 
 @pytest.mark.parametrize("grid", ["few_modes", "data"])
 def test_a_partly_collapsed_grid_is_warned_about(tmp_path, tiny_cfg, monkeypatch, grid):
-    import ganforge.trainer as trainer_module
+    from ganforge import health
 
-    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
-    monkeypatch.setattr(trainer_module, "DUPLICATE_CHECK_FROM_KIMG", 0.0)
+    monkeypatch.setattr(health, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    monkeypatch.setattr(health, "DUPLICATE_CHECK_FROM_KIMG", 0.0)
     if grid == "few_modes":  # four distinct samples, each four times: spread stays high, variety does not
         monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid()[:4].repeat(4, 1, 1, 1))
     else:
@@ -625,10 +626,10 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
 
 
 def test_more_threads_than_cpus_is_noted_at_start(tmp_path, tiny_cfg, monkeypatch):
-    from ganforge import trainer
+    from ganforge import device
 
     threads = torch.get_num_threads()
-    monkeypatch.setattr(trainer, "available_cpus", lambda: 1)
+    monkeypatch.setattr(device, "available_cpus", lambda: 1)
     lines: list[str] = []
     try:
         Trainer(tiny_cfg(**{"train.threads": 2}), tmp_path / "run", log=lines.append)
@@ -636,10 +637,10 @@ def test_more_threads_than_cpus_is_noted_at_start(tmp_path, tiny_cfg, monkeypatc
         torch.set_num_threads(threads)  # the Trainer set torch's process-wide count
     assert ("note: train.threads=2 is more threads than the 1 CPUs this run may use; the extra ones contend for "
             "them and slow training down: use train.threads=1, or 0 to let torch choose") in lines
-    assert trainer.threads_note(0) is None and trainer.threads_note(1) is None  # 0: torch's own choice
-    monkeypatch.setattr(trainer, "available_cpus", lambda: 8)
-    assert trainer.threads_note(4) is None
-    assert trainer.threads_note(4, processes=4) == (
+    assert device.threads_note(0) is None and device.threads_note(1) is None  # 0: torch's own choice
+    monkeypatch.setattr(device, "available_cpus", lambda: 8)
+    assert device.threads_note(4) is None
+    assert device.threads_note(4, processes=4) == (
         "train.threads=4 in each of 4 processes is more threads than the 8 CPUs this run may use; the extra ones "
         "contend for them and slow training down: use train.threads=2, or 0 to let torch choose")
 
@@ -662,7 +663,7 @@ def test_a_batch_too_small_for_batch_norm_over_linear_layers_is_refused_before_a
 
 
 def test_a_device_this_machine_lacks_is_one_clear_error(monkeypatch):
-    from ganforge.trainer import pick_device
+    from ganforge.device import pick_device
 
     assert pick_device("cpu") == torch.device("cpu")
     with pytest.raises(UserError, match="unknown device 'tpu'"):
@@ -737,10 +738,10 @@ def test_grids_are_ordered_by_images_seen_not_by_name(tmp_path):
 ])
 def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, monkeypatch, settings, d_real,
                                                             d_fake, warned):
-    import ganforge.trainer as trainer_module
-    from ganforge.trainer import Stepper
+    from ganforge import health
+    from ganforge.step import Stepper
 
-    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    monkeypatch.setattr(health, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
     # each step reports (d_loss, g_loss, mean D(real), mean D(fake)); the tick averages them
     monkeypatch.setattr(Stepper, "__call__", lambda self, reals: torch.tensor([0.01, 7.0, d_real, d_fake]))
     lines: list[str] = []
@@ -761,11 +762,11 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
 ])
 def test_warnings_on_a_small_data_set_point_to_diffaugment(tmp_path, tiny_cfg, monkeypatch, settings, small_below,
                                                            advised):
-    import ganforge.trainer as trainer_module
-    from ganforge.trainer import Stepper
+    from ganforge import health
+    from ganforge.step import Stepper
 
-    monkeypatch.setattr(trainer_module, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
-    monkeypatch.setattr(trainer_module, "SMALL_DATA_IMAGES", small_below)
+    monkeypatch.setattr(health, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    monkeypatch.setattr(health, "SMALL_DATA_IMAGES", small_below)
     monkeypatch.setattr(Stepper, "__call__", lambda self, reals: torch.tensor([0.01, 7.0, 0.999, 0.001]))
     monkeypatch.setattr(Trainer, "_sample_grid", lambda self: self._real_grid()[:1].expand_as(self._real_grid()))
     lines: list[str] = []

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from .compare import compare_runs
     from .config import Config, load_config
     from .errors import UserError
+    from .generators import export_generator, load_generator
     from .html_report import write_html_report
     from .metrics.core import evaluate_run
-    from .trainer import export_generator, load_generator, resume, train
+    from .trainer import resume, train
 
 _LAZY = {
     "Config": "config",
@@ -33,8 +34,8 @@ _LAZY = {
     "UserError": "errors",
     "train": "trainer",
     "resume": "trainer",
-    "load_generator": "trainer",
-    "export_generator": "trainer",
+    "load_generator": "generators",
+    "export_generator": "generators",
     "evaluate_run": "metrics.core",
     "compare_runs": "compare",
     "write_html_report": "html_report",

@@ -55,7 +55,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .trainer import TrainingInterrupted, check_batch_and_order, check_networks, resume, resume_config, train
+    from .step import check_batch_and_order
+    from .trainer import TrainingInterrupted, check_networks, resume, resume_config, train
 
     if args.resume is not None:
         if args.preset or args.config:
@@ -188,8 +189,8 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     from .config import from_dict
     from .data import missing_folder
     from .errors import DatasetMissing
+    from .generators import generator_from_checkpoint
     from .metrics.core import COPIES_MAX_SHIFT, real_image_set
-    from .trainer import generator_from_checkpoint
 
     path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
     state = ckpt_io.load_checkpoint(path)  # once: G and the config that says where its training images are
@@ -257,7 +258,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import time
 
     from . import report
-    from .trainer import load_generator
+    from .generators import load_generator
 
     for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--nrow", args.nrow)):
         if value is not None and value < 1:
@@ -582,7 +583,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .trainer import export_generator
+    from .generators import export_generator
 
     done = export_generator(args.run, args.out, ckpt=args.ckpt, ema=not args.no_ema, force=args.force)
     size, full = done.path.stat().st_size, done.source.stat().st_size

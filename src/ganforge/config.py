@@ -438,7 +438,7 @@ def _check(ok: bool, message: str) -> None:
 
 MAX_SEED = 2**32  # numpy's seed range; torch's streams take seed and seed + 1
 MAX_LR = 1.0
-OPTIMIZERS = ("adam", "rmsprop")  # optim.name; built by trainer.make_optimizer
+OPTIMIZERS = ("adam", "rmsprop")  # optim.name; built by step.make_optimizer
 MAX_GRID_SIZE = 1024  # a 32 x 32 grid: every tick draws, saves and (for the collapse checks) compares it
 
 

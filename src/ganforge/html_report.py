@@ -78,7 +78,7 @@ def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
     """The warnings the training loop gives (collapse, D winning), read back from each tick's logged
     values with the run's own thresholds, and the kimg of the ticks they flag."""
     from .config import Config
-    from .trainer import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG, d_wins
+    from .health import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG, d_wins
 
     cfg = cfg or Config()  # a config.toml that no longer builds: the default thresholds
     t = cfg.train

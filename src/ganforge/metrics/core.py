@@ -20,6 +20,7 @@ import torch
 
 from ..checkpoint import replace_atomically
 from ..data import STACKED_SETS
+from ..device import pick_device
 from ..errors import UserError
 from ..registry import Registry
 from . import formulas
@@ -132,8 +133,6 @@ class EvalContext:
                  inception_extractor: str = "inception-v3-compat") -> None:
         self._fake = fake
         self._real = real
-        from ..trainer import pick_device
-
         self.device = pick_device(str(device))  # a device this machine lacks is one line, not a traceback
         self.seed = seed
         self.fake_fn = fake_fn  # draws more fakes when a protocol asks for its own n (modes)
@@ -579,8 +578,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     from .. import checkpoint as ckpt_io
     from ..config import from_dict
     from ..data import TORCHVISION_SETS, check_dataset_name, missing_folder
+    from ..generators import generator_from_checkpoint
     from ..models.layers import check_truncation
-    from ..trainer import generator_from_checkpoint, pick_device
 
     try:
         truncation = check_truncation(truncation)

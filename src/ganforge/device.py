@@ -1,0 +1,97 @@
+"""Where and how training computes: the device, memory layout, matmul precision and thread count."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config
+from .errors import UserError
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def pick_device(name: str) -> torch.device:
+    """auto (cuda, then mps, then cpu) or a named device, refused in one line when this machine lacks it."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    hint = "use auto or cpu (--device cpu, or --set train.device=cpu for training)"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name} asked for, but no CUDA device is available here; {hint}")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                            f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not _mps_available():
+        raise UserError(f"device mps asked for, but MPS is not available here; {hint}")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device {name!r} is not supported; choose auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in module.modules())
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.amp -> autocast dtype
+
+
+def use_channels_last(cfg: Config, device: torch.device) -> bool:
+    """channels_last unless compiling for CUDA, where inductor picks conv layouts itself and channels_last
+    weights fail its stride check in the transposed conv's backward (torch 2.11, H100)."""
+    return cfg.train.channels_last and not (cfg.train.compile and device.type == "cuda")
+
+
+@contextlib.contextmanager
+def matmul_precision(setting: str) -> Any:
+    """float32 matmul precision inside the block (each training step), restored after. "high" allows TF32 on CUDA
+    (float32 on a CPU); "medium" runs float32 matmuls in bfloat16 with float32 accumulation, on CUDA and
+    on CPUs whose oneDNN has a fast bfloat16 path (AMX), keeping weights, activations and Adam in float32;
+    "highest" is exact float32 everywhere."""
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    torch.set_float32_matmul_precision(setting)
+    torch.backends.cudnn.allow_tf32 = setting != "highest"  # convolutions on CUDA
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether oneDNN can run bfloat16 matmuls on this CPU (what train.matmul_precision=medium uses)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the whole machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_note(threads: int, processes: int = 1) -> str | None:
+    """A note when train.threads asks for more threads than there are CPUs: the extra ones only contend (on a
+    2-CPU machine, 3 threads trained the default preset 1.7x slower than 2)."""
+    cpus = available_cpus()
+    if threads * processes <= cpus:
+        return None
+    each = f" in each of {processes} processes" if processes > 1 else ""
+    fits = max(1, cpus // processes)
+    return (f"train.threads={threads}{each} is more threads than the {cpus} CPUs this run may use; the extra "
+            f"ones contend for them and slow training down: use train.threads={fits}, or 0 to let torch choose")

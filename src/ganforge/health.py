@@ -1,0 +1,127 @@
+"""Signs that a run is failing, read at each tick from the fixed-noise grid and D's mean outputs: samples
+nearly alike or in near-copies (collapse), and a D that tells real from fake almost perfectly; each warning
+says what to change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .config import Config
+
+# At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data).
+SMALL_DATA_IMAGES = 1000
+# G starts from near-constant output (and G_ema lags it): the collapse check waits until G has had time to spread
+COLLAPSE_CHECK_FROM_KIMG = 5.0
+
+
+def d_wins(cfg: Config, d_real: float, d_fake: float) -> bool:
+    """Whether a tick's mean D(real) and D(fake) (sigmoid of D's logit) say D separates them almost perfectly:
+    above train.d_win_warn and below 1 - it. Only for the BCE losses, whose sigmoid(logit) is D's probability."""
+    limit = cfg.train.d_win_warn
+    return cfg.loss.name in ("ns", "minimax") and limit > 0 and d_real > limit and d_fake < 1 - limit
+
+
+def sample_spread(images: torch.Tensor) -> float:
+    """Mean L2 distance between two different images of the batch (flattened pixels)."""
+    x = images.detach().flatten(1).float()
+    n = x.shape[0]
+    if n < 2:
+        return float("nan")
+    return float(torch.cdist(x, x).sum() / (n * (n - 1)))
+
+
+# Fewer grid images than this make the near-copy share too coarse to judge.
+DUPLICATE_CHECK_MIN_GRID = 16
+# Healthy runs pass through a few-blobs phase (LSGAN on the default nets: 75% near-copies at 6 kimg, 0 from 10)
+DUPLICATE_CHECK_FROM_KIMG = 10.0
+
+
+def nearest_distances(images: torch.Tensor) -> torch.Tensor:
+    """Each image's L2 distance (flattened pixels) to the nearest other image of the batch."""
+    x = images.detach().flatten(1).float()
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    return d.min(dim=1).values
+
+
+def near_copy_share(images: torch.Tensor, real_nearest: torch.Tensor) -> float:
+    """Share of the images whose nearest other image is closer than half the median nearest-neighbour
+    distance of as many real images: near 0 for a G with variety, near 1 when its samples come in near-copies
+    (a G that draws a few modes, each with some variety, which the mean spread does not show)."""
+    if images.shape[0] < 2 or real_nearest.numel() < 2:
+        return float("nan")
+    return float((nearest_distances(images) < 0.5 * real_nearest.median()).float().mean())
+
+
+
+class HealthCheck:
+    """A run's tick-time checks, measured against a grid of real images (the run's reals.png, read once)."""
+
+    def __init__(self, cfg: Config, real_grid: Callable[[], torch.Tensor], n_images: int) -> None:
+        self.cfg = cfg
+        self._real_grid = real_grid
+        self.n_images = n_images  # the training set's size: small ones get DiffAugment advice
+        self._reference: tuple[float, torch.Tensor, float] | None = None
+
+    def reference(self) -> tuple[float, torch.Tensor, float]:
+        """The real grid's sample spread, nearest-neighbour distances and own near-copy share."""
+        if self._reference is None:
+            real = self._real_grid()
+            nearest = nearest_distances(real)
+            self._reference = (sample_spread(real), nearest, near_copy_share(real, nearest))
+        return self._reference
+
+    def diversity(self, fake: torch.Tensor) -> float:
+        """Mean pairwise distance of the grid's samples over that of as many real images: near 1 for a
+        G that covers the data, near 0 when its samples are all alike."""
+        real_spread = self.reference()[0]
+        return sample_spread(fake) / real_spread if real_spread > 0 else float("nan")
+
+    def duplicates(self, fake: torch.Tensor) -> float:
+        """Share of the grid's samples with a near-copy in the grid (see near_copy_share); nan for a grid too
+        small to judge."""
+        if fake.shape[0] < DUPLICATE_CHECK_MIN_GRID:
+            return float("nan")
+        return near_copy_share(fake, self.reference()[1])
+
+    def small_data_advice(self) -> str:
+        """On a few hundred images D can learn them by heart and G collapse; DiffAugment is the measured cure."""
+        if self.n_images > SMALL_DATA_IMAGES or self.cfg.train.diffaugment:
+            return ""
+        return (f"With {self.n_images} training images D may be learning them by heart: --set "
+                "train.diffaugment=translation,cutout --set train.ada_target=0.6 (adaptive augmentation) kept the "
+                "default nets learning on 100 digits where they collapsed without it (README, Small data). ")
+
+    def collapse_advice(self) -> str:
+        c = self.cfg
+        tries = [f"loss.name={name}" for name in ("ns", "hinge") if name != c.loss.name]
+        tries.append("lower optim.g_lr / optim.d_lr")
+        if not c.model.d_mbdisc:  # cured R5's collapse where d_mbstd and label smoothing did not (README)
+            tries.append("model.d_mbdisc=50")
+        if not c.model.d_mbstd:
+            tries.append("model.d_mbstd=true")
+        return f"{self.small_data_advice()}Try {', '.join(tries)}, or resume from an earlier checkpoint"
+
+    def warnings(self, kimg: float, diversity: float, duplicates: float, d_real: float, d_fake: float) -> list[str]:
+        """What looks wrong at a tick of `kimg` (from the grid's diversity and duplicates, and the tick's mean
+        D(real), D(fake)), each a line of advice; none before COLLAPSE_CHECK_FROM_KIMG."""
+        t = self.cfg.train
+        if kimg < COLLAPSE_CHECK_FROM_KIMG:
+            return []
+        found = []
+        if diversity < t.collapse_warn:
+            found.append(f"the grid's samples at {kimg:.2f} kimg are nearly alike (spread {diversity:.2f} of the "
+                         f"real images'): G looks collapsed. {self.collapse_advice()}")
+        elif t.duplicate_warn > 0 and duplicates > t.duplicate_warn and kimg >= DUPLICATE_CHECK_FROM_KIMG:
+            found.append(f"{duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy in the grid "
+                         f"(real images: {self.reference()[2]:.0%}): G looks partly collapsed, drawing a few modes. "
+                         f"{self.collapse_advice()}")
+        if d_wins(self.cfg, d_real, d_fake):
+            found.append(f"D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) {d_real:.3f}, "
+                         f"D(fake) {d_fake:.3f}): G gets little to learn from. {self.small_data_advice()}Try a "
+                         "lower optim.d_lr or a higher optim.g_lr, loss.label_smoothing=0.1, loss.instance_noise=0.1 "
+                         f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
+                         "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
+        return found
