@@ -404,6 +404,8 @@ def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema
     }
     if ckpt.get("classes") is not None:
         metadata["classes"] = json.dumps([str(c) for c in ckpt["classes"]])
+    if ckpt.get("plugins"):  # file names only, like "source": a file to share need not say where its author keeps code
+        metadata["plugins"] = json.dumps([Path(p).name if p.endswith(".py") else p for p in ckpt["plugins"]])
     metadata["sha256"] = _file_digest(tensors, metadata)
     data = save(tensors, metadata=metadata)
     with replace_atomically(Path(out), "wb") as f:
@@ -441,6 +443,7 @@ def load_generator_file(path: Path) -> dict[str, Any]:
         classes = json.loads(metadata["classes"]) if "classes" in metadata else None
         kept_ema = bool(json.loads(metadata.get("run_kept_ema", "false")))
         versions = json.loads(metadata.get("versions", "{}"))
+        plugins = json.loads(metadata.get("plugins", "[]"))
         if not isinstance(config, dict) or not (classes is None or isinstance(classes, list)):
             raise ValueError("config or classes of the wrong kind")
     except (KeyError, ValueError) as e:
@@ -448,6 +451,6 @@ def load_generator_file(path: Path) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise UserError(f"generator file {path} was written by a newer ganforge; upgrade ganforge to load it")
     return {"format": FORMAT, "format_version": version, "config": config, "G": tensors, "G_ema": None,
-            "nimg": nimg, "classes": classes, "versions": versions,
+            "nimg": nimg, "classes": classes, "versions": versions, "plugins": plugins,
             "exported": {"weights": metadata.get("weights", "G"), "run_kept_ema": kept_ema,
                          "source": metadata.get("source", "")}}

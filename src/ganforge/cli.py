@@ -186,16 +186,16 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     """--n samples, one per row, each followed by its --nearest training images by pixel distance."""
     from . import checkpoint as ckpt_io
     from . import report
-    from .config import from_dict
     from .data import missing_folder
     from .errors import DatasetMissing
     from .generators import generator_from_checkpoint
     from .metrics.core import COPIES_MAX_SHIFT, real_image_set
+    from .plugins import stored_config
 
     path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
     state = ckpt_io.load_checkpoint(path)  # once: G and the config that says where its training images are
     G = generator_from_checkpoint(state, path, args.device or "auto", ema=not args.no_ema)
-    cfg = from_dict(state["config"], stored=True)
+    cfg = stored_config(state)
     missing = missing_folder(cfg.data.name)
     if missing:
         raise UserError(f"{missing}; --nearest compares the samples with them")
@@ -571,13 +571,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
         raise UserError("give a run (or checkpoint), or --preset/--config/--set, not both: a run's networks are "
                         "those its config built")
     from . import checkpoint as ckpt_io
-    from .config import from_dict, load_config
+    from .config import load_config
+    from .plugins import stored_config
 
     run = Path(args.run)
     if run.is_dir() and (run / "config.toml").is_file():
         cfg = load_config(path=run / "config.toml", stored=True)
     else:
-        cfg = from_dict(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run))["config"], stored=True)
+        cfg = stored_config(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run)))
     print(network_summary(cfg))
     return 0
 
@@ -663,10 +664,16 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+PLUGIN_HELP = ("a .py file (or module name) to import first, registering networks, losses or data sets of your "
+               "own (repeatable; also $GANFORGE_PLUGINS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="ganforge", description="Train, resume, sample, evaluate and compare GANs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the versions and exit")
+    parser.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="FILE",
+                        help=PLUGIN_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("presets", help="list the named presets")
@@ -794,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: torch's hub cache, where ganforge and torch-fidelity look)")
     p.add_argument("--url", default=None, help="a mirror of the file (http://, https:// or file://)")
     p.set_defaults(func=cmd_download)
+    for command in sub.choices.values():  # after the command too: `ganforge train --plugin my_nets.py ...`
+        command.add_argument("--plugin", dest="command_plugins", action="append", default=[], metavar="FILE",
+                             help=PLUGIN_HELP)
     return parser
 
 
@@ -864,6 +874,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     """Run the command; a UserError, interrupt, out-of-memory or unwritable path becomes one line and an exit
     code."""
     try:
+        from .plugins import load_plugins
+
+        load_plugins([*args.plugins, *args.command_plugins])  # before any config names what they register
         return args.func(args)
     except UserError as e:
         if args.debug:

@@ -9,10 +9,10 @@ from typing import Any, NamedTuple
 import torch
 
 from . import checkpoint as ckpt_io
-from .config import from_dict
 from .device import has_conv, pick_device
 from .errors import UserError
 from .models import Generator, build_generator
+from .plugins import stored_config
 
 
 def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | torch.device = "cpu",
@@ -29,7 +29,7 @@ def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | t
     if exported is not None and not ema and exported["weights"] == "G_ema":
         raise UserError(f"{path} holds the run's G_ema alone (what `ganforge export` writes by default); for G "
                         "itself export the run again with --no-ema")
-    cfg = from_dict(state["config"], stored=True)
+    cfg = stored_config(state)
     G = build_generator(cfg)
     weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
     ckpt_io.load_state_dict_checked(G, weights, "generator", path)

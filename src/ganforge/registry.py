@@ -24,14 +24,25 @@ def unknown_name(kind: str, name: str, choices: list[str]) -> str:
     return f"unknown {kind} {name!r}{did_you_mean(close_spelling(name, choices))}; valid choices: {', '.join(choices)}"
 
 
+# Appended to the refusal of a name with no close spelling: it may be one of the user's own, not loaded.
+PLUGIN_HINT = " (one of your own is known once the file that registers it is loaded: ganforge --plugin FILE ...)"
+
+
+def _same_definition(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == \
+        (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+
+
 class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: `factory` under `name`. The same definition again (a notebook cell run twice) replaces
+        the entry; another one under a taken name is refused."""
         def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
-            if name in self._entries:
+            if name in self._entries and not _same_definition(self._entries[name], factory):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = factory
             return factory
@@ -40,7 +51,8 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._entries:
-            raise UserError(unknown_name(self.kind, name, self.names()))
+            close = close_spelling(name, self.names())
+            raise UserError(unknown_name(self.kind, name, self.names()) + ("" if close else PLUGIN_HINT))
         return self._entries[name]
 
     def names(self) -> list[str]:

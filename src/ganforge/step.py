@@ -33,6 +33,7 @@ from .losses import (
 )
 from .models import Discriminator, Generator, balanced_labels, build_discriminator, build_generator
 from .models.layers import MinibatchDiscrimination, MinibatchStd
+from .plugins import loaded_plugins
 
 # ADA adjusts its augment probability every this many D steps (StyleGAN2-ADA's interval).
 ADA_INTERVAL = 4
@@ -118,6 +119,7 @@ class TrainState:
             "ada": self.ada,
             "lecam": self.lecam,
             "versions": software_versions(),
+            "plugins": loaded_plugins(),  # code a resume, sample or eval must load again (named when missing)
         }
 
 

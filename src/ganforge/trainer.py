@@ -29,6 +29,8 @@ from .health import HealthCheck
 from .html_report import write_html_report
 from .losses import get_loss
 from .models import build_discriminator, build_generator, inert_settings
+from .plugins import plugin_hint, stored_config
+from .registry import PLUGIN_HINT
 from .step import Stepper, build_state, check_batch_and_order, grid_labels, restore_state
 
 _RUN_DIR = re.compile(r"^(\d{4,})-")
@@ -565,6 +567,9 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     try:
         cfg = anchored_paths(from_dict(apply_overrides(ckpt["config"], overrides)))
     except UserError as e:
+        hint = plugin_hint(ckpt.get("plugins")) if str(e).startswith("unknown ") else ""
+        if hint:  # a network, loss or data set of a plugin the run loaded and this process has not
+            raise UserError(str(e).removesuffix(PLUGIN_HINT) + hint) from e
         try:
             from_dict(ckpt["config"])
         except UserError as own:
@@ -575,7 +580,7 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     missing = missing_folder(cfg.data.name)
     if missing:
         raise UserError(f"{missing}; resume with --set data.name=folder:PATH where they are now")
-    saved = from_dict(ckpt["config"], stored=True)
+    saved = stored_config(ckpt)
     if cfg.train.seed != saved.train.seed:
         # the random streams continue from the checkpoint's saved states, so a new seed would only mislabel them
         raise UserError(f"a resumed run continues the random streams of its checkpoint (train.seed = "

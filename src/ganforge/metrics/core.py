@@ -576,10 +576,10 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     import dataclasses
 
     from .. import checkpoint as ckpt_io
-    from ..config import from_dict
     from ..data import TORCHVISION_SETS, check_dataset_name, missing_folder
     from ..generators import generator_from_checkpoint
     from ..models.layers import check_truncation
+    from ..plugins import stored_config
 
     try:
         truncation = check_truncation(truncation)
@@ -590,7 +590,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     device = str(pick_device(str(device)))
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
-    cfg = from_dict(state["config"], stored=True)
+    cfg = stored_config(state)
     if reference is None and reference_root is not None and cfg.data.name not in TORCHVISION_SETS:
         raise UserError(f"--data-root says where a torchvision data set ({', '.join(TORCHVISION_SETS)}) lives, but "
                         f"this run trained on {cfg.data.name}; to score it against other images use --real")

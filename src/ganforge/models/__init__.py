@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import Config, toml_value
+from ..errors import UserError
 from . import dcgan, mlp, resnet  # noqa: F401  (registers the networks)
-from .conditional import ConditionalDiscriminator, ConditionalGenerator
+from .conditional import ConditionalBatchNorm, ConditionalDiscriminator, ConditionalGenerator
 from .layers import Discriminator, Generator, Packed, balanced_labels, init_weights
 from .registry import DISCRIMINATORS, GENERATORS
 
@@ -59,6 +60,10 @@ def build_generator(cfg: Config) -> Generator:
     init_weights(G, m.init)
     if m.n_classes > 0:
         G = ConditionalGenerator(G, m.z_dim, m.n_classes, m.g_cond, embed_dim)
+        if m.g_cond == "cbn" and not any(isinstance(layer, ConditionalBatchNorm) for layer in G.modules()):
+            # the labels would reach no layer: a G that ignores them
+            raise UserError(f"model.g_cond=cbn makes G's batch norms take the label, and the {m.g} generator has "
+                            "none; use model.g_cond=concat")
     return G
 
 

@@ -1,0 +1,205 @@
+"""Networks and losses of a user's own, registered by a plugin file the command line loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ganforge import plugins
+from ganforge.cli import main
+from ganforge.errors import UserError
+from ganforge.losses import LOSSES
+from ganforge.models import DISCRIMINATORS, GENERATORS
+from ganforge.registry import Registry
+
+from .conftest import tiny_overrides
+
+PLUGIN = '''
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.losses import LOSSES, GANLoss
+from ganforge.models import DISCRIMINATORS, GENERATORS, Discriminator, Generator
+
+
+@GENERATORS.register("linear-test")
+class LinearG(Generator):
+    def __init__(self, cfg, img_size, channels):
+        super().__init__(cfg.z_dim, img_size, channels)
+        self.net = nn.Sequential(nn.Linear(cfg.z_dim, channels * img_size * img_size), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z).view(-1, self.channels, self.img_size, self.img_size)
+
+
+@DISCRIMINATORS.register("linear-test")
+class LinearD(Discriminator):
+    def __init__(self, cfg, img_size, channels):
+        super().__init__(img_size, channels)
+        self.body = nn.Flatten()
+        self.make_head(channels * img_size * img_size, cfg)
+
+
+@LOSSES.register("softplus-test")
+def softplus_loss():
+    def real(logits):
+        return F.softplus(-logits).mean()
+
+    def fake(logits):
+        return F.softplus(logits).mean()
+
+    return GANLoss("softplus-test", "the non-saturating loss, by a plugin", real, fake, real)
+'''
+
+
+@pytest.fixture
+def fresh_registries(monkeypatch):
+    """Each test starts as a new process would, and what its plugins register is gone after it."""
+    for registry in (GENERATORS, DISCRIMINATORS, LOSSES):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+    monkeypatch.setattr(plugins, "_loaded", [])
+    monkeypatch.delenv(plugins.ENV_VAR, raising=False)
+
+
+def forget_plugins(monkeypatch) -> None:
+    """As a later process that has not loaded the plugin."""
+    for registry, name in ((GENERATORS, "linear-test"), (DISCRIMINATORS, "linear-test"), (LOSSES, "softplus-test")):
+        monkeypatch.delitem(registry._entries, name)
+    monkeypatch.setattr(plugins, "_loaded", [])
+
+
+def plugin_file(tmp_path: Path) -> Path:
+    path = tmp_path / "my_nets.py"
+    path.write_text(PLUGIN)
+    return path
+
+
+def settings(folder: Path) -> list[str]:
+    extra = {"model.g": '"linear-test"', "model.d": '"linear-test"', "loss.name": '"softplus-test"'}
+    return [arg for item in tiny_overrides(folder, **extra) for arg in ("--set", item)]
+
+
+def test_a_plugins_networks_and_loss_train_sample_and_resume(tmp_path, image_folder, fresh_registries, monkeypatch,
+                                                             capsys):
+    plugin = plugin_file(tmp_path)
+    out = tmp_path / "runs"
+    assert main(["--plugin", str(plugin), "train", "--preset", "default", "--out", str(out),
+                 *settings(image_folder)]) == 0
+    run = next(out.iterdir())
+    assert (run / "checkpoints").is_dir() and (run / "final.png").is_file()
+    forget_plugins(monkeypatch)
+    capsys.readouterr()
+
+    # a later process without the plugin: one line that names it, nothing written
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "grid.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: unknown generator 'linear-test'; valid choices: dcgan, mlp, resnet; the run was trained "
+                   f"with --plugin {plugin}: pass it again (ganforge --plugin {plugin} COMMAND ...)")
+    assert not (tmp_path / "grid.png").exists()
+    assert main(["train", "--resume", str(run), "--set", "train.kimg=0.128"]) == 2
+    assert f"the run was trained with --plugin {plugin}" in capsys.readouterr().err
+
+    # with it, given after the command this time
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "grid.png"), "--plugin", str(plugin)]) == 0
+    assert (tmp_path / "grid.png").is_file()
+    assert main(["train", "--resume", str(run), "--set", "train.kimg=0.128", "--plugin", str(plugin)]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+    # an exported generator names the plugin's file alone: it may be shared, the author's folders stay home
+    exported = tmp_path / "G.safetensors"
+    assert main(["export", str(run), "--out", str(exported)]) == 0
+    forget_plugins(monkeypatch)
+    capsys.readouterr()
+    assert main(["sample", str(exported), "--n", "4", "--out", str(tmp_path / "shared.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "the run was trained with --plugin my_nets.py: pass it again (ganforge --plugin my_nets.py COMMAND ...)")
+    assert main(["sample", str(exported), "--n", "4", "--out", str(tmp_path / "shared.png"), "--plugin",
+                 str(plugin)]) == 0
+
+
+def test_a_plugin_from_the_environment_is_loaded_by_every_command(tmp_path, fresh_registries, monkeypatch):
+    plugin = plugin_file(tmp_path)
+    monkeypatch.setenv(plugins.ENV_VAR, str(plugin))
+    assert main(["summary", "--preset", "default", "--set", "model.g=linear-test", "--set",
+                 "model.d=linear-test"]) == 0
+    assert plugins.loaded_plugins() == [str(plugin)]
+
+
+def test_conditional_batch_norm_on_a_plugin_generator_without_batch_norm_is_refused(tmp_path, fresh_registries,
+                                                                                    capsys):
+    plugin = plugin_file(tmp_path)
+    assert main(["--plugin", str(plugin), "train", "--preset", "mnist-acgan", "--set", "model.g=linear-test",
+                 "--set", "model.g_cond=cbn", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: model.g_cond=cbn makes G's batch norms take the label, and the "
+                                               "linear-test generator has none; use model.g_cond=concat")
+
+
+def test_a_network_of_no_loaded_plugin_is_refused_with_where_to_register_it(fresh_registries, capsys):
+    assert main(["train", "--preset", "default", "--set", "model.g=linear-test", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: unknown generator 'linear-test'; valid choices: dcgan, mlp, resnet (one of your own is known once "
+        "the file that registers it is loaded: ganforge --plugin FILE ...)")
+
+
+@pytest.mark.parametrize(("source", "name", "message"), [
+    (None, "missing.py", "plugin {path} not found; give the path of the .py file that registers your networks, "
+                         "losses or data sets"),
+    ("raise ValueError('no weights here')\n", "bad.py",
+     "plugin {path} failed to load: ValueError: no weights here (--debug shows where)"),
+    ("def broken(:\n", "syntax.py", "plugin {path} failed to load: SyntaxError: "),
+    ("import not_a_module_anywhere\n", "imports.py",
+     "plugin {path} failed to load: ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
+])
+def test_a_plugin_that_cannot_load_is_one_line(tmp_path, fresh_registries, capsys, source, name, message):
+    path = tmp_path / name
+    if source is not None:
+        path.write_text(source)
+    assert main(["--plugin", str(path), "presets"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: " + message.format(path=path)) and captured.err.count("\n") == 1
+    assert captured.out == ""  # the command did not run
+    assert plugins.loaded_plugins() == []
+
+
+def test_a_module_plugin_that_is_not_installed_is_named(fresh_registries, capsys):
+    assert main(["--plugin", "no_such_plugin_module", "presets"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: plugin no_such_plugin_module not found: no such module on the "
+                                               "Python path (a file is given by its path, e.g. --plugin ./my_nets.py)")
+
+
+def test_loading_a_plugin_twice_runs_it_once(tmp_path, fresh_registries):
+    plugin = tmp_path / "count.py"
+    plugin.write_text("import builtins\n"
+                      "builtins.ganforge_test_loads = getattr(builtins, 'ganforge_test_loads', 0) + 1\n")
+    import builtins
+
+    try:
+        plugins.load_plugins([str(plugin), str(plugin)])
+        plugins.load_plugin(str(tmp_path / "." / "count.py"))
+        assert builtins.ganforge_test_loads == 1
+    finally:
+        del builtins.ganforge_test_loads
+
+
+def test_a_definition_registered_again_replaces_itself_but_not_another():
+    registry = Registry("network")
+
+    def make():  # a notebook cell that defines and registers `make`, run twice
+        return 1
+
+    registry.register("mine")(make)
+
+    def make():  # noqa: F811  (the same definition, run again)
+        return 2
+
+    registry.register("mine")(make)
+    assert registry.get("mine")() == 2
+
+    def other():
+        return 3
+
+    with pytest.raises(ValueError, match="network 'mine' is registered twice"):
+        registry.register("mine")(other)
+    with pytest.raises(UserError, match=r"unknown network 'mien' \(did you mean mine\?\); valid choices: mine$"):
+        registry.get("mien")  # a typo gets its spelling, not the plugin hint
