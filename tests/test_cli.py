@@ -466,12 +466,27 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
         (["--seed", "5"], "continues the random streams of its checkpoint (train.seed = 4)"),
         (["--set", "train.seed=5"], "drop the seed override"),
         (["--out", str(tmp_path / "elsewhere")], "continues in the run's own directory; drop --out"),
+        (["--name", "other"], "continues in the run's own directory; drop --name"),
     ):
         assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", *argv]) == 2
         assert needle in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing trained
     assert not (tmp_path / "elsewhere").exists()
     assert main(["train", "--resume", str(run_dir), "--seed", "4", "--set", "train.kimg=0.128"]) == 0  # its own seed
+
+
+def test_a_run_can_be_named_in_place_of_its_preset(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    tiny = set_args(tiny_overrides(image_folder, **{"train.kimg": 0.032}))
+    assert main(["train", "--out", str(out), "--name", "lr 3e-3/bs16", *tiny]) == 0
+    assert main(["train", "--out", str(out), *tiny]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0000-lr-3e-3-bs16", "0001-default"]  # one numbering
+    capsys.readouterr()
+    for name in ("", "/", " .. "):
+        assert main(["train", "--out", str(out), "--name", name, "--dry-run", *tiny]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: run name {name!r} has no letter or digit to name a "
+                                                   "directory with; give one such as lr-1e-3")
+    assert len(list(out.iterdir())) == 2
 
 
 def test_resume_names_an_override_that_would_change_the_networks(tmp_path, image_folder, capsys):

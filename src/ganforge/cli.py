@@ -56,13 +56,14 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .step import check_batch_and_order
-    from .trainer import TrainingInterrupted, check_networks, resume, resume_config, train
+    from .trainer import TrainingInterrupted, check_networks, check_run_name, resume, resume_config, train
 
     if args.resume is not None:
         if args.preset or args.config:
             raise UserError("--resume takes its config from the checkpoint; use --set to change settings")
-        if args.out is not None:
-            raise UserError("--resume continues in the run's own directory; drop --out")
+        if args.out is not None or args.name is not None:
+            flag = "--out" if args.out is not None else "--name"
+            raise UserError(f"--resume continues in the run's own directory; drop {flag}")
         overrides = list(args.overrides)
         if args.seed is not None:
             overrides.append(f"train.seed={args.seed}")
@@ -72,6 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(resume_config(args.resume, overrides)[2].to_toml(), end="")
             return 0
     else:
+        check_run_name(args.name)
         cfg = _config_from_args(args)
         if args.dry_run:
             check_networks(cfg)  # a printed config is one the run would take
@@ -93,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             resume(args.resume, overrides)
             return 0
-        train(cfg, out=args.out if args.out is not None else Path("runs"))
+        train(cfg, out=args.out if args.out is not None else Path("runs"), name=args.name)
     except TrainingInterrupted as e:
         if distributed.info().is_main:
             print(f"interrupted: {e}; continue with: {distributed.launch_command()} train --resume "
@@ -691,6 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a GAN (or resume a run)")
     _add_config_args(p)
     p.add_argument("--out", type=Path, help="parent of the new run directory (default: runs)")
+    p.add_argument("--name", help="the run directory's name after its number, in place of the preset's: "
+                                  "runs/0007-NAME")
     p.add_argument("--resume", type=Path, help="a run directory or checkpoint to continue")
     p.add_argument("--seed", type=_seed, help="shorthand for --set train.seed=N")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (shorthand for --set train.device=...)")

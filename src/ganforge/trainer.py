@@ -36,13 +36,25 @@ from .step import Stepper, build_state, check_batch_and_order, grid_labels, rest
 _RUN_DIR = re.compile(r"^(\d{4,})-")
 
 
+def run_slug(name: str) -> str:
+    """A run's name as it stands in its directory's: letters, digits, '_', '.' and '-', others made '-'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")
+
+
+def check_run_name(name: str | None) -> None:
+    if name is not None and not run_slug(name):
+        raise UserError(f"run name {name!r} has no letter or digit to name a directory with; give one such as "
+                        "lr-1e-3")
+
+
 def new_run_dir(out: Path | str, preset: str) -> Path:
-    """out/NNNN-<preset>, numbered after the highest existing run; never an existing directory."""
+    """out/NNNN-<preset> (or another name), numbered after the highest existing run; never an existing
+    directory."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory for run directories")
     out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", preset).strip("-") or "run"
+    slug = run_slug(preset) or "run"
     numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_DIR.match(p.name))]
     n = max(numbers, default=-1) + 1
     while True:
@@ -504,17 +516,19 @@ def _missing_folders(path: Path) -> list[Path]:
     return missing
 
 
-def train(cfg: Config, out: Path | str = "runs", log: Any = None) -> Path:
-    """Train a fresh run under out/NNNN-<preset>; returns the run directory. Under torchrun, rank 0 makes
-    the directory and writes every file; the other ranks train their share of each batch."""
+def train(cfg: Config, out: Path | str = "runs", log: Any = None, name: str | None = None) -> Path:
+    """Train a fresh run under out/NNNN-<preset> (out/NNNN-<name> with a name); returns the run directory.
+    Under torchrun, rank 0 makes the directory and writes every file; the other ranks train their share of
+    each batch."""
     if not isinstance(cfg, Config):
         raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
                         "ganforge.load_config(preset=..., overrides=[...])")
+    check_run_name(name)
     cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
     check_batch_and_order(cfg)  # on every rank, before any file
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
-    run_dir = new_run_dir(out, cfg.preset) if main else None
+    run_dir = new_run_dir(out, name or cfg.preset) if main else None
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
     if main:
         ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
