@@ -97,8 +97,10 @@ def test_a_plugins_networks_and_loss_train_sample_and_resume(tmp_path, image_fol
     assert err == (f"error: unknown generator 'linear-test'; valid choices: dcgan, mlp, resnet; the run was trained "
                    f"with --plugin {plugin}: pass it again (ganforge --plugin {plugin} COMMAND ...)")
     assert not (tmp_path / "grid.png").exists()
-    assert main(["train", "--resume", str(run), "--set", "train.kimg=0.128"]) == 2
-    assert f"the run was trained with --plugin {plugin}" in capsys.readouterr().err
+    for argv in (["train", "--resume", str(run), "--set", "train.kimg=0.128"], ["summary", str(run)],
+                 ["eval", str(run), "--n", "8", "--metrics", "classes"]):
+        assert main(argv) == 2
+        assert f"the run was trained with --plugin {plugin}: pass it again" in capsys.readouterr().err, argv
 
     # with it, given after the command this time
     assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "grid.png"), "--plugin", str(plugin)]) == 0
@@ -166,6 +168,14 @@ def test_a_module_plugin_that_is_not_installed_is_named(fresh_registries, capsys
     assert main(["--plugin", "no_such_plugin_module", "presets"]) == 2
     assert capsys.readouterr().err.strip() == ("error: plugin no_such_plugin_module not found: no such module on the "
                                                "Python path (a file is given by its path, e.g. --plugin ./my_nets.py)")
+
+
+def test_a_plugin_imports_the_modules_beside_it(tmp_path, fresh_registries, monkeypatch):
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    (tmp_path / "plugin_helpers_beside.py").write_text("WIDTH = 3\n")
+    plugin = tmp_path / "uses_helper.py"
+    plugin.write_text("from plugin_helpers_beside import WIDTH\nassert WIDTH == 3\n")
+    assert plugins.load_plugin(str(plugin)) == str(plugin)
 
 
 def test_loading_a_plugin_twice_runs_it_once(tmp_path, fresh_registries):

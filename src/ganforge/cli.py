@@ -578,7 +578,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     if run.is_dir() and (run / "config.toml").is_file():
-        cfg = load_config(path=run / "config.toml", stored=True)
+        try:
+            cfg = load_config(path=run / "config.toml", stored=True)
+        except UserError as e:
+            saved = ckpt_io.list_checkpoints(run)
+            if not (str(e).startswith("unknown ") and saved):
+                raise
+            cfg = stored_config(ckpt_io.load_checkpoint(saved[-1]))  # its refusal names the plugins the run loaded
     else:
         cfg = stored_config(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run)))
     print(network_summary(cfg))

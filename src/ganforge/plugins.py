@@ -52,6 +52,8 @@ def load_plugin(spec: str) -> str:
                 raise UserError(f"plugin {spec} cannot be imported as Python; give a .py file")
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[name] = module  # dataclasses and pickling look modules up by name
+            if str(path.parent) not in sys.path:  # its own helper modules import as beside a script
+                sys.path.append(str(path.parent))
             try:
                 module_spec.loader.exec_module(module)
             except BaseException:
