@@ -8,6 +8,7 @@ import pytest
 
 from ganforge import plugins
 from ganforge.cli import main
+from ganforge.data import DATASETS
 from ganforge.errors import UserError
 from ganforge.losses import LOSSES
 from ganforge.models import DISCRIMINATORS, GENERATORS
@@ -16,9 +17,11 @@ from ganforge.registry import Registry
 from .conftest import tiny_overrides
 
 PLUGIN = '''
+import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganforge.data import DATASETS, RawImages
 from ganforge.losses import LOSSES, GANLoss
 from ganforge.models import DISCRIMINATORS, GENERATORS, Discriminator, Generator
 
@@ -50,13 +53,22 @@ def softplus_loss():
         return F.softplus(logits).mean()
 
     return GANLoss("softplus-test", "the non-saturating loss, by a plugin", real, fake, real)
+
+
+@DATASETS.register("squares-test")
+def squares(cfg):
+    """16 grey images, each a bright square at its own place: uint8 [N, 1, 12, 12] with two classes."""
+    images = torch.zeros(16, 1, 12, 12, dtype=torch.uint8)
+    for i in range(16):
+        images[i, 0, i % 8 : i % 8 + 4, i // 2 : i // 2 + 4] = 255
+    return RawImages(images, torch.arange(16) % 2, ["left", "right"])
 '''
 
 
 @pytest.fixture
 def fresh_registries(monkeypatch):
     """Each test starts as a new process would, and what its plugins register is gone after it."""
-    for registry in (GENERATORS, DISCRIMINATORS, LOSSES):
+    for registry in (GENERATORS, DISCRIMINATORS, LOSSES, DATASETS):
         monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     monkeypatch.setattr(plugins, "_loaded", [])
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
@@ -64,7 +76,8 @@ def fresh_registries(monkeypatch):
 
 def forget_plugins(monkeypatch) -> None:
     """As a later process that has not loaded the plugin."""
-    for registry, name in ((GENERATORS, "linear-test"), (DISCRIMINATORS, "linear-test"), (LOSSES, "softplus-test")):
+    for registry, name in ((GENERATORS, "linear-test"), (DISCRIMINATORS, "linear-test"), (LOSSES, "softplus-test"),
+                           (DATASETS, "squares-test")):
         monkeypatch.delitem(registry._entries, name)
     monkeypatch.setattr(plugins, "_loaded", [])
 
@@ -76,17 +89,19 @@ def plugin_file(tmp_path: Path) -> Path:
 
 
 def settings(folder: Path) -> list[str]:
-    extra = {"model.g": '"linear-test"', "model.d": '"linear-test"', "loss.name": '"softplus-test"'}
+    """tiny settings on the plugin's networks, loss and data set (`folder` is the data set they replace)"""
+    extra = {"model.g": '"linear-test"', "model.d": '"linear-test"', "loss.name": '"softplus-test"',
+             "data.name": '"squares-test"'}
     return [arg for item in tiny_overrides(folder, **extra) for arg in ("--set", item)]
 
 
-def test_a_plugins_networks_and_loss_train_sample_and_resume(tmp_path, image_folder, fresh_registries, monkeypatch,
-                                                             capsys):
+def test_a_plugins_networks_loss_and_data_train_sample_and_resume(tmp_path, fresh_registries, monkeypatch, capsys):
     plugin = plugin_file(tmp_path)
     out = tmp_path / "runs"
     assert main(["--plugin", str(plugin), "train", "--preset", "default", "--out", str(out),
-                 *settings(image_folder)]) == 0
+                 *settings(tmp_path)]) == 0
     run = next(out.iterdir())
+    assert "(device cpu, 16 images)" in capsys.readouterr().out  # the plugin's data set
     assert (run / "checkpoints").is_dir() and (run / "final.png").is_file()
     forget_plugins(monkeypatch)
     capsys.readouterr()
