@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
 import pytest
@@ -813,3 +814,27 @@ def test_a_folder_split_into_train_and_test_is_named_before_it_trains_on_both(tm
     assert split_subfolders_note(f"folder:{root}", ["train", "cat"]) is None  # one such name is a class
     assert split_subfolders_note("mnist5k", ["train", "test"]) is None
     assert split_subfolders_note("folder:x", ["Training", "Validation"]).endswith("use folder:x/Training")
+
+
+def test_deterministic_kernels_are_on_while_training_and_restored_after(tmp_path, tiny_cfg, monkeypatch):
+    from ganforge.step import Stepper
+
+    seen: list[bool] = []
+    step = Stepper.__call__
+
+    def spy(self, reals):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return step(self, reals)
+
+    monkeypatch.setattr(Stepper, "__call__", spy)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored as it was after the test
+    exact = train(tiny_cfg(**{"train.deterministic": "true"}), out=tmp_path / "a", log=lambda msg: None)
+    assert seen and all(seen) and not torch.are_deterministic_algorithms_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # set before any CUDA work, as cuBLAS needs
+    seen.clear()
+    plain = train(tiny_cfg(), out=tmp_path / "b", log=lambda msg: None)
+    assert seen and not any(seen)
+    # a CPU's kernels were deterministic already: the setting changes no weight
+    weights = [ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run))["G"] for run in (exact, plain)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])

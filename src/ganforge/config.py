@@ -147,6 +147,8 @@ class TrainConfig:
     amp: str = setting("none", "none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)")
     matmul_precision: str = setting("high", "float32 matmuls: highest | high (TF32 on CUDA) | medium (bf16 inside)")
     compile: bool = setting(False, "torch.compile G and D")
+    deterministic: bool = setting(False, "repeat a run bit for bit on a GPU too: deterministic CUDA kernels, no cuDNN "
+                                         "autotuning (slower); CPU runs repeat without it")
     diffaugment: str = setting("", "DiffAugment policy for everything D sees, e.g. \"color,translation,cutout\"")
     ada_target: float = setting(0.0, "> 0 (StyleGAN2-ADA: 0.6): each image gets the DiffAugment policy with a "
                                      "probability p, adapted so that the mean sign of D's logits on reals stays "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -67,6 +68,35 @@ def matmul_precision(setting: str) -> Any:
     finally:
         torch.set_float32_matmul_precision(before[0])
         torch.backends.cudnn.allow_tf32 = before[1]
+
+
+CUBLAS_DETERMINISTIC = ":4096:8"  # the cuBLAS workspace setting that makes its matmuls repeatable
+
+
+def prepare_deterministic(enabled: bool) -> None:
+    """Before any CUDA work: cuBLAS reads its workspace setting when its first handle is made."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Inside the block (the training loop), torch's deterministic kernels and no cuDNN autotuning, restored
+    after. An op with no deterministic kernel on the device warns once rather than stopping the run."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    prepare_deterministic(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
 
 
 def cpu_has_bf16_matmul() -> bool:

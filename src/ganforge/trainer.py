@@ -23,7 +23,15 @@ from . import checkpoint as ckpt_io
 from . import distributed, report, tensorboard_log
 from .config import Config, Overrides, apply_overrides, flatten, from_dict, preset_names, toml_value
 from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder, split_subfolders_note
-from .device import cpu_has_bf16_matmul, has_conv, pick_device, threads_note, use_channels_last
+from .device import (
+    cpu_has_bf16_matmul,
+    deterministic_algorithms,
+    has_conv,
+    pick_device,
+    prepare_deterministic,
+    threads_note,
+    use_channels_last,
+)
 from .errors import UserError
 from .health import HealthCheck
 from .html_report import write_html_report
@@ -130,8 +138,9 @@ class Trainer:
         self.device = pick_device(cfg.train.device)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        prepare_deterministic(cfg.train.deterministic)
+        if self.device.type == "cuda" and not cfg.train.deterministic:
+            torch.backends.cudnn.benchmark = True  # autotuned kernels: faster, not repeatable
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
         self.state.classes = list(self.data.classes) if cfg.model.n_classes else None
@@ -423,7 +432,8 @@ class Trainer:
             if t.tensorboard and s.nimg < int(round(t.kimg * 1000)):
                 self._open_tensorboard()
         try:
-            return self._train_loop()
+            with deterministic_algorithms(t.deterministic):
+                return self._train_loop()
         finally:
             if self.tb is not None:
                 self.tb.close()
