@@ -30,7 +30,8 @@ def setting(default: Any, doc: str) -> Any:
 @dataclass
 class DataConfig:
     name: str = setting("mnist5k", "a registered dataset (mnist5k, mnist, fashion-mnist, cifar10, celeba, "
-                                   "stacked-mnist5k, stacked-mnist), or folder:PATH (an image folder, .zip or .npz)")
+                                   "stacked-mnist5k, stacked-mnist, or your own: --plugin), or folder:PATH (an image "
+                                   "folder, .zip or .npz)")
     root: str = setting("data", "where torchvision datasets are expected (and downloaded to)")
     download: bool = setting(False, "only then may a torchvision dataset be fetched")
     img_size: int = setting(28, "images are resized once, antialiased, to img_size x img_size")
@@ -46,8 +47,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    g: str = setting("dcgan", "registered generator: dcgan | mlp | resnet")
-    d: str = setting("dcgan", "registered discriminator: dcgan | mlp | resnet | convd")
+    g: str = setting("dcgan", "registered generator: dcgan | mlp | resnet, or your own (--plugin)")
+    d: str = setting("dcgan", "registered discriminator: dcgan | mlp | resnet | convd, or your "
+                                   "own (--plugin)")
     z_dim: int = setting(100, "size of the noise vector z")
     g_width: int = setting(64, "dcgan: channels of G's last hidden layer (doubling towards the input); resnet: "
                                "of every block")
@@ -84,7 +86,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = setting("ns", "registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge")
+    name: str = setting("ns", "registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge, or "
+                                   "your own (--plugin)")
     d_reduction: str = setting("sum", "D loss = real + fake (sum) or (real + fake) / 2 (mean)")
     n_critic: int = setting(1, "D steps (each on a fresh real batch) per G step")
     critic_burst: int = setting(0, "WGAN's schedule: this many D steps, not n_critic, in the G steps the next "
