@@ -12,7 +12,7 @@ from ganforge import checkpoint as ckpt_io
 from ganforge.config import load_config
 from ganforge.losses import LOSSES, get_loss, gradient_penalty, r1_penalty
 from ganforge.models import build_discriminator
-from ganforge.trainer import resume, train
+from ganforge.trainer import Trainer, resume, train
 
 from .test_train import assert_same_state, final_weights, quiet
 
@@ -132,7 +132,8 @@ def test_every_loss_and_model_pair_trains_with_finite_losses(tmp_path, tiny_cfg,
     {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.1, "train.ada_kimg": 0.05},
     {"loss.topk": 0.5, "loss.topk_kimg": 0.05},
     {"loss.lecam": 0.3},
-], ids=["spectral-norm", "lazy-r1", "n-critic-gp", "ada", "topk", "lecam"])
+    {"loss.bcr": 10.0, "loss.bcr_policy": '"translation,cutout"'},
+], ids=["spectral-norm", "lazy-r1", "n-critic-gp", "ada", "topk", "lecam", "bcr"])
 def test_stabilisers_resume_bit_for_bit(tmp_path, tiny_cfg, stabiliser):
     full = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
     half = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
@@ -390,6 +391,8 @@ STABILISERS = {
     "r1": {"loss.r1_gamma": 1.0},
     "topk": {"loss.topk": 0.5, "loss.topk_kimg": 0.01},
     "lecam": {"loss.lecam": 0.3},
+    "bcr": {"loss.bcr": 10.0},
+    "bcr-acgan": {"loss.bcr": 10.0, "model.n_classes": 2, "model.d_cond": '"acgan"'},
     "n-critic": {"loss.n_critic": 2},
     "cgan": {"model.n_classes": 2},
     "acgan": {"model.n_classes": 2, "model.d_cond": '"acgan"'},
@@ -500,3 +503,29 @@ def test_a_checkpoint_from_before_bursts_resumes_with_its_g_step_count(tmp_path,
     ckpt_io.atomic_save(old, path)
     resume(half, ["train.kimg=0.096"], log=quiet)
     assert final_weights(half)["g_steps"] == final_weights(full)["g_steps"] == 6  # 96 images, 2 batches a G step
+
+
+def test_consistency_penalty_matches_its_definition_by_hand():
+    from ganforge.losses import consistency_penalty
+
+    logits, views = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, -2.0, 2.5])
+    assert abs(consistency_penalty(logits, views).item() - (1.0 + 0.0 + 4.0) / 3) < 1e-6
+
+
+def test_consistency_regularisation_teaches_d_to_score_a_shifted_image_alike(tmp_path, tiny_cfg):
+    from ganforge.augment import diff_augment
+
+    def gap(bcr: float) -> float:
+        """Mean |D(x) - D(shifted x)| over the reals after 40 D steps."""
+        trainer = Trainer(tiny_cfg(**{"loss.bcr": bcr, "model.d_norm": '"none"'}), tmp_path / f"run{bcr}", log=quiet)
+        for i in range(40):
+            trainer.stepper.set_progress(i * 8)
+            trainer.stepper([trainer.real_batch(i)])
+        D = trainer.state.D.eval()
+        real = trainer.data.batch(torch.arange(len(trainer.data)))
+        shifted = diff_augment(real, ["translation"], torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            return (D(real) - D(shifted)).abs().mean().item()
+
+    without, with_bcr = gap(0.0), gap(10.0)
+    assert with_bcr < 0.5 * without, (with_bcr, without)

@@ -58,11 +58,12 @@ AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.
 }
 
 
-def parse_policy(policy: str) -> list[str]:
+def parse_policy(policy: str, setting: str = "train.diffaugment") -> list[str]:
+    """The augmentations a policy string names, in order; an unknown one is refused, naming `setting`."""
     names = [p.strip() for p in policy.split(",") if p.strip()]
     for name in names:
         if name not in AUGMENTATIONS:
-            raise UserError(f"unknown augmentation {name!r} in train.diffaugment; valid: {', '.join(AUGMENTATIONS)}")
+            raise UserError(f"unknown augmentation {name!r} in {setting}; valid: {', '.join(AUGMENTATIONS)}")
     return names
 
 

@@ -104,6 +104,11 @@ class LossConfig:
     instance_noise_kimg: float = setting(0.0, "instance_noise falls linearly to 0 over this many kimg")
     lecam: float = setting(0.0, "LeCam regularisation weight on D (Tseng et al. 2021; 0.3 in their CIFAR-10 "
                                 "runs); 0 disables")
+    bcr: float = setting(0.0, "balanced consistency regularisation weight on D (Zhao et al. 2021; 10 in their "
+                              "runs): D's logits on reals and fakes held to its logits on the same images under "
+                              "bcr_policy; 0 disables")
+    bcr_policy: str = setting("translation", "bcr: the DiffAugment ops that make the second view, e.g. "
+                                             "\"translation,cutout\"")
     topk: float = setting(1.0, "top-k training: G's loss keeps this share of each fake batch, the ones D rates "
                                "most real")
     topk_kimg: float = setting(0.0, "topk is reached from 1 (all) linearly over this many kimg; 0 = from the start")
@@ -485,6 +490,7 @@ def validate(cfg: Config) -> None:
     """Every check on a config a run will train with."""
     from . import data as data_module
     from . import losses
+    from .augment import parse_policy
 
     d, m, lo, o, t = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.train
     validate_networks(cfg)
@@ -506,6 +512,10 @@ def validate(cfg: Config) -> None:
     _check(0 < lo.topk <= 1, f"loss.topk is the share of each fake batch G learns from, in (0, 1], got {lo.topk} "
            "(the paper's floor: 0.5)")
     _check(lo.lecam >= 0, f"loss.lecam must be >= 0 (0 disables), got {lo.lecam}")
+    _check(lo.bcr >= 0, f"loss.bcr must be >= 0 (0 disables), got {lo.bcr}")
+    _check(parse_policy(lo.bcr_policy, "loss.bcr_policy") != [] or lo.bcr == 0,
+           "loss.bcr compares D's logits on two views of each image, and loss.bcr_policy names no augmentation; "
+           "set one, e.g. loss.bcr_policy=translation")
     _check(lo.topk_kimg >= 0, f"loss.topk_kimg must be >= 0, got {lo.topk_kimg}")
     _check(lo.r1_gamma >= 0 and lo.r1_every >= 1, "loss.r1_gamma must be >= 0 and loss.r1_every >= 1")
     _check(
@@ -576,8 +586,6 @@ def validate(cfg: Config) -> None:
         not (t.amp == "fp16" and t.step_order == "simultaneous"),
         "train.amp=fp16 does not combine with train.step_order=simultaneous; use bf16",
     )
-    from .augment import parse_policy
-
     parse_policy(t.diffaugment)
     _check(0 <= t.ada_target < 1, f"train.ada_target must be 0 (off) or between 0 and 1, got {t.ada_target}")
     _check(t.ada_target == 0 or t.diffaugment.strip() != "",

@@ -189,6 +189,14 @@ def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, ema_real
     return F.relu(real_logits - ema_fake).pow(2).mean() + F.relu(ema_real - fake_logits).pow(2).mean()
 
 
+def consistency_penalty(logits: torch.Tensor, augmented_logits: torch.Tensor) -> torch.Tensor:
+    """Consistency regularisation (Zhang et al. 2020; balanced, on reals and fakes, Zhao et al. 2021,
+    "Improved Consistency Regularization for GANs"): mean((D(x) - D(T(x)))^2) for one batch and its augmented
+    view T(x), added to D's loss for reals and for fakes with weight loss.bcr. Both sides carry D's gradient,
+    as in the paper, so D learns to give an image and its shifted copy the same score."""
+    return (logits - augmented_logits).pow(2).mean()
+
+
 def lecam_ema_decay(d_steps: int) -> float:
     """The decay of the LeCam EMAs at D step `d_steps` (from 0): 0 (take the current means) before
     LECAM_START, LECAM_DECAY after."""

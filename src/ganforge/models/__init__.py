@@ -29,6 +29,8 @@ def unread_settings(cfg: Config) -> dict[str, str]:
                        for key in ("g_cond", "d_cond", "embed_dim")})
     if not m.d_mbdisc:
         unread["model.d_mbdisc_dim"] = "has no effect without minibatch discrimination (model.d_mbdisc = 0)"
+    if not cfg.loss.bcr:
+        unread["loss.bcr_policy"] = "has no effect without consistency regularisation (loss.bcr = 0)"
     if not cfg.loss.critic_burst:
         unread.update({f"loss.{key}": "has no effect without critic bursts (loss.critic_burst = 0)"
                        for key in ("critic_burst_first", "critic_burst_every")})
