@@ -368,6 +368,23 @@ def test_diffaugment_is_differentiable_and_does_what_it_says():
         load_config(overrides=["train.diffaugment=color,zoom"])
 
 
+def test_shift_moves_as_translation_does_but_fills_with_the_edge_not_grey():
+    from ganforge.augment import diff_augment, shift, translation
+
+    digits = torch.full((32, 1, 12, 12), -1.0)  # black background, a white square off the centre
+    digits[:, :, 2:6, 3:7] = 1.0
+    moved = shift(digits, torch.Generator().manual_seed(0))
+    padded = translation(digits, torch.Generator().manual_seed(0))
+    assert set(moved.unique().tolist()) == {-1.0, 1.0}  # no mid-grey border
+    assert (padded == 0).any()  # translation's border is 0, grey in [-1, 1]
+    inside = padded != 0
+    assert torch.equal(moved[inside], padded[inside])  # the same draws move every image by the same offset
+    assert not torch.equal(moved, digits)
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    diff_augment(x, ["shift"], torch.Generator().manual_seed(1)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_diffaugment_training_resumes_bit_for_bit(tmp_path, tiny_cfg):
     extra = {"train.diffaugment": '"color,translation,cutout"'}
     full = train(tiny_cfg(**extra, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)

@@ -228,3 +228,21 @@ def test_a_definition_registered_again_replaces_itself_but_not_another():
         registry.register("mine")(other)
     with pytest.raises(UserError, match=r"unknown network 'mien' \(did you mean mine\?\); valid choices: mine$"):
         registry.get("mien")  # a typo gets its spelling, not the plugin hint
+
+
+def test_a_command_printed_to_go_on_loads_the_plugins_again(tmp_path, fresh_registries, monkeypatch, capsys):
+    import shlex
+
+    from ganforge import trainer
+    from ganforge.trainer import TrainingInterrupted
+
+    plugin = plugin_file(tmp_path)
+    run_dir = tmp_path / "runs" / "0000-default"
+
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted(run_dir, 0.5)
+
+    monkeypatch.setattr(trainer, "train", stopped)
+    assert main(["train", "--plugin", str(plugin), "--preset", "default", "--set", "model.g=linear-test"]) == 130
+    command = capsys.readouterr().err.strip().split("continue with: ", 1)[1]
+    assert shlex.split(command) == ["ganforge", "--plugin", str(plugin), "train", "--resume", str(run_dir)]

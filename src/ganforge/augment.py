@@ -1,6 +1,7 @@
 """DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image D sees, real and fake,
 so a D trained on little data cannot memorise it. Follows the reference implementation: colour (brightness,
-saturation, contrast), translation by up to 1/8 of the size and cutout of a half-size square, filling with 0."""
+saturation, contrast), translation by up to 1/8 of the size and cutout of a half-size square, filling with 0;
+and `shift`, translation that repeats the edge pixels instead."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def translation(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.1
     return padded.permute(0, 2, 3, 1)[gb, gx, gy].permute(0, 3, 1, 2).contiguous()
 
 
+def shift(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
+    """translation's shifts (the same draws), with the edge pixels repeated into the gap instead of 0, which
+    is mid-grey in [-1, 1]: a digit's black background stays black, and D is not shown a border no real
+    image has."""
+    b, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    tx = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device, generator=gen)
+    ty = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device, generator=gen)
+    gb, gx, gy = torch.meshgrid(torch.arange(b, device=x.device), torch.arange(h, device=x.device),
+                                torch.arange(w, device=x.device), indexing="ij")
+    gx = (gx + tx).clamp(0, h - 1)
+    gy = (gy + ty).clamp(0, w - 1)
+    return x.permute(0, 2, 3, 1)[gb, gx, gy].permute(0, 3, 1, 2).contiguous()
+
+
 def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> torch.Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -54,6 +70,7 @@ def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> 
 AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]] = {
     "color": color,
     "translation": translation,
+    "shift": shift,
     "cutout": cutout,
 }
 
