@@ -25,32 +25,34 @@ def color(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     return (x - mean) * (_rand(x, gen) + 0.5) + mean  # contrast
 
 
-def translation(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
+def _shifted_grid(x: torch.Tensor, gen: torch.Generator | None,
+                  ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Index grids [B, H, W] of each image moved by its own offset, up to `ratio` of the size each way (row
+    and column indices not yet clamped to the image)."""
     b, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     tx = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device, generator=gen)
     ty = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device, generator=gen)
     gb, gx, gy = torch.meshgrid(torch.arange(b, device=x.device), torch.arange(h, device=x.device),
                                 torch.arange(w, device=x.device), indexing="ij")
-    gx = (gx + tx + 1).clamp(0, h + 1)
-    gy = (gy + ty + 1).clamp(0, w + 1)
+    return gb, gx + tx, gy + ty
+
+
+def translation(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
+    h, w = x.shape[2:]
+    gb, gx, gy = _shifted_grid(x, gen, ratio)
     padded = F.pad(x, [1, 1, 1, 1])  # [B, C, H+2, W+2]
-    return padded.permute(0, 2, 3, 1)[gb, gx, gy].permute(0, 3, 1, 2).contiguous()
+    return padded.permute(0, 2, 3, 1)[gb, (gx + 1).clamp(0, h + 1), (gy + 1).clamp(0, w + 1)].permute(0, 3, 1, 2) \
+        .contiguous()
 
 
 def shift(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:
     """translation's shifts (the same draws), with the edge pixels repeated into the gap instead of 0, which
     is mid-grey in [-1, 1]: a digit's black background stays black, and D is not shown a border no real
     image has."""
-    b, _, h, w = x.shape
-    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    tx = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device, generator=gen)
-    ty = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device, generator=gen)
-    gb, gx, gy = torch.meshgrid(torch.arange(b, device=x.device), torch.arange(h, device=x.device),
-                                torch.arange(w, device=x.device), indexing="ij")
-    gx = (gx + tx).clamp(0, h - 1)
-    gy = (gy + ty).clamp(0, w - 1)
-    return x.permute(0, 2, 3, 1)[gb, gx, gy].permute(0, 3, 1, 2).contiguous()
+    h, w = x.shape[2:]
+    gb, gx, gy = _shifted_grid(x, gen, ratio)
+    return x.permute(0, 2, 3, 1)[gb, gx.clamp(0, h - 1), gy.clamp(0, w - 1)].permute(0, 3, 1, 2).contiguous()
 
 
 def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> torch.Tensor:
