@@ -98,6 +98,13 @@ def plugin_hint(recorded: Any) -> str:
     return f"; the run was trained with {flags}: pass it again (ganforge {flags} COMMAND ...)"
 
 
+def naming_plugins(error: UserError, recorded: Any) -> UserError:
+    """`error` (a checkpoint's config refused) with the plugins its run loaded, when it refuses a name that
+    this process does not know and they are not loaded here; else `error` as it is."""
+    hint = plugin_hint(recorded) if str(error).startswith("unknown ") else ""
+    return UserError(str(error).removesuffix(PLUGIN_HINT) + hint) if hint else error
+
+
 def stored_config(state: dict[str, Any]):  # -> Config
     """The config a checkpoint holds, checked as a stored one; a network, loss or data set it names that no
     loaded code registers is refused with the plugins its run used."""
@@ -106,7 +113,7 @@ def stored_config(state: dict[str, Any]):  # -> Config
     try:
         return from_dict(state["config"], stored=True)
     except UserError as e:
-        hint = plugin_hint(state.get("plugins")) if str(e).startswith("unknown ") else ""
-        if hint:
-            raise UserError(str(e).removesuffix(PLUGIN_HINT) + hint) from e
-        raise
+        named = naming_plugins(e, state.get("plugins"))
+        if named is e:
+            raise
+        raise named from e

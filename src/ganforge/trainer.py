@@ -37,8 +37,7 @@ from .health import HealthCheck
 from .html_report import write_html_report
 from .losses import get_loss
 from .models import build_discriminator, build_generator, inert_settings
-from .plugins import plugin_hint, stored_config
-from .registry import PLUGIN_HINT
+from .plugins import naming_plugins, stored_config
 from .step import Stepper, build_state, check_batch_and_order, grid_labels, restore_state
 
 _RUN_DIR = re.compile(r"^(\d{4,})-")
@@ -591,9 +590,9 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     try:
         cfg = anchored_paths(from_dict(apply_overrides(ckpt["config"], overrides)))
     except UserError as e:
-        hint = plugin_hint(ckpt.get("plugins")) if str(e).startswith("unknown ") else ""
-        if hint:  # a network, loss or data set of a plugin the run loaded and this process has not
-            raise UserError(str(e).removesuffix(PLUGIN_HINT) + hint) from e
+        named = naming_plugins(e, ckpt.get("plugins"))
+        if named is not e:  # a network, loss or data set of a plugin the run loaded and this process has not
+            raise named from e
         try:
             from_dict(ckpt["config"])
         except UserError as own:
