@@ -102,6 +102,7 @@ def test_a_plugins_networks_loss_and_data_train_sample_and_resume(tmp_path, fres
                  *settings(tmp_path)]) == 0
     run = next(out.iterdir())
     assert "(device cpu, 16 images)" in capsys.readouterr().out  # the plugin's data set
+    assert f"ganforge --plugin {plugin} train --resume {run}" in (run / "report.html").read_text()
     assert (run / "checkpoints").is_dir() and (run / "final.png").is_file()
     forget_plugins(monkeypatch)
     capsys.readouterr()

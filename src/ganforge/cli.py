@@ -98,7 +98,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         train(cfg, out=args.out if args.out is not None else Path("runs"), name=args.name)
     except TrainingInterrupted as e:
         if distributed.info().is_main:
-            again = shlex.join([*_plugin_words(), "train", "--resume", str(e.run_dir)])
+            from .plugins import plugin_args
+
+            again = shlex.join([*plugin_args(), "train", "--resume", str(e.run_dir)])
             print(f"interrupted: {e}; continue with: {distributed.launch_command()} {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
@@ -244,16 +246,11 @@ def _sample_interpolation(G: Any, args: argparse.Namespace, out: Path) -> int:
 MAX_GRID_IMAGES = 10_000  # 100 x 100 cells; 20,000 28x28 samples already took 1.2 GB to draw as one grid
 
 
-def _plugin_words() -> list[str]:
-    """--plugin FILE for each plugin this process loaded: a command printed to go on needs them too."""
-    from .plugins import loaded_plugins
-
-    return [word for plugin in loaded_plugins() for word in ("--plugin", plugin)]
-
-
 def _more_samples_command(args: argparse.Namespace, n: int) -> str:
     """The `ganforge sample` command that adds n samples to args.out as this one would have gone on."""
-    words = ["ganforge", *_plugin_words(), "sample", str(args.run), "--n", str(n), "--out", str(args.out), "--force"]
+    from .plugins import plugin_args
+
+    words = ["ganforge", *plugin_args(), "sample", str(args.run), "--n", str(n), "--out", str(args.out), "--force"]
     for flag, value, default in (("--seed", args.seed, 0), ("--ckpt", args.ckpt, "latest"),
                                  ("--class", args.class_, None), ("--batch-size", args.batch_size, 1000),
                                  ("--device", args.device, None), ("--truncation", args.truncation, None)):

@@ -222,7 +222,7 @@ def _status(view: RunView, problems: list[str], signals: list[str]) -> str:
         status = f"<p class=ok>Finished: {_num(kimg)} kimg of {_num(target)}.</p>"
     else:
         status = (f"<p class=warn>Stopped at {_num(kimg)} kimg of {_num(target)}. Continue it with "
-                  f"<code>ganforge train --resume {_e(shlex.quote(str(view.path)))}</code>.</p>")
+                  f"<code>{_e(_ganforge())} train --resume {_e(shlex.quote(str(view.path)))}</code>.</p>")
     status += "".join(f"<p class=warn>{_e(text)}.</p>" for text in problems)
     if signals:
         status += "".join(f"<p class=warn>Warning: {_e(text)}.</p>" for text in signals)
@@ -330,19 +330,28 @@ def _samples(view: RunView) -> str:
     return samples or "<p class=muted>No sample grid yet.</p>"
 
 
+def _ganforge() -> str:
+    """`ganforge` with the --plugin flags of the plugins this process loaded: a run of a plugin's networks
+    needs them in every command that goes on from it."""
+    from .plugins import plugin_args
+
+    return shlex.join(["ganforge", *plugin_args()])
+
+
 def _commands(run_dir: Path) -> str:
     run, config = shlex.quote(str(run_dir)), shlex.quote(str(run_dir / "config.toml"))
+    ganforge = _ganforge()
     return "\n".join([
-        f"ganforge sample {run} --n 64 --out grid.png --seed 1",
-        f"ganforge eval {run}",
-        f"ganforge eval {run} --ckpt all --n 2000   # every kept checkpoint: the curve and the best one",
-        f"ganforge eval {run} --metrics copies      # does G copy its training images?",
-        f"ganforge sample {run} --n 8 --nearest 5 --out nn.png   # each sample beside its 5 nearest training images",
-        f"ganforge export {run} --out G.safetensors   # G alone, to share: sample and eval take it",
-        f"ganforge train --resume {run} --set train.kimg=N",
-        f"ganforge train --config {config}     # a new run with the same settings",
-        f"ganforge compare {run} OTHER_RUN",
-        f"ganforge report {run}                # rebuild this page",
+        f"{ganforge} sample {run} --n 64 --out grid.png --seed 1",
+        f"{ganforge} eval {run}",
+        f"{ganforge} eval {run} --ckpt all --n 2000   # every kept checkpoint: the curve and the best one",
+        f"{ganforge} eval {run} --metrics copies      # does G copy its training images?",
+        f"{ganforge} sample {run} --n 8 --nearest 5 --out nn.png   # each sample beside its 5 nearest training images",
+        f"{ganforge} export {run} --out G.safetensors   # G alone, to share: sample and eval take it",
+        f"{ganforge} train --resume {run} --set train.kimg=N",
+        f"{ganforge} train --config {config}     # a new run with the same settings",
+        f"{ganforge} compare {run} OTHER_RUN",
+        f"{ganforge} report {run}                # rebuild this page",
     ] + ([f"tensorboard --logdir {shlex.quote(str(run_dir / TENSORBOARD_DIR))}   # the ticks in TensorBoard"]
          if (run_dir / TENSORBOARD_DIR).is_dir() else []))
 

@@ -86,6 +86,11 @@ def loaded_plugins() -> list[str]:
     return list(_loaded)
 
 
+def plugin_args() -> list[str]:
+    """--plugin FILE for each plugin loaded here: a command printed to go on from a run needs them too."""
+    return [word for plugin in _loaded for word in ("--plugin", plugin)]
+
+
 def plugin_hint(recorded: Any) -> str:
     """For a stored config that names something this process does not know: the plugins its run loaded that
     this process has not, as the words to add; '' when there are none."""
