@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+import ganforge
 from ganforge import plugins
 from ganforge.cli import main
 from ganforge.data import DATASETS
@@ -71,7 +73,9 @@ def fresh_registries(monkeypatch):
     for registry in (GENERATORS, DISCRIMINATORS, LOSSES, DATASETS):
         monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     monkeypatch.setattr(plugins, "_loaded", [])
+    monkeypatch.setattr(plugins, "_installed_loaded", False)
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
+    monkeypatch.delenv(plugins.NO_AUTOLOAD_VAR, raising=False)
 
 
 def forget_plugins(monkeypatch) -> None:
@@ -247,3 +251,48 @@ def test_a_command_printed_to_go_on_loads_the_plugins_again(tmp_path, fresh_regi
     assert main(["train", "--plugin", str(plugin), "--preset", "default", "--set", "model.g=linear-test"]) == 130
     command = capsys.readouterr().err.strip().split("continue with: ", 1)[1]
     assert shlex.split(command) == ["ganforge", "--plugin", str(plugin), "train", "--resume", str(run_dir)]
+
+
+def install_package(root: Path, monkeypatch, source: str = PLUGIN) -> str:
+    """A package as pip would leave it on the Python path: its module and a dist-info whose entry point
+    offers the module to ganforge. Returns the module's name."""
+    module = "gf_installed_nets"
+    (root / f"{module}.py").write_text(source)
+    info = root / "gf_installed_nets-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gf-installed-nets\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[ganforge.plugins]\nnets = {module}\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    return module
+
+
+def test_an_installed_packages_plugin_needs_no_flag(tmp_path, fresh_registries, monkeypatch, capsys):
+    (tmp_path / "site").mkdir()
+    module = install_package(tmp_path / "site", monkeypatch)
+    out = tmp_path / "runs"
+    assert main(["train", "--preset", "default", "--out", str(out), *settings(tmp_path)]) == 0
+    run = next(out.iterdir())
+    assert "(device cpu, 16 images)" in capsys.readouterr().out  # the installed plugin's data set
+    assert module in plugins.loaded_plugins()
+    # the Python API finds it too, on the first lookup of a name it registers
+    forget_plugins(monkeypatch)
+    monkeypatch.setattr(plugins, "_installed_loaded", False)
+    monkeypatch.delitem(sys.modules, module)
+    G = ganforge.load_generator(run)
+    assert module in sys.modules and G.sample(2, seed=0).shape == (2, 1, 16, 16)
+    assert "linear-test" in GENERATORS.names()
+
+
+def test_installed_plugins_can_be_switched_off_and_a_broken_one_is_one_line(tmp_path, fresh_registries,
+                                                                             monkeypatch, capsys):
+    install_package(tmp_path, monkeypatch, source="raise RuntimeError('broken on import')\n")
+    assert main(["summary", "--preset", "default"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: plugin gf_installed_nets, which gf-installed-nets installs, failed to load: RuntimeError: "
+                   "broken on import (--debug shows where; GANFORGE_DISABLE_PLUGIN_AUTOLOAD=1 skips installed "
+                   "plugins)")
+    monkeypatch.setattr(plugins, "_installed_loaded", False)
+    monkeypatch.setenv(plugins.NO_AUTOLOAD_VAR, "1")
+    assert main(["summary", "--preset", "default"]) == 0
+    assert "linear-test" not in GENERATORS.names()

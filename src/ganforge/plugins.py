@@ -1,6 +1,10 @@
 """Code of your own (networks, losses, data sets, metrics) registered by a Python file or module that the
 command line loads before it reads a config: `ganforge --plugin my_nets.py train ...`.
 
+An installed package can offer its registrations to every command without a flag, as an entry point in the
+group `ganforge.plugins` (in its pyproject.toml: `[project.entry-points."ganforge.plugins"]` then
+`my_nets = "my_package.nets"`); `GANFORGE_DISABLE_PLUGIN_AUTOLOAD=1` leaves those out.
+
 A checkpoint keeps a run's config and weights, never its code, so a run trained with a plugin needs that
 plugin again to be resumed, sampled or evaluated; the checkpoint records which ones were loaded, and the
 error for a name it cannot build says which to pass."""
@@ -19,8 +23,11 @@ from .errors import UserError
 from .registry import PLUGIN_HINT
 
 ENV_VAR = "GANFORGE_PLUGINS"  # plugins loaded by every command, separated by os.pathsep
+ENTRY_POINT_GROUP = "ganforge.plugins"  # installed packages' plugins, loaded without a flag
+NO_AUTOLOAD_VAR = "GANFORGE_DISABLE_PLUGIN_AUTOLOAD"
 
 _loaded: list[str] = []  # what load_plugin loaded in this process, in order: absolute paths or module names
+_installed_loaded = False
 
 
 def _is_file(spec: str) -> bool:
@@ -74,8 +81,35 @@ def load_plugin(spec: str) -> str:
     return key
 
 
+def load_installed() -> list[str]:
+    """Import the plugins that installed packages declare as entry points in the group `ganforge.plugins`,
+    once per process; returns their module names. A registry calls this before it refuses a name, so the
+    Python API finds them as the command line does."""
+    global _installed_loaded
+    if _installed_loaded or os.environ.get(NO_AUTOLOAD_VAR, "").strip() not in ("", "0"):
+        return []
+    _installed_loaded = True  # first: a plugin that looks a name up while it loads must not recurse here
+    from importlib import metadata
+
+    names = []
+    for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        package = entry.dist.name if entry.dist is not None else "an installed package"
+        if entry.module in _loaded:  # recorded by module, so that --plugin MODULE loads it again
+            continue
+        try:
+            entry.load()
+        except Exception as e:
+            raise UserError(f"plugin {entry.module}, which {package} installs, failed to load: {type(e).__name__}: "
+                            f"{e} (--debug shows where; {NO_AUTOLOAD_VAR}=1 skips installed plugins)") from e
+        _loaded.append(entry.module)
+        names.append(entry.module)
+    return names
+
+
 def load_plugins(specs: list[str] | None = None) -> list[str]:
-    """Load the plugins named in $GANFORGE_PLUGINS, then `specs`; returns all loaded so far."""
+    """Load the installed packages' plugins, those named in $GANFORGE_PLUGINS, then `specs`; returns all
+    loaded so far."""
+    load_installed()
     from_env = [s for s in os.environ.get(ENV_VAR, "").split(os.pathsep) if s.strip()]
     for spec in [*from_env, *(specs or [])]:
         load_plugin(spec)

@@ -50,13 +50,22 @@ class Registry:
         return decorator
 
     def get(self, name: str) -> Callable[..., Any]:
-        if name not in self._entries:
+        if name not in self:
             close = close_spelling(name, self.names())
             raise UserError(unknown_name(self.kind, name, self.names()) + ("" if close else PLUGIN_HINT))
         return self._entries[name]
 
     def names(self) -> list[str]:
+        _load_installed_plugins()
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:
+        if name not in self._entries:
+            _load_installed_plugins()  # a name an installed package registers, asked for before it was imported
         return name in self._entries
+
+
+def _load_installed_plugins() -> None:
+    from .plugins import load_installed
+
+    load_installed()
