@@ -562,6 +562,26 @@ def test_images_upscaled_twice_or_more_are_noted_at_start(tmp_path, image_folder
     assert not any("upscaled" in line for line in lines)
 
 
+def test_a_label_embedding_as_wide_as_many_classes_is_noted_at_start(tmp_path):
+    from PIL import Image
+
+    from .conftest import tiny_overrides
+
+    many = tmp_path / "many"
+    for i in range(130):
+        (many / f"c{i:03d}").mkdir(parents=True)
+        Image.new("L", (16, 16), i).save(many / f"c{i:03d}" / "0.png")
+    lines: list[str] = []
+    Trainer(load_config(overrides=tiny_overrides(many, **{"model.n_classes": 130})), tmp_path / "a", log=lines.append)
+    wide = [line for line in lines if "label embedding as wide as model.n_classes (130)" in line]
+    assert len(wide) == 1 and "--set model.embed_dim=128 (or less)" in wide[0]
+    lines.clear()
+    for extra in ({"model.embed_dim": 32}, {"model.g_cond": '"cbn"'}):
+        Trainer(load_config(overrides=tiny_overrides(many, **{"model.n_classes": 130, **extra})),
+                tmp_path / str(len(lines)), log=lines.append)
+    assert not any("label embedding" in line for line in lines)
+
+
 def test_colour_images_trained_as_grey_are_noted_at_start(tmp_path, image_folder):
     from PIL import Image
 
