@@ -198,6 +198,15 @@ def test_missing_run_or_best_is_clear(tmp_path, tmp_cfg_run):
     (tmp_path / "empty" / "config.toml").write_text("")
     with pytest.raises(UserError, match="has no checkpoints"):
         ckpt_io.resolve_checkpoint(tmp_path / "empty")
+    # a folder of runs (runs/) given where one run is asked for names them
+    for name in ("0000-default", "0001-mnist-dcgan", "0002-mnist-mlp", "0003-default"):
+        (tmp_path / "many" / name).mkdir(parents=True)
+        (tmp_path / "many" / name / "config.toml").write_text("")
+    with pytest.raises(UserError) as info:
+        ckpt_io.resolve_checkpoint(tmp_path / "many")
+    assert str(info.value) == (f"{tmp_path / 'many'} is a folder of runs (0000-default, 0001-mnist-dcgan, "
+                               f"0002-mnist-mlp and 1 more), not a run; give one of them, such as "
+                               f"{tmp_path / 'many' / '0003-default'}")
 
 
 def test_a_mistyped_run_path_names_the_runs_beside_it(tmp_path):

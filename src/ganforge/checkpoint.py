@@ -271,6 +271,11 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
     if target.name == CKPT_DIR and (target.parent / "config.toml").is_file():
         target = target.parent  # the run's checkpoints folder stands for the run
     if not (target / "config.toml").is_file() and not (target / CKPT_DIR).is_dir():
+        runs = sorted(p.name for p in target.iterdir() if p.is_dir() and (p / "config.toml").is_file())
+        if runs:
+            shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
+            raise UserError(f"{target} is a folder of runs ({shown}), not a run; give one of them, such as "
+                            f"{target / runs[-1]}")
         raise UserError(f"{target} is not a run directory (it has no config.toml); give a directory made by "
                         "`ganforge train`, or a checkpoint file")
     if which == "best":
