@@ -453,6 +453,36 @@ def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, caps
         assert json.loads(expected.read_text())[-1]["results"][0]["metric"] == "fd_digits"
 
 
+def test_eval_of_a_folder_of_runs_evaluates_each_and_goes_on_past_one_it_cannot(tmp_path, image_folder, capsys):
+    import json
+
+    out = tmp_path / "runs"
+    for seed in (1, 2):
+        assert main(["train", "--out", str(out), "--seed", str(seed), *set_args(tiny_overrides(image_folder))]) == 0
+    first, second = sorted(out.iterdir())
+    (out / "0002-stopped").mkdir()  # a run that stopped before its first checkpoint
+    (out / "0002-stopped" / "config.toml").write_text((first / "config.toml").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(out), "--n", "20", "--metrics", "fd_digits"]) == 2
+    captured = capsys.readouterr()
+    for run in (first, second):
+        assert f"== {run}" in captured.out
+        assert json.loads((run / "metrics.json").read_text())[-1]["results"][0]["metric"] == "fd_digits"
+    assert f"evaluated 2 of 3 runs; `ganforge compare {out}` puts them side by side" in captured.out
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and "0002-stopped has no checkpoints" in errors[0]
+    assert errors[1] == f"error: 1 of 3 runs not evaluated ({out / '0002-stopped'}): see the errors above"
+
+    # runs named one by one; a checkpoint path cannot stand for several runs
+    assert main(["eval", str(first), str(second), "--n", "20", "--metrics", "kid_digits"]) == 0
+    assert "evaluated 2 of 2 runs" in capsys.readouterr().out
+    for run in (first, second):
+        assert json.loads((run / "metrics.json").read_text())[-1]["results"][0]["metric"] == "kid_digits"
+    ckpt = ckpt_io.resolve_checkpoint(first)
+    assert main(["eval", str(first), str(second), "--ckpt", str(ckpt)]) == 2
+    assert "is one checkpoint and 2 runs are given" in capsys.readouterr().err
+
+
 def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
     out = tmp_path / "runs"
     assert main(["train", "--out", str(out), "--seed", "4", *set_args(tiny_overrides(image_folder))]) == 0

@@ -383,6 +383,35 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .compare import expand_runs
+
+    runs = expand_runs(args.runs)
+    if len(runs) <= 1:
+        args.run = runs[0] if runs else None
+        return _evaluate_one(args)
+    if args.fake:
+        raise UserError("give either run directories / checkpoints, or --real and --fake, not both")
+    if os.sep in args.ckpt or Path(args.ckpt).is_file():
+        raise UserError(f"--ckpt {args.ckpt} is one checkpoint and {len(runs)} runs are given; with several runs use "
+                        "latest, best, all or a checkpoint's name (ckpt-000042000)")
+    failed = []
+    for run in runs:  # one run's refusal (still training, a missing plugin) does not stop the others
+        print(f"== {run}")
+        try:
+            _evaluate_one(argparse.Namespace(**{**vars(args), "run": run}))
+        except UserError as e:
+            print(f"{_error_prefix()}: {e}", file=sys.stderr)
+            failed.append(run)
+    done = len(runs) - len(failed)
+    print(f"evaluated {done} of {len(runs)} runs; `ganforge compare {' '.join(map(str, args.runs))}` puts them "
+          "side by side")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(runs)} runs not evaluated ({', '.join(map(str, failed))}): see "
+                        "the errors above")
+    return 0
+
+
+def _evaluate_one(args: argparse.Namespace) -> int:
     from .errors import DatasetMissing
 
     try:
@@ -745,7 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")
-    p.add_argument("run", type=Path, nargs="?", help="run directory or checkpoint file")
+    p.add_argument("runs", type=Path, nargs="*", metavar="run",
+                   help="run directories or checkpoint files, or a folder of runs (runs/: every run in it)")
     p.add_argument("--ckpt", default="latest", help="latest, best, all (every checkpoint the run keeps, oldest "
                                                     "first), one of them by name (ckpt-000042000) or a checkpoint "
                                                     "path")
