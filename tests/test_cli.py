@@ -38,8 +38,21 @@ def test_version_names_ganforge_and_torch(capsys):
         main(["--version"])
     assert stop.value.code == 0
     torch_version = torch.__version__.split("+")[0]
-    assert capsys.readouterr().out.startswith(f"ganforge {ganforge.__version__} (torch {torch_version}")
+    out = capsys.readouterr().out
+    assert out.startswith(f"ganforge {ganforge.__version__} (torch {torch_version}")
     assert metadata.version("ganforge") == ganforge.__version__  # the installed metadata reads the same number
+    assert "installed plugins" not in out  # none here
+
+
+def test_version_names_the_installed_plugins(tmp_path, monkeypatch, capsys):
+    info = tmp_path / "gf_nets-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gf-nets\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[ganforge.plugins]\nnets = gf_nets.models\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.splitlines()[1] == "installed plugins: gf_nets.models (gf-nets 0.3)"
 
 
 def test_presets_lists_every_preset_with_a_description(capsys):

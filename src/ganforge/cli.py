@@ -684,7 +684,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _version_line() -> str:
-    """ganforge's version and torch's, read from the installed metadata (importing torch takes seconds)."""
+    """ganforge's version and torch's, read from the installed metadata (importing torch takes seconds), and
+    the plugins installed packages offer: what a bug report needs."""
     from importlib import metadata
 
     from . import __version__
@@ -693,7 +694,12 @@ def _version_line() -> str:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         torch_version = "not installed"
-    return f"ganforge {__version__} (torch {torch_version}, Python {sys.version.split()[0]})"
+    line = f"ganforge {__version__} (torch {torch_version}, Python {sys.version.split()[0]})"
+    from .plugins import ENTRY_POINT_GROUP
+
+    installed = [f"{e.module} ({e.dist.name} {e.dist.version})" if e.dist is not None else e.module
+                 for e in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    return line + (f"\ninstalled plugins: {', '.join(sorted(installed))}" if installed else "")
 
 
 class _VersionAction(argparse.Action):
