@@ -1,0 +1,64 @@
+"""The benchmark scripts behind the README's tables still run, on tiny settings: a change to ganforge's
+internals that breaks one would otherwise go unnoticed until the next measurement. The slow ones (the
+Stacked MNIST protocol's 26,000 samples, the copies reference points) and the one-line fd_floor are left to
+their own runs."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(name: str, *argv: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> str:
+    """Run benchmarks/NAME as `python benchmarks/NAME ARGV...` does, in this process; its printed output."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / name), *argv])
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
+    except SystemExit as stop:
+        assert stop.code in (None, 0), f"{name} exited with {stop.code}: {capsys.readouterr().err[-500:]}"
+    return capsys.readouterr().out
+
+
+def table_rows(out: str) -> list[list[str]]:
+    """The cells of a printed markdown table's body rows."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in out.splitlines()
+            if line.startswith("|") and not line.startswith("|---")][1:]
+
+
+def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
+    # one test, so that the real digits' statistics are computed once for all of them
+    runs = tmp_path / "runs"
+    out = run_benchmark("quality.py", "--kimg", "0.05", "--n", "100", "--presets=", "--row",
+                        "mnist-mlp-small optim.g_lr=1e-4", "--out", str(runs), monkeypatch=monkeypatch, capsys=capsys)
+    (row,) = table_rows(out)
+    assert row[0] == "mnist-mlp-small optim.g_lr=1e-4" and float(row[2]) > 0  # an untrained G: far from the data
+    for seed in (0, 1):
+        (tmp_path / f"seed{seed}.txt").write_text(out)
+    table = run_benchmark("seed_table.py", str(tmp_path / "seed0.txt"), str(tmp_path / "seed1.txt"),
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert f"{row[2]}, {row[2]}" in table  # fd_digits of each seed, listed
+
+    (run,) = [path.parent for path in runs.rglob("config.toml")]
+    out = run_benchmark("truncation.py", str(run), "--truncations", "1", "--n", "100",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    assert [cells[1] for cells in table_rows(out)] == ["1"]
+
+    out = run_benchmark("throughput.py", "--models", "mlp-bn", "--batches", "64", "--reps", "1", "--seconds", "0.2",
+                        "--window", "0.1", monkeypatch=monkeypatch, capsys=capsys)
+    (row,) = [cells for cells in table_rows(out) if cells[0] == "mlp-bn"]
+    assert float(row[4].split("x")[0]) > 0  # ganforge's images/s over the tutorial loop's
+
+    out = run_benchmark("preset_speed.py", "--kimg", "0.02", "--presets", "mnist-mlp-small",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    assert [cells[0] for cells in table_rows(out)] == ["mnist-mlp-small"]
+    out = run_benchmark("small_data.py", "--images", "50", "--kimg", "0.05", "--seeds", "0", "--n", "100", "--row",
+                        "mnist-mlp-small train.batch_size=25", "--out", str(tmp_path / "small"),
+                        monkeypatch=monkeypatch, capsys=capsys)
+    assert [cells[0] for cells in table_rows(out)][-1].startswith("mnist-mlp-small")
