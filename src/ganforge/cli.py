@@ -695,11 +695,11 @@ def _version_line() -> str:
     except metadata.PackageNotFoundError:
         torch_version = "not installed"
     line = f"ganforge {__version__} (torch {torch_version}, Python {sys.version.split()[0]})"
-    from .plugins import ENTRY_POINT_GROUP
+    from .plugins import installed_plugins
 
     installed = [f"{e.module} ({e.dist.name} {e.dist.version})" if e.dist is not None else e.module
-                 for e in metadata.entry_points(group=ENTRY_POINT_GROUP)]
-    return line + (f"\ninstalled plugins: {', '.join(sorted(installed))}" if installed else "")
+                 for e in installed_plugins()]
+    return line + (f"\ninstalled plugins: {', '.join(installed)}" if installed else "")
 
 
 class _VersionAction(argparse.Action):

@@ -81,6 +81,13 @@ def load_plugin(spec: str) -> str:
     return key
 
 
+def installed_plugins() -> list[Any]:
+    """The entry points installed packages declare in the group `ganforge.plugins`, by name; none imported."""
+    from importlib import metadata
+
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+
+
 def load_installed() -> list[str]:
     """Import the plugins that installed packages declare as entry points in the group `ganforge.plugins`,
     once per process; returns their module names. A registry calls this before it refuses a name, so the
@@ -89,10 +96,8 @@ def load_installed() -> list[str]:
     if _installed_loaded or os.environ.get(NO_AUTOLOAD_VAR, "").strip() not in ("", "0"):
         return []
     _installed_loaded = True  # first: a plugin that looks a name up while it loads must not recurse here
-    from importlib import metadata
-
     names = []
-    for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for entry in installed_plugins():
         package = entry.dist.name if entry.dist is not None else "an installed package"
         if entry.module in _loaded:  # recorded by module, so that --plugin MODULE loads it again
             continue

@@ -179,7 +179,7 @@ class Trainer:
             self.log(f"note: {splits}")
         m = cfg.model
         if m.g_cond == "concat" and m.embed_dim == 0 and m.n_classes > WIDE_EMBEDDING and resume_from is None:
-            # measured on stacked-dcgan-fast with 1,000 classes: 20 s/kimg against 4.5 with model.embed_dim=50
+            # measured on stacked-dcgan-fast with 1,000 classes: 15-20 s/kimg against 5.1 with model.embed_dim=50
             params = sum(p.numel() for p in self.state.G.parameters())
             self.log(f"note: model.embed_dim=0 joins a label embedding as wide as model.n_classes ({m.n_classes}) to "
                      f"z, so G has {params:,} parameters, most of them in the embedding and G's first layer; "
