@@ -21,8 +21,10 @@ venv: $(STAMP)
 train: $(STAMP)
 	$(BIN)/ganforge train --preset default --out runs
 
+# The tests run one thread each (tests/conftest.py), so one worker per core (at most 8: each imports torch)
+# takes the suite from ~8.5 to ~5.5 minutes on 2 cores. A plain `pytest ...` runs one at a time.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 8
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
