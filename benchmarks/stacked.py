@@ -22,6 +22,7 @@ import torch
 
 from ganforge.config import load_config
 from ganforge.metrics import evaluate_run
+from ganforge.metrics.core import MODES_N
 from ganforge.report import read_stats
 from ganforge.trainer import train
 
@@ -40,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = None if args.out else tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
-    print(f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {args.kimg:g} kimg per run, 26,000 samples")
+    print(f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {args.kimg:g} kimg per run, {MODES_N:,} samples")
     print("| preset | seed | modes | KL | KL of the channels' digit histograms | classifier confidence | train s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     summary, paths = {}, []
