@@ -69,6 +69,29 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, ex
         assert any(not torch.equal(v, first[net][k]) for k, v in a[net].items() if k.endswith("weight")), net
 
 
+def test_a_time_limit_ends_the_run_where_it_is_and_a_resume_past_it_repeats_an_uninterrupted_run(tmp_path, tiny_cfg):
+    full = train(tiny_cfg(**{"train.kimg": 0.104}), out=tmp_path / "a", log=quiet)
+    said: list[str] = []
+    # any time at all passes the limit: the run ends after its first step, as a finished run does
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.104, "train.minutes": 1e-9}), out=tmp_path / "b", log=said.append)
+    assert final_weights(run_dir)["nimg"] == 8
+    assert (run_dir / "final.png").is_file() and (run_dir / "progress.gif").is_file()
+    assert any(line.startswith("train.minutes=1e-09 reached at 0.01 of 0.104 kimg") and "--set train.minutes=N" in line
+               for line in said), said
+    assert "Finished at its time limit: 0.008 kimg of 0.104" in (run_dir / "report.html").read_text()
+    ticks = (run_dir / "stats.jsonl").read_text()
+
+    said.clear()
+    resume(run_dir, log=said.append)  # the limit still holds: nothing more is trained
+    assert final_weights(run_dir)["nimg"] == 8 and (run_dir / "stats.jsonl").read_text() == ticks
+    assert any("already trained for train.minutes=1e-09" in line for line in said), said
+
+    resume(run_dir, ["train.minutes=0"], log=quiet)  # no limit: on to train.kimg, from exactly where it ended
+    assert_same_state(final_weights(full), final_weights(run_dir))
+    with pytest.raises(UserError, match="train.minutes must be >= 0"):
+        tiny_cfg(**{"train.minutes": -1})
+
+
 def test_resume_trains_with_the_optimizer_settings_it_is_given(tmp_path, tiny_cfg):
     # the optimizer's saved state carries its own lr and betas; an override on resume must win over them
     run_dir = train(tiny_cfg(**{"train.kimg": 0.048}), out=tmp_path, log=quiet)

@@ -133,6 +133,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     kimg: float = setting(50.0, "length of the run in thousands of real images shown to D")
+    minutes: float = setting(0.0, "also end the run once it has trained this many minutes (counted over resumes), "
+                                  "at the step that crosses it, as it ends at train.kimg; 0: no time limit")
     batch_size: int = setting(64, "real images per D step (and fakes per G step)")
     seed: int = setting(0, "seeds the weights, noise, data order and augmentation: the same seed repeats a run")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N | mps")
@@ -568,6 +570,7 @@ def validate(cfg: Config) -> None:
         t.step_order in ("d_first", "g_first", "simultaneous"),
         f"train.step_order must be d_first, g_first or simultaneous, got {t.step_order!r}",
     )
+    _check(t.minutes >= 0, f"train.minutes must be >= 0 (0: no time limit), got {t.minutes:g}")
     _check(t.ema_kimg >= 0, f"train.ema_kimg must be >= 0, got {t.ema_kimg}")
     _check(t.tick_kimg > 0, f"train.tick_kimg must be positive, got {t.tick_kimg}")
     _check(t.ckpt_ticks >= 1, f"train.ckpt_ticks must be >= 1, got {t.ckpt_ticks}")

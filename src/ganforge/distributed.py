@@ -95,11 +95,16 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when any rank says True (a collective, so all ranks stop together)."""
+    return any_ranks((flag,), device)[0]
+
+
+def any_ranks(flags: tuple[bool, ...], device: torch.device) -> tuple[bool, ...]:
+    """Each flag True on every rank when any rank says so, in one collective."""
     if not info().enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return flags
+    t = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=device)
     dist.all_reduce(t)
-    return bool(t.item() > 0)
+    return tuple(bool(v > 0) for v in t.tolist())
 
 
 def local_batch(global_batch: int, pac: int = 1) -> int:

@@ -216,10 +216,18 @@ def _networks(cfg: Any, why_not: str) -> str:
 
 def _status(view: RunView, problems: list[str], signals: list[str]) -> str:
     target, kimg = view.settings.get("train.kimg"), view.kimg or 0.0
+    minutes = view.settings.get("train.minutes")
     if not view.stats:
         status = "<p class=warn>No tick has been logged yet: the run stopped before its first tick.</p>"
     elif isinstance(target, int | float) and kimg >= target - 1e-9:
         status = f"<p class=ok>Finished: {_num(kimg)} kimg of {_num(target)}.</p>"
+    elif isinstance(minutes, int | float) and minutes > 0 and (view.time_s or 0.0) >= minutes * 60:
+        from .report import format_duration
+
+        status = (f"<p class=ok>Finished at its time limit: {_num(kimg)} kimg of {_num(target)} in "
+                  f"{_e(format_duration(view.time_s))} (train.minutes = {_num(minutes)}). Train on with "
+                  f"<code>{_e(_ganforge())} train --resume {_e(shlex.quote(str(view.path)))} --set "
+                  "train.minutes=N</code> (0: no limit).</p>")
     else:
         status = (f"<p class=warn>Stopped at {_num(kimg)} kimg of {_num(target)}. Continue it with "
                   f"<code>{_e(_ganforge())} train --resume {_e(shlex.quote(str(view.path)))}</code>.</p>")

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -184,6 +185,10 @@ class Trainer:
             self.log(f"note: model.embed_dim=0 joins a label embedding as wide as model.n_classes ({m.n_classes}) to "
                      f"z, so G has {params:,} parameters, most of them in the embedding and G's first layer; "
                      f"--set model.embed_dim={WIDE_EMBEDDING} (or less) trains a smaller, faster G")
+        if cfg.train.minutes and cfg.optim.lr_decay != "none":
+            self.log(f"note: optim.lr_decay follows kimg, to {cfg.optim.lr_decay_end_kimg or cfg.train.kimg:g} kimg; "
+                     f"a run that train.minutes={cfg.train.minutes:g} ends sooner stops before its learning rates "
+                     "reach 0")
         self._inception_weights: str | None = None
         if cfg.eval.every_kimg > 0:
             from .metrics.core import (
@@ -458,8 +463,10 @@ class Trainer:
         last_time = tick_start
         bar = tqdm(total=total_nimg, initial=min(s.nimg, total_nimg), unit="img", unit_scale=True,
                    dynamic_ncols=True, disable=None if main else True, leave=False, file=sys.stderr)
+        budget_s = t.minutes * 60
+        timed_out = False
         with _StopFlag(announce=main) as stop:
-            while s.nimg < total_nimg:
+            while s.nimg < total_nimg and not (budget_s and s.time_s >= budget_s):
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
                 n_d = self.stepper.d_steps_for(s.g_steps)
@@ -476,8 +483,10 @@ class Trainer:
                     d_loss, g_loss, d_real, d_fake = (sums / iters).tolist()
                     bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", D_real=f"{d_real:.2f}",
                                     D_fake=f"{d_fake:.2f}")
-                done = s.nimg >= total_nimg
-                stopping = distributed.any_rank(stop.requested, self.device)
+                # each rank's clock differs a little: any rank past the budget ends the run on all of them
+                stopping, timed_out = distributed.any_ranks(
+                    (stop.requested, bool(budget_s) and s.nimg < total_nimg and s.time_s >= budget_s), self.device)
+                done = s.nimg >= total_nimg or timed_out
                 if s.nimg >= next_tick or done or stopping:
                     self._tick(sums, iters, tick_start, nimg_start, final=done or stopping,
                                stopping=stopping and not done)
@@ -491,10 +500,16 @@ class Trainer:
                     if main:
                         self._write_report()
                     raise TrainingInterrupted(self.run_dir, s.nimg / 1000)
+                if timed_out:
+                    break
         bar.close()
         if not main:
             return self.run_dir
         self._finish()
+        if timed_out:
+            self.log(f"train.minutes={t.minutes:g} reached at {s.nimg / 1000:.2f} of {t.kimg:g} kimg; to go on, "
+                     f"ganforge train --resume {shlex.quote(str(self.run_dir))} --set train.minutes=N (N > "
+                     f"{s.time_s / 60:.1f}, or 0 for no limit)")
         self.log(f"done: {s.nimg / 1000:.2f} kimg in {report.format_duration(s.time_s)}; run directory "
                  f"{self.run_dir} (open {self.run_dir / 'report.html'} in a browser)")
         return self.run_dir
@@ -698,11 +713,16 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
             trainer.log(f"note: {cfg.data.name}'s images (or their labels) changed since {path.name} was written, "
                         f"though there are {len(trainer.data)} as before: training goes on over the images there "
                         "now, so the run no longer repeats an uninterrupted one")
+        spent_s = float(ckpt.get("time_s", 0.0))
         if int(ckpt["nimg"]) >= int(round(cfg.train.kimg * 1000)):
             # not an error: a job script may resume until done; but say why nothing trains, and leave
             # config.toml as the checkpoints have it (overrides that train nothing are not recorded)
             trainer.log(f"the run already reached train.kimg={cfg.train.kimg:g}, so there is nothing to train; "
                         f"to go on, resume with --set train.kimg=N (N > {int(ckpt['nimg']) / 1000:g})")
+        elif cfg.train.minutes and spent_s >= cfg.train.minutes * 60:
+            trainer.log(f"the run already trained for train.minutes={cfg.train.minutes:g} ({spent_s / 60:.1f} "
+                        f"minutes), so there is nothing to train; to go on, resume with --set train.minutes=N "
+                        f"(N > {spent_s / 60:.1f}, or 0 for no limit)")
         elif main:
             ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
             _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
