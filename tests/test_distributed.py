@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,17 +31,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: str) -> None:
+class _FastClock:
+    """The time module, with a clock that runs 1,000 times fast: one rank passes a time limit long before the
+    other."""
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    @staticmethod
+    def perf_counter() -> float:
+        return time.perf_counter() * 1000
+
+
+def _worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: str, extra: dict | None = None,
+            fast_clock_rank: int = -1) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a rank left waiting in a collective fails the test within a minute rather than hanging it
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
-        cfg = load_config(preset="default", overrides=tiny_overrides(Path(folder), **NO_BN))
+        if rank == fast_clock_rank:
+            import ganforge.trainer
+
+            ganforge.trainer.time = _FastClock()
+        cfg = load_config(preset="default", overrides=tiny_overrides(Path(folder), **{**NO_BN, **(extra or {})}))
         trainer = Trainer(cfg, Path(run_dir), log=lambda msg: None)
         trainer.run()
         torch.save({"G": trainer.state.G.state_dict(), "D": trainer.state.D.state_dict(),
-                    "G_ema": trainer.state.G_ema.state_dict()}, Path(out) / f"rank{rank}.pt")
+                    "G_ema": trainer.state.G_ema.state_dict(), "nimg": trainer.state.nimg},
+                   Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
     os._exit(0)  # as the CLI's torchrun workers do: DDP's leftover gloo threads can abort the interpreter's shutdown
@@ -72,6 +93,21 @@ def test_two_processes_hold_identical_weights_and_track_one_process(tmp_path, im
         assert abs(d1 - d2) < 1e-4 and abs(g1 - g2) < 1e-4
     for key, value in trainer.state.G.state_dict().items():
         assert (value - rank0["G"][key]).abs().max().item() < 1e-4, key
+
+
+def test_ranks_stop_together_when_one_passes_the_time_limit(tmp_path, image_folder):
+    # rank 1's clock passes train.minutes=0.05 (3 s) within milliseconds, rank 0's never in this short run:
+    # both must end at the same step, or one would wait for the other in its next collective
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    mp.spawn(_worker, args=(2, free_port(), str(image_folder), str(run_dir), str(tmp_path),
+                            {"train.minutes": 0.05, "train.kimg": 1.0}, 1), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["nimg"] == rank1["nimg"] < 1000
+    for net in ("G", "D"):
+        for key in rank0[net]:
+            assert torch.equal(rank0[net][key], rank1[net][key]), f"{net}.{key} differs between ranks"
+    assert (run_dir / "checkpoints" / f"ckpt-{rank0['nimg']:09d}.pt").is_file()  # rank 0 ended it as a run
 
 
 def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path, image_folder):
