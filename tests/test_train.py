@@ -90,6 +90,9 @@ def test_a_time_limit_ends_the_run_where_it_is_and_a_resume_past_it_repeats_an_u
     assert_same_state(final_weights(full), final_weights(run_dir))
     with pytest.raises(UserError, match="train.minutes must be >= 0"):
         tiny_cfg(**{"train.minutes": -1})
+    said.clear()
+    Trainer(tiny_cfg(**{"train.minutes": 5, "optim.lr_decay": '"linear"'}), tmp_path / "decay", log=said.append)
+    assert any("if train.minutes=5 ends the run sooner, they stop short of 0" in line for line in said), said
 
 
 def test_resume_trains_with_the_optimizer_settings_it_is_given(tmp_path, tiny_cfg):

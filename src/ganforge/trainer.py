@@ -186,9 +186,9 @@ class Trainer:
                      f"z, so G has {params:,} parameters, most of them in the embedding and G's first layer; "
                      f"--set model.embed_dim={WIDE_EMBEDDING} (or less) trains a smaller, faster G")
         if cfg.train.minutes and cfg.optim.lr_decay != "none":
-            self.log(f"note: optim.lr_decay follows kimg, to {cfg.optim.lr_decay_end_kimg or cfg.train.kimg:g} kimg; "
-                     f"a run that train.minutes={cfg.train.minutes:g} ends sooner stops before its learning rates "
-                     "reach 0")
+            self.log(f"note: optim.lr_decay is planned in kimg (the learning rates reach 0 at "
+                     f"{cfg.optim.lr_decay_end_kimg or cfg.train.kimg:g} kimg); if train.minutes={cfg.train.minutes:g} "
+                     "ends the run sooner, they stop short of 0")
         self._inception_weights: str | None = None
         if cfg.eval.every_kimg > 0:
             from .metrics.core import (
@@ -464,9 +464,10 @@ class Trainer:
         bar = tqdm(total=total_nimg, initial=min(s.nimg, total_nimg), unit="img", unit_scale=True,
                    dynamic_ncols=True, disable=None if main else True, leave=False, file=sys.stderr)
         budget_s = t.minutes * 60
+        spent = bool(budget_s) and s.time_s >= budget_s  # a resumed run that used up its time trains nothing
         timed_out = False
         with _StopFlag(announce=main) as stop:
-            while s.nimg < total_nimg and not (budget_s and s.time_s >= budget_s):
+            while s.nimg < total_nimg and not spent:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
                 n_d = self.stepper.d_steps_for(s.g_steps)
