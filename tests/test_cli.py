@@ -824,3 +824,20 @@ def test_an_interrupted_run_in_a_folder_with_a_space_is_told_a_resume_command_th
     err = capsys.readouterr().err.strip()
     command = err.split("continue with: ", 1)[1]
     assert shlex.split(command) == ["ganforge", "train", "--resume", str(run_dir)]
+
+
+def test_kimg_and_minutes_flags_are_their_settings_on_a_new_run_and_on_a_resume(tmp_path, image_folder, capsys):
+    base = ["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder)), "--dry-run"]
+    assert main([*base, "--kimg", "0.5", "--minutes", "2.5"]) == 0
+    shorthand = capsys.readouterr().out
+    assert main([*base, "--set", "train.kimg=0.5", "--set", "train.minutes=2.5"]) == 0
+    assert shorthand == capsys.readouterr().out and "minutes = 2.5\n" in shorthand and "kimg = 0.5\n" in shorthand
+
+    assert main(base[:-1]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--kimg", "0.128", "--minutes", "9", "--dry-run"]) == 0
+    resumed = capsys.readouterr().out
+    assert "kimg = 0.128\n" in resumed and "minutes = 9.0\n" in resumed
+    assert main(["train", "--resume", str(run_dir), "--minutes", "-1"]) == 2
+    assert "train.minutes must be >= 0" in capsys.readouterr().err

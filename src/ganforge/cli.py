@@ -25,15 +25,19 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one setting, e.g. --set train.kimg=50 (repeatable)")
 
 
+SHORTHANDS = ("kimg", "minutes", "seed", "device")  # --kimg N is --set train.kimg=N, and so on
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set's overrides, then those of the shorthand flags the command has and was given."""
+    return list(args.overrides) + [f"train.{key}={getattr(args, key)}" for key in SHORTHANDS
+                                   if getattr(args, key, None) is not None]
+
+
 def _config_from_args(args: argparse.Namespace):  # -> Config
     from .config import load_config
 
-    overrides = list(args.overrides)
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"train.seed={args.seed}")
-    if getattr(args, "device", None) is not None:
-        overrides.append(f"train.device={args.device}")
-    return load_config(preset=args.preset, path=args.config, overrides=overrides)
+    return load_config(preset=args.preset, path=args.config, overrides=_overrides(args))
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -64,11 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.out is not None or args.name is not None:
             flag = "--out" if args.out is not None else "--name"
             raise UserError(f"--resume continues in the run's own directory; drop {flag}")
-        overrides = list(args.overrides)
-        if args.seed is not None:
-            overrides.append(f"train.seed={args.seed}")
-        if args.device is not None:
-            overrides.append(f"train.device={args.device}")
+        overrides = _overrides(args)
         if args.dry_run:
             print(resume_config(args.resume, overrides)[2].to_toml(), end="")
             return 0
@@ -740,6 +740,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the run directory's name after its number, in place of the preset's: "
                                   "runs/0007-NAME")
     p.add_argument("--resume", type=Path, help="a run directory or checkpoint to continue")
+    p.add_argument("--kimg", type=float, help="shorthand for --set train.kimg=N: the run's length in thousands "
+                                              "of real images")
+    p.add_argument("--minutes", type=float, help="shorthand for --set train.minutes=M: end the run after M minutes "
+                                                 "of training, if train.kimg does not end it first")
     p.add_argument("--seed", type=_seed, help="shorthand for --set train.seed=N")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (shorthand for --set train.device=...)")
     p.add_argument("--dry-run", action="store_true",
