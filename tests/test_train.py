@@ -364,6 +364,34 @@ def test_evaluation_at_ticks_logs_metrics_and_keeps_best(tmp_path, tiny_cfg, mon
     assert_same_state(final_weights(run_dir), final_weights(plain))
 
 
+def test_early_stopping_ends_the_run_at_the_evaluation_that_finds_no_progress(tmp_path, tiny_cfg, monkeypatch):
+    # scripted fd_digits, one per tick of 0.016 kimg: best at 0.032, no better for the 0.032 kimg after it
+    scores = iter([5.0, 4.0, 4.5, 4.2, 3.0, 3.9, 3.8, 3.7])
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self: [{"metric": "fd_digits", "value": next(scores)}])
+    extra = {"eval.every_kimg": 0.016, "eval.patience_kimg": 0.032, "train.kimg": 0.32, "train.tick_kimg": 0.016}
+    said: list[str] = []
+    run_dir = train(tiny_cfg(**extra), out=tmp_path, log=said.append)
+    assert final_weights(run_dir)["nimg"] == 64
+    best = ckpt_io.load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert best["nimg"] == 32 and best["best"]["value"] == 4.0
+    assert any(line.startswith("eval.patience_kimg=0.032: fd_digits has not improved on 4 (at 0.032 kimg)")
+               for line in said), said
+    page = (run_dir / "report.html").read_text()
+    assert "Ended early at 0.064 kimg of 0.32: fd_digits had not improved on 4 (at 0.032 kimg)" in page
+
+    # a resume trains on while the metric improves (3.0 at 0.08) and ends at the first evaluation 0.032 kimg
+    # after the new best that finds nothing better
+    resume(run_dir, log=quiet)
+    assert final_weights(run_dir)["nimg"] == 112
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in stats if "early_stop" in r] == [0.064, 0.112]
+
+    with pytest.raises(UserError, match="set eval.every_kimg too"):
+        tiny_cfg(**{"eval.patience_kimg": 1})
+    with pytest.raises(UserError, match="has no better direction"):
+        tiny_cfg(**{**extra, "eval.metrics": '["copies"]'})
+
+
 def test_bf16_autocast_trains_with_finite_losses(tmp_path, tiny_cfg):
     run_dir = train(tiny_cfg(**{"train.amp": '"bf16"', "train.kimg": 0.016}), out=tmp_path, log=quiet)
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]

@@ -175,6 +175,8 @@ class EvalConfig:
     metrics: list[str] = setting(["fd_digits"], "metrics of those evaluations (`ganforge eval --help` names them)")
     n: int = setting(2000, "generated images per evaluation during training")
     best_metric: str = setting("", "metric whose best value keeps checkpoints/best.pt; \"\" = the first one")
+    patience_kimg: float = setting(0.0, "early stopping: end the run at an evaluation that finds best_metric no "
+                                        "better for this many kimg; 0: never")
     inception_weights: str = setting("", "the FID Inception file for fid/kid/is/pr_inception; \"\" = torch's hub "
                                          "cache")
 
@@ -599,6 +601,10 @@ def validate(cfg: Config) -> None:
     e = cfg.eval
     _check(e.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {e.every_kimg}")
     _check(e.n >= 10, f"eval.n must be at least 10, got {e.n}")
+    _check(e.patience_kimg >= 0, f"eval.patience_kimg must be >= 0 (0: no early stopping), got {e.patience_kimg:g}")
+    _check(e.every_kimg > 0 or not e.patience_kimg,
+           f"eval.patience_kimg = {e.patience_kimg:g} ends a run whose eval.best_metric stops improving, judged by "
+           "evaluations during training; set eval.every_kimg too")
     _check(e.every_kimg > 0 or not e.best_metric,
            f"eval.best_metric = {e.best_metric!r} keeps the best checkpoint among evaluations during training; "
            "set eval.every_kimg too")
@@ -634,6 +640,11 @@ def validate(cfg: Config) -> None:
             f"eval.best_metric {e.best_metric!r} is not among the values eval.metrics report "
             f"({', '.join(reported)})" + (f"; add {owner} to eval.metrics" if owner else ""),
         )
+        # what the trainer follows when best_metric is "": the first value the metrics report
+        tracked = e.best_metric or (*METRIC_VALUES.get(e.metrics[0], ()), "")[0]
+        _check(not e.patience_kimg or tracked in BEST_DIRECTION,
+               f"eval.patience_kimg follows eval.best_metric, and {tracked!r} (the first value eval.metrics report) "
+               f"has no better direction; set eval.best_metric to one of {', '.join(reported) or 'fd_digits'}")
     _check(
         t.device == "auto" or t.device in ("cpu", "mps") or t.device.startswith("cuda"),
         f"train.device must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}",

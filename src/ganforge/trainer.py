@@ -221,6 +221,7 @@ class Trainer:
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
+        self.patience_out = False  # set at a tick whose evaluation finds no progress for eval.patience_kimg
         self.health = HealthCheck(cfg, self._real_grid, len(self.data))
         self._last_eval_nimg = self.state.nimg
         self._resumed_nimg = self.state.nimg if resume_from is not None else None
@@ -346,13 +347,18 @@ class Trainer:
             stats["metrics"] = {r["metric"]: r["value"] for r in records}
             self.log("  " + "  ".join(f"{r['metric']} {r['value']:.4g}" for r in records
                                       if isinstance(r["value"], int | float)))
+        improved = self._update_best(records)
+        patience = self.cfg.eval.patience_kimg
+        if patience and records and not final and s.best is not None and kimg - s.best["kimg"] >= patience - 1e-9:
+            self.patience_out = True  # early stopping: the loop ends the run after this tick
+            stats["early_stop"] = {"metric": s.best["metric"], "best": s.best["value"], "best_kimg": s.best["kimg"],
+                                   "patience_kimg": patience}
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
         pixels = report.save_grid(grid, self.samples_dir / grid_name(s.nimg, t.tick_kimg), nrow=self._grid_nrow())
         if self.tb is not None:
             self.tb.tick(stats, pixels, s.nimg)
-        improved = self._update_best(records)
-        if final or improved or s.tick % t.ckpt_ticks == 0:
+        if final or improved or self.patience_out or s.tick % t.ckpt_ticks == 0:
             path = self._save_checkpoint()
             if improved:
                 ckpt_io.atomic_copy(path, path.parent / "best.pt")
@@ -465,7 +471,7 @@ class Trainer:
                    dynamic_ncols=True, disable=None if main else True, leave=False, file=sys.stderr)
         budget_s = t.minutes * 60
         spent = bool(budget_s) and s.time_s >= budget_s  # a resumed run that used up its time trains nothing
-        timed_out = False
+        timed_out = patience_out = False
         with _StopFlag(announce=main) as stop:
             while s.nimg < total_nimg and not spent:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
@@ -491,6 +497,9 @@ class Trainer:
                 if s.nimg >= next_tick or done or stopping:
                     self._tick(sums, iters, tick_start, nimg_start, final=done or stopping,
                                stopping=stopping and not done)
+                    if self.cfg.eval.patience_kimg and not (done or stopping):
+                        # rank 0 alone evaluates; every rank ticks at this step, so all take its word here
+                        patience_out = distributed.any_rank(self.patience_out, self.device)
                     sums.zero_()
                     iters = 0
                     next_tick = (s.nimg // tick_nimg + 1) * tick_nimg
@@ -501,12 +510,19 @@ class Trainer:
                     if main:
                         self._write_report()
                     raise TrainingInterrupted(self.run_dir, s.nimg / 1000)
-                if timed_out:
+                if timed_out or patience_out:
                     break
         bar.close()
         if not main:
             return self.run_dir
         self._finish()
+        if patience_out:
+            best = s.best
+            self.log(f"eval.patience_kimg={self.cfg.eval.patience_kimg:g}: {best['metric']} has not improved on "
+                     f"{best['value']:.4g} (at {best['kimg']:g} kimg) since, so the run ends at {s.nimg / 1000:.2f} "
+                     f"of {t.kimg:g} kimg; its best checkpoint is {self.run_dir / 'checkpoints' / 'best.pt'}. A "
+                     "resume trains to the next evaluation, and on from there only if the metric improved "
+                     "(--set eval.patience_kimg=0: to train.kimg)")
         if timed_out:
             self.log(f"train.minutes={t.minutes:g} reached at {s.nimg / 1000:.2f} of {t.kimg:g} kimg; to go on, "
                      f"ganforge train --resume {shlex.quote(str(self.run_dir))} --set train.minutes=N (N > "
