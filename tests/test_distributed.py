@@ -44,7 +44,7 @@ class _FastClock:
 
 
 def _worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: str, extra: dict | None = None,
-            fast_clock_rank: int = -1) -> None:
+            fast_clock_rank: int = -1, scores: list[float] | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -55,6 +55,9 @@ def _worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: st
             import ganforge.trainer
 
             ganforge.trainer.time = _FastClock()
+        if scores is not None:  # rank 0's evaluations, one per tick
+            values = iter(scores)
+            Trainer._evaluate = lambda self: [{"metric": "fd_digits", "value": next(values)}]
         cfg = load_config(preset="default", overrides=tiny_overrides(Path(folder), **{**NO_BN, **(extra or {})}))
         trainer = Trainer(cfg, Path(run_dir), log=lambda msg: None)
         trainer.run()
@@ -108,6 +111,20 @@ def test_ranks_stop_together_when_one_passes_the_time_limit(tmp_path, image_fold
         for key in rank0[net]:
             assert torch.equal(rank0[net][key], rank1[net][key]), f"{net}.{key} differs between ranks"
     assert (run_dir / "checkpoints" / f"ckpt-{rank0['nimg']:09d}.pt").is_file()  # rank 0 ended it as a run
+
+
+def test_ranks_stop_together_when_rank_zero_stops_early(tmp_path, image_folder):
+    # only rank 0 evaluates; at its evaluation of 0.032 kimg fd_digits has not improved for 0.016 kimg
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    settings = {"eval.every_kimg": 0.008, "eval.patience_kimg": 0.016, "train.tick_kimg": 0.008, "train.kimg": 1.0}
+    mp.spawn(_worker, args=(2, free_port(), str(image_folder), str(run_dir), str(tmp_path), settings, -1,
+                            [5.0, 4.0, 4.5, 4.2, 3.0]), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["nimg"] == rank1["nimg"] == 32
+    for net in ("G", "D"):
+        for key in rank0[net]:
+            assert torch.equal(rank0[net][key], rank1[net][key]), f"{net}.{key} differs between ranks"
 
 
 def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path, image_folder):
