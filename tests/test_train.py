@@ -79,6 +79,10 @@ def test_a_time_limit_ends_the_run_where_it_is_and_a_resume_past_it_repeats_an_u
     assert any(line.startswith("train.minutes=1e-09 reached at 0.01 of 0.104 kimg") and "--set train.minutes=N" in line
                for line in said), said
     assert "Finished at its time limit: 0.008 kimg of 0.104" in (run_dir / "report.html").read_text()
+    from ganforge.compare import compare_runs, format_comparison
+
+    assert [v.ended_by for v in compare_runs([full, run_dir])] == ["train.kimg", "train.minutes"]
+    assert "ended by" in format_comparison(compare_runs([full, run_dir]))
     ticks = (run_dir / "stats.jsonl").read_text()
 
     said.clear()
@@ -378,6 +382,9 @@ def test_early_stopping_ends_the_run_at_the_evaluation_that_finds_no_progress(tm
                for line in said), said
     page = (run_dir / "report.html").read_text()
     assert "Ended early at 0.064 kimg of 0.32: fd_digits had not improved on 4 (at 0.032 kimg)" in page
+    from ganforge.compare import load_run
+
+    assert load_run(run_dir).ended_by == "eval.patience_kimg"
 
     # a resume trains on while the metric improves (3.0 at 0.08) and ends at the first evaluation 0.032 kimg
     # after the new best that finds nothing better

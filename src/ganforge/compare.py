@@ -52,6 +52,21 @@ class RunView:
         return self.last_tick.get("time_s")
 
     @property
+    def ended_by(self) -> str | None:
+        """The setting that ended the run at its last tick (train.kimg, eval.patience_kimg or train.minutes);
+        None for a run that was stopped or is still training."""
+        target, minutes = self.settings.get("train.kimg"), self.settings.get("train.minutes")
+        if not self.stats:
+            return None
+        if isinstance(target, int | float) and (self.kimg or 0.0) >= target - 1e-9:
+            return "train.kimg"
+        if isinstance(self.last_tick.get("early_stop"), dict):
+            return "eval.patience_kimg"
+        if isinstance(minutes, int | float) and minutes > 0 and (self.time_s or 0.0) >= minutes * 60:
+            return "train.minutes"
+        return None
+
+    @property
     def sec_per_kimg(self) -> float | None:
         """Median over the ticks after the first (the first holds the warm-up)."""
         speeds = [s["sec_per_kimg"] for s in self.stats[1:] or self.stats
@@ -332,6 +347,7 @@ def format_comparison(views: list[RunView]) -> str:
         rows.append(("preset", [_cell(views[0].settings.get("preset"))]))
     rows.append(("training", []))
     rows.append(("  kimg", [_cell(v.kimg) for v in views]))
+    rows.append(("  ended by", [v.ended_by or "- (stopped)" for v in views]))
     rows.append(("  sec/kimg", [_cell(v.sec_per_kimg) for v in views]))
     rows.append(("  train time", ["-" if v.time_s is None else format_duration(v.time_s) for v in views]))
     for key, label in (("d_loss", "d_loss (last tick)"), ("g_loss", "g_loss (last tick)"),

@@ -219,15 +219,15 @@ def _status(view: RunView, problems: list[str], signals: list[str]) -> str:
     minutes = view.settings.get("train.minutes")
     if not view.stats:
         status = "<p class=warn>No tick has been logged yet: the run stopped before its first tick.</p>"
-    elif isinstance(target, int | float) and kimg >= target - 1e-9:
+    elif view.ended_by == "train.kimg":
         status = f"<p class=ok>Finished: {_num(kimg)} kimg of {_num(target)}.</p>"
-    elif isinstance(view.last_tick.get("early_stop"), dict):
+    elif view.ended_by == "eval.patience_kimg":
         stop = view.last_tick["early_stop"]
         status = (f"<p class=ok>Ended early at {_num(kimg)} kimg of {_num(target)}: {_e(str(stop.get('metric')))} "
                   f"had not improved on {_num(stop.get('best'))} (at {_num(stop.get('best_kimg'))} kimg) for "
                   f"{_num(stop.get('patience_kimg'))} kimg (eval.patience_kimg); the best checkpoint is "
                   "checkpoints/best.pt.</p>")
-    elif isinstance(minutes, int | float) and minutes > 0 and (view.time_s or 0.0) >= minutes * 60:
+    elif view.ended_by == "train.minutes":
         from .report import format_duration
 
         status = (f"<p class=ok>Finished at its time limit: {_num(kimg)} kimg of {_num(target)} in "
