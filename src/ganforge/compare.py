@@ -347,7 +347,7 @@ def format_comparison(views: list[RunView]) -> str:
         rows.append(("preset", [_cell(views[0].settings.get("preset"))]))
     rows.append(("training", []))
     rows.append(("  kimg", [_cell(v.kimg) for v in views]))
-    rows.append(("  ended by", [v.ended_by or "- (stopped)" for v in views]))
+    rows.append(("  ended by", [v.ended_by or "-" for v in views]))
     rows.append(("  sec/kimg", [_cell(v.sec_per_kimg) for v in views]))
     rows.append(("  train time", ["-" if v.time_s is None else format_duration(v.time_s) for v in views]))
     for key, label in (("d_loss", "d_loss (last tick)"), ("g_loss", "g_loss (last tick)"),

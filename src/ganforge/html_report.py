@@ -216,7 +216,6 @@ def _networks(cfg: Any, why_not: str) -> str:
 
 def _status(view: RunView, problems: list[str], signals: list[str]) -> str:
     target, kimg = view.settings.get("train.kimg"), view.kimg or 0.0
-    minutes = view.settings.get("train.minutes")
     if not view.stats:
         status = "<p class=warn>No tick has been logged yet: the run stopped before its first tick.</p>"
     elif view.ended_by == "train.kimg":
@@ -231,7 +230,8 @@ def _status(view: RunView, problems: list[str], signals: list[str]) -> str:
         from .report import format_duration
 
         status = (f"<p class=ok>Finished at its time limit: {_num(kimg)} kimg of {_num(target)} in "
-                  f"{_e(format_duration(view.time_s))} (train.minutes = {_num(minutes)}). Train on with "
+                  f"{_e(format_duration(view.time_s))} (train.minutes = {_num(view.settings['train.minutes'])}). "
+                  "Train on with "
                   f"<code>{_e(_ganforge())} train --resume {_e(shlex.quote(str(view.path)))} --set "
                   "train.minutes=N</code> (0: no limit).</p>")
     else:
