@@ -2,10 +2,10 @@
 plain pixels (no shifts) and on the digit classifier's features (experiments: no registered metric reads
 them).
 
-    python benchmarks/copies.py [RUN ...] [--n 10000]
+    python benchmarks/copies.py [RUN ...] [--n 10000] [--sizes 28,32]
 
 - held out: the digit classifier's 1,000 held-out digits against its 4,000 training digits (what new draws
-  of the data score), at 28 and 32 px.
+  of the data score), at each of --sizes (28 and 32 px; `--sizes=` leaves these reference rows out).
 - copies: 1,000 of those training digits with faint noise (sd 0.01), shifted right by 1, 2 and 3 pixels
   (and 1 right and 1 down), or mirrored, against the same 4,000: what a pixel distance catches, and what
   the digit features catch.
@@ -49,14 +49,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", help="run directories or checkpoints")
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--sizes", default="28,32", help="image sizes of the reference rows; empty for none")
     args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     print(f"# {time.strftime('%Y-%m-%d')}: authenticity and nearest-neighbour ratio on plain pixels, as copies "
           f"measures them (pixels, the smallest distance over shifts of up to {COPIES_MAX_SHIFT} px), and on the "
           "digit classifier's features; seconds: copies")
     print("| images | n samples | n training | plain pixels: authenticity | nn_ratio | copies: authenticity | "
           "nn_ratio | features: authenticity | nn_ratio | seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size in (28, 32):
+    for size in sizes:
         data = load_dataset(DataConfig(name="mnist5k", img_size=size))
         images = data.batch(torch.arange(len(data))).cpu()
         train_idx, held_idx = heldout_split(data.labels.cpu())

@@ -1,7 +1,7 @@
 """The benchmark scripts behind the README's tables still run, on tiny settings: a change to ganforge's
 internals that breaks one would otherwise go unnoticed until the next measurement. The Stacked MNIST script runs
-here on fewer samples than its protocol's; the slow copies reference points and the one-line fd_floor are left
-to their own runs."""
+here on fewer samples than its protocol's, the copies script on runs alone (its reference rows compare
+thousands of digits); the one-line fd_floor is left to its own runs."""
 
 from __future__ import annotations
 
@@ -62,6 +62,17 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
                         "mnist-mlp-small train.batch_size=25", "--out", str(tmp_path / "small"),
                         monkeypatch=monkeypatch, capsys=capsys)
     assert [cells[0] for cells in table_rows(out)][-1].startswith("mnist-mlp-small")
+
+    (subset_run,) = [path.parent for path in (tmp_path / "small").rglob("config.toml")]
+    # not the 5,000-digit run: its training digits' distances to each other take 20 s
+    out = run_benchmark("copies.py", str(subset_run), "--n", "100", "--sizes=",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    rows = table_rows(out)
+    # the run's samples against its 50 training digits, then the other 4,950 bundled digits against them
+    assert [(cells[0], cells[1], cells[2]) for cells in rows] == [
+        (str(subset_run), "100", "50"), (f"the other bundled digits against {subset_run}'s", "4,950", "50")]
+    for cells in rows:
+        assert all(0 <= float(value) for value in cells[3:9])
 
 
 def test_the_stacked_mnist_benchmark_runs_on_tiny_settings(tmp_path, monkeypatch, capsys):
