@@ -5,6 +5,7 @@ from 26,000 samples, mean and spread over seeds.
                                  [--set k=v ...] [--row "stacked-dcgan model.d_mbstd=true" ...] [--every 10]
 
 --every K also counts modes every K kimg during training and prints each run's path (kimg: modes / KL).
+--truncation T also scores each run with z truncated to [-T, T] (repeatable): a row "PRESET, truncation T".
 
 Published (protocols differ in data and length): DCGAN 99 modes / KL 3.4 (VEEGAN's table); PacDCGAN2
 1,000 / 0.06 (PacGAN, mean of 10 runs).
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--row", action="append", default=[],
                         help='an extra preset with its own overrides, e.g. "stacked-dcgan model.d_mbstd=true"')
     parser.add_argument("--every", type=float, default=0.0, help="also count modes every this many kimg")
+    parser.add_argument("--truncation", type=float, action="append", default=[],
+                        help="also score each run with z truncated to [-T, T] (repeatable)")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
     tmp = None if args.out else tempfile.TemporaryDirectory()
@@ -61,12 +64,14 @@ def main() -> None:
                     if "modes" in r.get("metrics", {})]
             if path:
                 paths.append(f"{label} seed {seed}: " + ", ".join(path))
-            records = evaluate_run(run_dir, ["modes"], seed=seed, device=args.device)
-            values = {r["metric"]: r["value"] for r in records}
-            channel_kl, confidence = sum(records[0]["channel_kl"]), records[0]["mean_confidence"]
-            summary.setdefault(label, []).append((values["modes"], values["modes_kl"]))
-            print(f"| {label} | {seed} | {values['modes']} | {values['modes_kl']:.3f} | {channel_kl:.3f} | "
-                  f"{confidence:.3f} | {seconds:.0f} |", flush=True)
+            for truncation in (None, *args.truncation):
+                records = evaluate_run(run_dir, ["modes"], seed=seed, device=args.device, truncation=truncation)
+                values = {r["metric"]: r["value"] for r in records}
+                channel_kl, confidence = sum(records[0]["channel_kl"]), records[0]["mean_confidence"]
+                name = label if truncation is None else f"{label}, truncation {truncation:g}"
+                summary.setdefault(name, []).append((values["modes"], values["modes_kl"]))
+                print(f"| {name} | {seed} | {values['modes']} | {values['modes_kl']:.3f} | {channel_kl:.3f} | "
+                      f"{confidence:.3f} | {seconds:.0f} |", flush=True)
     for preset, rows in summary.items():
         modes, kls = [r[0] for r in rows], [r[1] for r in rows]
         spread = (f" (sd {statistics.stdev(modes):.1f} / {statistics.stdev(kls):.3f})" if len(rows) > 1 else "")

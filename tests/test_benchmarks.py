@@ -81,16 +81,17 @@ def test_the_stacked_mnist_benchmark_runs_on_tiny_settings(tmp_path, monkeypatch
     from ganforge.metrics import core
 
     monkeypatch.setattr(core, "MODES_N", 500)  # the protocol's 26,000 would take a minute to classify
-    out = run_benchmark("stacked.py", "--presets=", "--row", "stacked-dcgan model.g_width=8 model.d_width=8",
-                        "--seeds", "0,1", "--kimg", "0.128", "--every", "0.064", "--device", "cpu",
-                        "--out", str(tmp_path / "runs"), monkeypatch=monkeypatch, capsys=capsys)
+    label = "stacked-dcgan model.g_width=8 model.d_width=8"
+    out = run_benchmark("stacked.py", "--presets=", "--row", label, "--seeds", "0,1", "--kimg", "0.128", "--every",
+                        "0.064", "--device", "cpu", "--truncation", "2", "--out", str(tmp_path / "runs"),
+                        monkeypatch=monkeypatch, capsys=capsys)
     assert "500 samples" in out.splitlines()[0]
     rows = table_rows(out)
-    assert [(cells[0], cells[1]) for cells in rows] == [("stacked-dcgan model.g_width=8 model.d_width=8", "0"),
-                                                         ("stacked-dcgan model.g_width=8 model.d_width=8", "1")]
+    assert [(cells[0], cells[1]) for cells in rows] == [(label, "0"), (f"{label}, truncation 2", "0"),
+                                                         (label, "1"), (f"{label}, truncation 2", "1")]
     for cells in rows:
         modes, kl = int(cells[2]), float(cells[3])
         assert 1 <= modes <= 500 and 0 <= kl <= math.log(1000) + 1e-3
-    assert "stacked-dcgan model.g_width=8 model.d_width=8: modes" in out  # the mean over seeds
+    assert f"{label}: modes" in out and f"{label}, truncation 2: modes" in out  # the means over seeds
     # each seed's path of modes along the run (a batch of 64 is 0.064 kimg)
     assert out.count(": 0.064: ") == 2 and out.count(", 0.128: ") == 2
