@@ -177,3 +177,40 @@ def test_readme_python_compiles_and_names_what_exists() -> None:
             elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                   and node.value.id == "ganforge"):
                 assert hasattr(ganforge, node.attr), f"README: ganforge.{node.attr} does not exist"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's id for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _links(markdown: str) -> list[str]:
+    """Targets of `[text](target)` and `<img src="target">` outside code blocks; link text may wrap."""
+    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+    targets = re.findall(r"\]\(([^)\s]+)\)", prose) + re.findall(r'<img src="([^"]+)"', prose)
+    return [target for target in targets if not re.match(r"[a-z]+:", target)]
+
+
+DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
+def test_doc_links_lead_to_files_and_headings_that_exist(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    anchors = {_anchor(heading) for heading in re.findall(r"^#+ (.+)$", prose, re.M)}
+    for target in _links(text):
+        path, _, fragment = target.partition("#")
+        if path:
+            assert (doc.parent / path).exists(), f"{doc.name}: link to {path}, which does not exist"
+        elif fragment:
+            assert fragment in anchors, f"{doc.name}: link to #{fragment}, no such heading"
+
+
+def test_link_extraction_finds_wrapped_links_images_and_anchors() -> None:
+    markdown = "[a\nlink](docs/x.md) ![img](y.png) [web](https://a.b) <img src=\"z.gif\" width=\"3\">\n" \
+               "```\n[code](not-a-link.md)\n```\n[top](#two-commands)\n"
+    assert _links(markdown) == ["docs/x.md", "y.png", "#two-commands", "z.gif"]
+    assert _anchor("Stacked MNIST: mode coverage") == "stacked-mnist-mode-coverage"
+    assert _anchor("Several processes (DDP)") == "several-processes-ddp"
+    assert len(_links(README)) >= 20  # the Contents list alone has more
