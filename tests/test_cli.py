@@ -223,6 +223,30 @@ def test_dry_run_says_when_the_data_is_not_where_the_config_points(tmp_path, ima
     assert not any(tmp_path.glob("FashionMNIST*"))
 
 
+def test_dry_run_checks_a_conditional_model_against_the_classes_of_a_built_in_set(capsys):
+    """The line the run would give after loading its data, from the set's known class count."""
+    dry = ["train", "--dry-run", "--set"]
+    cases = [("mnist-cgan", "model.n_classes=12",
+              "model.n_classes=12 but mnist5k has 10 classes; set model.n_classes=10"),
+             ("stacked-dcgan", "model.n_classes=10",
+              "model.n_classes=10 but stacked-mnist5k has labels up to 999; set model.n_classes=1000")]
+    for preset, setting, message in cases:
+        assert main([*dry, setting, "--preset", preset]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""
+    assert main([*dry, "model.n_classes=1000", "--preset", "stacked-dcgan"]) == 0
+    assert main([*dry, "data.max_images=5", "--preset", "mnist-cgan"]) == 0  # which 5 classes: known on reading
+
+
+def test_known_class_counts_are_those_the_bundled_sets_load_with():
+    from ganforge.config import DataConfig
+    from ganforge.data import KNOWN_CLASSES, load_raw
+
+    for name in ("mnist5k", "stacked-mnist5k"):
+        raw = load_raw(DataConfig(name=name, channels=3 if name.startswith("stacked") else 1))
+        assert int(raw.labels.max()) + 1 == KNOWN_CLASSES[name] == len(raw.labels.unique())
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

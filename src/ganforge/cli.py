@@ -78,9 +78,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.dry_run:
             check_networks(cfg)  # a printed config is one the run would take
             check_batch_and_order(cfg)
-            from .data import check_at_hand
+            from .data import check_at_hand, check_class_count, known_class_count
 
             check_at_hand(cfg.data)
+            if (classes := known_class_count(cfg.data)) is not None:
+                check_class_count(cfg.model.n_classes, cfg.data.name, classes, [])
             from .models import inert_settings
             from .tensorboard_log import check_available
 
@@ -747,8 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, help="shorthand for --set train.seed=N")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (shorthand for --set train.device=...)")
     p.add_argument("--dry-run", action="store_true",
-                   help="check that G and D build from the resolved config and that its data is where it points, "
-                        "print it and stop")
+                   help="check that G and D build from the resolved config, that its data is where it points and, "
+                        "for a built-in set, has model.n_classes classes; print it and stop")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint")

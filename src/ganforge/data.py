@@ -133,6 +133,36 @@ def check_at_hand(cfg: DataConfig) -> None:
             raise DatasetMissing(cfg.name, f"{cls_name} not found under {where}")
 
 
+# classes of the built-in sets (0: unlabelled), so --dry-run can check model.n_classes without reading them
+KNOWN_CLASSES = {"mnist5k": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10, "celeba": 0,
+                 "stacked-mnist5k": 1000, "stacked-mnist": 1000}
+
+
+def known_class_count(cfg: DataConfig) -> int | None:
+    """How many classes a built-in set's labels run to (0: none), known without reading it; None for a folder,
+    a plugin's set, or a data.max_images subset too small to hold every class."""
+    k = KNOWN_CLASSES.get(cfg.name)
+    if k is None or 0 < cfg.max_images < k:
+        return None
+    return k
+
+
+def check_class_count(n_classes: int, name: str, top: int, classes: list[str]) -> None:
+    """Refuse a conditional model whose model.n_classes differs from its data's classes (top: the highest
+    label + 1, 0 for unlabelled data)."""
+    if not n_classes:
+        return
+    if top == 0:
+        raise UserError(f"model.n_classes={n_classes} needs labelled data, but {name} has no labels")
+    if top > n_classes:
+        raise UserError(f"model.n_classes={n_classes} but {name} has labels up to {top - 1}; "
+                        f"set model.n_classes={top}")
+    if top < n_classes:  # G would be asked for classes of which D never sees a real image
+        names = f" ({', '.join(classes)})" if 0 < len(classes) <= 12 else ""
+        raise UserError(f"model.n_classes={n_classes} but {name} has {top} classes{names}; "
+                        f"set model.n_classes={top}")
+
+
 def _no_folder(root: Path) -> str:
     return (f"image folder {root} does not exist; check the path in folder:PATH (a folder, a .zip of images or an "
             ".npz array)")

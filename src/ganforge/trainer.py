@@ -23,7 +23,15 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from . import distributed, report, tensorboard_log
 from .config import Config, Overrides, apply_overrides, flatten, from_dict, preset_names, toml_value
-from .data import TORCHVISION_SETS, EpochSampler, ImageData, load_dataset, missing_folder, split_subfolders_note
+from .data import (
+    TORCHVISION_SETS,
+    EpochSampler,
+    ImageData,
+    check_class_count,
+    load_dataset,
+    missing_folder,
+    split_subfolders_note,
+)
 from .device import (
     cpu_has_bf16_matmul,
     deterministic_algorithms,
@@ -227,19 +235,9 @@ class Trainer:
         self._resumed_nimg = self.state.nimg if resume_from is not None else None
 
     def _check_labels(self) -> None:
-        k = self.cfg.model.n_classes
-        if not k:
-            return
-        if self.data.labels is None or self.data.labels.numel() == 0:
-            raise UserError(f"model.n_classes={k} needs labelled data, but {self.cfg.data.name} has no labels")
-        top = int(self.data.labels.max()) + 1
-        if top > k:
-            raise UserError(f"model.n_classes={k} but {self.cfg.data.name} has labels up to {top - 1}; "
-                            f"set model.n_classes={top}")
-        if top < k:  # G would be asked for classes of which D never sees a real image
-            names = f" ({', '.join(self.data.classes)})" if 0 < len(self.data.classes) <= 12 else ""
-            raise UserError(f"model.n_classes={k} but {self.cfg.data.name} has {top} classes{names}; "
-                            f"set model.n_classes={top}")
+        labels = self.data.labels
+        top = 0 if labels is None or labels.numel() == 0 else int(labels.max()) + 1
+        check_class_count(self.cfg.model.n_classes, self.cfg.data.name, top, list(self.data.classes))
 
     def real_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = distributed.rank_slice(self.sampler.indices(iteration))
