@@ -184,9 +184,14 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+def _prose(markdown: str) -> str:
+    """Markdown without its code blocks, whose `# comments` are not headings and `[x](y)` not links."""
+    return re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+
+
 def _links(markdown: str) -> list[str]:
     """Targets of `[text](target)` and `<img src="target">` outside code blocks; link text may wrap."""
-    prose = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+    prose = _prose(markdown)
     targets = re.findall(r"\]\(([^)\s]+)\)", prose) + re.findall(r'<img src="([^"]+)"', prose)
     return [target for target in targets if not re.match(r"[a-z]+:", target)]
 
@@ -197,8 +202,7 @@ DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "
 @pytest.mark.parametrize("doc", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
 def test_doc_links_lead_to_files_and_headings_that_exist(doc: Path) -> None:
     text = doc.read_text(encoding="utf-8")
-    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-    anchors = {_anchor(heading) for heading in re.findall(r"^#+ (.+)$", prose, re.M)}
+    anchors = {_anchor(heading) for heading in re.findall(r"^#+ (.+)$", _prose(text), re.M)}
     for target in _links(text):
         path, _, fragment = target.partition("#")
         if path:
