@@ -205,3 +205,14 @@ def test_the_page_names_the_stabilisers_a_run_trained_with(tmp_path, tiny_cfg):
     assert ("2 D steps per G step; 3 D steps in the first 2 and every 22nd G steps; LeCam (weight 0.3); top-k "
             "training (G learns from "
             "the 50% of fakes D rates best, from all over 20 kimg)") in glance(wgan)
+
+
+def test_a_stacked_mnist_kl_is_split_into_its_parts_on_the_page(run_dir):
+    protocol = {"n_fake": 26000, "n_real": 0, "reference": "uniform-1000", "extractor": "ganforge-digits-cnn",
+                "channel_kl": [0.04, 0.05, 0.03], "channel_digits": [[0.1] * 10] * 3, "mean_confidence": 0.8}
+    results = [{"metric": "modes", "value": 1000, **protocol}, {"metric": "modes_kl", "value": 0.15, **protocol}]
+    (run_dir / "metrics.json").write_text(json.dumps([{"kimg": 0.064, "results": results}]))
+    write_html_report(run_dir)
+    text = " ".join(read_page(run_dir).text)
+    assert "modes_kl 0.150 = 0.120 from uneven digits within the channels (0.040, 0.050, 0.030)" in text
+    assert "0.030 from dependence between them" in text

@@ -218,6 +218,28 @@ def test_modes_counts_stacked_triples():
     assert records["modes"] == 1 and abs(records["modes_kl"] - np.log(1000)) < 1e-9
     assert all(abs(kl - np.log(10)) < 1e-9 for kl in results[0]["channel_kl"])
     assert 0.5 < results[0]["mean_confidence"] <= 1.0
+    # one triple drawn 500 times: each channel draws a single digit every time
+    assert all(sorted(shares)[-1] == 1.0 and sum(shares) == 1.0 for shares in results[0]["channel_digits"])
+
+
+def test_the_modes_note_splits_the_kl_into_channel_balance_and_dependence():
+    from ganforge.metrics.core import modes_note
+
+    shares = [[0.04] + [0.96 / 9] * 8 + [0.16], [0.1] * 10, [0.1] * 10]
+    kl = {"metric": "modes_kl", "value": 0.15, "n_fake": 26000, "channel_kl": [0.1, 0.01, 0.02],
+          "channel_digits": shares, "mean_confidence": 0.8}
+    note = modes_note([{**kl, "metric": "modes", "value": 999}, kl])
+    # 0.15 = (0.1 + 0.01 + 0.02) + 0.02; chance part (1000 - 1 - 27) / 52,000
+    assert "0.150 = 0.130 from uneven digits" in note and "(0.100, 0.010, 0.020)" in note
+    assert "0.020 from dependence" in note and "about 0.019 of that by chance at n = 26,000" in note
+    assert "channel 0: 0s 4.0%, 9s 16.0%" in note and "confidence 0.800" in note
+    # below ~5 draws a cell the chi-square figure means nothing (972 / 4,000 would be 0.243)
+    few = modes_note([{**kl, "n_fake": 2000}])
+    assert "by chance at" not in few and "at n = 2,000, far under the protocol's 26,000" in few
+    older = {k: v for k, v in kl.items() if k not in ("channel_digits", "mean_confidence")}
+    assert "fewest" not in modes_note([older]) and "0.130 from uneven digits" in modes_note([older])
+    assert modes_note([{**kl, "metric": "fd_digits"}]) is None
+    assert modes_note([{k: v for k, v in kl.items() if k != "channel_kl"}]) is None
 
 
 def test_every_registered_metric_lists_the_values_it_reports():
