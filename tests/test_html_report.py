@@ -71,13 +71,16 @@ def test_training_writes_a_report_of_the_finished_run(run_dir, tiny_cfg):
 
 def test_eval_refreshes_the_report_with_each_metric_and_its_protocol(run_dir, capsys):
     assert main(["eval", str(run_dir), "--n", "40", "--metrics", "fd_digits,classes"]) == 0
-    assert f"report {run_dir / REPORT_NAME}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"report {run_dir / REPORT_NAME}" in said
+    assert "note: classes_kl " in said and "fewest and most drawn digits" in said
     history = json.loads((run_dir / "metrics.json").read_text())
     fd = next(r for r in history[-1]["results"] if r["metric"] == "fd_digits")
     html = (run_dir / REPORT_NAME).read_text()
     row = re.search(r"<tr><td class=l>fd_digits</td><td>([^<]+)</td>", html)
     assert row is not None and abs(float(row[1]) - fd["value"]) <= 1e-3 * abs(fd["value"])
     assert "<td class=l>40</td>" in html  # n fake, from the protocol
+    assert "fewest and most drawn digits" in html
     assert not (run_dir / "metrics.png").exists()  # one point per metric: nothing to draw yet
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.096"]) == 0
     assert "metrics.png" not in read_page(run_dir).images  # the resumed run's report still has one point

@@ -222,10 +222,20 @@ def test_modes_counts_stacked_triples():
     assert all(sorted(shares)[-1] == 1.0 and sum(shares) == 1.0 for shares in results[0]["channel_digits"])
 
 
+def test_the_classes_note_names_the_least_and_the_most_drawn_digit():
+    from ganforge.metrics.core import classes_note
+
+    counts = [100, 42, 100, 100, 100, 100, 100, 158, 100, 100]
+    note = classes_note([{"metric": "classes_kl", "value": 0.0123, "counts": counts}])
+    assert note == "classes_kl 0.012: fewest and most drawn digits 1s 4.2%, 7s 15.8% (10% each is even)"
+    assert classes_note([{"metric": "classes_covered", "value": 10, "counts": counts}]) is None
+    assert classes_note([{"metric": "classes_kl", "value": 0.0}]) is None  # a record from before counts were kept
+
+
 def test_the_modes_note_splits_the_kl_into_channel_balance_and_dependence():
     from ganforge.metrics.core import modes_note
 
-    shares = [[0.04] + [0.96 / 9] * 8 + [0.16], [0.1] * 10, [0.1] * 10]
+    shares = [[0.04] + [0.1] * 8 + [0.16], [0.1] * 10, [0.1] * 10]
     kl = {"metric": "modes_kl", "value": 0.15, "n_fake": 26000, "channel_kl": [0.1, 0.01, 0.02],
           "channel_digits": shares, "mean_confidence": 0.8}
     note = modes_note([{**kl, "metric": "modes", "value": 999}, kl])

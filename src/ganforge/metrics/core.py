@@ -501,6 +501,22 @@ def small_sample_note(records: list[dict[str, Any]]) -> str | None:
             f"{it} only at equal n, raise --n, or read {kids}, unbiased at any n")
 
 
+def _fewest_and_most(shares: Sequence[float]) -> str:
+    """'1s 4.2%, 7s 14.2%': the least and the most drawn digit of a histogram (shares or counts)."""
+    total = float(sum(shares))
+    fewest, most = min(range(len(shares)), key=shares.__getitem__), max(range(len(shares)), key=shares.__getitem__)
+    return f"{fewest}s {shares[fewest] / total:.1%}, {most}s {shares[most] / total:.1%}"
+
+
+def classes_note(records: list[dict[str, Any]]) -> str | None:
+    """Which digits an uneven classes_kl comes from: the least and the most drawn."""
+    kl = next((r for r in records if r["metric"] == "classes_kl" and r.get("counts")), None)
+    if kl is None or sum(kl["counts"]) == 0:
+        return None
+    return (f"classes_kl {kl['value']:.3f}: fewest and most drawn digits {_fewest_and_most(kl['counts'])} "
+            f"(10% each is even)")
+
+
 def modes_note(records: list[dict[str, Any]]) -> str | None:
     """Where a Stacked MNIST KL comes from. KL(triples || uniform) is exactly the sum of the channels' KLs
     (each digit histogram against uniform over 10) plus the KL of the triples to the product of their
@@ -522,8 +538,7 @@ def modes_note(records: list[dict[str, Any]]) -> str | None:
             f"({chance})")
     shares = kl.get("channel_digits")
     if shares:
-        extremes = [f"channel {c}: {min(range(10), key=h.__getitem__)}s {min(h):.1%}, "
-                    f"{max(range(10), key=h.__getitem__)}s {max(h):.1%}" for c, h in enumerate(shares)]
+        extremes = [f"channel {c}: {_fewest_and_most(h)}" for c, h in enumerate(shares)]
         note += "; fewest and most drawn digits (10% each is even): " + "; ".join(extremes)
     if kl.get("mean_confidence") is not None:
         note += f"; the digit classifier's mean confidence {kl['mean_confidence']:.3f} (real digits: about 0.997)"
