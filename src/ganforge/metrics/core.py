@@ -503,9 +503,9 @@ def small_sample_note(records: list[dict[str, Any]]) -> str | None:
 
 def _fewest_and_most(shares: Sequence[float]) -> str:
     """'1s 4.2%, 7s 14.2%': the least and the most drawn digit of a histogram (shares or counts)."""
-    total = float(sum(shares))
-    fewest, most = min(range(len(shares)), key=shares.__getitem__), max(range(len(shares)), key=shares.__getitem__)
-    return f"{fewest}s {shares[fewest] / total:.1%}, {most}s {shares[most] / total:.1%}"
+    p = np.asarray(shares, np.float64) / np.sum(shares)
+    fewest, most = int(p.argmin()), int(p.argmax())
+    return f"{fewest}s {p[fewest]:.1%}, {most}s {p[most]:.1%}"
 
 
 def classes_note(records: list[dict[str, Any]]) -> str | None:
@@ -521,7 +521,7 @@ def modes_note(records: list[dict[str, Any]]) -> str | None:
     """Where a Stacked MNIST KL comes from. KL(triples || uniform) is exactly the sum of the channels' KLs
     (each digit histogram against uniform over 10) plus the KL of the triples to the product of their
     channels' histograms: how far the three digits are from independent. That second part is not 0 for an
-    ideal G: n draws over 1,000 cells score about (1000 - 1 - 3 * 9) / (2 n) by chance (the chi-square
+    ideal G: n draws over 1,000 cells score about (1000 - 1 - 3 * (10 - 1)) / (2 n) by chance (the chi-square
     approximation; real stacks of the bundled digits measure 0.018 at n = 26,000)."""
     kl = next((r for r in records if r["metric"] == "modes_kl" and r.get("channel_kl")), None)
     if kl is None:
@@ -530,7 +530,8 @@ def modes_note(records: list[dict[str, Any]]) -> str | None:
     dependence = kl["value"] - sum(channels)
     n = kl["n_fake"]
     if n >= 5 * 1000:  # the approximation wants about 5 draws a cell
-        chance = f"an ideal G scores about {(1000 - 1 - 3 * 9) / (2 * n):.3f} of that by chance at n = {n:,}"
+        dof = 1000 - 1 - 3 * (10 - 1)  # cells less the parameters of three channel histograms
+        chance = f"an ideal G scores about {dof / (2 * n):.3f} of that by chance at n = {n:,}"
     else:
         chance = f"at n = {n:,}, far under the protocol's {MODES_N:,}, much of that is chance"
     note = (f"modes_kl {kl['value']:.3f} = {sum(channels):.3f} from uneven digits within the channels ("
