@@ -160,7 +160,8 @@ def _metric_table(view: RunView) -> str:
         rows.append(f"<tr>{cells}</tr>")
     resize = sorted({str(r.get("resize")) for r in view.latest.values() if r.get("resize")})
     notes = "".join(f'<p class="muted">resize: {_e(text)}</p>' for text in resize)
-    for note in (classes_note(list(view.latest.values())), modes_note(list(view.latest.values()))):
+    latest = list(view.latest.values())
+    for note in (classes_note(latest), modes_note(latest)):
         if note:
             notes += f'<p class="muted">{_e(note)}</p>'
     return (f"<table><tr>{head}</tr>{''.join(rows)}</table>{notes}<p class=muted>The newest value of each "
