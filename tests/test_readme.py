@@ -1,6 +1,6 @@
-"""The README's commands still work: every `ganforge ...` line parses, every setting it names exists and takes
-the value shown, and every benchmark command names flags, presets and settings that exist. Docs drift when a
-flag or setting is renamed; a user copies the README first."""
+"""The README's commands still work (and those of the pages under docs/): every `ganforge ...` line parses, every
+setting it names exists and takes the value shown, and every benchmark command names flags, presets and
+settings that exist. Docs drift when a flag or setting is renamed; a user copies the README first."""
 from __future__ import annotations
 
 import ast
@@ -22,6 +22,8 @@ from ganforge.models import DISCRIMINATORS, GENERATORS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+# docs/ holds the README's longer measurement logs, whose commands a user copies as well
+PAGES = README + "".join("\n" + page.read_text(encoding="utf-8") for page in sorted((ROOT / "docs").glob("*.md")))
 
 
 def _clean(line: str) -> str:
@@ -51,7 +53,7 @@ def readme_files() -> dict[str, str]:
 def fenced_commands() -> list[str]:
     """`ganforge ...` lines of the README's code blocks (`torchrun ... -m ganforge ...` from `ganforge` on)."""
     commands = []
-    for block in re.findall(r"^```[a-z]*\n(.*?)^```", README, re.S | re.M):
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", PAGES, re.S | re.M):
         for line in _joined(block):
             line = _clean(line)
             if line.startswith("ganforge "):
@@ -63,8 +65,8 @@ def fenced_commands() -> list[str]:
 
 def benchmark_commands() -> list[str]:
     """`python benchmarks/NAME.py ...` in code blocks and in inline code, which may wrap over lines."""
-    found = re.findall(r"`(python benchmarks/[^`]+)`", README)
-    for block in re.findall(r"^```[a-z]*\n(.*?)^```", README, re.S | re.M):
+    found = re.findall(r"`(python benchmarks/[^`]+)`", PAGES)
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", PAGES, re.S | re.M):
         found += [line for line in _joined(block) if line.startswith("python benchmarks/")]
     return [_clean(command) for command in found]
 
@@ -79,6 +81,8 @@ def test_the_readme_has_commands_to_check() -> None:
     assert len(BENCHMARK_COMMANDS) >= 30
     assert "ganforge train --preset mnist-mlp-bn --out runs" in COMMANDS
     assert "my_nets.py" in readme_files()
+    # and the pages under docs/: a command only docs/stacked-mnist.md gives
+    assert any('--row "stacked-dcgan-fast loss.lecam=0.3"' in command for command in BENCHMARK_COMMANDS)
 
 
 @pytest.fixture
@@ -201,14 +205,16 @@ DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
 def test_doc_links_lead_to_files_and_headings_that_exist(doc: Path) -> None:
-    text = doc.read_text(encoding="utf-8")
-    anchors = {_anchor(heading) for heading in re.findall(r"^#+ (.+)$", _prose(text), re.M)}
-    for target in _links(text):
+    for target in _links(doc.read_text(encoding="utf-8")):
         path, _, fragment = target.partition("#")
-        if path:
-            assert (doc.parent / path).exists(), f"{doc.name}: link to {path}, which does not exist"
-        elif fragment:
-            assert fragment in anchors, f"{doc.name}: link to #{fragment}, no such heading"
+        linked = doc.parent / path if path else doc
+        assert linked.exists(), f"{doc.name}: link to {path}, which does not exist"
+        if fragment and linked.suffix == ".md":
+            assert fragment in _anchors(linked), f"{doc.name}: link to {path}#{fragment}, no such heading"
+
+
+def _anchors(doc: Path) -> set[str]:
+    return {_anchor(heading) for heading in re.findall(r"^#+ (.+)$", _prose(doc.read_text(encoding="utf-8")), re.M)}
 
 
 def test_link_extraction_finds_wrapped_links_images_and_anchors() -> None:
