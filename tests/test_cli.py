@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -865,6 +866,33 @@ def test_kimg_and_minutes_flags_are_their_settings_on_a_new_run_and_on_a_resume(
     assert "kimg = 0.128\n" in resumed and "minutes = 9.0\n" in resumed
     assert main(["train", "--resume", str(run_dir), "--minutes", "-1"]) == 2
     assert "train.minutes must be >= 0" in capsys.readouterr().err
+
+
+def test_data_flag_is_data_name_on_a_new_run_and_on_a_resume_from_a_moved_folder(tmp_path, image_folder, capsys,
+                                                                                 monkeypatch):
+    from ganforge.cli import build_parser
+    from ganforge.data import DATASETS
+
+    overrides = [item for item in tiny_overrides(image_folder) if not item.startswith("data.name=")]
+    base = ["train", "--out", str(tmp_path / "runs"), *set_args(overrides)]
+    monkeypatch.chdir(tmp_path)
+    assert main([*base, "--data", "folder:images", "--dry-run"]) == 0  # a path as typed, resolved once
+    assert f'name = "folder:{image_folder}"\n' in capsys.readouterr().out
+    assert main([*base, "--data", "folder:no-such-folder", "--dry-run"]) == 2
+    assert "no-such-folder does not exist" in capsys.readouterr().err
+
+    assert main([*base, "--data", "folder:images"]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    moved = image_folder.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--kimg", "0.128"]) == 2
+    assert "data.name=folder:PATH" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), "--kimg", "0.128", "--data", f"folder:{moved}"]) == 0
+    # the names --help offers are data sets that exist
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    help_text = next(a.help for a in commands.choices["train"]._actions if a.dest == "data")
+    offered = [word.strip(",") for word in help_text.split(": ", 1)[1].split(", or ")[0].split()]
+    assert len(offered) >= 5 and all(name in DATASETS for name in offered), offered
 
 
 def test_eval_of_stacked_digits_says_where_their_kl_comes_from(tmp_path, capsys):

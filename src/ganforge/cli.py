@@ -25,13 +25,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override one setting, e.g. --set train.kimg=50 (repeatable)")
 
 
-SHORTHANDS = ("kimg", "minutes", "seed", "device")  # --kimg N is --set train.kimg=N, and so on
+# --kimg N is --set train.kimg=N, and so on
+SHORTHANDS = {"data": "data.name", "kimg": "train.kimg", "minutes": "train.minutes", "seed": "train.seed",
+              "device": "train.device"}
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     """--set's overrides, then those of the shorthand flags the command has and was given."""
-    return list(args.overrides) + [f"train.{key}={getattr(args, key)}" for key in SHORTHANDS
-                                   if getattr(args, key, None) is not None]
+    return list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in SHORTHANDS.items()
+                                   if getattr(args, flag, None) is not None]
 
 
 def _config_from_args(args: argparse.Namespace):  # -> Config
@@ -60,7 +62,15 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .step import check_batch_and_order
-    from .trainer import TrainingInterrupted, check_networks, check_run_name, resume, resume_config, train
+    from .trainer import (
+        TrainingInterrupted,
+        anchored_paths,
+        check_networks,
+        check_run_name,
+        resume,
+        resume_config,
+        train,
+    )
 
     if args.resume is not None:
         if args.preset or args.config:
@@ -90,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             for line in inert_settings(cfg):  # as the run would say when it starts
                 print(f"note: {line}", file=sys.stderr)
-            print(cfg.to_toml(), end="")
+            print(anchored_paths(cfg).to_toml(), end="")  # as the run's config.toml will hold it
             return 0
     distributed.init_from_env(args.device or "auto")
     try:
@@ -742,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the run directory's name after its number, in place of the preset's: "
                                   "runs/0007-NAME")
     p.add_argument("--resume", type=Path, help="a run directory or checkpoint to continue")
+    p.add_argument("--data", metavar="NAME",
+                   help="shorthand for --set data.name=NAME: mnist5k, mnist, fashion-mnist, cifar10, celeba, "
+                        "stacked-mnist5k, or folder:PATH for your own images (a folder, .zip or .npz)")
     p.add_argument("--kimg", type=float, help="shorthand for --set train.kimg=N: the run's length in thousands "
                                               "of real images")
     p.add_argument("--minutes", type=float, help="shorthand for --set train.minutes=M: end the run after M minutes "
