@@ -1,7 +1,7 @@
 """The benchmark scripts behind the README's tables still run, on tiny settings: a change to ganforge's
 internals that breaks one would otherwise go unnoticed until the next measurement. The Stacked MNIST script runs
 here on fewer samples than its protocol's, the copies script on runs alone (its reference rows compare
-thousands of digits); the one-line fd_floor is left to its own runs."""
+thousands of digits), swd on a few dozen digits; the one-line fd_floor is left to its own runs."""
 
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
         (str(subset_run), "100", "50"), (f"the other bundled digits against {subset_run}'s", "4,950", "50")]
     for cells in rows:
         assert all(0 <= float(value) for value in cells[3:9])
+
+    out = run_benchmark("swd.py", "--img-size", "16", "--n", "20,40", "--repeats", "1", "--runs", str(subset_run),
+                        "--run-n", "60", monkeypatch=monkeypatch, capsys=capsys)
+    rows = table_rows(out)
+    assert [cells[1] for cells in rows[:2]] == ["20", "40"] and rows[-1][0] == "0.1"  # the run's last checkpoint
+    one_digit = next(cells for cells in rows if cells[0] == "one digit repeated")
+    assert float(one_digit[2]) > float(rows[1][2].split()[0])  # collapse is far from new draws of the data
 
 
 def test_the_stacked_mnist_benchmark_runs_on_tiny_settings(tmp_path, monkeypatch, capsys):

@@ -286,6 +286,49 @@ def test_copies_tells_copied_training_digits_from_held_out_ones():
         evaluate(EvalContext(other_size, train), ["copies"])
 
 
+def test_swd_is_near_its_floor_for_new_draws_of_the_data_and_grows_with_noise_blur_and_collapse():
+    data = load_dataset(DataConfig(name="mnist5k", img_size=32))
+    images = data.batch(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:400])
+    real, new = ImageSet(images[:200], "mnist5k", "random200"), images[200:]
+    noise = torch.randn(new.shape, generator=torch.Generator().manual_seed(1))
+    fakes = {"new digits": new, "noise 0.1": (new + 0.1 * noise).clamp(-1, 1),
+             "noise 0.3": (new + 0.3 * noise).clamp(-1, 1),
+             "blurred": torch.nn.functional.avg_pool2d(new, 3, 1, 1),
+             "one digit": new[:1].expand_as(new).contiguous()}
+    scores = {}
+    for name, fake in fakes.items():
+        (record,) = evaluate(EvalContext(ImageSet(fake, "test", name), real, seed=3), ["swd"])
+        assert PROTOCOL_FIELDS <= set(record) and record["extractor_sha256"] is None
+        assert record["n_fake"] == record["n_real"] == 200 and list(record["per_level"]) == ["32", "16"]
+        assert abs(record["value"] - np.mean(list(record["per_level"].values()))) < 1e-9
+        scores[name] = record["value"]
+    assert scores["new digits"] < 25  # 18 here, 4.3 for 2,500 against 2,500: fewer patches, more chance
+    assert scores["new digits"] < scores["noise 0.1"] < scores["noise 0.3"]
+    assert scores["blurred"] > 2 * scores["new digits"] and scores["one digit"] > 5 * scores["new digits"]
+    # the same seed draws the same patches and directions; another seed other ones
+    again = evaluate(EvalContext(ImageSet(new, "test", "again"), real, seed=3), ["swd"])[0]["value"]
+    other = evaluate(EvalContext(ImageSet(new, "test", "again"), real, seed=4), ["swd"])[0]["value"]
+    assert again == scores["new digits"] and other != again
+
+
+def test_swd_cuts_the_larger_set_to_the_smaller_and_refuses_what_it_cannot_compare():
+    gen = torch.Generator().manual_seed(0)
+    real = ImageSet(torch.rand(30, 3, 16, 16, generator=gen) * 2 - 1, "real", "train")
+    (record,) = evaluate(EvalContext(ImageSet(torch.rand(50, 3, 16, 16, generator=gen), "fake", "gen"), real),
+                         ["swd"])
+    assert record["n_fake"] == record["n_real"] == 30 and record["fake_subset"] == "30 of 50, seed 0"
+    assert "real_subset" not in record and list(record["per_level"]) == ["16"]
+    with pytest.raises(UserError, match="at least 16x16"):
+        evaluate(EvalContext(ImageSet(torch.zeros(4, 1, 12, 12), "f", "g"), ImageSet(torch.zeros(4, 1, 12, 12),
+                                                                                      "r", "t")), ["swd"])
+    with pytest.raises(UserError, match="patches of equal images"):
+        evaluate(EvalContext(ImageSet(torch.zeros(4, 1, 32, 32), "f", "g"), real), ["swd"])
+    with pytest.raises(UserError, match="pass --real"):
+        evaluate(EvalContext(ImageSet(torch.zeros(4, 3, 16, 16), "f", "g"), None), ["swd"])
+    with pytest.raises(UserError, match="at least 2 generated images, got 1"):
+        evaluate(EvalContext(ImageSet(torch.zeros(1, 3, 16, 16), "f", "g"), real), ["swd"])
+
+
 def test_modes_on_a_large_fixed_set_follows_the_26000_protocol(monkeypatch):
     import ganforge.metrics.core as core
     from ganforge.metrics.classifier import classify
@@ -658,6 +701,8 @@ def test_digit_metrics_on_images_that_are_not_digits_get_a_note():
     note = digit_metrics_note("cifar10", ["fid", "fd_digits", "copies", "pr"])
     assert note.startswith("fd_digits, pr read images") and "cifar10's images are not digits" in note
     assert "may not be digits" in digit_metrics_note("folder:/data/faces", ["fd_digits"])
+    assert "needs no download, swd" in digit_metrics_note("folder:/data/faces", ["fd_digits"])
+    assert digit_metrics_note("folder:/data/faces", ["swd", "copies"]) is None  # both read pixels
 
 
 def test_eval_cli_n_takes_a_seeded_subset_of_the_fake_set(tmp_path, image_folder):
@@ -732,6 +777,13 @@ def test_default_metrics_follow_the_run():
     conditional = default_metrics(load_config(preset="mnist-cgan"))
     assert conditional[: len(OFFLINE_DEFAULT)] == OFFLINE_DEFAULT and {"class_acc", "fd_digits_per_class"} <= set(
         conditional)
+    # images that may not be digits also get swd, which reads any images, where its pyramid fits
+    for data in ("cifar10", "fashion-mnist", "folder:/data/faces"):
+        assert default_metrics(load_config(preset="default", overrides=[f"data.name={data}"])) == [
+            *OFFLINE_DEFAULT, "swd"]
+    assert default_metrics(load_config(preset="default", overrides=["data.name=cifar10", "data.img_size=12"])) == \
+        OFFLINE_DEFAULT
+    assert "swd" in default_metrics(load_config(preset="mnist-cgan", overrides=["data.name=fashion-mnist"]))
 
 
 def test_stacked_digits_in_grey_are_refused_with_the_cure_that_applies(tmp_path, image_folder, capsys):

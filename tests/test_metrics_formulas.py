@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import scipy.linalg
+import torch
 
 from ganforge.metrics import formulas
 
@@ -189,3 +190,60 @@ def test_identical_sets_have_full_precision_recall_coverage(k):
     d, c = formulas.density_coverage(x, x, k=k)
     assert abs(p - 1) < 1e-12 and abs(r - 1) < 1e-12 and abs(c - 1) < 1e-12
     assert d > 0.5
+
+
+# --------------------------------------------------------------------------- sliced Wasserstein (SWD)
+
+BINOMIAL_5x5 = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0
+
+
+def test_pyramid_steps_match_progans_scipy_definition():
+    import scipy.ndimage
+
+    x = torch.randn(3, 2, 20, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # ProGAN's pyr_down: convolve with the binomial kernel, edges mirrored, then every second pixel
+    down = scipy.ndimage.convolve(x.numpy(), BINOMIAL_5x5[None, None], mode="mirror")[:, :, ::2, ::2]
+    assert np.abs(formulas.pyr_down(x).numpy() - down).max() < 1e-12
+    # pyr_up: zeros between the pixels, then the kernel with 4x gain
+    spread = np.zeros((3, 2, 40, 48))
+    spread[:, :, ::2, ::2] = x.numpy()
+    up = scipy.ndimage.convolve(spread, 4 * BINOMIAL_5x5[None, None], mode="mirror")
+    assert np.abs(formulas.pyr_up(x).numpy() - up).max() < 1e-12
+
+
+@pytest.mark.parametrize("size", [32, 33])
+def test_laplacian_pyramid_gives_the_image_back(size):
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    levels = formulas.laplacian_pyramid(x, 2)
+    assert [tuple(level.shape[2:]) for level in levels] == [(size, size), ((size + 1) // 2, (size + 1) // 2)]
+    back = formulas.pyr_up(levels[1])[:, :, :size, :size] + levels[0]
+    assert (back - x).abs().max() < 1e-5
+    assert formulas.swd_resolutions(64) == [64, 32, 16] and formulas.swd_resolutions(28) == [28]
+    assert formulas.swd_resolutions(15) == []
+
+
+def test_patch_descriptors_are_whole_patches_of_their_own_image():
+    n, c, h, w = 3, 2, 12, 10
+    # every pixel's value says where it is: image, channel, row, column
+    i, ch, y, x = torch.meshgrid(*(torch.arange(k) for k in (n, c, h, w)), indexing="ij")
+    level = (i * 1000 + ch * 100 + y * 10 + x).float()
+    patches = formulas.patch_descriptors(level, 5, torch.Generator().manual_seed(0), patch=7)
+    assert patches.shape == (n * 5, c, 7, 7)
+    for p, patch in enumerate(patches):
+        image, cy, cx = p // 5, int(patch[0, 3, 3]) // 10 % 10, int(patch[0, 3, 3]) % 10
+        assert 3 <= cy < h - 3 and 3 <= cx < w - 3
+        assert torch.equal(patch, level[image, :, cy - 3:cy + 4, cx - 3:cx + 4])
+
+
+def test_sliced_wasserstein_of_a_shifted_set_is_the_mean_projected_shift():
+    gen = torch.Generator().manual_seed(2)
+    a = torch.randn(500, 6, generator=gen)
+    shift = torch.tensor([0.5, -1.0, 0.0, 2.0, 0.0, 0.25])
+    directions = formulas.random_directions(6, 40, gen)
+    assert torch.allclose(directions.norm(dim=0), torch.ones(40))
+    # a shift moves every projection by the same amount, so sorted orders match: W1 = |<shift, d>|
+    expected = float((shift @ directions).abs().mean())
+    assert abs(formulas.sliced_wasserstein(a, a + shift, directions, chunk=7) - expected) < 1e-5
+    assert formulas.sliced_wasserstein(a, a[torch.randperm(500, generator=gen)], directions) < 1e-6
+    with pytest.raises(ValueError, match="equally many"):
+        formulas.sliced_wasserstein(a, a[:400], directions)

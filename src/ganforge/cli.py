@@ -438,7 +438,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .metrics import OFFLINE_DEFAULT, evaluate, evaluate_run
+    from .metrics import evaluate, evaluate_run
     from .metrics.core import metric_list
 
     start = time.perf_counter()
@@ -486,12 +486,23 @@ def _evaluate(args: argparse.Namespace) -> int:
                             "they are")
         from .config import DataConfig
         from .data import STACKED_SETS, check_dataset_name, load_dataset
-        from .metrics.core import EvalContext, ImageSet, append_metrics_json, log_digit_metrics_note, real_image_set
+        from .metrics.core import (
+            EvalContext,
+            ImageSet,
+            append_metrics_json,
+            log_digit_metrics_note,
+            offline_default,
+            real_image_set,
+        )
 
         for name in (args.real, args.fake):
             check_dataset_name(name)
-        log_digit_metrics_note(args.real, metrics or OFFLINE_DEFAULT, print)
+        if metrics:  # a name that does not exist is refused before anything else is said
+            log_digit_metrics_note(args.real, metrics, print)
         img_size, channels = _comparison_format(args)
+        if not metrics:
+            metrics = offline_default(args.real, img_size)
+            log_digit_metrics_note(args.real, metrics, print)
         stacked = next((name for name in (args.real, args.fake) if name in STACKED_SETS), None)
         if channels != 3 and stacked:
             raise UserError(f"{stacked} has three channels, a digit in each, and --channels {channels} asks "
@@ -509,7 +520,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                         classes=fake_data.classes if labelled else None)
         ctx = EvalContext(fake, real_image_set(real_cfg), device=args.device or "cpu", seed=args.seed,
                           inception_weights=args.inception_weights)
-        records = evaluate(ctx, metrics or OFFLINE_DEFAULT)
+        records = evaluate(ctx, metrics)
         saved = "not saved (pass --out FILE to keep them with their protocol)"
         if args.out:
             append_metrics_json(records, Path(args.out), {"real": args.real, "fake": args.fake,
@@ -808,8 +819,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
                                      "(modes for Stacked MNIST runs; conditional runs add class_acc,"
-                                     "fd_digits_per_class); also copies (does G copy its training images?) "
-                                     "and fid,kid,is,pr_inception")
+                                     "fd_digits_per_class; images other than digits add swd, which compares "
+                                     "patches of any images with no download); also copies (does G copy its "
+                                     "training images?) and fid,kid,is,pr_inception")
     p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the generated images and of the --n subset of --fake (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")

@@ -40,6 +40,7 @@ BEST_DIRECTION = {
     "density": "max", "coverage": "max", "classes_covered": "max", "classes_kl": "min",
     "classes_confidence": "max", "modes": "max", "modes_kl": "min", "fid": "min", "kid": "min", "is": "max",
     "precision_inception": "max", "recall_inception": "max", "class_acc": "max", "fd_digits_per_class": "min",
+    "swd": "min",
 }
 
 # The values each registered metric reports (what eval.best_metric may name).
@@ -49,12 +50,12 @@ METRIC_VALUES = {
     "classes": ("classes_covered", "classes_kl", "classes_confidence"), "modes": ("modes", "modes_kl"),
     "class_acc": ("class_acc",), "fd_digits_per_class": ("fd_digits_per_class",), "fid": ("fid",),
     "kid": ("kid",), "is": ("is",), "pr_inception": ("precision_inception", "recall_inception"),
-    "copies": ("authenticity", "nn_ratio"),
+    "copies": ("authenticity", "nn_ratio"), "swd": ("swd",),
 }
 
 DIGIT_DATASETS = ("mnist5k", "mnist")  # what the digit classifier was made for
 INCEPTION_METRICS = ("fid", "kid", "is", "pr_inception")
-PIXEL_METRICS = ("copies",)  # read the pixels themselves, so they mean the same on any images
+PIXEL_METRICS = ("copies", "swd")  # read the pixels themselves, so they mean the same on any images
 
 
 def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
@@ -69,7 +70,8 @@ def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
         kind, papers = "are three digits, averaged into one by these metrics", "modes (each channel read as a digit)"
     else:
         kind = "may not be digits" if dataset.startswith("folder:") else "are not digits"
-        papers = "--metrics fid,kid,is with --inception-weights"
+        papers = ("--metrics fid,kid,is with --inception-weights; for one that reads any images and needs no "
+                  "download, swd")
     return (f"{', '.join(digit_metrics)} read images through ganforge's MNIST digit classifier and {dataset}'s "
             f"images {kind}: compare such numbers only between runs on the same data; for scores comparable with "
             f"papers use {papers}")
@@ -330,6 +332,56 @@ def copies(ctx: EvalContext) -> Result:
         raise UserError(f"copies needs at least 2 training images to measure their spacing, got {len(train)}")
     authentic, ratio = formulas.authenticity(train.cpu(), fake.images.cpu(), max_shift=COPIES_MAX_SHIFT)
     return [("authenticity", authentic, protocol), ("nn_ratio", ratio, protocol)]
+
+
+SWD_PATCHES_PER_IMAGE = 128  # Karras et al. 2018 (ProGAN): 7x7 patches, 128 an image at each level,
+SWD_PATCH = 7  # 4 x 128 random directions, each level's value x 1e3
+SWD_DIRECTIONS = 512
+SWD_EXTRACTOR = "Laplacian pyramid, 7x7 patches normalised per channel and set (Karras et al. 2018)"
+
+
+@METRICS.register("swd")
+def swd(ctx: EvalContext) -> Result:
+    """Sliced Wasserstein distance between the patches of fake and real images (Karras et al. 2018, ProGAN's
+    SWD; no features and no download, so it means the same on any images): each image's Laplacian pyramid
+    from its own size down to 16 px, 128 random 7x7 patches (all channels) per image and level, each
+    channel normalised to zero mean and unit variance over its set, then the Wasserstein-1 distance of the
+    two sets' patches along 512 random directions, averaged. The value is the mean over levels x 1e3 (the
+    paper's SWDx1e3_avg); the protocol keeps each level's (fine detail at the full size, layout at 16 px).
+    Both sets give equally many images: the larger is cut to the smaller by a subset seeded by the seed."""
+    real, fake = ctx.real, ctx.fake
+    if real is None:
+        raise UserError("swd compares generated images with real ones: evaluate a run, or pass --real")
+    if real.images.shape[1:] != fake.images.shape[1:]:
+        raise UserError(f"swd compares patches of equal images, but the generated ones are "
+                        f"{tuple(fake.images.shape[1:])} and the real ones {tuple(real.images.shape[1:])}")
+    sizes = formulas.swd_resolutions(min(fake.images.shape[2:]))
+    if not sizes:
+        raise UserError(f"swd compares Laplacian pyramid levels from the image size down to 16 px, so it needs "
+                        f"images of at least 16x16, got {tuple(fake.images.shape[2:])}")
+    n = min(len(real), len(fake))
+    check_count("swd", n, "generated" if len(fake) <= len(real) else "real", 2,
+                "normalises each set's patches by their spread")
+    generator = torch.Generator().manual_seed(ctx.seed)
+    protocol = {**ctx.digit_protocol(), "n_fake": n, "n_real": n, "extractor": SWD_EXTRACTOR,
+                "extractor_sha256": None, "resize": "none: the images at the evaluated size",
+                "patches_per_image": SWD_PATCHES_PER_IMAGE, "patch": SWD_PATCH, "directions": SWD_DIRECTIONS}
+    pyramids = []
+    for which, images in (("real", real.images), ("fake", fake.images)):
+        if len(images) > n:
+            pick = torch.randperm(len(images), generator=generator)[:n].sort().values
+            images = images[pick]
+            protocol[f"{which}_subset"] = f"{n} of {len(getattr(ctx, which))}, seed {ctx.seed}"
+        pyramids.append(formulas.laplacian_pyramid(images.cpu(), len(sizes)))
+    per_level = {}
+    for size, real_level, fake_level in zip(sizes, *pyramids, strict=True):
+        a, b = (formulas.normalized_descriptors(formulas.patch_descriptors(level, SWD_PATCHES_PER_IMAGE, generator,
+                                                                             SWD_PATCH))
+                for level in (real_level, fake_level))
+        directions = formulas.random_directions(a.shape[1], SWD_DIRECTIONS, generator)
+        per_level[str(size)] = formulas.sliced_wasserstein(a, b, directions) * 1e3
+    protocol["per_level"] = per_level
+    return [("swd", float(np.mean(list(per_level.values()))), protocol)]
 
 
 @METRICS.register("classes")
@@ -596,15 +648,25 @@ def append_metrics_json(records: list[dict[str, Any]], path: Path, extra: dict[s
         atomic_write_text(json.dumps(history, indent=1) + "\n", path)
 
 
+def offline_default(dataset: str, img_size: int) -> list[str]:
+    """The offline metrics for images of `dataset`: the digit metrics, and swd where the images may not be
+    digits (and have the 16 px its pyramid needs), since it reads any images and nothing calibrates the
+    digit classifier's features on them."""
+    pixels = dataset not in DIGIT_DATASETS and dataset not in STACKED_SETS and img_size >= 16
+    return [*OFFLINE_DEFAULT, *(["swd"] if pixels else [])]
+
+
 def default_metrics(cfg: Any, classes: list[str] | None = None) -> list[str]:
-    """What `ganforge eval RUN` measures without --metrics: modes for Stacked MNIST, else the offline digit
-    metrics, plus for a conditional G per-class FD, and class accuracy where its `classes` are digits."""
+    """What `ganforge eval RUN` measures without --metrics: modes for Stacked MNIST, else the offline metrics
+    (offline_default), plus for a conditional G per-class FD, and class accuracy where its `classes` are
+    digits."""
     if cfg.data.name in STACKED_SETS:
         return ["modes"]
+    offline = offline_default(cfg.data.name, cfg.data.img_size)
     if not cfg.model.n_classes:
-        return list(OFFLINE_DEFAULT)
+        return offline
     digits = class_digits(classes) is not None if classes is not None else cfg.data.name in DIGIT_DATASETS
-    return [*OFFLINE_DEFAULT, *(["class_acc"] if digits else []), "fd_digits_per_class"]
+    return [*offline, *(["class_acc"] if digits else []), "fd_digits_per_class"]
 
 
 def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = None, n: int = 10_000,

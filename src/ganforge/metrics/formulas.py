@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -201,3 +203,97 @@ def mode_statistics(triples: np.ndarray, num_modes: int = 1000) -> tuple[int, fl
     p = counts / counts.sum()
     nz = p > 0
     return int(nz.sum()), float((p[nz] * np.log(p[nz] * num_modes)).sum())
+
+
+# ------------------------------------------------------------------ sliced Wasserstein distance (ProGAN)
+
+# The 5x5 binomial kernel of cv2.pyrDown / pyrUp, as Karras et al. (2018) build their Laplacian pyramid.
+_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+
+
+def _blur(images: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """The binomial kernel over each channel, edges mirrored without repeating the edge pixel (scipy's
+    'mirror', torch's 'reflect')."""
+    c = images.shape[1]
+    kernel = (torch.outer(_BINOMIAL, _BINOMIAL) * gain).to(images)[None, None].expand(c, 1, 5, 5)
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(images, (2, 2, 2, 2), mode="reflect"), kernel,
+                                      groups=c)
+
+
+def pyr_down(images: torch.Tensor) -> torch.Tensor:
+    """Blur, then every second pixel: half the size (cv2.pyrDown)."""
+    return _blur(images)[:, :, ::2, ::2]
+
+
+def pyr_up(images: torch.Tensor) -> torch.Tensor:
+    """Zeros between the pixels, then the blur with 4x gain: twice the size (cv2.pyrUp)."""
+    n, c, h, w = images.shape
+    spread = images.new_zeros(n, c, 2 * h, 2 * w)
+    spread[:, :, ::2, ::2] = images
+    return _blur(spread, gain=4.0)
+
+
+def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """Band-pass levels, full size first: each level minus the upsampled next one; the last level is the
+    blurred, downsampled image itself. pyr_up of each coarser level plus the finer band gives the image back."""
+    pyramid = [images.float()]
+    for _ in range(1, levels):
+        pyramid.append(pyr_down(pyramid[-1]))
+        h, w = pyramid[-2].shape[2:]  # an odd size comes back one pixel larger
+        pyramid[-2] = pyramid[-2] - pyr_up(pyramid[-1])[:, :, :h, :w]
+    return pyramid
+
+
+def swd_resolutions(size: int) -> list[int]:
+    """The pyramid's sizes, halving from the image's own down to 16 (the coarsest ProGAN compares)."""
+    sizes = []
+    while size >= 16:
+        sizes.append(size)
+        size //= 2
+    return sizes
+
+
+def patch_descriptors(level: torch.Tensor, per_image: int, generator: torch.Generator,
+                      patch: int = 7) -> torch.Tensor:
+    """`per_image` patches of patch x patch pixels (all channels) from each image at random places wholly
+    inside it: [N * per_image, C, patch, patch]."""
+    n, c, h, w = level.shape
+    r = patch // 2
+    ys = torch.randint(r, h - r, (n * per_image,), generator=generator)
+    xs = torch.randint(r, w - r, (n * per_image,), generator=generator)
+    offsets = torch.arange(-r, r + 1)
+    img = torch.arange(n).repeat_interleave(per_image)
+    rows = (ys[:, None] + offsets)[:, :, None]  # [P, patch, 1]
+    cols = (xs[:, None] + offsets)[:, None, :]  # [P, 1, patch]
+    return level.permute(0, 2, 3, 1)[img[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+
+def normalized_descriptors(descriptors: torch.Tensor) -> torch.Tensor:
+    """Each channel to zero mean and unit standard deviation over the whole set, then flattened: [P, C*patch^2]."""
+    mean = descriptors.mean(dim=(0, 2, 3), keepdim=True)
+    std = descriptors.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    return ((descriptors - mean) / std.clamp_min(1e-8)).flatten(1)
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor, chunk: int = 32) -> float:
+    """Mean over unit `directions` [D, K] of the 1-D Wasserstein-1 distance between the projections of the
+    equally many rows of `a` and `b` (sorted projections matched in order)."""
+    if a.shape != b.shape:
+        raise ValueError(f"sliced_wasserstein compares equally many descriptors, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+
+    def summed(start: int) -> float:  # numpy's SIMD sort is several times torch's on a CPU, and frees the GIL
+        d = directions[:, start:start + chunk].T.to(a)
+        sorted_a, sorted_b = (np.sort((d @ x.T).cpu().numpy(), axis=1) for x in (a, b))
+        return float(np.abs(sorted_a - sorted_b).mean(axis=1, dtype=np.float64).sum())
+
+    # chunks of directions bound the [chunk, P] projections' memory; a thread per core sorts them
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+        total = sum(pool.map(summed, range(0, directions.shape[1], chunk)))
+    return total / directions.shape[1]
+
+
+def random_directions(dim: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` directions drawn uniformly on the unit sphere in `dim` dimensions: [dim, count]."""
+    d = torch.randn(dim, count, generator=generator)
+    return d / d.norm(dim=0, keepdim=True)
