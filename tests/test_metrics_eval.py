@@ -605,6 +605,12 @@ def test_the_small_sample_note_names_each_frechet_distance_and_its_unbiased_kin(
                                                                                             "unbiased at any n")
     note = small_sample_note([record("fid", 5000, 200), record("fd_digits", 300)])
     assert note.startswith("fid and fd_digits from 200 images are biased") and "read kid or kid_digits" in note
+    assert small_sample_note([record("swd", 240, 240)]) is None  # swd's own note says what its floor does
+
+    from ganforge.metrics.core import swd_note
+
+    assert swd_note([record("swd", 1000, 1000), record("fd_digits", 10)]) is None
+    assert swd_note([record("swd", 240, 240)]).startswith("swd compared 240 images a set")
 
 
 def test_eval_reads_samples_from_an_npz_like_the_sample_command_writes(tmp_path, image_folder, capsys):

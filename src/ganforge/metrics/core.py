@@ -553,6 +553,17 @@ def small_sample_note(records: list[dict[str, Any]]) -> str | None:
             f"{it} only at equal n, raise --n, or read {kids}, unbiased at any n")
 
 
+def swd_note(records: list[dict[str, Any]]) -> str | None:
+    """A note when swd compared few images a set: like FD its floor falls with n (new draws of the bundled
+    digits against each other, 32 px: 15.8 at 250, 7.4 at 1,000, 4.5 at 2,500; benchmarks/swd.py)."""
+    record = next((r for r in records if r["metric"] == "swd" and 0 < r["n_fake"] < FD_SMALL_N), None)
+    if record is None:
+        return None
+    return (f"swd compared {record['n_fake']:,} images a set, where chance alone leaves more than at larger n (new "
+            "draws of the bundled digits score 15.8 against each other at 250, 4.5 at 2,500): compare it only at "
+            "equal n")
+
+
 def _fewest_and_most(shares: Sequence[float]) -> str:
     """'1s 4.2%, 7s 14.2%': the least and the most drawn digit of a histogram (shares or counts)."""
     p = np.asarray(shares, np.float64) / np.sum(shares)
