@@ -311,12 +311,16 @@ def test_swd_is_near_its_floor_for_new_draws_of_the_data_and_grows_with_noise_bl
     assert again == scores["new digits"] and other != again
 
 
-def test_swd_cuts_the_larger_set_to_the_smaller_and_refuses_what_it_cannot_compare():
+def test_swd_cuts_the_larger_set_to_the_smaller_and_refuses_what_it_cannot_compare(monkeypatch):
+    import ganforge.metrics.core as core
+
     gen = torch.Generator().manual_seed(0)
     real = ImageSet(torch.rand(30, 3, 16, 16, generator=gen) * 2 - 1, "real", "train")
-    (record,) = evaluate(EvalContext(ImageSet(torch.rand(50, 3, 16, 16, generator=gen), "fake", "gen"), real),
-                         ["swd"])
+    fake = ImageSet(torch.rand(50, 3, 16, 16, generator=gen), "fake", "gen")
+    (record,) = evaluate(EvalContext(fake, real), ["swd"])
     assert record["n_fake"] == record["n_real"] == 30 and record["fake_subset"] == "30 of 50, seed 0"
+    monkeypatch.setattr(core, "SWD_BATCH", 7)  # the pyramids a few images at a time: the same patches
+    assert abs(evaluate(EvalContext(fake, real), ["swd"])[0]["value"] - record["value"]) < 1e-6 * record["value"]
     assert "real_subset" not in record and list(record["per_level"]) == ["16"]
     with pytest.raises(UserError, match="at least 16x16"):
         evaluate(EvalContext(ImageSet(torch.zeros(4, 1, 12, 12), "f", "g"), ImageSet(torch.zeros(4, 1, 12, 12),

@@ -219,7 +219,7 @@ def test_laplacian_pyramid_gives_the_image_back(size):
     back = formulas.pyr_up(levels[1])[:, :, :size, :size] + levels[0]
     assert (back - x).abs().max() < 1e-5
     assert formulas.swd_resolutions(64) == [64, 32, 16] and formulas.swd_resolutions(28) == [28]
-    assert formulas.swd_resolutions(15) == []
+    assert formulas.swd_resolutions(15) == [] and formulas.swd_resolutions(65) == [65, 33, 17]
 
 
 def test_patch_descriptors_are_whole_patches_of_their_own_image():

@@ -337,6 +337,7 @@ def copies(ctx: EvalContext) -> Result:
 SWD_PATCHES_PER_IMAGE = 128  # Karras et al. 2018 (ProGAN): 7x7 patches, 128 an image at each level,
 SWD_PATCH = 7  # 4 x 128 random directions, each level's value x 1e3
 SWD_DIRECTIONS = 512
+SWD_BATCH = 500  # images whose pyramid is held at a time
 SWD_EXTRACTOR = "Laplacian pyramid, 7x7 patches normalised per channel and set (Karras et al. 2018)"
 
 
@@ -366,20 +367,36 @@ def swd(ctx: EvalContext) -> Result:
     protocol = {**ctx.digit_protocol(), "n_fake": n, "n_real": n, "extractor": SWD_EXTRACTOR,
                 "extractor_sha256": None, "resize": "none: the images at the evaluated size",
                 "patches_per_image": SWD_PATCHES_PER_IMAGE, "patch": SWD_PATCH, "directions": SWD_DIRECTIONS}
-    pyramids = []
+    subsets = []
     for which, images in (("real", real.images), ("fake", fake.images)):
         if len(images) > n:
             pick = torch.randperm(len(images), generator=generator)[:n].sort().values
             images = images[pick]
             protocol[f"{which}_subset"] = f"{n} of {len(getattr(ctx, which))}, seed {ctx.seed}"
-        pyramids.append(formulas.laplacian_pyramid(images.cpu(), len(sizes)))
+        subsets.append(images)
+    # every random draw first, in one order, so the value does not depend on how the images are batched
+    h, w = fake.images.shape[2:]
+    shapes = [(-(-h // 2**i), -(-w // 2**i)) for i in range(len(sizes))]  # pyr_down rounds odd sizes up
+    centres, directions = [], []
+    for lh, lw in shapes:
+        centres.append([formulas.patch_centres(n, lh, lw, SWD_PATCHES_PER_IMAGE, generator, SWD_PATCH)
+                        for _ in subsets])
+        directions.append(formulas.random_directions(fake.images.shape[1] * SWD_PATCH**2, SWD_DIRECTIONS,
+                                                     generator))
+    descriptors: list[list[list[torch.Tensor]]] = [[[] for _ in subsets] for _ in sizes]
+    per_batch = SWD_BATCH * SWD_PATCHES_PER_IMAGE
+    for k, images in enumerate(subsets):
+        for start in range(0, n, SWD_BATCH):  # a batch's pyramid at a time bounds the memory to the patches
+            pyramid = formulas.laplacian_pyramid(images[start:start + SWD_BATCH].cpu(), len(sizes))
+            for i, level in enumerate(pyramid):
+                ys, xs = (c[start * SWD_PATCHES_PER_IMAGE:start * SWD_PATCHES_PER_IMAGE + per_batch]
+                          for c in centres[i][k])
+                descriptors[i][k].append(formulas.patches_at(level, ys, xs, SWD_PATCH))
     per_level = {}
-    for size, real_level, fake_level in zip(sizes, *pyramids, strict=True):
-        a, b = (formulas.normalized_descriptors(formulas.patch_descriptors(level, SWD_PATCHES_PER_IMAGE, generator,
-                                                                             SWD_PATCH))
-                for level in (real_level, fake_level))
-        directions = formulas.random_directions(a.shape[1], SWD_DIRECTIONS, generator)
-        per_level[str(size)] = formulas.sliced_wasserstein(a, b, directions) * 1e3
+    for i, size in enumerate(sizes):
+        a, b = (formulas.normalized_descriptors(torch.cat(parts)) for parts in descriptors[i])
+        descriptors[i] = []
+        per_level[str(size)] = formulas.sliced_wasserstein(a, b, directions[i]) * 1e3
     protocol["per_level"] = per_level
     return [("swd", float(np.mean(list(per_level.values()))), protocol)]
 

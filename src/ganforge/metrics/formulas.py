@@ -245,27 +245,41 @@ def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
 
 
 def swd_resolutions(size: int) -> list[int]:
-    """The pyramid's sizes, halving from the image's own down to 16 (the coarsest ProGAN compares)."""
+    """The pyramid's sizes, halving from the image's own down to 16 (the coarsest ProGAN compares); an odd
+    size halves up, as pyr_down does."""
     sizes = []
     while size >= 16:
         sizes.append(size)
-        size //= 2
+        size = -(-size // 2)
     return sizes
+
+
+def patch_centres(n: int, h: int, w: int, per_image: int, generator: torch.Generator,
+                  patch: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of `per_image` random patch centres in each of n images of h x w, every patch wholly
+    inside its image: two [n * per_image] tensors, image by image."""
+    r = patch // 2
+    return (torch.randint(r, h - r, (n * per_image,), generator=generator),
+            torch.randint(r, w - r, (n * per_image,), generator=generator))
+
+
+def patches_at(level: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, patch: int = 7) -> torch.Tensor:
+    """The patch x patch pixels (all channels) around each centre, len(ys) // N of them per image in order:
+    [len(ys), C, patch, patch]."""
+    r = patch // 2
+    offsets = torch.arange(-r, r + 1)
+    img = torch.arange(level.shape[0]).repeat_interleave(len(ys) // level.shape[0])
+    rows = (ys[:, None] + offsets)[:, :, None]  # [P, patch, 1]
+    cols = (xs[:, None] + offsets)[:, None, :]  # [P, 1, patch]
+    return level.permute(0, 2, 3, 1)[img[:, None, None], rows, cols].permute(0, 3, 1, 2)
 
 
 def patch_descriptors(level: torch.Tensor, per_image: int, generator: torch.Generator,
                       patch: int = 7) -> torch.Tensor:
     """`per_image` patches of patch x patch pixels (all channels) from each image at random places wholly
     inside it: [N * per_image, C, patch, patch]."""
-    n, c, h, w = level.shape
-    r = patch // 2
-    ys = torch.randint(r, h - r, (n * per_image,), generator=generator)
-    xs = torch.randint(r, w - r, (n * per_image,), generator=generator)
-    offsets = torch.arange(-r, r + 1)
-    img = torch.arange(n).repeat_interleave(per_image)
-    rows = (ys[:, None] + offsets)[:, :, None]  # [P, patch, 1]
-    cols = (xs[:, None] + offsets)[:, None, :]  # [P, 1, patch]
-    return level.permute(0, 2, 3, 1)[img[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    n, _, h, w = level.shape
+    return patches_at(level, *patch_centres(n, h, w, per_image, generator, patch), patch)
 
 
 def normalized_descriptors(descriptors: torch.Tensor) -> torch.Tensor:
