@@ -1,10 +1,11 @@
-"""What swd (ProGAN's sliced Wasserstein distance on Laplacian pyramid patches) reads on the bundled digits,
-and how it ranks a run's checkpoints against fd_digits.
+"""What swd (ProGAN's sliced Wasserstein distance on Laplacian pyramid patches) reads on a data set (the bundled
+digits unless --data names another), and how it ranks a run's checkpoints against fd_digits.
 
-    python benchmarks/swd.py [--img-size 32] [--n 250,500,1000,2500] [--repeats 3] [--runs RUN ...]
+    python benchmarks/swd.py [--data mnist5k] [--data-root DIR] [--img-size 32] [--n 250,500,1000,2500]
+                             [--repeats 3] [--runs RUN ...]
 
-- floor: two disjoint random draws of n digits each: what new draws of the data score against each other.
-- damage: one draw against the other after noise, blur, a shift, a mirror, or with one digit repeated.
+- floor: two disjoint random draws of n images each: what new draws of the data score against each other.
+- damage: one draw against the other after noise, blur, a shift, a mirror, or with one image repeated.
 - runs: every checkpoint a run keeps (`train.keep_ckpts`), swd and fd_digits of n generated images against
   the run's training set, with the seconds each took.
 """
@@ -35,14 +36,16 @@ def _levels(record: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="mnist5k", help="the data set whose images are drawn (a name or folder:PATH)")
+    parser.add_argument("--data-root", default="data", help="where a torchvision set's files are")
     parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--n", default="250,500,1000,2500", help="digits in each draw (at most 2,500)")
+    parser.add_argument("--n", default="250,500,1000,2500", help="images in each draw (at most half the set)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runs", nargs="*", default=[], type=Path, help="run directories whose checkpoints to score")
     parser.add_argument("--run-n", type=int, default=5000, help="generated images a checkpoint is scored on")
     args = parser.parse_args()
-    data = load_dataset(DataConfig(name="mnist5k", img_size=args.img_size))
-    print(f"# {time.strftime('%Y-%m-%d')}: swd (x1e3, mean over levels) on mnist5k at {args.img_size} px, "
+    data = load_dataset(DataConfig(name=args.data, root=args.data_root, img_size=args.img_size))
+    print(f"# {time.strftime('%Y-%m-%d')}: swd (x1e3, mean over levels) on {args.data} at {args.img_size} px, "
           f"{torch.get_num_threads()} threads")
     print("| draws | n each | swd mean (min-max) | per level (first repeat) | seconds |")
     print("|---|---:|---:|---|---:|")
@@ -69,7 +72,7 @@ def main() -> None:
         "3x3 box blur": torch.nn.functional.avg_pool2d(b, 3, 1, 1),
         "shifted 2 px right": torch.roll(b, 2, dims=3),
         "mirrored left-right": b.flip(3),
-        "one digit repeated": b[:1].expand_as(b).contiguous(),
+        "one image repeated": b[:1].expand_as(b).contiguous(),
     }
     for name, fake in damaged.items():
         start = time.perf_counter()

@@ -78,7 +78,7 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
                         "--run-n", "60", monkeypatch=monkeypatch, capsys=capsys)
     rows = table_rows(out)
     assert [cells[1] for cells in rows[:2]] == ["20", "40"] and rows[-1][0] == "0.1"  # the run's last checkpoint
-    one_digit = next(cells for cells in rows if cells[0] == "one digit repeated")
+    one_digit = next(cells for cells in rows if cells[0] == "one image repeated")
     assert float(one_digit[2]) > float(rows[1][2].split()[0])  # collapse is far from new draws of the data
 
 

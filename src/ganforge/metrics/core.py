@@ -301,6 +301,17 @@ def density_coverage(ctx: EvalContext) -> Result:
     return [("density", d, protocol), ("coverage", c, protocol)]
 
 
+def _pixel_sets(ctx: EvalContext, what: str, how: str) -> tuple[ImageSet, ImageSet]:
+    """The real and fake sets of a metric that reads pixels: both there, their images of one shape."""
+    real, fake = ctx.real, ctx.fake
+    if real is None:
+        raise UserError(f"{what}: evaluate a run, or pass --real")
+    if real.images.shape[1:] != fake.images.shape[1:]:
+        raise UserError(f"{how}, but the generated ones are {tuple(fake.images.shape[1:])} and the real ones "
+                        f"{tuple(real.images.shape[1:])}")
+    return real, fake
+
+
 PIXEL_EXTRACTOR = "pixels (L2 over the images in [-1, 1])"
 COPIES_MAX_SHIFT = 2  # copies: distances are the smallest over shifts of up to this many pixels each way
 
@@ -319,12 +330,8 @@ def copies(ctx: EvalContext) -> Result:
       towards 0 for copies, above 1 for samples far from every training image.
     At most KNN_MAX_REAL training images (a subset seeded by the evaluation's seed). With a run, the
     training images are its own, data.max_images subset included."""
-    real, fake = ctx.real, ctx.fake
-    if real is None:
-        raise UserError("copies compares samples with the training images: evaluate a run, or pass --real")
-    if real.images.shape[1:] != fake.images.shape[1:]:
-        raise UserError(f"copies compares images pixel by pixel, but the generated ones are "
-                        f"{tuple(fake.images.shape[1:])} and the real ones {tuple(real.images.shape[1:])}")
+    real, fake = _pixel_sets(ctx, "copies compares samples with the training images",
+                             "copies compares images pixel by pixel")
     protocol = {**ctx.digit_protocol(), "extractor": PIXEL_EXTRACTOR, "extractor_sha256": None,
                 "resize": "none: the images at the evaluated size", "max_shift": COPIES_MAX_SHIFT}
     train = _knn_real_subset(real.images, ctx, protocol)
@@ -350,12 +357,8 @@ def swd(ctx: EvalContext) -> Result:
     two sets' patches along 512 random directions, averaged. The value is the mean over levels x 1e3 (the
     paper's SWDx1e3_avg); the protocol keeps each level's (fine detail at the full size, layout at 16 px).
     Both sets give equally many images: the larger is cut to the smaller by a subset seeded by the seed."""
-    real, fake = ctx.real, ctx.fake
-    if real is None:
-        raise UserError("swd compares generated images with real ones: evaluate a run, or pass --real")
-    if real.images.shape[1:] != fake.images.shape[1:]:
-        raise UserError(f"swd compares patches of equal images, but the generated ones are "
-                        f"{tuple(fake.images.shape[1:])} and the real ones {tuple(real.images.shape[1:])}")
+    real, fake = _pixel_sets(ctx, "swd compares generated images with real ones",
+                             "swd compares patches of equal images")
     sizes = formulas.swd_resolutions(min(fake.images.shape[2:]))
     if not sizes:
         raise UserError(f"swd compares Laplacian pyramid levels from the image size down to 16 px, so it needs "
