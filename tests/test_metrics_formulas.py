@@ -222,16 +222,17 @@ def test_laplacian_pyramid_gives_the_image_back(size):
     assert formulas.swd_resolutions(15) == [] and formulas.swd_resolutions(65) == [65, 33, 17]
 
 
-def test_patch_descriptors_are_whole_patches_of_their_own_image():
+def test_patches_are_whole_patches_of_their_own_image_around_their_centres():
     n, c, h, w = 3, 2, 12, 10
     # every pixel's value says where it is: image, channel, row, column
     i, ch, y, x = torch.meshgrid(*(torch.arange(k) for k in (n, c, h, w)), indexing="ij")
     level = (i * 1000 + ch * 100 + y * 10 + x).float()
-    patches = formulas.patch_descriptors(level, 5, torch.Generator().manual_seed(0), patch=7)
+    ys, xs = formulas.patch_centres(n, h, w, 5, torch.Generator().manual_seed(0), patch=7)
+    patches = formulas.patches_at(level, ys, xs, patch=7)
     assert patches.shape == (n * 5, c, 7, 7)
     for p, patch in enumerate(patches):
         image, cy, cx = p // 5, int(patch[0, 3, 3]) // 10 % 10, int(patch[0, 3, 3]) % 10
-        assert 3 <= cy < h - 3 and 3 <= cx < w - 3
+        assert 3 <= cy < h - 3 and 3 <= cx < w - 3 and (cy, cx) == (ys[p], xs[p])
         assert torch.equal(patch, level[image, :, cy - 3:cy + 4, cx - 3:cx + 4])
 
 

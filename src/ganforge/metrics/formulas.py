@@ -274,14 +274,6 @@ def patches_at(level: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, patch: i
     return level.permute(0, 2, 3, 1)[img[:, None, None], rows, cols].permute(0, 3, 1, 2)
 
 
-def patch_descriptors(level: torch.Tensor, per_image: int, generator: torch.Generator,
-                      patch: int = 7) -> torch.Tensor:
-    """`per_image` patches of patch x patch pixels (all channels) from each image at random places wholly
-    inside it: [N * per_image, C, patch, patch]."""
-    n, _, h, w = level.shape
-    return patches_at(level, *patch_centres(n, h, w, per_image, generator, patch), patch)
-
-
 def normalized_descriptors(descriptors: torch.Tensor) -> torch.Tensor:
     """Each channel to zero mean and unit standard deviation over the whole set, then flattened: [P, C*patch^2]."""
     mean = descriptors.mean(dim=(0, 2, 3), keepdim=True)
