@@ -727,6 +727,23 @@ def test_eval_cli_n_takes_a_seeded_subset_of_the_fake_set(tmp_path, image_folder
     assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--n", "1"]) == 2
 
 
+def test_eval_cli_of_two_image_sets_adds_swd_where_they_may_not_be_digits(tmp_path, image_folder, capsys):
+    out = tmp_path / "m.json"
+    assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert [r["metric"] for r in json.loads(out.read_text())[0]["results"]][-1] == "swd"
+    assert "note: fd_digits, kid_digits" in printed and "swd" not in printed.split("note: fd_digits")[1].split(
+        "read images")[0]  # the note names the digit metrics, not the one that reads pixels
+    assert main(["eval", "--real", "mnist5k", "--fake", f"folder:{image_folder}", "--metrics", "fd_digits"]) == 0
+    assert main(["eval", "--real", "mnist5k", "--fake", f"folder:{image_folder}", "--out", str(out)]) == 0
+    assert "swd" not in [r["metric"] for r in json.loads(out.read_text())[-1]["results"]]  # digits: as before
+    capsys.readouterr()
+    assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--metrics",
+                 "fd_digits,nope"]) == 2
+    assert "note:" not in capsys.readouterr().out  # an unknown metric is refused before any note
+
+
 def test_eval_cli_says_that_modes_keeps_its_protocol_count(tmp_path, image_folder, tiny_cfg, monkeypatch, capsys):
     import ganforge.metrics
 
