@@ -351,17 +351,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _print_records(records: list[dict], notes: bool = True) -> None:
-    from .metrics.core import classes_note, modes_note, small_sample_note, swd_note
+    from .metrics.core import metric_notes
 
     print(f"{'metric':<20} {'value':>12}  {'n_fake':>7} {'n_real':>7}  reference / extractor")
     for r in records:
         value = r["value"]
         shown = f"{value:12.5g}" if isinstance(value, float) else f"{value!s:>12}"
         print(f"{r['metric']:<20} {shown}  {r['n_fake']:>7} {r['n_real']:>7}  {r['reference']} / {r['extractor']}")
-    for note in (small_sample_note(records), swd_note(records), classes_note(records),
-                 modes_note(records)) if notes else ():
-        if note:
-            print(f"note: {note}")
+    for note in metric_notes(records) if notes else ():
+        print(f"note: {note}")
     truncation = next((r["truncation"] for r in records if r.get("truncation") is not None), None)
     if truncation is not None and notes:
         print(f"note: samples drawn with z truncated to [-{truncation:g}, {truncation:g}]: a measure of that "

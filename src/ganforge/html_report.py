@@ -138,7 +138,7 @@ _PROTOCOL_COLUMNS = (("n_fake", "n fake"), ("n_real", "n real"), ("reference", "
 
 
 def _metric_table(view: RunView) -> str:
-    from .metrics.core import BEST_DIRECTION, classes_note, modes_note
+    from .metrics.core import BEST_DIRECTION, metric_notes
 
     if not view.latest:
         return ('<p class="muted">No evaluation recorded. <code>ganforge eval RUN</code> measures this run, or '
@@ -160,10 +160,7 @@ def _metric_table(view: RunView) -> str:
         rows.append(f"<tr>{cells}</tr>")
     resize = sorted({str(r.get("resize")) for r in view.latest.values() if r.get("resize")})
     notes = "".join(f'<p class="muted">resize: {_e(text)}</p>' for text in resize)
-    latest = list(view.latest.values())
-    for note in (classes_note(latest), modes_note(latest)):
-        if note:
-            notes += f'<p class="muted">{_e(note)}</p>'
+    notes += "".join(f'<p class="muted">{_e(note)}</p>' for note in metric_notes(list(view.latest.values())))
     return (f"<table><tr>{head}</tr>{''.join(rows)}</table>{notes}<p class=muted>The newest value of each "
             "metric; every evaluation, with its full protocol (extractor hash, ganforge version, checkpoint), "
             "is in metrics.json.</p>")

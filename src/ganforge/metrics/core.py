@@ -629,6 +629,12 @@ def modes_note(records: list[dict[str, Any]]) -> str | None:
     return note
 
 
+def metric_notes(records: list[dict[str, Any]]) -> list[str]:
+    """Every note the records call for, in the order eval prints them and the report shows them."""
+    notes = (small_sample_note(records), swd_note(records), classes_note(records), modes_note(records))
+    return [note for note in notes if note]
+
+
 def generated_labels(G: torch.nn.Module, n: int) -> torch.Tensor | None:
     """The labels `G.sample(n)` uses by default: balanced classes for a conditional G, None otherwise."""
     from ..models import balanced_labels
