@@ -340,8 +340,9 @@ def test_minibatch_std_adds_a_channel_that_sees_batch_variety():
     assert build_discriminator(cfg)(torch.randn(8, 1, 28, 28)).shape == (8,)
 
 
-@pytest.mark.parametrize("stabiliser", [{"model.pac": 2}, {"model.d_mbstd": "true"}], ids=["pac2", "mbstd"])
-def test_packing_and_mbstd_train_and_resume(tmp_path, tiny_cfg, stabiliser):
+@pytest.mark.parametrize("stabiliser", [{"model.pac": 2}, {"model.d_mbstd": "true"}, {"model.d_dropout": 0.3}],
+                         ids=["pac2", "mbstd", "d-dropout"])
+def test_packing_mbstd_and_dropout_train_and_resume(tmp_path, tiny_cfg, stabiliser):
     full = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
     half = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
     resume(half, ["train.kimg=0.064"], log=quiet)
@@ -400,6 +401,7 @@ STABILISERS = {
     "instance-noise": {"loss.instance_noise": 0.1, "loss.instance_noise_kimg": 0.05},
     "mbstd": {"model.d_mbstd": "true"},
     "mbdisc": {"model.d_mbdisc": 4},
+    "d-dropout": {"model.d_dropout": 0.3},
     "pac2": {"model.pac": 2},
     "ema": {"train.ema_kimg": 0.01},
     "lr-decay": {"optim.lr_decay": '"cosine"'},

@@ -233,6 +233,24 @@ def test_every_discriminator_honours_the_batch_statistics_settings(d_name, setti
         assert abs(D(x)[0].item() - D(same)[0].item()) > 1e-6
 
 
+@pytest.mark.parametrize("d_name", DISCRIMINATORS.names())
+def test_every_discriminator_drops_activations_while_it_trains_and_only_then(d_name):
+    """model.d_dropout: random masks in training mode (two passes over one batch differ), none in eval mode;
+    at 0 no layer is added, so the parameter names of checkpoints trained before the setting still load."""
+    base = ['model.d="' + d_name + '"', "data.img_size=32"]
+    torch.manual_seed(0)
+    D = build_discriminator(load_config(preset="default", overrides=[*base, "model.d_dropout=0.5"]))
+    dropouts = [m for m in D.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts and all(abs(m.p - 0.5) < 1e-12 for m in dropouts)
+    plain = build_discriminator(load_config(preset="default", overrides=base))
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
+    x = torch.randn(8, 1, 32, 32)
+    with torch.no_grad():
+        assert (D(x) - D(x)).abs().max().item() > 1e-4  # new masks each pass
+        D.eval()
+        assert (D(x) - D(x)).abs().max().item() == 0.0
+
+
 def test_minibatch_std_on_flat_features_appends_one_feature():
     from ganforge.models.layers import MinibatchStd
 

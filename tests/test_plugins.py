@@ -157,6 +157,15 @@ def test_conditional_batch_norm_on_a_plugin_generator_without_batch_norm_is_refu
                                                "linear-test generator has none; use model.g_cond=concat")
 
 
+def test_dropout_on_a_plugin_discriminator_without_dropout_is_refused(tmp_path, fresh_registries, capsys):
+    plugin = plugin_file(tmp_path)
+    assert main(["--plugin", str(plugin), "train", "--preset", "default", "--set", "model.d=linear-test",
+                 "--set", "model.d_dropout=0.3", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: model.d_dropout=0.3 adds dropout to D, and the linear-test discriminator has no dropout layer; build "
+        "its activations with ganforge.models.layers.d_activation(cfg), or leave model.d_dropout at 0")
+
+
 def test_a_network_of_no_loaded_plugin_is_refused_with_where_to_register_it(fresh_registries, capsys):
     assert main(["train", "--preset", "default", "--set", "model.g=linear-test", "--dry-run"]) == 2
     assert capsys.readouterr().err.strip() == (

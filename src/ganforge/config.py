@@ -72,6 +72,9 @@ class ModelConfig:
     init: str = setting("dcgan", "first weights: dcgan (normal, std 0.02) | xavier | torch (PyTorch's own)")
     d_spectral_norm: bool = setting(False, "spectral normalisation of every D weight layer (Miyato et al. 2018)")
     d_mbstd: bool = setting(False, "minibatch standard deviation feature before D's last layer (Karras et al.)")
+    d_dropout: float = setting(0.0, "dropout in D while it trains: this share of its activations zeroed at random "
+                                    "after each hidden layer (resnet: each block), as Keras GAN tutorials do (0.3 in "
+                                    "TensorFlow's DCGAN); 0 disables")
     d_mbdisc: int = setting(0, "minibatch discrimination kernels before D's head (Salimans et al. 2016); 0 "
                                "disables")
     d_mbdisc_dim: int = setting(5, "dimension of each minibatch discrimination kernel")
@@ -480,6 +483,8 @@ def validate_networks(cfg: Config) -> None:
     _check(m.bn_eps > 0, f"model.bn_eps must be positive, got {m.bn_eps}")
     _check(m.init in ("dcgan", "xavier", "torch"), f"model.init must be dcgan, xavier or torch, got {m.init!r}")
     _check(m.pac >= 1, f"model.pac must be >= 1, got {m.pac}")
+    _check(0.0 <= m.d_dropout < 1.0, f"model.d_dropout is the share of D's activations dropped, in [0, 1), got "
+           f"{m.d_dropout}")
     _check(m.d_mbdisc >= 0 and m.d_mbdisc_dim >= 1, "model.d_mbdisc must be >= 0 and model.d_mbdisc_dim >= 1")
     _check(m.n_classes >= 0 and m.embed_dim >= 0, "model.n_classes and model.embed_dim must be >= 0")
     _check(m.g_cond in ("concat", "cbn"), f"model.g_cond must be concat or cbn, got {m.g_cond!r}")

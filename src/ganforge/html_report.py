@@ -282,6 +282,8 @@ def _stabilisers(settings: dict[str, Any], last: dict[str, Any]) -> str:
     if get("loss.topk", 1) < 1:
         ramp = f", from all over {_num(get('loss.topk_kimg'))} kimg" if get("loss.topk_kimg") else ""
         on.append(f"top-k training (G learns from the {_num(100 * get('loss.topk'))}% of fakes D rates best{ramp})")
+    if get("model.d_dropout"):
+        on.append(f"dropout in D ({_num(get('model.d_dropout'))})")
     if get("model.d_mbstd", False):
         on.append("minibatch stddev")
     if get("model.d_mbdisc"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from torch import nn
+
 from ..config import Config, toml_value
 from ..errors import UserError
 from . import dcgan, mlp, resnet  # noqa: F401  (registers the networks)
@@ -73,11 +75,15 @@ def build_discriminator(cfg: Config) -> Discriminator:
     m = cfg.model
     channels = cfg.data.channels * m.pac + int(m.n_classes > 0 and m.d_cond == "concat")
     D = DISCRIMINATORS.get(m.d)(m, img_size=cfg.data.img_size, channels=channels)
+    if m.d_dropout > 0 and not any(isinstance(layer, nn.Dropout) for layer in D.modules()):
+        # a network of one's own that does not read the setting would train as if it were 0, silently
+        raise UserError(f"model.d_dropout={m.d_dropout:g} adds dropout to D, and the {m.d} discriminator has no "
+                        "dropout layer; build its activations with ganforge.models.layers.d_activation(cfg), or "
+                        "leave model.d_dropout at 0")
     if m.n_classes > 0:
         D = ConditionalDiscriminator(D, m.n_classes, m.d_cond, cfg.data.channels)
     init_weights(D, m.init)
     if m.d_spectral_norm:
-        from torch import nn
         from torch.nn.utils.parametrizations import spectral_norm
 
         for module in list(D.modules()):

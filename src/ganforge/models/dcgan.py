@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import UserError
-from .layers import Discriminator, Generator, MinibatchStd, activation, batch_norm
+from .layers import Discriminator, Generator, MinibatchStd, activation, batch_norm, d_activation
 from .registry import DISCRIMINATORS, GENERATORS
 
 
@@ -83,12 +83,12 @@ class DCGANDiscriminator(Discriminator):
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=not first_bn)]
         if first_bn:
             layers.append(batch_norm(2, width, cfg))
-        layers.append(activation(cfg.d_act, cfg.lrelu_slope))
+        layers += d_activation(cfg)
         for _ in range(n - 1):
             layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=not bn))
             if bn:
                 layers.append(batch_norm(2, width * 2, cfg))
-            layers.append(activation(cfg.d_act, cfg.lrelu_slope))
+            layers += d_activation(cfg)
             width *= 2
         if cfg.d_mbstd:
             layers.append(MinibatchStd())
@@ -116,10 +116,10 @@ class ConvDiscriminator(Discriminator):
         layers: list[nn.Module] = [nn.Conv2d(channels, w, 4, 2, 1, bias=not (bn and cfg.d_norm_first))]
         if bn and cfg.d_norm_first:
             layers.append(batch_norm(2, w, cfg))
-        layers += [activation(cfg.d_act, cfg.lrelu_slope), nn.Conv2d(w, w, 4, 2, 1, bias=not bn)]
+        layers += [*d_activation(cfg), nn.Conv2d(w, w, 4, 2, 1, bias=not bn)]
         if bn:
             layers.append(batch_norm(2, w, cfg))
-        layers.append(activation(cfg.d_act, cfg.lrelu_slope))
+        layers += d_activation(cfg)
         if cfg.d_mbstd:
             layers.append(MinibatchStd())
         w_out = w + int(cfg.d_mbstd)

@@ -17,6 +17,12 @@ def activation(name: str, slope: float) -> nn.Module:
     return nn.ReLU(inplace=True) if name == "relu" else nn.LeakyReLU(slope, inplace=True)
 
 
+def d_activation(cfg: ModelConfig) -> list[nn.Module]:
+    """D's hidden activation, followed by dropout when model.d_dropout > 0 (no layer otherwise, so the
+    parameter names of nets without it stay as they were)."""
+    return [activation(cfg.d_act, cfg.lrelu_slope), *([nn.Dropout(cfg.d_dropout)] if cfg.d_dropout > 0 else [])]
+
+
 def batch_norm(dim: int, features: int, cfg: ModelConfig) -> nn.Module:
     cls = nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
     return cls(features, eps=cfg.bn_eps, momentum=cfg.bn_momentum)

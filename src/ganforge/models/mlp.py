@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .layers import Discriminator, Generator, MinibatchStd, activation, batch_norm
+from .layers import Discriminator, Generator, MinibatchStd, activation, batch_norm, d_activation
 from .registry import DISCRIMINATORS, GENERATORS
 
 
@@ -44,7 +44,7 @@ class MLPDiscriminator(Discriminator):
             layers.append(nn.Linear(width, hidden))
             if cfg.d_norm == "bn" and (i > 0 or cfg.d_norm_first):
                 layers.append(batch_norm(1, hidden, cfg))
-            layers.append(activation(cfg.d_act, cfg.lrelu_slope))
+            layers += d_activation(cfg)
             width = hidden
         if cfg.d_mbstd:  # [B, width] -> [B, width + 1]
             layers.append(MinibatchStd())

@@ -117,6 +117,8 @@ class ResNetDiscriminator(Discriminator):
         blocks: list[nn.Module] = [DBlock(channels, width, down=True, first=True, cfg=cfg)]
         blocks += [DBlock(width, width, down=True, first=False, cfg=cfg) for _ in range(n - 2)]
         blocks += [DBlock(width, width, down=False, first=False, cfg=cfg) for _ in range(2)]
+        if cfg.d_dropout > 0:  # after each block, whose output is a sum of the residual and the shortcut
+            blocks = [layer for block in blocks for layer in (block, nn.Dropout(cfg.d_dropout))]
         if cfg.d_mbstd:
             blocks.append(MinibatchStd())
             width += 1
