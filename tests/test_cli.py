@@ -88,6 +88,16 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.064"]) == 0
     assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 64
 
+    # the settings a run and a checkpoint trained with, read back as a preset's are
+    capsys.readouterr()
+    assert main(["settings", str(run_dir), "--changed"]) == 0
+    assert "seed = 3  " in capsys.readouterr().out
+    assert main(["settings", str(ckpt_io.resolve_checkpoint(run_dir)), "train"]) == 0
+    text = capsys.readouterr().out
+    assert "kimg = 0.064  " in text and "[model]" not in text
+    assert main(["settings", str(run_dir), "--preset", "default"]) == 2
+    assert "not both" in capsys.readouterr().err
+
     grid = tmp_path / "grid.png"
     assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid), "--seed", "7"]) == 0
     assert Image.open(grid).size == (3 * 18 + 2, 3 * 18 + 2)

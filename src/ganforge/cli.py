@@ -10,9 +10,12 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -52,10 +55,28 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_run(path: str) -> bool:
+    """Whether a command-line word names a run directory or a checkpoint file rather than a word to look up."""
+    p = Path(path).expanduser()
+    return (p.is_dir() and (p / "config.toml").is_file()) or (p.is_file() and p.suffix in (".pt", ".safetensors"))
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from .config import describe
 
-    print(describe(_config_from_args(args), args.word or "", args.changed), end="")
+    words = list(args.words)
+    run = words.pop(0) if words and _is_run(words[0]) else None
+    if len(words) > 1:
+        raise UserError(f"settings takes a run (or checkpoint) and one word to look up, got {' '.join(args.words)}"
+                        + ("" if run else f"; {words[0]} is no run directory (with a config.toml) or checkpoint"))
+    if run is not None:
+        if args.preset or args.config or args.overrides:
+            raise UserError("give a run (or checkpoint), or --preset/--config/--set, not both: a run's settings are "
+                            "those it trained with")
+        cfg = _run_config(Path(run).expanduser())
+    else:
+        cfg = _config_from_args(args)
+    print(describe(cfg, words[0] if words else "", args.changed), end="")
     return 0
 
 
@@ -626,23 +647,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.preset or args.config or args.overrides:
         raise UserError("give a run (or checkpoint), or --preset/--config/--set, not both: a run's networks are "
                         "those its config built")
+    print(network_summary(_run_config(Path(args.run))))
+    return 0
+
+
+def _run_config(run: Path) -> Config:
+    """The config a run directory (its config.toml) or checkpoint trained with."""
     from . import checkpoint as ckpt_io
     from .config import load_config
     from .plugins import stored_config
 
-    run = Path(args.run)
     if run.is_dir() and (run / "config.toml").is_file():
         try:
-            cfg = load_config(path=run / "config.toml", stored=True)
+            return load_config(path=run / "config.toml", stored=True)
         except UserError as e:
             saved = ckpt_io.list_checkpoints(run)
             if not (str(e).startswith("unknown ") and saved):
                 raise
-            cfg = stored_config(ckpt_io.load_checkpoint(saved[-1]))  # its refusal names the plugins the run loaded
-    else:
-        cfg = stored_config(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run)))
-    print(network_summary(cfg))
-    return 0
+            return stored_config(ckpt_io.load_checkpoint(saved[-1]))  # its refusal names the plugins the run loaded
+    return stored_config(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run)))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -747,10 +770,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the named presets")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("settings", help="every setting of a preset or config with its value and meaning, as TOML "
-                                        "to edit and pass to --config")
-    p.add_argument("word", nargs="?", help="only the settings whose name or meaning holds this word (lr, ema, bn), or "
-                                            "one section's (data, model, loss, optim, train, eval)")
+    p = sub.add_parser("settings", help="every setting of a preset, config or run with its value and meaning, as "
+                                        "TOML to edit and pass to --config",
+                       usage="ganforge settings [RUN] [WORD] [--preset PRESET] [--config CONFIG] [--set KEY=VALUE] "
+                             "[--changed] [--plugin FILE]")
+    p.add_argument("words", nargs="*", metavar="RUN WORD",
+                   help="a run directory or checkpoint: the settings it trained with (default: the preset's or "
+                        "config's); WORD: only the settings whose name or meaning holds it (lr, ema, bn), or one "
+                        "section's (data, model, loss, optim, train, eval)")
     _add_config_args(p)
     p.add_argument("--changed", action="store_true",
                    help="only the settings that differ from ganforge's built-in defaults: what the preset sets")
