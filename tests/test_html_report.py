@@ -203,11 +203,11 @@ def test_the_page_names_the_stabilisers_a_run_trained_with(tmp_path, tiny_cfg):
             "the last tick); R1 (gamma 0.1, every 4 D steps); spectral norm on D") in shown
     wgan = train(tiny_cfg(**{"loss.name": '"wgan"', "model.d_norm": '"none"', "loss.n_critic": 2,
                              "loss.critic_burst": 3, "loss.critic_burst_first": 2, "loss.critic_burst_every": 22,
-                             "loss.topk": 0.5, "loss.topk_kimg": 20, "loss.lecam": 0.3}),
+                             "loss.topk": 0.5, "loss.topk_kimg": 20, "loss.lecam": 0.3, "model.d_dropout": 0.2}),
                  out=tmp_path / "c", log=lambda msg: None)
     assert ("2 D steps per G step; 3 D steps in the first 2 and every 22nd G steps; LeCam (weight 0.3); top-k "
             "training (G learns from "
-            "the 50% of fakes D rates best, from all over 20 kimg)") in glance(wgan)
+            "the 50% of fakes D rates best, from all over 20 kimg); dropout in D (0.2)") in glance(wgan)
 
 
 def test_a_stacked_mnist_kl_is_split_into_its_parts_on_the_page(run_dir):
