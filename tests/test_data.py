@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -455,10 +456,12 @@ def test_a_failed_download_is_one_line_that_says_what_to_do(tmp_path, monkeypatc
 
     import torchvision.datasets as tvd
 
-    def offline(*args, **kwargs):
+    def offline(root, **kwargs):
+        os.makedirs(root, exist_ok=True)  # torchvision makes its folders before it fetches
         raise urllib.error.URLError("Name or service not known")
 
-    def mirrors(*args, **kwargs):
+    def mirrors(root, **kwargs):
+        os.makedirs(os.path.join(root, "MNIST", "raw"), exist_ok=True)
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n<urlopen error x>\n")
 
     monkeypatch.setattr(tvd, "CIFAR10", offline)
@@ -471,6 +474,15 @@ def test_a_failed_download_is_one_line_that_says_what_to_do(tmp_path, monkeypatc
         message = str(info.value)
         assert message.startswith(needle) and "\n" not in message
         assert message.endswith("point --set data.root=DIR at their parent")
+        assert sorted(os.listdir(tmp_path)) == []  # the folders the failed download made are gone
+    # folders a failed download made are removed up to the one that was there; what was there stays
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(UserError):
+        load_dataset(DataConfig(name="mnist", root=str(tmp_path / "mine" / "new" / "data"), download=True))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mine", "notes.txt"]
+    (tmp_path / "mine" / "notes.txt").unlink()
+    (tmp_path / "mine").rmdir()
     monkeypatch.setattr(tvd, "CelebA", mirrors)
     with pytest.raises(UserError) as info:
         load_dataset(DataConfig(name="celeba", root=str(tmp_path), download=True))

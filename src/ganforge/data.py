@@ -195,15 +195,41 @@ def _download_failed(cls_name: str, root: str, reason: str) -> UserError:
                      "another machine and point --set data.root=DIR at their parent")
 
 
+def _folders(root: str) -> tuple[set[str], str]:
+    """The folders under root, and root's nearest ancestor (or itself) that exists."""
+    existing = os.path.abspath(root)
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    return {dirpath for dirpath, _, _ in os.walk(root)}, existing
+
+
+def _remove_new_empty_folders(root: str, before: tuple[set[str], str]) -> None:
+    """The folders a failed download made and left empty, deepest first, up to the ancestor that was there: a
+    failure leaves no trace (files it wrote are kept: they may be a partial download worth resuming)."""
+    folders, ancestor = before
+    new = [d for d, _, _ in os.walk(root, topdown=False) if d not in folders]
+    up = os.path.abspath(root)
+    while up != ancestor and os.path.dirname(up) != up:
+        new.append(up)
+        up = os.path.dirname(up)
+    for folder in new:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or not ours to remove
+            pass
+
+
 def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
     root = os.path.expanduser(cfg.root)
+    before = _folders(root) if cfg.download else (set(), root)
     try:
         return cls(root, train=True, download=cfg.download)
     except RuntimeError as e:
         if cfg.download:  # torchvision lists every mirror it tried, a line each
+            _remove_new_empty_folders(root, before)
             raise _download_failed(cls_name, root, " ".join(str(e).split())) from e
         where = os.path.join(root, folder)
         if os.path.isdir(where) and os.listdir(where):  # files there, but torchvision's checks refused them
@@ -216,6 +242,7 @@ def _torchvision_set(cls_name: str, folder: str, cfg: DataConfig) -> object:
         import urllib.error
 
         if cfg.download and isinstance(e, urllib.error.URLError | TimeoutError | ConnectionError):
+            _remove_new_empty_folders(root, before)
             raise _download_failed(cls_name, root, str(getattr(e, "reason", None) or e)) from e
         raise UserError(f"{cls_name} files under {os.path.join(root, folder)} are unreadable: {e}") from e
 
@@ -254,9 +281,11 @@ def load_celeba(cfg: DataConfig) -> RawImages:
     if not image_dir.is_dir() and cfg.download:
         import torchvision.datasets as tvd
 
+        before = _folders(os.path.expanduser(cfg.root))
         try:
             tvd.CelebA(os.path.expanduser(cfg.root), split="train", download=True)
         except Exception as e:  # noqa: BLE001  (any download failure becomes one line)
+            _remove_new_empty_folders(os.path.expanduser(cfg.root), before)
             # CelebA comes from Google Drive, whose per-file quota often refuses it: say how to fetch it by hand
             raise UserError(f"could not download CelebA to {root}: {' '.join(str(e).split())}; check the network, "
                             "or fetch img_align_celeba.zip and list_eval_partition.txt from the CelebA site by hand "
