@@ -195,19 +195,36 @@ def _download_failed(cls_name: str, root: str, reason: str) -> UserError:
                      "another machine and point --set data.root=DIR at their parent")
 
 
+DOWNLOAD_DEPTH = 2  # the deepest folder torchvision makes below data.root: MNIST/raw
+
+
+def _folders_below(root: str, depth: int = DOWNLOAD_DEPTH) -> list[str]:
+    """root and its folders down to `depth` levels below it, deepest first (a data.root of many images is
+    not walked through)."""
+    if not os.path.isdir(root):
+        return []
+    found = []
+    if depth > 0:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    found += _folders_below(entry.path, depth - 1)
+    return [*found, root]
+
+
 def _folders(root: str) -> tuple[set[str], str]:
-    """The folders under root, and root's nearest ancestor (or itself) that exists."""
+    """What a download may add to: root's folders near it, and root's nearest ancestor (or itself) that exists."""
     existing = os.path.abspath(root)
     while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)
-    return {dirpath for dirpath, _, _ in os.walk(root)}, existing
+    return set(_folders_below(root)), existing
 
 
 def _remove_new_empty_folders(root: str, before: tuple[set[str], str]) -> None:
     """The folders a failed download made and left empty, deepest first, up to the ancestor that was there: a
     failure leaves no trace (files it wrote are kept: they may be a partial download worth resuming)."""
     folders, ancestor = before
-    new = [d for d, _, _ in os.walk(root, topdown=False) if d not in folders]
+    new = [d for d in _folders_below(root) if d not in folders and os.path.abspath(d) != os.path.abspath(root)]
     up = os.path.abspath(root)
     while up != ancestor and os.path.dirname(up) != up:
         new.append(up)
