@@ -251,3 +251,35 @@ def test_a_run_of_one_tick_is_drawn_as_points(two_runs, tmp_path, monkeypatch):
         plot_comparison(views, tmp_path / "compare.png")
         assert [line.get_marker() for line in figures[-2].axes[0].lines] == [marker] * 2
         assert [line.get_marker() for line in figures[-1].axes[-1].lines] == [marker] * 2
+
+
+def test_compare_seeds_gathers_runs_that_differ_in_the_seed_alone(tmp_path, capsys):
+    from ganforge.config import load_config
+
+    def run(name: str, overrides: list[str], fd: float | None) -> None:
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.toml").write_text(load_config(preset="default", overrides=overrides).to_toml())
+        (run_dir / "stats.jsonl").write_text(json.dumps({"kimg": 1.0, "sec_per_kimg": 2.0, "time_s": 2.0}) + "\n")
+        if fd is not None:
+            _write_metrics(run_dir, [(1.0, [_record("fd_digits", fd, 1000, 1.0)])])
+
+    run("0000-a", ["train.seed=0"], 4.0)
+    run("0001-a", ["train.seed=1"], 6.0)
+    run("0002-b", ["train.seed=0", "loss.name=hinge"], 3.0)
+    run("0003-b", ["train.seed=1", "loss.name=hinge"], 3.5)
+    run("0004-b", ["train.seed=2", "loss.name=hinge"], None)  # not evaluated: counted apart
+    assert main(["compare", str(tmp_path / "runs"), "--seeds"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["group", "0000-a", "+1", "0002-b", "+2"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines}
+    assert rows["runs"] == ["2", "3"] and rows["seeds"] == ["0,1", "0,1,2"]
+    assert rows["loss.name"] == ["ns", "hinge"] and "train.seed" not in rows
+    # means 5 and 3.25, sample sds 1.4 and 0.35; the lower mean FD is marked, over its two evaluated runs
+    assert rows["fd_digits"] == ["5", "(1.4)", "3.25", "(0.35)*", "n=2"]
+
+    # a value measured at another n is no mean to rank: no mark, and the note says so
+    _write_metrics(tmp_path / "runs" / "0001-a", [(1.0, [_record("fd_digits", 6.0, 500, 1.0)])])
+    assert main(["compare", str(tmp_path / "runs"), "--seeds"]) == 0
+    out = capsys.readouterr().out
+    assert "*" not in out and "n_fake differs" in out

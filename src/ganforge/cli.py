@@ -607,7 +607,7 @@ def _comparison_format(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import check_metric, compare_runs, format_comparison, plot_comparison
+    from .compare import check_metric, compare_runs, format_comparison, format_seed_comparison, plot_comparison
 
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
@@ -622,7 +622,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     views = compare_runs(args.runs)
     if args.metric:
         check_metric(views, args.metric)  # before the table, so a bad --metric prints one line only
-    print(format_comparison(views))
+    print(format_seed_comparison(views) if args.seeds else format_comparison(views))
     if plot is not None:
         metric = plot_comparison(views, plot, metric=args.metric)
         print(f"plot of {metric + ' and ' if metric else ''}the losses against kimg written to {plot}")
@@ -876,6 +876,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also draw a metric and the losses of every run against kimg into this .png")
     p.add_argument("--metric", help="with --plot: the metric to draw (default: the first one the runs recorded)")
     p.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    p.add_argument("--seeds", action="store_true",
+                   help="one column per group of runs that differ in train.seed alone: each metric's mean (sd) "
+                        "over the seeds, the best mean marked where the groups measured it alike")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="(re)write a run's report.html: samples, curves, collapse signals, metrics, "

@@ -333,6 +333,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _table(header: tuple[str, list[str]], rows: list[tuple[str, list[str]]], notes: list[str]) -> str:
+    """Labels down the left, one right-aligned column per entry of the header; a row without cells is a
+    heading. The notes follow after a blank line."""
+    columns = len(header[1])
+    label_width = max(len(label) for label, _ in [header, *rows])
+    widths = [max(len(c[i]) if i < len(c) else 0 for _, c in [header, *rows]) for i in range(columns)]
+    lines = []
+    for label, cells in [header, *rows]:
+        padded = [(cells[i] if i < len(cells) else "").rjust(widths[i]) for i in range(columns)]
+        lines.append(f"{label:<{label_width}}  " + "  ".join(padded).rstrip() if cells else label)
+    if notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in notes]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def format_comparison(views: list[RunView]) -> str:
     """A plain-text table, runs as columns: settings that differ, training, then metrics (value @ kimg;
     * marks the best where the metric has a direction and the runs measured it alike)."""
@@ -367,18 +383,73 @@ def format_comparison(views: list[RunView]) -> str:
             mark = "*" if i in best else ""
             cells.append(f"{_cell(record.get('value'))}{mark} @{_cell(record.get('kimg'))}")
         rows.append((f"  {name}", cells))
-    header = ("run", [v.name for v in views])
-    label_width = max(len(label) for label, _ in [header, *rows])
-    widths = [max(len(c[i]) if i < len(c) else 0 for _, c in [header, *rows]) for i in range(len(views))]
-    lines = []
-    for label, cells in [header, *rows]:
-        padded = [(cells[i] if i < len(cells) else "").rjust(widths[i]) for i in range(len(views))]
-        lines.append(f"{label:<{label_width}}  " + "  ".join(padded).rstrip() if cells else label)
-    notes = protocol_notes(views)
-    if notes:
-        lines.append("")
-        lines += [f"note: {n}" for n in notes]
-    return "\n".join(line.rstrip() for line in lines)
+    return _table(("run", [v.name for v in views]), rows, protocol_notes(views))
+
+
+SEED_SETTINGS = {"train.seed"}  # what runs of one setting over several seeds differ in
+
+
+def seed_groups(views: list[RunView]) -> list[list[RunView]]:
+    """The runs gathered into groups whose settings differ in train.seed alone, in the order first seen."""
+    groups: list[list[RunView]] = []
+    for view in views:
+        for group in groups:
+            if all(key in SEED_SETTINGS for key, _ in settings_diff([group[0], view])):
+                group.append(view)
+                break
+        else:
+            groups.append([view])
+    return groups
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return _cell(values[0]) if values else "-"
+    return f"{statistics.mean(values):.4g} ({statistics.stdev(values):.2g})"
+
+
+def format_seed_comparison(views: list[RunView]) -> str:
+    """A plain-text table, one column per group of runs that differ in train.seed alone: the settings that set
+    the groups apart, then each metric's mean (sample sd) over the group's newest values, and how many runs
+    recorded it where not all did. * marks the best mean where the metric has a direction, every group holds
+    at least two values of it, and all were measured alike: a difference to set beside the seed spread."""
+    from .metrics.core import BEST_DIRECTION
+
+    groups = seed_groups(views)
+    heads = [g[0] for g in groups]
+    rows: list[tuple[str, list[str]]] = [("runs", [str(len(g)) for g in groups]),
+                                         ("seeds", [",".join(_cell(v.settings.get("train.seed")) for v in g)
+                                                    for g in groups])]
+    if len(groups) > 1:
+        rows.append(("settings that differ", []))
+        rows += [(f"  {key}", [_cell(v) for v in values]) for key, values in settings_diff(heads)
+                 if key not in SEED_SETTINGS] or [("  (none)", [])]
+    rows.append(("training (mean)", []))
+    for label, get in (("kimg", lambda v: v.kimg), ("sec/kimg", lambda v: v.sec_per_kimg)):
+        means = [[x for x in map(get, g) if isinstance(x, int | float)] for g in groups]
+        rows.append((f"  {label}", [_cell(statistics.mean(m)) if m else "-" for m in means]))
+    names = recorded_metrics(views)
+    rows.append(("metrics: mean (sd)", [] if names else ["none recorded" if i == 0 else "" for i in
+                                                          range(len(groups))]))
+    for name in names:
+        values = [[v.latest[name]["value"] for v in g if name in v.latest
+                   and isinstance(v.latest[name].get("value"), int | float)
+                   and math.isfinite(v.latest[name]["value"])] for g in groups]
+        alike = _differing_field([v.latest[name] for v in views if name in v.latest]) is None
+        best: set[int] = set()
+        direction = BEST_DIRECTION.get(base_metric(name))
+        if direction and alike and len(groups) > 1 and all(len(x) >= 2 for x in values):
+            means = [statistics.mean(x) for x in values]
+            target = min(means) if direction == "min" else max(means)
+            best = {i for i, m in enumerate(means) if m == target}
+            best = best if len(best) < len(means) else set()
+        cells = []
+        for i, (group, x) in enumerate(zip(groups, values, strict=True)):
+            count = f" n={len(x)}" if len(x) != len(group) else ""
+            cells.append(f"{_mean_sd(x)}{'*' if i in best else ''}{count}")
+        rows.append((f"  {name}", cells))
+    header = ("group", [g[0].name if len(g) == 1 else f"{g[0].name} +{len(g) - 1}" for g in groups])
+    return _table(header, rows, protocol_notes(views))
 
 
 def plot_comparison(views: list[RunView], path: Path | str, metric: str | None = None) -> str | None:
