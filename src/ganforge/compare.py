@@ -316,9 +316,14 @@ def best_runs(views: list[RunView], name: str) -> set[int]:
         return set()
     if _differing_field([views[i].latest[name] for i in values]) is not None:
         return set()
+    return _best(values, direction)
+
+
+def _best(values: dict[int, float], direction: str) -> set[int]:
+    """The keys of the best values ("min" or "max"); none where all tie."""
     target = min(values.values()) if direction == "min" else max(values.values())
     best = {i for i, x in values.items() if x == target}
-    return best if len(best) < len(values) else set()  # a tie of all marks nothing
+    return best if len(best) < len(values) else set()
 
 
 def _cell(value: Any) -> str:
@@ -439,10 +444,7 @@ def format_seed_comparison(views: list[RunView]) -> str:
         best: set[int] = set()
         direction = BEST_DIRECTION.get(base_metric(name))
         if direction and alike and len(groups) > 1 and all(len(x) >= 2 for x in values):
-            means = [statistics.mean(x) for x in values]
-            target = min(means) if direction == "min" else max(means)
-            best = {i for i, m in enumerate(means) if m == target}
-            best = best if len(best) < len(means) else set()
+            best = _best({i: statistics.mean(x) for i, x in enumerate(values)}, direction)
         cells = []
         for i, (group, x) in enumerate(zip(groups, values, strict=True)):
             count = f" n={len(x)}" if len(x) != len(group) else ""
