@@ -265,6 +265,11 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
         (["train", "--set", "train.speed=9"], "unknown config key train.speed"),
         (["settings", "warp"], "no setting mentions 'warp'; `ganforge settings` lists them all"),
         (["settings", "--preset", "nope"], "unknown preset 'nope'; valid choices:"),
+        (["settings", "{tmp}/nope.pt"], "nope.pt does not exist; give a run directory or checkpoint made by"),
+        (["settings", "{tmp}/", "train"], "is not a run directory (no config.toml in it) or a checkpoint file"),
+        (["eval", "--real", "folder:{tmp}/nope", "--fake", "mnist5k", "--metrics", "fd_digits"],
+         "image folder {tmp}/nope does not exist"),
+        (["eval", "{tmp}/bad.pt", "--real", "folder:{tmp}/nope"], "image folder {tmp}/nope does not exist"),
         (["train", "--set", "data.name=folder:/no/such/dir", "--out", "{tmp}"], "does not exist"),
         (["train", "--set", "model.d=resnet9"], "unknown discriminator 'resnet9'"),
         (["train", "--resume", "{tmp}/nope"], "nope does not exist; give a run directory or a checkpoint file"),
@@ -285,8 +290,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     needle = needle.replace("{tmp}", str(tmp_path))
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert needle in err
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert needle in err and captured.out == ""  # nothing said about the input before what is wrong with it
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
 
 

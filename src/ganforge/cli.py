@@ -61,11 +61,22 @@ def _is_run(path: str) -> bool:
     return (p.is_dir() and (p / "config.toml").is_file()) or (p.is_file() and p.suffix in (".pt", ".safetensors"))
 
 
+def _looks_like_path(word: str) -> bool:
+    """A word that can only be meant as a run or checkpoint: setting names have no slash or file suffix (a bare
+    folder name may be a word to look up, such as data)."""
+    return "/" in word or os.sep in word or word.endswith((".pt", ".safetensors"))
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     from .config import describe
 
     words = list(args.words)
     run = words.pop(0) if words and _is_run(words[0]) else None
+    if run is None and words and _looks_like_path(words[0]):  # else "no setting mentions 'runs/0003'"
+        where = Path(words[0]).expanduser()
+        raise UserError(f"{words[0]} is not a run directory (no config.toml in it) or a checkpoint file; give one "
+                        "made by `ganforge train`" if where.exists() else
+                        f"{words[0]} does not exist; give a run directory or checkpoint made by `ganforge train`")
     if len(words) > 1:
         raise UserError(f"settings takes a run (or checkpoint) and one word to look up, got {' '.join(args.words)}"
                         + ("" if run else f"; {words[0]} is no run directory (with a config.toml) or checkpoint"))
@@ -505,7 +516,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UserError("--truncation changes how a run's generator samples; --fake images are evaluated as "
                             "they are")
         from .config import DataConfig
-        from .data import STACKED_SETS, check_dataset_name, load_dataset
+        from .data import STACKED_SETS, check_dataset_name, check_folder, load_dataset
         from .metrics.core import (
             EvalContext,
             ImageSet,
@@ -517,6 +528,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         for name in (args.real, args.fake):
             check_dataset_name(name)
+            check_folder(name)
         if metrics:  # a name that does not exist is refused before anything else is said
             log_digit_metrics_note(args.real, metrics, print)
         img_size, channels = _comparison_format(args)

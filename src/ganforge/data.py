@@ -119,13 +119,19 @@ SET_FOLDERS = {"mnist": ("MNIST", "MNIST/raw"), "fashion-mnist": ("FashionMNIST"
 TORCHVISION_SETS = tuple(SET_FOLDERS)
 
 
+def check_folder(name: str) -> None:
+    """A folder:PATH data set's path is there: said before anything else is said about its images."""
+    if name.startswith("folder:"):
+        root = Path(os.path.expanduser(name[len("folder:") :]))
+        if not root.exists():
+            raise UserError(_no_folder(root))
+
+
 def check_at_hand(cfg: DataConfig) -> None:
     """What can be said of the data without reading it: a folder:PATH that is not there, or a torchvision
     set whose folder is missing under data.root with downloads off (the one line training would give)."""
     if cfg.name.startswith("folder:"):
-        root = Path(os.path.expanduser(cfg.name[len("folder:") :]))
-        if not root.exists():
-            raise UserError(_no_folder(root))
+        check_folder(cfg.name)
     elif cfg.name in SET_FOLDERS and not cfg.download:
         cls_name, folder = SET_FOLDERS[cfg.name]
         where = os.path.join(os.path.expanduser(cfg.root), folder)

@@ -721,7 +721,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     import dataclasses
 
     from .. import checkpoint as ckpt_io
-    from ..data import TORCHVISION_SETS, check_dataset_name, missing_folder
+    from ..data import TORCHVISION_SETS, check_dataset_name, check_folder, missing_folder
     from ..generators import generator_from_checkpoint
     from ..models.layers import check_truncation
     from ..plugins import stored_config
@@ -732,6 +732,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
         raise UserError(str(e)) from None
     if reference is not None:
         check_dataset_name(reference)
+        check_folder(reference)
     device = str(pick_device(str(device)))
     path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     state = ckpt_io.load_checkpoint(path)
