@@ -283,6 +283,7 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
         (["train", "--out", "{tmp}/bad.pt/runs"], "{tmp}/bad.pt is a file where a folder is needed"),
         # a net too large for the address space: torch's allocator refuses it at once
         (["train", "--set", "model.z_dim=100000000000", "--out", "{tmp}/runs"], "out of memory (tried to allocate"),
+        (["train", "--set", "model.g_width=1e9", "--dry-run"], "out of memory (a tensor of shape [4000000000, "),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):

@@ -150,6 +150,13 @@ def test_a_config_that_is_not_text_is_a_user_error(tmp_path):
         load_config(path=tmp_path)
 
 
+def test_a_config_saved_with_a_byte_order_mark_loads(tmp_path):
+    """Notepad and other Windows editors start a UTF-8 file with one; TOML itself does not allow it."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[train]\nkimg = 7\n")
+    assert load_config(path=path).train.kimg == 7
+
+
 def test_invalid_toml_file_is_a_user_error(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[train\nkimg = ")

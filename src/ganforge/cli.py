@@ -933,7 +933,8 @@ def _out_of_memory(e: BaseException) -> bool:
     if isinstance(e, MemoryError):
         return True
     text = str(e)
-    return "can't allocate memory" in text or "out of memory" in text.lower()
+    return ("can't allocate memory" in text or "out of memory" in text.lower()
+            or "Storage size calculation overflowed" in text)  # a shape whose byte count passes 2^63
 
 
 def _allocation_detail(e: BaseException) -> str:
@@ -942,6 +943,9 @@ def _allocation_detail(e: BaseException) -> str:
     tried = re.search(r"tried to allocate (\d+) bytes", text)
     if tried:
         return f"tried to allocate {int(tried.group(1)) / 2**30:,.1f} GiB"
+    overflowed = re.search(r"overflowed with sizes=\[([\d, ]*)\]", text)
+    if overflowed:
+        return f"a tensor of shape [{overflowed.group(1)}], too large to address"
     lines = [line for line in text.splitlines() if line.strip()]
     text = lines[0] if lines else type(e).__name__
     return text if len(text) <= 160 else text[:157] + "..."

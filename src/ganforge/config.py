@@ -417,7 +417,7 @@ def load_config(
         if not p.is_file():
             raise UserError(f"config file {p} does not exist" if not p.exists() else f"config file {p} is not a file")
         try:
-            text = p.read_text(encoding="utf-8")
+            text = p.read_text(encoding="utf-8-sig")  # Windows editors start a file with a byte-order mark
         except UnicodeDecodeError:
             raise UserError(f"config file {p} is not UTF-8 text; a config is a TOML file") from None
         except OSError as e:
