@@ -734,6 +734,30 @@ def test_an_interrupted_sample_folder_says_how_to_write_the_rest(tmp_path, image
     assert np.abs(first_written - pixels(whole)[0]).max() <= 1  # the interrupted run began where a seed begins
 
 
+def test_an_npz_larger_than_the_free_disk_is_refused_before_a_byte_is_written(tmp_path, image_folder, monkeypatch,
+                                                                              capsys):
+    """A count mistyped by a few zeros would otherwise stream until the disk is full."""
+    import collections
+    import shutil
+
+    overrides = tiny_overrides(image_folder, **{"data.channels": 3})
+    assert main(["train", "--out", str(tmp_path / "runs"), *set_args(overrides)]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    usage = collections.namedtuple("usage", "total used free")
+    spare = 2**30
+    needed = 1000 * 16 * 16 * 3  # uint8 [N, 16, 16, 3]
+    before = {p.name for p in tmp_path.iterdir()}
+    for free, code in ((spare + needed - 1, 2), (spare + needed + 10_000, 0)):
+        monkeypatch.setattr(shutil, "disk_usage", lambda _path, free=free: usage(10 * free, 0, free))
+        capsys.readouterr()
+        assert main(["sample", str(run_dir), "--n", "1000", "--out", str(tmp_path / "s.npz")]) == code
+        if code == 2:
+            err = capsys.readouterr().err
+            assert f"1,000 samples as an .npz take 0.0 GiB and the disk under {tmp_path} has 1.0 GiB free" in err
+            assert {p.name for p in tmp_path.iterdir()} == before  # no temp file either
+    assert (tmp_path / "s.npz").is_file()
+
+
 def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):
     overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.008,
                                                 "train.keep_ckpts": 2})

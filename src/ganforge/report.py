@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .checkpoint import replace_atomically
+from .errors import UserError
 
 _GRID = re.compile(r"fakes(\d{6})(?:\.(\d{3}))?\.png$")
 
@@ -146,6 +147,21 @@ def next_image_index(folder: Path | str) -> int:
     return max(taken) + 1 if taken else 0
 
 
+SPARE_BYTES = 2**30  # a file that fits only by filling the disk to the last byte is refused too
+
+
+def check_disk_space(path: Path, needed: int, what: str, cure: str) -> None:
+    """Refuse before writing what would fill path's disk: a mistyped count of samples would otherwise stream
+    until the disk is full, for everything else on it too. The temp file sits beside path, on the same disk."""
+    import shutil
+
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path(".")).resolve()
+    free = shutil.disk_usage(folder).free
+    if needed + SPARE_BYTES > free:
+        raise UserError(f"{what} take {needed / 2**30:,.1f} GiB and the disk under {folder} has "
+                        f"{free / 2**30:,.1f} GiB free ({SPARE_BYTES // 2**30} GiB of it kept spare); {cure}")
+
+
 def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch_size: int = 1000,
                     labels: torch.Tensor | None = None, truncation: float | None = None) -> None:
     """n samples of G as uint8 [n, H, W, C] under the key arr_0 of an .npz, generated and written one batch at
@@ -158,6 +174,8 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
 
     path = Path(path)
     shape = (n, G.img_size, G.img_size, G.channels)
+    check_disk_space(path, math.prod(shape) + (8 * n if labels is not None else 0), f"{n:,} samples as an .npz",
+                     "lower --n")
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
     with replace_atomically(path) as file, zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED,
                                                             allowZip64=True) as zf:
