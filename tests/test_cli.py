@@ -796,7 +796,11 @@ def test_a_run_on_a_relative_folder_is_evaluated_and_resumed_from_anywhere(tmp_p
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
     assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits"]) == 0
+    # the split apart from the path: folder:PATH/train would name a subfolder that is not there
+    assert f" folder:{image_folder} (train) / ganforge-digits-cnn\n" in capsys.readouterr().out
+    assert f"folder:{image_folder} (train)" in (run_dir / "report.html").read_text()
     # the images moved: one line says so and how to point at them, and nothing is written
     image_folder.rename(tmp_path / "moved")
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}

@@ -383,13 +383,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _print_records(records: list[dict], notes: bool = True) -> None:
-    from .metrics.core import metric_notes
+    from .metrics.core import metric_notes, reference_label
 
     print(f"{'metric':<20} {'value':>12}  {'n_fake':>7} {'n_real':>7}  reference / extractor")
     for r in records:
         value = r["value"]
         shown = f"{value:12.5g}" if isinstance(value, float) else f"{value!s:>12}"
-        print(f"{r['metric']:<20} {shown}  {r['n_fake']:>7} {r['n_real']:>7}  {r['reference']} / {r['extractor']}")
+        print(f"{r['metric']:<20} {shown}  {r['n_fake']:>7} {r['n_real']:>7}  {reference_label(r['reference'])} / "
+              f"{r['extractor']}")
     for note in metric_notes(records) if notes else ():
         print(f"note: {note}")
     truncation = next((r["truncation"] for r in records if r.get("truncation") is not None), None)

@@ -138,7 +138,7 @@ _PROTOCOL_COLUMNS = (("n_fake", "n fake"), ("n_real", "n real"), ("reference", "
 
 
 def _metric_table(view: RunView) -> str:
-    from .metrics.core import BEST_DIRECTION, metric_notes
+    from .metrics.core import BEST_DIRECTION, metric_notes, reference_label
 
     if not view.latest:
         return ('<p class="muted">No evaluation recorded. <code>ganforge eval RUN</code> measures this run, or '
@@ -156,7 +156,8 @@ def _metric_table(view: RunView) -> str:
             best = f"{_num(value)} @ {_num(kimg)}"
         cells = (f"<td class=l>{_e(name)}</td><td>{_value(record.get('value'))}</td>"
                  f"<td>{_num(record.get('kimg'))}</td><td>{best}</td>")
-        cells += "".join(f"<td class=l>{_num(record.get(key))}</td>" for key, _ in _PROTOCOL_COLUMNS)
+        shown = {**record, "reference": reference_label(record.get("reference"))}
+        cells += "".join(f"<td class=l>{_num(shown.get(key))}</td>" for key, _ in _PROTOCOL_COLUMNS)
         rows.append(f"<tr>{cells}</tr>")
     resize = sorted({str(r.get("resize")) for r in view.latest.values() if r.get("resize")})
     notes = "".join(f'<p class="muted">resize: {_e(text)}</p>' for text in resize)

@@ -77,6 +77,15 @@ def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
             f"papers use {papers}")
 
 
+def reference_label(reference: str | None) -> str | None:
+    """A result's reference as a table shows it: a folder's split apart from its path (folder:~/imgs (train)),
+    where the stored protocol string folder:~/imgs/train reads as a subfolder that does not exist."""
+    if reference is None or not reference.startswith("folder:") or "/" not in reference:
+        return reference
+    path, split = reference.rsplit("/", 1)
+    return f"{path} ({split})"
+
+
 def log_digit_metrics_note(dataset: str, metrics: list[str], log: Callable[[str], None] | None) -> None:
     """Pass digit_metrics_note's line, if any, to `log` as a note; an unknown metric is refused first, so no
     note comes before its error."""
