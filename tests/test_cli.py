@@ -734,7 +734,7 @@ def test_an_interrupted_sample_folder_says_how_to_write_the_rest(tmp_path, image
     assert np.abs(first_written - pixels(whole)[0]).max() <= 1  # the interrupted run began where a seed begins
 
 
-def test_an_npz_larger_than_the_free_disk_is_refused_before_a_byte_is_written(tmp_path, image_folder, monkeypatch,
+def test_samples_larger_than_the_free_disk_are_refused_before_a_byte_is_written(tmp_path, image_folder, monkeypatch,
                                                                               capsys):
     """A count mistyped by a few zeros would otherwise stream until the disk is full."""
     import collections
@@ -756,6 +756,21 @@ def test_an_npz_larger_than_the_free_disk_is_refused_before_a_byte_is_written(tm
             assert f"1,000 samples as an .npz take 0.0 GiB and the disk under {tmp_path} has 1.0 GiB free" in err
             assert {p.name for p in tmp_path.iterdir()} == before  # no temp file either
     assert (tmp_path / "s.npz").is_file()
+
+    # a folder of PNGs: each takes a file entry and at least a block
+    statvfs = collections.namedtuple("statvfs", "f_frsize f_files f_favail")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(10 * 2**40, 0, 2**40))
+    monkeypatch.setattr(os, "statvfs", lambda _path: statvfs(4096, 10**6, 999))
+    assert main(["sample", str(run_dir), "--n", "1000", "--out", str(tmp_path / "pngs")]) == 2
+    assert (f"1,000 samples as PNGs need 1,000 files and the disk under {tmp_path} has room for 999 more; "
+            "lower --n") in capsys.readouterr().err
+    assert not (tmp_path / "pngs").exists()
+    monkeypatch.setattr(os, "statvfs", lambda _path: statvfs(2**31, 0, 0))  # no fixed count of entries
+    assert main(["sample", str(run_dir), "--n", "1000", "--out", str(tmp_path / "pngs")]) == 2
+    assert "1,000 samples as PNGs take 2,000.0 GiB" in capsys.readouterr().err
+    monkeypatch.setattr(os, "statvfs", lambda _path: statvfs(4096, 10**6, 1000))
+    assert main(["sample", str(run_dir), "--n", "1000", "--out", str(tmp_path / "pngs")]) == 0
+    assert len(list((tmp_path / "pngs").glob("*.png"))) == 1000
 
 
 def test_kill_9_leaves_the_last_checkpoint_loadable(tmp_path, image_folder):

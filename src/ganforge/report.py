@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,13 +151,20 @@ def next_image_index(folder: Path | str) -> int:
 SPARE_BYTES = 2**30  # a file that fits only by filling the disk to the last byte is refused too
 
 
-def check_disk_space(path: Path, needed: int, what: str, cure: str) -> None:
+def check_disk_space(path: Path, needed: int, what: str, cure: str, files: int = 0) -> None:
     """Refuse before writing what would fill path's disk: a mistyped count of samples would otherwise stream
-    until the disk is full, for everything else on it too. The temp file sits beside path, on the same disk."""
+    until the disk is full, for everything else on it too. The temp file sits beside path, on the same disk.
+    `needed`: bytes, at least; `files`: files to be made, each taking a file entry (inode) and a block."""
     import shutil
 
     folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path(".")).resolve()
     free = shutil.disk_usage(folder).free
+    if files and hasattr(os, "statvfs"):
+        fs = os.statvfs(folder)
+        needed = max(needed, files * fs.f_frsize)
+        if fs.f_files and files > fs.f_favail:  # a file system with no fixed count reports 0 entries in all
+            raise UserError(f"{what} need {files:,} files and the disk under {folder} has room for "
+                            f"{fs.f_favail:,} more; {cure}")
     if needed + SPARE_BYTES > free:
         raise UserError(f"{what} take {needed / 2**30:,.1f} GiB and the disk under {folder} has "
                         f"{free / 2**30:,.1f} GiB free ({SPARE_BYTES // 2**30} GiB of it kept spare); {cure}")
@@ -226,6 +234,7 @@ def save_sample_folder(G: nn.Module, n: int, folder: Path | str, seed: int = 0, 
     `first`: the noise starts at that image of the seed's stream (see G.sample_batches), so that samples added
     to a folder continue those there rather than repeat them. `truncation`: G.sample's."""
     folder = Path(folder)
+    check_disk_space(folder / "000000.png", 0, f"{n:,} samples as PNGs", "lower --n", files=n)
     next_index: dict[Path, int] = {}
     paths: list[Path] = []
     drawn = 0
