@@ -573,6 +573,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None, name: str | No
     check_run_name(name)
     cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
     check_batch_and_order(cfg)  # on every rank, before any file
+    check_eval_memory(cfg)
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
     run_dir = new_run_dir(out, name or cfg.preset) if main else None
@@ -667,6 +668,14 @@ def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return {f"{net}.{key}": tuple(t.shape) for net, module in nets.items() for key, t in module.state_dict().items()}
 
 
+def check_eval_memory(cfg: Config) -> None:
+    """A run that evaluates at ticks holds eval.n samples then: one that cannot is refused before it trains."""
+    from .metrics.core import check_sample_memory
+
+    if cfg.eval.every_kimg > 0 and cfg.eval.metrics:
+        check_sample_memory(cfg.eval.n, cfg.data.channels, cfg.data.img_size, "lower eval.n")
+
+
 def check_networks(cfg: Config) -> None:
     """Build G and D for `cfg` as shapes only, so that settings the nets cannot take (an image size the
     DCGAN stack cannot reach, say) raise their UserError without data, device or training."""
@@ -697,6 +706,7 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
     """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
     check_batch_and_order(cfg)
+    check_eval_memory(cfg)
     run_dir = path.parent.parent
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")

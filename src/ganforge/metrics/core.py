@@ -77,6 +77,31 @@ def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
             f"papers use {papers}")
 
 
+def available_memory() -> int | None:
+    """Bytes the OS can give a new allocation (Linux's MemAvailable); None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_sample_memory(n: int, channels: int, img_size: int, cure: str) -> None:
+    """Refuse an evaluation whose n generated images (held as float32 while the metrics read them) cannot fit
+    in memory, before drawing any: the OS would otherwise kill the process part way, with no message."""
+    needed = n * channels * img_size * img_size * 4
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"evaluating {n:,} samples of {channels}x{img_size}x{img_size} holds {needed / 2**30:,.1f} "
+                        f"GiB of images in memory, and {available / 2**30:,.1f} GiB is available; {cure}")
+
+
 def reference_label(reference: str | None) -> str | None:
     """A result's reference as a table shows it: a folder's split apart from its path (folder:~/imgs (train)),
     where the stored protocol string folder:~/imgs/train reads as a subfolder that does not exist."""
@@ -765,6 +790,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
         raise UserError(not_digit_classes(classes))
     log_digit_metrics_note(real_cfg.name, metrics, log)
     G = generator_from_checkpoint(state, path, device, ema=ema)
+    check_sample_memory(n, G.channels, G.img_size, "lower --n")
     # results of G where the run kept G_ema are marked, so they join neither its curves nor its rankings
     exported = state.get("exported")  # a generator file holds one of the two, whichever it was exported with
     g_of_ema_run = (exported["weights"] == "G" and exported["run_kept_ema"]) if exported is not None else \
