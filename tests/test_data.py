@@ -285,6 +285,25 @@ def test_corrupt_image_is_named_in_the_error(tmp_path):
         load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8))
 
 
+def test_a_large_photo_reads_quietly_and_one_past_pillows_limit_is_one_line(tmp_path, monkeypatch):
+    """Pillow warns past MAX_IMAGE_PIXELS (a guard against decompression bombs) and refuses past twice it; a
+    user's own photo should read without the warning, and a refused one be named, not raise a traceback."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 8x8 = 64 px under it, 12x12 = 144 between, 16x16 past
+    Image.new("L", (8, 8)).save(tmp_path / "small.png")
+    Image.new("L", (12, 12)).save(tmp_path / "large.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8)).images.shape[0] == 2
+    Image.new("L", (16, 16)).save(tmp_path / "huge.png")
+    with pytest.raises(UserError) as info:
+        load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8))
+    assert str(info.value) == (f"cannot read image {tmp_path / 'huge.png'}: it has more pixels than Pillow decodes "
+                               "(256 against at most 200), a guard against decompression bombs; remove or replace "
+                               "the file")
+
+
 def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_dataset(DataConfig(name=f"folder:{tmp_path / 'nope'}"))

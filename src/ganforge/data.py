@@ -7,12 +7,14 @@ per-image work.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
 import io
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -389,9 +391,32 @@ class ZipMember:
 
 
 def _open_image(path: Path | ZipMember) -> Any:
+    """Image.open; an image past Pillow's hard limit on pixels is a ValueError that says so (read as an
+    unreadable image)."""
+    import re
+
     from PIL import Image
 
-    return Image.open(path.read() if isinstance(path, ZipMember) else path)
+    try:
+        return Image.open(path.read() if isinstance(path, ZipMember) else path)
+    except Image.DecompressionBombError as e:
+        counts = [int(c) for c in re.findall(r"\d+", str(e))[:2]]
+        told = f" ({counts[0]:,} against at most {counts[1]:,})" if len(counts) == 2 else ""
+        raise ValueError(f"it has more pixels than Pillow decodes{told}, a guard against decompression bombs") from e
+
+
+@contextlib.contextmanager
+def _large_images_quiet() -> Iterator[None]:
+    """A user's own large photo reads without Pillow's decompression-bomb warning (its hard limit stays). Entered
+    by the calling thread around the decoding threads, whose warnings consult the same filters: entering it in
+    each thread would race, one restoring the filters another has just set."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 BACKGROUNDS = {"white": (255, 255, 255, 255), "black": (0, 0, 0, 255)}  # data.background
@@ -491,14 +516,15 @@ def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: i
             return e
 
     workers = min(len(files), os.cpu_count() or 1, 16)
-    if workers <= 1:
-        images = [read(p) for p in files]
-    else:
-        pool = ThreadPoolExecutor(workers)
-        try:
-            images = list(pool.map(read, files))
-        finally:
-            pool.shutdown(cancel_futures=True)  # Ctrl-C: the images not yet begun are dropped
+    with _large_images_quiet():
+        if workers <= 1:
+            images = [read(p) for p in files]
+        else:
+            pool = ThreadPoolExecutor(workers)
+            try:
+                images = list(pool.map(read, files))
+            finally:
+                pool.shutdown(cancel_futures=True)  # Ctrl-C: the images not yet begun are dropped
     failed = [e for e in images if isinstance(e, UnreadableImage)]
     if len(failed) == 1:
         raise failed[0]
@@ -698,7 +724,8 @@ def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Pa
 def _peek_format(files: list[Path] | list[ZipMember], fit: str) -> tuple[bool, int]:
     """From the headers of the first few files: colour when one is stored in colour, and the median side of
     the squares they are made into (0 when none opens)."""
-    peeks = [_peek(f, fit) for f in files[:COLOUR_PEEK]]
+    with _large_images_quiet():
+        peeks = [_peek(f, fit) for f in files[:COLOUR_PEEK]]
     sides = sorted(side for _, side in peeks if side)
     return any(is_colour for is_colour, _ in peeks), sides[len(sides) // 2] if sides else 0
 
