@@ -788,8 +788,10 @@ def test_an_evaluation_whose_samples_cannot_fit_in_memory_is_refused_before_draw
            "--n" in capsys.readouterr().err
     assert not (run_dir / "metrics.json").exists()
     ticks = ["--set", "eval.every_kimg=0.032", "--set", "eval.n=100"]
-    assert main(["train", "--out", str(tmp_path / "more"), *set_args(tiny_overrides(image_folder)), *ticks]) == 2
-    assert "lower eval.n" in capsys.readouterr().err and not (tmp_path / "more").exists()
+    for dry in ([], ["--dry-run"]):
+        assert main(["train", "--out", str(tmp_path / "more"), *set_args(tiny_overrides(image_folder)), *ticks,
+                     *dry]) == 2
+        assert "lower eval.n" in capsys.readouterr().err and not (tmp_path / "more").exists()
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128", *ticks]) == 2
     assert "lower eval.n" in capsys.readouterr().err
     monkeypatch.setattr(core, "available_memory", lambda: needed)

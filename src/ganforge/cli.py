@@ -97,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import (
         TrainingInterrupted,
         anchored_paths,
+        check_eval_memory,
         check_networks,
         check_run_name,
         resume,
@@ -120,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.dry_run:
             check_networks(cfg)  # a printed config is one the run would take
             check_batch_and_order(cfg)
+            check_eval_memory(cfg)
             from .data import check_at_hand, check_class_count, known_class_count
 
             check_at_hand(cfg.data)
