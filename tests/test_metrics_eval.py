@@ -748,8 +748,12 @@ def test_eval_cli_says_that_modes_keeps_its_protocol_count(tmp_path, image_folde
     import ganforge.metrics
 
     run = train(tiny_cfg(), out=tmp_path / "runs", log=lambda msg: None)
-    monkeypatch.setattr(ganforge.metrics, "evaluate_run", lambda *args, **kwargs: [])  # the note comes first
-    assert main(["eval", str(run), "--metrics", "modes", "--n", "10"]) == 0
+    assert main(["eval", str(run), "--metrics", "modes", "--n", "10"]) == 2  # grey: nothing for modes to score
+    captured = capsys.readouterr()
+    assert "needs 3-channel Stacked MNIST samples" in captured.err and "note:" not in captured.out
+    with monkeypatch.context() as patch:
+        patch.setattr(ganforge.metrics, "evaluate_run", lambda *args, **kwargs: [])
+        assert main(["eval", str(run), "--metrics", "modes", "--n", "10"]) == 0
     assert "note: modes always scores the protocol's 26,000 samples of a generator; --n 10" in capsys.readouterr().out
     assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{image_folder}", "--channels", "3",
                  "--metrics", "modes", "--n", "10"]) == 0

@@ -479,12 +479,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 2:
         raise UserError(f"--n must be at least 2 images to evaluate, got {args.n}")
     metrics = metric_list(args.metrics) if args.metrics else None
-    if args.run is not None and args.n is not None and "modes" in (metrics or []):
-        from .metrics.core import MODES_N
-
-        if args.n != MODES_N:  # a generator is sampled to the protocol's count; a fixed --fake set takes --n
-            print(f"note: modes always scores the protocol's {MODES_N:,} samples of a generator; --n {args.n} "
-                  "sets the count of the other metrics only")
     if args.out and args.run is None:
         _check_metrics_out(Path(args.out))
     if args.run is not None:
@@ -505,6 +499,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
                                inception_weights=args.inception_weights, log=print, reference=args.real,
                                reference_root=args.data_root, ema=not args.no_ema, truncation=args.truncation)
+        _modes_count_note(args, metrics)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
             from .html_report import write_html_report
@@ -566,6 +561,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _modes_count_note(args: argparse.Namespace, metrics: list[str] | None) -> None:
+    """Said once modes has scored a run, so that no note comes before an error (a run modes cannot score)."""
+    from .metrics.core import MODES_N
+
+    if args.n is not None and args.n != MODES_N and "modes" in (metrics or []):
+        # a generator is sampled to the protocol's count; a fixed --fake set takes --n
+        print(f"note: modes always scores the protocol's {MODES_N:,} samples of a generator; --n {args.n} sets the "
+              "count of the other metrics only")
+
+
 def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, start: float) -> int:
     """eval --ckpt all: the table of each checkpoint as it is scored, then the best checkpoint of each metric."""
     import time
@@ -582,6 +587,8 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
         if records is None:
             print(f"{path.name} was removed by the training run since it was listed; skipped")
             continue
+        if not results:
+            _modes_count_note(args, metrics)
         print(f"{path.name}:")
         _print_records(records, notes=not results)  # the note once: every checkpoint is scored at the same n
         results.append((path, records))

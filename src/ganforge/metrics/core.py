@@ -521,6 +521,9 @@ def fd_digits_per_class(ctx: EvalContext) -> Result:
     return [("fd_digits_per_class", float(np.mean(scored)), protocol)]
 
 
+MODES_NEED_COLOUR = "the modes metric needs 3-channel Stacked MNIST samples (train on stacked-mnist5k or stacked-mnist)"
+
+
 @METRICS.register("modes")
 def modes(ctx: EvalContext) -> Result:
     """Stacked MNIST mode coverage (VEEGAN / PacGAN protocol): 26,000 samples, each of the three channels
@@ -533,8 +536,7 @@ def modes(ctx: EvalContext) -> Result:
             pick = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(ctx.seed))[:MODES_N]
             images = images[pick]
     if images.shape[1] != 3:
-        raise UserError("the modes metric needs 3-channel Stacked MNIST samples (train on stacked-mnist5k or "
-                        "stacked-mnist)")
+        raise UserError(MODES_NEED_COLOUR)
     n, _, h, w = images.shape
     _, probs = classify(ctx.classifier, images.reshape(n * 3, 1, h, w))  # every channel is one digit
     digits = probs.argmax(1).view(n, 3).numpy()
@@ -788,6 +790,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     metrics = default_metrics(cfg, classes) if metrics is None else metric_list(metrics)
     if "class_acc" in metrics and classes is not None and class_digits(classes) is None:
         raise UserError(not_digit_classes(classes))
+    if "modes" in metrics and cfg.data.channels != 3:  # before any note, and before drawing its 26,000 samples
+        raise UserError(MODES_NEED_COLOUR)
     log_digit_metrics_note(real_cfg.name, metrics, log)
     G = generator_from_checkpoint(state, path, device, ema=ema)
     check_sample_memory(n, G.channels, G.img_size, "lower --n")
