@@ -776,16 +776,16 @@ def test_samples_larger_than_the_free_disk_are_refused_before_a_byte_is_written(
 def test_an_evaluation_whose_samples_cannot_fit_in_memory_is_refused_before_drawing(tmp_path, image_folder,
                                                                                       monkeypatch, capsys):
     """The OS would otherwise kill the process part way through the drawing, with no message."""
-    from ganforge.metrics import core
+    from ganforge import device
 
     assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0
     run_dir = only_run(tmp_path / "runs")
     needed = 100 * 1 * 16 * 16 * 4  # float32 [100, 1, 16, 16]
-    monkeypatch.setattr(core, "available_memory", lambda: needed - 1)
+    monkeypatch.setattr(device, "available_memory", lambda: needed - 1)
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--n", "100", "--metrics", "fd_digits"]) == 2
-    assert "evaluating 100 samples of 1x16x16 holds 0.0 GiB of images in memory, and 0.0 GiB is available; lower " \
-           "--n" in capsys.readouterr().err
+    assert "the 100 samples of 1x16x16 to evaluate hold 0.0 GiB in memory, and 0.0 GiB is available; lower --n" \
+           in capsys.readouterr().err
     assert not (run_dir / "metrics.json").exists()
     ticks = ["--set", "eval.every_kimg=0.032", "--set", "eval.n=100"]
     for dry in ([], ["--dry-run"]):
@@ -794,7 +794,7 @@ def test_an_evaluation_whose_samples_cannot_fit_in_memory_is_refused_before_draw
         assert "lower eval.n" in capsys.readouterr().err and not (tmp_path / "more").exists()
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128", *ticks]) == 2
     assert "lower eval.n" in capsys.readouterr().err
-    monkeypatch.setattr(core, "available_memory", lambda: needed)
+    monkeypatch.setattr(device, "available_memory", lambda: needed)
     assert main(["eval", str(run_dir), "--n", "100", "--metrics", "fd_digits"]) == 0
 
 

@@ -304,6 +304,22 @@ def test_a_large_photo_reads_quietly_and_one_past_pillows_limit_is_one_line(tmp_
                                "the file")
 
 
+def test_a_folder_whose_images_cannot_fit_in_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    from ganforge import device
+
+    for i in range(3):
+        Image.new("RGB", (20, 20), (i, 0, 0)).save(tmp_path / f"{i}.png")
+    cfg = DataConfig(name=f"folder:{tmp_path}", img_size=8, channels=3)
+    monkeypatch.setattr(device, "available_memory", lambda: 3 * 3 * 8 * 8 - 1)  # uint8 [3, 3, 8, 8]
+    with pytest.raises(UserError) as info:
+        load_dataset(cfg)
+    assert str(info.value) == (f"the 3 images of {tmp_path} at 8x8 hold 0.0 GiB in memory, and 0.0 GiB is available; "
+                               "lower the size they are read at (data.img_size, or eval's --img-size) or use fewer "
+                               "images")
+    monkeypatch.setattr(device, "available_memory", lambda: 3 * 3 * 8 * 8)
+    assert load_dataset(cfg).images.shape == (3, 3, 8, 8)
+
+
 def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_dataset(DataConfig(name=f"folder:{tmp_path / 'nope'}"))

@@ -509,30 +509,33 @@ def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: i
     """Decode and resize every file, on a thread per core (Pillow releases the GIL while it decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def read(path: Path | ZipMember) -> torch.Tensor | UnreadableImage:
+    images = torch.empty((len(files), channels, img_size, img_size), dtype=torch.uint8)  # filled in place
+
+    def read(index: int) -> UnreadableImage | None:
         try:
-            return _read_image(path, channels, img_size, background, fit)
+            images[index] = _read_image(files[index], channels, img_size, background, fit)
         except UnreadableImage as e:  # every unreadable file is named at once, not one per attempt
             return e
+        return None
 
     workers = min(len(files), os.cpu_count() or 1, 16)
     with _large_images_quiet():
         if workers <= 1:
-            images = [read(p) for p in files]
+            results = [read(i) for i in range(len(files))]
         else:
             pool = ThreadPoolExecutor(workers)
             try:
-                images = list(pool.map(read, files))
+                results = list(pool.map(read, range(len(files))))
             finally:
                 pool.shutdown(cancel_futures=True)  # Ctrl-C: the images not yet begun are dropped
-    failed = [e for e in images if isinstance(e, UnreadableImage)]
+    failed = [e for e in results if e is not None]
     if len(failed) == 1:
         raise failed[0]
     if failed:
         shown = ", ".join(f"{e.path} ({e.reason})" for e in failed[:UNREADABLE_SHOWN])
         more = f"; and {len(failed) - UNREADABLE_SHOWN} more" if len(failed) > UNREADABLE_SHOWN else ""
         raise UserError(f"cannot read {len(failed)} of {len(files)} images: {shown}{more}; remove or replace them")
-    return torch.stack(images)
+    return images
 
 
 def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple[Path, str]:
@@ -549,6 +552,11 @@ def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple
 def _load_folder_images(root: Path, files: list[Path] | list[ZipMember], entries: list[str],
                         cfg: DataConfig) -> torch.Tensor:
     """Decoded once, then read back from the cache while the folder's files stay the same."""
+    from .device import check_memory
+
+    check_memory(len(files) * cfg.channels * cfg.img_size**2, f"the {len(files):,} images of {root} at "
+                 f"{cfg.img_size}x{cfg.img_size}", "lower the size they are read at (data.img_size, or eval's "
+                 "--img-size) or use fewer images")
     cache, stem = _folder_cache_path(root, entries, cfg)
     cached = _read_image_cache(cache, cfg)
     if cached is not None and cached.shape[0] == len(files):

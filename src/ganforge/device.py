@@ -107,6 +107,30 @@ def cpu_has_bf16_matmul() -> bool:
         return False
 
 
+def available_memory() -> int | None:
+    """Bytes the OS can give a new allocation (Linux's MemAvailable); None where it does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed: int, what: str, cure: str) -> None:
+    """Refuse work that would hold more than the memory available before starting it: the OS would otherwise
+    kill the process part way, with no message."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"{what} hold {needed / 2**30:,.1f} GiB in memory, and {available / 2**30:,.1f} GiB is "
+                        f"available; {cure}")
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on (a container's or taskset's share, not the whole machine's)."""
     try:

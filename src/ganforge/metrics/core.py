@@ -77,29 +77,13 @@ def digit_metrics_note(dataset: str, metrics: list[str]) -> str | None:
             f"papers use {papers}")
 
 
-def available_memory() -> int | None:
-    """Bytes the OS can give a new allocation (Linux's MemAvailable); None where it does not say."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_sample_memory(n: int, channels: int, img_size: int, cure: str) -> None:
     """Refuse an evaluation whose n generated images (held as float32 while the metrics read them) cannot fit
-    in memory, before drawing any: the OS would otherwise kill the process part way, with no message."""
-    needed = n * channels * img_size * img_size * 4
-    available = available_memory()
-    if available is not None and needed > available:
-        raise UserError(f"evaluating {n:,} samples of {channels}x{img_size}x{img_size} holds {needed / 2**30:,.1f} "
-                        f"GiB of images in memory, and {available / 2**30:,.1f} GiB is available; {cure}")
+    in memory, before drawing any."""
+    from ..device import check_memory
+
+    check_memory(n * channels * img_size * img_size * 4,
+                 f"the {n:,} samples of {channels}x{img_size}x{img_size} to evaluate", cure)
 
 
 def reference_label(reference: str | None) -> str | None:
