@@ -278,6 +278,8 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.jpg"], "truncated or corrupt"),
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}"], "is a folder"),
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/bad.pt"], "not valid JSON"),
+        (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/object.json"], "object.json is not a "
+         "list of evaluations; move it aside"),  # before the evaluation, which says nothing first
         (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.npz", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["train", "--out", "{tmp}/bad.pt/runs"], "{tmp}/bad.pt is a file where a folder is needed"),
@@ -288,6 +290,7 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "object.json").write_text('{"kimg": 1}\n')  # one line of a stats.jsonl, say
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     needle = needle.replace("{tmp}", str(tmp_path))
     assert main(argv) == 2

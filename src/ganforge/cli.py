@@ -403,16 +403,11 @@ def _print_records(records: list[dict], notes: bool = True) -> None:
 
 def _check_metrics_out(path: Path) -> None:
     """Refuse an --out that cannot take the results before spending time on the evaluation."""
-    import json
+    from .metrics.core import read_metrics_history
 
     if path.is_dir():
         raise UserError(f"--out {path} is a folder; give a file such as {path / 'metrics.json'}")
-    if path.is_file():
-        try:
-            json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"--out {path} exists and is not a metrics.json (not valid JSON); choose another "
-                            "file") from None
+    read_metrics_history(path)  # the file append_metrics_json would refuse at the end
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
