@@ -776,9 +776,9 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
         raise UserError(not_digit_classes(classes))
     if "modes" in metrics and cfg.data.channels != 3:  # before any note, and before drawing its 26,000 samples
         raise UserError(MODES_NEED_COLOUR)
+    check_sample_memory(n, cfg.data.channels, cfg.data.img_size, "lower --n")  # G draws at the data's format
     log_digit_metrics_note(real_cfg.name, metrics, log)
     G = generator_from_checkpoint(state, path, device, ema=ema)
-    check_sample_memory(n, G.channels, G.img_size, "lower --n")
     # results of G where the run kept G_ema are marked, so they join neither its curves nor its rankings
     exported = state.get("exported")  # a generator file holds one of the two, whichever it was exported with
     g_of_ema_run = (exported["weights"] == "G" and exported["run_kept_ema"]) if exported is not None else \
