@@ -867,6 +867,10 @@ def test_eval_of_two_image_sets_compares_them_as_they_are(tmp_path, image_folder
                           (["--img-size", "4"], "--img-size must be between 8 and 1024, got 4")):
         assert main(["eval", "--real", f"folder:{colour}", "--fake", f"folder:{colour}", *argv]) == 2
         assert message in capsys.readouterr().err
+    (colour / "broken.png").write_bytes(b"not a png")
+    assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{colour}"]) == 2
+    said = capsys.readouterr()  # the error alone: the size chosen and the not-digits note come with results
+    assert said.out == "" and said.err.count("\n") == 1 and "broken.png" in said.err
     assert main(["eval", "--real", "mnist5k", "--fake", str(colour)]) == 2
     assert f"for the folder {colour} give folder:{colour}" in capsys.readouterr().err
 

@@ -522,12 +522,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         for name in (args.real, args.fake):
             check_dataset_name(name)
             check_folder(name)
+        notes: list[str] = []  # said with the results, so that no note comes before an error (an unreadable image)
         if metrics:  # a name that does not exist is refused before anything else is said
-            log_digit_metrics_note(args.real, metrics, print)
-        img_size, channels = _comparison_format(args)
+            log_digit_metrics_note(args.real, metrics, notes.append)
+        img_size, channels = _comparison_format(args, notes)
         if not metrics:
             metrics = offline_default(args.real, img_size)
-            log_digit_metrics_note(args.real, metrics, print)
+            log_digit_metrics_note(args.real, metrics, notes.append)
         stacked = next((name for name in (args.real, args.fake) if name in STACKED_SETS), None)
         if channels != 3 and stacked:
             raise UserError(f"{stacked} has three channels, a digit in each, and --channels {channels} asks "
@@ -546,6 +547,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         ctx = EvalContext(fake, real_image_set(real_cfg), device=args.device or "cpu", seed=args.seed,
                           inception_weights=args.inception_weights)
         records = evaluate(ctx, metrics)
+        for note in notes:
+            print(note)
         saved = "not saved (pass --out FILE to keep them with their protocol)"
         if args.out:
             append_metrics_json(records, Path(args.out), {"real": args.real, "fake": args.fake,
@@ -601,10 +604,10 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
 INFERRED_SIDE_MAX = 299  # Inception's input: a larger inferred size only costs memory
 
 
-def _comparison_format(args: argparse.Namespace) -> tuple[int, int]:
+def _comparison_format(args: argparse.Namespace, notes: list[str]) -> tuple[int, int]:
     """--img-size and --channels of eval --real/--fake, each when not given taken from the images: the
     --fake set's side (at most INFERRED_SIDE_MAX), and colour when either set is in colour, so FID of
-    colour images is never measured on grey ones. Says what it chose."""
+    colour images is never measured on grey ones. Adds to `notes` what it chose."""
     from .data import source_format
 
     if args.channels not in (None, 1, 3):
@@ -619,7 +622,8 @@ def _comparison_format(args: argparse.Namespace) -> tuple[int, int]:
     channels = args.channels or (3 if fake_colour or real_colour else 1)
     told = [f"at {img_size}x{img_size}" if args.img_size is None else "",
             ("in colour" if channels == 3 else "in grey") if args.channels is None else ""]
-    print(f"comparing {' '.join(t for t in told if t)}, as the images are (choose with --img-size and --channels)")
+    notes.append(f"comparing {' '.join(t for t in told if t)}, as the images are (choose with --img-size and "
+                 "--channels)")
     return img_size, channels
 
 

@@ -736,8 +736,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     torchvision set under `reference_root`, else the run's data.root). Without `reference`, `reference_root`
     says where the run's own torchvision set is now; metrics None: the run's default_metrics;
     inception_weights None: the run's eval.inception_weights, else torch's hub cache. `truncation`: sample
-    with z truncated to [-t, t] (G.sample's truncation); its results are marked with it. `log` receives a
-    note where digit metrics meet images that are not digits."""
+    with z truncated to [-t, t] (G.sample's truncation); its results are marked with it. `log` receives,
+    once the evaluation has succeeded, a note where digit metrics meet images that are not digits."""
     import dataclasses
 
     from .. import checkpoint as ckpt_io
@@ -777,15 +777,17 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     if "modes" in metrics and cfg.data.channels != 3:  # before any note, and before drawing its 26,000 samples
         raise UserError(MODES_NEED_COLOUR)
     check_sample_memory(n, cfg.data.channels, cfg.data.img_size, "lower --n")  # G draws at the data's format
-    log_digit_metrics_note(real_cfg.name, metrics, log)
+    notes: list[str] = []  # said with the results, so that no note comes before an error (unreadable data)
+    log_digit_metrics_note(real_cfg.name, metrics, notes.append)
     G = generator_from_checkpoint(state, path, device, ema=ema)
     # results of G where the run kept G_ema are marked, so they join neither its curves nor its rankings
     exported = state.get("exported")  # a generator file holds one of the two, whichever it was exported with
     g_of_ema_run = (exported["weights"] == "G" and exported["run_kept_ema"]) if exported is not None else \
         not ema and state.get("G_ema") is not None
     generator = {"generator": "G (not G_ema)"} if g_of_ema_run else {}
-    if not ema and not generator and log is not None:
-        log(f"note: {path.name} holds no average of G (train.ema_kimg = 0), so G is what is evaluated either way")
+    if not ema and not generator:
+        notes.append(f"note: {path.name} holds no average of G (train.ema_kimg = 0), so G is what is evaluated "
+                     "either way")
     if truncation is not None:  # another distribution than G's own: marked too, a row of its own
         generator["truncation"] = truncation
 
@@ -801,6 +803,8 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
                       inception_weights=inception_weights or cfg.eval.inception_weights or None)
     kimg = int(state["nimg"]) / 1000
     records = [{**record, **generator} for record in evaluate(ctx, metrics, kimg=kimg)]
+    for note in notes if log is not None else ():
+        log(note)
     if write:
         append_metrics_json(records, metrics_path_for(path), {"checkpoint": str(path), "kimg": kimg})
         _log_to_tensorboard(metrics_path_for(path).parent, records, int(state["nimg"]), reference, log)
