@@ -532,8 +532,10 @@ def test_eval_of_a_folder_of_runs_evaluates_each_and_goes_on_past_one_it_cannot(
     assert errors[1] == f"error: 1 of 3 runs not evaluated ({out / '0002-stopped'}): see the errors above"
 
     # runs named one by one; a checkpoint path cannot stand for several runs
-    assert main(["eval", str(first), str(second), "--n", "20", "--metrics", "kid_digits"]) == 0
-    assert "evaluated 2 of 2 runs" in capsys.readouterr().out
+    evaluations = len(json.loads((first / "metrics.json").read_text()))
+    assert main(["eval", str(first), str(second), f"{first}/", "--n", "20", "--metrics", "kid_digits"]) == 0
+    assert "evaluated 2 of 2 runs" in capsys.readouterr().out  # a run named twice is evaluated once
+    assert len(json.loads((first / "metrics.json").read_text())) == evaluations + 1
     for run in (first, second):
         assert json.loads((run / "metrics.json").read_text())[-1]["results"][0]["metric"] == "kid_digits"
     ckpt = ckpt_io.resolve_checkpoint(first)

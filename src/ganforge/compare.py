@@ -145,7 +145,7 @@ def load_run(path: Path | str, problems: list[str] | None = None) -> RunView:
 
 def expand_runs(paths: list[Path | str]) -> list[Path]:
     """Run directories, checkpoints inside them, or a folder of runs (such as runs/), which stands for every
-    run directory in it."""
+    run directory in it; a path named twice (runs/a and ./runs/a/, or runs/ and a run in it) comes once."""
     expanded: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir() and not (path / "config.toml").is_file():
@@ -154,7 +154,11 @@ def expand_runs(paths: list[Path | str]) -> list[Path]:
                 expanded += runs
                 continue
         expanded.append(path)
-    return expanded
+    unique: list[Path] = []
+    for path in expanded:
+        if all(path.resolve() != kept.resolve() for kept in unique):
+            unique.append(path)
+    return unique
 
 
 def compare_runs(paths: list[Path | str] | Path | str) -> list[RunView]:
