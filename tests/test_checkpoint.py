@@ -261,6 +261,10 @@ def test_a_run_checkpoint_is_named_by_its_file_name_alone(tmp_cfg_run, tmp_path,
             ckpt_io.resolve_checkpoint(tmp_cfg_run, word)
     (tmp_path / "mine.pt").write_bytes(b"")  # a file here is taken as given
     assert ckpt_io.resolve_checkpoint(tmp_cfg_run, "mine.pt") == Path("mine.pt")
+    assert ckpt_io.resolve_checkpoint(first) == first
+    for which in ("best", first.stem, "mine.pt"):  # a file holds one generator: --ckpt has nothing to pick
+        with pytest.raises(UserError, match=rf"is a file holding one generator, and --ckpt {which} picks among"):
+            ckpt_io.resolve_checkpoint(first, which)
 
 
 def test_a_runs_checkpoints_folder_stands_for_the_run(tmp_cfg_run):

@@ -249,6 +249,9 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
     if which == "all":
         raise UserError("--ckpt all is for ganforge eval, which scores every checkpoint; give latest, best or a "
                         "checkpoint path")
+    if which != "latest" and target.is_file():  # one file holds one generator: nothing for --ckpt to pick
+        raise UserError(f"{target} is a file holding one generator, and --ckpt {which} picks among a run "
+                        "directory's checkpoints; give the run directory with --ckpt, or the file alone")
     if which not in ("latest", "best"):
         path = Path(which)
         if path.exists() or len(path.parts) > 1:
