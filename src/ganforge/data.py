@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import io
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -393,8 +394,6 @@ class ZipMember:
 def _open_image(path: Path | ZipMember) -> Any:
     """Image.open; an image past Pillow's hard limit on pixels is a ValueError that says so (read as an
     unreadable image)."""
-    import re
-
     from PIL import Image
 
     try:
@@ -438,7 +437,9 @@ def _flatten_alpha(im: Any, background: str) -> Any:
 class UnreadableImage(UserError):
     def __init__(self, path: Path | ZipMember, error: Exception) -> None:
         self.path = str(path)
-        self.reason = str(error).replace(f" '{path}'", "") or type(error).__name__  # PIL repeats the path
+        # PIL repeats the path, or names the in-memory file of a zip member
+        reason = re.sub(r" <[\w.]+ object at 0x[0-9a-f]+>", "", str(error).replace(f" '{path}'", ""))
+        self.reason = reason or type(error).__name__
         super().__init__(f"cannot read image {path}: {self.reason}; remove or replace the file")
 
 
