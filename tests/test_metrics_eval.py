@@ -171,6 +171,28 @@ def test_a_damaged_feature_cache_is_recomputed(digits, stats_cache):
     assert cache.read_bytes() != bytes(data)  # replaced by a sound copy
 
 
+def test_a_changed_folder_replaces_its_cached_features(image_folder, stats_cache):
+    from PIL import Image
+
+    def features(img_size: int) -> None:
+        real = real_image_set(DataConfig(name=f"folder:{image_folder}", img_size=img_size))
+        evaluate(EvalContext(ImageSet(real.images[:10], "fake", "first10"), real), ["fd_digits"])
+
+    features(16)
+    features(28)  # the same folder read at another size: kept beside it
+    other = stats_cache / "stats" / "folder-0123456789-0123456789ab-train-16px-1ch-x-n5.npz"
+    other.write_bytes(b"")  # another folder's
+    before = {p.name for p in stats_cache.rglob("*.npz")}
+    first = next(image_folder.rglob("*.png"))
+    Image.new("L", (16, 16), 255).save(first.with_name("added.png"))
+    features(16)
+    after = {p.name for p in stats_cache.rglob("*.npz")}
+    assert len(after) == len(before) == 3 and other.name in after
+    (old_16,) = [n for n in before - after]
+    assert "-16px-" in old_16 and [n for n in after - before if "-16px-" in n]  # the 16 px entry is the new one
+    assert [n for n in before & after if "-28px-" in n]
+
+
 def test_a_full_cache_disk_still_gives_the_metric(digits, stats_cache, monkeypatch):
     full = real_image_set(DataConfig(name="mnist5k"), digits)
     real = ImageSet(full.images[:300], "mnist5k", "first300", cache_key=full.cache_key + "-first300")
