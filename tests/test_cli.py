@@ -509,6 +509,16 @@ def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, caps
         assert f"appended to {expected}" in said
         assert said.endswith(f"; report {run_dir / 'report.html'}") == (target == run_dir)  # a run's report only
         assert json.loads(expected.read_text())[-1]["results"][0]["metric"] == "fd_digits"
+    # a config.toml broken by hand stops the report, not the evaluation: its results are shown and kept
+    config = run_dir / "config.toml"
+    config.write_text(config.read_text() + "garbage [[[\n")
+    before = len(json.loads((run_dir / "metrics.json").read_text()))
+    for ckpt in ("latest", "all"):
+        assert main(["eval", str(run_dir), "--n", "20", "--metrics", "kid_digits", "--ckpt", ckpt]) == 0
+        said = capsys.readouterr().out
+        assert "kid_digits" in said and f"report.html not rewritten: {config} is not valid TOML" in said
+    assert len(json.loads((run_dir / "metrics.json").read_text())) == before + 1 + len(ckpt_io.list_checkpoints(
+        run_dir))
 
 
 def test_eval_of_a_folder_of_runs_evaluates_each_and_goes_on_past_one_it_cannot(tmp_path, image_folder, capsys):

@@ -497,9 +497,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         _modes_count_note(args, metrics)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
-            from .html_report import write_html_report
-
-            saved += f"; report {write_html_report(metrics_path_for(path).parent)}"
+            saved += f"; {_rewrite_report(metrics_path_for(path).parent)}"
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
@@ -573,7 +571,6 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
     """eval --ckpt all: the table of each checkpoint as it is scored, then the best checkpoint of each metric."""
     import time
 
-    from .html_report import write_html_report
     from .metrics.core import best_checkpoints, evaluate_checkpoints
 
     results = []
@@ -597,8 +594,19 @@ def _eval_every_checkpoint(args: argparse.Namespace, metrics: list[str] | None, 
             print(f"  {metric:<20} {value:12.5g}  {path.name}")
     done = len(results)
     print(f"evaluated {done} checkpoint{'s' * (done != 1)} in {time.perf_counter() - start:.1f}s; results with "
-          f"their protocol appended to {run_dir / 'metrics.json'}; report {write_html_report(run_dir)}")
+          f"their protocol appended to {run_dir / 'metrics.json'}; {_rewrite_report(run_dir)}")
     return 0
+
+
+def _rewrite_report(run_dir: Path) -> str:
+    """Rebuild a run's report.html after an evaluation; one that cannot be (a hand-edited config.toml, say)
+    is said, without taking the recorded results with it."""
+    from .html_report import write_html_report
+
+    try:
+        return f"report {write_html_report(run_dir)}"
+    except UserError as e:
+        return f"report.html not rewritten: {e}"
 
 
 INFERRED_SIDE_MAX = 299  # Inception's input: a larger inferred size only costs memory
