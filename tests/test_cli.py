@@ -282,6 +282,8 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
          "list of evaluations; move it aside"),  # before the evaluation, which says nothing first
         (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.npz", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["sample", "{tmp}/bad.pt", "--out", "{tmp}/.png"], "is an extension without a name; give a file such as "
+         "samples.png"),
         (["train", "--out", "{tmp}/bad.pt/runs"], "{tmp}/bad.pt is a file where a folder is needed"),
         # a net too large for the address space: torch's allocator refuses it at once
         (["train", "--set", "model.z_dim=100000000000", "--out", "{tmp}/runs"], "out of memory (tried to allocate"),

@@ -315,6 +315,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     out = Path(args.out)
+    if not out.suffix and Path("x" + out.name).suffix.lower() in (*report.GRID_FORMATS, ".npz", ".gif"):
+        # Path(".png") has no suffix: it would become a hidden folder of PNGs
+        raise UserError(f"--out {out} is an extension without a name; give a file such as samples{out.name}")
     if out.suffix.lower() in report.GRID_FORMATS and args.n > MAX_GRID_IMAGES:
         raise UserError(f"a grid of {args.n:,} samples is more than one picture shows (at most {MAX_GRID_IMAGES:,}); "
                         "write many samples with --out DIR/ (one PNG each) or --out FILE.npz")
