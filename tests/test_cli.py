@@ -879,12 +879,14 @@ def test_summary_of_a_run_shows_the_networks_it_trained(tmp_path, image_folder, 
     run_dir = only_run(out)
     capsys.readouterr()
     ckpt = ckpt_io.resolve_checkpoint(run_dir)
-    for target in (run_dir, ckpt):
+    exported = ganforge.export_generator(run_dir, tmp_path / "g.safetensors").path
+    for target in (run_dir, ckpt, exported):
         assert main(["summary", str(target)]) == 0
         text = capsys.readouterr().out
         G = ganforge.load_generator(run_dir)
         assert f"total parameters: {sum(p.numel() for p in G.parameters()):,}" in text
         assert "[2, 1, 16, 16]" in text  # the run's 16x16 images, not the preset's 32x32
+        assert ("holds G alone; D is the one its config builds" in text) == (target == exported)
     assert main(["summary", str(run_dir), "--set", "model.g_width=8"]) == 2
     assert "give a run (or checkpoint), or --preset/--config/--set, not both" in capsys.readouterr().err
 

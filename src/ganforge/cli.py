@@ -680,6 +680,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
         raise UserError("give a run (or checkpoint), or --preset/--config/--set, not both: a run's networks are "
                         "those its config built")
     print(network_summary(_run_config(Path(args.run))))
+    if Path(args.run).is_file():
+        from . import checkpoint as ckpt_io
+
+        if ckpt_io.load_checkpoint(Path(args.run)).get("exported") is not None:
+            print(f"note: {args.run} holds G alone; D is the one its config builds, as the run trained it")
     return 0
 
 
