@@ -70,6 +70,7 @@ def test_compare_shows_the_settings_that_differ_and_each_runs_metrics(two_runs, 
     cells = fd_line.split()[1::2]  # "value[*]" per run, each followed by "@kimg"
     best = min(range(2), key=lambda i: values[i])
     assert [c.endswith("*") for c in cells] == [i == best for i in range(2)]  # the lower FD, measured alike
+    assert "* the best value of the metric among the runs" in lines
     assert "note:" not in out
     assert Image.open(plot).size[0] > 500
     for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml")):  # the suffix picks the format
@@ -269,14 +270,18 @@ def test_compare_seeds_gathers_runs_that_differ_in_the_seed_alone(tmp_path, caps
     run("0002-b", ["train.seed=0", "loss.name=hinge"], 3.0)
     run("0003-b", ["train.seed=1", "loss.name=hinge"], 3.5)
     run("0004-b", ["train.seed=2", "loss.name=hinge"], None)  # not evaluated: counted apart
+    _write_metrics(tmp_path / "runs" / "0002-b", [(1.0, [_record("fd_digits", 3.0, 1000, 1.0),
+                                                         _record("kid_digits", 0.5, 1000, 1.0)])])
     assert main(["compare", str(tmp_path / "runs"), "--seeds"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["group", "0000-a", "+1", "0002-b", "+2"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines}
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line}
     assert rows["runs"] == ["2", "3"] and rows["seeds"] == ["0,1", "0,1,2"]
     assert rows["loss.name"] == ["ns", "hinge"] and "train.seed" not in rows
     # means 5 and 3.25, sample sds 1.4 and 0.35; the lower mean FD is marked, over its two evaluated runs
     assert rows["fd_digits"] == ["5", "(1.4)", "3.25", "(0.35)*", "n=2"]
+    assert lines[-2:] == ["", "* the best mean of the metric among the groups"]
+    assert rows["kid_digits"] == ["-", "0.5", "n=1"]  # a group with none of it: no mean, nor a count of none
 
     # a value measured at another n is no mean to rank: no mark, and the note says so
     _write_metrics(tmp_path / "runs" / "0001-a", [(1.0, [_record("fd_digits", 6.0, 500, 1.0)])])

@@ -342,9 +342,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _table(header: tuple[str, list[str]], rows: list[tuple[str, list[str]]], notes: list[str]) -> str:
+def _table(header: tuple[str, list[str]], rows: list[tuple[str, list[str]]], notes: list[str],
+           legend: str = "") -> str:
     """Labels down the left, one right-aligned column per entry of the header; a row without cells is a
-    heading. The notes follow after a blank line."""
+    heading. The legend (what a cell's * means) and the notes follow after a blank line."""
     columns = len(header[1])
     label_width = max(len(label) for label, _ in [header, *rows])
     widths = [max(len(c[i]) if i < len(c) else 0 for _, c in [header, *rows]) for i in range(columns)]
@@ -352,6 +353,8 @@ def _table(header: tuple[str, list[str]], rows: list[tuple[str, list[str]]], not
     for label, cells in [header, *rows]:
         padded = [(cells[i] if i < len(cells) else "").rjust(widths[i]) for i in range(columns)]
         lines.append(f"{label:<{label_width}}  " + "  ".join(padded).rstrip() if cells else label)
+    if legend:
+        lines += ["", legend]
     if notes:
         lines.append("")
         lines += [f"note: {n}" for n in notes]
@@ -381,8 +384,10 @@ def format_comparison(views: list[RunView]) -> str:
     names = recorded_metrics(views)
     rows.append(("metrics (value @ kimg)", [] if names else ["none recorded" if i == 0 else "" for i in
                                                               range(len(views))]))
+    marked = False
     for name in names:
         best = best_runs(views, name)
+        marked = marked or bool(best)
         cells = []
         for i, view in enumerate(views):
             record = view.latest.get(name)
@@ -392,7 +397,8 @@ def format_comparison(views: list[RunView]) -> str:
             mark = "*" if i in best else ""
             cells.append(f"{_cell(record.get('value'))}{mark} @{_cell(record.get('kimg'))}")
         rows.append((f"  {name}", cells))
-    return _table(("run", [v.name for v in views]), rows, protocol_notes(views))
+    return _table(("run", [v.name for v in views]), rows, protocol_notes(views),
+                  "* the best value of the metric among the runs" if marked else "")
 
 
 SEED_SETTINGS = {"train.seed"}  # what runs of one setting over several seeds differ in
@@ -438,6 +444,7 @@ def format_seed_comparison(views: list[RunView]) -> str:
         means = [[x for x in map(get, g) if isinstance(x, int | float)] for g in groups]
         rows.append((f"  {label}", [_cell(statistics.mean(m)) if m else "-" for m in means]))
     names = recorded_metrics(views)
+    marked = False
     rows.append(("metrics: mean (sd)", [] if names else ["none recorded" if i == 0 else "" for i in
                                                           range(len(groups))]))
     for name in names:
@@ -449,13 +456,15 @@ def format_seed_comparison(views: list[RunView]) -> str:
         direction = BEST_DIRECTION.get(base_metric(name))
         if direction and alike and len(groups) > 1 and all(len(x) >= 2 for x in values):
             best = _best({i: statistics.mean(x) for i, x in enumerate(values)}, direction)
+            marked = marked or bool(best)
         cells = []
         for i, (group, x) in enumerate(zip(groups, values, strict=True)):
-            count = f" n={len(x)}" if len(x) != len(group) else ""
+            count = f" n={len(x)}" if x and len(x) != len(group) else ""
             cells.append(f"{_mean_sd(x)}{'*' if i in best else ''}{count}")
         rows.append((f"  {name}", cells))
     header = ("group", [g[0].name if len(g) == 1 else f"{g[0].name} +{len(g) - 1}" for g in groups])
-    return _table(header, rows, protocol_notes(views))
+    return _table(header, rows, protocol_notes(views),
+                  "* the best mean of the metric among the groups" if marked else "")
 
 
 def plot_comparison(views: list[RunView], path: Path | str, metric: str | None = None) -> str | None:
