@@ -1012,3 +1012,26 @@ def test_eval_of_stacked_digits_says_where_their_kl_comes_from(tmp_path, capsys)
     assert "from uneven digits within the channels" in said
     assert "at n = 40, far under the protocol's 26,000, much of that is chance" in said
     assert said.count("channel 2: ") == 1 and "mean confidence" in said
+
+
+def test_names_in_another_encoding_are_refused_in_settings_and_taken_in_run_folders(tmp_path, image_folder, capsys):
+    latin1 = tmp_path / os.fsdecode(b"d\xe9j\xe0")
+    try:
+        latin1.mkdir()
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    for png in image_folder.rglob("*.png"):
+        (latin1 / png.name).write_bytes(png.read_bytes())
+    # config.toml, which records data.name, is UTF-8: one line, and no run directory
+    assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder)),
+                 "--set", f"data.name=folder:{latin1}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: data.name = folder:{tmp_path}/d\\xe9j\\xe0 holds a name that is not UTF-8; rename that "
+                   "file or folder in UTF-8, the encoding of the config.toml that records it")
+    assert not (tmp_path / "runs").exists()
+    # a run directory under such a folder trains, resumes and is reported (report.html names the run's path)
+    assert main(["train", "--out", str(latin1 / "runs"), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(latin1 / "runs")
+    assert (run_dir / "report.html").is_file()
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 0
+    assert os.fsencode(str(run_dir)) in (run_dir / "report.html").read_bytes()

@@ -550,3 +550,26 @@ def test_celeba_download_asks_torchvision_for_the_training_split_and_reads_what_
     assert blue[2].mean() > 0.5 and blue[0].mean() < -0.5
     load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=8, channels=3, download=True))
     assert len(calls) == 1  # on disk now: not fetched again
+
+
+def _latin1_name(folder: Path, name: bytes) -> Path:
+    """A path whose last part is not UTF-8, as Python holds it (surrogates); skipped where the file system
+    refuses such names."""
+    path = folder / os.fsdecode(name)
+    try:
+        path.touch()
+        path.unlink()
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    return path
+
+
+def test_an_image_named_in_another_encoding_is_read_and_named_when_unreadable(image_folder):
+    name = _latin1_name(image_folder / "class0", b"caf\xe9.png")
+    Image.new("L", (16, 16), 200).save(name, format="PNG")
+    count = len(load_dataset(DataConfig(name=f"folder:{image_folder}", img_size=16)))
+    name.write_bytes(b"not an image")
+    with pytest.raises(UserError) as info:
+        load_dataset(DataConfig(name=f"folder:{image_folder}", img_size=16))
+    assert str(info.value) == f"cannot read image {name}: cannot identify image file; remove or replace the file"
+    assert count == len(list(image_folder.rglob("*.png")))

@@ -144,8 +144,10 @@ def atomic_copy(src: Path, dst: Path) -> None:
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    with replace_atomically(Path(path), "w") as f:
-        f.write(text)
+    """UTF-8 whatever the locale; a path name that is not UTF-8 (held as surrogates) is written back as its
+    own bytes."""
+    with replace_atomically(Path(path), "wb") as f:
+        f.write(text.encode(errors="surrogateescape"))
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: Path, keep: int) -> Path:

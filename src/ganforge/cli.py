@@ -995,6 +995,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
     import threading
 
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            # a file name that is not UTF-8 (Python holds it as surrogates) is shown escaped, not a crash
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = None

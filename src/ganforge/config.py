@@ -502,6 +502,15 @@ def validate(cfg: Config) -> None:
     from .augment import parse_policy
 
     d, m, lo, o, t = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.train
+    for key, value in flatten(cfg.to_dict()).items():  # config.toml is UTF-8: a path in another encoding is not
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    shown = text.encode(errors="surrogateescape").decode(errors="backslashreplace")
+                    raise UserError(f"{key} = {shown} holds a name that is not UTF-8; rename that file or folder "
+                                    "in UTF-8, the encoding of the config.toml that records it") from None
     validate_networks(cfg)
     data_module.check_dataset_name(d.name)
     _check(d.max_images >= 0, f"data.max_images must be 0 (all images) or a positive count, got {d.max_images}")

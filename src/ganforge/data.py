@@ -438,7 +438,8 @@ class UnreadableImage(UserError):
     def __init__(self, path: Path | ZipMember, error: Exception) -> None:
         self.path = str(path)
         # PIL repeats the path, or names the in-memory file of a zip member
-        reason = re.sub(r" <[\w.]+ object at 0x[0-9a-f]+>", "", str(error).replace(f" '{path}'", ""))
+        reason = str(error).replace(f" '{path}'", "").replace(f" {str(path)!r}", "")  # repr: a non-UTF-8 name
+        reason = re.sub(r" <[\w.]+ object at 0x[0-9a-f]+>", "", reason)
         self.reason = reason or type(error).__name__
         super().__init__(f"cannot read image {path}: {self.reason}; remove or replace the file")
 
@@ -539,14 +540,19 @@ def _read_images(files: list[Path] | list[ZipMember], channels: int, img_size: i
     return images
 
 
+def path_bytes(text: str) -> bytes:
+    """A path's bytes for a digest, a file name that is not UTF-8 (which Python holds as surrogates) included."""
+    return text.encode(errors="surrogateescape")
+
+
 def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple[Path, str]:
     """The cache file of this folder (or zip archive) at this size, named by a fingerprint of its entries,
     one line per image naming it and its size and modification time (a zip member: size and CRC), so an
     added, removed or edited image makes a new one; and the name's folder part."""
     digest = hashlib.sha256(f"decode {FOLDER_DECODE_VERSION} background {cfg.background} fit {cfg.fit}\n".encode())
     for entry in entries:
-        digest.update(f"{entry}\n".encode())
-    stem = f"{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]}-{cfg.img_size}px-{cfg.channels}ch"
+        digest.update(path_bytes(f"{entry}\n"))
+    stem = f"{hashlib.sha1(path_bytes(str(root.resolve()))).hexdigest()[:12]}-{cfg.img_size}px-{cfg.channels}ch"
     return cache_root() / "folders" / f"{stem}-{digest.hexdigest()[:16]}.pt", stem
 
 

@@ -679,7 +679,7 @@ def generated_labels(G: torch.nn.Module, n: int) -> torch.Tensor | None:
 def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     """The reference images of a dataset config (all of its training split) as a cacheable ImageSet;
     pass `data` (an ImageData) when it is already loaded."""
-    from ..data import load_dataset
+    from ..data import load_dataset, path_bytes
 
     data = data if data is not None else load_dataset(data_cfg)
     images = data.batch(torch.arange(len(data), device=data.device)).cpu().contiguous()
@@ -687,7 +687,7 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     if name.startswith("folder:"):
         # a folder's images can change under the same path and count: its features are keyed by content too
         path = os.path.abspath(os.path.expanduser(name[len("folder:"):]))
-        name = f"folder-{hashlib.sha1(path.encode()).hexdigest()[:10]}-{data.fingerprint[:12]}"
+        name = f"folder-{hashlib.sha1(path_bytes(path)).hexdigest()[:10]}-{data.fingerprint[:12]}"
     subset = f"-subset{len(data)}" if data.split != "train" else ""
     key = f"{name}-train{subset}-{data_cfg.img_size}px-{data_cfg.channels}ch"
     return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu(),
