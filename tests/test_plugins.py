@@ -207,6 +207,18 @@ def test_a_plugin_imports_the_modules_beside_it(tmp_path, fresh_registries, monk
     assert plugins.load_plugin(str(plugin)) == str(plugin)
 
 
+def test_a_plugin_named_in_another_encoding_loads(tmp_path, fresh_registries):
+    import os
+
+    plugin = tmp_path / os.fsdecode(b"r\xe9seaux.py")
+    try:
+        plugin.write_text("from ganforge.losses import LOSSES\nLOSSES.register('latin1-test')(lambda: None)\n")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    assert plugins.load_plugin(str(plugin)) == str(plugin)
+    assert "latin1-test" in LOSSES
+
+
 def test_loading_a_plugin_twice_runs_it_once(tmp_path, fresh_registries):
     plugin = tmp_path / "count.py"
     plugin.write_text("import builtins\n"

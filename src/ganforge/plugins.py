@@ -52,7 +52,7 @@ def load_plugin(spec: str) -> str:
         return key
     try:
         if _is_file(spec):
-            digest = hashlib.sha1(key.encode()).hexdigest()[:8]  # two files may share a name
+            digest = hashlib.sha1(key.encode(errors="surrogateescape")).hexdigest()[:8]  # two files may share a name
             name = f"ganforge_plugin_{path.stem.replace('-', '_')}_{digest}"
             module_spec = importlib.util.spec_from_file_location(name, path)
             if module_spec is None or module_spec.loader is None:
