@@ -1035,3 +1035,18 @@ def test_names_in_another_encoding_are_refused_in_settings_and_taken_in_run_fold
     assert (run_dir / "report.html").is_file()
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.128"]) == 0
     assert os.fsencode(str(run_dir)) in (run_dir / "report.html").read_bytes()
+
+
+def test_a_terminal_that_takes_ascii_alone_reads_and_shows_a_run_with_accents(tmp_path, image_folder):
+    config = tmp_path / "été.toml"
+    config.write_text('preset = "default"\ndescription = "données été"\n', encoding="utf-8")
+    out = tmp_path / "runs"
+    assert main(["train", "--config", str(config), "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(out)
+    ascii_only = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    for argv in (["settings", str(run_dir), "description"], ["report", str(run_dir)]):  # report reads as compare
+        done = subprocess.run([sys.executable, "-m", "ganforge", *argv], env=ascii_only, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        if argv[0] == "settings":
+            assert b'description = "donn\\xe9es \\xe9t\\xe9"' in done.stdout  # escaped, where ASCII alone shows
+    assert "données été" in (run_dir / "report.html").read_text(encoding="utf-8")

@@ -996,8 +996,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import threading
 
     for stream in (sys.stdout, sys.stderr):
-        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
-            # a file name that is not UTF-8 (Python holds it as surrogates) is shown escaped, not a crash
+        utf8 = (getattr(stream, "encoding", None) or "").lower().replace("-", "") == "utf8"
+        if hasattr(stream, "reconfigure") and (getattr(stream, "errors", None) == "strict" or not utf8):
+            # a file name that is not UTF-8 (Python holds it as surrogates), or any accent on a terminal
+            # that takes ASCII alone, is shown escaped rather than a crash
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)

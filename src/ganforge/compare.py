@@ -101,7 +101,7 @@ def _read_metrics(path: Path, problems: list[str] | None = None) -> list[dict[st
     if not path.is_file():
         return []
     try:
-        history = json.loads(path.read_text())
+        history = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(history, list):
             raise ValueError("it does not hold a list of evaluations")
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
@@ -120,7 +120,7 @@ def load_run(path: Path | str, problems: list[str] | None = None) -> RunView:
 
     run_dir = run_directory(path)
     try:
-        raw = tomllib.loads((run_dir / "config.toml").read_text())
+        raw = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{run_dir / 'config.toml'} is not valid TOML ({e})") from e
     view = RunView(name=run_dir.name, path=run_dir, settings=flatten(raw), unread=_unread(raw),

@@ -230,7 +230,7 @@ def _read_toml_text(text: str, where: str) -> dict[str, Any]:
 def preset_dict(name: str) -> dict[str, Any]:
     if name not in preset_names():
         raise UserError(unknown_name("preset", name, preset_names()))
-    text = resources.files("ganforge").joinpath("presets", f"{name}.toml").read_text()
+    text = resources.files("ganforge").joinpath("presets", f"{name}.toml").read_text(encoding="utf-8")
     raw = _read_toml_text(text, f"preset {name}")
     raw.setdefault("preset", name)
     return raw

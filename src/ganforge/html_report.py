@@ -396,7 +396,7 @@ def build_html(run_dir: Path) -> str:
 
     problems: list[str] = []
     view = load_run(run_dir, problems)
-    config_text = (run_dir / "config.toml").read_text()
+    config_text = (run_dir / "config.toml").read_text(encoding="utf-8-sig")
     if view.stats:
         plot_losses(view.stats, run_dir / "losses.png")
     has_metric_plot = plot_metrics(view, run_dir / "metrics.png")

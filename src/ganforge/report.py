@@ -299,7 +299,7 @@ def read_stats(path: Path | str) -> list[dict]:
     if not path.is_file():
         return []
     stats = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

@@ -700,7 +700,7 @@ def read_metrics_history(path: Path) -> list:
     if not path.is_file():
         return []
     try:
-        history = json.loads(path.read_text())
+        history = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON; move it aside to record new results") from e
     if not isinstance(history, list):
