@@ -680,11 +680,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
         raise UserError("give a run (or checkpoint), or --preset/--config/--set, not both: a run's networks are "
                         "those its config built")
     print(network_summary(_run_config(Path(args.run))))
-    if Path(args.run).is_file():
-        from . import checkpoint as ckpt_io
+    from .checkpoint import is_generator_file
 
-        if ckpt_io.load_checkpoint(Path(args.run)).get("exported") is not None:
-            print(f"note: {args.run} holds G alone; D is the one its config builds, as the run trained it")
+    if Path(args.run).is_file() and is_generator_file(args.run):
+        print(f"note: {args.run} holds G alone; D is the one its config builds, as the run trained it")
     return 0
 
 
