@@ -285,6 +285,8 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/.png"], "is an extension without a name; give a file such as "
          "samples.png"),
         (["train", "--out", "{tmp}/bad.pt/runs"], "{tmp}/bad.pt is a file where a folder is needed"),
+        (["train", "--out", "{tmp}/runs", "--name", "a" * 300], "File name too long (its longest part has 305 "
+         "characters); give a shorter name (--name, --out)"),
         # a net too large for the address space: torch's allocator refuses it at once
         (["train", "--set", "model.z_dim=100000000000", "--out", "{tmp}/runs"], "out of memory (tried to allocate"),
         (["train", "--set", "model.g_width=1e9", "--dry-run"], "out of memory (a tensor of shape [4000000000, "),

@@ -1062,6 +1062,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif e.filename and e.errno in (errno.EEXIST, errno.ENOTDIR) and _file_in_the_way(e.filename):
             print(f"{_error_prefix()}: {_file_in_the_way(e.filename)} is a file where a folder is needed; choose "
                   "another path or move the file", file=sys.stderr)
+        elif e.filename and e.errno == errno.ENAMETOOLONG:
+            longest = max(Path(e.filename).parts, key=len)
+            print(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror} (its longest part has {len(longest)} "
+                  "characters); give a shorter name (--name, --out)", file=sys.stderr)
         elif e.filename:
             print(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror}; check that its folder exists and is "
                   "writable, and that the disk has space", file=sys.stderr)
