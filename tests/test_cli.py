@@ -281,6 +281,8 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
         (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--out", "{tmp}/object.json"], "object.json is not a "
          "list of evaluations; move it aside"),  # before the evaluation, which says nothing first
         (["eval", "{tmp}/bad.pt", "--out", "{tmp}/m.json"], "--out is for --real/--fake"),
+        (["eval", "--real", "mnist5k", "--fake", "mnist5k", "--metrics", " , "], "--metrics ' , ' names no metric; "
+         "give one or more, comma-separated"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.npz", "--batch-size", "0"], "--batch-size must be at least 1"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/.png"], "is an extension without a name; give a file such as "
          "samples.png"),

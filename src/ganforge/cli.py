@@ -476,7 +476,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.n is not None and args.n < 2:
         raise UserError(f"--n must be at least 2 images to evaluate, got {args.n}")
-    metrics = metric_list(args.metrics) if args.metrics else None
+    metrics = metric_list(args.metrics) if args.metrics is not None else None
+    if metrics == []:
+        raise UserError(f"--metrics {args.metrics!r} names no metric; give one or more, comma-separated (such as "
+                        "fd_digits,kid_digits), or leave --metrics out for the defaults")
     if args.out and args.run is None:
         _check_metrics_out(Path(args.out))
     if args.run is not None:

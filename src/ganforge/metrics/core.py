@@ -559,11 +559,11 @@ def _version() -> str:
 
 
 def metric_list(metrics: str | Sequence[str]) -> list[str]:
-    """Metric names as a list: a lone string is one name or a comma-separated list, as --metrics takes them
-    (iterated as it is, "fd_digits" would be the metrics f, d, _, ...)."""
+    """Metric names as a list, each once, in the order given: a lone string is one name or a comma-separated
+    list, as --metrics takes them (iterated as it is, "fd_digits" would be the metrics f, d, _, ...)."""
     if isinstance(metrics, str):
-        return [m.strip() for m in metrics.split(",") if m.strip()]
-    return list(metrics)
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    return list(dict.fromkeys(metrics))
 
 
 def evaluate(ctx: EvalContext, metrics: str | Sequence[str], kimg: float | None = None) -> list[dict[str, Any]]:
