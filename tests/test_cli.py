@@ -326,6 +326,13 @@ def test_seeds_outside_every_random_streams_range_are_refused(command, seed, nee
                                                         "got '2.5' (see ganforge sample --help)"),
     (["eval", "run", "--n", "1e400"], "error: ganforge eval: argument --n: a whole number, got '1e400' "
                                       "(see ganforge eval --help)"),
+    # an empty path would read as the current folder
+    (["train", "--config", ""], "error: ganforge train: argument --config: an empty value; give a name or path "
+                                "(see ganforge train --help)"),
+    (["sample", "run", "--out", "x.png", "--ckpt", ""], "error: ganforge sample: argument --ckpt: an empty value; "
+                                                        "give a name or path (see ganforge sample --help)"),
+    (["eval", "--real", "mnist5k", "--fake", " "], "error: ganforge eval: argument --fake: an empty value; give a "
+                                                   "name or path (see ganforge eval --help)"),
 ])
 def test_usage_mistakes_are_one_line_that_points_to_help(argv, said, capsys):
     with pytest.raises(SystemExit) as info:

@@ -23,7 +23,7 @@ EXIT_INTERRUPTED = 130
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a named preset (see `ganforge presets`)")
-    p.add_argument("--config", type=Path, help="a TOML file; its settings apply on top of --preset")
+    p.add_argument("--config", type=_path, help="a TOML file; its settings apply on top of --preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set train.kimg=50 (repeatable)")
 
@@ -718,6 +718,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text(text: str) -> str:
+    """A value that names something (a path, a checkpoint, a data set): an empty one is refused, where it
+    would otherwise read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value; give a name or path")
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(_text(text))
+
+
 def _seed(text: str) -> int:
     """--seed: a whole number in the range every random stream takes (numpy's is the narrowest)."""
     from .config import MAX_SEED
@@ -824,10 +836,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a GAN (or resume a run)")
     _add_config_args(p)
-    p.add_argument("--out", type=Path, help="parent of the new run directory (default: runs)")
+    p.add_argument("--out", type=_path, help="parent of the new run directory (default: runs)")
     p.add_argument("--name", help="the run directory's name after its number, in place of the preset's: "
                                   "runs/0007-NAME")
-    p.add_argument("--resume", type=Path, help="a run directory or checkpoint to continue")
+    p.add_argument("--resume", type=_path, help="a run directory or checkpoint to continue")
     p.add_argument("--data", metavar="NAME",
                    help="shorthand for --set data.name=NAME: mnist5k, mnist, fashion-mnist, cifar10, celeba, "
                         "stacked-mnist5k, or folder:PATH for your own images (a folder, .zip or .npz)")
@@ -843,15 +855,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint")
-    p.add_argument("run", type=Path, help="run directory or checkpoint file")
+    p.add_argument("run", type=_path, help="run directory or checkpoint file")
     p.add_argument("--n", type=_count, default=64, help="number of images")
-    p.add_argument("--out", required=True, help="a .png (.jpg, .webp) for one grid, a .npz for a uint8 array "
-                                                 "(streamed), or a directory for one PNG per image (a conditional "
-                                                 "run's in one subfolder per class)")
+    p.add_argument("--out", required=True, type=_text,
+                   help="a .png (.jpg, .webp) for one grid, a .npz for a uint8 array "
+                        "(streamed), or a directory for one PNG per image (a conditional "
+                        "run's in one subfolder per class)")
     p.add_argument("--seed", type=_seed, default=0, help="noise seed: the same seed draws the same images "
                                                           "(default 0)")
-    p.add_argument("--ckpt", default="latest", help="latest, best, one of the run's checkpoints by name "
-                                                    "(ckpt-000042000) or a checkpoint path")
+    p.add_argument("--ckpt", default="latest", type=_text,
+                   help="latest, best, one of the run's checkpoints by name (ckpt-000042000) or a checkpoint path")
     p.add_argument("--nrow", type=_count, help="images per grid row")
     p.add_argument("--class", dest="class_", help="conditional runs: draw only this class, by number or by name "
                                                    "(a folder's subfolder); default: a grid goes class by class")
@@ -875,11 +888,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="measure sample quality of a run, or of one image set against another")
-    p.add_argument("runs", type=Path, nargs="*", metavar="run",
+    p.add_argument("runs", type=_path, nargs="*", metavar="run",
                    help="run directories or checkpoint files, or a folder of runs (runs/: every run in it)")
-    p.add_argument("--ckpt", default="latest", help="latest, best, all (every checkpoint the run keeps, oldest "
-                                                    "first), one of them by name (ckpt-000042000) or a checkpoint "
-                                                    "path")
+    p.add_argument("--ckpt", default="latest", type=_text,
+                   help="latest, best, all (every checkpoint the run keeps, oldest "
+                        "first), one of them by name (ckpt-000042000) or a checkpoint "
+                        "path")
     p.add_argument("--n", type=_count, help="images to evaluate: generated from a run (default 10,000), or a seeded "
                                          "subset of --fake (default all)")
     p.add_argument("--metrics", help="comma-separated; default fd_digits,kid_digits,is_digits,pr,dc,classes "
@@ -890,29 +904,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the generated images and of the --n subset of --fake (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps")
-    p.add_argument("--inception-weights", help="path to the Inception weights file for fid/kid/is/pr_inception")
+    p.add_argument("--inception-weights", type=_text,
+                   help="path to the Inception weights file for fid/kid/is/pr_inception")
     p.add_argument("--no-ema", action="store_true", help="evaluate a run's G rather than its G_ema (the results "
                                                           "are marked generator \"G (not G_ema)\")")
     p.add_argument("--truncation", type=_truncation, metavar="T",
                    help="sample with z truncated to [-T, T] (see sample --truncation); the results are marked "
                         "with it, apart from the run's own")
-    p.add_argument("--real", help="reference images: a dataset name or folder:PATH (a folder, .zip or .npz); "
-                                  "with a run, in place of its training set (e.g. all of it under data.max_images)")
-    p.add_argument("--fake", help="images to evaluate without a run: folder:PATH (a folder, a .zip, or an .npz "
-                                  "such as ganforge sample --out writes) or a dataset name")
+    p.add_argument("--real", type=_text,
+                   help="reference images: a dataset name or folder:PATH (a folder, .zip or .npz); "
+                        "with a run, in place of its training set (e.g. all of it under data.max_images)")
+    p.add_argument("--fake", type=_text,
+                   help="images to evaluate without a run: folder:PATH (a folder, a .zip, or an .npz "
+                        "such as ganforge sample --out writes) or a dataset name")
     p.add_argument("--img-size", type=int, help="with --real/--fake: resize both to this size (default: that of "
                    f"the --fake images, at most {INFERRED_SIDE_MAX})")
     p.add_argument("--channels", type=int, help="with --real/--fake: 1 or 3 (default: 3 when either set is in "
                    "colour)")
-    p.add_argument("--data-root", help="root of the torchvision data set --real or --fake names, or a run's own "
-                   "(default: data; with a run, the run's data.root)")
-    p.add_argument("--out", help="with --real/--fake: append the results to this metrics.json")
+    p.add_argument("--data-root", type=_text,
+                   help="root of the torchvision data set --real or --fake names, or a run's own "
+                        "(default: data; with a run, the run's data.root)")
+    p.add_argument("--out", type=_text, help="with --real/--fake: append the results to this metrics.json")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="runs side by side: settings that differ, speed, latest metrics")
-    p.add_argument("runs", type=Path, nargs="+",
+    p.add_argument("runs", type=_path, nargs="+",
                    help="run directories, checkpoints inside them, or a folder of runs such as runs/")
-    p.add_argument("--plot", help="also draw a metric and the losses of every run against kimg into this .png")
+    p.add_argument("--plot", type=_text,
+                   help="also draw a metric and the losses of every run against kimg into this .png")
     p.add_argument("--metric", help="with --plot: the metric to draw (default: the first one the runs recorded)")
     p.add_argument("--force", action="store_true", help="replace an existing --plot file")
     p.add_argument("--seeds", action="store_true",
@@ -922,7 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)write a run's report.html: samples, curves, collapse signals, metrics, "
                                       "networks, config")
-    p.add_argument("runs", type=Path, nargs="+",
+    p.add_argument("runs", type=_path, nargs="+",
                    help="run directories, checkpoints inside them, or a folder of runs such as runs/")
     p.set_defaults(func=cmd_report)
 
@@ -934,10 +953,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a run's generator alone to a .safetensors file that sample, eval and "
                                       "load_generator take")
-    p.add_argument("run", type=Path, help="run directory or checkpoint file")
-    p.add_argument("--out", required=True, help="the generator file to write, ending in .safetensors")
-    p.add_argument("--ckpt", default="latest", help="latest, best, one of the run's checkpoints by name "
-                                                    "(ckpt-000042000) or a checkpoint path")
+    p.add_argument("run", type=_path, help="run directory or checkpoint file")
+    p.add_argument("--out", required=True, type=_text, help="the generator file to write, ending in .safetensors")
+    p.add_argument("--ckpt", default="latest", type=_text,
+                   help="latest, best, one of the run's checkpoints by name (ckpt-000042000) or a checkpoint path")
     p.add_argument("--no-ema", action="store_true", help="export G rather than G_ema")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_export)
@@ -945,8 +964,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", help="fetch the FID Inception weights that fid, kid, is and pr_inception need")
     p.add_argument("what", choices=["inception"], help="inception: torch-fidelity's port of the TensorFlow FID "
                    "Inception-v3 (data sets download with --set data.download=true)")
-    p.add_argument("--out", default=None, help="file or folder (an existing one, or a path ending in /) to write "
-                   "(default: torch's hub cache, where ganforge and torch-fidelity look)")
+    p.add_argument("--out", default=None, type=_text,
+                   help="file or folder (an existing one, or a path ending in /) to write "
+                        "(default: torch's hub cache, where ganforge and torch-fidelity look)")
     p.add_argument("--url", default=None, help="a mirror of the file (http://, https:// or file://)")
     p.set_defaults(func=cmd_download)
     for command in sub.choices.values():  # after the command too: `ganforge train --plugin my_nets.py ...`
