@@ -946,8 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="layer, output shape and parameter count of G and D")
-    p.add_argument("run", nargs="?", help="a run directory or checkpoint: its networks (else those of --preset, "
-                   "--config and --set)")
+    p.add_argument("run", nargs="?", type=_text,
+                   help="a run directory or checkpoint: its networks (else those of --preset, --config and --set)")
     _add_config_args(p)
     p.set_defaults(func=cmd_summary, seed=None, device=None)
 
