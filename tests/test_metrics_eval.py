@@ -211,6 +211,8 @@ def test_all_offline_metrics_have_their_protocol(digits):
     fake = ImageSet(digits.images[:600], "subset", "first600")
     records = evaluate(EvalContext(fake, real, seed=3), ["fd_digits", "kid_digits", "is_digits", "pr", "dc",
                                                          "classes", "fd_digits"], kimg=1.5)  # each once
+    with pytest.raises(UserError, match="no metric to evaluate"):
+        evaluate(EvalContext(fake, real), " , ")
     names = [r["metric"] for r in records]
     assert names == ["fd_digits", "kid_digits", "is_digits", "is_digits_real", "precision", "recall", "density",
                      "coverage", "classes_covered", "classes_kl", "classes_confidence"]

@@ -569,6 +569,8 @@ def metric_list(metrics: str | Sequence[str]) -> list[str]:
 def evaluate(ctx: EvalContext, metrics: str | Sequence[str], kimg: float | None = None) -> list[dict[str, Any]]:
     """Run the named metrics; each value comes back as a record with its full protocol."""
     metrics = metric_list(metrics)
+    if not metrics:
+        raise UserError("no metric to evaluate: name one or more, such as fd_digits,kid_digits")
     ctx.requested = list(metrics)
     records = []
     for name in metrics:
