@@ -122,6 +122,18 @@ def test_report_command_rebuilds_every_run_and_refuses_what_is_not_one(run_dir, 
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+    # one run that cannot be reported (a config.toml broken by hand) does not stop the others
+    import shutil
+
+    broken = run_dir.parent / "0009-broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "config.toml").write_text("garbage [[[\n")
+    (run_dir / REPORT_NAME).unlink()
+    assert main(["report", str(broken), str(run_dir)]) == 2
+    said = capsys.readouterr()
+    assert f"wrote {run_dir / REPORT_NAME}" in said.out and (run_dir / REPORT_NAME).is_file()
+    assert said.err.splitlines()[-1] == f"error: 1 of 2 reports not written ({broken}): see the errors above"
+    assert "config.toml is not valid TOML" in said.err.splitlines()[0]
 
 
 def test_a_malformed_metrics_json_is_named_on_the_page_and_does_not_fail_training(run_dir, capsys):

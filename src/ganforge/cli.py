@@ -668,8 +668,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .compare import expand_runs
     from .html_report import write_html_report
 
-    for run in expand_runs(args.runs):
-        print(f"wrote {write_html_report(run)}")
+    runs = expand_runs(args.runs)
+    failed = []
+    for run in runs:  # one run's refusal (a config.toml broken by hand) does not stop the others
+        try:
+            print(f"wrote {write_html_report(run)}")
+        except UserError as e:
+            if len(runs) == 1:
+                raise
+            print(f"{_error_prefix()}: {e}", file=sys.stderr)
+            failed.append(run)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(runs)} reports not written ({', '.join(map(str, failed))}): see "
+                        "the errors above")
     return 0
 
 
