@@ -8,7 +8,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -438,21 +438,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if os.sep in args.ckpt or Path(args.ckpt).is_file():
         raise UserError(f"--ckpt {args.ckpt} is one checkpoint and {len(runs)} runs are given; with several runs use "
                         "latest, best, all or a checkpoint's name (ckpt-000042000)")
-    failed = []
-    for run in runs:  # one run's refusal (still training, a missing plugin) does not stop the others
+
+    def evaluate(run: Path) -> None:
         print(f"== {run}")
+        _evaluate_one(argparse.Namespace(**{**vars(args), "run": run}))
+
+    failed = _each_run(runs, evaluate)  # one run's refusal (still training, a missing plugin) stops no other
+    print(f"evaluated {len(runs) - len(failed)} of {len(runs)} runs; `ganforge compare "
+          f"{' '.join(map(str, args.runs))}` puts them side by side")
+    _refuse_failed(failed, runs, "runs not evaluated")
+    return 0
+
+
+def _each_run(runs: list[Path], action: Callable[[Path], Any]) -> list[Path]:
+    """action(run) for every run; a run's UserError is printed and the others go on. Returns the runs that
+    failed."""
+    failed = []
+    for run in runs:
         try:
-            _evaluate_one(argparse.Namespace(**{**vars(args), "run": run}))
+            action(run)
         except UserError as e:
             print(f"{_error_prefix()}: {e}", file=sys.stderr)
             failed.append(run)
-    done = len(runs) - len(failed)
-    print(f"evaluated {done} of {len(runs)} runs; `ganforge compare {' '.join(map(str, args.runs))}` puts them "
-          "side by side")
+    return failed
+
+
+def _refuse_failed(failed: list[Path], runs: list[Path], what: str) -> None:
     if failed:
-        raise UserError(f"{len(failed)} of {len(runs)} runs not evaluated ({', '.join(map(str, failed))}): see "
-                        "the errors above")
-    return 0
+        raise UserError(f"{len(failed)} of {len(runs)} {what} ({', '.join(map(str, failed))}): see the errors above")
 
 
 def _evaluate_one(args: argparse.Namespace) -> int:
@@ -669,18 +682,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .html_report import write_html_report
 
     runs = expand_runs(args.runs)
-    failed = []
-    for run in runs:  # one run's refusal (a config.toml broken by hand) does not stop the others
-        try:
-            print(f"wrote {write_html_report(run)}")
-        except UserError as e:
-            if len(runs) == 1:
-                raise
-            print(f"{_error_prefix()}: {e}", file=sys.stderr)
-            failed.append(run)
-    if failed:
-        raise UserError(f"{len(failed)} of {len(runs)} reports not written ({', '.join(map(str, failed))}): see "
-                        "the errors above")
+    if len(runs) == 1:
+        print(f"wrote {write_html_report(runs[0])}")
+        return 0
+    # one run's refusal (a config.toml broken by hand) stops no other
+    failed = _each_run(runs, lambda run: print(f"wrote {write_html_report(run)}"))
+    _refuse_failed(failed, runs, "reports not written")
     return 0
 
 
