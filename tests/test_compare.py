@@ -103,6 +103,21 @@ def test_a_folder_of_runs_stands_for_every_run_in_it(two_runs, capsys):
     assert capsys.readouterr().out.splitlines()[0].split() == ["run", a.name, b.name]
 
 
+def test_one_broken_run_among_several_leaves_the_others_compared(two_runs, capsys):
+    a, b = two_runs
+    (a / "config.toml").write_text("[train\n")  # broken by hand
+    assert main(["compare", str(a.parent)]) == 2
+    said = capsys.readouterr()
+    assert said.out.splitlines()[0].split() == ["run", b.name]
+    first, last = said.err.strip().splitlines()
+    assert f"{a / 'config.toml'} is not valid TOML" in first
+    assert f"1 of 2 runs not compared ({a})" in last
+    (b / "metrics.json").write_text("[{")
+    assert main(["compare", str(a), str(b)]) == 2  # none left: no table
+    said = capsys.readouterr()
+    assert said.out == "" and "2 of 2 runs not compared" in said.err.strip().splitlines()[-1]
+
+
 def test_runs_of_the_same_name_are_told_apart_by_their_folders(two_runs, tmp_path, capsys):
     from ganforge.compare import distinct_names
 

@@ -655,7 +655,8 @@ def _comparison_format(args: argparse.Namespace, notes: list[str]) -> tuple[int,
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import check_metric, compare_runs, format_comparison, format_seed_comparison, plot_comparison
+    from .compare import (check_metric, compare_runs, expand_runs, format_comparison, format_seed_comparison,
+                          plot_comparison)
 
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
@@ -667,13 +668,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UserError(f"the folder {plot.parent} does not exist; create it or choose another --plot")
     if args.metric and plot is None:
         raise UserError("--metric picks what --plot draws; add --plot FILE.png")
-    views = compare_runs(args.runs)
+    runs = expand_runs(args.runs)
+    failed: list[Path] = []
+    if len(runs) == 1:
+        views = compare_runs(runs)
+    else:  # one run's refusal (a config.toml broken by hand) leaves the others' table
+        def refused(run: Path, error: UserError) -> None:
+            print(f"{_error_prefix()}: {error}", file=sys.stderr)
+            failed.append(run)
+
+        views = compare_runs(runs, on_error=refused)
+        if not views:
+            _refuse_failed(failed, runs, "runs not compared")
     if args.metric:
         check_metric(views, args.metric)  # before the table, so a bad --metric prints one line only
     print(format_seed_comparison(views) if args.seeds else format_comparison(views))
     if plot is not None:
         metric = plot_comparison(views, plot, metric=args.metric)
         print(f"plot of {metric + ' and ' if metric else ''}the losses against kimg written to {plot}")
+    _refuse_failed(failed, runs, "runs not compared")
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import statistics
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,16 +162,23 @@ def expand_runs(paths: list[Path | str]) -> list[Path]:
     return unique
 
 
-def compare_runs(paths: list[Path | str] | Path | str) -> list[RunView]:
-    """Load every run (see expand_runs); a missing or malformed one raises UserError naming it. One path
-    may be given alone (a run, or a folder of runs)."""
+def compare_runs(paths: list[Path | str] | Path | str,
+                 on_error: Callable[[Path, UserError], None] | None = None) -> list[RunView]:
+    """Load every run (see expand_runs); a missing or malformed one raises UserError naming it, or, given
+    `on_error`, is passed to it and left out. One path may be given alone (a run, or a folder of runs)."""
     if isinstance(paths, str | Path):
         paths = [paths]
     if not paths:
         raise UserError("give at least one run directory to compare")
     views: list[RunView] = []
     for path in expand_runs(paths):
-        view = load_run(path)
+        try:
+            view = load_run(path)
+        except UserError as e:
+            if on_error is None:
+                raise
+            on_error(path, e)
+            continue
         if all(v.path.resolve() != view.path.resolve() for v in views):  # a run named twice is shown once
             views.append(view)
     for view, name in zip(views, distinct_names([v.path for v in views]), strict=True):
