@@ -648,7 +648,8 @@ def test_eval_reads_samples_from_an_npz_like_the_sample_command_writes(tmp_path,
     np.savez(tmp_path / "grey.npz", uint8[..., 0])  # [N, H, W] is read as one channel
     np.savez(tmp_path / "nchw.npz", uint8.transpose(0, 3, 1, 2))  # [N, C, H, W], as PyTorch code keeps images
     np.savez(tmp_path / "int64.npz", uint8.astype(np.int64))  # pixels 0-255 in a wider integer type
-    for fake in ("samples.npz", "grey.npz", "nchw.npz", "int64.npz"):
+    np.savez(tmp_path / "named.npz", images=uint8, mean=np.zeros(3))  # the one array of images, under any name
+    for fake in ("samples.npz", "grey.npz", "nchw.npz", "int64.npz", "named.npz"):
         out = tmp_path / f"{fake}.json"
         assert main(["eval", "--real", f"folder:{image_folder}", "--fake", f"folder:{tmp_path / fake}",
                      "--img-size", "16", "--metrics", "fd_digits", "--out", str(out)]) == 0
@@ -657,16 +658,23 @@ def test_eval_reads_samples_from_an_npz_like_the_sample_command_writes(tmp_path,
 
     raw = load_raw(DataConfig(name=f"folder:{tmp_path / 'samples.npz'}"))
     assert torch.equal(raw.labels, data.labels) and raw.classes == ["0", "1"]
+    np.savez(tmp_path / "guided.npz", uint8, data.labels.numpy())  # labels as arr_1, as guided-diffusion saves them
+    assert torch.equal(load_raw(DataConfig(name=f"folder:{tmp_path / 'guided.npz'}")).labels, data.labels)
+    np.savez(tmp_path / "stats.npz", uint8, np.zeros(5))  # an arr_1 of another length is no labels
+    assert load_raw(DataConfig(name=f"folder:{tmp_path / 'stats.npz'}")).classes == []
     capsys.readouterr()
     np.savez(tmp_path / "floats.npz", uint8[..., 0].astype(np.float32) / 255)
-    np.savez(tmp_path / "named.npz", images=uint8)
+    np.savez(tmp_path / "pair.npz", real=uint8, fake=uint8)
+    np.savez(tmp_path / "vectors.npz", features=np.zeros((32, 8)))
     np.savez(tmp_path / "wide.npz", uint8.astype(np.int64) * 4)  # not 0-255: no guess at the range
     np.savez(tmp_path / "two.npz", np.concatenate([uint8, uint8], axis=3))
     for name, message in (("floats.npz", "arr_0 is float32 [32, 16, 16]; ganforge reads pixels 0-255 (uint8)"),
                           ("floats.npz", "np.uint8(np.clip(x * 255, 0, 255).round()) for [0, 1]"),
                           ("wide.npz", "arr_0 is int64 [32, 16, 16, 1]; ganforge reads pixels 0-255"),
                           ("two.npz", "arr_0 is uint8 [32, 16, 16, 2]; expected uint8 images [N, H, W, C]"),
-                          ("named.npz", "holds no arr_0 array (it has: images)")):
+                          ("pair.npz", "holds several arrays that could be images (it has: real [32, 16, 16, 1], "
+                                       "fake [32, 16, 16, 1]); save the images as arr_0"),
+                          ("vectors.npz", "holds no array of images [N, H, W, C] (it has: features [32, 8])")):
         assert main(["eval", "--real", "mnist5k", "--fake", f"folder:{tmp_path / name}"]) == 2
         assert message in capsys.readouterr().err
     assert main(["eval", "--real", "mnist5k", "--fake", str(tmp_path / "samples.npz")]) == 2

@@ -655,8 +655,14 @@ def _comparison_format(args: argparse.Namespace, notes: list[str]) -> tuple[int,
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import (check_metric, compare_runs, expand_runs, format_comparison, format_seed_comparison,
-                          plot_comparison)
+    from .compare import (
+        check_metric,
+        compare_runs,
+        expand_runs,
+        format_comparison,
+        format_seed_comparison,
+        plot_comparison,
+    )
 
     plot = Path(args.plot) if args.plot else None
     if plot is not None:

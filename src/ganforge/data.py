@@ -686,20 +686,56 @@ def _channels_first(shape: tuple[int, ...]) -> bool:
     return len(shape) == 4 and shape[1] in (1, 3) and shape[-1] not in (1, 3)
 
 
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each array's shape in an .npz, read from the headers alone."""
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as f:
+                fmt = np.lib.format
+                version = fmt.read_magic(f)
+                reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shapes[member[: -len(".npy")]] = tuple(reader(f)[0])
+    return shapes
+
+
+def npz_keys(path: Path) -> tuple[str, str | None]:
+    """Which arrays of an .npz hold the images and the labels. The images are arr_0 (np.savez(path, images),
+    as ganforge sample and guided-diffusion write them), else the one array of 3 or 4 dimensions under any
+    name (np.savez(path, images=x)); the labels are `labels`, else arr_1 beside arr_0 (guided-diffusion's
+    np.savez(path, images, labels)), when that is one number per image."""
+    shapes = _npz_shapes(path)
+    images = [key for key, shape in shapes.items() if len(shape) in (3, 4)]
+    if "arr_0" in shapes:
+        key = "arr_0"
+    elif len(images) == 1:
+        key = images[0]
+    else:
+        held = ", ".join(f"{k} {list(v)}" for k, v in shapes.items()) or "nothing"
+        which = "several arrays that could be images" if images else "no array of images [N, H, W, C]"
+        raise UserError(f"{path} holds {which} (it has: {held}); save the images as arr_0, with "
+                        "np.savez(path, images), or with ganforge sample --out")
+    n = shapes[key][0] if shapes[key] else None
+    label_key = next((k for k in ("labels", "arr_1" if key == "arr_0" else "") if k in shapes), None)
+    if label_key is not None and shapes[label_key] != (n,):
+        label_key = None
+    return key, label_key
+
+
 def _load_npz(path: Path) -> RawImages:
-    """uint8 images [N, H, W, C] (C 1 or 3) or [N, H, W] under arr_0 of an .npz, as `ganforge sample --out x.npz`
-    writes them and other tools' sample files hold them; labels [N] from `labels` where present, named by
-    `classes` where that is present too."""
+    """uint8 images [N, H, W, C] (C 1 or 3), [N, H, W] or [N, C, H, W] of an .npz (see npz_keys for which
+    array), as `ganforge sample --out x.npz` writes them and other tools' sample files hold them; labels [N]
+    where present, named by `classes` where that is present too."""
     try:
+        key, label_key = npz_keys(path)
         with np.load(path, allow_pickle=False) as f:
-            if "arr_0" not in f.files:
-                raise UserError(f"{path} holds no arr_0 array (it has: {', '.join(f.files) or 'nothing'}); save the "
-                                "images as np.savez(path, images) or with ganforge sample --out")
-            images, labels = f["arr_0"], f["labels"] if "labels" in f.files else None
+            images, labels = f[key], f[label_key] if label_key else None
             names = [str(c) for c in f["classes"]] if "classes" in f.files and f["classes"].dtype.kind == "U" else []
     except UserError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise UserError(f"cannot read {path}: {e}; is it an .npz written by numpy?") from e
     stored = f"{images.dtype} {list(images.shape)}"
     if images.ndim == 3:
@@ -709,11 +745,11 @@ def _load_npz(path: Path) -> RawImages:
     if images.dtype.kind in "iu" and images.size and 0 <= images.min() and images.max() <= 255:
         images = images.astype(np.uint8)  # pixels 0-255 in a wider integer type
     if images.dtype != np.uint8 and images.dtype.kind in "fiu" and images.ndim == 4 and images.shape[-1] in (1, 3):
-        raise UserError(f"{path}: arr_0 is {stored}; ganforge reads pixels 0-255 (uint8), since the range of other "
+        raise UserError(f"{path}: {key} is {stored}; ganforge reads pixels 0-255 (uint8), since the range of other "
                         "numbers is a guess: convert with np.uint8(np.clip(x * 255, 0, 255).round()) for [0, 1] or "
                         "np.uint8(np.clip((x + 1) * 127.5, 0, 255).round()) for [-1, 1]")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
-        raise UserError(f"{path}: arr_0 is {stored}; expected uint8 images [N, H, W, C] with C 1 or 3 (or [N, H, W] "
+        raise UserError(f"{path}: {key} is {stored}; expected uint8 images [N, H, W, C] with C 1 or 3 (or [N, H, W] "
                         "or [N, C, H, W])")
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
     if labels is None or labels.shape != (len(images),) or labels.dtype.kind not in "iu" or labels.min() < 0:
@@ -761,10 +797,7 @@ def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:
     root = Path(os.path.expanduser(name[len("folder:") :]))
     try:
         if root.is_file() and root.suffix.lower() == ".npz":
-            with zipfile.ZipFile(root) as archive, archive.open("arr_0.npy") as f:
-                fmt = np.lib.format
-                reader = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
-                shape = reader(f)[0]
+            shape = _npz_shapes(root)[npz_keys(root)[0]]
             if _channels_first(shape):
                 shape = (shape[0], shape[2], shape[3], shape[1])
             colour = len(shape) == 4 and shape[-1] == 3
@@ -774,7 +807,7 @@ def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:
                 return _peek_format(_zip_members(archive)[0], fit)
         if root.is_dir():
             return _peek_format(folder_image_files(root), fit)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, UserError, zipfile.BadZipFile):
         pass
     return False, 0
 
