@@ -52,8 +52,8 @@ def describe(images: torch.Tensor, tag: str, net: DigitNet | None = None) -> np.
     for name, hists in (("hard", hard), ("soft", soft), ("sure", sure)):
         print(f"  channel KL {name}: " + ", ".join(f"{kl_to_uniform(h):.4f}" for h in hists)
               + "   channel 0 (%, digits 0-9): " + " ".join(f"{100 * v / h.sum():4.1f}" for h in hists[:1] for v in h))
-    print("  mean confidence per digit, channel 0: "
-          + " ".join(f"{conf[digits[:, 0] == d, 0].mean():.3f}" for d in range(10)))
+    read = [conf[digits[:, 0] == d, 0] for d in range(10)]  # "-" for a digit no sample was read as
+    print("  mean confidence per digit, channel 0: " + " ".join(f"{c.mean():.3f}" if len(c) else "-" for c in read))
     return digits
 
 
