@@ -298,6 +298,32 @@ def test_a_run_saved_under_looser_rules_still_loads_and_resumes_once_mended(tmp_
     assert cfg.optim.g_lr == 2e-4 and cfg.data.fit == "crop"
 
 
+def test_a_resume_removes_the_partial_files_of_a_killed_process_and_keeps_a_live_ones(tmp_cfg_run):
+    import os
+    import subprocess
+    import sys
+
+    from ganforge.trainer import resume
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    orphans = [tmp_cfg_run / ckpt_io.CKPT_DIR / f".ckpt-000000096.pt.tmp-{dead_pid}",  # kill -9 mid-checkpoint
+               tmp_cfg_run / "samples" / f".fakes000000.096.png.tmp-{dead_pid}",
+               tmp_cfg_run / f".progress.gif.tmp-{dead_pid}"]
+    kept = [tmp_cfg_run / f".report.html.tmp-{os.getppid()}",  # a write in progress (its process runs)
+            tmp_cfg_run / ckpt_io.CKPT_DIR / ".notes.tmp-draft"]  # not a temp file of ganforge's
+    for path in orphans + kept:
+        path.write_bytes(b"x" * 2**19)
+    logged = []
+    resume(tmp_cfg_run, {"train.kimg": 0.128}, log=logged.append)
+    assert not any(path.exists() for path in orphans) and all(path.exists() for path in kept)
+    assert any("removed the partial files (1.5 MiB) of writes that a killed process left" in m for m in logged)
+    logged.clear()
+    resume(tmp_cfg_run, {"train.kimg": 0.16}, log=logged.append)
+    assert not any("partial files" in m for m in logged)
+
+
 # --------------------------------------------------------------------------- generator files (ganforge export)
 
 

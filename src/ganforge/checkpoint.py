@@ -126,6 +126,39 @@ def replace_atomically(path: Path | str, mode: str = "wb") -> Iterator[Any]:
     _fsync_dir(path.parent)
 
 
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")  # replace_atomically's temp files
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (True where that cannot be told)."""
+    if os.name == "nt":  # os.kill would end the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, say
+        return True
+    return True
+
+
+def remove_orphan_temp_files(run_dir: Path | str, folders: tuple[str, ...] = ("", CKPT_DIR, "samples")) -> int:
+    """Remove the temp files of atomic writes that a process killed mid-write (kill -9, a lost node) left in a
+    run directory and its checkpoints and samples folders: a half checkpoint can take as much space as a whole
+    one. A file whose process still runs here is kept. Returns the bytes freed."""
+    freed = 0
+    for folder in (Path(run_dir) / name for name in folders):
+        for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
+            match = _TEMP_NAME.match(path.name)
+            if match is None or not path.is_file() or _process_alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+    return freed
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save, atomically. Serialised in memory first: torch's zip writer turns a failed write (a full
     disk) into an opaque RuntimeError, where a plain file write raises the OSError that says what happened."""

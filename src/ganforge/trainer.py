@@ -716,6 +716,10 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         # they were
         trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
         trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
+        freed = ckpt_io.remove_orphan_temp_files(run_dir) if main else 0
+        if freed:
+            trainer.log(f"note: removed the partial files ({freed / 2**20:.1f} MiB) of writes that a killed process "
+                        "left unfinished")
         if ckpt.get("G_ema") is not None and cfg.train.ema_kimg == 0:
             trainer.log("note: train.ema_kimg=0 leaves the checkpoint's average of G behind: grids, samples and "
                         f"metrics now use G itself (the average stays in {path.name} until it is rotated out)")
