@@ -421,6 +421,20 @@ def test_channels_last_is_left_to_inductor_when_compiling_for_cuda(tiny_cfg):
     assert not use_channels_last(tiny_cfg(**{"train.channels_last": "false"}), torch.device("cpu"))
 
 
+def test_compile_on_a_cpu_says_what_it_costs_and_hides_inductors_cuda_warning(tmp_path, tiny_cfg):
+    import logging
+
+    from ganforge.trainer import Trainer
+
+    logged: list[str] = []
+    Trainer(tiny_cfg(**{"train.compile": "true"}), tmp_path / "run", log=logged.append)  # compiles at first use
+    assert any("train.compile=true on a CPU spends the first steps compiling" in m for m in logged)
+    assert logging.getLogger("torch.utils.cpp_extension").getEffectiveLevel() == logging.ERROR
+    logged.clear()
+    Trainer(tiny_cfg(), tmp_path / "eager", log=logged.append)
+    assert not any("compile" in m for m in logged)
+
+
 def test_lr_scale_schedules():
     from ganforge.step import lr_scale
 

@@ -226,6 +226,13 @@ class Trainer:
             # measured: bfloat16 matmuls at 0.3 GFLOP/s on such a CPU, against 150-190 in float32
             self.log("warning: train.amp=bf16 on a CPU without a bfloat16 path (AVX512_BF16 or AMX) runs far "
                      "slower than float32; set train.amp=none here")
+        if cfg.train.compile and self.device.type == "cpu":
+            import logging
+
+            # inductor looks for a CUDA toolkit even for CPU kernels, and logs its absence as a warning
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+            self.log("note: train.compile=true on a CPU spends the first steps compiling (about 30 s) and was "
+                     "measured no faster than without on 2-core CPUs (README, Speed)")
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
