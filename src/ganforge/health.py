@@ -64,6 +64,7 @@ class HealthCheck:
         self._real_grid = real_grid
         self.n_images = n_images  # the training set's size: small ones get DiffAugment advice
         self._reference: tuple[float, torch.Tensor, float] | None = None
+        self._advised: set[str] = set()  # kinds of warning whose advice this process has given
 
     def reference(self) -> tuple[float, torch.Tensor, float]:
         """The real grid's sample spread, nearest-neighbour distances and own near-copy share."""
@@ -106,22 +107,29 @@ class HealthCheck:
 
     def warnings(self, kimg: float, diversity: float, duplicates: float, d_real: float, d_fake: float) -> list[str]:
         """What looks wrong at a tick of `kimg` (from the grid's diversity and duplicates, and the tick's mean
-        D(real), D(fake)), each a line of advice; none before COLLAPSE_CHECK_FROM_KIMG."""
+        D(real), D(fake)), each a line, the first of its kind with advice; none before COLLAPSE_CHECK_FROM_KIMG."""
         t = self.cfg.train
         if kimg < COLLAPSE_CHECK_FROM_KIMG:
             return []
         found = []
+
+        def warn(kind: str, finding: str, advice: str) -> None:
+            # the advice once per process; a warning that recurs at later ticks says what it finds there
+            found.append(f"{finding}. {advice}" if kind not in self._advised else f"{finding} (advice above)")
+            self._advised.add(kind)
+
         if diversity < t.collapse_warn:
-            found.append(f"the grid's samples at {kimg:.2f} kimg are nearly alike (spread {diversity:.2f} of the "
-                         f"real images'): G looks collapsed. {self.collapse_advice()}")
+            warn("collapse", f"the grid's samples at {kimg:.2f} kimg are nearly alike (spread {diversity:.2f} of the "
+                             "real images'): G looks collapsed", self.collapse_advice())
         elif t.duplicate_warn > 0 and duplicates > t.duplicate_warn and kimg >= DUPLICATE_CHECK_FROM_KIMG:
-            found.append(f"{duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy in the grid "
-                         f"(real images: {self.reference()[2]:.0%}): G looks partly collapsed, drawing a few modes. "
-                         f"{self.collapse_advice()}")
+            warn("collapse", f"{duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy in the grid "
+                             f"(real images: {self.reference()[2]:.0%}): G looks partly collapsed, drawing a few modes",
+                 self.collapse_advice())
         if d_wins(self.cfg, d_real, d_fake):
-            found.append(f"D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) {d_real:.3f}, "
-                         f"D(fake) {d_fake:.3f}): G gets little to learn from. {self.small_data_advice()}Try a "
-                         "lower optim.d_lr or a higher optim.g_lr, loss.label_smoothing=0.1, loss.instance_noise=0.1 "
-                         f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
-                         "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
+            warn("d_wins", f"D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) {d_real:.3f}, "
+                           f"D(fake) {d_fake:.3f}): G gets little to learn from",
+                 f"{self.small_data_advice()}Try a lower optim.d_lr or a higher optim.g_lr, "
+                 "loss.label_smoothing=0.1, loss.instance_noise=0.1 "
+                 f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
+                 "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         return found
