@@ -528,6 +528,15 @@ def test_bad_inception_weights_are_refused_before_torch_fidelity_unpickles_them(
     whole = tmp_path / "whole.pth"
     torch.save(_inception_like(), whole)
     assert inception_weights(str(whole)) == whole  # the right shapes pass this check ...
+    from ganforge.metrics.inception import INCEPTION_FILE
+
+    with pytest.raises(UserError, match=f"is a folder without {INCEPTION_FILE} in it; give the weights file"):
+        inception_weights(str(tmp_path))
+    with pytest.raises(UserError, match=f"gone.pth does not exist; give the file {INCEPTION_FILE}"):
+        inception_weights(str(tmp_path / "gone.pth"))
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / INCEPTION_FILE).write_bytes(whole.read_bytes())
+    assert inception_weights(str(tmp_path / "hub")) == tmp_path / "hub" / INCEPTION_FILE  # the folder holding it
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(whole.read_bytes()[:5000])
     with pytest.raises(UserError, match="cannot be read as PyTorch weights"):

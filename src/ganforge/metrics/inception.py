@@ -123,8 +123,13 @@ def inception_weights(given: str | None, option: str = "--inception-weights") ->
     would have put it; checked."""
     if given:
         path = Path(given).expanduser()
-        if not path.is_file():
-            raise UserError(f"{option} {path} does not exist")
+        if path.is_dir() and (path / INCEPTION_FILE).is_file():  # the folder that holds it
+            path = path / INCEPTION_FILE
+        elif path.is_dir():
+            raise UserError(f"{option} {path} is a folder without {INCEPTION_FILE} in it; give the weights file")
+        elif not path.is_file():
+            raise UserError(f"{option} {path} does not exist; give the file {INCEPTION_FILE} (`ganforge download "
+                            "inception` fetches it)")
         check_inception_weights(path)
         return path
     cached = default_weights_path()
