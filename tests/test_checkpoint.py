@@ -247,6 +247,14 @@ def test_a_mistyped_checkpoint_path_names_the_checkpoints_in_its_folder(tmp_cfg_
         ckpt_io.load_checkpoint(tmp_path / "c9.pt")
     with pytest.raises(UserError, match=r"^checkpoint \S+ does not exist$"):
         ckpt_io.load_checkpoint(tmp_path / "nowhere" / "c.pt")
+    for given in (folder, tmp_cfg_run):  # --ckpt naming a folder, the run's own or the run: its checkpoints named
+        with pytest.raises(UserError) as info:
+            ckpt_io.resolve_checkpoint(tmp_cfg_run, str(given))
+        assert str(info.value) == (f"--ckpt {given} is a folder; give latest, best or a checkpoint file; {folder} "
+                                   f"holds {', '.join(kept)}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"is a folder; give latest, best or a checkpoint file$"):
+        ckpt_io.resolve_checkpoint(tmp_cfg_run, str(tmp_path / "empty"))
 
 
 def test_a_run_checkpoint_is_named_by_its_file_name_alone(tmp_cfg_run, tmp_path, monkeypatch):

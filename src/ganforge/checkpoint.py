@@ -289,6 +289,9 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
                         "directory's checkpoints; give the run directory with --ckpt, or the file alone")
     if which not in ("latest", "best"):
         path = Path(which)
+        if path.is_dir():
+            inside = _checkpoints_beside(path / "x.pt") or _checkpoints_beside(path / CKPT_DIR / "x.pt")
+            raise UserError(f"--ckpt {which} is a folder; give latest, best or a checkpoint file{inside}")
         if path.exists() or len(path.parts) > 1:
             return path
         # a bare name: one of the run's own checkpoints (ckpt-000042000 or ckpt-000042000.pt), else a word
