@@ -206,7 +206,11 @@ def _last_names(names: list[str], limit: int) -> str:
 
 def _checkpoints_beside(path: Path) -> str:
     """'; FOLDER holds a.pt, b.pt': the checkpoints in the folder a mistyped checkpoint path points into."""
-    folder = path.parent
+    return _checkpoints_in(path.parent)
+
+
+def _checkpoints_in(folder: Path) -> str:
+    """'; FOLDER holds a.pt, b.pt', or '' when it holds none."""
     try:
         found = sorted(p.name for p in folder.iterdir() if p.suffix == ".pt" and p.is_file())
     except OSError:  # no such folder, or not one
@@ -290,7 +294,7 @@ def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:
     if which not in ("latest", "best"):
         path = Path(which)
         if path.is_dir():
-            inside = _checkpoints_beside(path / "x.pt") or _checkpoints_beside(path / CKPT_DIR / "x.pt")
+            inside = _checkpoints_in(path) or _checkpoints_in(path / CKPT_DIR)
             raise UserError(f"--ckpt {which} is a folder; give latest, best or a checkpoint file{inside}")
         if path.exists() or len(path.parts) > 1:
             return path

@@ -655,14 +655,7 @@ def _comparison_format(args: argparse.Namespace, notes: list[str]) -> tuple[int,
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import (
-        check_metric,
-        compare_runs,
-        expand_runs,
-        format_comparison,
-        format_seed_comparison,
-        plot_comparison,
-    )
+    from .compare import check_metric, compare_runs, format_comparison, format_seed_comparison, plot_comparison
 
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
@@ -674,18 +667,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UserError(f"the folder {plot.parent} does not exist; create it or choose another --plot")
     if args.metric and plot is None:
         raise UserError("--metric picks what --plot draws; add --plot FILE.png")
-    runs = expand_runs(args.runs)
-    failed: list[Path] = []
-    if len(runs) == 1:
-        views = compare_runs(runs)
-    else:  # one run's refusal (a config.toml broken by hand) leaves the others' table
-        def refused(run: Path, error: UserError) -> None:
-            print(f"{_error_prefix()}: {error}", file=sys.stderr)
-            failed.append(run)
-
-        views = compare_runs(runs, on_error=refused)
-        if not views:
-            _refuse_failed(failed, runs, "runs not compared")
+    # one run's refusal (a config.toml broken by hand) leaves the others' table
+    refusals: list[tuple[Path, UserError]] = []
+    views = compare_runs(args.runs, on_error=lambda run, error: refusals.append((run, error)))
+    if len(refusals) == 1 and not views:  # the one run given: its error alone
+        raise refusals[0][1]
+    for _, error in refusals:
+        print(f"{_error_prefix()}: {error}", file=sys.stderr)
+    failed = [run for run, _ in refusals]
+    runs = failed + [view.path for view in views]
+    if not views:
+        _refuse_failed(failed, runs, "runs not compared")
     if args.metric:
         check_metric(views, args.metric)  # before the table, so a bad --metric prints one line only
     print(format_seed_comparison(views) if args.seeds else format_comparison(views))
