@@ -155,6 +155,23 @@ def test_run_directories_are_never_reused(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+def test_runs_started_together_take_a_number_each(tmp_path):
+    """A sweep started at once (other --name each) gets 0000, 0001, ..., not 0000 for all: the numbering holds
+    a lock on the folder while it picks the next number and makes the directory."""
+    import threading
+
+    made: list = []
+    with ckpt_io.folder_lock(tmp_path):  # another process picking its number
+        picker = threading.Thread(target=lambda: made.append(new_run_dir(tmp_path, "lr-1e-3")))
+        picker.start()
+        picker.join(timeout=0.3)
+        assert not made  # it waits for the lock
+        (tmp_path / "0004-lr-3e-4").mkdir()
+    picker.join(timeout=10)
+    assert [p.name for p in made] == ["0005-lr-1e-3"]
+    assert not [p for p in tmp_path.iterdir() if p.is_file()]  # no lock file left behind
+
+
 def test_resume_keeps_stats_of_earlier_ticks_only(tmp_path, tiny_cfg):
     run_dir = train(tiny_cfg(**{"train.kimg": 0.048}), out=tmp_path, log=quiet)
     with open(run_dir / "stats.jsonl", "a") as f:  # a tick written after the last checkpoint

@@ -45,6 +45,22 @@ def _flock(lock_path: Path, wait: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def folder_lock(folder: Path | str) -> Iterator[None]:
+    """Waits for an exclusive lock on a folder itself (no lock file left in it); no lock where fcntl is missing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+@contextlib.contextmanager
 def run_lock(run_dir: Path | str) -> Iterator[None]:
     """Holds an exclusive lock on a run directory while one process trains it, so that a second `train
     --resume` of the same run is refused instead of interleaving its checkpoints and stats."""

@@ -71,15 +71,16 @@ def new_run_dir(out: Path | str, preset: str) -> Path:
         raise UserError(f"--out {out} is a file; give a directory for run directories")
     out.mkdir(parents=True, exist_ok=True)
     slug = run_slug(preset) or "run"
-    numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_DIR.match(p.name))]
-    n = max(numbers, default=-1) + 1
-    while True:
-        run_dir = out / f"{n:04d}-{slug}"
-        try:
-            run_dir.mkdir()
-            return run_dir
-        except FileExistsError:
-            n += 1
+    with ckpt_io.folder_lock(out):  # runs started together (a sweep) take a number each, not all the same one
+        numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_DIR.match(p.name))]
+        n = max(numbers, default=-1) + 1
+        while True:
+            run_dir = out / f"{n:04d}-{slug}"
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                n += 1
 
 
 UPSCALE_NOTE = 2  # a note when the data set's images are upscaled by this factor or more
