@@ -738,6 +738,16 @@ def test_a_setting_the_network_does_not_read_is_noted_at_start(tmp_path, tiny_cf
     assert not any("has no effect" in line for line in lines)
 
 
+def test_train_threads_hold_for_the_run_and_the_caller_gets_its_count_back(tmp_path, tiny_cfg, monkeypatch):
+    seen = []
+    loop = Trainer._train_loop
+    monkeypatch.setattr(Trainer, "_train_loop", lambda self: seen.append(torch.get_num_threads()) or loop(self))
+    before = torch.get_num_threads()
+    run_dir = train(tiny_cfg(**{"train.threads": before + 1, "train.kimg": 0.016}), out=tmp_path, log=quiet)
+    resume(run_dir, {"train.threads": before + 2, "train.kimg": 0.032}, log=quiet)
+    assert seen == [before + 1, before + 2] and torch.get_num_threads() == before
+
+
 def test_more_threads_than_cpus_is_noted_at_start(tmp_path, tiny_cfg, monkeypatch):
     from ganforge import device
 

@@ -55,6 +55,17 @@ def use_channels_last(cfg: Config, device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
+def threads_restored() -> Any:
+    """torch's CPU thread count as it was before the block, whatever the block set (train.threads)."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def matmul_precision(setting: str) -> Any:
     """float32 matmul precision inside the block (each training step), restored after. "high" allows TF32 on CUDA
     (float32 on a CPU); "medium" runs float32 matmuls in bfloat16 with float32 accumulation, on CUDA and

@@ -39,6 +39,7 @@ from .device import (
     pick_device,
     prepare_deterministic,
     threads_note,
+    threads_restored,
     use_channels_last,
 )
 from .errors import UserError
@@ -588,23 +589,24 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None, name: str | No
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
     if main:
         ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
-    try:
-        trainer = Trainer(cfg, run_dir, log=log if main else (lambda msg: None))
-    except BaseException:
-        # a run that could not start (bad data path, device, net size) leaves no empty run directory behind
-        if main:
-            _remove_unstarted_run(run_dir, made)
-        raise
-    if cfg.preset not in preset_names():  # a config file that names no preset, or its own label
-        trainer.log("note: this config builds on no preset, so the settings it leaves out take ganforge's built-in "
-                    f"defaults rather than the default preset's (this run: {cfg.data.img_size}x{cfg.data.img_size} "
-                    f"{cfg.model.g}/{cfg.model.d}, lr {cfg.optim.g_lr:g}, batch {cfg.train.batch_size}); add "
-                    "preset = \"default\" at the top of the file to build on that preset")
-    world = distributed.info().world_size
-    trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images"
-                + (f", {world} processes)" if world > 1 else ")"))
-    with ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
-        return trainer.run()
+    with threads_restored():  # train.threads sets torch's process-wide count: the caller gets its own back
+        try:
+            trainer = Trainer(cfg, run_dir, log=log if main else (lambda msg: None))
+        except BaseException:
+            # a run that could not start (bad data path, device, net size) leaves no empty run directory behind
+            if main:
+                _remove_unstarted_run(run_dir, made)
+            raise
+        if cfg.preset not in preset_names():  # a config file that names no preset, or its own label
+            trainer.log("note: this config builds on no preset, so the settings it leaves out take ganforge's built-in "
+                        f"defaults rather than the default preset's (this run: {cfg.data.img_size}x{cfg.data.img_size} "
+                        f"{cfg.model.g}/{cfg.model.d}, lr {cfg.optim.g_lr:g}, batch {cfg.train.batch_size}); add "
+                        "preset = \"default\" at the top of the file to build on that preset")
+        world = distributed.info().world_size
+        trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images"
+                    + (f", {world} processes)" if world > 1 else ")"))
+        with ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
+            return trainer.run()
 
 
 def anchored_paths(cfg: Config) -> Config:
@@ -719,7 +721,7 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
     main = distributed.info().is_main
-    with ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
+    with threads_restored(), ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
         # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as
         # they were
         trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
