@@ -123,6 +123,8 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
         ({"overrides": ["model.lrelu_slope=-0.2"]}, "model.lrelu_slope must be in [0, 1)"),
         ({"overrides": ["train.seed=-1"]}, "train.seed must be a whole number from 0 to 4294967295"),
         ({"overrides": ["train.seed=1e30"]}, "train.seed must be a whole number from 0"),
+        ({"overrides": ["model.g_width=1e30"]}, "model.g_width = 1e+30 is too large for a network's size"),
+        ({"overrides": ["model.g_hidden=[256, 1e13]"]}, "model.g_hidden = 1e+13 is too large for a network's size"),
         ({"overrides": ["train.kimg=10", "optim.lr_decay=linear", "optim.lr_decay_end_kimg=5"]},
          "learning rate 0 after it"),
         ({"overrides": ["train.kimg=10", "optim.lr_decay=linear", "optim.lr_decay_start_kimg=10"]},

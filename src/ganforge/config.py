@@ -459,6 +459,9 @@ OPTIMIZERS = ("adam", "rmsprop")  # optim.name; built by step.make_optimizer
 MAX_GRID_SIZE = 1024  # a 32 x 32 grid: every tick draws, saves and (for the collapse checks) compares it
 
 
+MAX_SIZE = 10**12  # far above any net that fits in memory (that is checked when it is built), far below int64
+
+
 def validate_networks(cfg: Config) -> None:
     """The checks that building G and D needs: all a stored config (a checkpoint's) has to pass, so that a
     run trained under looser rules for data, loss or training settings still samples and evaluates."""
@@ -493,6 +496,11 @@ def validate_networks(cfg: Config) -> None:
     _check(m.n_classes == 0 or m.pac == 1, "model.pac > 1 does not combine with a conditional model (n_classes > 0)")
     _check(m.n_classes == 0 or m.g_cond != "cbn" or m.g_norm == "bn",
            "model.g_cond=cbn needs batch norm in G (model.g_norm=bn)")
+    for key, value in flatten({"model": cfg.to_dict()["model"]}).items():  # a size torch's 64-bit shapes cannot hold
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, int) and number >= MAX_SIZE:
+                raise UserError(f"{key} = {number:g} is too large for a network's size; give a number below "
+                                f"{MAX_SIZE:.0e}")
 
 
 def validate(cfg: Config) -> None:
