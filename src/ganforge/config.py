@@ -503,6 +503,9 @@ def validate_networks(cfg: Config) -> None:
                                 f"{MAX_SIZE:.0e}")
 
 
+MAX_CRITIC_STEPS = 1000  # D steps per G step: more would leave a run stuck in its first G step
+
+
 def validate(cfg: Config) -> None:
     """Every check on a config a run will train with."""
     from . import data as data_module
@@ -528,7 +531,8 @@ def validate(cfg: Config) -> None:
     _check(t.batch_size % m.pac == 0, f"train.batch_size {t.batch_size} must be a multiple of model.pac {m.pac}")
     losses.LOSSES.get(lo.name)
     _check(lo.d_reduction in ("sum", "mean"), f"loss.d_reduction must be sum or mean, got {lo.d_reduction!r}")
-    _check(lo.n_critic >= 1, f"loss.n_critic must be >= 1, got {lo.n_critic}")
+    _check(1 <= lo.n_critic <= MAX_CRITIC_STEPS, f"loss.n_critic must be from 1 to {MAX_CRITIC_STEPS} D steps per G "
+           f"step (WGAN trains with 5), got {lo.n_critic}")
     _check(lo.gp_weight >= 0 and lo.clip > 0, "loss.gp_weight must be >= 0 and loss.clip positive")
     _check(0 <= lo.label_smoothing < 1, f"loss.label_smoothing must be in [0, 1), got {lo.label_smoothing}")
     _check(lo.instance_noise >= 0 and lo.instance_noise_kimg >= 0, "loss.instance_noise(_kimg) must be >= 0")
@@ -550,6 +554,8 @@ def validate(cfg: Config) -> None:
     )
     _check(min(lo.critic_burst, lo.critic_burst_first, lo.critic_burst_every) >= 0,
            "loss.critic_burst, loss.critic_burst_first and loss.critic_burst_every must be >= 0")
+    _check(lo.critic_burst <= MAX_CRITIC_STEPS, f"loss.critic_burst must be at most {MAX_CRITIC_STEPS} D steps per G "
+           f"step (WGAN bursts 100), got {lo.critic_burst}")
     bursts_when = lo.critic_burst_first > 0 or lo.critic_burst_every > 0
     _check(lo.critic_burst == 0 or bursts_when,
            f"loss.critic_burst = {lo.critic_burst} needs the G steps that get it: set loss.critic_burst_first "
