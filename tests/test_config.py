@@ -125,6 +125,8 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
         ({"overrides": ["train.seed=1e30"]}, "train.seed must be a whole number from 0"),
         ({"overrides": ["model.g_width=1e30"]}, "model.g_width = 1e+30 is too large for a network's size"),
         ({"overrides": ["loss.n_critic=1e14"]}, "loss.n_critic must be from 1 to 1000 D steps per G step"),
+        ({"overrides": ["train.threads=1e11"]}, "train.threads must be from 0 (torch's choice) to 1024"),
+        ({"overrides": ["optim.eps=-1"]}, "optim.eps must be >= 0, got -1"),
         ({"overrides": ["loss.critic_burst=5000", "loss.critic_burst_first=1"]},
          "loss.critic_burst must be at most 1000 D steps per G step"),
         ({"overrides": ["model.g_hidden=[256, 1e13]"]}, "model.g_hidden = 1e+13 is too large for a network's size"),

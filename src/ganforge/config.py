@@ -503,6 +503,7 @@ def validate_networks(cfg: Config) -> None:
                                 f"{MAX_SIZE:.0e}")
 
 
+MAX_THREADS = 1024  # CPU threads: more than any machine has, within what torch takes
 MAX_CRITIC_STEPS = 1000  # D steps per G step: more would leave a run stuck in its first G step
 
 
@@ -566,6 +567,7 @@ def validate(cfg: Config) -> None:
     )
     _check(o.name in OPTIMIZERS, f"optim.name must be {' or '.join(OPTIMIZERS)}, got {o.name!r}")
     _check(o.g_lr > 0 and o.d_lr > 0, "optim.g_lr and optim.d_lr must be positive")
+    _check(o.eps >= 0, f"optim.eps must be >= 0, got {o.eps:g}")
     for name in ("g_lr", "d_lr"):
         lr = getattr(o, name)
         # Adam and RMSprop move every weight by about lr per step: above 1 the nets only blow up (losses of 1e11, no
@@ -625,7 +627,8 @@ def validate(cfg: Config) -> None:
            "train.ada_target adapts how often train.diffaugment applies; set a policy, e.g. "
            "train.diffaugment=translation,cutout")
     _check(t.ada_kimg > 0, f"train.ada_kimg must be positive, got {t.ada_kimg}")
-    _check(t.threads >= 0, f"train.threads must be >= 0, got {t.threads}")
+    _check(0 <= t.threads <= MAX_THREADS, f"train.threads must be from 0 (torch's choice) to {MAX_THREADS}, got "
+           f"{t.threads}")
     e = cfg.eval
     _check(e.every_kimg >= 0, f"eval.every_kimg must be >= 0, got {e.every_kimg}")
     _check(e.n >= 10, f"eval.n must be at least 10, got {e.n}")
