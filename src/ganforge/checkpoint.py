@@ -29,35 +29,26 @@ LOCK_FILE = ".lock"
 
 @contextlib.contextmanager
 def _flock(lock_path: Path, wait: bool) -> Iterator[None]:
-    """An exclusive advisory lock on lock_path; without `wait`, BlockingIOError when another process holds it.
-    The OS drops the lock when the process ends, even by kill -9. Where fcntl is missing (Windows) no lock."""
+    """An exclusive advisory lock on lock_path (a file, made if missing, or a folder itself); without `wait`,
+    BlockingIOError when another process holds it. The OS drops the lock when the process ends, even by
+    kill -9. Where fcntl is missing (Windows) no lock."""
     try:
         import fcntl
     except ImportError:
         yield
         return
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path | str) -> Iterator[None]:
-    """Waits for an exclusive lock on a folder itself (no lock file left in it); no lock where fcntl is missing."""
+    flags = os.O_RDONLY if lock_path.is_dir() else os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    fd = os.open(lock_path, flags, 0o666)
     try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         yield
     finally:
         os.close(fd)  # closing drops the lock
+
+
+def folder_lock(folder: Path | str) -> contextlib.AbstractContextManager[None]:
+    """Waits for an exclusive lock on a folder itself, leaving no lock file in it."""
+    return _flock(Path(folder), wait=True)
 
 
 @contextlib.contextmanager
