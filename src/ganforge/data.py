@@ -701,12 +701,13 @@ def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def npz_keys(path: Path) -> tuple[str, str | None]:
+def npz_keys(path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[str, str | None]:
     """Which arrays of an .npz hold the images and the labels. The images are arr_0 (np.savez(path, images),
     as ganforge sample and guided-diffusion write them), else the one array of 3 or 4 dimensions under any
     name (np.savez(path, images=x)); the labels are `labels`, else arr_1 beside arr_0 (guided-diffusion's
-    np.savez(path, images, labels)), when that is one number per image."""
-    shapes = _npz_shapes(path)
+    np.savez(path, images, labels)), when that is one number per image. `shapes`: _npz_shapes(path), when
+    the caller has read them."""
+    shapes = _npz_shapes(path) if shapes is None else shapes
     images = [key for key, shape in shapes.items() if len(shape) in (3, 4)]
     if "arr_0" in shapes:
         key = "arr_0"
@@ -797,7 +798,8 @@ def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:
     root = Path(os.path.expanduser(name[len("folder:") :]))
     try:
         if root.is_file() and root.suffix.lower() == ".npz":
-            shape = _npz_shapes(root)[npz_keys(root)[0]]
+            shapes = _npz_shapes(root)
+            shape = shapes[npz_keys(root, shapes)[0]]
             if _channels_first(shape):
                 shape = (shape[0], shape[2], shape[3], shape[1])
             colour = len(shape) == 4 and shape[-1] == 3
