@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ganforge.cli import main
 from ganforge.config import DataConfig, load_config
 from ganforge.data import DATASETS, EpochSampler, convert_channels, load_dataset, prepare
 from ganforge.errors import UserError
@@ -479,12 +480,31 @@ def test_a_cache_that_cannot_be_written_does_not_stop_loading(tmp_path, monkeypa
 
     monkeypatch.setattr(data_module, "atomic_save", read_only)
     folder = write_digit_folder(tmp_path / "imgs", n_per_class=2)
-    assert load_dataset(DataConfig(name=f"folder:{folder}", img_size=8)).images.shape == (4, 1, 8, 8)
+    data = load_dataset(DataConfig(name=f"folder:{folder}", img_size=8, max_images=3))
+    assert data.images.shape == (3, 1, 8, 8)
+    assert "(Read-only file system), so they are decoded again next time; set GANFORGE_CACHE" in data.cache_note
     faces = tmp_path / "celeba" / "img_align_celeba"
     faces.mkdir(parents=True)
     Image.new("RGB", (20, 24), (200, 10, 10)).save(faces / "000001.jpg")
     data = load_dataset(DataConfig(name="celeba", root=str(tmp_path), img_size=8, channels=3))
     assert data.images.shape == (1, 3, 8, 8)
+    assert data.cache_note.endswith(f"decoded again next time; make {tmp_path / 'celeba'} writable")
+
+
+def test_training_on_a_folder_says_when_its_decoded_images_cannot_be_cached(tmp_path, monkeypatch, capsys):
+    folder = write_digit_folder(tmp_path / "imgs", n_per_class=2)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "file" / "cache"))  # under a file: cannot be made
+    argv = ["train", "--preset", "mnist-mlp-small", "--out", str(tmp_path / "runs"), "--set",
+            f"data.name=folder:{folder}", "--set", "train.kimg=0.008", "--set", "train.batch_size=4"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"note: could not keep the decoded images at {tmp_path / 'file' / 'cache' / 'folders'}" in out
+    assert main(argv) == 0  # the cache folder is still not there: said again
+    assert "could not keep the decoded images" in capsys.readouterr().out
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    assert main(argv) == 0
+    assert "could not keep" not in capsys.readouterr().out
 
 
 def test_a_failed_download_is_one_line_that_says_what_to_do(tmp_path, monkeypatch):

@@ -554,6 +554,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=root)
         fake_cfg = DataConfig(name=args.fake, img_size=img_size, channels=channels, root=root)
         fake_data = load_dataset(fake_cfg)
+        if fake_data.cache_note:
+            notes.append(f"note: {fake_data.cache_note}")
         index, split = torch.arange(len(fake_data)), "all"
         if args.n is not None and args.n < len(fake_data):
             index = torch.randperm(len(fake_data), generator=torch.Generator().manual_seed(args.seed))[: args.n]

@@ -41,6 +41,7 @@ class RawImages:
     classes: list[str]
     colour: bool = False  # the source images are in colour (whatever data.channels made of them)
     source_side: int = 0  # side of the square images before resizing (median of a few); 0: that of `images`
+    cache_note: str = ""  # why the decoded images could not be cached, when they could not
 
 
 def check_dataset_name(name: str) -> None:
@@ -330,11 +331,17 @@ def load_celeba(cfg: DataConfig) -> RawImages:
     else:
         files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     images = _read_images(files, cfg.channels, cfg.img_size)
+    note = ""
     try:
         atomic_save(images, cache)  # per-process temp name: DDP ranks may build the cache at once
-    except OSError:
-        pass  # a read-only data folder only costs the decoding next time
-    return RawImages(images, torch.zeros(len(files), dtype=torch.long), [], colour=True)
+    except OSError as e:  # a read-only data folder only costs the decoding next time
+        note = _cache_note(cache, e, f"make {root} writable")
+    return RawImages(images, torch.zeros(len(files), dtype=torch.long), [], colour=True, cache_note=note)
+
+
+def _cache_note(cache: Path, error: OSError, fix: str) -> str:
+    return (f"could not keep the decoded images at {cache} ({error.strerror or error}), so they are decoded again "
+            f"next time; {fix}")
 
 
 def _read_image_cache(cache: Path, cfg: DataConfig) -> torch.Tensor | None:
@@ -557,8 +564,9 @@ def _folder_cache_path(root: Path, entries: list[str], cfg: DataConfig) -> tuple
 
 
 def _load_folder_images(root: Path, files: list[Path] | list[ZipMember], entries: list[str],
-                        cfg: DataConfig) -> torch.Tensor:
-    """Decoded once, then read back from the cache while the folder's files stay the same."""
+                        cfg: DataConfig) -> tuple[torch.Tensor, str]:
+    """Decoded once, then read back from the cache while the folder's files stay the same; with a note
+    saying why, when the cache could not be written."""
     from .device import check_memory
 
     check_memory(len(files) * cfg.channels * cfg.img_size**2, f"the {len(files):,} images of {root} at "
@@ -567,7 +575,7 @@ def _load_folder_images(root: Path, files: list[Path] | list[ZipMember], entries
     cache, stem = _folder_cache_path(root, entries, cfg)
     cached = _read_image_cache(cache, cfg)
     if cached is not None and cached.shape[0] == len(files):
-        return cached
+        return cached, ""
     images = _read_images(files, cfg.channels, cfg.img_size, cfg.background, cfg.fit)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -575,9 +583,9 @@ def _load_folder_images(root: Path, files: list[Path] | list[ZipMember], entries
         for stale in cache.parent.glob(f"{stem}-*.pt"):  # the same folder before its files changed
             if stale != cache:
                 stale.unlink(missing_ok=True)
-    except OSError:
-        pass  # a read-only or full cache only costs the decoding next time
-    return images
+    except OSError as e:  # a read-only or full cache only costs the decoding next time
+        return images, _cache_note(cache, e, "set GANFORGE_CACHE to a writable folder with room for them")
+    return images, ""
 
 
 def _left_out(part: str) -> bool:
@@ -761,16 +769,17 @@ def _load_npz(path: Path) -> RawImages:
     return RawImages(tensor, torch.from_numpy(labels.astype(np.int64)), classes, colour=images.shape[-1] == 3)
 
 
-def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Path] | list[ZipMember],
-              fit: str = "crop") -> RawImages:
+def _labelled(decoded: tuple[torch.Tensor, str], parts: list[tuple[str, ...]],
+              files: list[Path] | list[ZipMember], fit: str = "crop") -> RawImages:
     """Class labels from each image's first-level subfolder ("" for an image at the top); colour when one of
     the first few images is stored in colour."""
     groups = [p[0] if len(p) > 1 else "" for p in parts]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
     colour, side = _peek_format(files, fit)
+    images, note = decoded
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour,
-                     source_side=side)
+                     source_side=side, cache_note=note)
 
 
 def _peek_format(files: list[Path] | list[ZipMember], fit: str) -> tuple[bool, int]:
@@ -868,12 +877,14 @@ class ImageData:
     """A whole dataset on one device; `batch(idx)` returns normalised images [B, C, H, W] in [-1, 1]."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], name: str,
-                 colour_source: bool = False, split: str = "train", source_side: int = 0) -> None:
+                 colour_source: bool = False, split: str = "train", source_side: int = 0,
+                 cache_note: str = "") -> None:
         self.name = name
         self.classes = classes
         self.colour_source = colour_source  # the images were colour before data.channels converted them
         self.source_side = source_side  # their short side before resizing to data.img_size (0: unknown)
         self.split = split  # or "train, N of M" under data.max_images
+        self.cache_note = cache_note  # why the decoded images were not cached ("" when they were, or need not be)
         n, c, h, w = images.shape
         self.fingerprint = image_fingerprint(images, labels)
         self.as_float = n * c * h * w * 4 <= FLOAT_BUDGET_BYTES
@@ -926,12 +937,12 @@ def load_dataset(cfg: DataConfig) -> ImageData:
     if 0 < cfg.max_images < total:
         keep = balanced_subset(raw.labels, cfg.max_images)
         labels = raw.labels[keep] if raw.labels.numel() == total else raw.labels
-        raw = RawImages(raw.images[keep], labels, raw.classes, raw.colour, raw.source_side)
+        raw = RawImages(raw.images[keep], labels, raw.classes, raw.colour, raw.source_side, raw.cache_note)
         split = f"train, {cfg.max_images} of {total}"
     source_side = raw.source_side or min(raw.images.shape[-2:])
     images = prepare(raw.images, cfg.channels, cfg.img_size)
     return ImageData(images, raw.labels, raw.classes, cfg.name, colour_source=raw.colour, split=split,
-                     source_side=source_side)
+                     source_side=source_side, cache_note=raw.cache_note)
 
 
 class EpochSampler:

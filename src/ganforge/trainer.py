@@ -185,6 +185,8 @@ class Trainer:
         if self.data.colour_source and cfg.data.channels == 1:
             self.log(f"note: {cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
                      "--set data.channels=3 trains in colour")
+        if self.data.cache_note:
+            self.log(f"note: {self.data.cache_note}")
         splits = split_subfolders_note(cfg.data.name, self.data.classes)
         if splits:
             self.log(f"note: {splits}")
