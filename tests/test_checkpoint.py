@@ -374,7 +374,7 @@ def test_a_generator_file_refuses_resume_damage_and_overwrites_with_one_line_eac
     with pytest.raises(UserError, match=r"generator file .*no D or optimizer state to resume; resume the run it "
                                         r"was exported from \(.*/checkpoints/ckpt-\d+\.pt\)"):
         resume_config(path)
-    with pytest.raises(UserError, match="a generator file ends in .safetensors"):
+    with pytest.raises(UserError, match="is not a generator file name: one ends in .safetensors, as G.safetensors"):
         export_generator(tmp_cfg_run, tmp_path / "G.pt")
     with pytest.raises(UserError, match="already a generator file"):
         export_generator(path, tmp_path / "H.safetensors")

@@ -729,6 +729,11 @@ def test_a_run_on_a_subset_is_scored_against_it_or_against_all_of_its_data_set(t
     assert evaluate_run(run_dir, "fd_digits", n=16, write=False) == [own]
     assert [r["metric"] for r in evaluate_run(run_dir, "fd_digits, classes", n=16, write=False)][:2] == [
         "fd_digits", "classes_covered"]
+    for n, said in ((0, "n must be at least 2 images to evaluate, got 0"),
+                    (1e4, "n must be a whole number, got 10000.0")):
+        with pytest.raises(UserError) as info:
+            evaluate_run(run_dir, "fd_digits", n=n, write=False)
+        assert str(info.value) == said
     assert main(["eval", str(run_dir), "--n", "16", "--metrics", "fd_digits", "--real", f"folder:{image_folder}"]) == 0
     saved = json.loads((run_dir / "metrics.json").read_text())[-1]["results"][0]
     assert saved["n_real"] == 32 and saved["reference"] == f"folder:{image_folder}/train"

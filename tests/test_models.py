@@ -346,6 +346,13 @@ def test_a_numpy_seed_draws_what_the_same_int_draws():
     assert torch.equal(G.interpolate(1, 3, seed=np.int32(7)), G.interpolate(1, 3, seed=7))
     with pytest.raises(ValueError, match="seed must be a whole number, got 2.5"):
         G.sample(3, seed=2.5)
+    assert G.sample(1, seed=2**64 - 1).shape[0] == 1  # torch's whole seed range
+    for seed in (-1, 2**64, 2**70):  # -1 would alias 2**64 - 1; above 2**64 torch overflows
+        with pytest.raises(ValueError) as info:
+            G.sample(3, seed=seed)
+        assert str(info.value) == f"seed must be from 0 to 2**64 - 1, got {seed}"
+    with pytest.raises(ValueError, match="seed must be from 0 to 2"):
+        G.sample_batches(3, seed=-1)  # said when called, not when the first batch is drawn
 
 
 def test_counts_given_to_the_sampling_api_are_whole_numbers_or_a_clear_error():
@@ -357,6 +364,7 @@ def test_counts_given_to_the_sampling_api_are_whole_numbers_or_a_clear_error():
     assert len(list(G.sample_batches(np.int64(5), batch_size=2, first=np.int64(1)))) == 3
     for call, said in ((lambda: G.sample("4"), "n must be a whole number, got '4'"),
                        (lambda: G.sample(1e4), "n must be a whole number, got 10000.0"),
+                       (lambda: G.sample(True), "n must be a whole number, got True"),
                        (lambda: G.sample(4, batch_size=None), "batch_size must be a whole number, got None"),
                        (lambda: G.interpolate(2.0, 5), "rows must be a whole number, got 2.0"),
                        (lambda: G.interpolate(2, "5"), "steps must be a whole number, got '5'"),

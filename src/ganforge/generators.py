@@ -56,7 +56,8 @@ def export_generator(run_or_ckpt: Path | str, out: Path | str, ckpt: str = "late
     by load_generator, `ganforge sample` and `ganforge eval` in place of a run. It cannot resume training."""
     out = Path(out)
     if not ckpt_io.is_generator_file(out):
-        raise UserError(f"--out {out}: a generator file ends in {ckpt_io.GENERATOR_SUFFIX}")
+        suffix = ckpt_io.GENERATOR_SUFFIX
+        raise UserError(f"{out} is not a generator file name: one ends in {suffix}, as G{suffix}")
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name ending in {ckpt_io.GENERATOR_SUFFIX}")
     if out.exists() and not force:

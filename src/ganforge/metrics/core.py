@@ -759,13 +759,16 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
     from .. import checkpoint as ckpt_io
     from ..data import TORCHVISION_SETS, check_dataset_name, check_folder, missing_folder
     from ..generators import generator_from_checkpoint
-    from ..models.layers import check_truncation
+    from ..models.layers import check_truncation, whole_number
     from ..plugins import stored_config
 
     try:
         truncation = check_truncation(truncation)
+        n = whole_number(n, "n")
     except ValueError as e:
         raise UserError(str(e)) from None
+    if n < 2:
+        raise UserError(f"n must be at least 2 images to evaluate, got {n}")
     if reference is not None:
         check_dataset_name(reference)
         check_folder(reference)

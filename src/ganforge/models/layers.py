@@ -55,9 +55,24 @@ def whole_number(value: Any, name: str) -> int:
     """value as an int: a Python or numpy integer or a 0-d integer tensor; anything else is a ValueError that
     names it (a float count is a slip: 1e4 is written 10_000)."""
     try:
+        if isinstance(value, bool):  # an int to Python, but a slip for a count or a seed
+            raise TypeError
         return operator.index(value)  # a numpy integer too, which torch's manual_seed refuses
     except TypeError:
         raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+
+
+SEED_LIMIT = 2**64  # torch's generators take seeds below this (a negative one aliases one above 2**63)
+
+
+def checked_seed(seed: Any) -> int | None:
+    """A noise seed as an int from 0 to 2**64 - 1, or None (fresh noise); anything else is a ValueError."""
+    if seed is None:
+        return None
+    seed = whole_number(seed, "seed")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be from 0 to 2**64 - 1, got {seed}")
+    return seed
 
 
 Z_BLOCK = 1024  # z is drawn this many images at a time, whatever the batch size
@@ -96,8 +111,7 @@ class NoiseStream:
     def __init__(self, z_dim: int, seed: int | None = None, first: int = 0) -> None:
         """Starts at image `first`: the stream of a seed from there, as when `first` images were taken."""
         self.z_dim = z_dim
-        if seed is not None:
-            seed = whole_number(seed, "seed")
+        seed = checked_seed(seed)
         self.gen = torch.Generator().manual_seed(seed) if seed is not None else None
         for _ in range(first // Z_BLOCK):  # torch's CPU generator cannot skip ahead: draw and drop whole blocks
             torch.randn(Z_BLOCK, z_dim, generator=self.gen)
@@ -145,7 +159,7 @@ class Generator(nn.Module):
         n, batch_size = whole_number(n, "n"), whole_number(batch_size, "batch_size")
         if n < 0 or batch_size < 1:
             raise ValueError(f"sample needs n >= 0 and batch_size >= 1, got {n} and {batch_size}")
-        return self._sample(n, seed, batch_size, self.checked_labels(labels, n),
+        return self._sample(n, checked_seed(seed), batch_size, self.checked_labels(labels, n),
                             truncation=check_truncation(truncation))
 
     def _class_number(self, label: int | str) -> int:
@@ -210,7 +224,7 @@ class Generator(nn.Module):
         if n < 0 or batch_size < 1 or first < 0:
             raise ValueError(f"sample needs n >= 0, batch_size >= 1 and first >= 0, got {n}, {batch_size} and "
                              f"{first}")
-        return self._batches(n, seed, batch_size, self.checked_labels(labels, n), first=first,
+        return self._batches(n, checked_seed(seed), batch_size, self.checked_labels(labels, n), first=first,
                              truncation=check_truncation(truncation))
 
     def _batches(self, n: int, seed: int | None, batch_size: int, labels: torch.Tensor | None,
