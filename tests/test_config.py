@@ -185,6 +185,11 @@ def test_python_callers_may_give_one_string_or_a_mapping_of_overrides():
         load_config(overrides={"train.kimgg": 1})
     with pytest.raises(UserError, match="train.kimg must be a number"):
         load_config(overrides={"train.kimg": "x"})
+    for wrong, said in ((5, "int 5"), (["train.kimg=2", ("train.seed", 3)], "tuple ('train.seed', 3)")):
+        with pytest.raises(TypeError) as info:
+            load_config(overrides=wrong)
+        assert str(info.value) == ("overrides are 'section.key=value' strings (a list, or one) or a dict of Python "
+                                   f"values, got {said}")
     with pytest.raises(TypeError, match="train\\(\\) takes a Config, got dict"):
         ganforge.train({"train": {"kimg": 1}})
 

@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -366,7 +366,12 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[st
     if isinstance(overrides, Mapping):
         items = [(str(key), str(key).split("."), value) for key, value in overrides.items()]
     else:
-        items = [(item, *parse_override(item)) for item in overrides or []]
+        strings = [] if overrides is None else list(overrides) if isinstance(overrides, Iterable) else [overrides]
+        if any(not isinstance(item, str) for item in strings):
+            wrong = next(item for item in strings if not isinstance(item, str))
+            raise TypeError(f"overrides are 'section.key=value' strings (a list, or one) or a dict of Python values, "
+                            f"got {type(wrong).__name__} {wrong!r}")
+        items = [(item, *parse_override(item)) for item in strings]
     for item, path, value in items:
         if len(path) != 2 or path[0] not in _SECTION_TYPES:
             guesses = []
