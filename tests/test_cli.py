@@ -246,7 +246,26 @@ def test_dry_run_checks_a_conditional_model_against_the_classes_of_a_built_in_se
         captured = capsys.readouterr()
         assert message in captured.err and captured.out == ""
     assert main([*dry, "model.n_classes=1000", "--preset", "stacked-dcgan"]) == 0
-    assert main([*dry, "data.max_images=5", "--preset", "mnist-cgan"]) == 0  # which 5 classes: known on reading
+    # which 5 classes: known on reading
+    assert main([*dry, "data.max_images=5", "--set", "train.batch_size=4", "--preset", "mnist-cgan"]) == 0
+
+
+def test_dry_run_refuses_a_batch_larger_than_a_built_in_set(capsys):
+    """As the run would after loading its data, from the set's known size (under data.max_images)."""
+    from ganforge.config import DataConfig
+    from ganforge.data import KNOWN_SIZES, load_raw
+
+    for name in ("mnist5k", "stacked-mnist5k"):
+        assert len(load_raw(DataConfig(name=name, channels=3 if name.startswith("stacked") else 1)).images) == \
+            KNOWN_SIZES[name]
+    dry = ["train", "--dry-run", "--preset", "default", "--set"]
+    assert main([*dry, "train.batch_size=5000"]) == 0
+    capsys.readouterr()
+    for settings, size in ((["train.batch_size=5001"], 5000),
+                           (["data.max_images=50", "--set", "train.batch_size=51"], 50)):
+        assert main([*dry, *settings]) == 2
+        captured = capsys.readouterr()
+        assert f"is larger than the dataset ({size} images)" in captured.err and captured.out == ""
 
 
 def test_known_class_counts_are_those_the_bundled_sets_load_with():

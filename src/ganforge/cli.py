@@ -122,9 +122,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             check_networks(cfg)  # a printed config is one the run would take
             check_batch_and_order(cfg)
             check_eval_memory(cfg)
-            from .data import check_at_hand, check_class_count, known_class_count
+            from .data import check_at_hand, check_batch_fits, check_class_count, known_class_count, known_size
 
             check_at_hand(cfg.data)
+            if (size := known_size(cfg.data)) is not None:
+                check_batch_fits(cfg.train.batch_size, size)
             if (classes := known_class_count(cfg.data)) is not None:
                 check_class_count(cfg.model.n_classes, cfg.data.name, classes, [])
             from .models import inert_settings

@@ -157,6 +157,25 @@ def known_class_count(cfg: DataConfig) -> int | None:
     return k
 
 
+KNOWN_SIZES = {"mnist5k": 5_000, "mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "celeba": 162_770,
+               "stacked-mnist5k": STACKED_SIZE, "stacked-mnist": STACKED_SIZE}  # training split
+
+
+def known_size(cfg: DataConfig) -> int | None:
+    """How many training images a built-in set gives (under data.max_images), known without reading it; None
+    for a folder or a plugin's set."""
+    size = KNOWN_SIZES.get(cfg.name)
+    if size is None:
+        return None
+    return min(size, cfg.max_images) if cfg.max_images > 0 else size
+
+
+def check_batch_fits(batch_size: int, num_images: int) -> None:
+    if batch_size > num_images:
+        raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({num_images} images); "
+                        f"lower it, e.g. --set train.batch_size={max(1, num_images // 2)}")
+
+
 def check_class_count(n_classes: int, name: str, top: int, classes: list[str]) -> None:
     """Refuse a conditional model whose model.n_classes differs from its data's classes (top: the highest
     label + 1, 0 for unlabelled data)."""
@@ -951,9 +970,7 @@ class EpochSampler:
     With copies=2 (data.mirror) it shuffles 2N indices: i and i + N are the same image, the second mirrored."""
 
     def __init__(self, num_images: int, batch_size: int, seed: int, device: torch.device, copies: int = 1) -> None:
-        if batch_size > num_images:
-            raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({num_images} images); "
-                            f"lower it, e.g. --set train.batch_size={max(1, num_images // 2)}")
+        check_batch_fits(batch_size, num_images)
         self.copies = copies
         self.num_images = num_images * copies
         self.batch_size = batch_size
