@@ -599,6 +599,8 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
         (["--set", "train.seed=5"], "drop the seed override"),
         (["--out", str(tmp_path / "elsewhere")], "continues in the run's own directory; drop --out"),
         (["--name", "other"], "continues in the run's own directory; drop --name"),
+        (["--set", "data.name=mnist5k", "--set", "train.batch_size=6000", "--dry-run"],  # checked as train's is
+         "train.batch_size 6000 is larger than the dataset (5000 images)"),
     ):
         assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", *argv]) == 2
         assert needle in capsys.readouterr().err

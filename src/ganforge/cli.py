@@ -91,14 +91,33 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run_checks(cfg: Config) -> None:
+    """What a run checks before it trains, short of loading its data, so that a printed config is one the run
+    would take; and the notes it would give when it starts."""
+    from .data import check_at_hand, check_batch_fits, check_class_count, known_class_count, known_size
+    from .models import inert_settings
+    from .step import check_batch_and_order
+    from .tensorboard_log import check_available
+    from .trainer import check_eval_memory, check_networks
+
+    check_networks(cfg)
+    check_batch_and_order(cfg)
+    check_eval_memory(cfg)
+    check_at_hand(cfg.data)
+    if (size := known_size(cfg.data)) is not None:
+        check_batch_fits(cfg.train.batch_size, size)
+    if (classes := known_class_count(cfg.data)) is not None:
+        check_class_count(cfg.model.n_classes, cfg.data.name, classes, [])
+    check_available(cfg.train.tensorboard)
+    for line in inert_settings(cfg):
+        print(f"note: {line}", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .step import check_batch_and_order
     from .trainer import (
         TrainingInterrupted,
         anchored_paths,
-        check_eval_memory,
-        check_networks,
         check_run_name,
         resume,
         resume_config,
@@ -113,29 +132,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--resume continues in the run's own directory; drop {flag}")
         overrides = _overrides(args)
         if args.dry_run:
-            print(resume_config(args.resume, overrides)[2].to_toml(), end="")
+            cfg = resume_config(args.resume, overrides)[2]
+            _dry_run_checks(cfg)
+            print(cfg.to_toml(), end="")
             return 0
     else:
         check_run_name(args.name)
         cfg = _config_from_args(args)
         if args.dry_run:
-            check_networks(cfg)  # a printed config is one the run would take
-            check_batch_and_order(cfg)
-            check_eval_memory(cfg)
-            from .data import check_at_hand, check_batch_fits, check_class_count, known_class_count, known_size
-
-            check_at_hand(cfg.data)
-            if (size := known_size(cfg.data)) is not None:
-                check_batch_fits(cfg.train.batch_size, size)
-            if (classes := known_class_count(cfg.data)) is not None:
-                check_class_count(cfg.model.n_classes, cfg.data.name, classes, [])
-            from .models import inert_settings
-            from .tensorboard_log import check_available
-
-            check_available(cfg.train.tensorboard)
-
-            for line in inert_settings(cfg):  # as the run would say when it starts
-                print(f"note: {line}", file=sys.stderr)
+            _dry_run_checks(cfg)
             print(anchored_paths(cfg).to_toml(), end="")  # as the run's config.toml will hold it
             return 0
     distributed.init_from_env(args.device or "auto")
