@@ -206,6 +206,7 @@ def test_a_torn_stats_line_is_skipped(two_runs):
 @pytest.mark.parametrize("case, needle", [
     ("missing", "x does not exist; give a run directory made by `ganforge train`; did you mean "),
     ("not_a_run", "not a run directory"),
+    ("stray_file", "notes.txt is neither a run directory nor a file inside one"),
     ("bad_metrics", "is not a metrics.json"),
     ("bad_plot", "--plot takes"),
     ("plot_exists", "--force"),
@@ -218,6 +219,9 @@ def test_bad_input_to_compare_is_one_line_and_exit_2(two_runs, tmp_path, capsys,
         argv = ["compare", str(a.parent / f"{a.name}x")]  # a typo names the run it likely meant
     elif case == "not_a_run":
         argv = ["compare", str(tmp_path)]
+    elif case == "stray_file":  # a file outside any run: named itself, not the folder it lies in
+        (tmp_path / "notes.txt").write_text("")
+        argv = ["compare", str(tmp_path / "notes.txt")]
     elif case == "bad_metrics":
         (a / "metrics.json").write_text("[{")
     elif case == "bad_plot":

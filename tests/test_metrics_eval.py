@@ -581,6 +581,15 @@ def test_download_inception_fetches_checks_and_places_the_weights(tmp_path, monk
     assert err.startswith(f"error: could not download {gone.as_uri()}: ") and len(err.strip().splitlines()) == 1
     assert not any(p.name.startswith("w.pth") for p in tmp_path.iterdir())  # no partial file left
 
+    notes = tmp_path / "notes.txt"  # a file of the user's under another name is not replaced
+    notes.write_text("mine")
+    assert main(["download", "inception", "--url", mirror.as_uri(), "--out", str(notes)]) == 2
+    assert f"error: {notes} exists and is not the FID Inception weights; choose another --out" in \
+        capsys.readouterr().err
+    assert notes.read_text() == "mine"
+    assert main(["download", "inception", "--url", mirror.as_uri(), "--out", str(notes / "w.pth")]) == 2
+    assert f"{notes} is a file where a folder is needed; pass --out PATH" in capsys.readouterr().err
+
 
 def test_eval_cli_refuses_bad_inception_weights_in_one_line(tmp_path, image_folder, capsys):
     weights = tmp_path / "inception.pth"

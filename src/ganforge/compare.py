@@ -87,7 +87,11 @@ def run_directory(path: Path | str) -> Path:
         raise UserError(f"{path} is a generator file (`ganforge export`), which keeps G alone, not a run's "
                         "stats and samples; give the run directory it came from")
     if path.is_file():
-        path = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
+        run = path.parent.parent if path.parent.name == ckpt_io.CKPT_DIR else path.parent
+        if not (run / "config.toml").is_file():  # name the file given, not the folder it lies in
+            raise UserError(f"{path} is neither a run directory nor a file inside one; give directories made by "
+                            "`ganforge train`")
+        path = run
     elif path.name == ckpt_io.CKPT_DIR and (path.parent / "config.toml").is_file():
         path = path.parent  # the run's checkpoints folder stands for the run, as everywhere else
     if not (path / "config.toml").is_file():

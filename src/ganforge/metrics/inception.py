@@ -92,12 +92,17 @@ def download_inception_weights(dest: Path | str | None = None, url: str = INCEPT
         try:
             check_inception_weights(path)
             return path, False
-        except UserError:  # damaged: fetched again below
-            pass
+        except UserError as e:
+            if path.name != INCEPTION_FILE:  # another file, not damaged weights: not ours to replace
+                raise UserError(f"{path} exists and is not the FID Inception weights; choose another --out, or "
+                                "remove that file to download them there") from e
+            # damaged weights: fetched again below
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot write the Inception weights to {path.parent}: {e.strerror or e}; pass --out PATH "
+        in_the_way = next((p for p in path.parents if p.is_file()), None)
+        reason = f"{in_the_way} is a file where a folder is needed" if in_the_way else e.strerror or e
+        raise UserError(f"cannot write the Inception weights to {path.parent}: {reason}; pass --out PATH "
                         "in a writable folder") from e
     partial = path.with_name(path.name + ".download")
     try:
