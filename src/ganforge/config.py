@@ -287,6 +287,8 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             raise UserError(f"{where} must be a whole number, got {value!r}")
+        if isinstance(value, float) and abs(value) >= 2**53:  # 1e30: no setting's range, and said as typed
+            raise UserError(f"{where} must be a whole number below 2**53, got {value:g}")
         return int(value)
     if isinstance(default, str):
         if isinstance(value, bool):  # `--set train.amp=true` or `amp = true`: the word, checked as a choice later
