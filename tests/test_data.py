@@ -502,6 +502,9 @@ def test_training_on_a_folder_says_when_its_decoded_images_cannot_be_cached(tmp_
     assert f"note: could not keep the decoded images at {tmp_path / 'file' / 'cache' / 'folders'}" in out
     assert main(argv) == 0  # the cache folder is still not there: said again
     assert "could not keep the decoded images" in capsys.readouterr().out
+    other = write_digit_folder(tmp_path / "other", n_per_class=2)
+    assert main(["eval", "--real", f"folder:{folder}", "--fake", f"folder:{other}", "--metrics", "swd"]) == 0
+    assert capsys.readouterr().out.count("note: could not keep the decoded images") == 2  # each folder's
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
     assert main(argv) == 0
     assert "could not keep" not in capsys.readouterr().out

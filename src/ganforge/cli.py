@@ -560,9 +560,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         root = args.data_root or DataConfig.root
         real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=root)
         fake_cfg = DataConfig(name=args.fake, img_size=img_size, channels=channels, root=root)
-        fake_data = load_dataset(fake_cfg)
-        if fake_data.cache_note:
-            notes.append(f"note: {fake_data.cache_note}")
+        fake_data, real_data = load_dataset(fake_cfg), load_dataset(real_cfg)
+        notes += [f"note: {data.cache_note}" for data in (fake_data, real_data) if data.cache_note]
         index, split = torch.arange(len(fake_data)), "all"
         if args.n is not None and args.n < len(fake_data):
             index = torch.randperm(len(fake_data), generator=torch.Generator().manual_seed(args.seed))[: args.n]
@@ -570,7 +569,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         labelled = len(fake_data.classes) > 1  # class subfolders, or an .npz with labels
         fake = ImageSet(fake_data.batch(index), args.fake, split, labels=fake_data.labels[index] if labelled else None,
                         classes=fake_data.classes if labelled else None)
-        ctx = EvalContext(fake, real_image_set(real_cfg), device=args.device or "cpu", seed=args.seed,
+        ctx = EvalContext(fake, real_image_set(real_cfg, real_data), device=args.device or "cpu", seed=args.seed,
                           inception_weights=args.inception_weights)
         records = evaluate(ctx, metrics)
         for note in notes:
