@@ -369,10 +369,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[st
         items = [(str(key), str(key).split("."), value) for key, value in overrides.items()]
     else:
         strings = [] if overrides is None else list(overrides) if isinstance(overrides, Iterable) else [overrides]
-        if any(not isinstance(item, str) for item in strings):
-            wrong = next(item for item in strings if not isinstance(item, str))
+        wrong = [item for item in strings if not isinstance(item, str)]
+        if wrong:
             raise TypeError(f"overrides are 'section.key=value' strings (a list, or one) or a dict of Python values, "
-                            f"got {type(wrong).__name__} {wrong!r}")
+                            f"got {type(wrong[0]).__name__} {wrong[0]!r}")
         items = [(item, *parse_override(item)) for item in strings]
     for item, path, value in items:
         if len(path) != 2 or path[0] not in _SECTION_TYPES:

@@ -676,7 +676,8 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
     for p, rel in zip(files, parts, strict=True):
         st = p.stat()
         entries.append(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}")
-    return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
+    images, note = _load_folder_images(root, files, entries, cfg)
+    return _labelled(images, parts, files, cfg.fit, note)
 
 
 def _what_else(names: list[str]) -> str:
@@ -705,7 +706,8 @@ def _load_zip(root: Path, cfg: DataConfig) -> RawImages:
             names = [parts[-1] for parts, _ in _visible_members(archive)]
             raise UserError(f"zip archive {root} holds no images ({', '.join(IMAGE_EXTENSIONS)}){_what_else(names)}")
         entries = [f"{m.info.filename}\0{m.info.file_size}\0{m.info.CRC}" for m in files]
-        return _labelled(_load_folder_images(root, files, entries, cfg), parts, files, cfg.fit)
+        images, note = _load_folder_images(root, files, entries, cfg)
+        return _labelled(images, parts, files, cfg.fit, note)
 
 
 def _channels_first(shape: tuple[int, ...]) -> bool:
@@ -788,17 +790,16 @@ def _load_npz(path: Path) -> RawImages:
     return RawImages(tensor, torch.from_numpy(labels.astype(np.int64)), classes, colour=images.shape[-1] == 3)
 
 
-def _labelled(decoded: tuple[torch.Tensor, str], parts: list[tuple[str, ...]],
-              files: list[Path] | list[ZipMember], fit: str = "crop") -> RawImages:
+def _labelled(images: torch.Tensor, parts: list[tuple[str, ...]], files: list[Path] | list[ZipMember],
+              fit: str = "crop", cache_note: str = "") -> RawImages:
     """Class labels from each image's first-level subfolder ("" for an image at the top); colour when one of
     the first few images is stored in colour."""
     groups = [p[0] if len(p) > 1 else "" for p in parts]
     classes = sorted(set(groups))
     index = {c: i for i, c in enumerate(classes)}
     colour, side = _peek_format(files, fit)
-    images, note = decoded
     return RawImages(images, torch.tensor([index[g] for g in groups], dtype=torch.long), classes, colour,
-                     source_side=side, cache_note=note)
+                     source_side=side, cache_note=cache_note)
 
 
 def _peek_format(files: list[Path] | list[ZipMember], fit: str) -> tuple[bool, int]:
