@@ -6,8 +6,10 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,7 +19,7 @@ from ganforge import checkpoint as ckpt_io
 from ganforge.cli import main
 from ganforge.config import load_config, preset_names
 
-from .conftest import fill_disk_after, tiny_overrides
+from .conftest import fill_disk_after, tiny_overrides, write_digit_folder
 
 
 def set_args(overrides: list[str]) -> list[str]:
@@ -250,8 +252,9 @@ def test_dry_run_checks_a_conditional_model_against_the_classes_of_a_built_in_se
     assert main([*dry, "data.max_images=5", "--set", "train.batch_size=4", "--preset", "mnist-cgan"]) == 0
 
 
-def test_dry_run_refuses_a_batch_larger_than_a_built_in_set(capsys):
-    """As the run would after loading its data, from the set's known size (under data.max_images)."""
+def test_dry_run_refuses_a_batch_larger_than_its_data(tmp_path, capsys):
+    """As the run would after loading its data, from a built-in set's known size (under data.max_images), or
+    a folder's, zip's or .npz's count of images, without decoding them."""
     from ganforge.config import DataConfig
     from ganforge.data import KNOWN_SIZES, load_raw
 
@@ -266,6 +269,17 @@ def test_dry_run_refuses_a_batch_larger_than_a_built_in_set(capsys):
         assert main([*dry, *settings]) == 2
         captured = capsys.readouterr()
         assert f"is larger than the dataset ({size} images)" in captured.err and captured.out == ""
+    folder = write_digit_folder(tmp_path / "digits", n_per_class=3)  # 6 images
+    np.savez(tmp_path / "digits.npz", np.zeros((5, 8, 8), dtype=np.uint8))
+    with zipfile.ZipFile(tmp_path / "digits.zip", "w") as archive:
+        for image in sorted(folder.rglob("*.png"))[:4]:
+            archive.write(image, image.relative_to(folder).as_posix())
+    for source, size in ((folder, 6), (tmp_path / "digits.npz", 5), (tmp_path / "digits.zip", 4)):
+        at = ["--set", f"data.name=folder:{source}", "--set", "data.img_size=8"]
+        assert main([*dry, f"train.batch_size={size}", *at]) == 0
+        capsys.readouterr()
+        assert main([*dry, f"train.batch_size={size + 1}", *at]) == 2
+        assert f"is larger than the dataset ({size} images)" in capsys.readouterr().err
 
 
 def test_known_class_counts_are_those_the_bundled_sets_load_with():

@@ -162,12 +162,31 @@ KNOWN_SIZES = {"mnist5k": 5_000, "mnist": 60_000, "fashion-mnist": 60_000, "cifa
 
 
 def known_size(cfg: DataConfig) -> int | None:
-    """How many training images a built-in set gives (under data.max_images), known without reading it; None
-    for a folder or a plugin's set."""
+    """How many training images a data set gives at most (under data.max_images), known without decoding it:
+    a built-in set's count, a folder's or zip's image files, an .npz's array header; None for a plugin's set
+    or a source that does not open (loading it says what is wrong)."""
     size = KNOWN_SIZES.get(cfg.name)
+    if cfg.name.startswith("folder:"):
+        size = _folder_size(Path(os.path.expanduser(cfg.name[len("folder:") :])))
     if size is None:
         return None
     return min(size, cfg.max_images) if cfg.max_images > 0 else size
+
+
+def _folder_size(root: Path) -> int | None:
+    try:
+        if root.is_file() and root.suffix.lower() == ".npz":
+            shapes = _npz_shapes(root)
+            shape = shapes[npz_keys(root, shapes)[0]]
+            return shape[0] if len(shape) >= 3 else None
+        if root.is_file():
+            with zipfile.ZipFile(root) as archive:
+                return len(_zip_members(archive)[0])
+        if root.is_dir():
+            return len(folder_image_files(root))
+    except (OSError, ValueError, KeyError, UserError, zipfile.BadZipFile):
+        pass
+    return None
 
 
 def check_batch_fits(batch_size: int, num_images: int) -> None:
