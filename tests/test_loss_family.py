@@ -386,6 +386,21 @@ def test_shift_moves_as_translation_does_but_fills_with_the_edge_not_grey():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_dropout_with_evaluations_resumes_bit_for_bit_as_a_new_process_would(tmp_path, tiny_cfg):
+    # a process builds the digit classifier at its first evaluation; each cache_clear stands for a new process,
+    # so the resumed run builds it at 0.064 kimg where the uninterrupted one did at 0.032
+    from ganforge.metrics.classifier import load_classifier
+
+    extra = {"model.d_dropout": 0.3, "eval.every_kimg": 0.032, "eval.n": 16, "eval.metrics": '["fd_digits"]'}
+    load_classifier.cache_clear()
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
+    load_classifier.cache_clear()
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
+    load_classifier.cache_clear()
+    resume(half, ["train.kimg=0.096"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))
+
+
 def test_diffaugment_training_resumes_bit_for_bit(tmp_path, tiny_cfg):
     extra = {"train.diffaugment": '"color,translation,cutout"'}
     full = train(tiny_cfg(**extra, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)

@@ -345,7 +345,11 @@ class Trainer:
         for warning in self.health.warnings(kimg, diversity, duplicates, values[2], values[3]):
             self.log(f"  warning: {warning}")
         try:
-            records = self._evaluate() if not stopping and self._eval_due(final) else []
+            if not stopping and self._eval_due(final):
+                with self._rng_untouched():  # a run that evaluates elsewhere, or resumes, trains the same
+                    records = self._evaluate()
+            else:
+                records = []
         except Exception as e:
             path = self._save_checkpoint()  # the training before this evaluation is kept
             if isinstance(e, UserError):
@@ -383,6 +387,17 @@ class Trainer:
         if due:
             self._last_eval_nimg = self.state.nimg
         return due
+
+    @contextlib.contextmanager
+    def _rng_untouched(self):
+        """Leaves the random state as it was: building a feature extractor draws from the global generator
+        that d_dropout's masks come from, and only a process's first evaluation builds it, so a resumed run
+        would otherwise part from an uninterrupted one."""
+        saved = ckpt_io.rng_state(self.state.z_gen)
+        try:
+            yield
+        finally:
+            ckpt_io.set_rng_state(saved, self.state.z_gen)
 
     def _evaluate(self) -> list[dict[str, Any]]:
         from .metrics.core import (

@@ -80,7 +80,8 @@ def load_classifier(device: str = "cpu") -> DigitNet:
     if sha != WEIGHTS_SHA256:
         raise UserError(f"the digit classifier weights {path} have SHA-256 {sha[:16]}..., expected "
                         f"{WEIGHTS_SHA256[:16]}...; reinstall ganforge")
-    net = DigitNet()
+    with torch.random.fork_rng(devices=[]):  # its first weights are overwritten: a caller's draws stay its own
+        net = DigitNet()
     net.load_state_dict(load_file(path))
     net.eval().requires_grad_(False)
     _fold_batch_norm(net.body)
