@@ -216,6 +216,20 @@ def test_dry_run_refuses_a_config_the_networks_cannot_take(capsys):
     assert "g_norm_first = false" in captured.out
 
 
+def test_dry_run_refuses_a_loss_setting_or_device_the_run_would_refuse(capsys):
+    """Checked when the run builds its loss and picks its device: the dry run gives the same line."""
+    dry = ["train", "--preset", "default", "--dry-run", "--set"]
+    cases = [(["loss.name=hinge", "--set", "loss.label_smoothing=0.1"],
+              "loss.label_smoothing applies to the BCE losses (ns, minimax), not hinge"),
+             (["train.device=cpu", "--set", "train.amp=fp16"], "train.amp=fp16 needs a CUDA device"),
+             (["train.device=cuda:99"], "device cuda:99 asked for, but ")]
+    for settings, message in cases:
+        assert main([*dry, *settings]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""
+    assert main([*dry, "loss.label_smoothing=0.1", "--set", "train.device=cpu"]) == 0  # ns takes it
+
+
 def test_dry_run_says_when_the_data_is_not_where_the_config_points(tmp_path, image_folder, capsys):
     """The one line the run would give, without reading an image or a data file."""
     dry = ["train", "--preset", "default", "--dry-run", "--set"]

@@ -95,12 +95,16 @@ def _dry_run_checks(cfg: Config) -> None:
     """What a run checks before it trains, short of loading its data, so that a printed config is one the run
     would take; and the notes it would give when it starts."""
     from .data import check_at_hand, check_batch_fits, check_class_count, known_class_count, known_size
+    from .device import pick_device
+    from .losses import get_loss
     from .models import inert_settings
-    from .step import check_batch_and_order
+    from .step import check_amp_device, check_batch_and_order
     from .tensorboard_log import check_available
     from .trainer import check_eval_memory, check_networks
 
     check_networks(cfg)
+    get_loss(cfg.loss.name, cfg.loss.label_smoothing)
+    check_amp_device(cfg.train.amp, pick_device(cfg.train.device))
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
     check_at_hand(cfg.data)
@@ -887,8 +891,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, help="shorthand for --set train.seed=N")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (shorthand for --set train.device=...)")
     p.add_argument("--dry-run", action="store_true",
-                   help="check that G and D build from the resolved config, that its data is where it points and, "
-                        "for a built-in set, has model.n_classes classes; print it and stop")
+                   help="check the resolved config as the run would before it trains (G and D build, the loss "
+                        "takes its settings, the device is here, the data is where it points, holds a batch and, "
+                        "for a built-in set, has model.n_classes classes); print it and stop")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint")

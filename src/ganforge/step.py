@@ -142,6 +142,10 @@ def make_optimizer(name: str, params: Any, lr: float, betas: list[float], eps: f
     return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), eps=eps, fused=True)
 
 
+def check_amp_device(amp: str, device: torch.device) -> None:
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
+
 
 def build_state(cfg: Config, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
@@ -170,8 +174,7 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
     if cfg.loss.lecam > 0:
         state.lecam = torch.zeros(2, device=device)  # the first D step replaces it (decay 0 at the start)
     if cfg.train.amp == "fp16":
-        if device.type != "cuda":
-            raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
+        check_amp_device(cfg.train.amp, device)
         state.scaler_G, state.scaler_D = torch.amp.GradScaler("cuda"), torch.amp.GradScaler("cuda")
     return state
 
