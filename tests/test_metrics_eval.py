@@ -221,6 +221,8 @@ def test_all_offline_metrics_have_their_protocol(digits):
         assert PROTOCOL_FIELDS <= set(r), r["metric"]
         assert r["n_fake"] == 600 and r["n_real"] == 5000 and r["reference"] == "mnist5k/train"
         assert r["extractor_sha256"] == WEIGHTS_SHA256 and r["seed"] == 3 and r["kimg"] == 1.5
+    kid = records[1]
+    assert kid["subsets"] == 100 and kid["subset_size"] == 600  # the subsets' size drawn: no more than the fakes
     by_name = {r["metric"]: r["value"] for r in records}
     assert by_name["precision"] > 0.9  # real digits are inside the real manifold
     # the first 600 digits are all zeros and ones (the file is sorted by class)
@@ -445,6 +447,7 @@ def test_inception_path_with_stand_in_extractor_writes_protocol(tmp_path, digits
         assert "no antialiasing" in r["resize"] and r["n_fake"] == 300 and r["n_real"] == 400
         assert np.isfinite(r["value"])
     assert saved[0]["value"] > 0
+    assert saved[1]["subsets"] == 100 and saved[1]["subset_size"] == 300
 
 
 def test_missing_inception_weights_name_the_file(digits, monkeypatch, tmp_path):

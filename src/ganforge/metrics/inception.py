@@ -18,7 +18,7 @@ import torch
 from ..errors import UserError
 from ..report import to_uint8
 from .classifier import file_sha256
-from .core import METRICS, EvalContext, Result
+from .core import KID_SUBSET_SIZE, KID_SUBSETS, METRICS, EvalContext, Result
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -157,7 +157,8 @@ def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted:
         feature_extractor=ctx.inception_extractor,
         feature_extractor_weights_path=str(weights) if weights else None,
         feature_layer_prc="2048",
-        kid_subset_size=min(1000, n_min),
+        kid_subsets=KID_SUBSETS,
+        kid_subset_size=min(KID_SUBSET_SIZE, n_min),
         cache=False,
         verbose=False,
         samples_shuffle=False,
@@ -217,7 +218,9 @@ def kid(ctx: EvalContext) -> Result:
     """Kernel Inception Distance (Binkowski et al. 2018): cubic polynomial kernel, 100 subsets."""
     _check_pairs(ctx, "kid", "compares pairs of different images within each set")
     out = _fidelity(ctx)
-    protocol = {**out["protocol"], "std": out["values"]["kernel_inception_distance_std"]}
+    protocol = {**out["protocol"], "subsets": KID_SUBSETS,
+                "subset_size": min(KID_SUBSET_SIZE, len(ctx.fake), len(ctx.real)),
+                "std": out["values"]["kernel_inception_distance_std"]}
     return [("kid", out["values"]["kernel_inception_distance_mean"], protocol)]
 
 
