@@ -228,6 +228,34 @@ def test_resume_says_when_the_data_or_torch_changed_under_the_run(tmp_path, tiny
     torch.save(state, latest)
     resume(run_dir, ["train.kimg=0.112"], log=lines.append)
     assert any(f"was written under torch 2.4.0 and this is torch {torch.__version__}" in line for line in lines)
+    assert not any("is resumed" in line for line in lines)  # the same threads and CPU as the run's
+
+
+def test_resume_says_when_the_cpu_threads_or_device_differ_from_the_run(tmp_path, tiny_cfg):
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.032, "train.threads": 1}), out=tmp_path / "runs", log=quiet)
+    saved = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["platform"]
+    assert saved["device"] == "cpu" and saved["cpu_threads"] == 1 and saved["processes"] == 1
+    assert saved["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    lines: list[str] = []
+    resume(run_dir, ["train.kimg=0.048", "train.threads=2"], log=lines.append)
+    note = next(line for line in lines if "is resumed" in line)
+    assert "was trained with 1 CPU thread and is resumed with 2 CPU threads: the run goes on, but need not repeat" \
+        in note and note.endswith("(--set train.threads=1 trains with its thread count)")
+    latest = ckpt_io.resolve_checkpoint(run_dir)
+    state = ckpt_io.load_checkpoint(latest)
+    assert state["platform"]["cpu_threads"] == 2
+    state["platform"] = {"device": "cuda", "processes": 4, "gpu": "NVIDIA H200"}  # as if trained on GPUs
+    torch.save(state, latest)
+    lines.clear()
+    resume(run_dir, ["train.kimg=0.064"], log=lines.append)
+    assert any("was trained on cuda and is resumed on cpu: the run goes on" in line and "--set" not in line
+               for line in lines), lines
+    from ganforge.step import platform_change
+
+    cpu = {"device": "cpu", "processes": 1, "cpu_threads": 2, "cpu_kernels": "AVX2"}
+    assert platform_change(cpu, dict(cpu)) is None and platform_change(None, cpu) is None
+    assert platform_change({**cpu, "processes": 2, "cpu_kernels": "AVX512"}, cpu) == \
+        "was trained in 2 processes, with AVX512 CPU kernels and is resumed in 1 process, with AVX2 CPU kernels"
 
 
 def test_mirror_shows_every_image_once_as_it_is_and_once_flipped_per_epoch(tmp_path, tiny_cfg):

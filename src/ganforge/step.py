@@ -120,6 +120,7 @@ class TrainState:
             "ada": self.ada,
             "lecam": self.lecam,
             "versions": software_versions(),
+            "platform": compute_platform(next(self.G.parameters()).device),
             "plugins": loaded_plugins(),  # code a resume, sample or eval must load again (named when missing)
         }
 
@@ -129,6 +130,37 @@ def software_versions() -> dict[str, str]:
     from . import __version__
 
     return {"ganforge": str(__version__), "torch": str(torch.__version__)}
+
+
+def compute_platform(device: torch.device) -> dict[str, Any]:
+    """What a checkpoint was trained on, past the software: another kind of device, process count, CPU thread
+    count or CPU kernel set (AVX2, AVX512, ...) rounds sums differently, so a resume there parts from the run."""
+    where: dict[str, Any] = {"device": device.type, "processes": distributed.info().world_size}
+    if device.type == "cpu":
+        where.update(cpu_threads=torch.get_num_threads(), cpu_kernels=torch.backends.cpu.get_cpu_capability())
+    elif device.type == "cuda":
+        where["gpu"] = torch.cuda.get_device_name(device)
+    return where
+
+
+def platform_change(saved: dict[str, Any] | None, now: dict[str, Any]) -> str | None:
+    """How `now` differs from a checkpoint's platform, as "was trained with 2 CPU threads and is resumed with
+    1 CPU thread"; None when it does not, or the checkpoint predates the record."""
+    if not saved:
+        return None
+    keys = [k for k in ("device", "gpu", "processes", "cpu_threads", "cpu_kernels")
+            if k in saved and k in now and saved[k] != now[k]]
+    if saved.get("device") != now.get("device"):
+        keys = ["device"]  # a GPU's name against a CPU's threads says nothing more
+
+    def phrase(where: dict[str, Any]) -> str:
+        words = {"device": f"on {where['device']}", "gpu": f"on a {where.get('gpu')}",
+                 "processes": f"in {where.get('processes')} process" + "es" * (where.get("processes") != 1),
+                 "cpu_threads": f"with {where.get('cpu_threads')} CPU thread" + "s" * (where.get("cpu_threads") != 1),
+                 "cpu_kernels": f"with {where.get('cpu_kernels')} CPU kernels"}
+        return ", ".join(words[k] for k in keys)
+
+    return f"was trained {phrase(saved)} and is resumed {phrase(now)}" if keys else None
 
 
 def make_optimizer(name: str, params: Any, lr: float, betas: list[float], eps: float) -> torch.optim.Optimizer:

@@ -48,7 +48,15 @@ from .html_report import write_html_report
 from .losses import get_loss
 from .models import build_discriminator, build_generator, inert_settings
 from .plugins import naming_plugins, stored_config
-from .step import Stepper, build_state, check_batch_and_order, grid_labels, restore_state
+from .step import (
+    Stepper,
+    build_state,
+    check_batch_and_order,
+    compute_platform,
+    grid_labels,
+    platform_change,
+    restore_state,
+)
 
 _RUN_DIR = re.compile(r"^(\d{4,})-")
 
@@ -760,6 +768,14 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         if written_by.get("torch") not in (None, str(torch.__version__)):
             trainer.log(f"note: {path.name} was written under torch {written_by['torch']} and this is torch "
                         f"{torch.__version__}: the run goes on, but need not repeat an uninterrupted run bit for bit")
+        saved_platform, platform = ckpt.get("platform") or {}, compute_platform(trainer.device)
+        change = platform_change(saved_platform, platform)
+        if change:
+            threads = saved_platform.get("cpu_threads")
+            hint = f" (--set train.threads={threads} trains with its thread count)" if "cpu_threads" in saved_platform \
+                and saved_platform.get("device") == platform["device"] and threads != platform["cpu_threads"] else ""
+            trainer.log(f"note: {path.name} {change}: the run goes on, but need not repeat an uninterrupted run bit "
+                        f"for bit{hint}")
         before = int(ckpt.get("n_images", 0))  # 0 in checkpoints written before it was recorded
         if before and before != len(trainer.data):
             trainer.log(f"note: {cfg.data.name} has {len(trainer.data)} training images where the run had {before}; "
