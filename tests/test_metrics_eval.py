@@ -193,6 +193,27 @@ def test_a_changed_folder_replaces_its_cached_features(image_folder, stats_cache
     assert [n for n in before & after if "-28px-" in n]
 
 
+def test_a_changed_folders_inception_entries_replace_those_from_before(tmp_path):
+    from ganforge.metrics.core import drop_stale_folder_entries
+
+    def entry(content: str, n: int = 32, size: int = 16, tail: str = "features-2048") -> Path:
+        path = tmp_path / f"folder-0123456789-{content}-train-{size}px-1ch-inception-v3-compat-6726825d4a3b-n{n}-" \
+                          f"inception-v3-compat-{tail}.pt"
+        path.write_bytes(b"x")
+        return path
+
+    old, old_stats, other_size = entry("aaaaaaaaaaaa"), entry("aaaaaaaaaaaa", tail="stat-fid-2048"), \
+        entry("aaaaaaaaaaaa", size=28)
+    other_folder = tmp_path / old.name.replace("0123456789", "9876543210")
+    other_folder.write_bytes(b"x")
+    new = entry("bbbbbbbbbbbb", n=33)
+    drop_stale_folder_entries(new)
+    assert not old.exists() and old_stats.exists()  # the same reading of the folder's earlier images, this tail
+    assert other_size.exists() and other_folder.exists() and new.exists()
+    drop_stale_folder_entries(entry("bbbbbbbbbbbb", n=33, tail="stat-fid-2048"))
+    assert not old_stats.exists()
+
+
 def test_a_full_cache_disk_still_gives_the_metric(digits, stats_cache, monkeypatch):
     full = real_image_set(DataConfig(name="mnist5k"), digits)
     real = ImageSet(full.images[:300], "mnist5k", "first300", cache_key=full.cache_key + "-first300")
@@ -448,6 +469,36 @@ def test_inception_path_with_stand_in_extractor_writes_protocol(tmp_path, digits
         assert np.isfinite(r["value"])
     assert saved[0]["value"] > 0
     assert saved[1]["subsets"] == 100 and saved[1]["subset_size"] == 300
+
+
+def test_inception_features_of_the_real_set_are_cached_and_a_damaged_entry_computed_again(digits, monkeypatch,
+                                                                                         stats_cache, tmp_path):
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    name = _register_stand_in()
+    extractor = FEATURE_EXTRACTORS_REGISTRY[name]
+    seen = []
+    forward = extractor.forward
+    monkeypatch.setattr(extractor, "forward", lambda self, x: (seen.append(len(x)), forward(self, x))[1])
+    real = ImageSet(digits.images[:400], "mnist5k", "train", cache_key="mnist5k-train-32px-1ch")
+    fake = ImageSet(digits.images[1000:1300], "subset", "some300")
+
+    def scores() -> list[float]:
+        seen.clear()
+        ctx = EvalContext(fake, real, inception_extractor=name)
+        return [r["value"] for r in evaluate(ctx, ["fid", "kid", "pr_inception"])]
+
+    first = scores()
+    assert sum(seen) == 700  # both sets
+    entries = sorted((stats_cache / "stats" / "inception").glob(f"mnist5k-train-32px-1ch-{name}-builtin-n400-*.pt"))
+    assert entries, "nothing cached"
+    assert scores() == first and sum(seen) == 300  # the fakes alone: the real features come from the cache
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # cut off, as by a full disk
+    assert scores() == first and sum(seen) == 700
+    assert scores() == first and sum(seen) == 300  # written whole again
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("in the cache's way")
+    assert scores() == first and sum(seen) == 700  # no cache to keep them in: computed each time, same values
 
 
 def test_missing_inception_weights_name_the_file(digits, monkeypatch, tmp_path):

@@ -202,7 +202,7 @@ class EvalContext:
             path.parent.mkdir(parents=True, exist_ok=True)
             with replace_atomically(path) as f:
                 np.savez(f, features=feats.astype(np.float64), probs=probs.astype(np.float64))
-            _drop_stale_folder_stats(path)
+            drop_stale_folder_entries(path)
         except OSError:
             pass  # a read-only or full cache only costs the features' recomputation next time
         return feats, probs
@@ -222,16 +222,18 @@ class EvalContext:
         }
 
 
-def _drop_stale_folder_stats(path: Path) -> None:
+def drop_stale_folder_entries(path: Path) -> None:
     """Remove the cached features of the same image folder, read the same way, from before its images
-    changed (keys differ in the content fingerprint alone), so that editing a folder does not grow the cache."""
-    match = re.fullmatch(r"(folder-[0-9a-f]{10}-)([0-9a-f]{12})(-.+)-n\d+\.npz", path.name)
+    changed (names differ in the content fingerprint and n alone), so that editing a folder does not grow the
+    cache. `path` is a cache file named folder-PATHHASH-CONTENTHASH-...-nN plus a fixed tail (.npz, ...)."""
+    match = re.fullmatch(r"(folder-[0-9a-f]{10}-)([0-9a-f]{12})(-.+)-n\d+(\D.*)", path.name)
     if match is None:
         return
-    folder, content, reading = match.groups()
-    for stale in path.parent.glob(f"{folder}*{reading}-n*.npz"):
-        if re.fullmatch(rf"{folder}[0-9a-f]{{12}}{re.escape(reading)}-n\d+\.npz", stale.name) and \
-                not stale.name.startswith(folder + content):
+    folder, content, reading, tail = match.groups()
+    same_reading = re.compile(rf"{folder}([0-9a-f]{{12}}){re.escape(reading)}-n\d+{re.escape(tail)}")
+    for stale in path.parent.glob(f"{folder}*"):
+        found = same_reading.fullmatch(stale.name)
+        if found and found.group(1) != content:
             stale.unlink(missing_ok=True)
 
 

@@ -7,9 +7,11 @@ are comparable with published FIDs computed the same way.
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import urllib.error
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -146,10 +148,63 @@ def inception_weights(given: str | None, option: str = "--inception-weights") ->
                     f"{INCEPTION_URL} to {cached}), or pass {how}")
 
 
-def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted: set[str]) -> dict[str, Any]:
-    """torch-fidelity's one pass over the fake and real images for the wanted metrics."""
+def _real_cache_name(ctx: EvalContext, weights_sha256: str | None) -> str | None:
+    """The name the real set's Inception features are cached under: its key (dataset, split, size, channels;
+    a folder's content too), the extractor and its weights, and n. None: a set never cached."""
+    if ctx.real.cache_key is None:
+        return None
+    weights = weights_sha256[:12] if weights_sha256 else "builtin"
+    return f"{ctx.real.cache_key}-{ctx.inception_extractor}-{weights}-n{len(ctx.real)}"
+
+
+def _usable_cache(name: str | None) -> Path | None:
+    """The folder torch-fidelity caches the real features in, with damaged entries removed; None when there is
+    nothing to cache or the folder cannot be written (the features are then computed again next time)."""
+    from ..checkpoint import damaged_zip_member
+    from .core import cache_dir
+
+    if name is None:
+        return None
+    root = cache_dir() / "inception"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            return None
+        for entry in root.glob(f"{glob.escape(name)}-*.pt"):
+            # torch-fidelity loads an entry unchecked: a cut-off or bit-flipped one is computed again instead
+            if not zipfile.is_zipfile(entry) or damaged_zip_member(entry) is not None:
+                entry.unlink()
+    except OSError:  # a file in the cache's way, a read-only or vanished folder
+        return None
+    return root
+
+
+def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted: set[str],
+               cache_name: str | None = None) -> dict[str, Any]:
+    """torch-fidelity's one pass over the fake and real images for the wanted metrics; the real images'
+    features (and FID statistics) come from its file cache under `cache_name` when given and usable."""
     import torch_fidelity
 
+    root = _usable_cache(cache_name)
+    cache = {"cache": False} if root is None else \
+        {"cache": True, "cache_root": str(root), "input2_cache_name": cache_name}
+    try:
+        values = _calculate_with(torch_fidelity, ctx, weights, n_min, wanted, cache)
+    except OSError:
+        if root is None:
+            raise
+        # the cache filled the disk or went read-only mid-write: the features were computed, not kept
+        return _calculate_with(torch_fidelity, ctx, weights, n_min, wanted, {"cache": False})
+    if root is not None:
+        from .core import drop_stale_folder_entries
+
+        for entry in root.glob(f"{glob.escape(cache_name)}-*.pt"):
+            drop_stale_folder_entries(entry)
+    return values
+
+
+def _calculate_with(torch_fidelity: Any, ctx: EvalContext, weights: Path | str | None, n_min: int,
+                    wanted: set[str], cache: dict[str, Any]) -> dict[str, Any]:
     return torch_fidelity.calculate_metrics(
         input1=_Uint8RGB(ctx.fake.images),
         input2=_Uint8RGB(ctx.real.images),
@@ -159,11 +214,11 @@ def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted:
         feature_layer_prc="2048",
         kid_subsets=KID_SUBSETS,
         kid_subset_size=min(KID_SUBSET_SIZE, n_min),
-        cache=False,
         verbose=False,
         samples_shuffle=False,
         save_cpu_ram=True,  # in-memory images: worker processes would only add start-up cost
         **{flag: True for flag in wanted},
+        **cache,
     )
 
 
@@ -177,8 +232,9 @@ def _fidelity(ctx: EvalContext) -> dict[str, Any]:
     standard = ctx.inception_extractor == "inception-v3-compat"
     weights = inception_weights(ctx.inception_weights) if standard else ctx.inception_weights
     n_min = min(len(ctx.fake), len(ctx.real))
+    weights_sha256 = file_sha256(str(weights)) if weights and Path(weights).is_file() else None
     try:
-        values = _calculate(ctx, weights, n_min, wanted)
+        values = _calculate(ctx, weights, n_min, wanted, _real_cache_name(ctx, weights_sha256))
     except RuntimeError as e:
         if "loading state_dict" not in str(e):
             raise
@@ -190,7 +246,7 @@ def _fidelity(ctx: EvalContext) -> dict[str, Any]:
         "reference": f"{ctx.real.name}/{ctx.real.split}",
         "reference_fingerprint": ctx.real.fingerprint,
         "extractor": f"torch-fidelity {ctx.inception_extractor}",
-        "extractor_sha256": file_sha256(str(weights)) if weights and Path(weights).is_file() else None,
+        "extractor_sha256": weights_sha256,
         "resize": INCEPTION_RESIZE,
     }
     ctx.__dict__["fidelity"] = {"values": values, "protocol": protocol}
