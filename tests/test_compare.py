@@ -79,6 +79,27 @@ def test_compare_shows_the_settings_that_differ_and_each_runs_metrics(two_runs, 
         assert other.read_bytes().startswith(magic)
 
 
+def test_compare_says_where_each_run_trained_and_when_speeds_come_from_different_machines(two_runs, capsys):
+    import torch
+
+    a, b = two_runs
+    here = f"cpu, {torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() != 1) + \
+        f", {torch.backends.cpu.get_cpu_capability()}"
+    stats = [json.loads(line) for line in (b / "stats.jsonl").read_text().splitlines()]
+    assert "platform" in stats[0] and all("platform" not in s for s in stats[1:])  # once a process
+    assert compare_runs([a, b])[0].platforms == [here]
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "note:" not in capsys.readouterr().out  # both trained here
+    stats[-1]["platform"] = {"device": "cuda", "gpu": "NVIDIA H200", "processes": 4}  # as if resumed on GPUs
+    (b / "stats.jsonl").write_text("".join(json.dumps(s) + "\n" for s in stats))
+    assert compare_runs([a, b])[1].platforms == [here, "cuda, NVIDIA H200, 4 processes"]
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.strip().startswith("trained on"))
+    assert here in row and f"{here} + cuda, NVIDIA H200, 4 processes" in row
+    assert "sec/kimg and train time: the runs trained on different machines" in out
+
+
 def test_compare_through_the_python_api(two_runs):
     a, b = two_runs
     views = compare_runs([a, b / "checkpoints" / sorted(p.name for p in (b / "checkpoints").glob("ckpt-*"))[-1]])

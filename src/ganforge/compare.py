@@ -68,11 +68,30 @@ class RunView:
         return None
 
     @property
+    def platforms(self) -> list[str]:
+        """Where the run trained, in order, one entry per machine setup its processes ran on."""
+        seen = [describe_platform(s["platform"]) for s in self.stats if isinstance(s.get("platform"), dict)]
+        return list(dict.fromkeys(seen))
+
+    @property
     def sec_per_kimg(self) -> float | None:
         """Median over the ticks after the first (the first holds the warm-up)."""
         speeds = [s["sec_per_kimg"] for s in self.stats[1:] or self.stats
                   if isinstance(s.get("sec_per_kimg"), int | float)]
         return statistics.median(speeds) if speeds else None
+
+
+def describe_platform(where: dict[str, Any]) -> str:
+    """A stats line's platform in a few words: "cpu, 2 threads, AVX2", "cuda, NVIDIA H200, 4 processes"."""
+    parts = [str(where.get("device", "?"))]
+    if where.get("device") == "cpu":
+        parts += [f"{where.get('cpu_threads')} thread" + "s" * (where.get("cpu_threads") != 1),
+                  str(where.get("cpu_kernels"))]
+    elif where.get("gpu"):
+        parts.append(str(where["gpu"]))
+    if isinstance(where.get("processes"), int) and where["processes"] > 1:
+        parts.append(f"{where['processes']} processes")
+    return ", ".join(parts)
 
 
 def run_directory(path: Path | str) -> Path:
@@ -388,6 +407,7 @@ def format_comparison(views: list[RunView]) -> str:
     rows.append(("training", []))
     rows.append(("  kimg", [_cell(v.kimg) for v in views]))
     rows.append(("  ended by", [v.ended_by or "-" for v in views]))
+    rows.append(("  trained on", [" + ".join(v.platforms) or "-" for v in views]))
     rows.append(("  sec/kimg", [_cell(v.sec_per_kimg) for v in views]))
     rows.append(("  train time", ["-" if v.time_s is None else format_duration(v.time_s) for v in views]))
     for key, label in (("d_loss", "d_loss (last tick)"), ("g_loss", "g_loss (last tick)"),
@@ -409,7 +429,11 @@ def format_comparison(views: list[RunView]) -> str:
             mark = "*" if i in best else ""
             cells.append(f"{_cell(record.get('value'))}{mark} @{_cell(record.get('kimg'))}")
         rows.append((f"  {name}", cells))
-    return _table(("run", [v.name for v in views]), rows, protocol_notes(views),
+    notes = protocol_notes(views)
+    if len({tuple(v.platforms) for v in views if v.platforms}) > 1:
+        notes.append("sec/kimg and train time: the runs trained on different machines, thread counts or process "
+                     "counts (trained on), so they compare those as much as the settings")
+    return _table(("run", [v.name for v in views]), rows, notes,
                   "* the best value of the metric among the runs" if marked else "")
 
 

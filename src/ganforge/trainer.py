@@ -252,6 +252,7 @@ class Trainer:
         self.health = HealthCheck(cfg, self._real_grid, len(self.data))
         self._last_eval_nimg = self.state.nimg
         self._resumed_nimg = self.state.nimg if resume_from is not None else None
+        self._platform_logged = False  # the first tick of each process records where it trains
 
     def _check_labels(self) -> None:
         labels = self.data.labels
@@ -331,6 +332,9 @@ class Trainer:
         }
         if s.ada is not None:
             stats["augment_p"] = round(float(s.ada[0]), 4)
+        if not self._platform_logged:  # so that compare can tell speeds of other machines apart
+            stats["platform"] = compute_platform(self.device)
+            self._platform_logged = True
         if not all(math.isfinite(v) for v in values[:2]):
             last = ckpt_io.list_checkpoints(self.run_dir)
             where = f"; the last good checkpoint is {last[-1]}" if last else ""
