@@ -98,6 +98,8 @@ def test_compare_says_where_each_run_trained_and_when_speeds_come_from_different
     row = next(line for line in out.splitlines() if line.strip().startswith("trained on"))
     assert here in row and f"{here} + cuda, NVIDIA H200, 4 processes" in row
     assert "sec/kimg and train time: the runs trained on different machines" in out
+    assert main(["compare", str(a), str(b), "--seeds"]) == 0  # means over seeds say it too
+    assert "sec/kimg and train time: the runs trained on different machines" in capsys.readouterr().out
 
 
 def test_compare_through_the_python_api(two_runs):

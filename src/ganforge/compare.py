@@ -337,6 +337,15 @@ def protocol_notes(views: list[RunView]) -> list[str]:
     return notes
 
 
+def platform_notes(views: list[RunView]) -> list[str]:
+    """A note when the runs' speeds were measured on different setups (runs from before the record say nothing)."""
+    setups = {tuple(v.platforms) for v in views if v.platforms}
+    if len(setups) < 2:
+        return []
+    return ["sec/kimg and train time: the runs trained on different machines, thread counts or process counts ("
+            + "; ".join(" + ".join(s) for s in sorted(setups)) + "), so they compare those as much as the settings"]
+
+
 def best_runs(views: list[RunView], name: str) -> set[int]:
     """Indices of the runs with the best value of a metric, where its direction is known and the values
     were measured alike; empty otherwise."""
@@ -429,11 +438,7 @@ def format_comparison(views: list[RunView]) -> str:
             mark = "*" if i in best else ""
             cells.append(f"{_cell(record.get('value'))}{mark} @{_cell(record.get('kimg'))}")
         rows.append((f"  {name}", cells))
-    notes = protocol_notes(views)
-    if len({tuple(v.platforms) for v in views if v.platforms}) > 1:
-        notes.append("sec/kimg and train time: the runs trained on different machines, thread counts or process "
-                     "counts (trained on), so they compare those as much as the settings")
-    return _table(("run", [v.name for v in views]), rows, notes,
+    return _table(("run", [v.name for v in views]), rows, protocol_notes(views) + platform_notes(views),
                   "* the best value of the metric among the runs" if marked else "")
 
 
@@ -499,7 +504,7 @@ def format_seed_comparison(views: list[RunView]) -> str:
             cells.append(f"{_mean_sd(x)}{'*' if i in best else ''}{count}")
         rows.append((f"  {name}", cells))
     header = ("group", [g[0].name if len(g) == 1 else f"{g[0].name} +{len(g) - 1}" for g in groups])
-    return _table(header, rows, protocol_notes(views),
+    return _table(header, rows, protocol_notes(views) + platform_notes(views),
                   "* the best mean of the metric among the groups" if marked else "")
 
 
