@@ -323,6 +323,7 @@ def _glance(view: RunView) -> str:
         ("images seen", f"{_num(view.kimg or 0.0)} kimg{epochs}"),
         ("training time", format_duration(view.time_s) if view.time_s is not None else "-"),
         ("speed", f"{view.sec_per_kimg:.3g} sec/kimg (median over ticks)" if view.sec_per_kimg else "-"),
+        ("trained on", " + ".join(view.platforms) or "-"),
         ("last tick", "  ".join(f"{label} {_num(last.get(key))}" for key, label in losses) if last else "-"),
         ("checkpoints", (f"{len(ckpts)}, latest {ckpts[-1].name}" if ckpts else "none") + (", best.pt" * has_best)),
         ("seed", settings.get("train.seed")),
