@@ -176,8 +176,7 @@ def known_size(cfg: DataConfig) -> int | None:
 def _folder_size(root: Path) -> int | None:
     try:
         if root.is_file() and root.suffix.lower() == ".npz":
-            shapes = _npz_shapes(root)
-            shape = shapes[npz_keys(root, shapes)[0]]
+            shape = _npz_image_shape(root)
             return shape[0] if len(shape) >= 3 else None
         if root.is_file():
             with zipfile.ZipFile(root) as archive:
@@ -749,6 +748,12 @@ def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _npz_image_shape(path: Path) -> tuple[int, ...]:
+    """The shape of an .npz's image array, from the array headers alone."""
+    shapes = _npz_shapes(path)
+    return shapes[npz_keys(path, shapes)[0]]
+
+
 def npz_keys(path: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[str, str | None]:
     """Which arrays of an .npz hold the images and the labels. The images are arr_0 (np.savez(path, images),
     as ganforge sample and guided-diffusion write them), else the one array of 3 or 4 dimensions under any
@@ -846,8 +851,7 @@ def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:
     root = Path(os.path.expanduser(name[len("folder:") :]))
     try:
         if root.is_file() and root.suffix.lower() == ".npz":
-            shapes = _npz_shapes(root)
-            shape = shapes[npz_keys(root, shapes)[0]]
+            shape = _npz_image_shape(root)
             if _channels_first(shape):
                 shape = (shape[0], shape[2], shape[3], shape[1])
             colour = len(shape) == 4 and shape[-1] == 3

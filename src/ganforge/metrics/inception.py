@@ -183,18 +183,16 @@ def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted:
                cache_name: str | None = None) -> dict[str, Any]:
     """torch-fidelity's one pass over the fake and real images for the wanted metrics; the real images'
     features (and FID statistics) come from its file cache under `cache_name` when given and usable."""
-    import torch_fidelity
-
     root = _usable_cache(cache_name)
     cache = {"cache": False} if root is None else \
         {"cache": True, "cache_root": str(root), "input2_cache_name": cache_name}
     try:
-        values = _calculate_with(torch_fidelity, ctx, weights, n_min, wanted, cache)
+        values = _calculate_with(ctx, weights, n_min, wanted, cache)
     except OSError:
         if root is None:
             raise
         # the cache filled the disk or went read-only mid-write: the features were computed, not kept
-        return _calculate_with(torch_fidelity, ctx, weights, n_min, wanted, {"cache": False})
+        return _calculate_with(ctx, weights, n_min, wanted, {"cache": False})
     if root is not None:
         from .core import drop_stale_folder_entries
 
@@ -203,8 +201,10 @@ def _calculate(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted:
     return values
 
 
-def _calculate_with(torch_fidelity: Any, ctx: EvalContext, weights: Path | str | None, n_min: int,
-                    wanted: set[str], cache: dict[str, Any]) -> dict[str, Any]:
+def _calculate_with(ctx: EvalContext, weights: Path | str | None, n_min: int, wanted: set[str],
+                    cache: dict[str, Any]) -> dict[str, Any]:
+    import torch_fidelity
+
     return torch_fidelity.calculate_metrics(
         input1=_Uint8RGB(ctx.fake.images),
         input2=_Uint8RGB(ctx.real.images),
