@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import ganforge
 from ganforge import plugins
@@ -19,6 +20,9 @@ from ganforge.registry import Registry
 from .conftest import tiny_overrides
 
 PLUGIN = '''
+import random
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,6 +59,18 @@ def softplus_loss():
         return F.softplus(logits).mean()
 
     return GANLoss("softplus-test", "the non-saturating loss, by a plugin", real, fake, real)
+
+
+@LOSSES.register("jitter-test")
+def jitter_loss():
+    """the non-saturating loss with its targets jittered by Python's and NumPy's global generators"""
+    def real(logits):
+        return F.softplus(-logits + random.gauss(0, 1) + float(np.random.normal())).mean()
+
+    def fake(logits):
+        return F.softplus(logits + random.gauss(0, 1)).mean()
+
+    return GANLoss("jitter-test", "jittered by global generators, by a plugin", real, fake, real)
 
 
 @DATASETS.register("squares-test")
@@ -138,6 +154,18 @@ def test_a_plugins_networks_loss_and_data_train_sample_and_resume(tmp_path, fres
         "the run was trained with --plugin my_nets.py: pass it again (ganforge --plugin my_nets.py COMMAND ...)")
     assert main(["sample", str(exported), "--n", "4", "--out", str(tmp_path / "shared.png"), "--plugin",
                  str(plugin)]) == 0
+
+
+def test_train_seed_repeats_a_plugins_draws_from_pythons_and_numpys_generators(tmp_path, fresh_registries):
+    plugin = plugin_file(tmp_path)
+    args = [*settings(tmp_path), "--set", 'loss.name="jitter-test"', "--set", "train.seed=5"]
+    weights = []
+    for out in ("a", "b"):
+        assert main(["--plugin", str(plugin), "train", "--preset", "default", "--out", str(tmp_path / out),
+                     *args]) == 0
+        G = ganforge.load_generator(next((tmp_path / out).iterdir()), ema=False)
+        weights.append(torch.cat([p.detach().flatten() for p in G.parameters()]))
+    assert torch.equal(weights[0], weights[1])
 
 
 def test_a_plugin_from_the_environment_is_loaded_by_every_command(tmp_path, fresh_registries, monkeypatch):

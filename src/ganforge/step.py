@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -181,6 +183,10 @@ def check_amp_device(amp: str, device: torch.device) -> None:
 
 def build_state(cfg: Config, device: torch.device) -> TrainState:
     torch.manual_seed(cfg.train.seed)
+    # ganforge draws from torch alone; a plugin's network or loss may use Python's or NumPy's global generators,
+    # and train.seed repeats those draws too
+    random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
     G = build_generator(cfg).to(device)
     D = build_discriminator(cfg).to(device)
     if cfg.train.sync_bn and distributed.info().enabled:
