@@ -320,6 +320,41 @@ def test_a_stop_saves_its_checkpoint_without_a_tick_evaluation(tmp_path, tiny_cf
     assert evaluated == [16, 32]  # a run that is not stopped evaluates as set, at its end too
 
 
+def test_a_stop_between_ticks_leaves_the_tick_grids_as_an_uninterrupted_run_writes_them(tmp_path, tiny_cfg,
+                                                                                        monkeypatch):
+    """A stop at 1.5 kimg of a run that ticks every kimg: its grid would be named as the 1 kimg tick's."""
+    from ganforge import trainer as trainer_module
+    from ganforge.trainer import TrainingInterrupted
+
+    cfg = tiny_cfg(**{"train.kimg": 2.4, "train.tick_kimg": 1.0})
+    whole = train(cfg, out=tmp_path / "whole", log=quiet)
+    run_dir = new_run_dir(tmp_path / "stopped", "tiny")
+    ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")  # as train() writes it, for the resume
+    trainer = Trainer(cfg, run_dir, log=quiet)
+
+    class StopPastHalfway(trainer_module._StopFlag):
+        @property
+        def requested(self) -> bool:
+            return trainer.state.nimg >= 1500
+
+        @requested.setter
+        def requested(self, value: bool) -> None:
+            pass
+
+    monkeypatch.setattr(trainer_module, "_StopFlag", StopPastHalfway)
+    with pytest.raises(TrainingInterrupted):
+        trainer.run()
+    monkeypatch.undo()
+    assert final_weights(run_dir)["nimg"] == 1504
+    resume(run_dir, log=quiet)
+    grids = sorted(p.name for p in (whole / "samples").iterdir())
+    assert grids == ["fakes000001.png", "fakes000002.png", "reals.png"]
+    assert grids == sorted(p.name for p in (run_dir / "samples").iterdir())
+    for name in grids:
+        assert (whole / "samples" / name).read_bytes() == (run_dir / "samples" / name).read_bytes(), name
+    assert (whole / "progress.gif").read_bytes() == (run_dir / "progress.gif").read_bytes()
+
+
 def test_the_first_ctrl_c_says_what_happens_next(capsys):
     import signal
 

@@ -380,7 +380,10 @@ class Trainer:
                                    "patience_kimg": patience}
         with open(self.stats_path, "a") as f:
             f.write(json.dumps(stats) + "\n")
-        pixels = report.save_grid(grid, self.samples_dir / grid_name(s.nimg, t.tick_kimg), nrow=self._grid_nrow())
+        if stopping:  # samples/ holds the grids at tick boundaries: a stop between two must not replace one
+            pixels = report.grid_image(grid, self._grid_nrow())
+        else:
+            pixels = report.save_grid(grid, self.samples_dir / grid_name(s.nimg, t.tick_kimg), nrow=self._grid_nrow())
         if self.tb is not None:
             self.tb.tick(stats, pixels, s.nimg)
         if final or improved or self.patience_out or s.tick % t.ckpt_ticks == 0:
