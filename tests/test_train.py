@@ -372,6 +372,33 @@ def test_the_first_ctrl_c_says_what_happens_next(capsys):
     assert quiet_rank.requested and capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("during_stop", [False, True])
+def test_an_interrupt_during_an_import_waits_for_the_import_to_finish(tmp_path, monkeypatch, during_stop):
+    """torch and numpy import much of themselves lazily, and one broken off by Ctrl-C can be left half-made for
+    the rest of the process; the interrupt comes once the import is done (also a second Ctrl-C during a stop)."""
+    import signal
+    import sys
+    import time
+
+    from ganforge.interrupts import raise_interrupt
+    from ganforge.trainer import _StopFlag
+
+    name = f"interrupted_module_{int(during_stop)}"
+    (tmp_path / f"{name}.py").write_text("import signal\nsignal.raise_signal(signal.SIGINT)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    flag = _StopFlag(announce=False)
+    flag.requested = during_stop
+    previous = signal.signal(signal.SIGINT, flag._handle if during_stop else raise_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            __import__(name)
+            time.sleep(5)  # the held-back interrupt arrives here
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sys.modules[name].DONE
+
+
 def test_ema_half_life_matches_closed_form():
     beta = ema_beta(batch_size=64, ema_kimg=10.0)
     steps = int(10_000 / 64)

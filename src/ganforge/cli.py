@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import UserError
+from .interrupts import raise_interrupt
 
 if TYPE_CHECKING:
     from .config import Config
@@ -1051,10 +1052,6 @@ def _error_prefix(word: str = "error") -> str:
     return word if rank == "0" or "WORLD_SIZE" not in os.environ else f"{word} (rank {rank})"
 
 
-def _terminate_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
     import threading
@@ -1067,17 +1064,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = None
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
         # a scheduler's SIGTERM (a job's time limit) unwinds like Ctrl-C: temp files are removed, training
-        # saves its checkpoint
-        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        # saves its checkpoint; neither interrupts an import half-way (see raise_interrupt)
+        for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(sig) is default:
+                previous[sig] = signal.signal(sig, raise_interrupt)
     try:
         code = _dispatch(args)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     distributed = sys.modules.get("ganforge.distributed")  # imported by train only: keep other commands quick
     if distributed is not None and distributed.joined_from_env():
         # DistributedDataParallel's reducer keeps the gloo process group alive after destroy_process_group,

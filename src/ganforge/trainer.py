@@ -45,6 +45,7 @@ from .device import (
 from .errors import UserError
 from .health import HealthCheck
 from .html_report import write_html_report
+from .interrupts import raise_interrupt
 from .losses import get_loss
 from .models import build_discriminator, build_generator, inert_settings
 from .plugins import naming_plugins, stored_config
@@ -104,9 +105,10 @@ class _StopFlag:
         self.announce = announce  # rank 0 says so; the other ranks stay quiet
         self._previous: dict[int, Any] = {}
 
-    def _handle(self, signum: int, _frame: Any) -> None:
+    def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise_interrupt(signum, frame)
+            return
         self.requested = True
         if self.announce:  # the step under way can take seconds (a WGAN critic burst, a tick's evaluation)
             sys.stderr.write("\nstopping: the current step finishes, then a checkpoint is saved"
