@@ -453,6 +453,44 @@ def test_a_config_edited_in_python_is_checked_before_a_run_directory_is_made(tmp
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_run_directory(tmp_path, tiny_cfg, monkeypatch):
+    """Nothing in it could be resumed: an early Ctrl-C, or an error at the first tick, takes it away (with the
+    folder made for it), and a stop once training is under way keeps the run with its checkpoint."""
+    from ganforge.trainer import TrainingInterrupted
+
+    original = Trainer._write_reals
+
+    def reals_then_ctrl_c(self):
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_write_reals", reals_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(), out=tmp_path / "runs" / "new", log=quiet)
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setattr(Trainer, "_write_reals", original)
+
+    def first_tick_fails(self, *args, **kwargs):
+        (self.run_dir / "stats.jsonl").write_text("")  # written before the failure, as a tick writes
+        raise UserError("training diverged at 0.01 kimg (d_loss nan, g_loss nan)")
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(Trainer, "_tick", first_tick_fails)
+    with pytest.raises(UserError, match="diverged"):
+        train(tiny_cfg(), out=tmp_path / "runs", log=quiet)
+    assert list((tmp_path / "runs").iterdir()) == []  # the folder was there before: it stays
+    monkeypatch.undo()
+
+    def stop_at_once(self, *args, **kwargs):
+        self._save_checkpoint()
+        raise TrainingInterrupted(self.run_dir, self.state.nimg / 1000)
+
+    monkeypatch.setattr(Trainer, "_tick", stop_at_once)
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_cfg(), out=tmp_path / "runs", log=quiet)
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["0000-default"]
+
+
 def test_evaluation_at_ticks_logs_metrics_and_keeps_best(tmp_path, tiny_cfg, monkeypatch):
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
     extra = {"eval.every_kimg": 0.016, "eval.n": 40, "eval.metrics": '["fd_digits", "classes"]',

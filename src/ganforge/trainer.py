@@ -585,10 +585,11 @@ def _prepare_stats_for_resume(stats_path: Path, nimg: int) -> None:
 
 
 def _remove_unstarted_run(run_dir: Path, made: list[Path]) -> None:
-    """Remove a run directory that holds nothing but the config.toml written at its start, and the folders
-    above it that were made for it (`made`, deepest first) where they are left empty."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.toml"}:
-        shutil.rmtree(run_dir)
+    """Remove a run directory that holds no checkpoint, so nothing to resume (what it holds was written since
+    train() made it), and the folders above it that were made for it (`made`, deepest first) where they are
+    left empty."""
+    if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.pt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
     for folder in made:
         try:
             folder.rmdir()
@@ -619,18 +620,25 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None, name: str | No
     check_eval_memory(cfg)
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
-    run_dir = new_run_dir(out, name or cfg.preset) if main else None
-    run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
+    made_run_dir = new_run_dir(out, name or cfg.preset) if main else None
+    try:
+        return _train_in(cfg, made_run_dir, log)
+    except BaseException:
+        # a run stopped before its first checkpoint (a bad data path, device or net size; an early Ctrl-C)
+        # leaves no run directory behind: it holds nothing to resume
+        if made_run_dir is not None:
+            _remove_unstarted_run(made_run_dir, made)
+        raise
+
+
+def _train_in(cfg: Config, made_run_dir: Path | None, log: Any) -> Path:
+    """train() in the run directory that rank 0 made."""
+    main = made_run_dir is not None
+    run_dir = Path(distributed.broadcast_object(str(made_run_dir) if main else None))
     if main:
         ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
     with threads_restored():  # train.threads sets torch's process-wide count: the caller gets its own back
-        try:
-            trainer = Trainer(cfg, run_dir, log=log if main else (lambda msg: None))
-        except BaseException:
-            # a run that could not start (bad data path, device, net size) leaves no empty run directory behind
-            if main:
-                _remove_unstarted_run(run_dir, made)
-            raise
+        trainer = Trainer(cfg, run_dir, log=log if main else (lambda msg: None))
         if cfg.preset not in preset_names():  # a config file that names no preset, or its own label
             trainer.log("note: this config builds on no preset, so the settings it leaves out take ganforge's built-in "
                         f"defaults rather than the default preset's (this run: {cfg.data.img_size}x{cfg.data.img_size} "
