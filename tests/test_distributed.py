@@ -175,6 +175,32 @@ def test_errors_of_the_other_ranks_name_their_rank(monkeypatch, capsys, tmp_path
         assert capsys.readouterr().err.startswith(prefix)
 
 
+def test_a_rank_whose_peer_stopped_says_so_in_one_line(monkeypatch, capsys, tmp_path):
+    """A Ctrl-C that stops rank 0 while it starts up finds rank 1 already training: its next collective fails."""
+    from ganforge import cli, distributed
+
+    gloo = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+            "[127.0.0.1]:7907. This is typically caused by a remote worker crashing. Check the logs of the remote "
+            "worker before reporting an error.")
+
+    def collective_fails(args):
+        raise RuntimeError(gloo)
+
+    monkeypatch.setattr(cli, "cmd_presets", collective_fails)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(RuntimeError):  # outside a torchrun group it is no peer's doing: the traceback stays
+        cli.main(["presets"])
+    monkeypatch.setattr(distributed, "_joined_from_env", True)
+    monkeypatch.setattr(os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["presets"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error (rank 1): another process of this torchrun launch stopped, so this one cannot go on (gloo: "
+        "Connection closed by peer [127.0.0.1]:7907); that process's own line says why\n")
+
+
 def test_an_interrupted_launch_is_told_to_resume_the_way_it_was_launched(monkeypatch):
     from ganforge import distributed
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_PEER_STOPPED = 1
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -1027,6 +1028,23 @@ def _out_of_memory(e: BaseException) -> bool:
             or "Storage size calculation overflowed" in text)  # a shape whose byte count passes 2^63
 
 
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer")  # gloo's words for a process that left
+
+
+def _peer_stopped(e: BaseException) -> bool:
+    """A collective that failed because another process of the torchrun launch ended (a Ctrl-C that stopped it
+    while this one was already training, its own error)."""
+    distributed = sys.modules.get("ganforge.distributed")
+    return (distributed is not None and distributed.joined_from_env()
+            and any(words in str(e) for words in PEER_GONE))
+
+
+def _peer_detail(e: BaseException) -> str:
+    """gloo's words and the peer's address: 'Connection closed by peer [127.0.0.1]:7907'."""
+    found = re.search(r"Connection (?:closed|reset) by peer(?: \[[^\]]*\]:\d+)?", str(e))
+    return found.group(0) if found else "connection lost"
+
+
 def _allocation_detail(e: BaseException) -> str:
     """What failed to allocate, in a few words: torch's CPU allocator names the bytes it tried for."""
     text = str(e)
@@ -1107,6 +1125,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(_error_prefix("interrupted"), file=sys.stderr)
         return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
+        if not args.debug and _peer_stopped(e):
+            print(f"{_error_prefix()}: another process of this torchrun launch stopped, so this one cannot go on "
+                  f"(gloo: {_peer_detail(e)}); that process's own line says why", file=sys.stderr)
+            return EXIT_PEER_STOPPED
         if args.debug or not _out_of_memory(e):
             raise
         print(f"{_error_prefix()}: out of memory ({_allocation_detail(e)}); lower train.batch_size, the nets' widths "
