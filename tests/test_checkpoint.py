@@ -417,3 +417,37 @@ def test_export_sample_and_eval_from_the_command_line(tmp_path, tiny_cfg, capsys
     assert main(["train", "--resume", str(out)]) == 2
     assert main(["report", str(out)]) == 2
     assert "generator file" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_training_removes_while_it_is_read_is_followed(tmp_cfg_run, monkeypatch):
+    """sample and eval of a run that trains meanwhile, keeping its last few checkpoints: the latest one can go
+    between being looked up and opened (it is looked up again), or while it is read (the open file stays)."""
+    latest = ckpt_io.resolve_checkpoint(tmp_cfg_run)
+    nimg = ckpt_io.load_checkpoint(latest)["nimg"]
+    newer = latest.with_name(f"ckpt-{nimg + 8:09d}.pt")
+    resolve = ckpt_io.resolve_checkpoint
+
+    def training_moves_on(run_or_ckpt, which="latest"):
+        found = resolve(run_or_ckpt, which)
+        if found == latest:
+            ckpt_io.atomic_save({**ckpt_io.load_checkpoint(latest), "nimg": nimg + 8}, newer)
+            latest.unlink()  # the trainer's keep_ckpts
+        return found
+
+    monkeypatch.setattr(ckpt_io, "resolve_checkpoint", training_moves_on)
+    path, state = ckpt_io.load_resolved(tmp_cfg_run)
+    assert path == newer and state["nimg"] == nimg + 8
+    monkeypatch.undo()
+
+    check = ckpt_io.damaged_zip_member
+
+    def removed_after_the_check(f):
+        found = check(f)
+        newer.unlink()
+        return found
+
+    monkeypatch.setattr(ckpt_io, "damaged_zip_member", removed_after_the_check)
+    assert ckpt_io.load_checkpoint(newer)["nimg"] == nimg + 8
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="does not exist"):  # gone for good: no retry on a checkpoint file named
+        ckpt_io.load_resolved(newer)

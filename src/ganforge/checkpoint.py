@@ -11,7 +11,7 @@ import shlex
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ FORMAT = "ganforge-checkpoint"
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
+RESOLVE_TRIES = 3  # a run that trains keeps moving its latest checkpoint on: looked up again if it went
 
 
 LOCK_FILE = ".lock"
@@ -249,14 +250,24 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise UserError(f"checkpoint {path} does not exist{_checkpoints_beside(path)}")
     if is_generator_file(path):  # `ganforge export`'s G alone
         return load_generator_file(path)
-    damaged = damaged_zip_member(path)
-    if damaged:
-        raise UserError(f"checkpoint {path} is corrupt: its part {damaged} fails its CRC check (damaged on disk or "
-                        "in transfer); use an earlier checkpoint or copy it again")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001  (any failure to parse untrusted bytes means a bad file)
-        raise UserError(_unloadable(path, e)) from e
+        # read through one open file: a training run that removes its older checkpoints meanwhile does not
+        # pull it away between the checks and the load
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist{_checkpoints_beside(path)}") from None
+    except PermissionError:
+        raise UserError(f"cannot read checkpoint {path}: permission denied") from None
+    with f:
+        damaged = damaged_zip_member(f)
+        if damaged:
+            raise UserError(f"checkpoint {path} is corrupt: its part {damaged} fails its CRC check (damaged on disk "
+                            "or in transfer); use an earlier checkpoint or copy it again")
+        try:
+            f.seek(0)
+            ckpt = torch.load(f, map_location=map_location, weights_only=True)
+        except Exception as e:  # noqa: BLE001  (any failure to parse untrusted bytes means a bad file)
+            raise UserError(_unloadable(f, path, e)) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a ganforge checkpoint (it has no '{FORMAT}' format marker)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
@@ -264,7 +275,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def damaged_zip_member(path: Path) -> str | None:
+def damaged_zip_member(path: Path | BinaryIO) -> str | None:
     """The first zip member whose bytes fail their CRC-32; torch.load does not check them, so a flipped bit
     would load as a silently wrong weight."""
     try:
@@ -274,11 +285,10 @@ def damaged_zip_member(path: Path) -> str | None:
         return None  # not a readable zip: torch.load's failure explains it
 
 
-def _unloadable(path: Path, error: Exception) -> str:
-    """Why torch.load refused a file, in one line (torch's own text suggests weights_only=False)."""
-    if isinstance(error, PermissionError):
-        return f"cannot read checkpoint {path}: permission denied"
-    if not zipfile.is_zipfile(path):
+def _unloadable(f: BinaryIO, path: Path, error: Exception) -> str:
+    """Why torch.load refused the file f (at path), in one line (torch's own text suggests weights_only=False)."""
+    f.seek(0)
+    if not zipfile.is_zipfile(f):
         return (f"checkpoint {path} is truncated or corrupt: it is not a complete PyTorch zip archive "
                 "(was it copied whole, or is it another kind of file?)")
     named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
@@ -287,6 +297,21 @@ def _unloadable(path: Path, error: Exception) -> str:
                 "which ganforge does not load because unpickling them can run code")
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     return f"checkpoint {path} is truncated or corrupt and cannot be loaded ({first[:200]})"
+
+
+def load_resolved(run_or_ckpt: Path | str, which: str = "latest",
+                  map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+    """resolve_checkpoint, then load_checkpoint: the checkpoint's path and contents. A run's latest (or best)
+    checkpoint that a run training there removes before it is opened is looked up again."""
+    for _ in range(RESOLVE_TRIES - 1):
+        path = resolve_checkpoint(run_or_ckpt, which)
+        try:
+            return path, load_checkpoint(path, map_location)
+        except UserError:
+            if path.exists() or not Path(run_or_ckpt).is_dir() or which not in ("latest", "best"):
+                raise
+    path = resolve_checkpoint(run_or_ckpt, which)
+    return path, load_checkpoint(path, map_location)
 
 
 def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:

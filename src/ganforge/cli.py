@@ -254,8 +254,7 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     from .metrics.core import COPIES_MAX_SHIFT, real_image_set
     from .plugins import stored_config
 
-    path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
-    state = ckpt_io.load_checkpoint(path)  # once: G and the config that says where its training images are
+    path, state = ckpt_io.load_resolved(args.run, args.ckpt)  # once: G and the config that says where its images are
     G = generator_from_checkpoint(state, path, args.device or "auto", ema=not args.no_ema)
     cfg = stored_config(state)
     missing = missing_folder(cfg.data.name)
@@ -747,7 +746,7 @@ def _run_config(run: Path) -> Config:
             if not (str(e).startswith("unknown ") and saved):
                 raise
             return stored_config(ckpt_io.load_checkpoint(saved[-1]))  # its refusal names the plugins the run loaded
-    return stored_config(ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run)))
+    return stored_config(ckpt_io.load_resolved(run)[1])
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -18,8 +18,8 @@ from .plugins import stored_config
 def load_generator(run_or_ckpt: Path | str, ckpt: str = "latest", device: str | torch.device = "cpu",
                    ema: bool = True) -> Generator:
     """The generator of a run or checkpoint (G_ema when the run kept one), in eval mode on `device`."""
-    path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
-    return generator_from_checkpoint(ckpt_io.load_checkpoint(path), path, device, ema)
+    path, state = ckpt_io.load_resolved(run_or_ckpt, ckpt)
+    return generator_from_checkpoint(state, path, device, ema)
 
 
 def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | torch.device = "cpu",
@@ -65,7 +65,7 @@ def export_generator(run_or_ckpt: Path | str, out: Path | str, ckpt: str = "late
     source = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
     if ckpt_io.is_generator_file(source):  # refused before it is read
         raise UserError(f"{source} is already a generator file; copy it to export it elsewhere")
-    state = ckpt_io.load_checkpoint(source)
+    source, state = ckpt_io.load_resolved(run_or_ckpt, ckpt)
     generator_from_checkpoint(state, source, "cpu", ema)  # the weights build the config's G: the file will load
     out.parent.mkdir(parents=True, exist_ok=True)
     weights = ckpt_io.save_generator_file(state, source, out, ema=ema)

@@ -672,8 +672,7 @@ def anchored_paths(cfg: Config) -> Config:
 def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -> tuple[Path, dict[str, Any], Config]:
     """The checkpoint a resume would continue (latest of a run, or the one given), its contents, and the
     config it would train with: the checkpoint's own plus `overrides`."""
-    path = ckpt_io.resolve_checkpoint(run_or_ckpt, "latest")
-    ckpt = ckpt_io.load_checkpoint(path)
+    path, ckpt = ckpt_io.load_resolved(run_or_ckpt, "latest")
     if ckpt.get("exported") is not None:
         source = f" ({ckpt['exported']['source']})" if ckpt["exported"]["source"] else ""
         raise UserError(f"{path} is a generator file (G's weights alone, for sample and eval): it holds no D or "

@@ -781,8 +781,7 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
         check_dataset_name(reference)
         check_folder(reference)
     device = str(pick_device(str(device)))
-    path = ckpt_io.resolve_checkpoint(run_or_ckpt, ckpt)
-    state = ckpt_io.load_checkpoint(path)
+    path, state = ckpt_io.load_resolved(run_or_ckpt, ckpt)
     cfg = stored_config(state)
     if reference is None and reference_root is not None and cfg.data.name not in TORCHVISION_SETS:
         raise UserError(f"--data-root says where a torchvision data set ({', '.join(TORCHVISION_SETS)}) lives, but "
