@@ -144,8 +144,27 @@ def next_image_index(folder: Path | str) -> int:
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    taken = [int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit()]
-    return max(taken) + 1 if taken else 0
+    taken = {int(p.stem): p for p in folder.glob("*.png") if p.stem.isdigit()}
+    if not taken:
+        return 0
+    last = max(taken)
+    # a process killed mid-write (kill -9, the OOM killer) leaves its last PNG torn: that one is written again
+    return last if _torn_png(taken[last]) else last + 1
+
+
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # every complete PNG ends with this empty IEND chunk
+
+
+def _torn_png(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < len(PNG_END):
+                return True
+            f.seek(-len(PNG_END), os.SEEK_END)
+            return f.read() != PNG_END
+    except OSError:
+        return False
 
 
 SPARE_BYTES = 2**30  # a file that fits only by filling the disk to the last byte is refused too
