@@ -775,6 +775,19 @@ def test_sigterm_unwinds_a_sample_like_ctrl_c(tmp_path, image_folder):
     assert proc.returncode == 130 and err.strip() == "interrupted", err
     assert not list(tmp_path.glob("*big.npz*"))
 
+    # kill -9 leaves its partial file; the next sample to that name removes it
+    proc = _spawn(["sample", str(run_dir), "--n", "50000000", "--out", "big.npz"], tmp_path)
+    while not list(tmp_path.glob(".big.npz.*")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert len(list(tmp_path.glob(".big.npz.tmp-*"))) == 1
+    live = tmp_path / f".big.npz.tmp-{os.getppid()}"  # a live process's write in progress is left alone
+    live.write_bytes(b"")
+    assert main(["sample", str(run_dir), "--n", "10", "--out", str(tmp_path / "big.npz")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*big.npz*")) == [live.name, "big.npz"]
+
 
 def test_an_interrupted_sample_folder_says_how_to_write_the_rest(tmp_path, image_folder):
     """Ctrl-C (or SIGTERM) while writing PNGs keeps those written and prints the command that adds the rest;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 import random
@@ -164,6 +165,24 @@ def remove_orphan_temp_files(run_dir: Path | str, folders: tuple[str, ...] = (""
                 size = path.stat().st_size
                 path.unlink()
                 freed += size
+    return freed
+
+
+def remove_orphan_temps_of(path: Path | str) -> int:
+    """Remove the temp files that killed processes left while writing `path` atomically (a large .npz of
+    samples leaves one as large as itself). Returns the bytes freed."""
+    path = Path(path)
+    freed = 0
+    if not path.parent.is_dir():
+        return 0
+    for temp in path.parent.glob(glob.escape(f".{path.name}.tmp-") + "*"):
+        match = _TEMP_NAME.match(temp.name)
+        if match is None or not temp.is_file() or _process_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            size = temp.stat().st_size
+            temp.unlink()
+            freed += size
     return freed
 
 

@@ -320,6 +320,7 @@ def _more_samples_command(args: argparse.Namespace, n: int) -> str:
 def cmd_sample(args: argparse.Namespace) -> int:
     import time
 
+    from . import checkpoint as ckpt_io
     from . import report
     from .generators import load_generator
 
@@ -350,6 +351,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if out.exists() and not args.force:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
+        ckpt_io.remove_orphan_temps_of(out)  # a killed earlier try's partial file, before the disk check
         start = time.perf_counter()
         report.save_npz_stream(G, args.n, out, seed=args.seed, batch_size=args.batch_size, labels=labels,
                                truncation=args.truncation)
