@@ -523,10 +523,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         if args.ckpt == "all":
             return _eval_every_checkpoint(args, metrics, start)
-        path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)  # once: the message names where it went
-        records = evaluate_run(path, metrics, n=args.n or 10_000, seed=args.seed, device=args.device or "cpu",
-                               inception_weights=args.inception_weights, log=print, reference=args.real,
-                               reference_root=args.data_root, ema=not args.no_ema, truncation=args.truncation)
+        # looked up here to name where the results go; evaluate_run looks again, as a run training meanwhile
+        # moves its latest checkpoint on
+        path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
+        records = evaluate_run(args.run, metrics, ckpt=args.ckpt, n=args.n or 10_000, seed=args.seed,
+                               device=args.device or "cpu", inception_weights=args.inception_weights, log=print,
+                               reference=args.real, reference_root=args.data_root, ema=not args.no_ema,
+                               truncation=args.truncation)
         _modes_count_note(args, metrics)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
