@@ -451,3 +451,21 @@ def test_a_checkpoint_that_training_removes_while_it_is_read_is_followed(tmp_cfg
     monkeypatch.undo()
     with pytest.raises(UserError, match="does not exist"):  # gone for good: no retry on a checkpoint file named
         ckpt_io.load_resolved(newer)
+
+
+def test_export_of_a_checkpoint_removed_as_it_finishes_still_reports(tmp_cfg_run, tmp_path, monkeypatch, capsys):
+    from ganforge import generators
+    from ganforge.cli import main
+
+    export = generators.export_generator
+
+    def training_removes_the_source(*args, **kwargs):
+        done = export(*args, **kwargs)
+        done.source.unlink()  # the trainer's keep_ckpts, once its next checkpoint is written
+        return done
+
+    monkeypatch.setattr(generators, "export_generator", training_removes_the_source)
+    out = tmp_path / "G.safetensors"
+    assert main(["export", str(tmp_cfg_run), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert out.is_file() and f"to {out}: " in said and "against the checkpoint's" not in said

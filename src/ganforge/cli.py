@@ -758,9 +758,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .generators import export_generator
 
     done = export_generator(args.run, args.out, ckpt=args.ckpt, ema=not args.no_ema, force=args.force)
-    size, full = done.path.stat().st_size, done.source.stat().st_size
-    print(f"wrote {done.weights} of {done.source.name} ({done.kimg:g} kimg) to {done.path}: {size / 2**20:.1f} MiB "
-          f"against the checkpoint's {full / 2**20:.1f} MiB; sample it with "
+    size = done.path.stat().st_size
+    try:
+        against = f" against the checkpoint's {done.source.stat().st_size / 2**20:.1f} MiB"
+    except FileNotFoundError:  # a run that trains meanwhile has removed it, its keep_ckpts passed
+        against = ""
+    print(f"wrote {done.weights} of {done.source.name} ({done.kimg:g} kimg) to {done.path}: {size / 2**20:.1f} MiB"
+          f"{against}; sample it with "
           f"{shlex.join(['ganforge', 'sample', str(done.path), '--n', '64', '--out', 'grid.png'])}")
     return 0
 
