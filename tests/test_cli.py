@@ -632,6 +632,14 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
     ):
         assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", *argv]) == 2
         assert needle in capsys.readouterr().err
+    first = run_dir / "checkpoints" / "ckpt-000000032.pt"
+    for argv, needle in (
+        (["train", "--resume", str(first), "--dry-run"], "ckpt-000000032.pt is not the run's latest checkpoint"),
+        (["train", "--rewind", *set_args(tiny_overrides(image_folder))], "--rewind goes with --resume"),
+    ):
+        assert main(argv) == 2
+        assert needle in capsys.readouterr().err
+    assert main(["train", "--resume", str(first), "--rewind", "--dry-run"]) == 0
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing trained
     assert not (tmp_path / "elsewhere").exists()
     assert main(["train", "--resume", str(run_dir), "--seed", "4", "--set", "train.kimg=0.128"]) == 0  # its own seed

@@ -11,6 +11,8 @@ import torch
 from ganforge import checkpoint as ckpt_io
 from ganforge.config import load_config
 from ganforge.errors import UserError
+from ganforge.report import grid_nimg as report_grid_nimg
+from ganforge.report import read_stats as report_stats
 from ganforge.step import ema_beta, update_ema
 from ganforge.trainer import Trainer, new_run_dir, resume, train
 
@@ -67,6 +69,44 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, ex
     assert first["nimg"] < a["nimg"]
     for net in ("G", "D"):  # learnt weights, not only batch norm's running statistics
         assert any(not torch.equal(v, first[net][k]) for k, v in a[net].items() if k.endswith("weight")), net
+
+
+def test_a_checkpoint_with_later_ones_is_resumed_only_as_a_rewind(tmp_path, tiny_cfg):
+    """Resuming an earlier checkpoint would write over the later ones: refused, leaving every file as it was,
+    unless --rewind, which removes what came after it; a rewind with the same settings trains the same run."""
+    cfg = tiny_cfg(**{"train.kimg": 0.064, "train.tick_kimg": 0.016, "train.keep_ckpts": 4})
+    run = train(cfg, out=tmp_path / "runs", log=quiet)
+    saved = ckpt_io.list_checkpoints(run)
+    assert [ckpt_io.checkpoint_nimg(p) for p in saved] == [16, 32, 48, 64]
+    end = final_weights(run)
+    (run / "metrics.json").write_text(json.dumps([{"kimg": 0.016, "results": []}, {"kimg": 0.048, "results": []}]))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError) as info:
+        resume(saved[1], log=quiet)
+    assert str(info.value).startswith("ckpt-000000032.pt is not the run's latest checkpoint (ckpt-000000064.pt is): "
+                                      "training on from it would write over ckpt-000000048.pt, ckpt-000000064.pt")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+    notes: list[str] = []
+    resume(saved[1], ["train.kimg=0.048"], log=notes.append, rewind=True)
+    assert any(n.startswith("rewound to 0.032 kimg: removed ckpt-000000048.pt, ckpt-000000064.pt") for n in notes)
+    assert [ckpt_io.checkpoint_nimg(p) for p in ckpt_io.list_checkpoints(run)] == [16, 32, 48]
+    assert [r["kimg"] for r in json.loads((run / "metrics.json").read_text())] == [0.016]
+    assert [r["kimg"] for r in report_stats(run / "stats.jsonl")] == [0.016, 0.032, 0.048]
+    assert not any(report_grid_nimg(g) > 48 for g in (run / "samples").glob("fakes*.png"))
+    resume(run, ["train.kimg=0.064"], log=quiet)
+    assert_same_state(end, final_weights(run))
+
+
+def test_a_resume_drops_the_evaluations_recorded_after_its_checkpoint(tmp_path, tiny_cfg):
+    """A kill between a tick's evaluation and its checkpoint leaves an evaluation that the resumed run makes
+    again: it is recorded once."""
+    run = train(tiny_cfg(**{"train.kimg": 0.032, "train.tick_kimg": 0.016}), out=tmp_path / "runs", log=quiet)
+    history = [{"kimg": 0.016, "checkpoint": None, "results": []}, {"kimg": 0.048, "checkpoint": None, "results": []},
+               {"checkpoint": "ckpt-000000032.pt", "kimg": 0.032, "results": []}]
+    (run / "metrics.json").write_text(json.dumps(history))
+    resume(run, ["train.kimg=0.064"], log=quiet)
+    assert [r["kimg"] for r in json.loads((run / "metrics.json").read_text())] == [0.016, 0.032]
 
 
 def test_a_time_limit_ends_the_run_where_it_is_and_a_resume_past_it_repeats_an_uninterrupted_run(tmp_path, tiny_cfg):

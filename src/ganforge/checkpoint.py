@@ -91,6 +91,12 @@ def ckpt_name(nimg: int) -> str:
     return f"ckpt-{nimg:09d}.pt"
 
 
+def checkpoint_nimg(path: Path) -> int:
+    """Images seen at a run's checkpoint ckpt-NNNNNNNNN.pt, from its name; -1 for other names."""
+    match = _NAME.match(Path(path).name)
+    return int(match[1]) if match else -1
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Finished checkpoints of a run, oldest first (temp files of an interrupted write are ignored)."""
     folder = Path(run_dir) / CKPT_DIR
@@ -225,7 +231,7 @@ CHECKPOINTS_NAMED = 4
 RUNS_NAMED = 5
 
 
-def _last_names(names: list[str], limit: int) -> str:
+def last_names(names: list[str], limit: int) -> str:
     """'a, b, c', or '9, the last: e, f, g' when there are more than `limit`."""
     shown = ", ".join(names[-limit:])
     return shown if len(names) <= limit else f"{len(names)}, the last: {shown}"
@@ -242,7 +248,7 @@ def _checkpoints_in(folder: Path) -> str:
         found = sorted(p.name for p in folder.iterdir() if p.suffix == ".pt" and p.is_file())
     except OSError:  # no such folder, or not one
         return ""
-    return f"; {folder} holds {_last_names(found, CHECKPOINTS_NAMED)}" if found else ""
+    return f"; {folder} holds {last_names(found, CHECKPOINTS_NAMED)}" if found else ""
 
 
 def runs_beside(path: Path) -> str:
@@ -258,7 +264,7 @@ def runs_beside(path: Path) -> str:
     close = numbered or difflib.get_close_matches(path.name, found, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {path.parent / close[0]}?"
-    return f"; runs in {path.parent}: {_last_names(found, RUNS_NAMED)}" if found else ""
+    return f"; runs in {path.parent}: {last_names(found, RUNS_NAMED)}" if found else ""
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:

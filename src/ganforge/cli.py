@@ -125,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         TrainingInterrupted,
         anchored_paths,
         check_run_name,
+        later_checkpoints,
         resume,
         resume_config,
         train,
@@ -138,11 +139,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--resume continues in the run's own directory; drop {flag}")
         overrides = _overrides(args)
         if args.dry_run:
-            cfg = resume_config(args.resume, overrides)[2]
+            path, ckpt, cfg = resume_config(args.resume, overrides)
+            later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
             _dry_run_checks(cfg)
             print(cfg.to_toml(), end="")
             return 0
     else:
+        if args.rewind:
+            raise UserError("--rewind goes with --resume RUN/checkpoints/ckpt-N.pt: the checkpoint to go back to")
         check_run_name(args.name)
         cfg = _config_from_args(args)
         if args.dry_run:
@@ -152,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     distributed.init_from_env(args.device or "auto")
     try:
         if args.resume is not None:
-            resume(args.resume, overrides)
+            resume(args.resume, overrides, rewind=args.rewind)
             return 0
         train(cfg, out=args.out if args.out is not None else Path("runs"), name=args.name)
     except TrainingInterrupted as e:
@@ -891,6 +895,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the run directory's name after its number, in place of the preset's: "
                                   "runs/0007-NAME")
     p.add_argument("--resume", type=_path, help="a run directory or checkpoint to continue")
+    p.add_argument("--rewind", action="store_true",
+                   help="with --resume of a checkpoint that is not the run's latest: go back to it, removing the "
+                        "later checkpoints and the stats, evaluations and grids after it")
     p.add_argument("--data", metavar="NAME",
                    help="shorthand for --set data.name=NAME: mnist5k, mnist, fashion-mnist, cifar10, celeba, "
                         "stacked-mnist5k, or folder:PATH for your own images (a folder, .zip or .npz)")

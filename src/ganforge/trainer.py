@@ -584,6 +584,50 @@ def _prepare_stats_for_resume(stats_path: Path, nimg: int) -> None:
     ckpt_io.atomic_write_text("".join(json.dumps(record) + "\n" for record in keep), stats_path)
 
 
+def later_checkpoints(path: Path, nimg: int, rewind: bool) -> list[Path]:
+    """The checkpoints of path's run after path (at nimg); refused unless `rewind` discards them."""
+    run_dir = path.parent.parent
+    later = [p for p in ckpt_io.list_checkpoints(run_dir) if ckpt_io.checkpoint_nimg(p) > nimg]
+    if later and not rewind:
+        names = ckpt_io.last_names([p.name for p in later], ckpt_io.CHECKPOINTS_NAMED)
+        raise UserError(f"{path.name} is not the run's latest checkpoint ({later[-1].name} is): training on from it "
+                        f"would write over {names} and drop the stats and evaluations after {nimg / 1000:g} kimg; "
+                        f"resume {run_dir} to go on from the latest, or pass --rewind to go back to {path.name} and "
+                        "discard what came after it (copy the run directory first to keep both)")
+    return later
+
+
+def _drop_records_after(run_dir: Path, nimg: int) -> None:
+    """Drop what a run recorded after the checkpoint it resumes from (a kill between a tick's evaluation and its
+    checkpoint, or a rewind): the evaluations in metrics.json and the fixed-noise grids, which it makes again."""
+    from .metrics.core import read_metrics_history
+
+    path = run_dir / "metrics.json"
+    if path.is_file():
+        with ckpt_io.file_lock(path):
+            history = read_metrics_history(path)
+            keep = [entry for entry in history if not isinstance(entry.get("kimg"), int | float)
+                    or entry["kimg"] <= nimg / 1000 + 1e-9]
+            if len(keep) < len(history):
+                ckpt_io.atomic_write_text(json.dumps(keep, indent=1) + "\n", path)
+    for grid in report.fixed_noise_grids(run_dir / "samples"):
+        if report.grid_nimg(grid) > nimg:
+            grid.unlink(missing_ok=True)
+
+
+def _rewind(run_dir: Path, later: list[Path], nimg: int) -> str:
+    """Remove the checkpoints after nimg (and best.pt when it is one of theirs); returns what was done."""
+    best = run_dir / ckpt_io.CKPT_DIR / "best.pt"
+    removed = [p.name for p in later]
+    if best.is_file() and int(ckpt_io.load_checkpoint(best).get("nimg", 0)) > nimg:
+        removed.append(best.name)
+        best.unlink()
+    for p in later:
+        p.unlink(missing_ok=True)
+    return (f"rewound to {nimg / 1000:g} kimg: removed {ckpt_io.last_names(removed, ckpt_io.CHECKPOINTS_NAMED)}, "
+            "and the stats, evaluations and grids after it")
+
+
 def _remove_unstarted_run(run_dir: Path, made: list[Path]) -> None:
     """Remove a run directory that holds no checkpoint, so nothing to resume (what it holds was written since
     train() made it), and the folders above it that were made for it (`made`, deepest first) where they are
@@ -753,14 +797,18 @@ def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
     return [(key, old[key]) for key in [k for k in differ if alone_changes_shapes(k)] or differ]
 
 
-def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None) -> Path:
-    """Continue a run from its latest checkpoint (or a given one) in the same run directory."""
+def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None,
+           rewind: bool = False) -> Path:
+    """Continue a run from its latest checkpoint (or a given one) in the same run directory. A checkpoint with
+    later ones after it is refused unless `rewind`, which discards what came after it."""
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
     run_dir = path.parent.parent
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
+    nimg = int(ckpt["nimg"])
+    later = later_checkpoints(path, nimg, rewind)
     main = distributed.info().is_main
     with threads_restored(), ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
         # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as
@@ -812,6 +860,9 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
                         f"minutes), so there is nothing to train; to go on, resume with --set train.minutes=N "
                         f"(N > {spent_s / 60:.1f}, or 0 for no limit)")
         elif main:
+            if later:
+                trainer.log(_rewind(run_dir, later, nimg))
             ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
-            _prepare_stats_for_resume(run_dir / "stats.jsonl", int(ckpt["nimg"]))
+            _prepare_stats_for_resume(run_dir / "stats.jsonl", nimg)
+            _drop_records_after(run_dir, nimg)
         return trainer.run()
