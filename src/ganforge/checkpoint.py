@@ -10,7 +10,7 @@ import random
 import re
 import shlex
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -161,27 +161,23 @@ def remove_orphan_temp_files(run_dir: Path | str, folders: tuple[str, ...] = (""
     """Remove the temp files of atomic writes that a process killed mid-write (kill -9, a lost node) left in a
     run directory and its checkpoints and samples folders: a half checkpoint can take as much space as a whole
     one. A file whose process still runs here is kept. Returns the bytes freed."""
-    freed = 0
-    for folder in (Path(run_dir) / name for name in folders):
-        for path in folder.glob(".*.tmp-*") if folder.is_dir() else []:
-            match = _TEMP_NAME.match(path.name)
-            if match is None or not path.is_file() or _process_alive(int(match.group(1))):
-                continue
-            with contextlib.suppress(OSError):
-                size = path.stat().st_size
-                path.unlink()
-                freed += size
-    return freed
+    folders_there = [folder for folder in (Path(run_dir) / name for name in folders) if folder.is_dir()]
+    return _remove_orphans(temp for folder in folders_there for temp in folder.glob(".*.tmp-*"))
 
 
 def remove_orphan_temps_of(path: Path | str) -> int:
     """Remove the temp files that killed processes left while writing `path` atomically (a large .npz of
     samples leaves one as large as itself). Returns the bytes freed."""
     path = Path(path)
-    freed = 0
     if not path.parent.is_dir():
         return 0
-    for temp in path.parent.glob(glob.escape(f".{path.name}.tmp-") + "*"):
+    return _remove_orphans(path.parent.glob(glob.escape(f".{path.name}.tmp-") + "*"))
+
+
+def _remove_orphans(temps: Iterable[Path]) -> int:
+    """Remove the temp files (replace_atomically's names) among `temps` whose process no longer runs here."""
+    freed = 0
+    for temp in temps:
         match = _TEMP_NAME.match(temp.name)
         if match is None or not temp.is_file() or _process_alive(int(match.group(1))):
             continue
