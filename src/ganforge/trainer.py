@@ -632,7 +632,7 @@ def _remove_unstarted_run(run_dir: Path, made: list[Path]) -> None:
     """Remove a run directory that holds no checkpoint, so nothing to resume (what it holds was written since
     train() made it), and the folders above it that were made for it (`made`, deepest first) where they are
     left empty."""
-    if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.pt")):
+    if run_dir.is_dir() and not any((run_dir / ckpt_io.CKPT_DIR).glob("*.pt")):
         shutil.rmtree(run_dir, ignore_errors=True)
     for folder in made:
         try:
