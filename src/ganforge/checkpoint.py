@@ -324,15 +324,15 @@ def load_resolved(run_or_ckpt: Path | str, which: str = "latest",
                   map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
     """resolve_checkpoint, then load_checkpoint: the checkpoint's path and contents. A run's latest (or best)
     checkpoint that a run training there removes before it is opened is looked up again."""
-    for _ in range(RESOLVE_TRIES - 1):
+    for attempt in range(1, RESOLVE_TRIES + 1):
         path = resolve_checkpoint(run_or_ckpt, which)
         try:
             return path, load_checkpoint(path, map_location)
         except UserError:
-            if path.exists() or not Path(run_or_ckpt).is_dir() or which not in ("latest", "best"):
+            moved_on = not path.exists() and Path(run_or_ckpt).is_dir() and which in ("latest", "best")
+            if not moved_on or attempt == RESOLVE_TRIES:
                 raise
-    path = resolve_checkpoint(run_or_ckpt, which)
-    return path, load_checkpoint(path, map_location)
+    raise AssertionError("each try returns or raises")
 
 
 def resolve_checkpoint(run_or_ckpt: Path | str, which: str = "latest") -> Path:

@@ -1043,21 +1043,17 @@ def _out_of_memory(e: BaseException) -> bool:
             or "Storage size calculation overflowed" in text)  # a shape whose byte count passes 2^63
 
 
-PEER_GONE = ("Connection closed by peer", "Connection reset by peer")  # gloo's words for a process that left
+# gloo's words for a collective whose peer process left, and the peer's address
+PEER_GONE = re.compile(r"Connection (?:closed|reset) by peer(?: \[[^\]]*\]:\d+)?")
 
 
-def _peer_stopped(e: BaseException) -> bool:
-    """A collective that failed because another process of the torchrun launch ended (a Ctrl-C that stopped it
-    while this one was already training, its own error)."""
+def _peer_stopped(e: BaseException) -> str | None:
+    """gloo's words ('Connection closed by peer [127.0.0.1]:7907') where a collective failed because another
+    process of the torchrun launch ended (a Ctrl-C that stopped it while this one was already training, its
+    own error); None for any other failure."""
     distributed = sys.modules.get("ganforge.distributed")
-    return (distributed is not None and distributed.joined_from_env()
-            and any(words in str(e) for words in PEER_GONE))
-
-
-def _peer_detail(e: BaseException) -> str:
-    """gloo's words and the peer's address: 'Connection closed by peer [127.0.0.1]:7907'."""
-    found = re.search(r"Connection (?:closed|reset) by peer(?: \[[^\]]*\]:\d+)?", str(e))
-    return found.group(0) if found else "connection lost"
+    found = PEER_GONE.search(str(e)) if distributed is not None and distributed.joined_from_env() else None
+    return found.group(0) if found else None
 
 
 def _allocation_detail(e: BaseException) -> str:
@@ -1140,9 +1136,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(_error_prefix("interrupted"), file=sys.stderr)
         return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
-        if not args.debug and _peer_stopped(e):
+        peer_gone = None if args.debug else _peer_stopped(e)
+        if peer_gone:
             print(f"{_error_prefix()}: another process of this torchrun launch stopped, so this one cannot go on "
-                  f"(gloo: {_peer_detail(e)}); that process's own line says why", file=sys.stderr)
+                  f"(gloo: {peer_gone}); that process's own line says why", file=sys.stderr)
             return EXIT_PEER_STOPPED
         if args.debug or not _out_of_memory(e):
             raise
