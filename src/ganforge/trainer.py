@@ -605,9 +605,12 @@ def _drop_records_after(run_dir: Path, nimg: int) -> None:
     path = run_dir / "metrics.json"
     if path.is_file():
         with ckpt_io.file_lock(path):
-            history = read_metrics_history(path)
-            keep = [entry for entry in history if not isinstance(entry.get("kimg"), int | float)
-                    or entry["kimg"] <= nimg / 1000 + 1e-9]
+            try:
+                history = read_metrics_history(path)
+            except UserError:  # one it cannot read is left as it is (a run that evaluates was refused already)
+                history = []
+            keep = [entry for entry in history if not isinstance(entry, dict)
+                    or not isinstance(entry.get("kimg"), int | float) or entry["kimg"] <= nimg / 1000 + 1e-9]
             if len(keep) < len(history):
                 ckpt_io.atomic_write_text(json.dumps(keep, indent=1) + "\n", path)
     for grid in report.fixed_noise_grids(run_dir / "samples"):
