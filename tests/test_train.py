@@ -490,6 +490,14 @@ def test_a_config_edited_in_python_is_checked_before_a_run_directory_is_made(tmp
     cfg.train.step_order, cfg.train.kimg = "g_first", "0.016"
     with pytest.raises(UserError, match="train.kimg must be a number, got '0.016'"):
         train(cfg, out=tmp_path / "runs", log=quiet)
+    cfg.train.kimg = 0.016
+    cfg.train.g_lr = 1e-4  # a setting of [optim]: set on [train], no run would read it
+    with pytest.raises(UserError, match=r"cfg.train.g_lr is not a setting.*\(did you mean optim.g_lr\?\)"):
+        train(cfg, out=tmp_path / "runs", log=quiet)
+    del cfg.train.g_lr
+    cfg.model.z_dims = 8
+    with pytest.raises(UserError, match=r"cfg.model.z_dims is not a setting.*\(did you mean model.z_dim\?\)"):
+        train(cfg, out=tmp_path / "runs", log=quiet)
     assert not (tmp_path / "runs").exists()
 
 

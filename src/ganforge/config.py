@@ -357,6 +357,22 @@ def from_dict(raw: dict[str, Any], stored: bool = False) -> Config:
     return cfg
 
 
+def check_attributes(cfg: Config) -> None:
+    """A Config edited in Python holds only real settings: `cfg.train.kimgs = 50` sets an attribute that no
+    run reads (dataclasses take any name), so it is refused rather than trained without."""
+    for section, obj in [("", cfg), *((name, getattr(cfg, name)) for name in _SECTION_TYPES)]:
+        if not dataclasses.is_dataclass(obj):
+            continue  # a section given as a dict is checked key by key when it is built
+        valid = [f.name for f in dataclasses.fields(obj)]
+        for key in vars(obj):
+            if key not in valid:
+                where = f"cfg.{section}.{key}" if section else f"cfg.{key}"
+                hint = _where_it_belongs(key, section, valid) if section else did_you_mean(
+                    close_spelling(key, valid))
+                raise UserError(f"{where} is not a setting, so no run would read it{hint}; valid settings in "
+                                f"{'[' + section + ']' if section else 'a Config'}: {', '.join(valid)}")
+
+
 Overrides = Sequence[str] | Mapping[str, Any] | str
 """["train.kimg=20", ...] as --set takes them, one such string, or {"train.kimg": 20} with Python values."""
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from . import distributed, report, tensorboard_log
-from .config import Config, Overrides, apply_overrides, flatten, from_dict, preset_names, toml_value
+from .config import Config, Overrides, apply_overrides, check_attributes, flatten, from_dict, preset_names, toml_value
 from .data import (
     TORCHVISION_SETS,
     EpochSampler,
@@ -662,6 +662,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None, name: str | No
         raise TypeError(f"train() takes a Config, got {type(cfg).__name__}; build one with "
                         "ganforge.load_config(preset=..., overrides=[...])")
     check_run_name(name)
+    check_attributes(cfg)
     cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
     check_batch_and_order(cfg)  # on every rank, before any file
     check_eval_memory(cfg)
