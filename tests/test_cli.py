@@ -769,6 +769,21 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, image_folder):
     assert "Stopped at" in (run_dir / "report.html").read_text()  # the report says where and how to go on
 
 
+def test_a_run_whose_output_reader_exits_stops_as_on_ctrl_c(tmp_path, image_folder):
+    """`ganforge train ... | head -2`: training on unseen, the shell waiting on it, helps no one; nor did
+    exiting 0 at the next log line with that tick's work unsaved."""
+    overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.016})
+    proc = _spawn(["train", "--out", "runs", *set_args(overrides)], tmp_path)
+    assert proc.stdout.readline().startswith("run directory")
+    proc.stdout.close()  # as head does once it has its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    assert "Traceback" not in err and "because the program reading its output exited" in err, err
+    assert "continue with: ganforge train --resume" in err
+    run_dir = only_run(tmp_path / "runs")
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] > 0
+
+
 def test_sigterm_unwinds_a_sample_like_ctrl_c(tmp_path, image_folder):
     """A scheduler's time limit (SIGTERM) mid-way through a large .npz leaves no temp file behind."""
     assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0

@@ -164,7 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             from .plugins import plugin_args
 
             again = shlex.join([*plugin_args(), "train", "--resume", str(e.run_dir)])
-            print(f"interrupted: {e}; continue with: {distributed.launch_command()} {again}", file=sys.stderr)
+            try:
+                print(f"interrupted: {e}; continue with: {distributed.launch_command()} {again}", file=sys.stderr)
+            except BrokenPipeError:  # stderr went into the same closed pipe as stdout
+                pass
         return EXIT_INTERRUPTED
     finally:
         distributed.shutdown()

@@ -135,10 +135,19 @@ def _in_main_thread() -> bool:
 class TrainingInterrupted(KeyboardInterrupt):
     """Raised after a stop request once the checkpoint is safely on disk."""
 
-    def __init__(self, run_dir: Path, kimg: float) -> None:
-        super().__init__(f"stopped at {kimg:.3f} kimg; checkpoint saved in {run_dir}")
+    def __init__(self, run_dir: Path, kimg: float, why: str = "") -> None:
+        super().__init__(f"stopped at {kimg:.3f} kimg{' ' + why if why else ''}; checkpoint saved in {run_dir}")
         self.run_dir = run_dir
         self.kimg = kimg
+
+
+OUTPUT_GONE = "because the program reading its output exited (a pipe into head, say)"
+
+
+def stdout_to_devnull() -> None:
+    """Once a pipe's reader has exited, what is still written to stdout (and flushed at exit) goes nowhere
+    rather than failing again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def grid_name(nimg: int, tick_kimg: float) -> str:
@@ -152,7 +161,8 @@ class Trainer:
                  log: Any = None) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
+        self.output_gone = False  # stdout was a pipe whose reader exited: the run stops as on Ctrl-C
+        self.log = self._logger(log or (lambda msg: tqdm.write(msg, file=sys.stdout)))
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.dist = distributed.info()
@@ -255,6 +265,18 @@ class Trainer:
         self._last_eval_nimg = self.state.nimg
         self._resumed_nimg = self.state.nimg if resume_from is not None else None
         self._platform_logged = False  # the first tick of each process records where it trains
+
+    def _logger(self, log: Any) -> Any:
+        def write(msg: str) -> None:
+            if self.output_gone:
+                return
+            try:
+                log(msg)
+            except BrokenPipeError:  # training on unseen, with no way to say how it goes, helps no one
+                self.output_gone = True
+                stdout_to_devnull()
+
+        return write
 
     def _check_labels(self) -> None:
         labels = self.data.labels
@@ -533,7 +555,8 @@ class Trainer:
                                     D_fake=f"{d_fake:.2f}")
                 # each rank's clock differs a little: any rank past the budget ends the run on all of them
                 stopping, timed_out = distributed.any_ranks(
-                    (stop.requested, bool(budget_s) and s.nimg < total_nimg and s.time_s >= budget_s), self.device)
+                    (stop.requested or self.output_gone, bool(budget_s) and s.nimg < total_nimg
+                     and s.time_s >= budget_s), self.device)
                 done = s.nimg >= total_nimg or timed_out
                 if s.nimg >= next_tick or done or stopping:
                     self._tick(sums, iters, tick_start, nimg_start, final=done or stopping,
@@ -550,7 +573,8 @@ class Trainer:
                     bar.close()
                     if main:
                         self._write_report()
-                    raise TrainingInterrupted(self.run_dir, s.nimg / 1000)
+                    raise TrainingInterrupted(self.run_dir, s.nimg / 1000,
+                                              OUTPUT_GONE if self.output_gone and not stop.requested else "")
                 if timed_out or patience_out:
                     break
         bar.close()
