@@ -769,16 +769,23 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, image_folder):
     assert "Stopped at" in (run_dir / "report.html").read_text()  # the report says where and how to go on
 
 
-def test_a_run_whose_output_reader_exits_stops_as_on_ctrl_c(tmp_path, image_folder):
+@pytest.mark.parametrize("ctrl_c", [False, True])
+def test_a_run_whose_output_reader_exits_stops_as_on_ctrl_c(tmp_path, image_folder, ctrl_c):
     """`ganforge train ... | head -2`: training on unseen, the shell waiting on it, helps no one; nor did
-    exiting 0 at the next log line with that tick's work unsaved."""
+    exiting 0 at the next log line with that tick's work unsaved. `... | tee log` and Ctrl-C, which stops
+    tee too: the stop's log line found the pipe closed and the stop's checkpoint was not saved."""
     overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.016})
     proc = _spawn(["train", "--out", "runs", *set_args(overrides)], tmp_path)
     assert proc.stdout.readline().startswith("run directory")
-    proc.stdout.close()  # as head does once it has its lines
+    if ctrl_c:  # once under way: a Ctrl-C while the run starts leaves nothing to resume
+        _wait_for_checkpoint(tmp_path / "runs", proc)
+    proc.stdout.close()  # as head does once it has its lines, or tee on Ctrl-C
+    if ctrl_c:
+        proc.send_signal(signal.SIGINT)
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 130, err
-    assert "Traceback" not in err and "because the program reading its output exited" in err, err
+    assert "Traceback" not in err and "interrupted: stopped at" in err, err
+    assert ctrl_c or "because the program reading its output exited" in err, err
     assert "continue with: ganforge train --resume" in err
     run_dir = only_run(tmp_path / "runs")
     assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] > 0
