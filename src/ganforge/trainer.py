@@ -111,9 +111,12 @@ class _StopFlag:
             return
         self.requested = True
         if self.announce:  # the step under way can take seconds (a WGAN critic burst, a tick's evaluation)
-            sys.stderr.write("\nstopping: the current step finishes, then a checkpoint is saved"
-                             + (" (Ctrl-C again aborts without one)\n" if signum == signal.SIGINT else "\n"))
-            sys.stderr.flush()
+            try:
+                sys.stderr.write("\nstopping: the current step finishes, then a checkpoint is saved"
+                                 + (" (Ctrl-C again aborts without one)\n" if signum == signal.SIGINT else "\n"))
+                sys.stderr.flush()
+            except OSError:  # `train 2>&1 | tee log`: Ctrl-C ended tee too, and the stop goes on unannounced
+                pass
 
     def __enter__(self) -> _StopFlag:
         if hasattr(signal, "SIGTERM") and _in_main_thread():
