@@ -797,6 +797,14 @@ def test_a_run_whose_output_reader_exits_stops_as_on_ctrl_c(tmp_path, image_fold
     assert ckpt_io.load_checkpoint(after[-1])["nimg"] > 0
 
 
+def test_a_refusal_into_a_closed_pipe_keeps_its_exit_code(tmp_path):
+    """`ganforge train --preset nope 2>&1 | true`: the error line meets the closed pipe; a script that checks
+    the exit code still reads 2, not the 1 of a traceback nobody sees."""
+    proc = _spawn(["train", "--preset", "nope"], tmp_path, stderr=subprocess.STDOUT)
+    proc.stdout.close()  # long before the process has imported torch and found the preset unknown
+    assert proc.wait(timeout=60) == 2
+
+
 def test_sigterm_unwinds_a_sample_like_ctrl_c(tmp_path, image_folder):
     """A scheduler's time limit (SIGTERM) mid-way through a large .npz leaves no temp file behind."""
     assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0

@@ -116,7 +116,16 @@ def _dry_run_checks(cfg: Config) -> None:
         check_class_count(cfg.model.n_classes, cfg.data.name, classes, [])
     check_available(cfg.train.tensorboard)
     for line in inert_settings(cfg):
-        print(f"note: {line}", file=sys.stderr)
+        _tell(f"note: {line}")
+
+
+def _tell(message: str) -> None:
+    """A line on stderr. A closed stderr (`2>&1 | head`, or a tee ended by the same Ctrl-C) makes it go
+    nowhere, rather than a BrokenPipeError from inside an error's handler with a wrong exit code."""
+    try:
+        print(message, file=sys.stderr)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -164,10 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             from .plugins import plugin_args
 
             again = shlex.join([*plugin_args(), "train", "--resume", str(e.run_dir)])
-            try:
-                print(f"interrupted: {e}; continue with: {distributed.launch_command()} {again}", file=sys.stderr)
-            except BrokenPipeError:  # stderr went into the same closed pipe as stdout
-                pass
+            _tell(f"interrupted: {e}; continue with: {distributed.launch_command()} {again}")
         return EXIT_INTERRUPTED
     finally:
         distributed.shutdown()
@@ -394,8 +400,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         done = report.images_in_sample_folder(out, names) - first
-        print(f"interrupted after writing {done} of {args.n} samples to {out}/; write the rest with: "
-              f"{_more_samples_command(args, args.n - done)}", file=sys.stderr)
+        _tell(f"interrupted after writing {done} of {args.n} samples to {out}/; write the rest with: "
+             f"{_more_samples_command(args, args.n - done)}")
         return EXIT_INTERRUPTED
     seconds = time.perf_counter() - started
     rate = f"in {seconds:.1f}s, {args.n / seconds:,.0f} images/s"
@@ -479,7 +485,7 @@ def _each_run(runs: list[Path], action: Callable[[Path], Any]) -> list[Path]:
         try:
             action(run)
         except UserError as e:
-            print(f"{_error_prefix()}: {e}", file=sys.stderr)
+            _tell(f"{_error_prefix()}: {e}")
             failed.append(run)
     return failed
 
@@ -698,7 +704,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(refusals) == 1 and not views:  # the one run given: its error alone
         raise refusals[0][1]
     for _, error in refusals:
-        print(f"{_error_prefix()}: {error}", file=sys.stderr)
+        _tell(f"{_error_prefix()}: {error}")
     failed = [run for run, _ in refusals]
     runs = failed + [view.path for view in views]
     if not views:
@@ -1131,24 +1137,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     except UserError as e:
         if args.debug:
             raise
-        print(f"{_error_prefix()}: {e}", file=sys.stderr)
+        _tell(f"{_error_prefix()}: {e}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(_error_prefix("interrupted"), file=sys.stderr)
+        _tell(_error_prefix("interrupted"))
         return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:
         peer_gone = None if args.debug else _peer_stopped(e)
         if peer_gone:
-            print(f"{_error_prefix()}: another process of this torchrun launch stopped, so this one cannot go on "
-                  f"(gloo: {peer_gone}); that process's own line says why", file=sys.stderr)
+            _tell(f"{_error_prefix()}: another process of this torchrun launch stopped, so this one cannot go on "
+                 f"(gloo: {peer_gone}); that process's own line says why")
             return EXIT_PEER_STOPPED
         if args.debug or not _out_of_memory(e):
             raise
-        print(f"{_error_prefix()}: out of memory ({_allocation_detail(e)}); lower train.batch_size, the nets' widths "
-              "(model.g_width, model.d_width, model.g_hidden, model.d_hidden), model.z_dim, train.grid_size or "
-              "sample's --n / --batch-size", file=sys.stderr)
+        _tell(f"{_error_prefix()}: out of memory ({_allocation_detail(e)}); lower train.batch_size, the nets' widths "
+             "(model.g_width, model.d_width, model.g_hidden, model.d_hidden), model.z_dim, train.grid_size or "
+             "sample's --n / --batch-size")
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -1157,21 +1163,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.debug or e.strerror is None:
             raise
         if e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            print(f"{_error_prefix()}: cannot write {e.filename}: {e.strerror}; free some space there or write "
-                  "somewhere else (what was on disk before is kept)", file=sys.stderr)
+            _tell(f"{_error_prefix()}: cannot write {e.filename}: {e.strerror}; free some space there or write "
+                 "somewhere else (what was on disk before is kept)")
         elif e.filename and e.errno in (errno.EEXIST, errno.ENOTDIR) and _file_in_the_way(e.filename):
-            print(f"{_error_prefix()}: {_file_in_the_way(e.filename)} is a file where a folder is needed; choose "
-                  "another path or move the file", file=sys.stderr)
+            _tell(f"{_error_prefix()}: {_file_in_the_way(e.filename)} is a file where a folder is needed; choose "
+                 "another path or move the file")
         elif e.filename and e.errno == errno.ENAMETOOLONG:
             longest = max(Path(e.filename).parts, key=len)
-            print(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror} (its longest part has {len(longest)} "
-                  "characters); give a shorter name (--name, --out)", file=sys.stderr)
+            _tell(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror} (its longest part has {len(longest)} "
+                 "characters); give a shorter name (--name, --out)")
         elif e.filename:
-            print(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror}; check that its folder exists and is "
-                  "writable, and that the disk has space", file=sys.stderr)
+            _tell(f"{_error_prefix()}: cannot use {e.filename}: {e.strerror}; check that its folder exists and is "
+                 "writable, and that the disk has space")
         else:
-            print(f"{_error_prefix()}: {e.strerror} while reading or writing a file (--debug shows which)",
-                  file=sys.stderr)
+            _tell(f"{_error_prefix()}: {e.strerror} while reading or writing a file (--debug shows which)")
         return EXIT_USER_ERROR
 
 
