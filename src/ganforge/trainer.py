@@ -165,7 +165,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.output_gone = False  # stdout was a pipe whose reader exited: the run stops as on Ctrl-C
-        self.log = self._logger(log or (lambda msg: tqdm.write(msg, file=sys.stdout)))
+        self.log = log or self._to_stdout
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.dist = distributed.info()
@@ -269,17 +269,14 @@ class Trainer:
         self._resumed_nimg = self.state.nimg if resume_from is not None else None
         self._platform_logged = False  # the first tick of each process records where it trains
 
-    def _logger(self, log: Any) -> Any:
-        def write(msg: str) -> None:
-            if self.output_gone:
-                return
-            try:
-                log(msg)
-            except BrokenPipeError:  # training on unseen, with no way to say how it goes, helps no one
-                self.output_gone = True
-                stdout_to_devnull()
-
-        return write
+    def _to_stdout(self, msg: str) -> None:
+        if self.output_gone:
+            return
+        try:
+            tqdm.write(msg, file=sys.stdout)
+        except BrokenPipeError:  # training on unseen, with no way to say how it goes, helps no one
+            self.output_gone = True
+            stdout_to_devnull()
 
     def _check_labels(self) -> None:
         labels = self.data.labels
