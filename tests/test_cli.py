@@ -797,6 +797,29 @@ def test_a_run_whose_output_reader_exits_stops_as_on_ctrl_c(tmp_path, image_fold
     assert ckpt_io.load_checkpoint(after[-1])["nimg"] > 0
 
 
+def test_a_run_whose_terminal_hangs_up_trains_on(tmp_path, image_folder):
+    """`ganforge train ... & disown`, then the SSH session ends: no SIGHUP reaches the run, but each write to
+    its terminal fails with EIO, which ended it at the next progress-bar update with no checkpoint of the
+    tick. It now trains to the end, as under nohup."""
+    import pty
+
+    overrides = tiny_overrides(image_folder, **{"train.kimg": 0.4, "train.tick_kimg": 0.016})
+    terminal, its_side = pty.openpty()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "train", "--out", "runs", *set_args(overrides)],
+                            cwd=tmp_path, env=env, stdin=its_side, stdout=its_side, stderr=its_side,
+                            start_new_session=True)  # the terminal is not its controlling one: no SIGHUP
+    os.close(its_side)
+    seen = b""
+    while b"run directory" not in seen:
+        seen += os.read(terminal, 4096)
+    os.close(terminal)  # the session ends
+    assert proc.wait(timeout=120) == 0
+    run_dir = only_run(tmp_path / "runs")
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 400
+    assert (run_dir / "progress.gif").is_file()
+
+
 def test_a_refusal_into_a_closed_pipe_keeps_its_exit_code(tmp_path):
     """`ganforge train --preset nope 2>&1 | true`: the error line meets the closed pipe; a script that checks
     the exit code still reads 2, not the 1 of a traceback nobody sees."""

@@ -120,11 +120,12 @@ def _dry_run_checks(cfg: Config) -> None:
 
 
 def _tell(message: str) -> None:
-    """A line on stderr. A closed stderr (`2>&1 | head`, or a tee ended by the same Ctrl-C) makes it go
-    nowhere, rather than a BrokenPipeError from inside an error's handler with a wrong exit code."""
+    """A line on stderr. A closed stderr (`2>&1 | head`, a tee ended by the same Ctrl-C, a terminal that
+    hung up) makes it go nowhere, rather than an OSError from inside an error's handler with a wrong exit
+    code."""
     try:
         print(message, file=sys.stderr)
-    except BrokenPipeError:
+    except OSError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
 

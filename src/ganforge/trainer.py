@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -153,6 +155,29 @@ def stdout_to_devnull() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def terminal_hung_up(error: OSError) -> bool:
+    """A write to the terminal of a run that outlives it (`disown`, `setsid`: no SIGHUP) fails with EIO once
+    that terminal is gone. Then stdout and stderr, where they were that terminal, go nowhere and the run
+    trains on, as under nohup; True when that was the error."""
+    if error.errno != errno.EIO:
+        return False
+    null = os.stat(os.devnull).st_rdev
+    for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
+        mode = os.fstat(fd)
+        if stat.S_ISCHR(mode.st_mode) and mode.st_rdev != null:  # a terminal, not a file or a pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return True
+
+
+def _unless_hung_up(call: Any, *args: Any, **kwargs: Any) -> None:
+    """The progress bar's call, which writes to the terminal: one that has hung up silences it."""
+    try:
+        call(*args, **kwargs)
+    except OSError as e:
+        if not terminal_hung_up(e):
+            raise
+
+
 def grid_name(nimg: int, tick_kimg: float) -> str:
     k, r = divmod(nimg, 1000)
     return f"fakes{k:06d}.png" if tick_kimg >= 1 else f"fakes{k:06d}.{r:03d}.png"
@@ -277,6 +302,9 @@ class Trainer:
         except BrokenPipeError:  # training on unseen, with no way to say how it goes, helps no one
             self.output_gone = True
             stdout_to_devnull()
+        except OSError as e:
+            if not terminal_hung_up(e):
+                raise
 
     def _check_labels(self) -> None:
         labels = self.data.labels
@@ -548,11 +576,11 @@ class Trainer:
                 now = time.perf_counter()
                 s.time_s += now - last_time
                 last_time = now
-                bar.update(t.batch_size * n_d)
+                _unless_hung_up(bar.update, t.batch_size * n_d)
                 if iters % 25 == 0 and not bar.disable:
                     d_loss, g_loss, d_real, d_fake = (sums / iters).tolist()
-                    bar.set_postfix(d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}", D_real=f"{d_real:.2f}",
-                                    D_fake=f"{d_fake:.2f}")
+                    _unless_hung_up(bar.set_postfix, d_loss=f"{d_loss:.3f}", g_loss=f"{g_loss:.3f}",
+                                    D_real=f"{d_real:.2f}", D_fake=f"{d_fake:.2f}")
                 # each rank's clock differs a little: any rank past the budget ends the run on all of them
                 stopping, timed_out = distributed.any_ranks(
                     (stop.requested or self.output_gone, bool(budget_s) and s.nimg < total_nimg
@@ -570,14 +598,14 @@ class Trainer:
                     tick_start, nimg_start = time.perf_counter(), s.nimg
                     last_time = tick_start
                 if stopping:
-                    bar.close()
+                    _unless_hung_up(bar.close)
                     if main:
                         self._write_report()
                     raise TrainingInterrupted(self.run_dir, s.nimg / 1000,
                                               OUTPUT_GONE if self.output_gone and not stop.requested else "")
                 if timed_out or patience_out:
                     break
-        bar.close()
+        _unless_hung_up(bar.close)
         if not main:
             return self.run_dir
         self._finish()
