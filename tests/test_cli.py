@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -818,6 +819,20 @@ def test_a_run_whose_terminal_hangs_up_trains_on(tmp_path, image_folder):
     run_dir = only_run(tmp_path / "runs")
     assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 400
     assert (run_dir / "progress.gif").is_file()
+
+
+def test_eval_into_a_closed_pipe_still_saves_its_results(tmp_path, image_folder):
+    """`ganforge eval RUN | head -1`: the notes said before the table met the closed pipe, and the results
+    were never appended to metrics.json (nor the report rewritten)."""
+    assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    proc = _spawn(["eval", str(run_dir), "--metrics", "fd_digits", "--n", "64"], tmp_path)
+    proc.stdout.close()  # long before the results: a note about n = 64 is the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert [(r["metric"], r["n_fake"]) for entry in saved for r in entry["results"]] == [("fd_digits", 64)]
+    assert "fd_digits" in (run_dir / "report.html").read_text()
 
 
 def test_a_refusal_into_a_closed_pipe_keeps_its_exit_code(tmp_path):

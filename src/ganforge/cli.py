@@ -540,14 +540,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         # looked up here to name where the results go; evaluate_run looks again, as a run training meanwhile
         # moves its latest checkpoint on
         path = ckpt_io.resolve_checkpoint(args.run, args.ckpt)
+        notes: list[str] = []  # said once the results are saved and shown: `| head -1` cuts the saying short
         records = evaluate_run(args.run, metrics, ckpt=args.ckpt, n=args.n or 10_000, seed=args.seed,
-                               device=args.device or "cpu", inception_weights=args.inception_weights, log=print,
-                               reference=args.real, reference_root=args.data_root, ema=not args.no_ema,
-                               truncation=args.truncation)
-        _modes_count_note(args, metrics)
+                               device=args.device or "cpu", inception_weights=args.inception_weights,
+                               log=notes.append, reference=args.real, reference_root=args.data_root,
+                               ema=not args.no_ema, truncation=args.truncation)
         saved = f"with their protocol appended to {metrics_path_for(path)}"
         if (metrics_path_for(path).parent / "config.toml").is_file():  # a run's: its report shows them too
             saved += f"; {_rewrite_report(metrics_path_for(path).parent)}"
+        for note in notes:
+            print(note)
+        _modes_count_note(args, metrics)
     else:
         if not (args.real and args.fake):
             raise UserError("give a run directory or checkpoint, or both --real and --fake (e.g. folder:PATH)")
@@ -596,13 +599,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         ctx = EvalContext(fake, real_image_set(real_cfg, real_data), device=args.device or "cpu", seed=args.seed,
                           inception_weights=args.inception_weights)
         records = evaluate(ctx, metrics)
-        for note in notes:
-            print(note)
         saved = "not saved (pass --out FILE to keep them with their protocol)"
-        if args.out:
+        if args.out:  # kept before anything is said: `| head -1` cuts the saying short
             append_metrics_json(records, Path(args.out), {"real": args.real, "fake": args.fake,
                                                           "img_size": img_size, "channels": channels})
             saved = f"with their protocol written to {args.out}"
+        for note in notes:
+            print(note)
     _print_records(records)
     print(f"evaluated in {time.perf_counter() - start:.1f}s; results {saved}")
     return 0

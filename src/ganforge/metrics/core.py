@@ -829,10 +829,11 @@ def evaluate_run(run_or_ckpt: Path | str, metrics: str | Sequence[str] | None = 
                       inception_weights=inception_weights or cfg.eval.inception_weights or None)
     kimg = int(state["nimg"]) / 1000
     records = [{**record, **generator} for record in evaluate(ctx, metrics, kimg=kimg)]
+    if write:  # kept before anything is said: `ganforge eval RUN | head -1` cuts the saying short
+        append_metrics_json(records, metrics_path_for(path), {"checkpoint": str(path), "kimg": kimg})
     for note in notes if log is not None else ():
         log(note)
     if write:
-        append_metrics_json(records, metrics_path_for(path), {"checkpoint": str(path), "kimg": kimg})
         _log_to_tensorboard(metrics_path_for(path).parent, records, int(state["nimg"]), reference, log)
     return records
 
