@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import UserError
-from .interrupts import raise_interrupt
+from .interrupts import raise_interrupt, send_to_devnull
 
 if TYPE_CHECKING:
     from .config import Config
@@ -126,7 +126,7 @@ def _tell(message: str) -> None:
     try:
         print(message, file=sys.stderr)
     except OSError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+        send_to_devnull(sys.stderr.fileno())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -1161,7 +1161,7 @@ def _dispatch(args: argparse.Namespace) -> int:
              "sample's --n / --batch-size")
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head` and the like
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        send_to_devnull(sys.stdout.fileno())
         return 0
     except OSError as e:  # a path that cannot be made or written (read-only, missing parent, disk full)
         if args.debug or e.strerror is None:

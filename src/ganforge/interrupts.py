@@ -1,4 +1,5 @@
-"""Ctrl-C and SIGTERM as KeyboardInterrupt, held back while a module is being imported."""
+"""Ctrl-C and SIGTERM as KeyboardInterrupt, held back while a module is being imported; output whose reader
+has gone (a closed pipe, a terminal that hung up) sent nowhere."""
 
 from __future__ import annotations
 
@@ -28,3 +29,13 @@ def raise_interrupt(signum: int, frame: FrameType | None) -> None:
         timer.start()
         return
     raise KeyboardInterrupt
+
+
+def send_to_devnull(fd: int) -> None:
+    """What is still written to file descriptor `fd` (and flushed at exit) goes nowhere: its reader, a pipe's
+    or a terminal, is gone, and each write would fail again."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)

@@ -47,7 +47,7 @@ from .device import (
 from .errors import UserError
 from .health import HealthCheck
 from .html_report import write_html_report
-from .interrupts import raise_interrupt
+from .interrupts import raise_interrupt, send_to_devnull
 from .losses import get_loss
 from .models import build_discriminator, build_generator, inert_settings
 from .plugins import naming_plugins, stored_config
@@ -149,12 +149,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 OUTPUT_GONE = "because the program reading its output exited (a pipe into head, say)"
 
 
-def stdout_to_devnull() -> None:
-    """Once a pipe's reader has exited, what is still written to stdout (and flushed at exit) goes nowhere
-    rather than failing again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 def terminal_hung_up(error: OSError) -> bool:
     """A write to the terminal of a run that outlives it (`disown`, `setsid`: no SIGHUP) fails with EIO once
     that terminal is gone. Then stdout and stderr, where they were that terminal, go nowhere and the run
@@ -165,7 +159,7 @@ def terminal_hung_up(error: OSError) -> bool:
     for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
         mode = os.fstat(fd)
         if stat.S_ISCHR(mode.st_mode) and mode.st_rdev != null:  # a terminal, not a file or a pipe
-            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+            send_to_devnull(fd)
     return True
 
 
@@ -301,7 +295,7 @@ class Trainer:
             tqdm.write(msg, file=sys.stdout)
         except BrokenPipeError:  # training on unseen, with no way to say how it goes, helps no one
             self.output_gone = True
-            stdout_to_devnull()
+            send_to_devnull(sys.stdout.fileno())
         except OSError as e:
             if not terminal_hung_up(e):
                 raise
