@@ -149,7 +149,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 OUTPUT_GONE = "because the program reading its output exited (a pipe into head, say)"
 
 
-def terminal_hung_up(error: OSError) -> bool:
+def silenced_hung_up_terminal(error: OSError) -> bool:
     """A write to the terminal of a run that outlives it (`disown`, `setsid`: no SIGHUP) fails with EIO once
     that terminal is gone. Then stdout and stderr, where they were that terminal, go nowhere and the run
     trains on, as under nohup; True when that was the error."""
@@ -168,7 +168,7 @@ def _unless_hung_up(call: Any, *args: Any, **kwargs: Any) -> None:
     try:
         call(*args, **kwargs)
     except OSError as e:
-        if not terminal_hung_up(e):
+        if not silenced_hung_up_terminal(e):
             raise
 
 
@@ -297,7 +297,7 @@ class Trainer:
             self.output_gone = True
             send_to_devnull(sys.stdout.fileno())
         except OSError as e:
-            if not terminal_hung_up(e):
+            if not silenced_hung_up_terminal(e):
                 raise
 
     def _check_labels(self) -> None:
