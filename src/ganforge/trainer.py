@@ -149,7 +149,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 OUTPUT_GONE = "because the program reading its output exited (a pipe into head, say)"
 
 
-def silenced_hung_up_terminal(error: OSError) -> bool:
+def _silenced_hung_up_terminal(error: OSError) -> bool:
     """A write to the terminal of a run that outlives it (`disown`, `setsid`: no SIGHUP) fails with EIO once
     that terminal is gone. Then stdout and stderr, where they were that terminal, go nowhere and the run
     trains on, as under nohup; True when that was the error."""
@@ -164,11 +164,11 @@ def silenced_hung_up_terminal(error: OSError) -> bool:
 
 
 def _unless_hung_up(call: Any, *args: Any, **kwargs: Any) -> None:
-    """The progress bar's call, which writes to the terminal: one that has hung up silences it."""
+    """A call that writes to the terminal (the progress bar's, the log's): one that has hung up silences it."""
     try:
         call(*args, **kwargs)
     except OSError as e:
-        if not silenced_hung_up_terminal(e):
+        if not _silenced_hung_up_terminal(e):
             raise
 
 
@@ -292,13 +292,10 @@ class Trainer:
         if self.output_gone:
             return
         try:
-            tqdm.write(msg, file=sys.stdout)
+            _unless_hung_up(tqdm.write, msg, file=sys.stdout)
         except BrokenPipeError:  # training on unseen, with no way to say how it goes, helps no one
             self.output_gone = True
             send_to_devnull(sys.stdout.fileno())
-        except OSError as e:
-            if not silenced_hung_up_terminal(e):
-                raise
 
     def _check_labels(self) -> None:
         labels = self.data.labels
