@@ -440,13 +440,16 @@ def rng_state(z_generator: torch.Generator) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], z_generator: torch.Generator) -> None:
+    """Restores rng_state's states. Each is read from the CPU, as torch takes them, whatever device the
+    checkpoint was loaded onto (a resumed GPU run loads its checkpoint onto the GPU)."""
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    z_generator.set_state(state["z"])
+    np.random.set_state(("MT19937", n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    z_generator.set_state(state["z"].cpu())
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 # A generator file: one set of G's weights and the config that builds G, in safetensors (no pickle, no D,
