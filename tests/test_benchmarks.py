@@ -102,3 +102,12 @@ def test_the_stacked_mnist_benchmark_runs_on_tiny_settings(tmp_path, monkeypatch
     assert f"{label}: modes" in out and f"{label}, truncation 2: modes" in out  # the means over seeds
     # each seed's path of modes along the run (a batch of 64 is 0.064 kimg)
     assert out.count(": 0.064: ") == 2 and out.count(", 0.128: ") == 2
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="tests/test_cuda.py runs it on a GPU")
+def test_the_cuda_graph_benchmark_says_it_needs_a_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "cuda_graph.py"), "--device", "cpu"])
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(BENCHMARKS / "cuda_graph.py"), run_name="__main__")
+    assert "needs a CUDA device; this machine offers cpu" in str(stop.value.code)

@@ -223,6 +223,7 @@ def test_dry_run_refuses_a_loss_setting_or_device_the_run_would_refuse(capsys):
     cases = [(["loss.name=hinge", "--set", "loss.label_smoothing=0.1"],
               "loss.label_smoothing applies to the BCE losses (ns, minimax), not hinge"),
              (["train.device=cpu", "--set", "train.amp=fp16"], "train.amp=fp16 needs a CUDA device"),
+             (["train.device=cpu", "--set", "train.cuda_graph=true"], "train.cuda_graph needs a CUDA device"),
              (["train.device=cuda:99"], "device cuda:99 asked for, but ")]
     for settings, message in cases:
         assert main([*dry, *settings]) == 2

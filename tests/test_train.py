@@ -605,6 +605,45 @@ def test_fp16_without_cuda_is_a_clear_error(tmp_path, tiny_cfg):
         train(tiny_cfg(**{"train.amp": '"fp16"'}), out=tmp_path, log=quiet)
 
 
+def test_cuda_graph_is_refused_where_it_cannot_run(tmp_path, tiny_cfg):
+    """On a CPU, with torch.compile or with fp16's GradScaler: one line each, and no run directory."""
+    from ganforge.errors import UserError
+
+    with pytest.raises(UserError, match="train.cuda_graph needs a CUDA device and this run would train on cpu"):
+        train(tiny_cfg(**{"train.cuda_graph": "true"}), out=tmp_path / "runs", log=quiet)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(UserError, match="train.cuda_graph and train.compile do not combine"):
+        tiny_cfg(**{"train.cuda_graph": "true", "train.compile": "true"})
+    with pytest.raises(UserError, match="does not combine with train.amp=fp16"):
+        tiny_cfg(**{"train.cuda_graph": "true", "train.amp": '"fp16"'})
+
+
+def test_graph_key_repeats_with_the_iterations_that_launch_the_same_kernels(tiny_cfg):
+    """The kinds of iteration a CUDA graph is captured for: lazy R1 and ADA's adjustment recur with their
+    periods, so a run needs few graphs; a schedule in progress makes every iteration a new kind."""
+    from ganforge.losses import get_loss
+    from ganforge.step import ADA_INTERVAL, Stepper, build_state
+
+    def keys(cfg, iterations: int = 64) -> list:
+        stepper = Stepper(build_state(cfg, torch.device("cpu")), get_loss(cfg.loss.name, 0.0))
+        found = []
+        for i in range(iterations):
+            stepper.set_progress(i * cfg.train.batch_size)
+            found.append(stepper.graph_key(1))
+        return found
+
+    plain = keys(tiny_cfg())
+    assert len(set(plain)) == 1
+    lazy_r1 = keys(tiny_cfg(**{"loss.r1_gamma": 1.0, "loss.r1_every": 4}))
+    assert len(set(lazy_r1)) == 2 and lazy_r1[0] == lazy_r1[4] != lazy_r1[1]
+    both = keys(tiny_cfg(**{"loss.r1_gamma": 1.0, "loss.r1_every": 8, "train.diffaugment": '"translation"',
+                            "train.ada_target": 0.6}))
+    # R1 at D steps 0, 8, ...; ADA adjusts after steps 3, 7, ...: plain, R1 and ADA kinds
+    assert ADA_INTERVAL == 4 and len(set(both)) == 3 and both[:8] == both[8:16] and both[3] == both[7] != both[0]
+    noisy = keys(tiny_cfg(**{"loss.instance_noise": 0.1, "loss.instance_noise_kimg": 10.0}))
+    assert len(set(noisy)) == len(noisy)
+
+
 def test_channels_last_is_left_to_inductor_when_compiling_for_cuda(tiny_cfg):
     from ganforge.device import use_channels_last
 

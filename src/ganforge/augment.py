@@ -65,7 +65,8 @@ def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> 
     gx = (gx + ox - ch // 2).clamp(0, h - 1)
     gy = (gy + oy - cw // 2).clamp(0, w - 1)
     mask = torch.ones(b, h, w, device=x.device, dtype=x.dtype)
-    mask[gb, gx, gy] = 0
+    # a zero on the device: `mask[...] = 0` copies it from the host, which a CUDA graph's capture refuses
+    mask.index_put_((gb, gx, gy), torch.zeros((), device=x.device, dtype=x.dtype))
     return x * mask.unsqueeze(1)
 
 

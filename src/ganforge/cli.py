@@ -100,13 +100,14 @@ def _dry_run_checks(cfg: Config) -> None:
     from .device import pick_device
     from .losses import get_loss
     from .models import inert_settings
-    from .step import check_amp_device, check_batch_and_order
+    from .step import check_amp_device, check_batch_and_order, check_cuda_graph
     from .tensorboard_log import check_available
     from .trainer import check_eval_memory, check_networks
 
     check_networks(cfg)
     get_loss(cfg.loss.name, cfg.loss.label_smoothing)
     check_amp_device(cfg.train.amp, pick_device(cfg.train.device))
+    check_cuda_graph(cfg.train.cuda_graph, pick_device(cfg.train.device))
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
     check_at_hand(cfg.data)

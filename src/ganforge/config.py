@@ -160,6 +160,8 @@ class TrainConfig:
     amp: str = setting("none", "none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)")
     matmul_precision: str = setting("high", "float32 matmuls: highest | high (TF32 on CUDA) | medium (bf16 inside)")
     compile: bool = setting(False, "torch.compile G and D")
+    cuda_graph: bool = setting(False, "CUDA only: capture each kind of training iteration as a CUDA graph and "
+                                      "replay it, one launch instead of hundreds of small kernels")
     deterministic: bool = setting(False, "repeat a run bit for bit on a GPU too: deterministic CUDA kernels, no cuDNN "
                                          "autotuning (slower); CPU runs repeat without it")
     diffaugment: str = setting("", "DiffAugment policy for everything D sees, e.g. \"color,translation,cutout\"")
@@ -644,6 +646,10 @@ def validate(cfg: Config) -> None:
         not (t.amp == "fp16" and t.step_order == "simultaneous"),
         "train.amp=fp16 does not combine with train.step_order=simultaneous; use bf16",
     )
+    _check(not (t.cuda_graph and t.compile), "train.cuda_graph and train.compile do not combine; pick one")
+    _check(not (t.cuda_graph and t.amp == "fp16"),
+           "train.cuda_graph does not combine with train.amp=fp16, whose GradScaler reads a value back from the GPU "
+           "every step; use train.amp=bf16")
     parse_policy(t.diffaugment)
     _check(0 <= t.ada_target < 1, f"train.ada_target must be 0 (off) or between 0 and 1, got {t.ada_target}")
     _check(t.ada_target == 0 or t.diffaugment.strip() != "",

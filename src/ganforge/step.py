@@ -3,6 +3,7 @@ config names (G first, D first or simultaneous; n_critic and critic bursts; pena
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import math
@@ -40,6 +41,10 @@ from .plugins import loaded_plugins
 
 # ADA adjusts its augment probability every this many D steps (StyleGAN2-ADA's interval).
 ADA_INTERVAL = 4
+# train.cuda_graph: an iteration's kind is captured at its second sighting (the first, run eagerly, is its
+# warm-up: cuDNN autotuning, optimizer state), and at most this many kinds are kept; others run eagerly.
+CAPTURE_AFTER = 2
+MAX_GRAPHS = 32
 
 
 def ema_beta(batch_size: int, ema_kimg: float) -> float:
@@ -165,20 +170,32 @@ def platform_change(saved: dict[str, Any] | None, now: dict[str, Any]) -> str | 
     return f"was trained {phrase(saved)} and is resumed {phrase(now)}" if keys else None
 
 
-def make_optimizer(name: str, params: Any, lr: float, betas: list[float], eps: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Any, lr: float, betas: list[float], eps: float,
+                   capturable: bool = False) -> torch.optim.Optimizer:
     """optim.name's optimizer for one network. RMSprop keeps torch's defaults (alpha 0.99, no momentum), as
-    the WGAN paper's code does, and reads no betas."""
+    the WGAN paper's code does, and reads no betas. `capturable` keeps its step counts on the device, as a
+    CUDA graph's capture of the step needs."""
     if name == "rmsprop":
         # torch has no fused RMSprop; foreach (one kernel per op over all tensors) is its fastest on CPU too
-        return torch.optim.RMSprop(params, lr=lr, eps=eps, foreach=True)
+        return torch.optim.RMSprop(params, lr=lr, eps=eps, foreach=True, capturable=capturable)
     # fused: one pass over each tensor for the whole update, instead of a Python loop per parameter or the
     # several elementwise passes of foreach (measured +26% on the whole MLP-BN step at batch 64).
-    return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), eps=eps, fused=True)
+    return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), eps=eps, fused=True, capturable=capturable)
 
 
 def check_amp_device(amp: str, device: torch.device) -> None:
     if amp == "fp16" and device.type != "cuda":
         raise UserError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
+
+
+def check_cuda_graph(enabled: bool, device: torch.device) -> None:
+    if not enabled:
+        return
+    if device.type != "cuda":
+        raise UserError(f"train.cuda_graph needs a CUDA device and this run would train on {device.type}; "
+                        "set train.cuda_graph=false, or train on a GPU with --device cuda")
+    if distributed.info().enabled:
+        raise UserError("train.cuda_graph is for one process; drop it under torchrun")
 
 
 def build_state(cfg: Config, device: torch.device) -> TrainState:
@@ -200,8 +217,9 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
                 net.to(memory_format=torch.channels_last)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.train.ema_kimg > 0 else None
     o = cfg.optim
-    opt_G = make_optimizer(o.name, G.parameters(), o.g_lr, o.g_betas, o.eps)
-    opt_D = make_optimizer(o.name, D.parameters(), o.d_lr, o.d_betas, o.eps)
+    check_cuda_graph(cfg.train.cuda_graph, device)
+    opt_G = make_optimizer(o.name, G.parameters(), o.g_lr, o.g_betas, o.eps, capturable=cfg.train.cuda_graph)
+    opt_D = make_optimizer(o.name, D.parameters(), o.d_lr, o.d_betas, o.eps, capturable=cfg.train.cuda_graph)
     z_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
     fixed_y = grid_labels(cfg.model.n_classes, cfg.train.grid_size)[0] if cfg.model.n_classes else None
     grid_n = cfg.train.grid_size if fixed_y is None else fixed_y.shape[0]
@@ -330,6 +348,16 @@ class Stepper:
         # augmentation or instance noise in each step, or DDP must reduce each step's gradients on its own.
         self.share_fake_pass = (t.step_order == "g_first" and t.reuse_fake and not self.augment_policy
                                 and not distributed.info().enabled)
+        self.graphs = StepGraphs(self) if t.cuda_graph else None
+
+    def graph_key(self, n_d: int) -> tuple:
+        """What Python decides in the iteration about to run (it has n_d D steps), besides the tensors' values:
+        two iterations of equal key launch the same kernels on the same buffers, so one CUDA graph serves both."""
+        steps = range(self.d_steps, self.d_steps + n_d)
+        return (n_d, self.noise_std, self.topk_share, self.lr_scale,
+                tuple(self.r1_gamma > 0 and k % self.r1_every == 0 for k in steps),
+                tuple(self.s.ada is not None and (k + 1) % ADA_INTERVAL == 0 for k in steps),
+                tuple(lecam_ema_decay(k) for k in steps) if self.s.lecam is not None else ())
 
     def d_steps_for(self, g_step: int) -> int:
         """D steps before (or after) G step number `g_step` (from 0): n_critic, or loss.critic_burst in the
@@ -472,7 +500,7 @@ class Stepper:
         if (self.d_steps + 1) % ADA_INTERVAL == 0:
             overfit = distributed.all_reduce_mean(ada[1:2] / ADA_INTERVAL)[0]
             ada[0] = (ada[0] + torch.sign(overfit - self.ada_target) * self.ada_step).clamp(0.0, 1.0)
-            ada[1] = 0.0
+            ada[1].zero_()
 
     def _clip_d(self) -> None:
         if self.loss.clip_weights:
@@ -558,6 +586,8 @@ class Stepper:
         """One G step and a D step for each real batch that `reals` yields (d_steps_for says how many), each
         batch (images, labels; labels None for an unconditional model) drawn as its D step comes."""
         with matmul_precision(self.precision):  # the training step's own; grids and metrics keep the default
+            if self.graphs is not None:
+                return self.graphs(reals)
             return self._iteration(reals)
 
     def _iteration(self, reals: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
@@ -578,3 +608,60 @@ class Stepper:
                 d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake_for_d, y_for_d)
         # [d_loss, g_loss, mean D(real), mean D(fake)], still on the device
         return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
+
+
+class StepGraphs:
+    """train.cuda_graph: whole training iterations captured as CUDA graphs and replayed, one launch for the
+    hundreds of small kernels of a GAN step that otherwise leave a GPU waiting on Python. Iterations are
+    grouped by Stepper.graph_key; a kind is run eagerly at its first sighting, captured at its next and
+    replayed from then on. A kind whose values change every iteration (a schedule in progress: instance
+    noise, top-k, learning-rate decay) never recurs and so runs eagerly, as do kinds past MAX_GRAPHS."""
+
+    def __init__(self, stepper: Stepper) -> None:
+        self.stepper = stepper
+        # key -> (graph, its input batches, its stats output)
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list, torch.Tensor]] = {}
+        self.seen: collections.Counter = collections.Counter()
+        self.replays = 0
+
+    def __call__(self, reals: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+        st = self.stepper
+        batches = list(reals)
+        key = st.graph_key(len(batches))
+        entry = self.graphs.get(key)
+        if entry is None:
+            self.seen[key] += 1
+            if self.seen[key] < CAPTURE_AFTER or len(self.graphs) >= MAX_GRAPHS:
+                if len(self.seen) > 10_000:  # a schedule's ever-new kinds: forget them, not the graphs
+                    self.seen.clear()
+                return st._iteration(iter(batches))
+            graph, out = self._capture(key, batches)
+        else:
+            graph, inputs, out = entry
+            for (real, y), (static_real, static_y) in zip(batches, inputs, strict=True):
+                static_real.copy_(real)
+                if y is not None:
+                    static_y.copy_(y)
+            st.d_steps += len(batches)  # what the iteration's Python did at capture
+        graph.replay()
+        self.replays += 1
+        return out
+
+    def _capture(self, key: tuple, batches: list) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """Records the iteration (capture runs no kernel: the caller replays it once to take the step)."""
+        st = self.stepper
+        inputs = [(real.clone(), None if y is None else y.clone()) for real, y in batches]
+        graph = torch.cuda.CUDAGraph()
+        graph.register_generator_state(st.s.z_gen)  # noise and augmentation draw from it, replay by replay
+        d_steps = st.d_steps
+        torch.cuda.synchronize()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                out = st._iteration(iter(inputs))
+        except RuntimeError as e:
+            st.d_steps = d_steps
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"train.cuda_graph: this run's training step cannot be captured as a CUDA graph "
+                            f"({first}); train without train.cuda_graph") from e
+        self.graphs[key] = (graph, inputs, out)
+        return graph, out
