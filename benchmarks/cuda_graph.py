@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import paired_rates, sync, timed_steps  # noqa: E402
 
 from ganforge.config import load_config  # noqa: E402
-from ganforge.device import deterministic_algorithms, pick_device  # noqa: E402
+from ganforge.device import pick_device, training_kernels  # noqa: E402
 from ganforge.trainer import Trainer  # noqa: E402
 
 
@@ -91,16 +91,17 @@ def main() -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             common = [f"train.batch_size={batch}", f"train.device={device}", *args.overrides]
             eager, graphed = Loop(preset, common), Loop(preset, [*common, "train.cuda_graph=true"])
-            for loop in (eager, graphed):  # warm-up: autotuning, and each kind of iteration's capture
-                timed_steps(loop, batch, 1.0, device)
-            rates = [paired_rates((eager, graphed), batch, args.seconds, args.window, device)
-                     for _ in range(args.reps)]
+            with training_kernels(False, device):  # the kernels of a run without train.deterministic
+                for loop in (eager, graphed):  # warm-up: autotuning, and each kind of iteration's capture
+                    timed_steps(loop, batch, 1.0, device)
+                rates = [paired_rates((eager, graphed), batch, args.seconds, args.window, device)
+                         for _ in range(args.reps)]
             eager_rates, graph_rates = [r[0] for r in rates], [r[1] for r in rates]
             ratios = [g / e for e, g in rates]
             kept = len(graphed.stepper.graphs.graphs)
             del eager, graphed
             exact = [*common, "train.deterministic=true"]
-            with deterministic_algorithms(True):  # as the training loop runs under train.deterministic
+            with training_kernels(True, device):  # as the training loop runs under train.deterministic
                 eager, graphed = Loop(preset, exact), Loop(preset, [*exact, "train.cuda_graph=true"])
                 for _ in range(args.check):
                     eager.step()

@@ -31,7 +31,7 @@ from torch import nn
 
 from ganforge.config import Config, load_config
 from ganforge.data import load_dataset
-from ganforge.device import AMP_DTYPES, matmul_precision, pick_device
+from ganforge.device import AMP_DTYPES, matmul_precision, pick_device, training_kernels
 from ganforge.models import build_discriminator, build_generator
 from ganforge.trainer import Trainer
 
@@ -247,24 +247,26 @@ def main() -> None:
     dtype_name = amp if amp != "none" else "float32" if precision == "high" else f"{precision}-precision"
     print(f"| model | batch | reference img/s | ganforge img/s | ratio | ganforge GFLOP/s | % of {dtype_name} matmul |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for model in args.models.split(","):
-        for batch in (int(b) for b in args.batches.split(",")):
-            cfg = load_config(preset=MODELS[model], overrides=[f"train.batch_size={batch}",
-                                                               f"train.device={device}", *args.overrides])
-            reference, ours = ReferenceLoop(copy.deepcopy(cfg), batch, device), GanforgeLoop(cfg, device)
-            for loop in (reference, ours):  # warm-up
-                timed_steps(loop, batch, min(1.0, args.seconds), device)
-            ref_rates, our_rates = [], []
-            for _ in range(args.reps):
-                ref_rate, our_rate = paired_rates((reference, ours), batch, args.seconds, args.window, device)
-                ref_rates.append(ref_rate)
-                our_rates.append(our_rate)
-            ref, our = statistics.median(ref_rates), statistics.median(our_rates)
-            ratios = [o / r for o, r in zip(our_rates, ref_rates, strict=True)]
-            gflops = step_flops(cfg, batch) / batch * our / 1e9
-            print(f"| {model} | {batch} | {ref:,.0f} ({min(ref_rates):,.0f}-{max(ref_rates):,.0f}) | "
-                  f"{our:,.0f} ({min(our_rates):,.0f}-{max(our_rates):,.0f}) | {our / ref:.2f}x "
-                  f"({min(ratios):.2f}-{max(ratios):.2f}) | {gflops:.1f} | {100 * gflops / peak:.0f}% |", flush=True)
+    with training_kernels(False, device):  # a training run's kernels (cuDNN autotuned on CUDA), both loops
+        for model in args.models.split(","):
+            for batch in (int(b) for b in args.batches.split(",")):
+                cfg = load_config(preset=MODELS[model], overrides=[f"train.batch_size={batch}",
+                                                                   f"train.device={device}", *args.overrides])
+                reference, ours = ReferenceLoop(copy.deepcopy(cfg), batch, device), GanforgeLoop(cfg, device)
+                for loop in (reference, ours):  # warm-up
+                    timed_steps(loop, batch, min(1.0, args.seconds), device)
+                ref_rates, our_rates = [], []
+                for _ in range(args.reps):
+                    ref_rate, our_rate = paired_rates((reference, ours), batch, args.seconds, args.window, device)
+                    ref_rates.append(ref_rate)
+                    our_rates.append(our_rate)
+                ref, our = statistics.median(ref_rates), statistics.median(our_rates)
+                ratios = [o / r for o, r in zip(our_rates, ref_rates, strict=True)]
+                gflops = step_flops(cfg, batch) / batch * our / 1e9
+                print(f"| {model} | {batch} | {ref:,.0f} ({min(ref_rates):,.0f}-{max(ref_rates):,.0f}) | "
+                      f"{our:,.0f} ({min(our_rates):,.0f}-{max(our_rates):,.0f}) | {our / ref:.2f}x "
+                      f"({min(ratios):.2f}-{max(ratios):.2f}) | {gflops:.1f} | {100 * gflops / peak:.0f}% |",
+                      flush=True)
 
 
 if __name__ == "__main__":

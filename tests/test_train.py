@@ -1157,6 +1157,28 @@ def test_a_folder_split_into_train_and_test_is_named_before_it_trains_on_both(tm
     assert split_subfolders_note("folder:x", ["Training", "Validation"]).endswith("use folder:x/Training")
 
 
+def test_training_kernels_are_the_runs_inside_and_the_callers_after():
+    """cuDNN autotuning for a CUDA run, deterministic kernels under train.deterministic; a Python caller of
+    ganforge.train gets its own settings back (flags alone: no GPU needed to see them)."""
+    from ganforge.device import training_kernels
+
+    torch.backends.cudnn.benchmark = False
+    with training_kernels(False, torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.benchmark
+    with training_kernels(False, torch.device("cpu")):
+        assert not torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with training_kernels(True, torch.device("cuda")):
+            assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+            assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.backends.cudnn.benchmark = False
+
+
 def test_deterministic_kernels_are_on_while_training_and_restored_after(tmp_path, tiny_cfg, monkeypatch):
     from ganforge.step import Stepper
 

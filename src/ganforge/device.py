@@ -91,19 +91,21 @@ def prepare_deterministic(enabled: bool) -> None:
 
 
 @contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """Inside the block (the training loop), torch's deterministic kernels and no cuDNN autotuning, restored
-    after. An op with no deterministic kernel on the device warns once rather than stopping the run."""
-    if not enabled:
-        yield
-        return
+def training_kernels(deterministic: bool, device: torch.device) -> Iterator[None]:
+    """Inside the block (the training loop), the kernels the run asks for, and the caller's choice back after
+    it: under train.deterministic, torch's deterministic kernels and no cuDNN autotuning (an op with no
+    deterministic kernel on the device warns once rather than stopping the run); otherwise, on CUDA, cuDNN's
+    autotuned kernels (faster, not repeatable)."""
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    prepare_deterministic(True)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
     try:
+        if deterministic:
+            prepare_deterministic(True)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])

@@ -36,12 +36,12 @@ from .data import (
 )
 from .device import (
     cpu_has_bf16_matmul,
-    deterministic_algorithms,
     has_conv,
     pick_device,
     prepare_deterministic,
     threads_note,
     threads_restored,
+    training_kernels,
     use_channels_last,
 )
 from .errors import UserError
@@ -192,8 +192,6 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
         prepare_deterministic(cfg.train.deterministic)
-        if self.device.type == "cuda" and not cfg.train.deterministic:
-            torch.backends.cudnn.benchmark = True  # autotuned kernels: faster, not repeatable
         self.data: ImageData = load_dataset(cfg.data)
         self.state = build_state(cfg, self.device)
         self.state.classes = list(self.data.classes) if cfg.model.n_classes else None
@@ -532,7 +530,7 @@ class Trainer:
             if t.tensorboard and s.nimg < int(round(t.kimg * 1000)):
                 self._open_tensorboard()
         try:
-            with deterministic_algorithms(t.deterministic):
+            with training_kernels(t.deterministic, self.device):
                 return self._train_loop()
         finally:
             if self.tb is not None:
