@@ -822,6 +822,54 @@ def test_a_run_whose_terminal_hangs_up_trains_on(tmp_path, image_folder):
     assert (run_dir / "progress.gif").is_file()
 
 
+def test_a_hang_up_stops_a_run_as_ctrl_c_does_unless_nohup_ignores_it(tmp_path, image_folder):
+    """The run's terminal closes or its SSH connection drops (SIGHUP): it ended at once, losing the work since
+    its last tick. It now stops as on Ctrl-C, with a checkpoint of the step it was at. Under nohup, which
+    ignores SIGHUP, it trains on."""
+    import fcntl
+    import pty
+    import select
+    import termios
+
+    overrides = tiny_overrides(image_folder, **{"train.kimg": 1000, "train.tick_kimg": 0.016})
+    terminal, its_side = pty.openpty()
+
+    def own_terminal() -> None:  # a login's shell: the pty is the session's controlling terminal
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "train", "--out", "runs", *set_args(overrides)],
+                            cwd=tmp_path, env=env, stdin=its_side, stdout=its_side, stderr=its_side,
+                            preexec_fn=own_terminal)
+    os.close(its_side)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("runs/*/checkpoints/ckpt-*.pt")):
+        assert proc.poll() is None and time.time() < deadline
+        if select.select([terminal], [], [], 0.1)[0]:
+            os.read(terminal, 65536)  # as the terminal shows it: a full pty would block the run's writes
+    run_dir = only_run(tmp_path / "runs")
+    before = ckpt_io.list_checkpoints(run_dir)
+    os.close(terminal)  # the terminal goes: the kernel hangs up its session
+    assert proc.wait(timeout=60) == 130
+    after = ckpt_io.list_checkpoints(run_dir)
+    assert after and after[-1] not in before  # the stop's own
+    assert ckpt_io.load_checkpoint(after[-1])["nimg"] > 0
+    assert "Stopped at" in (run_dir / "report.html").read_text()
+
+    overrides = tiny_overrides(image_folder, **{"train.kimg": 0.2, "train.tick_kimg": 0.016})
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "train", "--out", "nohup", *set_args(overrides)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    _wait_for_checkpoint(tmp_path / "nohup", proc)
+    proc.send_signal(signal.SIGHUP)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "stopping" not in err
+    ckpt = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(only_run(tmp_path / "nohup")))
+    assert ckpt["nimg"] == 200
+
+
 def test_eval_into_a_closed_pipe_still_saves_its_results(tmp_path, image_folder):
     """`ganforge eval RUN | head -1`: the notes said before the table met the closed pipe, and the results
     were never appended to metrics.json (nor the report rewritten)."""

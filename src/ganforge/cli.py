@@ -1109,9 +1109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        # a scheduler's SIGTERM (a job's time limit) unwinds like Ctrl-C: temp files are removed, training
-        # saves its checkpoint; neither interrupts an import half-way (see raise_interrupt)
-        for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        # a scheduler's SIGTERM (a job's time limit) and a hang-up (SIGHUP: the terminal closed, an SSH
+        # connection dropped) unwind like Ctrl-C: temp files are removed, training saves its checkpoint; none
+        # interrupts an import half-way (see raise_interrupt). An ignored SIGHUP (nohup) stays ignored.
+        stops = [(signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)]
+        if hasattr(signal, "SIGHUP"):
+            stops.append((signal.SIGHUP, signal.SIG_DFL))
+        for sig, default in stops:
             if signal.getsignal(sig) is default:
                 previous[sig] = signal.signal(sig, raise_interrupt)
     try:

@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM as KeyboardInterrupt, held back while a module is being imported; output whose reader
+"""Ctrl-C, SIGTERM and SIGHUP as KeyboardInterrupt, held back while a module is being imported; output whose reader
 has gone (a closed pipe, a terminal that hung up) sent nowhere."""
 
 from __future__ import annotations

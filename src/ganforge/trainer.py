@@ -100,7 +100,8 @@ WIDE_EMBEDDING = 128  # embed_dim=0 means n_classes: above this many classes, a 
 
 
 class _StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to stop after the current iteration; a second Ctrl-C aborts."""
+    """Ctrl-C / SIGTERM / SIGHUP ask the loop to stop after the current iteration; a second Ctrl-C aborts.
+    SIGHUP (its terminal closed, an SSH connection dropped) is left alone where it is ignored (nohup)."""
 
     def __init__(self, announce: bool = True) -> None:
         self.requested = False
@@ -124,6 +125,8 @@ class _StopFlag:
         if hasattr(signal, "SIGTERM") and _in_main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+            if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+                self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
