@@ -870,6 +870,28 @@ def test_a_hang_up_stops_a_run_as_ctrl_c_does_unless_nohup_ignores_it(tmp_path, 
     assert ckpt["nimg"] == 200
 
 
+def test_a_sample_whose_terminal_hangs_up_finishes_and_says_it_did(tmp_path, image_folder):
+    """`ganforge sample ... & disown`, then log out: it wrote every file, then its last line met the closed
+    terminal (EIO) and it exited 2, as a failure. The rest of its output now goes nowhere and it exits 0."""
+    import pty
+
+    assert main(["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder))]) == 0
+    run_dir = only_run(tmp_path / "runs")
+    terminal, its_side = pty.openpty()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ganforge", "sample", str(run_dir), "--n", "3000", "--out",
+                             "many", "--batch-size", "50"], cwd=tmp_path, env=env, stdin=its_side, stdout=its_side,
+                            stderr=its_side, start_new_session=True)  # no controlling terminal: no SIGHUP
+    os.close(its_side)
+    deadline = time.time() + 60
+    while len(list((tmp_path / "many").glob("*.png"))) < 50:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.close(terminal)  # the session ends while it samples
+    assert proc.wait(timeout=120) == 0
+    assert len(list((tmp_path / "many").glob("*.png"))) == 3000
+
+
 def test_eval_into_a_closed_pipe_still_saves_its_results(tmp_path, image_folder):
     """`ganforge eval RUN | head -1`: the notes said before the table met the closed pipe, and the results
     were never appended to metrics.json (nor the report rewritten)."""

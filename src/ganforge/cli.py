@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import UserError
-from .interrupts import raise_interrupt, send_to_devnull
+from .interrupts import HangUpProof, raise_interrupt, send_to_devnull
 
 if TYPE_CHECKING:
     from .config import Config
@@ -1107,6 +1107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = HangUpProof(sys.stdout), HangUpProof(sys.stderr)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         # a scheduler's SIGTERM (a job's time limit) and a hang-up (SIGHUP: the terminal closed, an SSH
@@ -1123,6 +1125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.stdout, sys.stderr = streams
     distributed = sys.modules.get("ganforge.distributed")  # imported by train only: keep other commands quick
     if distributed is not None and distributed.joined_from_env():
         # DistributedDataParallel's reducer keeps the gloo process group alive after destroy_process_group,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 import os
@@ -13,7 +12,6 @@ import re
 import shlex
 import shutil
 import signal
-import stat
 import sys
 import time
 from pathlib import Path
@@ -47,7 +45,7 @@ from .device import (
 from .errors import UserError
 from .health import HealthCheck
 from .html_report import write_html_report
-from .interrupts import raise_interrupt, send_to_devnull
+from .interrupts import raise_interrupt, send_to_devnull, silence_hung_up_terminal
 from .losses import get_loss
 from .models import build_discriminator, build_generator, inert_settings
 from .plugins import naming_plugins, stored_config
@@ -152,26 +150,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 OUTPUT_GONE = "because the program reading its output exited (a pipe into head, say)"
 
 
-def _silenced_hung_up_terminal(error: OSError) -> bool:
-    """A write to the terminal of a run that outlives it (`disown`, `setsid`: no SIGHUP) fails with EIO once
-    that terminal is gone. Then stdout and stderr, where they were that terminal, go nowhere and the run
-    trains on, as under nohup; True when that was the error."""
-    if error.errno != errno.EIO:
-        return False
-    null = os.stat(os.devnull).st_rdev
-    for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
-        mode = os.fstat(fd)
-        if stat.S_ISCHR(mode.st_mode) and mode.st_rdev != null:  # a terminal, not a file or a pipe
-            send_to_devnull(fd)
-    return True
-
-
 def _unless_hung_up(call: Any, *args: Any, **kwargs: Any) -> None:
     """A call that writes to the terminal (the progress bar's, the log's): one that has hung up silences it."""
     try:
         call(*args, **kwargs)
     except OSError as e:
-        if not _silenced_hung_up_terminal(e):
+        if not silence_hung_up_terminal(e):
             raise
 
 
