@@ -360,6 +360,39 @@ def test_a_stop_saves_its_checkpoint_without_a_tick_evaluation(tmp_path, tiny_cf
     assert evaluated == [16, 32]  # a run that is not stopped evaluates as set, at its end too
 
 
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_during_a_tick_evaluation_drops_it_and_saves_the_checkpoint_at_once(tmp_path, tiny_cfg, monkeypatch,
+                                                                                   signum):
+    """A scheduler's SIGTERM while a tick is being evaluated waited for the evaluation (most of a minute for
+    modes on a CPU), so SIGKILL could come first and the run resumed from the tick before. The evaluation is
+    now dropped at once, its tick's training kept, and the run stops with its checkpoint."""
+    import signal
+    import time
+
+    from ganforge.metrics import core
+    from ganforge.trainer import TrainingInterrupted
+
+    def slow_evaluate(ctx, metrics, kimg):
+        os.kill(os.getpid(), getattr(signal, signum))
+        time.sleep(60)  # an evaluation far longer than a scheduler waits
+        raise AssertionError("the stop did not end the evaluation")
+
+    monkeypatch.setattr(core, "evaluate", slow_evaluate)
+    said: list[str] = []
+    cfg = tiny_cfg(**{"train.kimg": 1.0, "train.tick_kimg": 0.016, "eval.every_kimg": 0.032})
+    handler, started = signal.getsignal(signal.SIGTERM), time.perf_counter()
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, out=tmp_path / "runs", log=said.append)
+    assert time.perf_counter() - started < 30
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert any("evaluation at 0.03 kimg dropped: a stop was asked for" in line for line in said), said
+    assert final_weights(run_dir)["nimg"] == 40  # the tick at 32, then the step under way, then the stop
+    assert not (run_dir / "metrics.json").exists()
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [round(line["kimg"], 3) for line in stats] == [0.016, 0.032, 0.04] and "metrics" not in stats[1]
+    assert signal.getsignal(signal.SIGTERM) is handler  # the loop's handlers are gone after it
+
+
 def test_a_stop_between_ticks_leaves_the_tick_grids_as_an_uninterrupted_run_writes_them(tmp_path, tiny_cfg,
                                                                                         monkeypatch):
     """A stop at 1.5 kimg of a run that ticks every kimg: its grid would be named as the 1 kimg tick's."""

@@ -14,7 +14,7 @@ from typing import Any
 RETRY_S = 0.05  # how soon a held-back interrupt is tried again
 
 
-def _importing(frame: FrameType | None) -> bool:
+def importing(frame: FrameType | None) -> bool:
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
             return True
@@ -22,15 +22,21 @@ def _importing(frame: FrameType | None) -> bool:
     return False
 
 
+def retry_signal(signum: int) -> None:
+    """Sends `signum` to this process again shortly: a handler that must not act inside an import acts on
+    the retry, once the import is done."""
+    timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True  # a process that ends first is not held up by it
+    timer.start()
+
+
 def raise_interrupt(signum: int, frame: FrameType | None) -> None:
     """A signal handler: KeyboardInterrupt now or, inside an import, once the import is done. An interrupt
     raised inside an import can leave the module half-made, and torch's and numpy's imports were seen to go on
     with one: a Ctrl-C in a command's first second then crashed it later with a traceback (or let it train on)
     instead of stopping it."""
-    if _importing(frame):
-        timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signum))
-        timer.daemon = True  # a process that ends first is not held up by it
-        timer.start()
+    if importing(frame):
+        retry_signal(signum)
         return
     raise KeyboardInterrupt
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from .device import (
 from .errors import UserError
 from .health import HealthCheck
 from .html_report import write_html_report
-from .interrupts import raise_interrupt, send_to_devnull, silence_hung_up_terminal
+from .interrupts import importing, raise_interrupt, retry_signal, send_to_devnull, silence_hung_up_terminal
 from .losses import get_loss
 from .models import build_discriminator, build_generator, inert_settings
 from .plugins import naming_plugins, stored_config
@@ -97,27 +98,68 @@ UPSCALE_NOTE = 2  # a note when the data set's images are upscaled by this facto
 WIDE_EMBEDDING = 128  # embed_dim=0 means n_classes: above this many classes, a note on G's size
 
 
+class EvaluationStopped(BaseException):
+    """Raised by a stop request inside a tick's evaluation, which the stop's checkpoint does not wait for. A
+    BaseException, as KeyboardInterrupt is, so that no metric's `except Exception` takes it for a failure."""
+
+
 class _StopFlag:
     """Ctrl-C / SIGTERM / SIGHUP ask the loop to stop after the current iteration; a second Ctrl-C aborts.
-    SIGHUP (its terminal closed, an SSH connection dropped) is left alone where it is ignored (nohup)."""
+    SIGHUP (its terminal closed, an SSH connection dropped) is left alone where it is ignored (nohup). Inside
+    `evaluation()`, a stop request ends the evaluation at once (EvaluationStopped)."""
 
     def __init__(self, announce: bool = True) -> None:
         self.requested = False
         self.announce = announce  # rank 0 says so; the other ranks stay quiet
         self._previous: dict[int, Any] = {}
+        self._evaluating = False
+        self._retried = False  # a signal sent again after an import (see _handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self._evaluating:
+            first = not self.requested
+            self.requested = True
+            if importing(frame):  # an exception inside an import can leave its module half-made
+                self._retried = True
+                retry_signal(signum)
+                if first:
+                    self._say("\nstopping: the evaluation under way is dropped, then a checkpoint is saved\n")
+                return
+            self._evaluating = self._retried = False
+            if first:
+                self._say("\nstopping: the evaluation under way is dropped, then a checkpoint is saved\n")
+            raise EvaluationStopped
+        if self._retried:  # the retry of a stop already taken, which came after the evaluation ended
+            self._retried = False
+            return
         if self.requested and signum == signal.SIGINT:
             raise_interrupt(signum, frame)
             return
         self.requested = True
-        if self.announce:  # the step under way can take seconds (a WGAN critic burst, a tick's evaluation)
-            try:
-                sys.stderr.write("\nstopping: the current step finishes, then a checkpoint is saved"
-                                 + (" (Ctrl-C again aborts without one)\n" if signum == signal.SIGINT else "\n"))
-                sys.stderr.flush()
-            except OSError:  # `train 2>&1 | tee log`: Ctrl-C ended tee too, and the stop goes on unannounced
-                pass
+        # the step under way can take seconds (a WGAN critic burst)
+        self._say("\nstopping: the current step finishes, then a checkpoint is saved"
+                  + (" (Ctrl-C again aborts without one)\n" if signum == signal.SIGINT else "\n"))
+
+    def _say(self, message: str) -> None:
+        if not self.announce:
+            return
+        try:
+            sys.stderr.write(message)
+            sys.stderr.flush()
+        except OSError:  # `train 2>&1 | tee log`: Ctrl-C ended tee too, and the stop goes on unannounced
+            pass
+
+    @contextlib.contextmanager
+    def evaluation(self) -> Iterator[None]:
+        """The block (a tick's evaluation) ends at a stop request rather than running on, as a scheduler's
+        SIGTERM leaves seconds, not the minute an evaluation can take; at once if a stop is already asked."""
+        if self.requested:
+            raise EvaluationStopped
+        self._evaluating = True
+        try:
+            yield
+        finally:
+            self._evaluating = False
 
     def __enter__(self) -> _StopFlag:
         if hasattr(signal, "SIGTERM") and _in_main_thread():
@@ -267,6 +309,7 @@ class Trainer:
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
+        self._stop: _StopFlag | None = None  # the training loop's, while it runs
         self.patience_out = False  # set at a tick whose evaluation finds no progress for eval.patience_kimg
         self.health = HealthCheck(cfg, self._real_grid, len(self.data))
         self._last_eval_nimg = self.state.nimg
@@ -390,6 +433,10 @@ class Trainer:
                     records = self._evaluate()
             else:
                 records = []
+        except EvaluationStopped:
+            records = []
+            self.log(f"  evaluation at {kimg:.2f} kimg dropped: a stop was asked for, and its checkpoint does not "
+                     "wait for it")
         except Exception as e:
             path = self._save_checkpoint()  # the training before this evaluation is kept
             if isinstance(e, UserError):
@@ -470,7 +517,8 @@ class Trainer:
 
         ctx = EvalContext(fake, real, device=self.device, seed=self.cfg.train.seed, fake_fn=draw,
                           inception_weights=self._inception_weights)
-        records = evaluate(ctx, e.metrics, kimg=s.nimg / 1000)
+        with self._stop.evaluation() if self._stop is not None else contextlib.nullcontext():
+            records = evaluate(ctx, e.metrics, kimg=s.nimg / 1000)
         append_metrics_json(records, self.run_dir / "metrics.json", {"checkpoint": None, "kimg": s.nimg / 1000})
         return records
 
@@ -540,6 +588,7 @@ class Trainer:
         spent = bool(budget_s) and s.time_s >= budget_s  # a resumed run that used up its time trains nothing
         timed_out = patience_out = False
         with _StopFlag(announce=main) as stop:
+            self._stop = stop
             while s.nimg < total_nimg and not spent:
                 iteration = s.nimg // t.batch_size  # counts D steps: each takes one real batch
                 self.stepper.set_progress(s.nimg)
