@@ -193,6 +193,8 @@ def test_python_callers_may_give_one_string_or_a_mapping_of_overrides():
                                    f"values, got {said}")
     with pytest.raises(TypeError, match="train\\(\\) takes a Config, got dict"):
         ganforge.train({"train": {"kimg": 1}})
+    with pytest.raises(TypeError, match="preset is a preset's name, .* got int 5"):
+        load_config(preset=5)
 
 
 def test_a_string_setting_takes_a_number_or_word_as_its_text():

@@ -436,6 +436,9 @@ def load_config(
     """Defaults <- preset <- TOML file <- overrides, validated once. A file whose top-level `preset` names
     a preset builds on that preset. `stored`: the file is a run's config.toml, read to rebuild its networks
     (see from_dict)."""
+    if preset is not None and not isinstance(preset, str):
+        raise TypeError(f"preset is a preset's name, as ganforge presets lists them (\"default\"), got "
+                        f"{type(preset).__name__} {preset!r}")
     from_file: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
