@@ -287,6 +287,18 @@ def test_corrupt_image_is_named_in_the_error(tmp_path):
         load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8))
 
 
+def test_a_link_to_nothing_is_named_as_such(tmp_path):
+    """A link left behind by a moved data set: it said 'cannot use PATH: No such file or directory; check that
+    its folder exists and is writable, and that the disk has space', as for a file it could not write."""
+    Image.new("L", (8, 8)).save(tmp_path / "good.png")
+    (tmp_path / "moved.png").symlink_to(tmp_path / "elsewhere" / "moved.png")
+    with pytest.raises(UserError) as info:
+        load_dataset(DataConfig(name=f"folder:{tmp_path}", img_size=8))
+    assert str(info.value) == (f"cannot read image {tmp_path / 'moved.png'}: it is a link to "
+                               f"{tmp_path / 'elsewhere' / 'moved.png'}, which does not exist; remove the link or "
+                               "restore what it points to")
+
+
 def test_a_large_photo_reads_quietly_and_one_past_pillows_limit_is_one_line(tmp_path, monkeypatch):
     """Pillow warns past MAX_IMAGE_PIXELS (a guard against decompression bombs) and refuses past twice it; a
     user's own photo should read without the warning, and a refused one be named, not raise a traceback."""

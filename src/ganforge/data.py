@@ -692,7 +692,13 @@ def load_folder(path: str, cfg: DataConfig) -> RawImages:
     parts = [p.relative_to(root).parts for p in files]
     entries = []
     for p, rel in zip(files, parts, strict=True):
-        st = p.stat()
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # listed, so a link to nothing, or a file removed while the folder is read
+            if p.is_symlink():
+                raise UserError(f"cannot read image {p}: it is a link to {os.readlink(p)}, which does not exist; "
+                                "remove the link or restore what it points to") from None
+            raise UserError(f"cannot read image {p}: it was removed while the folder was read") from None
         entries.append(f"{'/'.join(rel)}\0{st.st_size}\0{st.st_mtime_ns}")
     images, note = _load_folder_images(root, files, entries, cfg)
     return _labelled(images, parts, files, cfg.fit, note)
