@@ -106,6 +106,11 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     assert Image.open(grid).size == (3 * 18 + 2, 3 * 18 + 2)
     assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid)]) == 2  # never overwrites
     assert "--force" in capsys.readouterr().err
+    assert main(["sample", str(run_dir), "--n", "1", "--out", str(tmp_path / "one.png")]) == 0
+    assert capsys.readouterr().out == f"wrote a grid of 1 sample to {tmp_path / 'one.png'}\n"
+    assert main(["sample", str(run_dir), "--n", "3", "--out", os.devnull]) == 2  # no suffix: a folder of PNGs
+    assert capsys.readouterr().err == (f"error: {os.devnull} is a file where a folder is needed; choose another path "
+                                       "or move the file\n")
 
     npz = tmp_path / "samples.npz"
     assert main(["sample", str(run_dir), "--n", "7", "--out", str(npz), "--batch-size", "3", "--seed", "7"]) == 0

@@ -371,7 +371,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         report.save_npz_stream(G, args.n, out, seed=args.seed, batch_size=args.batch_size, labels=labels,
                                truncation=args.truncation)
         seconds = time.perf_counter() - start
-        print(f"wrote {args.n} samples to {out} (uint8 [N, H, W, C] as arr_0) in {seconds:.1f}s, "
+        print(f"wrote {_samples(args.n)} to {out} (uint8 [N, H, W, C] as arr_0) in {seconds:.1f}s, "
               f"{args.n / seconds:,.0f} images/s")
         return 0
     if out.suffix.lower() in report.GRID_FORMATS:
@@ -379,7 +379,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise UserError(f"{out} exists; choose another --out or pass --force to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
         report.save_grid(G.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation), out, nrow=nrow)
-        print(f"wrote a grid of {args.n} samples to {out}")
+        print(f"wrote a grid of {_samples(args.n)} to {out}")
         return 0
     if out.suffix:
         raise UserError(f"--out {out}: give a .png (or .jpg, .webp) for a grid, a .npz for an array, or a directory "
@@ -409,10 +409,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     rate = f"in {seconds:.1f}s, {args.n / seconds:,.0f} images/s"
     if names is not None:
         used = [names[c] for c in labels.unique().tolist()]
-        print(f"wrote {args.n} samples to {out}/ in {len(used)} class folder{'s' * (len(used) > 1)} "
+        print(f"wrote {_samples(args.n)} to {out}/ in {len(used)} class folder{'s' * (len(used) > 1)} "
               f"({used[0]}/" + (f" to {used[-1]}/)" if len(used) > 1 else ")") + f" {rate}")
         return 0
-    print(f"wrote {args.n} samples to {out}/ ({paths[0].name} to {paths[-1].name}) {rate}")
+    where = f"{paths[0].name} to {paths[-1].name}" if len(paths) > 1 else paths[0].name
+    print(f"wrote {_samples(args.n)} to {out}/ ({where}) {rate}")
     return 0
 
 
@@ -1085,8 +1086,13 @@ def _allocation_detail(e: BaseException) -> str:
 
 
 def _file_in_the_way(path: str) -> Path | None:
-    """The file among path and its parents, where making path's folders failed because one is a file."""
-    return next((p for p in (Path(path), *Path(path).parents) if p.is_file()), None)
+    """The file among path and its parents, where making path's folders failed because one is a file (or a
+    device, as /dev/null)."""
+    return next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
+
+
+def _samples(n: int) -> str:
+    return f"{n:,} sample" + "s" * (n != 1)
 
 
 def _error_prefix(word: str = "error") -> str:
