@@ -140,6 +140,8 @@ def test_a_config_file_that_names_a_preset_builds_on_it(tmp_path):
          "eval.best_metric 'recall' is not among the values eval.metrics report (fd_digits); add pr to eval.metrics"),
         ({"overrides": ["eval.best_metric=fd_digits"]}, "set eval.every_kimg too"),
         ({"overrides": ["eval.metrics=['fd']"]}, "unknown metric 'fd' (did you mean fid?)"),  # before every_kimg
+        ({"overrides": ["eval.metrics=['FD_DIGITS']"]}, "unknown metric 'FD_DIGITS' (did you mean fd_digits?)"),
+        ({"overrides": ["loss.name=HINGE"]}, "(did you mean hinge?)"),
         ({"path": "/no/such/file.toml"}, "does not exist"),
     ],
 )

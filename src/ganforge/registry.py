@@ -15,8 +15,10 @@ def did_you_mean(guesses: list[str]) -> str:
 
 
 def close_spelling(name: str, choices: Any) -> list[str]:
-    """The valid name closest in spelling to `name`, if any is close."""
-    return difflib.get_close_matches(name, list(choices), n=1)
+    """The valid name closest in spelling to `name`, if any is close; case aside first (FD_DIGITS, Default)."""
+    choices = list(choices)
+    same = [c for c in choices if isinstance(c, str) and c.lower() == str(name).lower()]
+    return same[:1] or difflib.get_close_matches(name, choices, n=1)
 
 
 def unknown_name(kind: str, name: str, choices: list[str]) -> str:
