@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import paired_rates, sync, timed_steps  # noqa: E402
+from throughput import add_timing_arguments, paired_rates, sync, timed_steps  # noqa: E402
 
 from ganforge.config import load_config  # noqa: E402
 from ganforge.device import pick_device, training_kernels  # noqa: E402
@@ -72,12 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="default,mnist-dcgan,mnist-mlp-bn")
     parser.add_argument("--batches", default="64,256")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing per loop per repetition")
-    parser.add_argument("--window", type=float, default=0.5, help="length of each loop's turn within a repetition")
+    add_timing_arguments(parser, seconds=2.0, device="cuda")
     parser.add_argument("--check", type=int, default=100, help="iterations of the bit-for-bit comparison")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="applied to every run")
     args = parser.parse_args()
     device = pick_device(args.device)
     if device.type != "cuda":

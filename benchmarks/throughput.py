@@ -218,15 +218,20 @@ def paired_rates(loops: tuple, batch: int, seconds: float, window: float, device
     return [n / t for n, t in zip(images, elapsed, strict=True)]
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser, seconds: float, device: str) -> None:
+    """The options of a script that times loops in alternating turns (this one, cuda_graph.py)."""
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=seconds, help="timing per loop per repetition")
+    parser.add_argument("--window", type=float, default=0.5, help="length of each loop's turn within a repetition")
+    parser.add_argument("--device", default=device)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="dcgan,mlp-bn")
     parser.add_argument("--batches", default="64,256")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0, help="timing per loop per repetition")
-    parser.add_argument("--window", type=float, default=0.5, help="length of each loop's turn within a repetition")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
+    add_timing_arguments(parser, seconds=4.0, device="cpu")
     args = parser.parse_args()
     device = pick_device(args.device)
     peak = matmul_gflops(device)

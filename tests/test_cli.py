@@ -842,6 +842,7 @@ def test_a_hang_up_stops_a_run_as_ctrl_c_does_unless_nohup_ignores_it(tmp_path, 
     def own_terminal() -> None:  # a login's shell: the pty is the session's controlling terminal
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a login has it, though the tests run under nohup
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ganforge", "train", "--out", "runs", *set_args(overrides)],
