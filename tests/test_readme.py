@@ -116,7 +116,15 @@ def test_readme_command_parses_and_its_settings_are_valid(command: str, capsys: 
 
 
 def _declared_flags(script: Path) -> set[str]:
-    return set(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", script.read_text(encoding="utf-8")))
+    """The options a benchmark script declares, with those of the sibling scripts it imports from (their
+    shared option helpers)."""
+    text = script.read_text(encoding="utf-8")
+    flags = set(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", text))
+    for name in re.findall(r"^from (\w+) import", text, flags=re.MULTILINE):
+        sibling = script.parent / f"{name}.py"
+        if sibling.is_file() and sibling != script:
+            flags |= _declared_flags(sibling)
+    return flags
 
 
 def _options(words: list[str]) -> dict[str, list[str]]:
