@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,25 @@ torch.set_num_threads(1)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoded folders and real-image statistics go to a temporary cache, never the user's."""
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_processes(monkeypatch: pytest.MonkeyPatch):
+    """A test that fails while a process it started still runs (a run of 1,000 kimg waiting for its stop)
+    kills it, rather than leave it training through the rest of the suite."""
+    started: list[subprocess.Popen] = []
+
+    class Tracked(subprocess.Popen):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Tracked)
+    yield
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def write_digit_folder(root: Path, n_per_class: int = 16, classes: int = 2, size: int = 16) -> Path:
