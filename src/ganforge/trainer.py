@@ -117,17 +117,14 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self._evaluating:
-            first = not self.requested
+            if not self.requested:
+                self._say("\nstopping: the evaluation under way is dropped, then a checkpoint is saved\n")
             self.requested = True
             if importing(frame):  # an exception inside an import can leave its module half-made
                 self._retried = True
                 retry_signal(signum)
-                if first:
-                    self._say("\nstopping: the evaluation under way is dropped, then a checkpoint is saved\n")
                 return
             self._evaluating = self._retried = False
-            if first:
-                self._say("\nstopping: the evaluation under way is dropped, then a checkpoint is saved\n")
             raise EvaluationStopped
         if self._retried:  # the retry of a stop already taken, which came after the evaluation ended
             self._retried = False
@@ -309,7 +306,7 @@ class Trainer:
         self.samples_dir = self.run_dir / "samples"
         self.stats_path = self.run_dir / "stats.jsonl"
         self._real_set = None
-        self._stop: _StopFlag | None = None  # the training loop's, while it runs
+        self._stop: _StopFlag | None = None  # the training loop's: a stop request ends its evaluations
         self.patience_out = False  # set at a tick whose evaluation finds no progress for eval.patience_kimg
         self.health = HealthCheck(cfg, self._real_grid, len(self.data))
         self._last_eval_nimg = self.state.nimg
