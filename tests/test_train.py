@@ -651,6 +651,17 @@ def test_cuda_graph_is_refused_where_it_cannot_run(tmp_path, tiny_cfg):
         tiny_cfg(**{"train.cuda_graph": "true", "train.amp": '"fp16"'})
 
 
+def test_a_gpu_run_without_cuda_graphs_is_told_of_them(tiny_cfg):
+    from ganforge.step import cuda_graph_note
+
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert "--set train.cuda_graph=true replays each training step" in cuda_graph_note(tiny_cfg(), gpu)
+    assert cuda_graph_note(tiny_cfg(), cpu) is None
+    for where_it_cannot_run in ({"train.compile": "true"}, {"train.amp": '"fp16"'}):
+        assert cuda_graph_note(tiny_cfg(**where_it_cannot_run), gpu) is None
+    assert cuda_graph_note(tiny_cfg(**{"train.cuda_graph": "true"}), gpu) is None
+
+
 def test_graph_key_repeats_with_the_iterations_that_launch_the_same_kernels(tiny_cfg):
     """The kinds of iteration a CUDA graph is captured for: lazy R1 and ADA's adjustment recur with their
     periods, so a run needs few graphs; a schedule in progress makes every iteration a new kind."""

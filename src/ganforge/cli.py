@@ -100,7 +100,7 @@ def _dry_run_checks(cfg: Config) -> None:
     from .device import pick_device
     from .losses import get_loss
     from .models import inert_settings
-    from .step import check_amp_device, check_batch_and_order, check_cuda_graph
+    from .step import check_amp_device, check_batch_and_order, check_cuda_graph, cuda_graph_note
     from .tensorboard_log import check_available
     from .trainer import check_eval_memory, check_networks
 
@@ -118,6 +118,8 @@ def _dry_run_checks(cfg: Config) -> None:
     check_available(cfg.train.tensorboard)
     for line in inert_settings(cfg):
         _tell(f"note: {line}")
+    if graph_note := cuda_graph_note(cfg, pick_device(cfg.train.device)):
+        _tell(f"note: {graph_note}")
 
 
 def _tell(message: str) -> None:

@@ -55,6 +55,7 @@ from .step import (
     build_state,
     check_batch_and_order,
     compute_platform,
+    cuda_graph_note,
     grid_labels,
     platform_change,
     restore_state,
@@ -233,6 +234,8 @@ class Trainer:
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
         for line in inert_settings(cfg):
             self.log(f"note: {line}")
+        if graph_note := cuda_graph_note(cfg, self.device):
+            self.log(f"note: {graph_note}")
         crowded = threads_note(cfg.train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         if crowded:
             self.log(f"note: {crowded}")
