@@ -106,8 +106,9 @@ def _dry_run_checks(cfg: Config) -> None:
 
     check_networks(cfg)
     get_loss(cfg.loss.name, cfg.loss.label_smoothing)
-    check_amp_device(cfg.train.amp, pick_device(cfg.train.device))
-    check_cuda_graph(cfg.train.cuda_graph, pick_device(cfg.train.device))
+    device = pick_device(cfg.train.device)
+    check_amp_device(cfg.train.amp, device)
+    check_cuda_graph(cfg.train.cuda_graph, device)
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
     check_at_hand(cfg.data)
@@ -118,7 +119,7 @@ def _dry_run_checks(cfg: Config) -> None:
     check_available(cfg.train.tensorboard)
     for line in inert_settings(cfg):
         _tell(f"note: {line}")
-    if graph_note := cuda_graph_note(cfg, pick_device(cfg.train.device)):
+    if graph_note := cuda_graph_note(cfg, device):
         _tell(f"note: {graph_note}")
 
 
