@@ -227,6 +227,8 @@ def test_dry_run_refuses_a_loss_setting_or_device_the_run_would_refuse(capsys):
     dry = ["train", "--preset", "default", "--dry-run", "--set"]
     cases = [(["loss.name=hinge", "--set", "loss.label_smoothing=0.1"],
               "loss.label_smoothing applies to the BCE losses (ns, minimax), not hinge"),
+             (["loss.name=rpgan", "--set", "loss.label_smoothing=0.1"],
+              "loss.label_smoothing applies to the BCE losses (ns, minimax), not rpgan"),
              (["train.device=cpu", "--set", "train.amp=fp16"], "train.amp=fp16 needs a CUDA device"),
              (["train.device=cpu", "--set", "train.cuda_graph=true"], "train.cuda_graph needs a CUDA device"),
              (["train.device=cuda:99"], "device cuda:99 asked for, but ")]

@@ -42,6 +42,28 @@ def test_losses_match_hand_computed_values(name, d_expected, g_expected):
     assert abs(loss.g(LOGITS_FAKE).item() - g_expected) < 1e-6
 
 
+def test_rpgan_judges_each_real_against_the_fake_at_its_index():
+    """RpGAN: D softplus(D(G(z)) - D(x)) = -log sigmoid(D(x) - D(G(z))), G softplus(D(x) - D(G(z))), per pair."""
+    loss = get_loss("rpgan")
+    assert loss.relativistic
+    d_expected = (math.log1p(math.exp(0.5 - 2)) + math.log1p(math.exp(-3 + 1))) / 2
+    g_expected = (math.log1p(math.exp(2 - 0.5)) + math.log1p(math.exp(-1 + 3))) / 2
+    assert abs(loss.d_loss(LOGITS_REAL, LOGITS_FAKE).item() - d_expected) < 1e-6
+    assert abs(loss.g_loss(LOGITS_FAKE, LOGITS_REAL).item() - g_expected) < 1e-6
+    rsgan = -torch.log(torch.sigmoid(LOGITS_REAL - LOGITS_FAKE)).mean()
+    assert abs(loss.d_loss(LOGITS_REAL, LOGITS_FAKE).item() - rsgan.item()) < 1e-6
+    # swapping the pairs changes it: the loss sees pairs, not the two sets' means
+    swapped = loss.d_loss(LOGITS_REAL.flip(0), LOGITS_FAKE).item()
+    assert abs(swapped - d_expected) > 0.1
+    with pytest.raises(ValueError, match="needs D's logits on reals"):
+        loss.g_loss(LOGITS_FAKE)
+    # the two-term losses keep their sum, halved under d_reduction = mean
+    ns = get_loss("ns")
+    both = (ns.d_real(LOGITS_REAL) + ns.d_fake(LOGITS_FAKE)).item()
+    assert abs(ns.d_loss(LOGITS_REAL, LOGITS_FAKE).item() - both) < 1e-6
+    assert abs(ns.d_loss(LOGITS_REAL, LOGITS_FAKE, "mean").item() - both / 2) < 1e-6
+
+
 def test_gradient_penalty_equals_direct_autograd_on_a_known_function():
     w = torch.tensor([3.0, 4.0, 0.0, 0.0]).view(1, 4, 1, 1)
 
@@ -68,6 +90,71 @@ def test_r1_penalty_of_a_linear_d_is_its_squared_weight_norm():
     real = torch.randn(5, 3, 1, 1, requires_grad=True)
     logits = (real * w).flatten(1).sum(1)
     assert abs(r1_penalty(logits, real).item() - 9.0) < 1e-5
+
+
+def _stepper_without_batch_norm(tmp_path, tiny_cfg, **extra):
+    from ganforge.trainer import Trainer
+
+    cfg = tiny_cfg(**{"model.d_norm": '"none"', "train.channels_last": "false", **extra})
+    trainer = Trainer(cfg, tmp_path / "run", log=quiet)
+    trainer.stepper.set_progress(0)
+    return trainer
+
+
+def _images(seed: int) -> torch.Tensor:
+    return torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(seed)).tanh()
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_r2_adds_the_penalty_on_fakes_to_d_loss_at_its_lazy_schedule(tmp_path, tiny_cfg, every):
+    """D's loss with loss.r2_gamma = g is the plain loss plus g/2 * every * E||grad D(G(z))||^2 in the D steps
+    whose count is a multiple of loss.r1_every, and the plain loss in the others."""
+    trainer = _stepper_without_batch_norm(tmp_path, tiny_cfg, **{"loss.r2_gamma": 1e4, "loss.r1_every": every})
+    stepper, D = trainer.stepper, trainer.state.D
+    for step in range(2):
+        real, fake = _images(2 * step), _images(2 * step + 1)
+        probe = fake.clone().requires_grad_(True)
+        fake_logits = D(probe)
+        (grad,) = torch.autograd.grad(fake_logits.sum(), probe)
+        plain = stepper.loss.d_loss(D(real), fake_logits).item()
+        penalty = 0.5 * 1e4 * every * grad.flatten(1).pow(2).sum(1).mean().item()
+        d_loss = stepper._d_step(real, None, fake, None)[0].item()
+        expected = plain + penalty if step % every == 0 else plain
+        assert penalty > 1e-2 and abs(d_loss - expected) < 1e-5 * max(1.0, abs(expected)), step
+
+
+def test_rpgan_g_step_judges_its_fakes_against_d_on_the_reals_given(tmp_path, tiny_cfg):
+    trainer = _stepper_without_batch_norm(tmp_path, tiny_cfg, **{"loss.name": '"rpgan"'})
+    stepper, D = trainer.stepper, trainer.state.D
+    fake, real, other_real = _images(1), _images(2), _images(3)
+    with torch.no_grad():
+        fake_logits = D(fake)
+        expected = [torch.nn.functional.softplus(D(r) - fake_logits).mean().item() for r in (real, other_real)]
+    assert abs(expected[0] - expected[1]) > 1e-4  # the reals it is given decide G's loss
+    for r, value in zip((real, other_real), expected, strict=True):
+        assert abs(stepper._g_step(fake.clone().requires_grad_(True), None, (r, None)).item() - value) < 1e-5
+
+
+@pytest.mark.parametrize("order", ["d_first", "simultaneous", "g_first"])
+def test_rpgan_gives_g_the_pairs_difference_in_every_step_order(tmp_path, tiny_cfg, order):
+    from dataclasses import replace
+
+    cfg = {"loss.name": '"rpgan"', "train.step_order": f'"{order}"', "train.reuse_fake": "false"}
+    trainer = _stepper_without_batch_norm(tmp_path, tiny_cfg, **cfg)
+    stepper = trainer.stepper
+    seen: list[torch.Tensor] = []
+    g = stepper.loss.g
+    stepper.loss = replace(stepper.loss, g=lambda diff: (seen.append(diff.detach()), g(diff))[1])
+    given: list = []
+    g_step = stepper._g_step
+    stepper._g_step = lambda fake, y, real_batch=None: (given.append(real_batch), g_step(fake, y, real_batch))[1]
+    real, _ = trainer.real_batch(0)
+    stats = stepper([(real, None)])
+    assert torch.isfinite(stats).all()
+    if order == "simultaneous":  # one pass: G's loss from the same logits as D's
+        assert given == [] and len(seen) == 1 and seen[0].shape == (8,)
+    else:  # G's step was handed the iteration's real batch
+        assert len(given) == 1 and given[0][0] is real and len(seen) == 1 and seen[0].shape == (8,)
 
 
 def test_spectral_norm_keeps_largest_singular_value_near_one():
@@ -128,12 +215,14 @@ def test_every_loss_and_model_pair_trains_with_finite_losses(tmp_path, tiny_cfg,
 @pytest.mark.parametrize("stabiliser", [
     {"model.d_spectral_norm": "true"},
     {"loss.r1_gamma": 1.0, "loss.r1_every": 2},
+    {"loss.name": '"rpgan"', "loss.r1_gamma": 1.0, "loss.r2_gamma": 1.0, "loss.r1_every": 2,
+     "train.step_order": '"g_first"', "train.reuse_fake": "true", "train.diffaugment": '"translation"'},
     {"loss.n_critic": 2, "loss.name": '"wgan-gp"', "model.d_norm": '"none"'},
     {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.1, "train.ada_kimg": 0.05},
     {"loss.topk": 0.5, "loss.topk_kimg": 0.05},
     {"loss.lecam": 0.3},
     {"loss.bcr": 10.0, "loss.bcr_policy": '"translation,cutout"'},
-], ids=["spectral-norm", "lazy-r1", "n-critic-gp", "ada", "topk", "lecam", "bcr"])
+], ids=["spectral-norm", "lazy-r1", "rpgan-lazy-r1-r2-g-first", "n-critic-gp", "ada", "topk", "lecam", "bcr"])
 def test_stabilisers_resume_bit_for_bit(tmp_path, tiny_cfg, stabiliser):
     full = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.096}), out=tmp_path / "a", log=quiet)
     half = train(tiny_cfg(**stabiliser, **{"train.kimg": 0.048}), out=tmp_path / "b", log=quiet)
@@ -423,6 +512,8 @@ STABILISERS = {
     "diffaugment": {"train.diffaugment": '"color,translation,cutout"'},
     "ada": {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.6, "train.ada_kimg": 0.01},
     "r1": {"loss.r1_gamma": 1.0},
+    "r2": {"loss.r2_gamma": 1.0},
+    "r3gan-loss": {"loss.name": '"rpgan"', "loss.r1_gamma": 1.0, "loss.r2_gamma": 1.0},
     "topk": {"loss.topk": 0.5, "loss.topk_kimg": 0.01},
     "lecam": {"loss.lecam": 0.3},
     "bcr": {"loss.bcr": 10.0},

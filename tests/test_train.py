@@ -790,8 +790,8 @@ def test_matmul_precision_applies_to_training_steps_only(tmp_path, tiny_cfg):
     "setting",
     [{"loss.instance_noise": 0.5, "loss.instance_noise_kimg": 1.0}, {"train.diffaugment": '"translation"'},
      {"loss.r1_gamma": 10.0}, {"loss.name": '"wgan-gp"', "loss.gp_weight": 10.0}, {"loss.label_smoothing": 0.2},
-     {"loss.lecam": 10.0}],
-    ids=["instance-noise", "diffaugment", "r1", "gradient-penalty", "label-smoothing", "lecam"],
+     {"loss.lecam": 10.0}, {"loss.r2_gamma": 10.0}, {"loss.name": '"rpgan"'}],
+    ids=["instance-noise", "diffaugment", "r1", "gradient-penalty", "label-smoothing", "lecam", "r2", "rpgan"],
 )
 @pytest.mark.parametrize("order", ["d_first", "simultaneous", "g_first"])
 def test_every_d_setting_reaches_d_step_in_every_step_order(tmp_path, tiny_cfg, setting, order):

@@ -89,7 +89,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = setting("ns", "registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge, or "
+    name: str = setting("ns", "registered loss: ns | minimax | lsgan | wgan | wgan-gp | hinge | rpgan, or "
                                    "your own (--plugin)")
     d_reduction: str = setting("sum", "D loss = real + fake (sum) or (real + fake) / 2 (mean)")
     n_critic: int = setting(1, "D steps (each on a fresh real batch) per G step")
@@ -101,7 +101,9 @@ class LossConfig:
     gp_weight: float = setting(10.0, "wgan-gp: weight of the gradient penalty")
     clip: float = setting(0.01, "wgan: D weights are clamped to [-clip, clip]")
     r1_gamma: float = setting(0.0, "R1 penalty gamma/2 * ||grad D(x)||^2 on reals; 0 disables")
-    r1_every: int = setting(1, "lazy R1: every k-th D step, scaled by k")
+    r2_gamma: float = setting(0.0, "R2 penalty gamma/2 * ||grad D(G(z))||^2 on fakes (with R1 and rpgan: "
+                                   "R3GAN's loss); 0 disables")
+    r1_every: int = setting(1, "lazy R1 and R2: every k-th D step, scaled by k")
     label_smoothing: float = setting(0.0, "one-sided: D's real target is 1 - label_smoothing (ns, minimax)")
     instance_noise: float = setting(0.0, "std of Gaussian noise on D's inputs at the start of training")
     instance_noise_kimg: float = setting(0.0, "instance_noise falls linearly to 0 over this many kimg")
@@ -576,7 +578,13 @@ def validate(cfg: Config) -> None:
            "loss.bcr compares D's logits on two views of each image, and loss.bcr_policy names no augmentation; "
            "set one, e.g. loss.bcr_policy=translation")
     _check(lo.topk_kimg >= 0, f"loss.topk_kimg must be >= 0, got {lo.topk_kimg}")
-    _check(lo.r1_gamma >= 0 and lo.r1_every >= 1, "loss.r1_gamma must be >= 0 and loss.r1_every >= 1")
+    _check(lo.r1_gamma >= 0 and lo.r2_gamma >= 0 and lo.r1_every >= 1,
+           "loss.r1_gamma and loss.r2_gamma must be >= 0 and loss.r1_every >= 1")
+    if losses.LOSSES.get(lo.name)().relativistic:
+        _check(lo.topk == 1, f"loss.topk drops fakes from G's loss, and {lo.name} pairs each fake with a real; "
+               "use one or the other")
+        _check(lo.d_reduction == "sum", f"loss.d_reduction=mean halves a D loss of a real and a fake term; "
+               f"{lo.name}'s has one term, so leave it at sum")
     _check(
         lo.n_critic == 1 or (t.step_order != "simultaneous" and not t.reuse_fake),
         "loss.n_critic > 1 needs train.step_order d_first or g_first and train.reuse_fake = false",

@@ -268,9 +268,10 @@ def _stabilisers(settings: dict[str, Any], last: dict[str, Any]) -> str:
         when = [f"the first {get('loss.critic_burst_first')}"] if get("loss.critic_burst_first") else []
         when += [f"every {_ordinal(get('loss.critic_burst_every'))}"] if get("loss.critic_burst_every") else []
         on.append(f"{get('loss.critic_burst')} D steps in {' and '.join(when)} G steps")
-    if get("loss.r1_gamma"):
-        every = f", every {get('loss.r1_every')} D steps" if get("loss.r1_every", 1) > 1 else ""
-        on.append(f"R1 (gamma {_num(get('loss.r1_gamma'))}{every})")
+    every = f", every {get('loss.r1_every')} D steps" if get("loss.r1_every", 1) > 1 else ""
+    for key, penalty in (("loss.r1_gamma", "R1"), ("loss.r2_gamma", "R2")):
+        if get(key):
+            on.append(f"{penalty} (gamma {_num(get(key))}{every})")
     if get("model.d_spectral_norm", False):
         on.append("spectral norm on D")
     if get("loss.label_smoothing"):

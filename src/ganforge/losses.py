@@ -29,6 +29,24 @@ class GANLoss:
     g: Callable[[torch.Tensor], torch.Tensor]  # G's loss on fake logits
     gradient_penalty: bool = False  # WGAN-GP: add loss.gp_weight * (||grad D(x_hat)|| - 1)^2
     clip_weights: bool = False  # WGAN: clamp D's weights to [-loss.clip, loss.clip] after each D step
+    # Relativistic pairing: each real is judged against the fake at its index. D's loss is d_real(D(x) - D(G(z)))
+    # and G's g(D(G(z)) - D(x)); d_fake is not used.
+    relativistic: bool = False
+
+    def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """D's loss: real + fake terms (halved for reduction "mean"), or the one term of a relativistic loss."""
+        if self.relativistic:
+            return self.d_real(real_logits - fake_logits)
+        d_loss = self.d_real(real_logits) + self.d_fake(fake_logits)
+        return 0.5 * d_loss if reduction == "mean" else d_loss
+
+    def g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """G's loss; a relativistic loss needs D's logits on a real batch of the same size."""
+        if self.relativistic:
+            if real_logits is None:
+                raise ValueError(f"the relativistic loss {self.name} needs D's logits on reals for G's loss")
+            return self.g(fake_logits - real_logits)
+        return self.g(fake_logits)
 
 
 def bce_real(real_logits: torch.Tensor) -> torch.Tensor:
@@ -114,6 +132,16 @@ def hinge() -> GANLoss:
     return GANLoss("hinge", "hinge: D max(0, 1-D(x)) + max(0, 1+D(G(z))); G -D(G(z))", hinge_real, hinge_fake, w_real)
 
 
+@LOSSES.register("rpgan")
+def relativistic_pairing() -> GANLoss:
+    """RpGAN (Jolicoeur-Martineau 2019, relativistic pairing; Sun et al. 2020 show its landscape has no
+    mode-dropping local minima): D minimises softplus(D(G(z)) - D(x)) = -log sigmoid(D(x) - D(G(z))), G
+    softplus(D(x) - D(G(z))), over pairs of a real and a fake. With R1 and R2 (loss.r1_gamma, loss.r2_gamma)
+    it is R3GAN's loss (Huang et al. 2024)."""
+    return GANLoss("rpgan", "relativistic pairing: D softplus(D(G(z)) - D(x)); G softplus(D(x) - D(G(z)))",
+                   bce_real, bce_fake, g_non_saturating, relativistic=True)
+
+
 def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat = eps * real + (1 - eps) * fake, eps ~ U[0, 1] per sample
@@ -125,7 +153,8 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """E[||grad_x D(x)||^2] on reals (Mescheder et al. 2018); `real` must require grad before D(real)."""
+    """E[||grad_x D(x)||^2] on reals (Mescheder et al. 2018); `real` must require grad before D(real). On
+    fakes it is R2 (Roth et al. 2017)."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
     return grad.flatten(1).pow(2).sum(1).mean()
 
@@ -135,7 +164,7 @@ def get_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
     1 - label_smoothing for the BCE losses: BCE(sigmoid(l), t) = t softplus(-l) + (1 - t) softplus(l)."""
     loss = LOSSES.get(name)()
     if label_smoothing > 0:
-        if loss.d_real is not bce_real:
+        if loss.d_real is not bce_real or loss.relativistic:
             raise UserError(f"loss.label_smoothing applies to the BCE losses (ns, minimax), not {name}")
         t = 1.0 - label_smoothing
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import itertools
 import math
 import random
 from collections.abc import Iterable
@@ -331,7 +332,7 @@ class Stepper:
         lc = state.cfg.loss
         self.n_critic, self.gp_weight, self.clip = lc.n_critic, lc.gp_weight, lc.clip
         self.burst, self.burst_first, self.burst_every = lc.critic_burst, lc.critic_burst_first, lc.critic_burst_every
-        self.r1_gamma, self.r1_every = lc.r1_gamma, lc.r1_every
+        self.r1_gamma, self.r2_gamma, self.r1_every = lc.r1_gamma, lc.r2_gamma, lc.r1_every
         self.lecam_weight = lc.lecam
         self.bcr_weight, self.bcr_policy = lc.bcr, parse_policy(lc.bcr_policy, "loss.bcr_policy")
         self.noise_start, self.noise_kimg = lc.instance_noise, lc.instance_noise_kimg
@@ -345,12 +346,12 @@ class Stepper:
         self.ada_step = t.batch_size * ADA_INTERVAL / (t.ada_kimg * 1000)
         self.precision = t.matmul_precision
         self.d_steps = 0  # set from the image counter by the loop (set_progress), so lazy R1 resumes in phase
-        self.d_scale = 0.5 if state.cfg.loss.d_reduction == "mean" else 1.0
+        self.d_reduction = lc.d_reduction
         self.ema_beta = ema_beta(t.batch_size, t.ema_kimg) if state.G_ema is not None else None
         # Without batch statistics in D, one pass over [real; fake] equals two passes and runs faster.
         batch_coupled = (nn.modules.batchnorm._BatchNorm, MinibatchStd, MinibatchDiscrimination)
         self.joint_d = not any(isinstance(m, batch_coupled) for m in state.D.modules())
-        self.joint_d = self.joint_d and not (loss.gradient_penalty or lc.r1_gamma > 0)
+        self.joint_d = self.joint_d and not (loss.gradient_penalty or lc.r1_gamma > 0 or lc.r2_gamma > 0)
         self.n_classes = state.cfg.model.n_classes
         self.ac_weight = lc.ac_weight if self.n_classes and state.cfg.model.d_cond == "acgan" else 0.0
         # G first on a reused fake batch runs as one pass (see _one_pass) unless D must see fresh
@@ -364,7 +365,7 @@ class Stepper:
         two iterations of equal key launch the same kernels on the same buffers, so one CUDA graph serves both."""
         steps = range(self.d_steps, self.d_steps + n_d)
         return (n_d, self.noise_std, self.topk_share, self.lr_scale,
-                tuple(self.r1_gamma > 0 and k % self.r1_every == 0 for k in steps),
+                tuple(self._penalised(k) for k in steps),
                 tuple(self.s.ada is not None and (k + 1) % ADA_INTERVAL == 0 for k in steps),
                 tuple(lecam_ema_decay(k) for k in steps) if self.s.lecam is not None else ())
 
@@ -439,14 +440,20 @@ class Stepper:
                 for group in opt.param_groups:
                     group["lr"] = base * self.lr_scale
 
+    def _penalised(self, d_step: int) -> bool:
+        """Whether D step number `d_step` (from 0) takes the R1 / R2 penalties: every r1_every-th (lazy)."""
+        return (self.r1_gamma > 0 or self.r2_gamma > 0) and d_step % self.r1_every == 0
+
     def _d_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """What D sees of each batch, and whether this D step takes the (lazy) R1 penalty; for R1 the reals
-        are made to require grad."""
+        """What D sees of each batch, and whether this D step takes the (lazy) R1 / R2 penalties; the images
+        they penalise are made to require grad (a fake still joined to G's graph already does)."""
         real, fake = self._noisy(real), self._noisy(fake)
-        r1 = self.r1_gamma > 0 and self.d_steps % self.r1_every == 0
-        if r1:
+        penalised = self._penalised(self.d_steps)
+        if penalised and self.r1_gamma > 0:
             real = real.detach().requires_grad_(True)
-        return real, fake, r1
+        if penalised and self.r2_gamma > 0 and not fake.requires_grad:
+            fake = fake.detach().requires_grad_(True)
+        return real, fake, penalised
 
     def _d_logits(self, net: nn.Module, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
                   y_fake: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
@@ -463,16 +470,19 @@ class Stepper:
         return real_logits, real_classes, fake_logits, fake_classes
 
     def _with_penalties(self, d_loss: torch.Tensor, real: torch.Tensor, y_real: torch.Tensor | None,
-                        real_logits: torch.Tensor, fake: torch.Tensor, r1: bool) -> torch.Tensor:
-        """D's loss plus its gradient penalty (WGAN-GP) and R1 terms where they are on."""
+                        real_logits: torch.Tensor, fake: torch.Tensor, fake_logits: torch.Tensor,
+                        penalised: bool) -> torch.Tensor:
+        """D's loss plus its gradient penalty (WGAN-GP) and R1 / R2 terms where they are on."""
         if self.loss.gradient_penalty and self.gp_weight > 0:
             # conditional critics are penalised at the real labels (the interpolates' anchor)
             def critic(x: torch.Tensor) -> torch.Tensor:
                 return self._D(self.D_bare, x, y_real)[0]
 
             d_loss = d_loss + self.gp_weight * gradient_penalty(critic, real, fake, generator=self.s.z_gen)
-        if r1:
+        if penalised and self.r1_gamma > 0:
             d_loss = d_loss + 0.5 * self.r1_gamma * self.r1_every * r1_penalty(real_logits, real)
+        if penalised and self.r2_gamma > 0:
+            d_loss = d_loss + 0.5 * self.r2_gamma * self.r1_every * r1_penalty(fake_logits, fake)
         return d_loss
 
     def _with_lecam(self, d_loss: torch.Tensor, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -520,13 +530,13 @@ class Stepper:
     def _d_step(self, real: torch.Tensor, y_real: torch.Tensor | None, fake: torch.Tensor,
                 y_fake: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         s = self.s
-        real, fake, r1 = self._d_inputs(real, fake)
+        real, fake, penalised = self._d_inputs(real, fake)
         real_logits, real_classes, fake_logits, fake_classes = self._d_logits(self.D_ddp, real, y_real, fake, y_fake)
-        d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
+        d_loss = self.loss.d_loss(real_logits, fake_logits, self.d_reduction)
         if real_classes is not None and self.ac_weight > 0:
             d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real)
                                                 + F.cross_entropy(fake_classes, y_fake))
-        d_loss = self._with_penalties(d_loss, real, y_real, real_logits, fake, r1)
+        d_loss = self._with_penalties(d_loss, real, y_real, real_logits, fake, fake_logits, penalised)
         d_loss = self._with_lecam(d_loss, real_logits, fake_logits)
         d_loss = self._with_consistency(d_loss, self.D_ddp, real, y_real, real_logits, fake, y_fake, fake_logits)
         self._apply(d_loss, s.opt_D, s.scaler_D)
@@ -535,13 +545,22 @@ class Stepper:
         self.d_steps += 1
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
-    def _g_step(self, fake: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def _g_step(self, fake: torch.Tensor, y: torch.Tensor | None,
+                real_batch: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
+        """G's step; a relativistic loss judges the fakes against D's logits on `real_batch`."""
         s = self.s
         s.D.requires_grad_(False)  # G's step needs D's input gradients only, not its weight gradients
         try:
             with self.autocast():
                 fake_logits, fake_classes = self._D(self.D_bare, self._noisy(fake), y)
-            g_loss = self.loss.g(top_k(fake_logits, self.topk_share))
+                real_logits = None
+                if self.loss.relativistic:
+                    with torch.no_grad():  # constants to G
+                        real_logits = self._D(self.D_bare, self._noisy(real_batch[0]), real_batch[1])[0]
+            if real_logits is None:
+                g_loss = self.loss.g_loss(top_k(fake_logits, self.topk_share))
+            else:
+                g_loss = self.loss.g_loss(fake_logits, real_logits)
             if fake_classes is not None and self.ac_weight > 0:
                 g_loss = g_loss + self.ac_weight * F.cross_entropy(fake_classes, y)
             self._apply(g_loss, s.opt_G, s.scaler_G)
@@ -558,16 +577,19 @@ class Stepper:
         weights and the same fake batch as its G step."""
         s = self.s
         fake, y = self._fake(grad=True)
-        real, fake_seen, r1 = self._d_inputs(real, fake)
+        real, fake_seen, penalised = self._d_inputs(real, fake)
         real_logits, real_classes, fake_logits, fake_classes = self._d_logits(self.D_bare, real, y_real,
                                                                               fake_seen, y)
-        d_loss = (self.loss.d_real(real_logits) + self.loss.d_fake(fake_logits)) * self.d_scale
-        g_loss = self.loss.g(top_k(fake_logits, self.topk_share))
+        d_loss = self.loss.d_loss(real_logits, fake_logits, self.d_reduction)
+        if self.loss.relativistic:
+            g_loss = self.loss.g_loss(fake_logits, real_logits.detach())
+        else:
+            g_loss = self.loss.g_loss(top_k(fake_logits, self.topk_share))
         if real_classes is not None and self.ac_weight > 0:
             ce_fake = F.cross_entropy(fake_classes, y)
             d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real) + ce_fake)
             g_loss = g_loss + self.ac_weight * ce_fake
-        d_loss = self._with_penalties(d_loss, real, y_real, real_logits, fake_seen, r1)
+        d_loss = self._with_penalties(d_loss, real, y_real, real_logits, fake_seen, fake_logits, penalised)
         d_loss = self._with_lecam(d_loss, real_logits, fake_logits)
         d_loss = self._with_consistency(d_loss, self.D_bare, real, y_real, real_logits, fake_seen, y, fake_logits)
         # Both backward passes before either step: calling _apply for G then D is equal but measured 5% slower
@@ -608,10 +630,15 @@ class Stepper:
                 d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake.detach(), y)
             if not self.reuse_fake:
                 fake, y = self._fake(grad=True)
-            g_loss = self._g_step(fake, y)
+            g_loss = self._g_step(fake, y, (real, y_real))  # a relativistic G step: the last D step's reals
         else:  # g_first
+            first = None
+            if self.loss.relativistic:  # G's step judges its fakes against the first D step's reals
+                reals = iter(reals)
+                first = next(reals)
+                reals = itertools.chain([first], reals)
             fake, y = self._fake(grad=True)
-            g_loss = self._g_step(fake, y)
+            g_loss = self._g_step(fake, y, first)
             for real, y_real in reals:
                 fake_for_d, y_for_d = (fake.detach(), y) if self.reuse_fake else self._fake(grad=False)
                 d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake_for_d, y_for_d)
