@@ -154,7 +154,7 @@ def gradient_penalty(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tens
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """E[||grad_x D(x)||^2] on reals (Mescheder et al. 2018); `real` must require grad before D(real). On
-    fakes it is R2 (Roth et al. 2017)."""
+    fakes it is R2 (Mescheder et al. define both)."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
     return grad.flatten(1).pow(2).sum(1).mean()
 
