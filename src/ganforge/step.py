@@ -545,6 +545,12 @@ class Stepper:
         self.d_steps += 1
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
+    def _g_loss(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None) -> torch.Tensor:
+        """G's loss: on the pairs' differences for a relativistic loss, else on the top-k share of the fakes."""
+        if self.loss.relativistic:
+            return self.loss.g_loss(fake_logits, real_logits)
+        return self.loss.g_loss(top_k(fake_logits, self.topk_share))
+
     def _g_step(self, fake: torch.Tensor, y: torch.Tensor | None,
                 real_batch: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
         """G's step; a relativistic loss judges the fakes against D's logits on `real_batch`."""
@@ -557,10 +563,7 @@ class Stepper:
                 if self.loss.relativistic:
                     with torch.no_grad():  # constants to G
                         real_logits = self._D(self.D_bare, self._noisy(real_batch[0]), real_batch[1])[0]
-            if real_logits is None:
-                g_loss = self.loss.g_loss(top_k(fake_logits, self.topk_share))
-            else:
-                g_loss = self.loss.g_loss(fake_logits, real_logits)
+            g_loss = self._g_loss(fake_logits, real_logits)
             if fake_classes is not None and self.ac_weight > 0:
                 g_loss = g_loss + self.ac_weight * F.cross_entropy(fake_classes, y)
             self._apply(g_loss, s.opt_G, s.scaler_G)
@@ -581,10 +584,7 @@ class Stepper:
         real_logits, real_classes, fake_logits, fake_classes = self._d_logits(self.D_bare, real, y_real,
                                                                               fake_seen, y)
         d_loss = self.loss.d_loss(real_logits, fake_logits, self.d_reduction)
-        if self.loss.relativistic:
-            g_loss = self.loss.g_loss(fake_logits, real_logits.detach())
-        else:
-            g_loss = self.loss.g_loss(top_k(fake_logits, self.topk_share))
+        g_loss = self._g_loss(fake_logits, real_logits.detach())
         if real_classes is not None and self.ac_weight > 0:
             ce_fake = F.cross_entropy(fake_classes, y)
             d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real) + ce_fake)
