@@ -330,3 +330,17 @@ def test_compare_seeds_gathers_runs_that_differ_in_the_seed_alone(tmp_path, caps
     assert main(["compare", str(tmp_path / "runs"), "--seeds"]) == 0
     out = capsys.readouterr().out
     assert "*" not in out and "n_fake differs" in out
+
+
+def test_a_run_that_reached_its_time_limit_within_the_rounding_of_stats_is_ended_by_it(tmp_path):
+    from ganforge.compare import RunView
+
+    def view(time_s: float, minutes: float) -> RunView:
+        return RunView("r", tmp_path, {"train.kimg": 1.0, "train.minutes": minutes},
+                       [{"tick": 1, "kimg": 0.008, "time_s": time_s}])
+
+    # a first step faster than 5 ms is logged as 0.0 s; its 1e-9 minute limit still ended the run
+    assert view(0.0, 1e-9).ended_by == "train.minutes"
+    assert view(59.996, 1.0).ended_by == "train.minutes"
+    assert view(59.9, 1.0).ended_by is None  # stopped (Ctrl-C) a tenth of a second before the limit
+    assert view(0.0, 0.0).ended_by is None

@@ -63,7 +63,8 @@ class RunView:
             return "train.kimg"
         if isinstance(self.last_tick.get("early_stop"), dict):
             return "eval.patience_kimg"
-        if isinstance(minutes, int | float) and minutes > 0 and (self.time_s or 0.0) >= minutes * 60:
+        # stats.jsonl keeps time_s to 0.01 s: a run that stopped at its limit may read up to 0.005 s short of it
+        if isinstance(minutes, int | float) and minutes > 0 and (self.time_s or 0.0) >= minutes * 60 - 0.005:
             return "train.minutes"
         return None
 
