@@ -105,6 +105,19 @@ def _images(seed: int) -> torch.Tensor:
     return torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(seed)).tanh()
 
 
+@pytest.mark.parametrize("order", ["d_first", "g_first", "simultaneous"])
+def test_a_relativistic_loss_reports_how_sure_d_is_that_each_real_beats_its_fake(tmp_path, tiny_cfg, order):
+    """sigmoid of a relativistic D's logit alone means nothing; D(real) is the mean of sigmoid(D(x) - D(G(z)))
+    over the pairs and D(fake) that of the reverse, so the two add up to 1 (ns at D's start is 0.5 each)."""
+    trainer = _stepper_without_batch_norm(tmp_path, tiny_cfg, **{"loss.name": '"rpgan"',
+                                                                 "train.step_order": f'"{order}"'})
+    for step in range(3):
+        d_loss, _, d_real, d_fake = trainer.stepper(trainer.real_batch(step) for _ in range(1)).tolist()
+        assert abs(d_real + d_fake - 1) < 1e-6 and abs(d_real - 0.5) > 1e-4
+        # rpgan's D loss is softplus(D(G(z)) - D(x)) = -log sigmoid(D(x) - D(G(z))): D(real) is D's odds, not 1/2
+        assert d_loss > 0
+
+
 @pytest.mark.parametrize("every", [1, 2])
 def test_r2_adds_the_penalty_on_fakes_to_d_loss_at_its_lazy_schedule(tmp_path, tiny_cfg, every):
     """D's loss with loss.r2_gamma = g is the plain loss plus g/2 * every * E||grad D(G(z))||^2 in the D steps

@@ -1115,6 +1115,7 @@ def test_grids_are_ordered_by_images_seen_not_by_name(tmp_path):
     ({}, 0.999, 0.001, True),
     ({"loss.name": '"minimax"'}, 0.999, 0.001, True),
     ({}, 0.9, 0.1, False),  # a confident D that G still fools now and then
+    ({"loss.name": '"rpgan"'}, 0.999, 0.001, True),  # a real's logit against its paired fake's
     ({"loss.name": '"hinge"'}, 0.999, 0.001, False),  # sigmoid of a hinge or critic logit is no probability
     ({"train.d_win_warn": 0.0}, 0.999, 0.001, False),  # 0 turns the check off
 ])
@@ -1132,6 +1133,8 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
     assert len(warnings) == (2 if warned else 0)  # one per tick
     if warned:
         assert "mean D(real) 0.999, D(fake) 0.001" in warnings[0] and "optim.d_lr" in warnings[0]
+        # label smoothing is a BCE setting: not advised where the config would refuse it
+        assert ("loss.label_smoothing=0.1" in warnings[0]) is (settings.get("loss.name") != '"rpgan"')
         # the advice once: a later tick says what it finds there
         assert "at 0.06 kimg" in warnings[1] and warnings[1].endswith("G gets little to learn from (advice above)")
         # the instance noise it advises is one the config takes (alone, loss.instance_noise would add none)

@@ -155,8 +155,8 @@ class TrainConfig:
                                          "reals; 0 = off")
     duplicate_warn: float = setting(0.5, "past 10 kimg, warn when more than this share of grid samples have a "
                                          "near-copy; 0 = off")
-    d_win_warn: float = setting(0.99, "past 5 kimg (ns, minimax), warn when mean D(real) > this and D(fake) < 1 - "
-                                      "this; 0 = off")
+    d_win_warn: float = setting(0.99, "past 5 kimg (ns, minimax, rpgan), warn when mean D(real) > this and D(fake) "
+                                      "< 1 - this; 0 = off")
     channels_last: bool = setting(True, "conv nets in the channels_last memory format (faster on CPUs and GPUs)")
     sync_bn: bool = setting(False, "SyncBatchNorm across processes (CUDA only)")
     amp: str = setting("none", "none | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import losses
 from .config import Config
 
 # At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data).
@@ -17,10 +18,12 @@ COLLAPSE_CHECK_FROM_KIMG = 5.0
 
 
 def d_wins(cfg: Config, d_real: float, d_fake: float) -> bool:
-    """Whether a tick's mean D(real) and D(fake) (sigmoid of D's logit) say D separates them almost perfectly:
-    above train.d_win_warn and below 1 - it. Only for the BCE losses, whose sigmoid(logit) is D's probability."""
+    """Whether a tick's mean D(real) and D(fake) say D separates them almost perfectly: above train.d_win_warn
+    and below 1 - it. Only for the losses whose stats are D's probabilities: the BCE ones (sigmoid of D's
+    logit) and the relativistic ones (sigmoid of a real's logit less its paired fake's, and the reverse)."""
     limit = cfg.train.d_win_warn
-    return cfg.loss.name in ("ns", "minimax") and limit > 0 and d_real > limit and d_fake < 1 - limit
+    probabilities = cfg.loss.name in ("ns", "minimax") or losses.LOSSES.get(cfg.loss.name)().relativistic
+    return probabilities and limit > 0 and d_real > limit and d_fake < 1 - limit
 
 
 def sample_spread(images: torch.Tensor) -> float:
@@ -129,7 +132,7 @@ class HealthCheck:
             warn("d_wins", f"D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) {d_real:.3f}, "
                            f"D(fake) {d_fake:.3f}): G gets little to learn from",
                  f"{self.small_data_advice()}Try a lower optim.d_lr or a higher optim.g_lr, "
-                 "loss.label_smoothing=0.1, loss.instance_noise=0.1 "
+                 + "loss.label_smoothing=0.1, " * (self.cfg.loss.name in ("ns", "minimax")) + "loss.instance_noise=0.1 "
                  f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
                  "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         return found

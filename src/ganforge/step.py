@@ -642,7 +642,10 @@ class Stepper:
             for real, y_real in reals:
                 fake_for_d, y_for_d = (fake.detach(), y) if self.reuse_fake else self._fake(grad=False)
                 d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake_for_d, y_for_d)
-        # [d_loss, g_loss, mean D(real), mean D(fake)], still on the device
+        # [d_loss, g_loss, mean D(real), mean D(fake)], still on the device. A relativistic D's logit means
+        # nothing alone, only against its pair's: there D(real) is how sure D is that each real beats its fake.
+        if self.loss.relativistic:
+            real_logits, fake_logits = real_logits - fake_logits, fake_logits - real_logits
         return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
 
 
