@@ -249,10 +249,11 @@ def test_stabilisers_resume_bit_for_bit(tmp_path, tiny_cfg, stabiliser):
         assert torch.equal(emas[0], emas[1]) and emas[0].abs().sum().item() > 0
 
 
-def _ada_stepper(tmp_path, tiny_cfg, target=0.6):
+def _ada_stepper(tmp_path, tiny_cfg, target=0.6, **extra):
     from ganforge.trainer import Trainer
 
-    cfg = tiny_cfg(**{"train.diffaugment": '"translation,cutout"', "train.ada_target": target, "train.ada_kimg": 1.0})
+    cfg = tiny_cfg(**{"train.diffaugment": '"translation,cutout"', "train.ada_target": target, "train.ada_kimg": 1.0,
+                      **extra})
     return Trainer(cfg, tmp_path / "run", log=quiet).stepper
 
 
@@ -265,7 +266,7 @@ def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after(tmp_path,
 
     def d_steps(logit: float, n: int) -> None:
         for _ in range(n):
-            stepper._adapt_augment(torch.full((8,), logit))
+            stepper._adapt_augment(torch.full((8,), logit), torch.zeros(8))
             stepper.d_steps += 1
 
     d_steps(3.0, 3 * ADA_INTERVAL)  # every real scored positive: mean sign 1 > 0.6
@@ -276,6 +277,23 @@ def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_after(tmp_path,
     assert abs(stepper.s.ada[0].item() - 2 * step) < 1e-6
     d_steps(-1.0, 10 * ADA_INTERVAL)
     assert stepper.s.ada[0].item() == 0.0  # and never below 0
+
+
+def test_ada_reads_a_relativistic_d_by_its_pairs(tmp_path, tiny_cfg):
+    """Shifting all of an rpgan D's logits changes none of its losses, so sign(D(real)) alone says nothing;
+    ADA reads sign(D(x) - D(G(z))): reals scored below their fakes lower p, even at positive logits."""
+    from ganforge.step import ADA_INTERVAL
+
+    stepper = _ada_stepper(tmp_path, tiny_cfg, **{"loss.name": '"rpgan"'})
+    stepper.s.ada[0] = 0.5
+    for _ in range(ADA_INTERVAL):
+        stepper._adapt_augment(torch.full((8,), 3.0), torch.full((8,), 5.0))
+        stepper.d_steps += 1
+    assert stepper.s.ada[0].item() < 0.5
+    for _ in range(2 * ADA_INTERVAL):
+        stepper._adapt_augment(torch.full((8,), -5.0), torch.full((8,), -7.0))
+        stepper.d_steps += 1
+    assert stepper.s.ada[0].item() > 0.5
 
 
 def test_ada_augments_each_image_with_probability_p(tmp_path, tiny_cfg):

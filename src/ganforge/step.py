@@ -508,13 +508,16 @@ class Stepper:
         return d_loss + self.bcr_weight * (consistency_penalty(real_logits, real_view)
                                            + consistency_penalty(fake_logits, fake_view))
 
-    def _adapt_augment(self, real_logits: torch.Tensor) -> None:
+    def _adapt_augment(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
         """StyleGAN2-ADA's heuristic after each D step: sum sign(D(real)); every ADA_INTERVAL steps move p up
         when its mean is above ada_target (D too sure of the reals: overfitting), down when below. On the
-        device, with no sync; under DDP the ranks' means are averaged so all hold the same p."""
+        device, with no sync; under DDP the ranks' means are averaged so all hold the same p. A relativistic
+        D's logit has no sign of its own: there it is sign(D(x) - D(G(z))) over the pairs, as R3GAN takes it."""
         ada = self.s.ada
         if ada is None:
             return
+        if self.loss.relativistic:
+            real_logits = real_logits - fake_logits
         ada[1] += torch.sign(real_logits.detach().float()).mean()
         if (self.d_steps + 1) % ADA_INTERVAL == 0:
             overfit = distributed.all_reduce_mean(ada[1:2] / ADA_INTERVAL)[0]
@@ -541,7 +544,7 @@ class Stepper:
         d_loss = self._with_consistency(d_loss, self.D_ddp, real, y_real, real_logits, fake, y_fake, fake_logits)
         self._apply(d_loss, s.opt_D, s.scaler_D)
         self._clip_d()
-        self._adapt_augment(real_logits)
+        self._adapt_augment(real_logits, fake_logits)
         self.d_steps += 1
         return d_loss.detach(), real_logits.detach(), fake_logits.detach()
 
@@ -607,7 +610,7 @@ class Stepper:
                 scaler.step(opt)
                 scaler.update()
         self._clip_d()
-        self._adapt_augment(real_logits)
+        self._adapt_augment(real_logits, fake_logits)
         self.d_steps += 1
         if s.G_ema is not None:
             update_ema(s.G_ema, s.G, self.ema_beta)
