@@ -685,3 +685,24 @@ def test_consistency_regularisation_teaches_d_to_score_a_shifted_image_alike(tmp
 
     without, with_bcr = gap(0.0), gap(10.0)
     assert with_bcr < 0.5 * without, (with_bcr, without)
+
+
+def test_losses_png_names_what_a_relativistic_d_real_measures(tmp_path, monkeypatch):
+    from ganforge import report
+    from ganforge.losses import is_relativistic
+
+    assert is_relativistic("rpgan") and not is_relativistic("ns")
+    assert not is_relativistic("a-plugin-loss-not-loaded")  # a run's config.toml read without its plugin
+    labels = []
+
+    def keep_labels(fig, path, dpi=100):
+        ax = fig.axes[1]
+        labels.append((ax.get_ylabel(), [line.get_label() for line in ax.get_lines()][:2]))
+
+    monkeypatch.setattr(report, "save_figure", keep_labels)
+    stats = [{"kimg": 1.0, "d_loss": 0.5, "g_loss": 1.0, "d_real": 0.7, "d_fake": 0.3}]
+    report.plot_losses(stats, tmp_path / "losses.png")
+    report.plot_losses(stats, tmp_path / "losses.png", relativistic=True)
+    assert labels[0] == ("mean sigmoid(D logit) | ratio | share", ["D(real)", "D(fake)"])
+    assert labels[1] == ("mean sigmoid(D(x) - D(G(z))) | ratio | share", ["D(real) over its fake",
+                                                                          "D(fake) over its real"])

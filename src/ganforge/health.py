@@ -22,7 +22,7 @@ def d_wins(cfg: Config, d_real: float, d_fake: float) -> bool:
     and below 1 - it. Only for the losses whose stats are D's probabilities: the BCE ones (sigmoid of D's
     logit) and the relativistic ones (sigmoid of a real's logit less its paired fake's, and the reverse)."""
     limit = cfg.train.d_win_warn
-    probabilities = cfg.loss.name in ("ns", "minimax") or losses.LOSSES.get(cfg.loss.name)().relativistic
+    probabilities = cfg.loss.name in ("ns", "minimax") or losses.is_relativistic(cfg.loss.name)
     return probabilities and limit > 0 and d_real > limit and d_fake < 1 - limit
 
 

@@ -394,15 +394,16 @@ def build_html(run_dir: Path) -> str:
     """The report page of a run directory, as one HTML string (images linked by relative path). Draws the
     run's losses.png and metrics.png on the way."""
     from . import __version__
+    from .losses import is_relativistic
     from .report import plot_losses
 
     problems: list[str] = []
     view = load_run(run_dir, problems)
     config_text = (run_dir / "config.toml").read_text(encoding="utf-8-sig")
-    if view.stats:
-        plot_losses(view.stats, run_dir / "losses.png")
-    has_metric_plot = plot_metrics(view, run_dir / "metrics.png")
     cfg, why_not = _config(config_text)
+    if view.stats:
+        plot_losses(view.stats, run_dir / "losses.png", cfg is not None and is_relativistic(cfg.loss.name))
+    has_metric_plot = plot_metrics(view, run_dir / "metrics.png")
     signals, flagged_kimg = _signals(view, cfg)
     description = view.settings.get("description") or ""
     written = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

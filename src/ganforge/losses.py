@@ -159,6 +159,12 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.flatten(1).pow(2).sum(1).mean()
 
 
+def is_relativistic(name: str) -> bool:
+    """Whether the registered loss `name` judges pairs; False for a name not registered (a run's config.toml
+    read where the plugin that named its loss is not loaded)."""
+    return name in LOSSES and LOSSES.get(name)().relativistic
+
+
 def get_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
     """The registered loss; one-sided label smoothing (Salimans et al. 2016) makes D's real target
     1 - label_smoothing for the BCE losses: BCE(sigmoid(l), t) = t softplus(-l) + (1 - t) softplus(l)."""

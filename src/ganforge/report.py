@@ -328,9 +328,10 @@ def read_stats(path: Path | str) -> list[dict]:
     return stats
 
 
-def plot_losses(stats: list[dict], path: Path | str) -> None:
+def plot_losses(stats: list[dict], path: Path | str, relativistic: bool = False) -> None:
     """D and G loss per tick, and mean D(real) / D(fake) per tick (with the grid's sample spread over that of
-    real images and its share of samples with a near-copy, when logged), against kimg."""
+    real images and its share of samples with a near-copy, when logged), against kimg. `relativistic`: the
+    stats are a relativistic loss's, whose D(real) is sigmoid(D(x) - D(G(z))) over the pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,8 +345,8 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
     ax_loss.set_xlabel("kimg")
     ax_loss.set_ylabel("loss (mean over tick)")
     ax_loss.legend()
-    ax_prob.plot(kimg, [s["d_real"] for s in stats], marker=dot, label="D(real)")
-    ax_prob.plot(kimg, [s["d_fake"] for s in stats], marker=dot, label="D(fake)")
+    ax_prob.plot(kimg, [s["d_real"] for s in stats], marker=dot, label="D(real)" + " over its fake" * relativistic)
+    ax_prob.plot(kimg, [s["d_fake"] for s in stats], marker=dot, label="D(fake)" + " over its real" * relativistic)
     spread = [(k, s["diversity"]) for k, s in zip(kimg, stats, strict=True) if s.get("diversity") is not None]
     top = 1.0
     if spread:  # near 0 when G's samples are all alike
@@ -356,7 +357,7 @@ def plot_losses(stats: list[dict], path: Path | str) -> None:
         ax_prob.plot(*zip(*copies, strict=True), ":", marker=dot, color="black", label="share with a near-copy")
     ax_prob.set_ylim(0, top)
     ax_prob.set_xlabel("kimg")
-    ax_prob.set_ylabel("mean sigmoid(D logit) | ratio | share")
+    ax_prob.set_ylabel(f"mean sigmoid({'D(x) - D(G(z))' if relativistic else 'D logit'}) | ratio | share")
     ax_prob.legend()
     save_figure(fig, path)
 

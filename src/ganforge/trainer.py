@@ -553,7 +553,7 @@ class Trainer:
         else:
             stats = report.read_stats(self.stats_path)
             if stats:
-                report.plot_losses(stats, self.run_dir / "losses.png")
+                report.plot_losses(stats, self.run_dir / "losses.png", self.stepper.loss.relativistic)
 
     # ---- the loop
 
