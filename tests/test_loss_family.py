@@ -689,10 +689,10 @@ def test_consistency_regularisation_teaches_d_to_score_a_shifted_image_alike(tmp
 
 def test_losses_png_names_what_a_relativistic_d_real_measures(tmp_path, monkeypatch):
     from ganforge import report
-    from ganforge.losses import is_relativistic
+    from ganforge.losses import registered_loss
 
-    assert is_relativistic("rpgan") and not is_relativistic("ns")
-    assert not is_relativistic("a-plugin-loss-not-loaded")  # a run's config.toml read without its plugin
+    assert registered_loss("rpgan").relativistic and not registered_loss("ns").relativistic
+    assert registered_loss("a-plugin-loss-not-loaded") is None  # a run's config.toml read without its plugin
     labels = []
 
     def keep_labels(fig, path, dpi=100):

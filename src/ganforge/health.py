@@ -22,8 +22,8 @@ def d_wins(cfg: Config, d_real: float, d_fake: float) -> bool:
     and below 1 - it. Only for the losses whose stats are D's probabilities: the BCE ones (sigmoid of D's
     logit) and the relativistic ones (sigmoid of a real's logit less its paired fake's, and the reverse)."""
     limit = cfg.train.d_win_warn
-    probabilities = cfg.loss.name in ("ns", "minimax") or losses.is_relativistic(cfg.loss.name)
-    return probabilities and limit > 0 and d_real > limit and d_fake < 1 - limit
+    loss = losses.registered_loss(cfg.loss.name)
+    return loss is not None and loss.logistic and limit > 0 and d_real > limit and d_fake < 1 - limit
 
 
 def sample_spread(images: torch.Tensor) -> float:
@@ -108,6 +108,10 @@ class HealthCheck:
             tries.append("model.d_mbstd=true")
         return f"{self.small_data_advice()}Try {', '.join(tries)}, or resume from an earlier checkpoint"
 
+    def _takes_label_smoothing(self) -> bool:
+        loss = losses.registered_loss(self.cfg.loss.name)
+        return loss is not None and loss.logistic and not loss.relativistic
+
     def warnings(self, kimg: float, diversity: float, duplicates: float, d_real: float, d_fake: float) -> list[str]:
         """What looks wrong at a tick of `kimg` (from the grid's diversity and duplicates, and the tick's mean
         D(real), D(fake)), each a line, the first of its kind with advice; none before COLLAPSE_CHECK_FROM_KIMG."""
@@ -132,7 +136,7 @@ class HealthCheck:
             warn("d_wins", f"D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) {d_real:.3f}, "
                            f"D(fake) {d_fake:.3f}): G gets little to learn from",
                  f"{self.small_data_advice()}Try a lower optim.d_lr or a higher optim.g_lr, "
-                 + "loss.label_smoothing=0.1, " * (self.cfg.loss.name in ("ns", "minimax")) + "loss.instance_noise=0.1 "
+                 + "loss.label_smoothing=0.1, " * self._takes_label_smoothing() + "loss.instance_noise=0.1 "
                  f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
                  "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         return found

@@ -394,7 +394,7 @@ def build_html(run_dir: Path) -> str:
     """The report page of a run directory, as one HTML string (images linked by relative path). Draws the
     run's losses.png and metrics.png on the way."""
     from . import __version__
-    from .losses import is_relativistic
+    from .losses import registered_loss
     from .report import plot_losses
 
     problems: list[str] = []
@@ -402,7 +402,8 @@ def build_html(run_dir: Path) -> str:
     config_text = (run_dir / "config.toml").read_text(encoding="utf-8-sig")
     cfg, why_not = _config(config_text)
     if view.stats:
-        plot_losses(view.stats, run_dir / "losses.png", cfg is not None and is_relativistic(cfg.loss.name))
+        loss = registered_loss(cfg.loss.name) if cfg is not None else None
+        plot_losses(view.stats, run_dir / "losses.png", loss is not None and loss.relativistic)
     has_metric_plot = plot_metrics(view, run_dir / "metrics.png")
     signals, flagged_kimg = _signals(view, cfg)
     description = view.settings.get("description") or ""

@@ -33,6 +33,12 @@ class GANLoss:
     # and G's g(D(G(z)) - D(x)); d_fake is not used.
     relativistic: bool = False
 
+    @property
+    def logistic(self) -> bool:
+        """D's loss is BCE on its logit (on a real's less its paired fake's, when relativistic), so sigmoid of
+        that is D's probability: what one-sided label smoothing and the D-wins check need."""
+        return self.d_real is bce_real
+
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
         """D's loss: real + fake terms (halved for reduction "mean"), or the one term of a relativistic loss."""
         if self.relativistic:
@@ -159,10 +165,10 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.flatten(1).pow(2).sum(1).mean()
 
 
-def is_relativistic(name: str) -> bool:
-    """Whether the registered loss `name` judges pairs; False for a name not registered (a run's config.toml
-    read where the plugin that named its loss is not loaded)."""
-    return name in LOSSES and LOSSES.get(name)().relativistic
+def registered_loss(name: str) -> GANLoss | None:
+    """The registered loss `name`, or None where it is not registered (a run's config.toml read where the
+    plugin that named its loss is not loaded)."""
+    return LOSSES.get(name)() if name in LOSSES else None
 
 
 def get_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
@@ -170,7 +176,7 @@ def get_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
     1 - label_smoothing for the BCE losses: BCE(sigmoid(l), t) = t softplus(-l) + (1 - t) softplus(l)."""
     loss = LOSSES.get(name)()
     if label_smoothing > 0:
-        if loss.d_real is not bce_real or loss.relativistic:
+        if not loss.logistic or loss.relativistic:
             raise UserError(f"loss.label_smoothing applies to the BCE losses (ns, minimax), not {name}")
         t = 1.0 - label_smoothing
 
