@@ -68,6 +68,8 @@ class HealthCheck:
         self.n_images = n_images  # the training set's size: small ones get DiffAugment advice
         self._reference: tuple[float, torch.Tensor, float] | None = None
         self._advised: set[str] = set()  # kinds of warning whose advice this process has given
+        loss = losses.registered_loss(cfg.loss.name)
+        self._loss_takes_label_smoothing = loss is not None and loss.takes_label_smoothing
 
     def reference(self) -> tuple[float, torch.Tensor, float]:
         """The real grid's sample spread, nearest-neighbour distances and own near-copy share."""
@@ -108,10 +110,6 @@ class HealthCheck:
             tries.append("model.d_mbstd=true")
         return f"{self.small_data_advice()}Try {', '.join(tries)}, or resume from an earlier checkpoint"
 
-    def _takes_label_smoothing(self) -> bool:
-        loss = losses.registered_loss(self.cfg.loss.name)
-        return loss is not None and loss.logistic and not loss.relativistic
-
     def warnings(self, kimg: float, diversity: float, duplicates: float, d_real: float, d_fake: float) -> list[str]:
         """What looks wrong at a tick of `kimg` (from the grid's diversity and duplicates, and the tick's mean
         D(real), D(fake)), each a line, the first of its kind with advice; none before COLLAPSE_CHECK_FROM_KIMG."""
@@ -136,7 +134,7 @@ class HealthCheck:
             warn("d_wins", f"D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) {d_real:.3f}, "
                            f"D(fake) {d_fake:.3f}): G gets little to learn from",
                  f"{self.small_data_advice()}Try a lower optim.d_lr or a higher optim.g_lr, "
-                 + "loss.label_smoothing=0.1, " * self._takes_label_smoothing() + "loss.instance_noise=0.1 "
+                 + "loss.label_smoothing=0.1, " * self._loss_takes_label_smoothing + "loss.instance_noise=0.1 "
                  f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
                  "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
         return found

@@ -39,6 +39,11 @@ class GANLoss:
         that is D's probability: what one-sided label smoothing and the D-wins check need."""
         return self.d_real is bce_real
 
+    @property
+    def takes_label_smoothing(self) -> bool:
+        """One-sided label smoothing softens BCE's real target; a relativistic loss has no real target alone."""
+        return self.logistic and not self.relativistic
+
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
         """D's loss: real + fake terms (halved for reduction "mean"), or the one term of a relativistic loss."""
         if self.relativistic:
@@ -176,7 +181,7 @@ def get_loss(name: str, label_smoothing: float = 0.0) -> GANLoss:
     1 - label_smoothing for the BCE losses: BCE(sigmoid(l), t) = t softplus(-l) + (1 - t) softplus(l)."""
     loss = LOSSES.get(name)()
     if label_smoothing > 0:
-        if not loss.logistic or loss.relativistic:
+        if not loss.takes_label_smoothing:
             raise UserError(f"loss.label_smoothing applies to the BCE losses (ns, minimax), not {name}")
         t = 1.0 - label_smoothing
 
