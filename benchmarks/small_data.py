@@ -5,7 +5,8 @@ against all 5,000 digits, with no augmentation, DiffAugment always on, and adapt
                                     [--row "default train.diffaugment= train.ada_target=0" --row "default" ...]
 
 A G that copies its few training images scores well against them and worse against the digits it never saw;
-recall and coverage against all 5,000 say how much of the digit distribution it still draws. Each row trains
+recall and coverage against all 5,000 say how much of the digit distribution it still draws. Conditional rows
+add class_acc (the share of samples the digit classifier puts in the requested class). Each row trains
 with `data.max_images=--images` (the same images for every seed) for --kimg thousand images. A row may name
 another data set (`default data.name=folder:PATH data.mirror=true`): "all" is then all of that one.
 """
@@ -45,6 +46,9 @@ def run_row(preset: str, overrides: list[str], images: int, kimg: float, n: int,
         for record in evaluate_run(run_dir, ["fd_digits", "pr", "dc"], n=n, seed=seed, device=device,
                                    reference=reference):
             values[(record["metric"], name)] = record["value"]
+    if cfg.model.n_classes:
+        for record in evaluate_run(run_dir, ["class_acc"], n=n, seed=seed, device=device):
+            values[("class_acc", "all")] = record["value"]
     return values
 
 
@@ -65,20 +69,24 @@ def main() -> None:
           f"{torch.__version__}, device {args.device}; {args.images} images of each row's data set "
           f"(the bundled digits unless it names another), {args.kimg:g} kimg, n = {args.n:,}; 'own' = against the "
           "training images, 'all' = against all of the data set")
-    header = " | ".join(f"{metric} {reference}" for metric, reference in COLUMNS)
+    rows = args.row or ROWS
+    conditional = any(load_config(preset=row.split()[0], overrides=row.split()[1:]).model.n_classes for row in rows)
+    columns = COLUMNS + ([("class_acc", "all")] if conditional else [])
+    header = " | ".join(f"{metric} {reference}" for metric, reference in columns)
     print(f"| row | seed | {header} | sec/kimg |")
-    print("|---|---:|" + "---:|" * (len(COLUMNS) + 1))
-    for row in args.row or ROWS:
+    print("|---|---:|" + "---:|" * (len(columns) + 1))
+    for row in rows:
         preset, *overrides = row.split()
         results = []
         for seed in seeds:
             values = run_row(preset, overrides, args.images, args.kimg, args.n, seed, out, args.device)
             results.append(values)
-            cells = " | ".join(f"{values[c]:.4g}" for c in COLUMNS)
+            cells = " | ".join(f"{values[c]:.4g}" if c in values else "" for c in columns)
             print(f"| {row} | {seed} | {cells} | {values['sec_per_kimg']:.2f} |", flush=True)
         if len(results) > 1:
             cells = " | ".join(f"{statistics.mean(v[c] for v in results):.4g} "
-                               f"({statistics.stdev(v[c] for v in results):.2g})" for c in COLUMNS)
+                               f"({statistics.stdev(v[c] for v in results):.2g})" if c in results[0] else ""
+                               for c in columns)
             print(f"| {row} | mean (sd) | {cells} | |", flush=True)
     if tmp is not None:
         tmp.cleanup()

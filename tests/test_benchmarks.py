@@ -111,3 +111,26 @@ def test_the_cuda_graph_benchmark_says_it_needs_a_gpu(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         runpy.run_path(str(BENCHMARKS / "cuda_graph.py"), run_name="__main__")
     assert "needs a CUDA device; this machine offers cpu" in str(stop.value.code)
+
+
+def test_small_data_adds_class_acc_for_conditional_rows(tmp_path, monkeypatch, capsys):
+    out = run_benchmark("small_data.py", "--images", "50", "--kimg", "0.05", "--seeds", "0", "--n", "100",
+                        "--row", "mnist-cgan train.batch_size=25", "--row", "mnist-mlp-small train.batch_size=25",
+                        "--out", str(tmp_path), monkeypatch=monkeypatch, capsys=capsys)
+    assert "| class_acc all |" in out
+    conditional, unconditional = table_rows(out)
+    assert 0 <= float(conditional[7]) <= 1 and unconditional[7] == ""  # left blank where G takes no class
+
+
+def test_layer_speed_counts_each_layers_share_of_the_work(monkeypatch, capsys):
+    out = run_benchmark("layer_speed.py", "--preset", "mnist-dcgan", "--batch", "2", "--seconds", "0.01",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    rows = table_rows(out)
+    assert [cells[0] for cells in rows] == ["G.net.0", "G.net.3", "G.net.6", "G.net.9", "D.body.0", "D.body.3",
+                                            "D.body.6", "D.head"]
+    # R1's multiply-accumulates per image, by hand: z -> 256x4x4, 256x4x4 -> 128x8x8, ..., 256x4x4 -> 1 logit
+    g = [100 * 256 * 16, 16 * 256 * 128 * 16, 64 * 128 * 64 * 16, 256 * 64 * 1 * 16]
+    d = [256 * 64 * 1 * 16, 64 * 128 * 64 * 16, 16 * 256 * 128 * 16, 256 * 16]
+    shares = [100 * macs / sum(g + d) for macs in g + d]
+    assert all(abs(float(cells[3]) - share) < 0.06 for cells, share in zip(rows, shares, strict=True))
+    assert abs(sum(float(cells[5]) for cells in rows) - 100) < 0.5  # shares of the time add up
