@@ -1144,6 +1144,7 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
 
 @pytest.mark.parametrize(("settings", "small_below", "advised"), [
     ({}, 1000, True),  # 32 training images
+    ({"model.n_classes": 2}, 1000, True),  # a conditional model (the folder's two classes): cites the conditional run
     ({"train.diffaugment": '"translation"'}, 1000, False),  # already on
     ({}, 16, False),  # a data set above the threshold
 ])
@@ -1165,6 +1166,9 @@ def test_warnings_on_a_small_data_set_point_to_diffaugment(tmp_path, tiny_cfg, m
     advised_lines = [w for w in warnings if not w.endswith("(advice above)")]
     assert len(advised_lines) == 2 < len(warnings)  # a collapse and a D that wins, each advised once
     assert all((advice in w) is advised for w in advised_lines)
+    if advised:
+        cited = "kept the mnist-cgan learning" if settings.get("model.n_classes") else "kept the default nets"
+        assert all(cited in w for w in advised_lines)
 
 
 def test_a_failed_tick_evaluation_keeps_the_training_before_it(tmp_path, tiny_cfg, monkeypatch):
