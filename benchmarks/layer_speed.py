@@ -13,40 +13,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ganforge.config import load_config
-from ganforge.device import AMP_DTYPES
-from ganforge.models import build_discriminator, build_generator
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import weight_layers  # noqa: E402
 
-WEIGHT_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-
-
-def layer_inputs(net: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, torch.Size]]:
-    """Each weight layer of `net` with the shape of the input it gets on `example`, in call order."""
-    found: list[tuple[str, nn.Module, torch.Size]] = []
-    names = {module: name for name, module in net.named_modules()}
-    hooks = [m.register_forward_hook(lambda mod, inp, out: found.append((names[mod], mod, inp[0].shape)))
-             for m in net.modules() if isinstance(m, WEIGHT_LAYERS)]
-    with torch.no_grad():
-        net.eval()(example)
-    for hook in hooks:
-        hook.remove()
-    return found
-
-
-def macs_per_image(layer: nn.Module, in_shape: torch.Size) -> int:
-    if isinstance(layer, nn.Linear):
-        return layer.in_features * layer.out_features
-    k = layer.kernel_size[0] * layer.kernel_size[1]
-    if isinstance(layer, nn.ConvTranspose2d):  # every input pixel is spread over k outputs
-        return in_shape[2] * in_shape[3] * layer.in_channels * layer.out_channels // layer.groups * k
-    out_h = (in_shape[2] + 2 * layer.padding[0] - layer.kernel_size[0]) // layer.stride[0] + 1
-    out_w = (in_shape[3] + 2 * layer.padding[1] - layer.kernel_size[1]) // layer.stride[1] + 1
-    return out_h * out_w * layer.out_channels * layer.in_channels // layer.groups * k
+from ganforge.config import load_config  # noqa: E402
+from ganforge.device import AMP_DTYPES  # noqa: E402
+from ganforge.models import build_discriminator, build_generator  # noqa: E402
 
 
 def time_layer(layer: nn.Module, in_shape: torch.Size, input_grad: bool, autocast, seconds: float) -> float:
@@ -80,20 +59,20 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings")
     args = parser.parse_args()
     cfg = load_config(preset=args.preset, overrides=args.overrides)
+    if cfg.model.n_classes:
+        raise SystemExit("layer_speed.py times unconditional nets; give a preset without model.n_classes")
     amp_dtype = AMP_DTYPES.get(cfg.train.amp)
     autocast = (lambda: torch.autocast("cpu", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     torch.manual_seed(0)
     G, D = build_generator(cfg), build_discriminator(cfg)
     z = torch.randn(args.batch, cfg.model.z_dim)
     image = torch.randn(args.batch, cfg.data.channels, cfg.data.img_size, cfg.data.img_size)
-    if cfg.model.n_classes:
-        raise SystemExit("layer_speed.py times unconditional nets; give a preset without model.n_classes")
     rows = []
     for net_name, net, example in (("G", G, z), ("D", D, image)):
-        for i, (name, layer, in_shape) in enumerate(layer_inputs(net, example)):
+        for i, (name, layer, in_shape, macs_per_image) in enumerate(weight_layers(net, example)):
             input_grad = not (net_name == "G" and i == 0)
             seconds = time_layer(layer, in_shape, input_grad, autocast, args.seconds)
-            macs = macs_per_image(layer, in_shape) * args.batch
+            macs = macs_per_image * args.batch
             flops = 2 * macs * (3 if input_grad else 2)  # forward, weight gradient, input gradient
             rows.append((f"{net_name}.{name}", type(layer).__name__, list(in_shape), macs, seconds, flops / seconds))
     total_time, total_macs = sum(r[4] for r in rows), sum(r[3] for r in rows)

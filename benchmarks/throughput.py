@@ -41,24 +41,35 @@ MODELS = {"dcgan": "mnist-dcgan", "mlp-bn": "mnist-mlp-bn"}
 # ------------------------------------------------------------------------------------- FLOP counting
 
 
-def forward_macs(net: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    """Multiply-accumulates of one forward pass per image, and those of the first weight layer."""
-    macs: list[int] = []
+WEIGHT_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+def weight_layers(net: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, torch.Size, int]]:
+    """Each weight layer of `net` in call order on `example`: its name, itself, its input's shape and its
+    multiply-accumulates per image."""
+    found: list[tuple[str, nn.Module, torch.Size, int]] = []
+    names = {module: name for name, module in net.named_modules()}
 
     def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
         if isinstance(mod, nn.Conv2d):
-            macs.append(out[0].numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1])
+            macs = out[0].numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
         elif isinstance(mod, nn.ConvTranspose2d):
-            macs.append(inp[0][0].numel() * mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1])
-        elif isinstance(mod, nn.Linear):
-            macs.append(mod.in_features * mod.out_features)
+            macs = inp[0][0].numel() * mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        else:
+            macs = mod.in_features * mod.out_features
+        found.append((names[mod], mod, inp[0].shape, macs))
 
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d |
-                                                                               nn.Linear)]
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, WEIGHT_LAYERS)]
     with torch.no_grad():
-        net.eval()(example[:1])
+        net.eval()(example)
     for h in hooks:
         h.remove()
+    return found
+
+
+def forward_macs(net: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass per image, and those of the first weight layer."""
+    macs = [layer[3] for layer in weight_layers(net, example[:1])]
     return sum(macs), macs[0]
 
 

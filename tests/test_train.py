@@ -1167,7 +1167,7 @@ def test_warnings_on_a_small_data_set_point_to_diffaugment(tmp_path, tiny_cfg, m
     assert len(advised_lines) == 2 < len(warnings)  # a collapse and a D that wins, each advised once
     assert all((advice in w) is advised for w in advised_lines)
     if advised:
-        cited = "kept the mnist-cgan learning" if settings.get("model.n_classes") else "kept the default nets"
+        cited = "kept mnist-cgan learning" if settings.get("model.n_classes") else "kept the default nets"
         assert all(cited in w for w in advised_lines)
 
 

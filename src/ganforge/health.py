@@ -98,9 +98,9 @@ class HealthCheck:
             return ""
         measured = ("mnist-cgan learning on 100 digits where it collapsed without it (README, Conditional GANs)"
                     if self.cfg.model.n_classes else
-                    "default nets learning on 100 digits where they collapsed without it (README, Small data)")
+                    "the default nets learning on 100 digits where they collapsed without it (README, Small data)")
         return (f"With {self.n_images} training images D may be learning them by heart: --set "
-                f"train.diffaugment=translation,cutout --set train.ada_target=0.6 (adaptive augmentation) kept the "
+                "train.diffaugment=translation,cutout --set train.ada_target=0.6 (adaptive augmentation) kept "
                 f"{measured}. ")
 
     def collapse_advice(self) -> str:
