@@ -4,8 +4,9 @@
     python benchmarks/seed_table.py seed0.txt seed1.txt seed2.txt
 
 Rows are matched by their label (preset and overrides). fd_digits is listed per seed with its mean and
-sample standard deviation; the other columns are means. A row where one seed is more than ten times the
-median fd_digits of its seeds (a collapsed run) is marked, and its mean and sd are left out.
+sample standard deviation; the other columns, sec/kimg included, are means. A row where one seed is more than
+ten times the median fd_digits of its seeds (a collapsed run) is marked, and its quality means are left out
+(its sec/kimg, which a collapse does not change, is kept).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
-COLUMNS = ["kid_digits", "precision", "recall", "coverage", "classes_kl", "class_acc"]
+COLUMNS = ["kid_digits", "precision", "recall", "coverage", "classes_kl", "class_acc", "sec/kimg"]
 
 
 def read_table(path: Path) -> dict[str, dict[str, float]]:
@@ -55,7 +56,8 @@ def main() -> None:
         means = []
         for column in COLUMNS:
             values = [t[label][column] for t in tables if column in t[label]]
-            means.append(f"{statistics.mean(values):.3g}" if values and not collapsed else "-")
+            shown = values and (column == "sec/kimg" or not collapsed)
+            means.append(f"{statistics.mean(values):.3g}" if shown else "-")
         print(f"| `{label}` | {per_seed} | {spread} | " + " | ".join(means) + " |")
 
 

@@ -44,6 +44,8 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
     table = run_benchmark("seed_table.py", str(tmp_path / "seed0.txt"), str(tmp_path / "seed1.txt"),
                           monkeypatch=monkeypatch, capsys=capsys)
     assert f"{row[2]}, {row[2]}" in table  # fd_digits of each seed, listed
+    (mean_row,) = table_rows(table)
+    assert abs(float(mean_row[-1]) - float(row[-1])) < 0.01  # sec/kimg: the mean of two equal seeds
 
     (run,) = [path.parent for path in runs.rglob("config.toml")]
     out = run_benchmark("truncation.py", str(run), "--truncations", "1", "--n", "100",
