@@ -11,7 +11,8 @@ import torch
 from . import losses
 from .config import Config
 
-# At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data).
+# At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data)
+# and, for an AC-GAN D, a stronger R2 (README, Conditional GANs).
 SMALL_DATA_IMAGES = 1000
 # G starts from near-constant output (and G_ema lags it): the collapse check waits until G has had time to spread
 COLLAPSE_CHECK_FROM_KIMG = 5.0
