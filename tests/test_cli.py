@@ -291,18 +291,21 @@ def test_dry_run_refuses_a_batch_larger_than_its_data(tmp_path, capsys):
                            (["data.max_images=50", "--set", "train.batch_size=51"], 50)):
         assert main([*dry, *settings]) == 2
         captured = capsys.readouterr()
-        assert f"is larger than the dataset ({size} images)" in captured.err and captured.out == ""
+        assert f"is larger than the dataset ({size:,} images)" in captured.err and captured.out == ""
     folder = write_digit_folder(tmp_path / "digits", n_per_class=3)  # 6 images
     np.savez(tmp_path / "digits.npz", np.zeros((5, 8, 8), dtype=np.uint8))
+    np.savez(tmp_path / "one.npz", np.zeros((1, 8, 8), dtype=np.uint8))
     with zipfile.ZipFile(tmp_path / "digits.zip", "w") as archive:
         for image in sorted(folder.rglob("*.png"))[:4]:
             archive.write(image, image.relative_to(folder).as_posix())
-    for source, size in ((folder, 6), (tmp_path / "digits.npz", 5), (tmp_path / "digits.zip", 4)):
+    for source, size in ((folder, 6), (tmp_path / "digits.npz", 5), (tmp_path / "digits.zip", 4),
+                         (tmp_path / "one.npz", 1)):
+        images = "1 image" if size == 1 else f"{size} images"
         at = ["--set", f"data.name=folder:{source}", "--set", "data.img_size=8"]
         assert main([*dry, f"train.batch_size={size}", *at]) == 0
         capsys.readouterr()
         assert main([*dry, f"train.batch_size={size + 1}", *at]) == 2
-        assert f"is larger than the dataset ({size} images)" in capsys.readouterr().err
+        assert f"is larger than the dataset ({images})" in capsys.readouterr().err
 
 
 def test_known_class_counts_are_those_the_bundled_sets_load_with():
@@ -637,7 +640,7 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
         (["--out", str(tmp_path / "elsewhere")], "continues in the run's own directory; drop --out"),
         (["--name", "other"], "continues in the run's own directory; drop --name"),
         (["--set", "data.name=mnist5k", "--set", "train.batch_size=6000", "--dry-run"],  # checked as train's is
-         "train.batch_size 6000 is larger than the dataset (5000 images)"),
+         "train.batch_size 6000 is larger than the dataset (5,000 images)"),
     ):
         assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", *argv]) == 2
         assert needle in capsys.readouterr().err

@@ -188,9 +188,14 @@ def _folder_size(root: Path) -> int | None:
     return None
 
 
+def image_count(n: int) -> str:
+    """'1 image', '5,000 images': a count for a message."""
+    return "1 image" if n == 1 else f"{n:,} images"
+
+
 def check_batch_fits(batch_size: int, num_images: int) -> None:
     if batch_size > num_images:
-        raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({num_images} images); "
+        raise UserError(f"train.batch_size {batch_size} is larger than the dataset ({image_count(num_images)}); "
                         f"lower it, e.g. --set train.batch_size={max(1, num_images // 2)}")
 
 

@@ -29,6 +29,7 @@ from .data import (
     EpochSampler,
     ImageData,
     check_class_count,
+    image_count,
     load_dataset,
     missing_folder,
     split_subfolders_note,
@@ -770,7 +771,7 @@ def _train_in(cfg: Config, made_run_dir: Path | None, log: Any) -> Path:
                         f"{cfg.model.g}/{cfg.model.d}, lr {cfg.optim.g_lr:g}, batch {cfg.train.batch_size}); add "
                         "preset = \"default\" at the top of the file to build on that preset")
         world = distributed.info().world_size
-        trainer.log(f"run directory {run_dir} (device {trainer.device}, {len(trainer.data)} images"
+        trainer.log(f"run directory {run_dir} (device {trainer.device}, {image_count(len(trainer.data))}"
                     + (f", {world} processes)" if world > 1 else ")"))
         with ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
             return trainer.run()
