@@ -233,3 +233,26 @@ def test_a_stacked_mnist_kl_is_split_into_its_parts_on_the_page(run_dir):
     text = " ".join(read_page(run_dir).text)
     assert "modes_kl 0.150 = 0.120 from uneven digits within the channels (0.040, 0.050, 0.030)" in text
     assert "0.030 from dependence between them" in text
+
+
+def test_the_metrics_figure_draws_every_metric_measured_twice(tmp_path):
+    """The default eval alone records ten values a point; none may drop off the figure."""
+    from PIL import Image
+
+    from ganforge.compare import RunView
+    from ganforge.html_report import plot_metrics
+
+    names = ["fd_digits", "kid_digits", "is_digits", "precision", "recall", "density", "coverage",
+             "classes_covered", "classes_kl", "classes_confidence"]
+    view = RunView(name="run", path=tmp_path, settings={}, stats=[])
+    view.curves = {name: [(18.75, 1.0 + i), (37.5, 0.5 + i)] for i, name in enumerate(names)}
+    view.curves["once"] = [(37.5, 2.0)]  # one point: nothing to draw
+    path = tmp_path / "metrics.png"
+    assert plot_metrics(view, path) == names
+    three_rows = Image.open(path).size
+    view.curves = {name: view.curves[name] for name in names[:4]}
+    assert plot_metrics(view, path) == names[:4]
+    one_row = Image.open(path).size
+    assert three_rows[0] == one_row[0] and three_rows[1] > 2.5 * one_row[1]
+    view.curves = {"once": [(37.5, 2.0)]}
+    assert plot_metrics(view, path) == [] and not path.exists()  # the old figure no longer matches

@@ -167,20 +167,22 @@ def _metric_table(view: RunView) -> str:
             "is in metrics.json.</p>")
 
 
-def plot_metrics(view: RunView, path: Path) -> bool:
-    """Each metric measured at two or more points (alike), against kimg, one panel each. False when none was."""
+def plot_metrics(view: RunView, path: Path) -> list[str]:
+    """Each metric measured at two or more points (alike), against kimg, one panel each, four to a row; the
+    metrics drawn (none when no metric was)."""
     curves = {name: points for name, points in view.curves.items() if len(points) > 1}
     if not curves:
         path.unlink(missing_ok=True)  # an old figure would no longer match the metrics
-        return False
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .report import save_figure
 
-    names = list(curves)[:8]
+    names = list(curves)
     cols = min(4, len(names))
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
@@ -191,8 +193,10 @@ def plot_metrics(view: RunView, path: Path) -> bool:
         ax.plot(kimg, values, "o-", markersize=3)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("kimg")
+        if all(float(v).is_integer() for v in values):  # a count (classes_covered, modes): no 9.8 on its axis
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     save_figure(fig, path, dpi=90)
-    return True
+    return names
 
 
 def _config(config_text: str) -> tuple[Any, str]:
