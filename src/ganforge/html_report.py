@@ -194,7 +194,9 @@ def plot_metrics(view: RunView, path: Path) -> list[str]:
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("kimg")
         if all(float(v).is_integer() for v in values):  # a count (classes_covered, modes): no 9.8 on its axis
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+            if min(values) == max(values):
+                ax.set_ylim(values[0] - 1, values[0] + 1)
     save_figure(fig, path, dpi=90)
     return names
 
