@@ -608,3 +608,13 @@ def test_an_image_named_in_another_encoding_is_read_and_named_when_unreadable(im
         load_dataset(DataConfig(name=f"folder:{image_folder}", img_size=16))
     assert str(info.value) == f"cannot read image {name}: cannot identify image file; remove or replace the file"
     assert count == len(list(image_folder.rglob("*.png")))
+
+
+def test_image_counts_read_as_english_for_one_and_for_thousands():
+    from ganforge.data import image_count
+
+    assert image_count(1) == "1 image"
+    assert image_count(0) == "0 images"
+    assert image_count(5000) == "5,000 images"
+    assert image_count(1, "training image") == "1 training image"
+    assert image_count(1200, "training image") == "1,200 training images"

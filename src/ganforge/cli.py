@@ -266,7 +266,7 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     """--n samples, one per row, each followed by its --nearest training images by pixel distance."""
     from . import checkpoint as ckpt_io
     from . import report
-    from .data import missing_folder
+    from .data import image_count, missing_folder
     from .errors import DatasetMissing
     from .generators import generator_from_checkpoint
     from .metrics.core import COPIES_MAX_SHIFT, real_image_set
@@ -283,14 +283,14 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
     except DatasetMissing as e:
         raise UserError(f"{e.what}; --nearest compares the samples with the run's training images") from e
     if args.nearest > len(train):
-        raise UserError(f"--nearest {args.nearest} is more than the run's {len(train)} training images")
+        raise UserError(f"--nearest {args.nearest} is more than the run's {image_count(len(train), 'training image')}")
     labels, _ = _sample_labels(G, args, grid=True)
     samples = G.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation)
     images, dists = report.nearest_training_grid(samples, train, args.nearest)
     out.parent.mkdir(parents=True, exist_ok=True)
     report.save_grid(images, out, nrow=args.nearest + 1)
     print(f"wrote {args.n} sample{'s' * (args.n > 1)} to {out}, one per row, each followed by its {args.nearest} "
-          f"nearest of the run's {len(train):,} training images (pixel distance, the smallest "
+          f"nearest of the run's {image_count(len(train), 'training image')} (pixel distance, the smallest "
           f"over shifts of up to {COPIES_MAX_SHIFT} px; nearest "
           f"{dists[:, 0].min():.2f} to {dists[:, 0].max():.2f}, median {dists[:, 0].median():.2f})")
     return 0

@@ -188,9 +188,9 @@ def _folder_size(root: Path) -> int | None:
     return None
 
 
-def image_count(n: int) -> str:
-    """'1 image', '5,000 images': a count for a message."""
-    return "1 image" if n == 1 else f"{n:,} images"
+def image_count(n: int, noun: str = "image") -> str:
+    """'1 image', '5,000 images', '1 training image': a count for a message."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def check_batch_fits(batch_size: int, num_images: int) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from . import losses
 from .config import Config
+from .data import image_count
 
 # At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data)
 # and, for an AC-GAN D, a stronger R2 (README, Conditional GANs).
@@ -110,7 +111,8 @@ class HealthCheck:
                          "on 100 digits where it drew a few images a class at 0.1 (README, Conditional GANs)")
         if not cures:
             return ""
-        return f"With {self.n_images} training images D may be learning them by heart: {'; '.join(cures)}. "
+        count = image_count(self.n_images, "training image")
+        return f"With {count} D may be learning them by heart: {'; '.join(cures)}. "
 
     def collapse_advice(self) -> str:
         c = self.cfg

@@ -924,7 +924,8 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
                         f"for bit{hint}")
         before = int(ckpt.get("n_images", 0))  # 0 in checkpoints written before it was recorded
         if before and before != len(trainer.data):
-            trainer.log(f"note: {cfg.data.name} has {len(trainer.data)} training images where the run had {before}; "
+            now = image_count(len(trainer.data), "training image")
+            trainer.log(f"note: {cfg.data.name} has {now} where the run had {before:,}; "
                         "training goes on over the images there now, in another order than the run would have "
                         "drawn")
         elif ckpt.get("data_fingerprint") not in (None, trainer.data.fingerprint):
