@@ -332,6 +332,12 @@ def test_known_class_counts_are_those_the_bundled_sets_load_with():
         (["train", "--set", "data.name=folder:/no/such/dir", "--out", "{tmp}"], "does not exist"),
         (["train", "--set", "model.d=resnet9"], "unknown discriminator 'resnet9'"),
         (["train", "--resume", "{tmp}/nope"], "nope does not exist; give a run directory or a checkpoint file"),
+        (["train", "--resume", "{tmp}/bad.pt", "--preset", "default"], "--resume takes its config from the "
+         "checkpoint; use --set to change settings"),
+        (["settings", "{tmp}/bad.pt", "train", "kimg"], "settings takes a run (or checkpoint) and one word to look "
+         "up, got {tmp}/bad.pt train kimg"),
+        (["sample", "{tmp}/bad.pt", "--n", "600", "--nearest", "20", "--out", "{tmp}/x.png"], "--n 600 samples with "
+         "20 neighbours each is more than one picture shows (at most 10,000 images); draw fewer"),
         (["sample", "{tmp}/nope", "--out", "{tmp}/x.png"], "nope does not exist; give a run directory or a"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.png"], "truncated or corrupt"),
         (["sample", "{tmp}/bad.pt", "--out", "{tmp}/x.jpg"], "truncated or corrupt"),
@@ -555,7 +561,9 @@ def test_sample_nearest_draws_each_sample_beside_its_nearest_training_images(tmp
     for argv, needle in ((["--nearest", "0"], "at least 1"), (["--nearest", "33"], "more than the run's 32"),
                          (["--nearest", "2", "--interpolate", "3"], "give one of them"),
                          (["--nearest", "2", "--out", str(tmp_path / "nn.npz")], "give a .png"),
-                         (["--nearest", "2", "--out", str(grid)], "exists")):
+                         (["--nearest", "2", "--out", str(grid)], "exists"),
+                         (["--out", str(tmp_path / "x.txt")], "--out " + str(tmp_path / "x.txt") + ": give a .png (or "
+                          ".jpg, .webp) for a grid, a .npz for an array, or a directory for PNGs")):
         default_out = [] if "--out" in argv else ["--out", str(tmp_path / "other.png")]
         assert main(["sample", str(run_dir), *default_out, *argv]) == 2
         assert needle in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ganforge import checkpoint as ckpt_io
+from ganforge import load_generator
 from ganforge.config import load_config
 from ganforge.errors import UserError
 from ganforge.report import grid_nimg as report_grid_nimg
@@ -604,6 +605,12 @@ def test_early_stopping_ends_the_run_at_the_evaluation_that_finds_no_progress(tm
     assert final_weights(run_dir)["nimg"] == 64
     best = ckpt_io.load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert best["nimg"] == 32 and best["best"]["value"] == 4.0
+    # --ckpt best samples the generator of that checkpoint, not the run's latest
+    weights = best["G_ema"] if best.get("G_ema") is not None else best["G"]
+    G_best = load_generator(run_dir, ckpt="best")
+    G_latest = load_generator(run_dir, ckpt="latest")
+    assert all(torch.equal(G_best.state_dict()[name], tensor) for name, tensor in weights.items())
+    assert any(not torch.equal(G_latest.state_dict()[name], tensor) for name, tensor in weights.items())
     assert any(line.startswith("eval.patience_kimg=0.032: fd_digits has not improved on 4 (at 0.032 kimg)")
                for line in said), said
     page = (run_dir / "report.html").read_text()
