@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -81,6 +82,8 @@ def test_a_checkpoint_with_later_ones_is_resumed_only_as_a_rewind(tmp_path, tiny
     assert [ckpt_io.checkpoint_nimg(p) for p in saved] == [16, 32, 48, 64]
     end = final_weights(run)
     (run / "metrics.json").write_text(json.dumps([{"kimg": 0.016, "results": []}, {"kimg": 0.048, "results": []}]))
+    best = run / "checkpoints" / "best.pt"
+    shutil.copyfile(saved[2], best)  # the best of an evaluation at 0.048 kimg, after the rewind's checkpoint
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(UserError) as info:
         resume(saved[1], log=quiet)
@@ -90,13 +93,22 @@ def test_a_checkpoint_with_later_ones_is_resumed_only_as_a_rewind(tmp_path, tiny
 
     notes: list[str] = []
     resume(saved[1], ["train.kimg=0.048"], log=notes.append, rewind=True)
-    assert any(n.startswith("rewound to 0.032 kimg: removed ckpt-000000048.pt, ckpt-000000064.pt") for n in notes)
+    assert any(n.startswith("rewound to 0.032 kimg: removed ckpt-000000048.pt, ckpt-000000064.pt, best.pt")
+               for n in notes), notes
+    assert not best.exists()
     assert [ckpt_io.checkpoint_nimg(p) for p in ckpt_io.list_checkpoints(run)] == [16, 32, 48]
     assert [r["kimg"] for r in json.loads((run / "metrics.json").read_text())] == [0.016]
     assert [r["kimg"] for r in report_stats(run / "stats.jsonl")] == [0.016, 0.032, 0.048]
     assert not any(report_grid_nimg(g) > 48 for g in (run / "samples").glob("fakes*.png"))
     resume(run, ["train.kimg=0.064"], log=quiet)
     assert_same_state(end, final_weights(run))
+    # a best from before the checkpoint rewound to stays
+    saved = ckpt_io.list_checkpoints(run)
+    shutil.copyfile(saved[0], best)
+    notes.clear()
+    resume(saved[2], ["train.kimg=0.064"], log=notes.append, rewind=True)
+    assert any(n.startswith("rewound to 0.048 kimg: removed ckpt-000000064.pt, and") for n in notes), notes
+    assert best.read_bytes() == saved[0].read_bytes()
 
 
 def test_a_resume_drops_the_evaluations_recorded_after_its_checkpoint(tmp_path, tiny_cfg):
