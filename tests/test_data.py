@@ -618,3 +618,36 @@ def test_image_counts_read_as_english_for_one_and_for_thousands():
     assert image_count(5000) == "5,000 images"
     assert image_count(1, "training image") == "1 training image"
     assert image_count(1200, "training image") == "1,200 training images"
+
+
+def test_cifar10_batches_load_as_rgb_images_with_their_labels(tmp_path, monkeypatch):
+    """CIFAR-10's pickled batches (rows of 3,072 bytes, all red then green then blue) become [N, 3, 32, 32]."""
+    import pickle
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 256, (4, 3 * 32 * 32), dtype=np.uint8) for _ in range(5)]
+    for i, data in enumerate(rows, start=1):
+        batch = {"data": data, "labels": [(i + j) % 10 for j in range(4)]}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": rows[0][:1], "labels": [9]}))  # not the training set
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    # the files are not the published ones, so their MD5s cannot match
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    data = load_dataset(DataConfig(name="cifar10", root=str(tmp_path), img_size=32, channels=3))
+    assert data.images.shape == (20, 3, 32, 32)
+    expected = torch.from_numpy(np.concatenate(rows)).float().div(127.5).sub(1).view(20, 3, 32, 32)
+    assert torch.allclose(data.images, expected)
+    assert data.labels.tolist() == [(i + j) % 10 for i in range(1, 6) for j in range(4)]
+    assert data.classes == names
+    grey = load_dataset(DataConfig(name="cifar10", root=str(tmp_path), img_size=32, channels=1))
+    assert grey.images.shape == (20, 1, 32, 32)
+    rgb = torch.from_numpy(np.concatenate(rows)).double().view(20, 3, 32, 32)
+    luma = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]).round()  # ITU-R 601, as PIL's "L"
+    off = (grey.images[:, 0].double() - (luma / 127.5 - 1)).abs() * 127.5  # in grey levels
+    # float32 sums may round a value at exactly .5 the other way: a level at most, and rarely
+    assert off.max() < 1 + 1e-4 and (off > 1e-4).double().mean() < 0.01
