@@ -1280,3 +1280,12 @@ def test_deterministic_kernels_are_on_while_training_and_restored_after(tmp_path
     # a CPU's kernels were deterministic already: the setting changes no weight
     weights = [ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run))["G"] for run in (exact, plain)]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_small_data_advice_counts_one_image_in_the_singular(tiny_cfg):
+    from ganforge.health import HealthCheck
+
+    cfg = tiny_cfg()
+    advice = [HealthCheck(cfg, lambda: torch.zeros(1), n).small_data_advice() for n in (1, 2)]
+    assert advice[0].startswith("With 1 training image D may be learning it by heart: --set train.diffaugment=")
+    assert advice[1].startswith("With 2 training images D may be learning them by heart: ")

@@ -112,7 +112,8 @@ class HealthCheck:
         if not cures:
             return ""
         count = image_count(self.n_images, "training image")
-        return f"With {count} D may be learning them by heart: {'; '.join(cures)}. "
+        them = "it" if self.n_images == 1 else "them"
+        return f"With {count} D may be learning {them} by heart: {'; '.join(cures)}. "
 
     def collapse_advice(self) -> str:
         c = self.cfg
