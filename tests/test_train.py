@@ -1164,6 +1164,10 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
 DIFFAUGMENT_ADVICE = "--set train.diffaugment=translation,cutout --set train.ada_target=0.6"
 R2_ADVICE = "--set loss.r2_gamma=1 (R2 on the fakes, ten times the presets') kept mnist-acgan learning"
 ACGAN = {"model.n_classes": 2, "model.d_cond": '"acgan"'}
+BN_ADVICE = ("--set model.d_norm=bn (batch norm in D, beside its spectral norm) with adaptive augmentation kept "
+             "mnist-projgan")
+PROJECTION = {"model.n_classes": 2, "model.d_cond": '"projection"', "model.d_norm": '"none"',
+              "model.d_spectral_norm": "true"}
 
 
 @pytest.mark.parametrize(("settings", "small_below", "advised"), [
@@ -1174,6 +1178,9 @@ ACGAN = {"model.n_classes": 2, "model.d_cond": '"acgan"'}
     ({**ACGAN, "train.diffaugment": '"translation"'}, 1000, [R2_ADVICE]),  # augmentation on: R2 alone
     ({**ACGAN, "train.diffaugment": '"translation"', "loss.r2_gamma": 1}, 1000, []),  # both already on
     ({"model.n_classes": 2, "train.diffaugment": '"translation"'}, 1000, []),  # not an AC-GAN D: R2 untried
+    (PROJECTION, 1000, [DIFFAUGMENT_ADVICE, BN_ADVICE]),  # a projection D without batch norm: both
+    ({**PROJECTION, "train.diffaugment": '"translation"'}, 1000, [BN_ADVICE]),
+    ({**PROJECTION, "train.diffaugment": '"translation"', "model.d_norm": '"bn"'}, 1000, []),
     ({"train.diffaugment": '"translation"'}, 1000, []),  # already on
     ({}, 16, []),  # a data set above the threshold
 ])
@@ -1197,6 +1204,7 @@ def test_warnings_on_a_small_data_set_point_to_what_cured_it(tmp_path, tiny_cfg,
         assert all(fragment in w for fragment in advised)
         assert (DIFFAUGMENT_ADVICE in w) is (DIFFAUGMENT_ADVICE in advised)
         assert (R2_ADVICE in w) is (R2_ADVICE in advised)
+        assert (BN_ADVICE in w) is (BN_ADVICE in advised)
 
 
 def test_a_failed_tick_evaluation_keeps_the_training_before_it(tmp_path, tiny_cfg, monkeypatch):
