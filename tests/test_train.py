@@ -1164,8 +1164,7 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
 DIFFAUGMENT_ADVICE = "--set train.diffaugment=translation,cutout --set train.ada_target=0.6"
 R2_ADVICE = "--set loss.r2_gamma=1 (R2 on the fakes, ten times the presets') kept mnist-acgan learning"
 ACGAN = {"model.n_classes": 2, "model.d_cond": '"acgan"'}
-BN_ADVICE = ("--set model.d_norm=bn (batch norm in D, beside its spectral norm) with adaptive augmentation kept "
-             "mnist-projgan")
+BN_ADVICE = "--set model.d_norm=bn (batch norm in D's layers) with adaptive augmentation kept mnist-projgan"
 PROJECTION = {"model.n_classes": 2, "model.d_cond": '"projection"', "model.d_norm": '"none"',
               "model.d_spectral_norm": "true"}
 

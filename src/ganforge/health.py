@@ -13,7 +13,7 @@ from .config import Config
 from .data import image_count
 
 # At or below this many training images, collapse and D-wins warnings point to DiffAugment (README, Small data)
-# and, for an AC-GAN D, a stronger R2 (README, Conditional GANs).
+# and, for an AC-GAN D, a stronger R2, for a projection D without batch norm, batch norm (README, Conditional GANs).
 SMALL_DATA_IMAGES = 1000
 # G starts from near-constant output (and G_ema lags it): the collapse check waits until G has had time to spread
 COLLAPSE_CHECK_FROM_KIMG = 5.0
@@ -110,7 +110,7 @@ class HealthCheck:
             cures.append("--set loss.r2_gamma=1 (R2 on the fakes, ten times the presets') kept mnist-acgan learning "
                          "on 100 digits where it drew a few images a class at 0.1 (README, Conditional GANs)")
         if self.cfg.model.n_classes and self.cfg.model.d_cond == "projection" and self.cfg.model.d_norm == "none":
-            cures.append("--set model.d_norm=bn (batch norm in D, beside its spectral norm) with adaptive "
+            cures.append("--set model.d_norm=bn (batch norm in D's layers) with adaptive "
                          "augmentation kept mnist-projgan learning on 100 digits where either alone drew a few "
                          "images a class (README, Conditional GANs)")
         if not cures:
