@@ -663,6 +663,14 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing trained
     assert not (tmp_path / "elsewhere").exists()
     assert main(["train", "--resume", str(run_dir), "--seed", "4", "--set", "train.kimg=0.128"]) == 0  # its own seed
+    config_file = run_dir / "config.toml"
+    config_file.write_text(config_file.read_text().replace("\nbatch_size = 8\n", "\nbatch_size = 4\n"))
+    capsys.readouterr()
+    for argv in (["--dry-run"], ["--set", "train.kimg=0.16"]):  # an edit to config.toml alone is named, not lost
+        assert main(["train", "--resume", str(run_dir), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "train.batch_size = 4 there, 8 in the checkpoint" in err, err
+        assert "resume with --set train.batch_size=4 to train with the change" in err
 
 
 def test_a_run_can_be_named_in_place_of_its_preset(tmp_path, image_folder, capsys):

@@ -235,6 +235,42 @@ def test_resume_keeps_stats_of_earlier_ticks_only(tmp_path, tiny_cfg):
     assert kimgs[-1] == 0.096
 
 
+def test_a_resume_refuses_to_write_over_settings_changed_in_config_toml_alone(tmp_path, tiny_cfg):
+    """A resume trains with its checkpoint's settings and --set, then rewrites config.toml: an edit made in the
+    file alone would be neither trained nor kept, so it is refused, naming the --set that applies or drops it."""
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=tmp_path, log=quiet)
+    config_file = run_dir / "config.toml"
+    text = config_file.read_text()
+    assert text.count("\nkimg = 0.032\n") == 1 and text.count('\nname = "ns"\n') == 1
+    edited = text.replace("\nkimg = 0.032\n", "\nkimg = 0.064\n").replace('\nname = "ns"\n', '\nname = "hinge"\n')
+    config_file.write_text(edited)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(UserError) as info:
+        resume(run_dir, log=quiet)
+    message = str(info.value)
+    assert message.startswith(f"{config_file} differs from the settings ckpt-000000032.pt was written with"), message
+    assert 'loss.name = "hinge" there, "ns" in the checkpoint; train.kimg = 0.064 there, 0.032 in the checkpoint' \
+        in message
+    assert message.endswith("resume with --set loss.name=hinge --set train.kimg=0.064 to train with the change, or "
+                            "with --set loss.name=ns --set train.kimg=0.032 to drop it")
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    with pytest.raises(UserError):  # one setting given leaves the other unaccounted for
+        resume(run_dir, {"train.kimg": 0.064}, log=quiet)
+
+    resume(run_dir, ["train.kimg=0.064", "loss.name=ns"], log=quiet)  # the kimg kept, the loss dropped
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 64
+    assert config_file.read_text() == text.replace("\nkimg = 0.032\n", "\nkimg = 0.064\n")
+    resume(run_dir, ["train.kimg=0.08"], log=quiet)  # an untouched config.toml is no obstacle
+    assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 80
+
+    config_file.write_text("[train\nkimg = 1\n")  # a file that no longer parses is not written over either
+    with pytest.raises(UserError) as info:
+        resume(run_dir, ["train.kimg=0.096"], log=quiet)
+    assert f"a resume writes {config_file} anew from ckpt-000000080.pt's settings, so mend the file first, or put " \
+        f"the checkpoint's settings back with `ganforge settings " in str(info.value)
+    assert config_file.read_text() == "[train\nkimg = 1\n"
+
+
 def test_a_saved_setting_a_later_ganforge_refuses_is_named_as_the_runs_own_on_resume(tmp_path, tiny_cfg):
     run_dir = train(tiny_cfg(**{"train.kimg": 0.032}), out=tmp_path, log=quiet)
     latest = ckpt_io.resolve_checkpoint(run_dir)

@@ -138,6 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import (
         TrainingInterrupted,
         anchored_paths,
+        check_config_file,
         check_run_name,
         later_checkpoints,
         resume,
@@ -154,7 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = _overrides(args)
         if args.dry_run:
             path, ckpt, cfg = resume_config(args.resume, overrides)
-            later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
+            if not later_checkpoints(path, int(ckpt["nimg"]), args.rewind):
+                check_config_file(path, ckpt, overrides)
             _dry_run_checks(cfg)
             print(cfg.to_toml(), end="")
             return 0

@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,18 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from . import distributed, report, tensorboard_log
-from .config import Config, Overrides, apply_overrides, check_attributes, flatten, from_dict, preset_names, toml_value
+from .config import (
+    Config,
+    Overrides,
+    apply_overrides,
+    check_attributes,
+    flatten,
+    from_dict,
+    load_config,
+    parse_override,
+    preset_names,
+    toml_value,
+)
 from .data import (
     TORCHVISION_SETS,
     EpochSampler,
@@ -839,6 +850,57 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     return path, ckpt, cfg
 
 
+CHANGES_NAMED = 4
+
+
+def _override_keys(overrides: Overrides | None) -> set[str]:
+    """The dotted keys that `overrides` sets (already checked by apply_overrides)."""
+    if overrides is None:
+        return set()
+    if isinstance(overrides, Mapping):
+        return {str(key) for key in overrides}
+    items = [overrides] if isinstance(overrides, str) else list(overrides)
+    return {".".join(parse_override(item)[0]) for item in items}
+
+
+def _set_flag(key: str, value: Any) -> str:
+    """`--set key=value` as a shell takes it, the value spelled so that --set reads it back the same."""
+    spelled = value if isinstance(value, str) and parse_override(f"{key}={value}")[1] == value else toml_value(value)
+    return "--set " + shlex.quote(f"{key}={spelled}")
+
+
+def check_config_file(path: Path, ckpt: dict[str, Any], overrides: Overrides | None) -> None:
+    """Refuse a resume that would write over hand edits to the run's config.toml: a resume trains with its
+    checkpoint's settings and --set, and then rewrites config.toml, so a setting changed in the file alone
+    would be neither trained nor kept. Checked against the latest checkpoint, which holds the settings that
+    config.toml was last written with."""
+    run_dir = path.parent.parent
+    config_file = run_dir / "config.toml"
+    if not config_file.is_file():
+        return
+    try:
+        in_file = anchored_paths(load_config(path=config_file, stored=True))
+    except UserError as e:
+        raise UserError(f"{e}; a resume writes {config_file} anew from {path.name}'s settings, so mend the file first, "
+                        f"or put the checkpoint's settings back with `ganforge settings {shlex.quote(str(path))} > "
+                        f"{shlex.quote(str(config_file))}`") from None
+    saved = flatten(anchored_paths(stored_config(ckpt)).to_dict())
+    edited = flatten(in_file.to_dict())
+    given = _override_keys(overrides)
+    changed = [key for key in saved if "." in key and key not in given and edited.get(key) != saved[key]]
+    if not changed:
+        return
+    shown = "; ".join(f"{key} = {toml_value(edited[key])} there, {toml_value(saved[key])} in the checkpoint"
+                      for key in changed[:CHANGES_NAMED])
+    more = f" (and {len(changed) - CHANGES_NAMED} more)" if len(changed) > CHANGES_NAMED else ""
+    keep = " ".join(_set_flag(key, edited[key]) for key in changed)
+    drop = " ".join(_set_flag(key, saved[key]) for key in changed)
+    raise UserError(f"{config_file} differs from the settings {path.name} was written with (edited by hand, or by a "
+                    f"resume that stopped before its first checkpoint): {shown}{more}; a resume trains with the "
+                    f"checkpoint's settings and --set, then writes config.toml anew, so resume with {keep} to train "
+                    f"with the change, or with {drop} to drop it")
+
+
 def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):  # shapes only: no memory, no initialisation work
         nets = {"G": build_generator(cfg), "D": build_discriminator(cfg)}
@@ -891,6 +953,8 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
     nimg = int(ckpt["nimg"])
     later = later_checkpoints(path, nimg, rewind)
+    if not later:  # a rewind goes back to settings that config.toml, written for a later checkpoint, may not hold
+        check_config_file(path, ckpt, overrides)
     main = distributed.info().is_main
     with threads_restored(), ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
         # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as
