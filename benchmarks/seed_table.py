@@ -4,9 +4,10 @@
     python benchmarks/seed_table.py seed0.txt seed1.txt seed2.txt
 
 Rows are matched by their label (preset and overrides). fd_digits is listed per seed with its mean and
-sample standard deviation; the other columns, sec/kimg included, are means. A row where one seed is more than
+sample standard deviation; the other columns, sec/kimg included, are means (with kimg first when the seeds
+trained different kimg, as `quality.py --seconds` runs do). A row where one seed is more than
 ten times the median fd_digits of its seeds (a collapsed run) is marked, and its quality means are left out
-(its sec/kimg, which a collapse does not change, is kept).
+(its kimg and sec/kimg, which a collapse does not change, are kept).
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ def main() -> None:
     args = parser.parse_args()
     tables = [read_table(p) for p in args.tables]
     labels = [label for label in tables[0] if all(label in t for t in tables)]
-    print(f"| preset / setting | fd_digits per seed | mean (sd) | {' | '.join(COLUMNS)} |")
-    print("|---|---|---:|" + "---:|" * len(COLUMNS))
+    # an equal-time table: each seed's probe fitted its own kimg into the same seconds
+    varies = any(len({t[label].get("kimg") for t in tables}) > 1 for label in labels)
+    columns = ["kimg", *COLUMNS] if varies else COLUMNS
+    print(f"| preset / setting | fd_digits per seed | mean (sd) | {' | '.join(columns)} |")
+    print("|---|---|---:|" + "---:|" * len(columns))
     for label in labels:
         fds = [t[label]["fd_digits"] for t in tables]
         limit = 10 * statistics.median(fds)  # above it a seed counts as collapsed
@@ -54,9 +58,9 @@ def main() -> None:
         sd = f" ({statistics.stdev(fds):.2g})" if len(fds) > 1 else ""
         spread = "collapsed on a seed" if collapsed else f"{statistics.mean(fds):.3g}{sd}"
         means = []
-        for column in COLUMNS:
+        for column in columns:
             values = [t[label][column] for t in tables if column in t[label]]
-            shown = values and (column == "sec/kimg" or not collapsed)
+            shown = values and (column in ("kimg", "sec/kimg") or not collapsed)
             means.append(f"{statistics.mean(values):.3g}" if shown else "-")
         print(f"| `{label}` | {per_seed} | {spread} | " + " | ".join(means) + " |")
 

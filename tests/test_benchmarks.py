@@ -46,6 +46,14 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
     assert f"{row[2]}, {row[2]}" in table  # fd_digits of each seed, listed
     (mean_row,) = table_rows(table)
     assert abs(float(mean_row[-1]) - float(row[-1])) < 0.01  # sec/kimg: the mean of two equal seeds
+    assert "| kimg |" not in table.splitlines()[0]  # the same kimg on every seed: nothing to average
+    # an equal-time table, where each seed fitted its own kimg into the same seconds, lists their mean first
+    (tmp_path / "seed1.txt").write_text(out.replace(f"| {row[0]} | {row[1]} |", f"| {row[0]} | {float(row[1]) + 2} |"))
+    table = run_benchmark("seed_table.py", str(tmp_path / "seed0.txt"), str(tmp_path / "seed1.txt"),
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert table.splitlines()[0].startswith("| preset / setting | fd_digits per seed | mean (sd) | kimg |")
+    (mean_row,) = table_rows(table)
+    assert abs(float(mean_row[3]) - (float(row[1]) + 1)) < 0.01
 
     (run,) = [path.parent for path in runs.rglob("config.toml")]
     out = run_benchmark("truncation.py", str(run), "--truncations", "1", "--n", "100",
