@@ -256,6 +256,10 @@ def test_a_resume_refuses_to_write_over_settings_changed_in_config_toml_alone(tm
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     with pytest.raises(UserError):  # one setting given leaves the other unaccounted for
         resume(run_dir, {"train.kimg": 0.064}, log=quiet)
+    with ckpt_io.run_lock(run_dir), pytest.raises(UserError) as info:
+        # while a process trains the run, its config.toml runs ahead of its checkpoints: the lock is what to say
+        resume(run_dir, log=quiet)
+    assert "is being trained by another process" in str(info.value)
 
     resume(run_dir, ["train.kimg=0.064", "loss.name=ns"], log=quiet)  # the kimg kept, the loss dropped
     assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))["nimg"] == 64

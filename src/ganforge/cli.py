@@ -155,8 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = _overrides(args)
         if args.dry_run:
             path, ckpt, cfg = resume_config(args.resume, overrides)
-            if not later_checkpoints(path, int(ckpt["nimg"]), args.rewind):
-                check_config_file(path, ckpt, overrides)
+            later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
+            check_config_file(path, ckpt, overrides)
             _dry_run_checks(cfg)
             print(cfg.to_toml(), end="")
             return 0

@@ -872,11 +872,13 @@ def _set_flag(key: str, value: Any) -> str:
 def check_config_file(path: Path, ckpt: dict[str, Any], overrides: Overrides | None) -> None:
     """Refuse a resume that would write over hand edits to the run's config.toml: a resume trains with its
     checkpoint's settings and --set, and then rewrites config.toml, so a setting changed in the file alone
-    would be neither trained nor kept. Checked against the latest checkpoint, which holds the settings that
-    config.toml was last written with."""
+    would be neither trained nor kept. Checked when `path` is the latest checkpoint, which holds the settings
+    that config.toml was last written with (a rewind goes back to settings it may not hold), and not while
+    another process trains the run (it wrote config.toml before its first checkpoint; the lock refuses)."""
     run_dir = path.parent.parent
     config_file = run_dir / "config.toml"
-    if not config_file.is_file():
+    latest = ckpt_io.list_checkpoints(run_dir)[-1:]
+    if not config_file.is_file() or [p.name for p in latest] != [path.name] or ckpt_io.being_trained(run_dir):
         return
     try:
         in_file = anchored_paths(load_config(path=config_file, stored=True))
@@ -953,8 +955,7 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
     nimg = int(ckpt["nimg"])
     later = later_checkpoints(path, nimg, rewind)
-    if not later:  # a rewind goes back to settings that config.toml, written for a later checkpoint, may not hold
-        check_config_file(path, ckpt, overrides)
+    check_config_file(path, ckpt, overrides)
     main = distributed.info().is_main
     with threads_restored(), ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
         # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as
