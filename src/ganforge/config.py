@@ -381,8 +381,8 @@ Overrides = Sequence[str] | Mapping[str, Any] | str
 """["train.kimg=20", ...] as --set takes them, one such string, or {"train.kimg": 20} with Python values."""
 
 
-def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[str, Any]:
-    out = copy.deepcopy(raw)
+def override_items(overrides: Overrides | None) -> list[tuple[str, list[str], Any]]:
+    """Each override as (as given, its key split at the dots, its value), whichever form `overrides` takes."""
     if isinstance(overrides, str):
         overrides = [overrides]  # a lone string would otherwise be read character by character
     if isinstance(overrides, Mapping):
@@ -394,7 +394,12 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[st
             raise TypeError(f"overrides are 'section.key=value' strings (a list, or one) or a dict of Python values, "
                             f"got {type(wrong[0]).__name__} {wrong[0]!r}")
         items = [(item, *parse_override(item)) for item in strings]
-    for item, path, value in items:
+    return items
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for item, path, value in override_items(overrides):
         if len(path) != 2 or path[0] not in _SECTION_TYPES:
             guesses = []
             if len(path) == 1:  # the section left out: kimg=3

@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from .config import (
     flatten,
     from_dict,
     load_config,
+    override_items,
     parse_override,
     preset_names,
     toml_value,
@@ -853,16 +854,6 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
 CHANGES_NAMED = 4
 
 
-def _override_keys(overrides: Overrides | None) -> set[str]:
-    """The dotted keys that `overrides` sets (already checked by apply_overrides)."""
-    if overrides is None:
-        return set()
-    if isinstance(overrides, Mapping):
-        return {str(key) for key in overrides}
-    items = [overrides] if isinstance(overrides, str) else list(overrides)
-    return {".".join(parse_override(item)[0]) for item in items}
-
-
 def _set_flag(key: str, value: Any) -> str:
     """`--set key=value` as a shell takes it, the value spelled so that --set reads it back the same."""
     spelled = value if isinstance(value, str) and parse_override(f"{key}={value}")[1] == value else toml_value(value)
@@ -888,7 +879,7 @@ def check_config_file(path: Path, ckpt: dict[str, Any], overrides: Overrides | N
                         f"{shlex.quote(str(config_file))}`") from None
     saved = flatten(anchored_paths(stored_config(ckpt)).to_dict())
     edited = flatten(in_file.to_dict())
-    given = _override_keys(overrides)
+    given = {".".join(key) for _, key, _ in override_items(overrides)}
     changed = [key for key in saved if "." in key and key not in given and edited.get(key) != saved[key]]
     if not changed:
         return
