@@ -1212,6 +1212,30 @@ def test_an_interrupted_run_in_a_folder_with_a_space_is_told_a_resume_command_th
     assert shlex.split(command) == ["ganforge", "train", "--resume", str(run_dir)]
 
 
+def test_a_ctrl_c_after_the_last_step_says_the_training_is_done_and_a_resume_writes_the_rest(
+        tmp_path, image_folder, monkeypatch, capsys):
+    """Ctrl-C while the GIF and report are written, after the last checkpoint: it said a bare 'interrupted'."""
+    from ganforge import report
+
+    make_gif = report.make_gif
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "make_gif", interrupted)
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 130
+    err = capsys.readouterr().err.strip()
+    run_dir = only_run(out)
+    assert err.startswith("interrupted: stopped at 0.") and "with its training done" in err, err
+    assert err.endswith(f"continue with: ganforge train --resume {run_dir}"), err
+    assert not (run_dir / "report.html").exists() and not (run_dir / "progress.gif").exists()
+    monkeypatch.setattr(report, "make_gif", make_gif)
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert (run_dir / "progress.gif").is_file() and (run_dir / "report.html").is_file()
+
+
 def test_kimg_and_minutes_flags_are_their_settings_on_a_new_run_and_on_a_resume(tmp_path, image_folder, capsys):
     base = ["train", "--out", str(tmp_path / "runs"), *set_args(tiny_overrides(image_folder)), "--dry-run"]
     assert main([*base, "--kimg", "0.5", "--minutes", "2.5"]) == 0

@@ -201,6 +201,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 OUTPUT_GONE = "because the program reading its output exited (a pipe into head, say)"
+FINISHING = ("with its training done, while writing the final grid, progress.gif and report.html; a resume "
+             "writes them")
 
 
 def _unless_hung_up(call: Any, *args: Any, **kwargs: Any) -> None:
@@ -646,7 +648,10 @@ class Trainer:
         _unless_hung_up(bar.close)
         if not main:
             return self.run_dir
-        self._finish()
+        try:
+            self._finish()
+        except KeyboardInterrupt:  # the last checkpoint is on disk; a resume finds nothing to train and writes these
+            raise TrainingInterrupted(self.run_dir, s.nimg / 1000, FINISHING) from None
         if patience_out:
             best = s.best
             self.log(f"eval.patience_kimg={self.cfg.eval.patience_kimg:g}: {best['metric']} has not improved on "
