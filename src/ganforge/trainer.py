@@ -201,8 +201,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 OUTPUT_GONE = "because the program reading its output exited (a pipe into head, say)"
-FINISHING = ("with its training done, while writing the final grid, progress.gif and report.html; a resume "
-             "writes them")
+FINISHING = "with its training done, while writing the final grid, progress.gif and report.html, which a resume writes"
 
 
 def _unless_hung_up(call: Any, *args: Any, **kwargs: Any) -> None:
