@@ -1,0 +1,101 @@
+"""ganforge's Adam calls torch's fused kernel itself: it must update to the bit as torch.optim's fused Adam does,
+take that kernel path where it says it does, and leave hooks, profiles and resumes as torch.optim has them."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.optim.optimizer as torch_optimizer
+from torch import nn
+
+import ganforge.step as step_module
+from ganforge.step import FusedAdam, make_optimizer
+
+
+def _nets_and_optimizers(lr: float = 1e-3) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.LeakyReLU(0.2), nn.Linear(7, 1))
+    twin = copy.deepcopy(net)
+    ours = make_optimizer("adam", net.parameters(), lr=lr, betas=[0.5, 0.999], eps=1e-8)
+    theirs = torch.optim.Adam(twin.parameters(), lr=lr, betas=(0.5, 0.999), eps=1e-8, fused=True)
+    return net, ours, twin, theirs
+
+
+def _train(net: nn.Module, opt: torch.optim.Optimizer, steps: range, frozen_at: tuple[int, ...] = ()) -> None:
+    for i in steps:
+        x = torch.randn(16, 5, generator=torch.Generator().manual_seed(i))
+        opt.zero_grad(set_to_none=True)
+        net[3].weight.requires_grad_(i not in frozen_at)  # a parameter without a gradient this step is left alone
+        net(x).square().mean().backward()
+        if i == 10:  # as ganforge's learning-rate decay and a resume's overrides do
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = 3e-4, (0.0, 0.99)
+        opt.step()
+
+
+def _same(a: nn.Module, opt_a: torch.optim.Optimizer, b: nn.Module, opt_b: torch.optim.Optimizer) -> bool:
+    states_a, states_b = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    return (all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+            and states_a.keys() == states_b.keys()
+            and all(torch.equal(states_a[k][name], states_b[k][name]) for k in states_a for name in states_a[k]))
+
+
+@pytest.mark.parametrize("frozen_at", [(), (0,), (4, 5, 13)])
+def test_updates_equal_torchs_fused_adam_to_the_bit(frozen_at):
+    net, ours, twin, theirs = _nets_and_optimizers()
+    assert isinstance(ours, FusedAdam)
+    _train(net, ours, range(20), frozen_at)
+    _train(twin, theirs, range(20), frozen_at)
+    assert _same(net, ours, twin, theirs)
+    assert not torch.equal(net[0].weight, _nets_and_optimizers()[0][0].weight)  # it trained
+
+
+def test_the_kernel_is_called_directly_after_the_first_step(monkeypatch):
+    calls = []
+    torch_step = step_module._TORCH_ADAM_STEP
+    monkeypatch.setattr(step_module, "_TORCH_ADAM_STEP", lambda opt, fn: calls.append(1) or torch_step(opt, fn))
+    net, ours, twin, theirs = _nets_and_optimizers()
+    _train(net, ours, range(12))
+    assert len(calls) == 1  # torch's step makes the state; the kernel is called directly from then on
+    _train(twin, theirs, range(12))
+
+    def closure() -> torch.Tensor:  # outside the plain case: torch's step again, as torch.optim's would be
+        ours.zero_grad()
+        loss = net(torch.ones(4, 5)).sum()
+        loss.backward()
+        return loss
+
+    assert ours.step(closure) is not None and len(calls) == 2
+    assert not _same(net, ours, twin, theirs)
+
+
+def test_a_resumed_optimizer_continues_to_the_bit():
+    net, ours, _, _ = _nets_and_optimizers()
+    _train(net, ours, range(8))
+    saved_net, saved_opt = copy.deepcopy(net.state_dict()), copy.deepcopy(ours.state_dict())
+    _train(net, ours, range(8, 16))
+    resumed_net, resumed, _, _ = _nets_and_optimizers()
+    resumed_net.load_state_dict(saved_net)
+    resumed.load_state_dict(saved_opt)
+    _train(resumed_net, resumed, range(8, 16))
+    assert _same(net, ours, resumed_net, resumed)
+
+
+def test_step_hooks_and_the_profiler_see_every_step():
+    net, ours, twin, theirs = _nets_and_optimizers()
+    seen = []
+    own = ours.register_step_post_hook(lambda opt, args, kwargs: seen.append("own"))
+    every = torch_optimizer.register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append("global"))
+    try:
+        _train(net, ours, range(3))
+    finally:
+        own.remove()
+        every.remove()
+    assert seen == ["global", "own"] * 3
+    _train(twin, theirs, range(3))
+    assert _same(net, ours, twin, theirs)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _train(net, ours, range(3, 5))
+    assert sum(e.key == "Optimizer.step#FusedAdam.step" for e in prof.key_averages()) == 1
