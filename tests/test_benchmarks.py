@@ -68,6 +68,11 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
     out = run_benchmark("preset_speed.py", "--kimg", "0.02", "--presets", "mnist-mlp-small",
                         monkeypatch=monkeypatch, capsys=capsys)
     assert [cells[0] for cells in table_rows(out)] == ["mnist-mlp-small"]
+
+    out = run_benchmark("optimizer_step.py", "--presets", "mnist-mlp-small", "--reps", "1", "--seconds", "0.05",
+                        "--check", "3", monkeypatch=monkeypatch, capsys=capsys)
+    (row,) = table_rows(out)
+    assert row[0] == "mnist-mlp-small" and float(row[4].rstrip("x")) > 0 and row[5] == "yes"
     out = run_benchmark("small_data.py", "--images", "50", "--kimg", "0.05", "--seeds", "0", "--n", "100", "--row",
                         "mnist-mlp-small train.batch_size=25", "--out", str(tmp_path / "small"),
                         monkeypatch=monkeypatch, capsys=capsys)
