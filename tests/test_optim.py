@@ -71,6 +71,18 @@ def test_the_kernel_is_called_directly_after_the_first_step(monkeypatch):
     assert not _same(net, ours, twin, theirs)
 
 
+def test_a_kernel_that_takes_other_arguments_falls_back_to_torchs_step(monkeypatch):
+    def other_kernel(*args, **kwargs):
+        raise TypeError("_fused_adam_() got an unexpected keyword argument 'beta1'")
+
+    monkeypatch.setattr(step_module, "_FUSED_ADAM_KERNEL", other_kernel)
+    net, ours, twin, theirs = _nets_and_optimizers()
+    _train(net, ours, range(6))
+    assert step_module._FUSED_ADAM_KERNEL is None  # given up after the first refusal
+    _train(twin, theirs, range(6))
+    assert _same(net, ours, twin, theirs)  # step counts undone: the same update as torch's
+
+
 def test_a_resumed_optimizer_continues_to_the_bit():
     net, ours, _, _ = _nets_and_optimizers()
     _train(net, ours, range(8))

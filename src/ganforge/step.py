@@ -197,12 +197,20 @@ class FusedAdam(torch.optim.Adam):
         work = None if closure is not None or _step_observed(self) else self._gather()
         if work is None:
             return _TORCH_ADAM_STEP(self, closure)
+        global _FUSED_ADAM_KERNEL
         with torch.no_grad():
-            for group, tensors, steps in work:
+            for i, (group, tensors, steps) in enumerate(work):
                 torch._foreach_add_(steps, 1)
-                torch._fused_adam_(*tensors, [], steps, lr=group["lr"], beta1=group["betas"][0],
-                                   beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"],
-                                   amsgrad=False, maximize=group["maximize"])
+                try:
+                    _FUSED_ADAM_KERNEL(*tensors, [], steps, lr=group["lr"], beta1=group["betas"][0],
+                                       beta2=group["betas"][1], weight_decay=group["weight_decay"],
+                                       eps=group["eps"], amsgrad=False, maximize=group["maximize"])
+                except TypeError:  # a torch whose private kernel takes other arguments: torch's step from now on
+                    if i:
+                        raise
+                    torch._foreach_sub_(steps, 1)
+                    _FUSED_ADAM_KERNEL = None
+                    return _TORCH_ADAM_STEP(self, closure)
         return None
 
     step.hooked = True  # keeps torch.optim from wrapping it in hooks and a profiler range: its own path has them
