@@ -188,8 +188,8 @@ def make_optimizer(name: str, params: Any, lr: float, betas: list[float], eps: f
 class FusedAdam(torch.optim.Adam):
     """torch's Adam with fused=True, whose step calls torch's fused kernel itself once every parameter has its
     state: the same kernel on the same tensors, so the same update to the bit (tests check), without the
-    Python that torch.optim spends around it each step (gathering the tensors, a profiler range: 0.2-0.3 ms
-    a step for G and D, 4-6% of the MLP-BN step at batch 64 on a CPU). Anything outside the plain case (step
+    Python that torch.optim spends around it each step (gathering the tensors, a profiler range: 2.6-4.4% of
+    the MLP-BN step at batch 64 on a CPU, benchmarks/optimizer_step.py). Anything outside the plain case (step
     hooks, a running profiler, a closure, a grad scaler, the first step, capturable, amsgrad, decoupled weight
     decay, a tensor learning rate or betas, mixed devices or dtypes) takes torch's own step, hooks and all."""
 
