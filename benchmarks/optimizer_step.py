@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from throughput import GanforgeLoop, sync, timed_steps
+from throughput import GanforgeLoop, paired_rates
 
 from ganforge.config import load_config
 from ganforge.device import pick_device
@@ -67,13 +67,8 @@ def main() -> None:
         ours, theirs = GanforgeLoop(cfg, device), with_torch_adam(GanforgeLoop(cfg, device))
         same = same_weights(ours, theirs, args.check)
         batch = cfg.train.batch_size
-        rates: tuple[list[float], list[float]] = ([], [])
-        for _ in range(args.reps):
-            for loop, out in ((theirs, rates[0]), (ours, rates[1])):
-                images, seconds = timed_steps(loop, batch, args.seconds, device)
-                out.append(images / seconds)
-        sync(device)
-        theirs_rate, ours_rate = statistics.median(rates[0]), statistics.median(rates[1])
+        turns = [paired_rates((theirs, ours), batch, args.seconds, args.seconds, device) for _ in range(args.reps)]
+        theirs_rate, ours_rate = (statistics.median(rates) for rates in zip(*turns, strict=True))
         print(f"| {preset} | {batch} | {theirs_rate:,.0f} | {ours_rate:,.0f} | {ours_rate / theirs_rate:.3f}x | "
               f"{'yes' if same else 'NO'} |", flush=True)
 
