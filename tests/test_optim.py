@@ -14,18 +14,19 @@ import ganforge.step as step_module
 from ganforge.step import FusedAdam, make_optimizer
 
 
-def _nets_and_optimizers(lr: float = 1e-3) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module, torch.optim.Optimizer]:
+def _nets_and_optimizers(device: str = "cpu") -> tuple[nn.Module, torch.optim.Optimizer, nn.Module,
+                                                       torch.optim.Optimizer]:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.LeakyReLU(0.2), nn.Linear(7, 1))
+    net = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.LeakyReLU(0.2), nn.Linear(7, 1)).to(device)
     twin = copy.deepcopy(net)
-    ours = make_optimizer("adam", net.parameters(), lr=lr, betas=[0.5, 0.999], eps=1e-8)
-    theirs = torch.optim.Adam(twin.parameters(), lr=lr, betas=(0.5, 0.999), eps=1e-8, fused=True)
+    ours = make_optimizer("adam", net.parameters(), lr=1e-3, betas=[0.5, 0.999], eps=1e-8)
+    theirs = torch.optim.Adam(twin.parameters(), lr=1e-3, betas=(0.5, 0.999), eps=1e-8, fused=True)
     return net, ours, twin, theirs
 
 
 def _train(net: nn.Module, opt: torch.optim.Optimizer, steps: range, frozen_at: tuple[int, ...] = ()) -> None:
     for i in steps:
-        x = torch.randn(16, 5, generator=torch.Generator().manual_seed(i))
+        x = torch.randn(16, 5, generator=torch.Generator().manual_seed(i)).to(net[0].weight.device)
         opt.zero_grad(set_to_none=True)
         net[3].weight.requires_grad_(i not in frozen_at)  # a parameter without a gradient this step is left alone
         net(x).square().mean().backward()
@@ -42,14 +43,18 @@ def _same(a: nn.Module, opt_a: torch.optim.Optimizer, b: nn.Module, opt_b: torch
             and all(torch.equal(states_a[k][name], states_b[k][name]) for k in states_a for name in states_a[k]))
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("frozen_at", [(), (0,), (4, 5, 13)])
-def test_updates_equal_torchs_fused_adam_to_the_bit(frozen_at):
-    net, ours, twin, theirs = _nets_and_optimizers()
+def test_updates_equal_torchs_fused_adam_to_the_bit(frozen_at, device):
+    net, ours, twin, theirs = _nets_and_optimizers(device)
     assert isinstance(ours, FusedAdam)
     _train(net, ours, range(20), frozen_at)
     _train(twin, theirs, range(20), frozen_at)
     assert _same(net, ours, twin, theirs)
-    assert not torch.equal(net[0].weight, _nets_and_optimizers()[0][0].weight)  # it trained
+    assert not torch.equal(net[0].weight, _nets_and_optimizers(device)[0][0].weight)  # it trained
 
 
 def test_the_kernel_is_called_directly_after_the_first_step(monkeypatch):
