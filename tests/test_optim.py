@@ -115,4 +115,15 @@ def test_step_hooks_and_the_profiler_see_every_step():
     assert _same(net, ours, twin, theirs)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         _train(net, ours, range(3, 5))
-    assert sum(e.key == "Optimizer.step#FusedAdam.step" for e in prof.key_averages()) == 1
+    names = {e.key for e in prof.key_averages()}
+    assert {"Optimizer.step#FusedAdam.step", "Optimizer.zero_grad#FusedAdam.zero_grad"} <= names
+
+
+def test_zero_grad_sets_every_gradient_to_none_or_zero():
+    net, ours, _, _ = _nets_and_optimizers()
+    _train(net, ours, range(2))
+    ours.zero_grad(set_to_none=False)  # torch's own: zeros in place
+    assert all(p.grad is not None and not p.grad.any() for p in net.parameters())
+    _train(net, ours, range(2, 3))
+    ours.zero_grad()
+    assert all(p.grad is None for p in net.parameters())

@@ -215,6 +215,16 @@ class FusedAdam(torch.optim.Adam):
 
     step.hooked = True  # keeps torch.optim from wrapping it in hooks and a profiler range: its own path has them
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's zero_grad, without its profiler range and dynamo guard where no profiler runs: 2-3% of the
+        MLP-BN step at batch 64 on a CPU."""
+        if not set_to_none or getattr(torch.autograd.profiler, "_is_profiler_enabled", True):
+            return super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return None
+
     def _gather(self) -> list[tuple[dict, tuple[list, list, list, list], list]] | None:
         """Per group, its parameters with gradients, those gradients, both moments and the step counts, as
         torch's step would pass them to the kernel; None where that step would do anything else."""
