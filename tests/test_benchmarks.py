@@ -73,6 +73,7 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
                         "--check", "3", monkeypatch=monkeypatch, capsys=capsys)
     (row,) = table_rows(out)
     assert row[0] == "mnist-mlp-small" and float(row[4].rstrip("x")) > 0 and row[5] == "yes"
+
     out = run_benchmark("small_data.py", "--images", "50", "--kimg", "0.05", "--seeds", "0", "--n", "100", "--row",
                         "mnist-mlp-small train.batch_size=25", "--out", str(tmp_path / "small"),
                         monkeypatch=monkeypatch, capsys=capsys)

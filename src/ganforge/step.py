@@ -218,7 +218,7 @@ class FusedAdam(torch.optim.Adam):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch's zero_grad, without its profiler range and dynamo guard where no profiler runs: 2-3% of the
         MLP-BN step at batch 64 on a CPU."""
-        if not set_to_none or getattr(torch.autograd.profiler, "_is_profiler_enabled", True):
+        if not set_to_none or _profiling():
             return super().zero_grad(set_to_none)
         for group in self.param_groups:
             for p in group["params"]:
@@ -258,8 +258,12 @@ def _step_observed(opt: torch.optim.Optimizer) -> bool:
     """Whether step hooks (the optimizer's or global) or torch's profiler would see this step."""
     return bool(opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
                 or getattr(torch_optimizer, "_global_optimizer_pre_hooks", None)
-                or getattr(torch_optimizer, "_global_optimizer_post_hooks", None)
-                or getattr(torch.autograd.profiler, "_is_profiler_enabled", True))
+                or getattr(torch_optimizer, "_global_optimizer_post_hooks", None) or _profiling())
+
+
+def _profiling() -> bool:
+    """Whether torch's profiler is recording (taken as yes where this torch does not say)."""
+    return bool(getattr(torch.autograd.profiler, "_is_profiler_enabled", True))
 
 
 _FUSED_ADAM_KERNEL = getattr(torch, "_fused_adam_", None)
