@@ -103,7 +103,8 @@ def test_a_disk_that_fills_mid_write_raises_a_named_oserror_and_keeps_every_old_
     assert after == before  # nothing torn, replaced or left behind
     assert ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(tmp_path))["nimg"] == 100
     assert np.load(tmp_path / "samples.npz")["arr_0"].shape == (4, 16, 16, 1)
-    assert Image.open(tmp_path / "progress.gif").n_frames >= 1
+    with Image.open(tmp_path / "progress.gif") as gif:
+        assert gif.n_frames >= 1
 
 
 def test_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):

@@ -103,7 +103,8 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
 
     grid = tmp_path / "grid.png"
     assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid), "--seed", "7"]) == 0
-    assert Image.open(grid).size == (3 * 18 + 2, 3 * 18 + 2)
+    with Image.open(grid) as image:
+        assert image.size == (3 * 18 + 2, 3 * 18 + 2)
     assert main(["sample", str(run_dir), "--n", "9", "--out", str(grid)]) == 2  # never overwrites
     assert "--force" in capsys.readouterr().err
     assert main(["sample", str(run_dir), "--n", "1", "--out", str(tmp_path / "one.png")]) == 0
@@ -129,7 +130,9 @@ def test_train_resume_sample_end_to_end(tmp_path, image_folder, capsys):
     ckpt = ckpt_io.resolve_checkpoint(run_dir)
     assert main(["sample", str(ckpt), "--n", "5", "--out", str(folder), "--batch-size", "2"]) == 0
     files = sorted(folder.glob("*.png"))
-    assert len(files) == 5 and Image.open(files[0]).size == (16, 16)
+    assert len(files) == 5
+    with Image.open(files[0]) as image:
+        assert image.size == (16, 16)
     before = {p.name: p.read_bytes() for p in files}
     assert main(["sample", str(ckpt), "--n", "3", "--out", str(folder)]) == 2  # a non-empty folder needs --force
     assert main(["sample", str(ckpt), "--n", "3", "--out", str(folder), "--seed", "1", "--force"]) == 0
@@ -481,7 +484,8 @@ def test_sample_interpolate_draws_one_latent_walk_per_row_or_all_at_once_in_a_gi
     walk = tmp_path / "walk.png"
     assert main(["sample", str(run_dir), "--interpolate", "4", "--n", "9", "--out", str(walk), "--seed", "2"]) == 0
     assert "wrote 2 latent walks of 4 images" in capsys.readouterr().out
-    assert Image.open(walk).size == (4 * 18 + 2, 2 * 18 + 2)  # 16 px images, 2 px padding
+    with Image.open(walk) as image:
+        assert image.size == (4 * 18 + 2, 2 * 18 + 2)  # 16 px images, 2 px padding
     for argv, needle in ((["--interpolate", "1"], "at least 2"), (["--interpolate", "4", "--n", "3"], "--n 4 or more"),
                          (["--interpolate", "4", "--out", str(tmp_path / "w.npz")], "or a .gif whose frames"),
                          (["--out", str(tmp_path / "w.gif")], "a .gif animates latent walks; add --interpolate"),
@@ -557,7 +561,8 @@ def test_sample_nearest_draws_each_sample_beside_its_nearest_training_images(tmp
     grid = tmp_path / "nn.png"
     assert main(["sample", str(run_dir), "--nearest", "3", "--n", "2", "--out", str(grid)]) == 0
     assert "each followed by its 3 nearest of the run's 32 training images" in capsys.readouterr().out
-    assert Image.open(grid).size == (4 * 18 + 2, 2 * 18 + 2)  # 16 px images, 2 px padding
+    with Image.open(grid) as image:
+        assert image.size == (4 * 18 + 2, 2 * 18 + 2)  # 16 px images, 2 px padding
     for argv, needle in ((["--nearest", "0"], "at least 1"), (["--nearest", "33"], "more than the run's 32"),
                          (["--nearest", "2", "--interpolate", "3"], "give one of them"),
                          (["--nearest", "2", "--out", str(tmp_path / "nn.npz")], "give a .png"),
@@ -813,8 +818,8 @@ def test_a_run_whose_output_reader_exits_stops_as_on_ctrl_c(tmp_path, image_fold
     proc.stdout.close()  # as head does once it has its lines, or tee on Ctrl-C
     if stop != "pipe":
         proc.send_signal(signal.SIGINT)
-    err = proc.stderr.read() if proc.stderr else ""
-    assert proc.wait(timeout=60) == 130, err
+    err = proc.communicate(timeout=60)[1] or ""  # communicate closes the pipes it read
+    assert proc.returncode == 130, err
     assert "Traceback" not in err
     if proc.stderr:
         assert "interrupted: stopped at" in err and "continue with: ganforge train --resume" in err, err
@@ -890,8 +895,8 @@ def test_a_hang_up_stops_a_run_as_ctrl_c_does_unless_nohup_ignores_it(tmp_path, 
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     _wait_for_checkpoint(tmp_path / "nohup", proc)
     proc.send_signal(signal.SIGHUP)
-    err = proc.stderr.read()
-    assert proc.wait(timeout=120) == 0, err
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0, err
     assert "stopping" not in err
     ckpt = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(only_run(tmp_path / "nohup")))
     assert ckpt["nimg"] == 200
@@ -926,8 +931,8 @@ def test_eval_into_a_closed_pipe_still_saves_its_results(tmp_path, image_folder)
     run_dir = only_run(tmp_path / "runs")
     proc = _spawn(["eval", str(run_dir), "--metrics", "fd_digits", "--n", "64"], tmp_path)
     proc.stdout.close()  # long before the results: a note about n = 64 is the first line
-    err = proc.stderr.read()
-    assert proc.wait(timeout=120) == 0, err
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0, err
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert [(r["metric"], r["n_fake"]) for entry in saved for r in entry["results"]] == [("fd_digits", 64)]
     assert "fd_digits" in (run_dir / "report.html").read_text()

@@ -72,7 +72,8 @@ def test_compare_shows_the_settings_that_differ_and_each_runs_metrics(two_runs, 
     assert [c.endswith("*") for c in cells] == [i == best for i in range(2)]  # the lower FD, measured alike
     assert "* the best value of the metric among the runs" in lines
     assert "note:" not in out
-    assert Image.open(plot).size[0] > 500
+    with Image.open(plot) as image:
+        assert image.size[0] > 500
     for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<?xml")):  # the suffix picks the format
         other = plot.with_suffix(suffix)
         assert main(["compare", str(a), str(b), "--plot", str(other)]) == 0

@@ -336,7 +336,8 @@ def test_class_grids_of_few_classes_stay_near_square(tmp_path, conditional_run):
     labels, nrow = grid_labels(2, 100)
     assert nrow == 10 and labels.tolist() == [0] * 50 + [1] * 50  # each class fills 5 whole rows
     assert main(["sample", str(conditional_run), "--n", "64", "--out", str(tmp_path / "grid.png")]) == 0
-    width, height = Image.open(tmp_path / "grid.png").size
+    with Image.open(tmp_path / "grid.png") as image:
+        width, height = image.size
     assert width == height  # 8 x 8 cells, the first 4 rows class0, not two rows of 32
 
 

@@ -249,10 +249,12 @@ def test_the_metrics_figure_draws_every_metric_measured_twice(tmp_path):
     view.curves["once"] = [(37.5, 2.0)]  # one point: nothing to draw
     path = tmp_path / "metrics.png"
     assert plot_metrics(view, path) == names
-    three_rows = Image.open(path).size
+    with Image.open(path) as image:
+        three_rows = image.size
     view.curves = {name: view.curves[name] for name in names[:4]}
     assert plot_metrics(view, path) == names[:4]
-    one_row = Image.open(path).size
+    with Image.open(path) as image:
+        one_row = image.size
     assert three_rows[0] == one_row[0] and three_rows[1] > 2.5 * one_row[1]
     view.curves = {"once": [(37.5, 2.0)]}
     assert plot_metrics(view, path) == [] and not path.exists()  # the old figure no longer matches
