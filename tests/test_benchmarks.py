@@ -74,6 +74,12 @@ def test_the_benchmarks_run_on_tiny_settings(tmp_path, monkeypatch, capsys):
     (row,) = table_rows(out)
     assert row[0] == "mnist-mlp-small" and float(row[4].rstrip("x")) > 0 and row[5] == "yes"
 
+    out = run_benchmark("latent_layer.py", "--presets", "mnist-dcgan,mnist-mlp-small", "--reps", "1", "--seconds",
+                        "0.05", "--set", "train.batch_size=4", monkeypatch=monkeypatch, capsys=capsys)
+    dcgan, mlp = table_rows(out)
+    assert dcgan[0] == "mnist-dcgan" and float(dcgan[4].rstrip("x")) > 0 and float(dcgan[5]) < 1e-4
+    assert mlp[0] == "mnist-mlp-small" and "no such layer" in mlp[5]
+
     out = run_benchmark("small_data.py", "--images", "50", "--kimg", "0.05", "--seeds", "0", "--n", "100", "--row",
                         "mnist-mlp-small train.batch_size=25", "--out", str(tmp_path / "small"),
                         monkeypatch=monkeypatch, capsys=capsys)

@@ -8,7 +8,7 @@ from ganforge.config import load_config
 from ganforge.errors import UserError
 from ganforge.models import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
 from ganforge.models.dcgan import dcgan_levels
-from ganforge.models.layers import NoiseStream, check_truncation, truncate
+from ganforge.models.layers import LatentConvTranspose2d, NoiseStream, check_truncation, truncate
 
 
 def n_params(module: nn.Module) -> int:
@@ -63,7 +63,7 @@ def test_r1_dcgan_layers_match_the_recipe():
     cfg = load_config(preset="mnist-dcgan")
     G, D = build_generator(cfg), build_discriminator(cfg)
     assert _layer_signature(G) == [
-        ("ConvTranspose2d", 100, 256, 4, 1, 0), ("BN", 256), ("ReLU",),
+        ("LatentConvTranspose2d", 100, 256, 4, 1, 0), ("BN", 256), ("ReLU",),  # ConvTranspose2d, as one matmul
         ("ConvTranspose2d", 256, 128, 4, 2, 1), ("BN", 128), ("ReLU",),
         ("ConvTranspose2d", 128, 64, 4, 2, 1), ("BN", 64), ("ReLU",),
         ("ConvTranspose2d", 64, 1, 4, 2, 1), ("Tanh",),
@@ -75,6 +75,41 @@ def test_r1_dcgan_layers_match_the_recipe():
         ("Linear", 256 * 4 * 4, 1),  # the recipe's Conv2d(256, 1, 4, 1, 0) over the 4x4 map, the same map
     ]
     assert G(torch.randn(2, 100)).shape == (2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_latent_conv_transpose_is_the_transposed_convolution(bias: bool, channels_last: bool):
+    """G's first layer computed as a matmul: the same outputs, gradients and memory layout as the kernels'."""
+    torch.manual_seed(0)
+    latent = LatentConvTranspose2d(20, 12, 4, 1, 0, bias=bias)
+    if bias:
+        nn.init.normal_(latent.bias)
+    conv = nn.ConvTranspose2d(20, 12, 4, 1, 0, bias=bias)
+    conv.load_state_dict(latent.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    latent, conv = latent.to(memory_format=fmt), conv.to(memory_format=fmt)
+    z = torch.randn(6, 20, 1, 1, requires_grad=True)
+    z_conv = z.detach().clone().requires_grad_()
+    out, out_conv = latent(z), conv(z_conv)
+    assert out.shape == out_conv.shape == (6, 12, 4, 4) and out.stride() == out_conv.stride()
+    assert (out - out_conv).abs().max().item() < 1e-5
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    out_conv.backward(grad)
+    assert (z.grad - z_conv.grad).abs().max().item() < 1e-5
+    assert (latent.weight.grad - conv.weight.grad).abs().max().item() < 1e-4
+    assert latent.weight.grad.stride() == latent.weight.stride()
+    if bias:
+        assert (latent.bias.grad - conv.bias.grad).abs().max().item() < 1e-4
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert latent(z).dtype == conv(z).dtype == torch.bfloat16
+    wider = torch.randn(2, 20, 2, 2)  # not a 1x1 map: the convolution kernels, as before
+    with torch.no_grad():
+        assert torch.equal(latent(wider), conv(wider)) and latent(wider).shape == (2, 12, 5, 5)
+        latent.eval()  # sampling: the kernels, whose images do not depend on the size of their batch
+        conv.eval()
+        assert torch.equal(latent(z), conv(z))
 
 
 def test_dcgan_init_follows_radford():

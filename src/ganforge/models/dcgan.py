@@ -7,7 +7,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import UserError
-from .layers import Discriminator, Generator, MinibatchStd, activation, batch_norm, d_activation
+from .layers import Discriminator, Generator, LatentConvTranspose2d, MinibatchStd, activation, batch_norm, d_activation
 from .registry import DISCRIMINATORS, GENERATORS
 
 
@@ -49,7 +49,7 @@ class DCGANGenerator(Generator):
         start, n = dcgan_levels(img_size)
         bn = cfg.g_norm == "bn"
         width = cfg.g_width * 2 ** (n - 1)
-        layers: list[nn.Module] = [nn.ConvTranspose2d(cfg.z_dim, width, start, 1, 0, bias=not bn)]
+        layers: list[nn.Module] = [LatentConvTranspose2d(cfg.z_dim, width, start, 1, 0, bias=not bn)]
         if bn:
             layers.append(batch_norm(2, width, cfg))
         layers.append(activation(cfg.g_act, cfg.lrelu_slope))

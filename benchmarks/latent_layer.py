@@ -1,0 +1,79 @@
+"""What computing G's first layer (z -> the first k x k map) as one matmul buys over torch's transposed
+convolution kernels, in the whole training step.
+
+    python benchmarks/latent_layer.py [--presets default,mnist-dcgan] [--reps 20] [--seconds 0.5]
+                                      [--set train.amp=bf16 --set train.batch_size=64 ...]
+
+Per preset, two copies of ganforge's training step from the same seed alternate in turns of --seconds: one as
+it ships (LatentConvTranspose2d: a matmul on the 1x1 input) and one whose first layer runs
+nn.ConvTranspose2d's own forward on the same weights. It prints the median images/s of each over --reps
+turns, their ratio, and the largest difference between the layer's two outputs on the same weights and z
+(the same sums in another order: rounding apart, not bit for bit; Adam turns such differences in a gradient
+near zero into steps of up to the learning rate, so two runs part within a few steps, as runs on two CPUs do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+import types
+
+import torch
+from throughput import GanforgeLoop, paired_rates
+from torch import nn
+
+from ganforge.config import load_config
+from ganforge.device import pick_device
+from ganforge.models.layers import LatentConvTranspose2d
+
+
+def with_convolution_kernels(loop: GanforgeLoop) -> GanforgeLoop:
+    """The same loop with every LatentConvTranspose2d of G (and G_ema) running ConvTranspose2d's forward."""
+    for net in (loop.state.G, loop.state.G_ema):
+        for module in net.modules() if net is not None else ():
+            if isinstance(module, LatentConvTranspose2d):
+                module.forward = types.MethodType(nn.ConvTranspose2d.forward, module)
+    return loop
+
+
+def output_gap(layer: LatentConvTranspose2d, batch: int) -> float:
+    """The largest difference between the layer's matmul and its convolution kernels on one z."""
+    z = torch.randn(batch, layer.in_channels, 1, 1, device=layer.weight.device)
+    with torch.no_grad():
+        return (layer(z) - nn.ConvTranspose2d.forward(layer, z)).abs().max().item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="default,mnist-dcgan")
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=0.5, help="length of each turn")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, device {device}; median of {args.reps} turns of {args.seconds:g} s"
+          + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+    print("| preset | batch | ConvTranspose2d img/s | matmul img/s | ratio | largest output difference |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for preset in args.presets.split(","):
+        cfg = load_config(preset=preset, overrides=[f"train.device={device}", *args.overrides])
+        ours = GanforgeLoop(cfg, device)
+        layers = [m for m in ours.state.G.modules() if isinstance(m, LatentConvTranspose2d)]
+        if not layers:
+            print(f"| {preset} | {cfg.train.batch_size} | | | | model.g={cfg.model.g}: no such layer |", flush=True)
+            continue
+        kernels = with_convolution_kernels(GanforgeLoop(cfg, device))
+        batch = cfg.train.batch_size
+        gap = output_gap(layers[0], batch)
+        turns = [paired_rates((kernels, ours), batch, args.seconds, args.seconds, device) for _ in range(args.reps)]
+        kernels_rate, ours_rate = (statistics.median(rates) for rates in zip(*turns, strict=True))
+        print(f"| {preset} | {batch} | {kernels_rate:,.0f} | {ours_rate:,.0f} | {ours_rate / kernels_rate:.3f}x | "
+              f"{gap:.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
