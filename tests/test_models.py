@@ -104,6 +104,10 @@ def test_latent_conv_transpose_is_the_transposed_convolution(bias: bool, channel
         assert (latent.bias.grad - conv.bias.grad).abs().max().item() < 1e-4
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert latent(z).dtype == conv(z).dtype == torch.bfloat16
+    oblong = LatentConvTranspose2d(20, 12, (3, 5), bias=bias).to(memory_format=fmt)
+    oblong_conv = nn.ConvTranspose2d(20, 12, (3, 5), bias=bias).to(memory_format=fmt)
+    oblong_conv.load_state_dict(oblong.state_dict())
+    assert (oblong(z) - oblong_conv(z)).abs().max().item() < 1e-5 and oblong(z).shape == (6, 12, 3, 5)
     wider = torch.randn(2, 20, 2, 2)  # not a 1x1 map: the convolution kernels, as before
     with torch.no_grad():
         assert torch.equal(latent(wider), conv(wider)) and latent(wider).shape == (2, 12, 5, 5)
