@@ -15,13 +15,10 @@ near zero into steps of up to the learning rate, so two runs part within a few s
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 import types
 
 import torch
-from throughput import GanforgeLoop, paired_rates
+from throughput import GanforgeLoop, add_turn_arguments, median_turns, turns_header
 from torch import nn
 
 from ganforge.config import load_config
@@ -47,16 +44,10 @@ def output_gap(layer: LatentConvTranspose2d, batch: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="default,mnist-dcgan")
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=0.5, help="length of each turn")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
+    add_turn_arguments(parser, presets="default,mnist-dcgan")
     args = parser.parse_args()
     device = pick_device(args.device)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, device {device}; median of {args.reps} turns of {args.seconds:g} s"
-          + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+    print(turns_header(args, device))
     print("| preset | batch | ConvTranspose2d img/s | matmul img/s | ratio | largest output difference |")
     print("|---|---:|---:|---:|---:|---:|")
     for preset in args.presets.split(","):
@@ -69,8 +60,7 @@ def main() -> None:
         kernels = with_convolution_kernels(GanforgeLoop(cfg, device))
         batch = cfg.train.batch_size
         gap = output_gap(layers[0], batch)
-        turns = [paired_rates((kernels, ours), batch, args.seconds, args.seconds, device) for _ in range(args.reps)]
-        kernels_rate, ours_rate = (statistics.median(rates) for rates in zip(*turns, strict=True))
+        kernels_rate, ours_rate = median_turns(kernels, ours, batch, args, device)
         print(f"| {preset} | {batch} | {kernels_rate:,.0f} | {ours_rate:,.0f} | {ours_rate / kernels_rate:.3f}x | "
               f"{gap:.1e} |", flush=True)
 

@@ -13,12 +13,9 @@ the same number of steps (they should: the same kernel on the same tensors).
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 
 import torch
-from throughput import GanforgeLoop, paired_rates
+from throughput import GanforgeLoop, add_turn_arguments, median_turns, turns_header
 
 from ganforge.config import load_config
 from ganforge.device import pick_device
@@ -46,17 +43,11 @@ def same_weights(a: GanforgeLoop, b: GanforgeLoop, steps: int) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="mnist-mlp-bn")
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=0.5, help="length of each turn")
+    add_turn_arguments(parser, presets="mnist-mlp-bn")
     parser.add_argument("--check", type=int, default=20, help="steps of each copy before comparing weights")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
     args = parser.parse_args()
     device = pick_device(args.device)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, device {device}; median of {args.reps} turns of {args.seconds:g} s"
-          + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+    print(turns_header(args, device))
     print("| preset | batch | torch.optim Adam img/s | ganforge Adam img/s | ratio | same weights |")
     print("|---|---:|---:|---:|---:|:---:|")
     for preset in args.presets.split(","):
@@ -67,8 +58,7 @@ def main() -> None:
         ours, theirs = GanforgeLoop(cfg, device), with_torch_adam(GanforgeLoop(cfg, device))
         same = same_weights(ours, theirs, args.check)
         batch = cfg.train.batch_size
-        turns = [paired_rates((theirs, ours), batch, args.seconds, args.seconds, device) for _ in range(args.reps)]
-        theirs_rate, ours_rate = (statistics.median(rates) for rates in zip(*turns, strict=True))
+        theirs_rate, ours_rate = median_turns(theirs, ours, batch, args, device)
         print(f"| {preset} | {batch} | {theirs_rate:,.0f} | {ours_rate:,.0f} | {ours_rate / theirs_rate:.3f}x | "
               f"{'yes' if same else 'NO'} |", flush=True)
 

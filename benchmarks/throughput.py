@@ -238,6 +238,30 @@ def add_timing_arguments(parser: argparse.ArgumentParser, seconds: float, device
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
 
 
+def add_turn_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
+    """The options of a script that times two copies of a preset's step in alternating turns
+    (optimizer_step.py, latent_layer.py)."""
+    parser.add_argument("--presets", default=presets)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=0.5, help="length of each turn")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
+
+
+def turns_header(args: argparse.Namespace, device: torch.device) -> str:
+    return (f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+            f"{torch.__version__}, device {device}; median of {args.reps} turns of {args.seconds:g} s"
+            + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+
+
+def median_turns(before: GanforgeLoop, after: GanforgeLoop, batch: int, args: argparse.Namespace,
+                 device: torch.device) -> tuple[float, float]:
+    """The median images/s of each loop over --reps pairs of turns of --seconds."""
+    turns = [paired_rates((before, after), batch, args.seconds, args.seconds, device) for _ in range(args.reps)]
+    before_rate, after_rate = (statistics.median(rates) for rates in zip(*turns, strict=True))
+    return before_rate, after_rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="dcgan,mlp-bn")
