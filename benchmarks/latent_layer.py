@@ -8,8 +8,9 @@ Per preset, two copies of ganforge's training step from the same seed alternate 
 it ships (LatentConvTranspose2d: a matmul on the 1x1 input) and one whose first layer runs
 nn.ConvTranspose2d's own forward on the same weights. It prints the median images/s of each over --reps
 turns, their ratio, and the largest difference between the layer's two outputs on the same weights and z
-(the same sums in another order: rounding apart, not bit for bit; Adam turns such differences in a gradient
-near zero into steps of up to the learning rate, so two runs part within a few steps, as runs on two CPUs do).
+(the same sums: on the AMX Xeon the forward outputs were equal, but the weight gradients differ in the last
+bits, and Adam turns such differences in a gradient near zero into steps of up to the learning rate, so two
+runs part within a few steps, as runs on two kinds of CPU do).
 """
 
 from __future__ import annotations
