@@ -28,11 +28,11 @@ from ganforge.models.layers import LatentConvTranspose2d
 
 
 def with_convolution_kernels(loop: GanforgeLoop) -> GanforgeLoop:
-    """The same loop with every LatentConvTranspose2d of G (and G_ema) running ConvTranspose2d's forward."""
-    for net in (loop.state.G, loop.state.G_ema):
-        for module in net.modules() if net is not None else ():
-            if isinstance(module, LatentConvTranspose2d):
-                module.forward = types.MethodType(nn.ConvTranspose2d.forward, module)
+    """The same loop with every LatentConvTranspose2d of G running ConvTranspose2d's forward (G_ema runs in eval
+    mode, where the layer keeps the kernels anyway)."""
+    for module in loop.state.G.modules():
+        if isinstance(module, LatentConvTranspose2d):
+            module.forward = types.MethodType(nn.ConvTranspose2d.forward, module)
     return loop
 
 

@@ -43,7 +43,7 @@ class LatentConvTranspose2d(nn.ConvTranspose2d):
             return super().forward(x, output_size)
         z_dim, channels, kh, kw = self.weight.shape
         z = x.reshape(x.shape[0], z_dim)
-        channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)  # [z_dim, k, k, C] in memory
+        channels_last = self.weight.is_contiguous(memory_format=torch.channels_last)  # [z_dim, kh, kw, C] in memory
         weight = (self.weight.permute(0, 2, 3, 1) if channels_last else self.weight).reshape(z_dim, -1)  # a view
         if self.bias is None:
             out = z @ weight
