@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import tomllib
 
 import pytest
@@ -230,6 +231,16 @@ def test_a_misplaced_or_misspelt_setting_is_pointed_to_its_place(tmp_path):
         path.write_text(text)
         with pytest.raises(UserError, match=message):
             load_config(path=path)
+
+
+def test_a_section_given_a_value_is_refused_with_or_without_overrides(tmp_path):
+    for text, shown in (("train = 5\n", "train = 5"), ("train = []\n", "train = []")):
+        path = tmp_path / "c.toml"
+        path.write_text(text)
+        for overrides in (None, ["train.kimg=1"], {"train.seed": 3}):
+            with pytest.raises(UserError, match=rf"^\[train\] must be a table of settings \(a \[train\] line, then "
+                                                rf"key = value lines\), got {re.escape(shown)}$"):
+                load_config(path=path, overrides=overrides)
 
 
 def test_a_misspelt_name_gets_the_close_one_first():

@@ -313,9 +313,14 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
     return value
 
 
+def section_not_table(section: str, value: Any) -> str:
+    return (f"[{section}] must be a table of settings (a [{section}] line, then key = value lines), "
+            f"got {section} = {value!r}")
+
+
 def _build_section(cls: type, section: str, raw: dict[str, Any]) -> Any:
     if not isinstance(raw, dict):
-        raise UserError(f"[{section}] must be a table of settings")
+        raise UserError(section_not_table(section, raw))
     defaults = cls()
     valid = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -408,7 +413,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides | None) -> dict[st
                 guesses = [f"{close}.{path[1]}" for close in close_spelling(path[0], _SECTION_TYPES)]
             raise UserError(f"override {item!r} must name section.key with a section among "
                             f"{', '.join(_SECTION_TYPES)}{did_you_mean(guesses)}")
-        out.setdefault(path[0], {})[path[1]] = value
+        section = out.setdefault(path[0], {})
+        if not isinstance(section, dict):  # a config file's `train = 5`
+            raise UserError(section_not_table(path[0], section))
+        section[path[1]] = value
     return out
 
 
