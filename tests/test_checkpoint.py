@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,16 @@ def test_text_file_given_as_checkpoint_is_named_as_not_a_checkpoint(tmp_path):
     with pytest.raises(UserError, match="not a complete PyTorch zip archive") as info:
         ckpt_io.load_checkpoint(path)
     assert "weights_only" not in str(info.value)
+
+
+def test_a_run_file_given_as_checkpoint_points_to_its_run(tmp_path):
+    run = tmp_path / "0000-default"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("config.toml", "stats.jsonl"):
+        (run / name).write_text("[train]\nkimg = 1\n")
+        with pytest.raises(UserError, match=rf"^{re.escape(str(run / name))} is a file of run {re.escape(str(run))}, "
+                                            rf"not a checkpoint; give the run directory"):
+            ckpt_io.load_checkpoint(run / name)
 
 
 def test_flipped_bit_in_a_weight_is_caught_by_its_crc(tmp_path):

@@ -310,6 +310,10 @@ def _unloadable(f: BinaryIO, path: Path, error: Exception) -> str:
     """Why torch.load refused the file f (at path), in one line (torch's own text suggests weights_only=False)."""
     f.seek(0)
     if not zipfile.is_zipfile(f):
+        run = path.parent
+        if (run / "config.toml").is_file() and (run / "checkpoints").is_dir():  # a run's config.toml or stats.jsonl
+            return (f"{path} is a file of run {run}, not a checkpoint; give the run directory {run} (its latest "
+                    f"checkpoint) or a checkpoint in {run / 'checkpoints'}")
         return (f"checkpoint {path} is truncated or corrupt: it is not a complete PyTorch zip archive "
                 "(was it copied whole, or is it another kind of file?)")
     named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
