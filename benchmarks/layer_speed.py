@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import weight_layers  # noqa: E402
 
 from ganforge.config import load_config  # noqa: E402
-from ganforge.device import AMP_DTYPES  # noqa: E402
+from ganforge.device import AMP_DTYPES, cpu_name  # noqa: E402
 from ganforge.models import build_discriminator, build_generator  # noqa: E402
 
 
@@ -76,7 +76,8 @@ def main() -> None:
             flops = 2 * macs * (3 if input_grad else 2)  # forward, weight gradient, input gradient
             rows.append((f"{net_name}.{name}", type(layer).__name__, list(in_shape), macs, seconds, flops / seconds))
     total_time, total_macs = sum(r[4] for r in rows), sum(r[3] for r in rows)
-    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch "
           f"{torch.__version__}; {args.preset} {' '.join(args.overrides)}, batch {args.batch}, forward + backward "
           "of each layer alone")
     print("| layer | type | input | MACs % | ms | time % | GFLOP/s |")

@@ -16,6 +16,7 @@ import time
 import torch
 
 from ganforge.config import load_config, preset_names
+from ganforge.device import cpu_name
 from ganforge.report import read_stats
 from ganforge.trainer import train
 
@@ -26,7 +27,7 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(preset_names()))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"# {time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}")
     print("| preset | batch | G params | D params | sec/kimg | img/s |")
     print("|---|---:|---:|---:|---:|---:|")

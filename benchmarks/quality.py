@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ganforge.config import load_config
+from ganforge.device import cpu_name
 from ganforge.metrics import evaluate_run
 from ganforge.report import read_stats
 from ganforge.trainer import train
@@ -65,7 +66,7 @@ def main() -> None:
     tmp = None if args.out else tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
     budget = f"{args.kimg:g} kimg" if args.kimg else f"{args.seconds:g} s of training"
-    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, "
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, device {args.device}; {budget} per preset on mnist5k, n = {args.n:,}, "
           f"seed {args.seed}"
           + (f", {' '.join(args.overrides)}" if args.overrides else ""))

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ganforge.config import load_config
+from ganforge.device import cpu_name
 from ganforge.metrics import evaluate_run
 from ganforge.report import read_stats
 from ganforge.trainer import train
@@ -64,7 +65,8 @@ def main() -> None:
     tmp = None if args.out else tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, device {args.device}; {args.images} images of each row's data set "
           f"(the bundled digits unless it names another), {args.kimg:g} kimg, n = {args.n:,}; 'own' = against the "
           "training images, 'all' = against all of the data set")

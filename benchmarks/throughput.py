@@ -31,7 +31,7 @@ from torch import nn
 
 from ganforge.config import Config, load_config
 from ganforge.data import load_dataset
-from ganforge.device import AMP_DTYPES, matmul_precision, pick_device, training_kernels
+from ganforge.device import AMP_DTYPES, cpu_name, matmul_precision, pick_device, training_kernels
 from ganforge.models import build_discriminator, build_generator
 from ganforge.trainer import Trainer
 
@@ -249,7 +249,8 @@ def add_turn_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
 
 
 def turns_header(args: argparse.Namespace, device: torch.device) -> str:
-    return (f"# {time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+    return (f"# {time.strftime('%Y-%m-%d %H:%M')}, {cpu_name() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads, torch "
             f"{torch.__version__}, device {device}; median of {args.reps} turns of {args.seconds:g} s"
             + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
 
@@ -280,7 +281,8 @@ def main() -> None:
         with matmul_precision(precision):
             peak = matmul_gflops(device)
         ceiling += f", float32 matmul at precision {precision} {peak:.1f} GFLOP/s"
-    print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()}, {torch.get_num_threads()} threads, torch "
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, device {device}; {ceiling}; median of {args.reps} x "
           f"{args.seconds:g} s in turns of {args.window:g} s"
           + (f"; {' '.join(args.overrides)}" if args.overrides else ""))

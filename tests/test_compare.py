@@ -12,7 +12,7 @@ from PIL import Image
 
 from ganforge import compare_runs
 from ganforge.cli import main
-from ganforge.compare import best_runs, format_comparison, protocol_notes, settings_diff
+from ganforge.compare import best_runs, format_comparison, platform_notes, protocol_notes, settings_diff
 from ganforge.report import read_stats
 
 from .conftest import tiny_overrides, write_digit_folder
@@ -84,8 +84,10 @@ def test_compare_says_where_each_run_trained_and_when_speeds_come_from_different
     import torch
 
     a, b = two_runs
-    here = f"cpu, {torch.get_num_threads()} thread" + "s" * (torch.get_num_threads() != 1) + \
-        f", {torch.backends.cpu.get_cpu_capability()}"
+    from ganforge.device import cpu_name
+
+    here = "cpu, " + (f"{cpu_name()}, " if cpu_name() else "") + f"{torch.get_num_threads()} thread" + \
+        "s" * (torch.get_num_threads() != 1) + f", {torch.backends.cpu.get_cpu_capability()}"
     stats = [json.loads(line) for line in (b / "stats.jsonl").read_text().splitlines()]
     assert "platform" in stats[0] and all("platform" not in s for s in stats[1:])  # once a process
     assert compare_runs([a, b])[0].platforms == [here]
@@ -101,6 +103,18 @@ def test_compare_says_where_each_run_trained_and_when_speeds_come_from_different
     assert "sec/kimg and train time: the runs trained on different machines" in out
     assert main(["compare", str(a), str(b), "--seeds"]) == 0  # means over seeds say it too
     assert "sec/kimg and train time: the runs trained on different machines" in capsys.readouterr().out
+    for cpu_b, differ in ((None, False), ("AMD EPYC 9R14 (AVX512_BF16)", True)):
+        stats[0]["platform"] = {**stats[0]["platform"], "cpu": "Intel Xeon Processor (AMX)"}
+        stats[-1]["platform"] = {k: v for k, v in stats[0]["platform"].items() if k != "cpu"}
+        if cpu_b:  # b trained on another CPU of the same kernel set; else b resumed on a ganforge that names none
+            stats[-1]["platform"]["cpu"] = cpu_b
+        (b / "stats.jsonl").write_text("".join(json.dumps(s) + "\n" for s in stats))
+        for view in compare_runs([b]):
+            assert platform_notes([view]) == [] and len(view.platforms) == 2
+        notes = platform_notes(compare_runs([b, b]))
+        assert notes == [], notes  # the same setups twice
+        (a / "stats.jsonl").write_text("".join(json.dumps(s) + "\n" for s in stats[:1]))
+        assert bool(platform_notes(compare_runs([a, b]))) is differ
 
 
 def test_compare_through_the_python_api(two_runs):

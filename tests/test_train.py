@@ -349,6 +349,29 @@ def test_resume_says_when_the_cpu_threads_or_device_differ_from_the_run(tmp_path
     assert platform_change(cpu, dict(cpu)) is None and platform_change(None, cpu) is None
     assert platform_change({**cpu, "processes": 2, "cpu_kernels": "AVX512"}, cpu) == \
         "was trained in 2 processes, with AVX512 CPU kernels and is resumed in 1 process, with AVX2 CPU kernels"
+    xeon, epyc = {**cpu, "cpu": "Intel Xeon Processor (AMX)"}, {**cpu, "cpu": "AMD EPYC 9R14 (AVX512_BF16)"}
+    assert platform_change(xeon, epyc) == \
+        "was trained on Intel Xeon Processor (AMX) and is resumed on AMD EPYC 9R14 (AVX512_BF16)"
+    assert platform_change(cpu, epyc) is None  # a checkpoint from before the CPU's name was recorded
+
+
+def test_the_cpu_is_named_with_the_matrix_units_that_set_its_bfloat16_speed(tmp_path):
+    from ganforge.device import cpu_name
+
+    for model, flags, name in (
+        ("Intel(R) Xeon(R) Platinum 8488C CPU @ 2.40GHz", "fpu avx512f amx_bf16 amx_tile avx512_bf16",
+         "Intel Xeon Platinum 8488C (AMX)"),
+        ("AMD EPYC 9R14 96-Core Processor", "fpu avx2 avx512f avx512_bf16", "AMD EPYC 9R14 96-Core Processor "
+                                                                            "(AVX512_BF16)"),
+        ("AMD EPYC 7R13 Processor", "fpu avx2", "AMD EPYC 7R13 Processor"),
+    ):
+        info = tmp_path / f"{len(name)}.cpuinfo"
+        info.write_text(f"processor\t: 0\nmodel name\t: {model}\nflags\t\t: {flags}\n\n"
+                        f"processor\t: 1\nmodel name\t: {model}\nflags\t\t: {flags}\n")
+        assert cpu_name(info) == name
+    arm = tmp_path / "arm.cpuinfo"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU part\t: 0xd0c\n")
+    assert cpu_name(arm) is None and cpu_name(tmp_path / "none") is None
 
 
 def test_mirror_shows_every_image_once_as_it_is_and_once_flipped_per_epoch(tmp_path, tiny_cfg):

@@ -83,9 +83,12 @@ class RunView:
 
 
 def describe_platform(where: dict[str, Any]) -> str:
-    """A stats line's platform in a few words: "cpu, 2 threads, AVX2", "cuda, NVIDIA H200, 4 processes"."""
+    """A stats line's platform in a few words: "cpu, Intel Xeon Processor (AMX), 2 threads, AVX512",
+    "cuda, NVIDIA H200, 4 processes"."""
     parts = [str(where.get("device", "?"))]
     if where.get("device") == "cpu":
+        if where.get("cpu"):  # recorded since 2026-12-06
+            parts.append(str(where["cpu"]))
         parts += [f"{where.get('cpu_threads')} thread" + "s" * (where.get("cpu_threads") != 1),
                   str(where.get("cpu_kernels"))]
     elif where.get("gpu"):
@@ -340,7 +343,11 @@ def protocol_notes(views: list[RunView]) -> list[str]:
 
 def platform_notes(views: list[RunView]) -> list[str]:
     """A note when the runs' speeds were measured on different setups (runs from before the record say nothing)."""
-    setups = {tuple(v.platforms) for v in views if v.platforms}
+    records = [[s["platform"] for s in v.stats if isinstance(s.get("platform"), dict)] for v in views]
+    if any(r.get("device") == "cpu" and "cpu" not in r for run in records for r in run):
+        # a run from before the CPU's model was recorded: compare the rest rather than call it another machine
+        records = [[{k: v for k, v in r.items() if k != "cpu"} for r in run] for run in records]
+    setups = {tuple(dict.fromkeys(describe_platform(r) for r in run)) for run in records if run}
     if len(setups) < 2:
         return []
     return ["sec/kimg and train time: the runs trained on different machines, thread counts or process counts ("

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,6 +121,27 @@ def cpu_has_bf16_matmul() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+@functools.cache
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's model name, with the matrix units that set its bfloat16 speed: "Intel Xeon Processor (AMX)",
+    "AMD EPYC 9R14 96-Core Processor (AVX512_BF16)". CPUs with the same kernel set (AVX512) differ in speed,
+    most in bfloat16, and their math libraries may pick other kernels, so compare and a resume tell them apart
+    by this. None where the OS does not say."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    if model is None:
+        return None
+    name = re.sub(r"\((R|TM|tm)\)", "", model.group(1))
+    name = " ".join(re.sub(r"\bCPU\b|@.*$", "", name).split())
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = set(flags.group(1).split()) if flags else set()
+    unit = "AMX" if "amx_tile" in flags else "AVX512_BF16" if "avx512_bf16" in flags else None
+    return f"{name} ({unit})" if unit else name
 
 
 def available_memory() -> int | None:

@@ -24,7 +24,7 @@ from . import checkpoint as ckpt_io
 from . import distributed, report
 from .augment import diff_augment, parse_policy
 from .config import Config
-from .device import AMP_DTYPES, has_conv, matmul_precision, use_channels_last
+from .device import AMP_DTYPES, cpu_name, has_conv, matmul_precision, use_channels_last
 from .errors import UserError
 from .losses import (
     GANLoss,
@@ -147,6 +147,8 @@ def compute_platform(device: torch.device) -> dict[str, Any]:
     where: dict[str, Any] = {"device": device.type, "processes": distributed.info().world_size}
     if device.type == "cpu":
         where.update(cpu_threads=torch.get_num_threads(), cpu_kernels=torch.backends.cpu.get_cpu_capability())
+        if cpu_name():
+            where["cpu"] = cpu_name()
     elif device.type == "cuda":
         where["gpu"] = torch.cuda.get_device_name(device)
     return where
@@ -157,13 +159,14 @@ def platform_change(saved: dict[str, Any] | None, now: dict[str, Any]) -> str | 
     1 CPU thread"; None when it does not, or the checkpoint predates the record."""
     if not saved:
         return None
-    keys = [k for k in ("device", "gpu", "processes", "cpu_threads", "cpu_kernels")
+    keys = [k for k in ("device", "cpu", "gpu", "processes", "cpu_threads", "cpu_kernels")
             if k in saved and k in now and saved[k] != now[k]]
     if saved.get("device") != now.get("device"):
         keys = ["device"]  # a GPU's name against a CPU's threads says nothing more
 
     def phrase(where: dict[str, Any]) -> str:
-        words = {"device": f"on {where['device']}", "gpu": f"on a {where.get('gpu')}",
+        words = {"device": f"on {where['device']}", "cpu": f"on {where.get('cpu')}",
+                 "gpu": f"on a {where.get('gpu')}",
                  "processes": f"in {where.get('processes')} process" + "es" * (where.get("processes") != 1),
                  "cpu_threads": f"with {where.get('cpu_threads')} CPU thread" + "s" * (where.get("cpu_threads") != 1),
                  "cpu_kernels": f"with {where.get('cpu_kernels')} CPU kernels"}
