@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ganforge.config import load_config
+from ganforge.config import from_dict, load_config
 from ganforge.trainer import Trainer
 
 from .conftest import tiny_overrides
@@ -67,6 +67,21 @@ def _worker(rank: int, world: int, port: int, folder: str, run_dir: str, out: st
     finally:
         dist.destroy_process_group()
     os._exit(0)  # as the CLI's torchrun workers do: DDP's leftover gloo threads can abort the interpreter's shutdown
+
+
+def _resume_worker(rank: int, world: int, port: int, run_dir: str, out: str, overrides: list[str]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        from ganforge.trainer import resume
+
+        resume(Path(run_dir), overrides, log=lambda msg: None)
+        (Path(out) / f"resumed{rank}").touch()
+    finally:
+        dist.destroy_process_group()
+    os._exit(0)
 
 
 def _losses(run_dir: Path) -> list[tuple[float, float]]:
@@ -125,6 +140,36 @@ def test_ranks_stop_together_when_rank_zero_stops_early(tmp_path, image_folder):
     for net in ("G", "D"):
         for key in rank0[net]:
             assert torch.equal(rank0[net][key], rank1[net][key]), f"{net}.{key} differs between ranks"
+
+
+def test_a_two_process_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_path, image_folder):
+    from ganforge import checkpoint as ckpt_io
+
+    runs = {}
+    for name, kimg in (("full", 0.048), ("half", 0.032)):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        mp.spawn(_worker, args=(2, free_port(), str(image_folder), str(runs[name]), str(tmp_path),
+                                {"train.kimg": kimg}), nprocs=2, join=True)
+    # _worker trains a Trainer as train() would, less the config.toml that train() writes first
+    saved = ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(runs["half"]))["config"]
+    (runs["half"] / "config.toml").write_text(from_dict(saved).to_toml())
+    mp.spawn(_resume_worker, args=(2, free_port(), str(runs["half"]), str(tmp_path), ["train.kimg=0.048"]),
+             nprocs=2, join=True)
+    assert (tmp_path / "resumed0").is_file() and (tmp_path / "resumed1").is_file()
+    full, resumed = (ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(runs[n])) for n in ("full", "half"))
+    assert full["nimg"] == resumed["nimg"] == 48
+    for net in ("G", "D", "G_ema"):
+        for key in full[net]:
+            assert torch.equal(full[net][key], resumed[net][key]), f"{net}.{key} differs from the uninterrupted run"
+    for opt in ("opt_G", "opt_D"):
+        for pid, state in full[opt]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(value, resumed[opt]["state"][pid][key]), f"{opt}[{pid}].{key} differs"
+    first = ckpt_io.load_checkpoint(ckpt_io.list_checkpoints(runs["half"])[0])  # and it trained after the resume
+    assert first["nimg"] < 48 and any(not torch.equal(v, first["G"][k]) for k, v in full["G"].items())
+    stats = [json.loads(line) for line in (runs["half"] / "stats.jsonl").read_text().splitlines()]
+    assert [s["kimg"] for s in stats] == pytest.approx([0.016, 0.032, 0.048])
 
 
 def test_torchrun_cli_writes_one_run_from_rank_zero(tmp_path, image_folder):
