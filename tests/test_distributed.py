@@ -20,6 +20,7 @@ from ganforge.config import from_dict, load_config
 from ganforge.trainer import Trainer
 
 from .conftest import tiny_overrides
+from .test_train import assert_same_state
 
 NO_BN = {"model.g_norm": '"none"', "model.d_norm": '"none"', "train.batch_size": 8, "train.kimg": 0.048,
          "train.tick_kimg": 0.016, "train.ema_kimg": 0.02}
@@ -159,13 +160,7 @@ def test_a_two_process_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_
     assert (tmp_path / "resumed0").is_file() and (tmp_path / "resumed1").is_file()
     full, resumed = (ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(runs[n])) for n in ("full", "half"))
     assert full["nimg"] == resumed["nimg"] == 48
-    for net in ("G", "D", "G_ema"):
-        for key in full[net]:
-            assert torch.equal(full[net][key], resumed[net][key]), f"{net}.{key} differs from the uninterrupted run"
-    for opt in ("opt_G", "opt_D"):
-        for pid, state in full[opt]["state"].items():
-            for key, value in state.items():
-                assert torch.equal(value, resumed[opt]["state"][pid][key]), f"{opt}[{pid}].{key} differs"
+    assert_same_state(full, resumed)  # G, D, G_ema and both optimizers' states
     first = ckpt_io.load_checkpoint(ckpt_io.list_checkpoints(runs["half"])[0])  # and it trained after the resume
     assert first["nimg"] < 48 and any(not torch.equal(v, first["G"][k]) for k, v in full["G"].items())
     stats = [json.loads(line) for line in (runs["half"] / "stats.jsonl").read_text().splitlines()]
