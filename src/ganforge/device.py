@@ -127,8 +127,8 @@ def cpu_has_bf16_matmul() -> bool:
 def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's model name, with the matrix units that set its bfloat16 speed: "Intel Xeon Processor (AMX)",
     "AMD EPYC 9R14 96-Core Processor (AVX512_BF16)". CPUs with the same kernel set (AVX512) differ in speed,
-    most in bfloat16, and their math libraries may pick other kernels, so compare and a resume tell them apart
-    by this. None where the OS does not say."""
+    most in bfloat16, and in how their kernels round (one run's fd_digits 2.517 on an EPYC, 2.637 on a Xeon),
+    so compare and a resume tell them apart by this. None where the OS does not say."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
