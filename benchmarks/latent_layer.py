@@ -19,11 +19,10 @@ import argparse
 import types
 
 import torch
-from throughput import GanforgeLoop, add_turn_arguments, median_turns, turns_header
+from throughput import GanforgeLoop, add_turn_arguments, median_turns, parse_turns
 from torch import nn
 
 from ganforge.config import load_config
-from ganforge.device import pick_device
 from ganforge.models.layers import LatentConvTranspose2d
 
 
@@ -46,9 +45,7 @@ def output_gap(layer: LatentConvTranspose2d, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_turn_arguments(parser, presets="default,mnist-dcgan")
-    args = parser.parse_args()
-    device = pick_device(args.device)
-    print(turns_header(args, device))
+    args, device = parse_turns(parser)
     print("| preset | batch | ConvTranspose2d img/s | matmul img/s | ratio | largest output difference |")
     print("|---|---:|---:|---:|---:|---:|")
     for preset in args.presets.split(","):

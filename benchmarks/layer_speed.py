@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,10 +20,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import weight_layers  # noqa: E402
+from throughput import machine_line, weight_layers  # noqa: E402
 
 from ganforge.config import load_config  # noqa: E402
-from ganforge.device import AMP_DTYPES, cpu_name  # noqa: E402
+from ganforge.device import AMP_DTYPES  # noqa: E402
 from ganforge.models import build_discriminator, build_generator  # noqa: E402
 
 
@@ -76,9 +75,7 @@ def main() -> None:
             flops = 2 * macs * (3 if input_grad else 2)  # forward, weight gradient, input gradient
             rows.append((f"{net_name}.{name}", type(layer).__name__, list(in_shape), macs, seconds, flops / seconds))
     total_time, total_macs = sum(r[4] for r in rows), sum(r[3] for r in rows)
-    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}; {args.preset} {' '.join(args.overrides)}, batch {args.batch}, forward + backward "
+    print(f"{machine_line()}; {args.preset} {' '.join(args.overrides)}, batch {args.batch}, forward + backward "
           "of each layer alone")
     print("| layer | type | input | MACs % | ms | time % | GFLOP/s |")
     print("|---|---|---|---:|---:|---:|---:|")

@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from throughput import GanforgeLoop, add_turn_arguments, median_turns, turns_header
+from throughput import GanforgeLoop, add_turn_arguments, median_turns, parse_turns
 
 from ganforge.config import load_config
-from ganforge.device import pick_device
 
 
 def with_torch_adam(loop: GanforgeLoop) -> GanforgeLoop:
@@ -45,9 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_turn_arguments(parser, presets="mnist-mlp-bn")
     parser.add_argument("--check", type=int, default=20, help="steps of each copy before comparing weights")
-    args = parser.parse_args()
-    device = pick_device(args.device)
-    print(turns_header(args, device))
+    args, device = parse_turns(parser)
     print("| preset | batch | torch.optim Adam img/s | ganforge Adam img/s | ratio | same weights |")
     print("|---|---:|---:|---:|---:|:---:|")
     for preset in args.presets.split(","):

@@ -9,14 +9,12 @@ half's tick gives sec/kimg (training only: grids and checkpoints happen after th
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
-import time
 
 import torch
+from throughput import machine_line
 
 from ganforge.config import load_config, preset_names
-from ganforge.device import cpu_name
 from ganforge.report import read_stats
 from ganforge.trainer import train
 
@@ -27,8 +25,7 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(preset_names()))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}")
+    print(f"{machine_line()}, device {args.device}")
     print("| preset | batch | G params | D params | sec/kimg | img/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for preset in args.presets.split(","):

@@ -13,15 +13,12 @@ G_ema when a preset keeps one, else G, against all 5,000 bundled digits; conditi
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
-import time
 from pathlib import Path
 
-import torch
+from throughput import machine_line
 
 from ganforge.config import load_config
-from ganforge.device import cpu_name
 from ganforge.metrics import evaluate_run
 from ganforge.report import read_stats
 from ganforge.trainer import train
@@ -66,8 +63,7 @@ def main() -> None:
     tmp = None if args.out else tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
     budget = f"{args.kimg:g} kimg" if args.kimg else f"{args.seconds:g} s of training"
-    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, device {args.device}; {budget} per preset on mnist5k, n = {args.n:,}, "
+    print(f"{machine_line()}, device {args.device}; {budget} per preset on mnist5k, n = {args.n:,}, "
           f"seed {args.seed}"
           + (f", {' '.join(args.overrides)}" if args.overrides else ""))
     print("| preset | kimg | " + " | ".join(COLUMNS) + " | sec/kimg |")

@@ -14,16 +14,13 @@ another data set (`default data.name=folder:PATH data.mirror=true`): "all" is th
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import torch
+from throughput import machine_line
 
 from ganforge.config import load_config
-from ganforge.device import cpu_name
 from ganforge.metrics import evaluate_run
 from ganforge.report import read_stats
 from ganforge.trainer import train
@@ -65,9 +62,7 @@ def main() -> None:
     tmp = None if args.out else tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, device {args.device}; {args.images} images of each row's data set "
+    print(f"{machine_line()}, device {args.device}; {args.images} images of each row's data set "
           f"(the bundled digits unless it names another), {args.kimg:g} kimg, n = {args.n:,}; 'own' = against the "
           "training images, 'all' = against all of the data set")
     rows = args.row or ROWS

@@ -238,6 +238,12 @@ def add_timing_arguments(parser: argparse.ArgumentParser, seconds: float, device
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
 
 
+def machine_line(clock: str = "%Y-%m-%d") -> str:
+    """The start of a benchmark's first line: "# 2026-12-06, Intel Xeon Processor (AMX), 2 threads, torch 2.14.1"."""
+    return (f"# {time.strftime(clock)}, {cpu_name() or platform.machine()}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
 def add_turn_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
     """The options of a script that times two copies of a preset's step in alternating turns
     (optimizer_step.py, latent_layer.py)."""
@@ -248,11 +254,13 @@ def add_turn_arguments(parser: argparse.ArgumentParser, presets: str) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="ganforge settings to try")
 
 
-def turns_header(args: argparse.Namespace, device: torch.device) -> str:
-    return (f"# {time.strftime('%Y-%m-%d %H:%M')}, {cpu_name() or platform.machine()}, "
-            f"{torch.get_num_threads()} threads, torch "
-            f"{torch.__version__}, device {device}; median of {args.reps} turns of {args.seconds:g} s"
-            + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+def parse_turns(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, torch.device]:
+    """The parsed options of a script given add_turn_arguments, and its device; prints its first line."""
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    print(f"{machine_line('%Y-%m-%d %H:%M')}, device {device}; median of {args.reps} turns of {args.seconds:g} s"
+          + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
+    return args, device
 
 
 def median_turns(before: GanforgeLoop, after: GanforgeLoop, batch: int, args: argparse.Namespace,
@@ -281,9 +289,7 @@ def main() -> None:
         with matmul_precision(precision):
             peak = matmul_gflops(device)
         ceiling += f", float32 matmul at precision {precision} {peak:.1f} GFLOP/s"
-    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, device {device}; {ceiling}; median of {args.reps} x "
+    print(f"{machine_line()}, device {device}; {ceiling}; median of {args.reps} x "
           f"{args.seconds:g} s in turns of {args.window:g} s"
           + (f"; {' '.join(args.overrides)}" if args.overrides else ""))
     dtype_name = amp if amp != "none" else "float32" if precision == "high" else f"{precision}-precision"

@@ -147,8 +147,8 @@ def compute_platform(device: torch.device) -> dict[str, Any]:
     where: dict[str, Any] = {"device": device.type, "processes": distributed.info().world_size}
     if device.type == "cpu":
         where.update(cpu_threads=torch.get_num_threads(), cpu_kernels=torch.backends.cpu.get_cpu_capability())
-        if cpu_name():
-            where["cpu"] = cpu_name()
+        if name := cpu_name():
+            where["cpu"] = name
     elif device.type == "cuda":
         where["gpu"] = torch.cuda.get_device_name(device)
     return where
