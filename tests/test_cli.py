@@ -645,8 +645,15 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     capsys.readouterr()
     assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", "--dry-run"]) == 0
-    printed = capsys.readouterr().out
-    assert "kimg = 0.5" in printed and "seed = 4" in printed  # the checkpoint's config plus the override
+    captured = capsys.readouterr()
+    assert "kimg = 0.5" in captured.out and "seed = 4" in captured.out  # the checkpoint's config plus the override
+    assert captured.err == ""  # the run's length alone is no change of settings
+    assert main(["train", "--resume", str(run_dir), "--set", "train.kimg=0.5", "--set", "optim.d_lr=1e-5",
+                 "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "d_lr = 1e-05" in captured.out
+    assert captured.err.startswith("note: this resume would change ") and "optim.d_lr " in captured.err
+    assert captured.err.rstrip().endswith("-> 1e-05"), captured.err
     for argv, needle in (
         (["--seed", "5"], "continues the random streams of its checkpoint (train.seed = 4)"),
         (["--set", "train.seed=5"], "drop the seed override"),

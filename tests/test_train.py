@@ -166,6 +166,32 @@ def test_resume_trains_with_the_optimizer_settings_it_is_given(tmp_path, tiny_cf
     assert {g["lr"] for g in ckpt["opt_D"]["param_groups"]} == {d_lr}
 
 
+def test_a_resume_that_changes_settings_records_what_the_run_trained_with_before(tmp_path, tiny_cfg):
+    """config.toml holds the settings a run ended with: a resume that changes one says so, and its first
+    tick records the old and new values and where the change began, for the report and compare."""
+    from ganforge.compare import format_comparison, load_run
+    from ganforge.html_report import build_html
+
+    run_dir = train(tiny_cfg(**{"train.kimg": 0.048}), out=tmp_path, log=quiet)
+    said: list[str] = []
+    resume(run_dir, ["train.kimg=0.096", "optim.g_lr=1e-5"], log=said.append)
+    was = load_config(path=run_dir / "config.toml").optim.g_lr  # the file now says the new rate
+    assert was == 1e-5
+    old_lr = tiny_cfg().optim.g_lr
+    assert any(f"optim.g_lr {old_lr!r} -> 1e-05" in line for line in said), said
+    records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    marked = [r for r in records if "resumed" in r]
+    assert len(marked) == 1 and marked[0]["kimg"] > 0.048
+    assert marked[0]["resumed"] == {"kimg": 0.048, "changed": {"optim.g_lr": [old_lr, 1e-5]}}
+    view = load_run(run_dir)
+    assert view.resumes_changed == [(0.048, {"optim.g_lr": [old_lr, 1e-5]})]
+    assert f"at 0.048 kimg optim.g_lr {old_lr!r} -> 1e-05" in format_comparison([view])
+    assert "changed at a resume" in build_html(run_dir)
+    resume(run_dir, ["train.kimg=0.144"], log=quiet)  # going on further changes nothing in how it trains
+    records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert sum("resumed" in r for r in records) == 1
+
+
 def test_rmsprop_trains_both_networks_and_takes_resume_overrides(tmp_path, tiny_cfg):
     settings = {"optim.name": '"rmsprop"', "optim.g_lr": 1e-3, "optim.d_lr": 2e-3}
     trainer = Trainer(tiny_cfg(**settings), tmp_path / "probe", log=quiet)

@@ -75,6 +75,13 @@ class RunView:
         return list(dict.fromkeys(seen))
 
     @property
+    def resumes_changed(self) -> list[tuple[float, dict[str, list[Any]]]]:
+        """Each resume that changed settings: (kimg it resumed at, {key: [was, now]}); the settings above are
+        those the run ended with."""
+        return [(float(r["kimg"]), r["changed"]) for s in self.stats if isinstance(r := s.get("resumed"), dict)
+                and isinstance(r.get("kimg"), int | float) and isinstance(r.get("changed"), dict)]
+
+    @property
     def sec_per_kimg(self) -> float | None:
         """Median over the ticks after the first (the first holds the warm-up)."""
         speeds = [s["sec_per_kimg"] for s in self.stats[1:] or self.stats
@@ -341,6 +348,15 @@ def protocol_notes(views: list[RunView]) -> list[str]:
     return notes
 
 
+def resume_notes(views: list[RunView]) -> list[str]:
+    """A note per run that changed settings when resumed: its column shows only those it ended with."""
+    from .config import describe_changes
+
+    return [f"{v.name} was resumed with changed settings (its column shows those it ended with): "
+            + "; ".join(f"at {kimg:g} kimg {describe_changes(changed)}" for kimg, changed in v.resumes_changed)
+            for v in views if v.resumes_changed]
+
+
 def platform_notes(views: list[RunView]) -> list[str]:
     """A note when the runs' speeds were measured on different setups (runs from before the record say nothing)."""
     records = [[s["platform"] for s in v.stats if isinstance(s.get("platform"), dict)] for v in views]
@@ -446,7 +462,8 @@ def format_comparison(views: list[RunView]) -> str:
             mark = "*" if i in best else ""
             cells.append(f"{_cell(record.get('value'))}{mark} @{_cell(record.get('kimg'))}")
         rows.append((f"  {name}", cells))
-    return _table(("run", [v.name for v in views]), rows, protocol_notes(views) + platform_notes(views),
+    notes = protocol_notes(views) + platform_notes(views) + resume_notes(views)
+    return _table(("run", [v.name for v in views]), rows, notes,
                   "* the best value of the metric among the runs" if marked else "")
 
 
@@ -512,7 +529,7 @@ def format_seed_comparison(views: list[RunView]) -> str:
             cells.append(f"{_mean_sd(x)}{'*' if i in best else ''}{count}")
         rows.append((f"  {name}", cells))
     header = ("group", [g[0].name if len(g) == 1 else f"{g[0].name} +{len(g) - 1}" for g in groups])
-    return _table(header, rows, protocol_notes(views) + platform_notes(views),
+    return _table(header, rows, protocol_notes(views) + platform_notes(views) + resume_notes(views),
                   "* the best mean of the metric among the groups" if marked else "")
 
 

@@ -809,3 +809,23 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+RUN_LENGTH = ("train.kimg", "train.minutes")  # where a run stops, not how it trains
+
+
+def settings_changes(saved: Config, cfg: Config) -> dict[str, list[Any]]:
+    """The settings of `cfg` that differ from `saved`, as {key: [saved value, new value]}, leaving out the
+    run's length (a resume that goes on further changes nothing in how it trains)."""
+    old, new = flatten(saved.to_dict()), flatten(cfg.to_dict())
+    return {key: [old.get(key), value] for key, value in new.items()
+            if key not in RUN_LENGTH and old.get(key) != value}
+
+
+def describe_changes(changes: dict[str, list[Any]]) -> str:
+    """{"optim.g_lr": [0.0003, 0.0001]} as "optim.g_lr 0.0003 -> 0.0001"."""
+    return ", ".join(f"{key} {_shown(was)} -> {_shown(now)}" for key, (was, now) in changes.items())
+
+
+def _shown(value: Any) -> str:
+    return "(none)" if value is None else toml_value(value)

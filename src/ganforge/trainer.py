@@ -28,12 +28,14 @@ from .config import (
     Overrides,
     apply_overrides,
     check_attributes,
+    describe_changes,
     flatten,
     from_dict,
     load_config,
     override_items,
     parse_override,
     preset_names,
+    settings_changes,
     toml_value,
 )
 from .data import (
@@ -329,6 +331,8 @@ class Trainer:
         self._last_eval_nimg = self.state.nimg
         self._resumed_nimg = self.state.nimg if resume_from is not None else None
         self._platform_logged = False  # the first tick of each process records where it trains
+        # a resume's changed settings, {key: [was, now]}: its first tick records them with where the resume began
+        self.resume_changes: dict[str, list[Any]] = {}
 
     def _to_stdout(self, msg: str) -> None:
         if self.output_gone:
@@ -420,6 +424,9 @@ class Trainer:
         if not self._platform_logged:  # so that compare can tell speeds of other machines apart
             stats["platform"] = compute_platform(self.device)
             self._platform_logged = True
+        if self.resume_changes:  # config.toml holds the settings of now; this keeps what the run trained with before
+            stats["resumed"] = {"kimg": round(self._resumed_nimg / 1000, 3), "changed": self.resume_changes}
+            self.resume_changes = {}
         if not all(math.isfinite(v) for v in values[:2]):
             last = ckpt_io.list_checkpoints(self.run_dir)
             where = f"; the last good checkpoint is {last[-1]}" if last else ""
@@ -1005,6 +1012,11 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         elif main:
             if later:
                 trainer.log(_rewind(run_dir, later, nimg))
+            changes = settings_changes(anchored_paths(stored_config(ckpt)), cfg)
+            if changes:
+                trainer.log(f"note: resuming with settings changed from {path.name}'s: {describe_changes(changes)} "
+                            "(stats.jsonl and report.html record the change and where it began)")
+                trainer.resume_changes = changes
             ckpt_io.atomic_write_text(cfg.to_toml(), run_dir / "config.toml")
             _prepare_stats_for_resume(run_dir / "stats.jsonl", nimg)
             _drop_records_after(run_dir, nimg)
