@@ -295,6 +295,25 @@ def test_settings_a_model_does_not_read_are_no_difference(tmp_path):
     assert "-" in format_comparison(compare_runs([dcgan, mlp])).split("model.g_hidden")[1].splitlines()[0]
 
 
+def test_losses_png_marks_where_a_resume_changed_settings(tmp_path, monkeypatch):
+    from ganforge import report
+
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
+    record = {"d_loss": 1.0, "g_loss": 2.0, "d_real": 0.6, "d_fake": 0.4}
+    stats = [{**record, "kimg": k} for k in (1.0, 2.0, 3.0)]
+    report.plot_losses(stats, tmp_path / "losses.png")
+    stats[2]["resumed"] = {"kimg": 2.0, "changed": {"optim.g_lr": [3e-4, 1e-4]}}
+    report.plot_losses(stats, tmp_path / "losses.png")
+
+    def marks(fig):
+        return [[(line.get_label(), list(line.get_xdata())) for line in ax.lines
+                 if line.get_label() == "settings changed at a resume"] for ax in fig.axes]
+
+    assert marks(figures[0]) == [[], []]
+    assert marks(figures[1]) == [[("settings changed at a resume", [2.0, 2.0])]] * 2
+
+
 def test_a_run_of_one_tick_is_drawn_as_points(two_runs, tmp_path, monkeypatch):
     from ganforge import report
     from ganforge.compare import plot_comparison

@@ -344,7 +344,6 @@ def plot_losses(stats: list[dict], path: Path | str, relativistic: bool = False)
     ax_loss.plot(kimg, [s["g_loss"] for s in stats], marker=dot, label="G loss")
     ax_loss.set_xlabel("kimg")
     ax_loss.set_ylabel("loss (mean over tick)")
-    ax_loss.legend()
     ax_prob.plot(kimg, [s["d_real"] for s in stats], marker=dot, label="D(real)" + " over its fake" * relativistic)
     ax_prob.plot(kimg, [s["d_fake"] for s in stats], marker=dot, label="D(fake)" + " over its real" * relativistic)
     spread = [(k, s["diversity"]) for k, s in zip(kimg, stats, strict=True) if s.get("diversity") is not None]
@@ -356,6 +355,13 @@ def plot_losses(stats: list[dict], path: Path | str, relativistic: bool = False)
     if copies:  # near 1 when G draws a few modes
         ax_prob.plot(*zip(*copies, strict=True), ":", marker=dot, color="black", label="share with a near-copy")
     ax_prob.set_ylim(0, top)
+    resumed = [s["resumed"]["kimg"] for s in stats if isinstance(s.get("resumed"), dict)
+               and isinstance(s["resumed"].get("kimg"), int | float)]
+    for i, at in enumerate(resumed):  # where a resume changed settings: the curves may bend there for that reason
+        for ax in (ax_loss, ax_prob):
+            ax.axvline(at, color="tab:red", linewidth=0.8, linestyle="-.",
+                       label="settings changed at a resume" if i == 0 else None)
+    ax_loss.legend()
     ax_prob.set_xlabel("kimg")
     ax_prob.set_ylabel(f"mean sigmoid({'D(x) - D(G(z))' if relativistic else 'D logit'}) | ratio | share")
     ax_prob.legend()
