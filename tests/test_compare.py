@@ -312,6 +312,14 @@ def test_losses_png_marks_where_a_resume_changed_settings(tmp_path, monkeypatch)
 
     assert marks(figures[0]) == [[], []]
     assert marks(figures[1]) == [[("settings changed at a resume", [2.0, 2.0])]] * 2
+    from ganforge.compare import RunView
+
+    stats[1]["resumed"] = {"kimg": 1.0, "changed": {"optim.d_lr": 5, "train.amp": ["none"]}}  # edited by hand
+    stats[2]["resumed"]["changed"]["optim.d_betas"] = [[0.5, 0.99], [0.0, 0.99]]
+    view = RunView("run", tmp_path, {}, stats)
+    assert view.resumes_changed == [(2.0, {"optim.g_lr": [3e-4, 1e-4], "optim.d_betas": [[0.5, 0.99], [0.0, 0.99]]})]
+    noted = "at 2 kimg optim.g_lr 0.0003 -> 0.0001, optim.d_betas [0.5, 0.99] -> [0.0, 0.99]"
+    assert noted in format_comparison([view])
 
 
 def test_a_run_of_one_tick_is_drawn_as_points(two_runs, tmp_path, monkeypatch):

@@ -78,8 +78,14 @@ class RunView:
     def resumes_changed(self) -> list[tuple[float, dict[str, list[Any]]]]:
         """Each resume that changed settings: (kimg it resumed at, {key: [was, now]}); the settings above are
         those the run ended with."""
-        return [(float(r["kimg"]), r["changed"]) for s in self.stats if isinstance(r := s.get("resumed"), dict)
-                and isinstance(r.get("kimg"), int | float) and isinstance(r.get("changed"), dict)]
+        found = []
+        for s in self.stats:
+            r = s.get("resumed")
+            if isinstance(r, dict) and isinstance(r.get("kimg"), int | float) and isinstance(r.get("changed"), dict):
+                pairs = {str(k): v for k, v in r["changed"].items() if isinstance(v, list) and len(v) == 2}
+                if pairs:  # a hand-edited line's other entries are passed over, as other unreadable records are
+                    found.append((float(r["kimg"]), pairs))
+        return found
 
     @property
     def sec_per_kimg(self) -> float | None:
