@@ -119,6 +119,51 @@ def test_conditional_training_resumes_bit_for_bit(tmp_path, tiny_cfg):
     assert_same_state(final_weights(full), final_weights(half))
 
 
+@pytest.mark.parametrize("g_cond", ["concat", "cbn"])
+@pytest.mark.parametrize("d_cond", ["concat", "projection"])
+def test_label_dropout_gives_g_and_d_a_no_label_class_and_drops_that_share_of_labels(tmp_path, tiny_cfg, g_cond,
+                                                                                       d_cond):
+    from ganforge.losses import get_loss
+    from ganforge.step import Stepper, build_state
+
+    cfg = tiny_cfg(**{"model.n_classes": 2, "model.g_cond": f'"{g_cond}"', "model.d_cond": f'"{d_cond}"',
+                      "model.label_dropout": 0.25})
+    state = build_state(cfg, torch.device("cpu"))
+    rows = {m.num_embeddings for net in (state.G, state.D) for m in net.modules() if isinstance(m, torch.nn.Embedding)}
+    assert rows == {3}  # the two classes and "no label"
+    stepper = Stepper(state, get_loss(cfg.loss.name))
+    y = torch.zeros(20_000, dtype=torch.long)
+    dropped = stepper._drop_labels(y)
+    assert set(dropped.unique().tolist()) == {0, 2}
+    assert abs((dropped == 2).float().mean().item() - 0.25) < 0.015
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):  # samples name a class, never "no label"
+        state.G.sample(2, labels=[0, 2])
+    run_dir = train(cfg, out=tmp_path, log=quiet)
+    weights = final_weights(run_dir)["G"]
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+    plain = train(tiny_cfg(**{"model.n_classes": 2, "model.g_cond": f'"{g_cond}"', "model.d_cond": f'"{d_cond}"'}),
+                  out=tmp_path / "plain", log=quiet)
+    with pytest.raises(UserError, match="built with model.label_dropout = 0.0"):  # other embedding shapes
+        resume(plain, ["train.kimg=0.096", "model.label_dropout=0.25"], log=quiet)
+
+
+def test_label_dropout_resumes_bit_for_bit(tmp_path, tiny_cfg):
+    extra = {"model.n_classes": 2, "model.d_cond": '"projection"', "model.label_dropout": 0.5}
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.064"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))
+
+
+def test_label_dropout_is_checked(tiny_cfg):
+    with pytest.raises(UserError, match=r"model.label_dropout is a share of labels, in \[0, 1\), got 1.0"):
+        tiny_cfg(**{"model.n_classes": 2, "model.label_dropout": 1})
+    with pytest.raises(UserError, match="set model.n_classes, or leave it at 0"):
+        tiny_cfg(**{"model.label_dropout": 0.5})
+    with pytest.raises(UserError, match="does not combine with model.d_cond=acgan"):
+        tiny_cfg(**{"model.n_classes": 2, "model.d_cond": '"acgan"', "model.label_dropout": 0.5})
+
+
 def test_too_few_classes_for_the_data_is_refused(tmp_path, tiny_cfg):
     with pytest.raises(UserError, match="model.n_classes=2"):
         train(tiny_cfg(**{"model.n_classes": 1}), out=tmp_path, log=quiet)

@@ -1256,16 +1256,19 @@ ACGAN = {"model.n_classes": 2, "model.d_cond": '"acgan"'}
 BN_ADVICE = "--set model.d_norm=bn (batch norm in D's layers) with adaptive augmentation kept mnist-projgan"
 PROJECTION = {"model.n_classes": 2, "model.d_cond": '"projection"', "model.d_norm": '"none"',
               "model.d_spectral_norm": "true"}
+DROPOUT_ADVICE = "--set model.label_dropout=0.5 (half the labels made 'no label' in training) raised mnist-cgan's"
 
 
 @pytest.mark.parametrize(("settings", "small_below", "advised"), [
     ({}, 1000, [DIFFAUGMENT_ADVICE, "kept the default nets"]),  # 32 training images
     # a conditional model (the folder's two classes): cites the conditional run
-    ({"model.n_classes": 2}, 1000, [DIFFAUGMENT_ADVICE, "kept mnist-cgan learning"]),
+    ({"model.n_classes": 2}, 1000, [DIFFAUGMENT_ADVICE, "kept mnist-cgan learning", DROPOUT_ADVICE]),
     (ACGAN, 1000, [DIFFAUGMENT_ADVICE, "kept mnist-cgan learning", R2_ADVICE]),  # an AC-GAN D: R2 as well
     ({**ACGAN, "train.diffaugment": '"translation"'}, 1000, [R2_ADVICE]),  # augmentation on: R2 alone
     ({**ACGAN, "train.diffaugment": '"translation"', "loss.r2_gamma": 1}, 1000, []),  # both already on
-    ({"model.n_classes": 2, "train.diffaugment": '"translation"'}, 1000, []),  # not an AC-GAN D: R2 untried
+    # a concat D: label dropout, not R2
+    ({"model.n_classes": 2, "train.diffaugment": '"translation"'}, 1000, [DROPOUT_ADVICE]),
+    ({"model.n_classes": 2, "train.diffaugment": '"translation"', "model.label_dropout": 0.5}, 1000, []),
     (PROJECTION, 1000, [DIFFAUGMENT_ADVICE, BN_ADVICE]),  # a projection D without batch norm: both
     ({**PROJECTION, "train.diffaugment": '"translation"'}, 1000, [BN_ADVICE]),
     ({**PROJECTION, "train.diffaugment": '"translation"', "model.d_norm": '"bn"'}, 1000, []),
@@ -1293,6 +1296,7 @@ def test_warnings_on_a_small_data_set_point_to_what_cured_it(tmp_path, tiny_cfg,
         assert (DIFFAUGMENT_ADVICE in w) is (DIFFAUGMENT_ADVICE in advised)
         assert (R2_ADVICE in w) is (R2_ADVICE in advised)
         assert (BN_ADVICE in w) is (BN_ADVICE in advised)
+        assert (DROPOUT_ADVICE in w) is (DROPOUT_ADVICE in advised)
 
 
 def test_a_failed_tick_evaluation_keeps_the_training_before_it(tmp_path, tiny_cfg, monkeypatch):

@@ -85,6 +85,10 @@ class ModelConfig:
     d_cond: str = setting("concat", "how D takes it: concat (label map as an extra input channel) | projection | "
                                     "acgan")
     embed_dim: int = setting(0, "g_cond=concat: size of the label embedding; 0 = n_classes")
+    label_dropout: float = setting(0.0, "share of labels, reals' and fakes' alike, replaced in training by an "
+                                        "extra 'no label' class, so that G and D also learn the images as an "
+                                        "unconditional GAN does (few images a class); samples always name a "
+                                        "class; 0 disables")
 
 
 @dataclass
@@ -537,6 +541,12 @@ def validate_networks(cfg: Config) -> None:
     _check(m.d_cond in ("concat", "projection", "acgan"),
            f"model.d_cond must be concat, projection or acgan, got {m.d_cond!r}")
     _check(m.n_classes == 0 or m.pac == 1, "model.pac > 1 does not combine with a conditional model (n_classes > 0)")
+    _check(0.0 <= m.label_dropout < 1.0, f"model.label_dropout is a share of labels, in [0, 1), got {m.label_dropout}")
+    _check(m.label_dropout == 0 or m.n_classes > 0,
+           "model.label_dropout drops a conditional model's labels; set model.n_classes, or leave it at 0")
+    _check(m.label_dropout == 0 or m.d_cond != "acgan",
+           "model.label_dropout does not combine with model.d_cond=acgan, whose classifier has no 'no label' class "
+           "to learn; use model.d_cond=concat or projection, or leave model.label_dropout at 0")
     _check(m.n_classes == 0 or m.g_cond != "cbn" or m.g_norm == "bn",
            "model.g_cond=cbn needs batch norm in G (model.g_norm=bn)")
     for key, value in flatten({"model": cfg.to_dict()["model"]}).items():  # a size torch's 64-bit shapes cannot hold

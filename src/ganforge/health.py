@@ -96,7 +96,8 @@ class HealthCheck:
 
     def small_data_advice(self) -> str:
         """On a few hundred images D can learn them by heart and G collapse; DiffAugment is the measured cure,
-        and besides it a ten times stronger R2 for an AC-GAN D, batch norm for a projection D."""
+        and besides it label dropout for a concat D, a ten times stronger R2 for an AC-GAN D, batch norm for a
+        projection D."""
         if self.n_images > SMALL_DATA_IMAGES:
             return ""
         cures = []
@@ -106,6 +107,9 @@ class HealthCheck:
                         "the default nets learning on 100 digits where they collapsed without it (README, Small data)")
             cures.append("--set train.diffaugment=translation,cutout --set train.ada_target=0.6 (adaptive "
                          f"augmentation) kept {measured}")
+        if self.cfg.model.n_classes and self.cfg.model.d_cond == "concat" and not self.cfg.model.label_dropout:
+            cures.append("--set model.label_dropout=0.5 (half the labels made 'no label' in training) raised "
+                         "mnist-cgan's recall on 100 digits from 0.32 to 0.49 (README, Conditional GANs)")
         if self.cfg.model.n_classes and self.cfg.model.d_cond == "acgan" and self.cfg.loss.r2_gamma < 1:
             cures.append("--set loss.r2_gamma=1 (R2 on the fakes, ten times the presets') kept mnist-acgan learning "
                          "on 100 digits where it drew a few images a class at 0.1 (README, Conditional GANs)")

@@ -444,6 +444,7 @@ class Stepper:
         self.joint_d = not any(isinstance(m, batch_coupled) for m in state.D.modules())
         self.joint_d = self.joint_d and not (loss.gradient_penalty or lc.r1_gamma > 0 or lc.r2_gamma > 0)
         self.n_classes = state.cfg.model.n_classes
+        self.label_dropout = state.cfg.model.label_dropout
         self.ac_weight = lc.ac_weight if self.n_classes and state.cfg.model.d_cond == "acgan" else 0.0
         # G first on a reused fake batch runs as one pass (see _one_pass) unless D must see fresh
         # augmentation or instance noise in each step, or DDP must reduce each step's gradients on its own.
@@ -487,7 +488,14 @@ class Stepper:
         if not self.n_classes:
             return distributed.rank_slice(z), None
         y = torch.randint(0, self.n_classes, (self.global_batch,), device=s.z_gen.device, generator=s.z_gen)
-        return distributed.rank_slice(z), distributed.rank_slice(y)
+        return distributed.rank_slice(z), distributed.rank_slice(self._drop_labels(y))
+
+    def _drop_labels(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        """model.label_dropout: y with that share of its labels (drawn at random) made n_classes, "no label"."""
+        if y is None or self.label_dropout <= 0:
+            return y
+        dropped = torch.rand(y.shape, device=y.device, generator=self.s.z_gen) < self.label_dropout
+        return torch.where(dropped, torch.full_like(y, self.n_classes), y)
 
     def _fake(self, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         z, y = self._z()
@@ -716,6 +724,8 @@ class Stepper:
             return self._iteration(reals)
 
     def _iteration(self, reals: Iterable[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+        if self.label_dropout > 0:  # each batch's labels dropped as the batch comes
+            reals = ((real, self._drop_labels(y_real)) for real, y_real in reals)
         if self.order == "simultaneous" or (self.share_fake_pass and self.noise_std <= 0):
             d_loss, g_loss, real_logits, fake_logits = self._one_pass(*next(iter(reals)))
         elif self.order == "d_first":

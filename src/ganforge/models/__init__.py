@@ -63,7 +63,7 @@ def build_generator(cfg: Config) -> Generator:
     G = GENERATORS.get(m.g)(net_cfg, img_size=cfg.data.img_size, channels=cfg.data.channels)
     init_weights(G, m.init)
     if m.n_classes > 0:
-        G = ConditionalGenerator(G, m.z_dim, m.n_classes, m.g_cond, embed_dim)
+        G = ConditionalGenerator(G, m.z_dim, m.n_classes, m.g_cond, embed_dim, no_label=m.label_dropout > 0)
         if m.g_cond == "cbn" and not any(isinstance(layer, ConditionalBatchNorm) for layer in G.modules()):
             # the labels would reach no layer: a G that ignores them
             raise UserError(f"model.g_cond=cbn makes G's batch norms take the label, and the {m.g} generator has "
@@ -81,7 +81,7 @@ def build_discriminator(cfg: Config) -> Discriminator:
                         "dropout layer; build its activations with ganforge.models.layers.d_activation(cfg), or "
                         "leave model.d_dropout at 0")
     if m.n_classes > 0:
-        D = ConditionalDiscriminator(D, m.n_classes, m.d_cond, cfg.data.channels)
+        D = ConditionalDiscriminator(D, m.n_classes, m.d_cond, cfg.data.channels, no_label=m.label_dropout > 0)
     init_weights(D, m.init)
     if m.d_spectral_norm:
         from torch.nn.utils.parametrizations import spectral_norm

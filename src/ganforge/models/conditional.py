@@ -47,16 +47,18 @@ class ConditionalGenerator(Generator):
     """(z [B, z_dim], y [B]) -> images. `net` is a registered G built for z_dim + embed_dim inputs (concat)
     or for z_dim with its batch norms made class-conditional (cbn)."""
 
-    def __init__(self, net: Generator, z_dim: int, n_classes: int, mode: str, embed_dim: int) -> None:
+    def __init__(self, net: Generator, z_dim: int, n_classes: int, mode: str, embed_dim: int,
+                 no_label: bool = False) -> None:
         super().__init__(z_dim, net.img_size, net.channels)
         self.n_classes = n_classes
         self.mode = mode
         self.net = net
+        rows = n_classes + int(no_label)  # model.label_dropout: label n_classes is "no label"
         if mode == "concat":
-            self.embed = nn.Embedding(n_classes, embed_dim)
+            self.embed = nn.Embedding(rows, embed_dim)
         else:
             self.embed = None
-            _replace_batch_norm(net, n_classes)
+            _replace_batch_norm(net, rows)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.embed is not None:
@@ -75,16 +77,17 @@ class ConditionalDiscriminator(Discriminator):
     """(x, y) -> logit [B], or (logit [B], class logits [B, K]) for AC-GAN. `net` is a registered D built for
     channels + 1 inputs (concat) or for the images alone (projection, acgan)."""
 
-    def __init__(self, net: Discriminator, n_classes: int, mode: str, channels: int) -> None:
+    def __init__(self, net: Discriminator, n_classes: int, mode: str, channels: int, no_label: bool = False) -> None:
         super().__init__(net.img_size, channels)
         self.n_classes = n_classes
         self.mode = mode
         self.net = net
         self.feature_dim = net.feature_dim
+        rows = n_classes + int(no_label)  # as in ConditionalGenerator
         if mode == "concat":
-            self.embed = nn.Embedding(n_classes, net.img_size * net.img_size)
+            self.embed = nn.Embedding(rows, net.img_size * net.img_size)
         elif mode == "projection":
-            self.embed = nn.Embedding(n_classes, net.feature_dim)
+            self.embed = nn.Embedding(rows, net.feature_dim)
             nn.init.xavier_uniform_(self.embed.weight)
         else:  # acgan
             self.classifier = nn.Linear(net.feature_dim, n_classes)
