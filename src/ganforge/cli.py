@@ -135,8 +135,7 @@ def _tell(message: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .config import describe_changes, settings_changes
-    from .plugins import stored_config
+    from .config import describe_changes
     from .trainer import (
         TrainingInterrupted,
         anchored_paths,
@@ -144,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_run_name,
         later_checkpoints,
         resume,
+        resume_changes,
         resume_config,
         train,
     )
@@ -160,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
             check_config_file(path, ckpt, overrides)
             _dry_run_checks(cfg)
-            changes = settings_changes(anchored_paths(stored_config(ckpt)), cfg)
+            changes = resume_changes(ckpt, cfg)
             if changes:  # stderr: stdout stays the TOML to pass to --config
                 _tell(f"note: this resume would change {path.name}'s settings: {describe_changes(changes)}")
             print(cfg.to_toml(), end="")

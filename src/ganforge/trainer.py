@@ -862,6 +862,11 @@ def resume_config(run_or_ckpt: Path | str, overrides: Overrides | None = None) -
     return path, ckpt, cfg
 
 
+def resume_changes(ckpt: dict[str, Any], cfg: Config) -> dict[str, list[Any]]:
+    """The settings a resume with `cfg` changes from the checkpoint's, {key: [was, now]}, beyond the run's length."""
+    return settings_changes(anchored_paths(stored_config(ckpt)), cfg)
+
+
 CHANGES_NAMED = 4
 
 
@@ -1012,7 +1017,7 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         elif main:
             if later:
                 trainer.log(_rewind(run_dir, later, nimg))
-            changes = settings_changes(anchored_paths(stored_config(ckpt)), cfg)
+            changes = resume_changes(ckpt, cfg)
             if changes:
                 trainer.log(f"note: resuming with settings changed from {path.name}'s: {describe_changes(changes)} "
                             "(stats.jsonl and report.html record the change and where it began)")
