@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import flatten
+from .config import describe_resumes, flatten, resumes_changed
 from .errors import UserError
 
 # Protocol fields that must agree for two values of one metric to compare (FD and KID move with n); a note
@@ -78,14 +78,7 @@ class RunView:
     def resumes_changed(self) -> list[tuple[float, dict[str, list[Any]]]]:
         """Each resume that changed settings: (kimg it resumed at, {key: [was, now]}); the settings above are
         those the run ended with."""
-        found = []
-        for s in self.stats:
-            r = s.get("resumed")
-            if isinstance(r, dict) and isinstance(r.get("kimg"), int | float) and isinstance(r.get("changed"), dict):
-                pairs = {str(k): v for k, v in r["changed"].items() if isinstance(v, list) and len(v) == 2}
-                if pairs:  # a hand-edited line's other entries are passed over, as other unreadable records are
-                    found.append((float(r["kimg"]), pairs))
-        return found
+        return resumes_changed(self.stats)
 
     @property
     def sec_per_kimg(self) -> float | None:
@@ -356,11 +349,8 @@ def protocol_notes(views: list[RunView]) -> list[str]:
 
 def resume_notes(views: list[RunView]) -> list[str]:
     """A note per run that changed settings when resumed: its column shows only those it ended with."""
-    from .config import describe_changes
-
     return [f"{v.name} was resumed with changed settings (its column shows those it ended with): "
-            + "; ".join(f"at {kimg:g} kimg {describe_changes(changed)}" for kimg, changed in v.resumes_changed)
-            for v in views if v.resumes_changed]
+            f"{describe_resumes(v.resumes_changed)}" for v in views if v.resumes_changed]
 
 
 def platform_notes(views: list[RunView]) -> list[str]:

@@ -839,3 +839,22 @@ def describe_changes(changes: dict[str, list[Any]]) -> str:
 
 def _shown(value: Any) -> str:
     return "(none)" if value is None else toml_value(value)
+
+
+def resumes_changed(stats: Iterable[dict[str, Any]]) -> list[tuple[float, dict[str, list[Any]]]]:
+    """The resumes that changed settings, from a run's stats.jsonl records: (kimg it resumed at, {key: [was,
+    now]}). A hand-edited record's entries that are not such pairs are passed over, as other unreadable
+    records are."""
+    found = []
+    for s in stats:
+        r = s.get("resumed")
+        if isinstance(r, dict) and isinstance(r.get("kimg"), int | float) and isinstance(r.get("changed"), dict):
+            pairs = {str(k): v for k, v in r["changed"].items() if isinstance(v, list) and len(v) == 2}
+            if pairs:
+                found.append((float(r["kimg"]), pairs))
+    return found
+
+
+def describe_resumes(resumes: list[tuple[float, dict[str, list[Any]]]]) -> str:
+    """resumes_changed's list as "at 2 kimg optim.g_lr 0.0003 -> 0.0001; at 5 kimg ..."."""
+    return "; ".join(f"at {kimg:g} kimg {describe_changes(changed)}" for kimg, changed in resumes)

@@ -311,7 +311,7 @@ def _conditioning(settings: dict[str, Any]) -> str:
 
 def _glance(view: RunView) -> str:
     from . import checkpoint as ckpt_io
-    from .config import describe_changes
+    from .config import describe_resumes
     from .report import format_duration
 
     settings, last = view.settings, view.last_tick
@@ -332,9 +332,7 @@ def _glance(view: RunView) -> str:
         ("training time", format_duration(view.time_s) if view.time_s is not None else "-"),
         ("speed", f"{view.sec_per_kimg:.3g} sec/kimg (median over ticks)" if view.sec_per_kimg else "-"),
         ("trained on", " + ".join(view.platforms) or "-"),
-        *([("changed at a resume", "; ".join(f"at {kimg:g} kimg: {describe_changes(changed)}"
-                                              for kimg, changed in view.resumes_changed))]
-          if view.resumes_changed else []),
+        *([("changed at a resume", describe_resumes(view.resumes_changed))] if view.resumes_changed else []),
         ("last tick", "  ".join(f"{label} {_num(last.get(key))}" for key, label in losses) if last else "-"),
         ("checkpoints", (f"{len(ckpts)}, latest {ckpts[-1].name}" if ckpts else "none") + (", best.pt" * has_best)),
         ("seed", settings.get("train.seed")),

@@ -355,9 +355,10 @@ def plot_losses(stats: list[dict], path: Path | str, relativistic: bool = False)
     if copies:  # near 1 when G draws a few modes
         ax_prob.plot(*zip(*copies, strict=True), ":", marker=dot, color="black", label="share with a near-copy")
     ax_prob.set_ylim(0, top)
-    resumed = [s["resumed"]["kimg"] for s in stats if isinstance(s.get("resumed"), dict)
-               and isinstance(s["resumed"].get("kimg"), int | float)]
-    for i, at in enumerate(resumed):  # where a resume changed settings: the curves may bend there for that reason
+    from .config import resumes_changed
+
+    # where a resume changed settings: the curves may bend there for that reason
+    for i, (at, _) in enumerate(resumes_changed(stats)):
         for ax in (ax_loss, ax_prob):
             ax.axvline(at, color="tab:red", linewidth=0.8, linestyle="-.",
                        label="settings changed at a resume" if i == 0 else None)
