@@ -262,6 +262,28 @@ def test_dry_run_says_when_the_data_is_not_where_the_config_points(tmp_path, ima
     assert not any(tmp_path.glob("FashionMNIST*"))
 
 
+def test_dry_run_gives_the_notes_on_the_data_format_that_the_run_would(tmp_path, capsys):
+    """Colour trained as grey and images upscaled, read from a few image headers, as the run says them."""
+    from PIL import Image
+
+    colour = tmp_path / "colour"
+    colour.mkdir()
+    for i in range(16):
+        Image.new("RGB", (20, 12), (200, 10 * i, 30)).save(colour / f"{i}.png")
+    dry = ["train", "--preset", "default", "--dry-run", "--set", f'data.name="folder:{colour}"']
+    grey_note = "is in colour and data.channels is 1, so G learns grey images; --set data.channels=3 trains in colour"
+    assert main(dry) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count(grey_note) == 1 and "[data]" in captured.out
+    assert "images are about 12 px on their short side, upscaled 2.67x to data.img_size=32" in captured.err
+    assert main([*dry, "--set", "data.channels=3", "--set", "data.img_size=16"]) == 0
+    assert "note:" not in capsys.readouterr().err  # 1.33x: nothing to say
+    assert main(["train", "--preset", "default", "--dry-run"]) == 0  # the bundled digits at 32 px: 1.14x
+    assert "note:" not in capsys.readouterr().err
+    assert main(["train", "--preset", "default", "--dry-run", "--set", "data.img_size=64"]) == 0
+    assert "mnist5k's images are about 28 px on their short side, upscaled 2.29x" in capsys.readouterr().err
+
+
 def test_dry_run_checks_a_conditional_model_against_the_classes_of_a_built_in_set(capsys):
     """The line the run would give after loading its data, from the set's known class count."""
     dry = ["train", "--dry-run", "--set"]

@@ -96,13 +96,20 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def _dry_run_checks(cfg: Config) -> None:
     """What a run checks before it trains, short of loading its data, so that a printed config is one the run
     would take; and the notes it would give when it starts."""
-    from .data import check_at_hand, check_batch_fits, check_class_count, known_class_count, known_size
+    from .data import (
+        check_at_hand,
+        check_batch_fits,
+        check_class_count,
+        known_class_count,
+        known_size,
+        source_format,
+    )
     from .device import pick_device
     from .losses import get_loss
     from .models import inert_settings
     from .step import check_amp_device, check_batch_and_order, check_cuda_graph, cuda_graph_note
     from .tensorboard_log import check_available
-    from .trainer import check_eval_memory, check_networks
+    from .trainer import check_eval_memory, check_networks, source_notes
 
     check_networks(cfg)
     get_loss(cfg.loss.name, cfg.loss.label_smoothing)
@@ -117,7 +124,7 @@ def _dry_run_checks(cfg: Config) -> None:
     if (classes := known_class_count(cfg.data)) is not None:
         check_class_count(cfg.model.n_classes, cfg.data.name, classes, [])
     check_available(cfg.train.tensorboard)
-    for line in inert_settings(cfg):
+    for line in [*source_notes(cfg, *source_format(cfg.data.name, cfg.data.fit)), *inert_settings(cfg)]:
         _tell(f"note: {line}")
     if graph_note := cuda_graph_note(cfg, device):
         _tell(f"note: {graph_note}")

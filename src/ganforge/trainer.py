@@ -258,18 +258,11 @@ class Trainer:
         if cfg.data.max_images >= len(self.data) and self.data.split == "train":
             self.log(f"note: data.max_images = {cfg.data.max_images} but {cfg.data.name} has {len(self.data)} "
                      "images: training on all of them")
-        if 0 < self.data.source_side * UPSCALE_NOTE <= cfg.data.img_size:
-            side, size = self.data.source_side, cfg.data.img_size
-            kept = "long" if cfg.data.fit == "pad" else "short"  # the side that becomes the square's
-            self.log(f"note: {cfg.data.name}'s images are about {side} px on their {kept} side, upscaled "
-                     f"{size / side:.3g}x to data.img_size={size}: that adds no detail, only time; a smaller "
-                     "data.img_size trains faster on the same information")
+        for line in source_notes(cfg, self.data.colour_source, self.data.source_side):
+            self.log(f"note: {line}")
         if cfg.data.download and cfg.data.name not in TORCHVISION_SETS:
             self.log(f"note: data.download has no effect on {cfg.data.name}: it fetches only "
                      f"{', '.join(TORCHVISION_SETS)}")
-        if self.data.colour_source and cfg.data.channels == 1:
-            self.log(f"note: {cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
-                     "--set data.channels=3 trains in colour")
         if self.data.cache_note:
             self.log(f"note: {self.data.cache_note}")
         splits = split_subfolders_note(cfg.data.name, self.data.classes)
@@ -914,6 +907,23 @@ def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):  # shapes only: no memory, no initialisation work
         nets = {"G": build_generator(cfg), "D": build_discriminator(cfg)}
     return {f"{net}.{key}": tuple(t.shape) for net, module in nets.items() for key, t in module.state_dict().items()}
+
+
+def source_notes(cfg: Config, colour: bool, side: int) -> list[str]:
+    """What a run says of its data's stored format: images upscaled to data.img_size, colour trained as grey.
+    `colour` and `side` (the square's side before resizing; 0: unknown) are the data set's or
+    data.source_format's."""
+    notes = []
+    if 0 < side * UPSCALE_NOTE <= cfg.data.img_size:
+        size = cfg.data.img_size
+        kept = "long" if cfg.data.fit == "pad" else "short"  # the side that becomes the square's
+        notes.append(f"{cfg.data.name}'s images are about {side} px on their {kept} side, upscaled {size / side:.3g}x "
+                     f"to data.img_size={size}: that adds no detail, only time; a smaller data.img_size trains "
+                     "faster on the same information")
+    if colour and cfg.data.channels == 1:
+        notes.append(f"{cfg.data.name} is in colour and data.channels is 1, so G learns grey images; "
+                     "--set data.channels=3 trains in colour")
+    return notes
 
 
 def check_eval_memory(cfg: Config) -> None:
