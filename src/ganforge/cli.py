@@ -104,7 +104,7 @@ def _dry_run_checks(cfg: Config) -> None:
         known_size,
         source_format,
     )
-    from .device import pick_device
+    from .device import bf16_note, pick_device
     from .losses import get_loss
     from .models import inert_settings
     from .step import check_amp_device, check_batch_and_order, check_cuda_graph, cuda_graph_note
@@ -126,8 +126,9 @@ def _dry_run_checks(cfg: Config) -> None:
     check_available(cfg.train.tensorboard)
     for line in [*source_notes(cfg, *source_format(cfg.data.name, cfg.data.fit)), *inert_settings(cfg)]:
         _tell(f"note: {line}")
-    if graph_note := cuda_graph_note(cfg, device):
-        _tell(f"note: {graph_note}")
+    for note in (cuda_graph_note(cfg, device), bf16_note(cfg, device)):
+        if note:
+            _tell(f"note: {note}")
 
 
 def _tell(message: str) -> None:

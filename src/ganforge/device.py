@@ -138,10 +138,37 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
         return None
     name = re.sub(r"\((R|TM|tm)\)", "", model.group(1))
     name = " ".join(re.sub(r"\bCPU\b|@.*$", "", name).split())
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
-    flags = set(flags.group(1).split()) if flags else set()
-    unit = "AMX" if "amx_tile" in flags else "AVX512_BF16" if "avx512_bf16" in flags else None
+    unit = _matrix_unit(text)
     return f"{name} ({unit})" if unit else name
+
+
+def _matrix_unit(cpuinfo_text: str) -> str | None:
+    """"AMX", "AVX512_BF16" or None: the fastest bfloat16 matmul unit /proc/cpuinfo's flags name."""
+    flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo_text, re.MULTILINE)
+    flags = set(flags.group(1).split()) if flags else set()
+    return "AMX" if "amx_tile" in flags else "AVX512_BF16" if "avx512_bf16" in flags else None
+
+
+@functools.cache
+def cpu_matrix_unit(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """This CPU's bfloat16 matmul unit ("AMX", "AVX512_BF16"), None where it has neither or the OS does not say."""
+    try:
+        return _matrix_unit(cpuinfo.read_text(errors="replace"))
+    except OSError:
+        return None
+
+
+CONV_NETS = ("dcgan", "resnet", "convd")  # ganforge's networks whose time goes to convolutions
+
+
+def bf16_note(cfg: Config, device: torch.device) -> str | None:
+    """The note for a float32 run of conv nets on a CPU with AMX, where bf16 trains them much faster."""
+    t = cfg.train
+    if (device.type != "cpu" or t.amp != "none" or cpu_matrix_unit() != "AMX"
+            or not {cfg.model.g, cfg.model.d} & set(CONV_NETS)):
+        return None
+    return ("this CPU has AMX: --set train.amp=bf16 trained the default preset's 37.5 kimg 1.42x faster to the same "
+            "fd_digits (see the README's Choosing the default)")
 
 
 def available_memory() -> int | None:

@@ -49,6 +49,7 @@ from .data import (
     split_subfolders_note,
 )
 from .device import (
+    bf16_note,
     cpu_has_bf16_matmul,
     has_conv,
     pick_device,
@@ -301,6 +302,8 @@ class Trainer:
         if cfg.train.sync_bn and not self.dist.enabled:
             self.log("note: train.sync_bn has no effect in a single process (it syncs batch norm across torchrun "
                      "processes)")
+        if note := bf16_note(cfg, self.device):
+            self.log(f"note: {note}")
         if cfg.train.matmul_precision == "medium" and self.device.type == "cpu" and not cpu_has_bf16_matmul():
             self.log("note: train.matmul_precision=medium needs a CPU with a bfloat16 matmul path (AVX-512 or "
                      "AMX); this one has none, so matmuls stay float32")
