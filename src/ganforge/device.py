@@ -143,7 +143,7 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
 
 
 def _matrix_unit(cpuinfo_text: str) -> str | None:
-    """"AMX", "AVX512_BF16" or None: the fastest bfloat16 matmul unit /proc/cpuinfo's flags name."""
+    """The fastest bfloat16 matmul unit that /proc/cpuinfo's flags name: "AMX", "AVX512_BF16" or None."""
     flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo_text, re.MULTILINE)
     flags = set(flags.group(1).split()) if flags else set()
     return "AMX" if "amx_tile" in flags else "AVX512_BF16" if "avx512_bf16" in flags else None
