@@ -111,7 +111,7 @@ def _dry_run_checks(cfg: Config) -> None:
     from .tensorboard_log import check_available
     from .trainer import check_eval_memory, check_networks, source_notes
 
-    check_networks(cfg)
+    nets = check_networks(cfg)
     get_loss(cfg.loss.name, cfg.loss.label_smoothing)
     device = pick_device(cfg.train.device)
     check_amp_device(cfg.train.amp, device)
@@ -126,7 +126,7 @@ def _dry_run_checks(cfg: Config) -> None:
     check_available(cfg.train.tensorboard)
     for line in [*source_notes(cfg, *source_format(cfg.data.name, cfg.data.fit)), *inert_settings(cfg)]:
         _tell(f"note: {line}")
-    for note in (cuda_graph_note(cfg, device), bf16_note(cfg, device)):
+    for note in (cuda_graph_note(cfg, device), bf16_note(cfg, device, nets)):
         if note:
             _tell(f"note: {note}")
 

@@ -158,14 +158,11 @@ def cpu_matrix_unit(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
         return None
 
 
-CONV_NETS = ("dcgan", "resnet", "convd")  # ganforge's networks whose time goes to convolutions
-
-
-def bf16_note(cfg: Config, device: torch.device) -> str | None:
-    """The note for a float32 run of conv nets on a CPU with AMX, where bf16 trains them much faster."""
-    t = cfg.train
-    if (device.type != "cpu" or t.amp != "none" or cpu_matrix_unit() != "AMX"
-            or not {cfg.model.g, cfg.model.d} & set(CONV_NETS)):
+def bf16_note(cfg: Config, device: torch.device, nets: tuple[nn.Module, ...]) -> str | None:
+    """The note for a float32 run on a CPU with AMX whose nets (G, D) have convolutions, which bf16 trains
+    much faster there."""
+    if (device.type != "cpu" or cfg.train.amp != "none" or cpu_matrix_unit() != "AMX"
+            or not any(has_conv(net) for net in nets)):
         return None
     return ("this CPU has AMX: --set train.amp=bf16 trained the default preset's 37.5 kimg 1.42x faster to the same "
             "fd_digits (see the README's Choosing the default)")

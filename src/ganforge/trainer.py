@@ -302,7 +302,7 @@ class Trainer:
         if cfg.train.sync_bn and not self.dist.enabled:
             self.log("note: train.sync_bn has no effect in a single process (it syncs batch norm across torchrun "
                      "processes)")
-        if note := bf16_note(cfg, self.device):
+        if note := bf16_note(cfg, self.device, (self.state.G, self.state.D)):
             self.log(f"note: {note}")
         if cfg.train.matmul_precision == "medium" and self.device.type == "cpu" and not cpu_has_bf16_matmul():
             self.log("note: train.matmul_precision=medium needs a CPU with a bfloat16 matmul path (AVX-512 or "
@@ -906,10 +906,14 @@ def check_config_file(path: Path, ckpt: dict[str, Any], overrides: Overrides | N
                     f"with the change, or with {drop} to drop it")
 
 
-def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+def _meta_nets(cfg: Config) -> dict[str, torch.nn.Module]:
     with torch.device("meta"):  # shapes only: no memory, no initialisation work
-        nets = {"G": build_generator(cfg), "D": build_discriminator(cfg)}
-    return {f"{net}.{key}": tuple(t.shape) for net, module in nets.items() for key, t in module.state_dict().items()}
+        return {"G": build_generator(cfg), "D": build_discriminator(cfg)}
+
+
+def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    return {f"{net}.{key}": tuple(t.shape) for net, module in _meta_nets(cfg).items()
+            for key, t in module.state_dict().items()}
 
 
 def source_notes(cfg: Config, colour: bool, side: int) -> list[str]:
@@ -937,10 +941,11 @@ def check_eval_memory(cfg: Config) -> None:
         check_sample_memory(cfg.eval.n, cfg.data.channels, cfg.data.img_size, "lower eval.n")
 
 
-def check_networks(cfg: Config) -> None:
+def check_networks(cfg: Config) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Build G and D for `cfg` as shapes only, so that settings the nets cannot take (an image size the
-    DCGAN stack cannot reach, say) raise their UserError without data, device or training."""
-    _weight_shapes(cfg)
+    DCGAN stack cannot reach, say) raise their UserError without data, device or training; returns them."""
+    nets = _meta_nets(cfg)
+    return nets["G"], nets["D"]
 
 
 def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
