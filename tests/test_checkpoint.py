@@ -386,7 +386,7 @@ def test_a_generator_file_refuses_resume_damage_and_overwrites_with_one_line_eac
     with pytest.raises(UserError, match=r"generator file .*no D or optimizer state to resume; resume the run it "
                                         r"was exported from \(.*/checkpoints/ckpt-\d+\.pt\)"):
         resume_config(path)
-    with pytest.raises(UserError, match="is not a generator file name: one ends in .safetensors, as G.safetensors"):
+    with pytest.raises(UserError, match="not a generator file name: one ends in .safetensors, as G.safetensors .*.pt2"):
         export_generator(tmp_cfg_run, tmp_path / "G.pt")
     with pytest.raises(UserError, match="already a generator file"):
         export_generator(path, tmp_path / "H.safetensors")
@@ -481,3 +481,97 @@ def test_export_of_a_checkpoint_removed_as_it_finishes_still_reports(tmp_cfg_run
     assert main(["export", str(tmp_cfg_run), "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert out.is_file() and f"to {out}: " in said and "against the checkpoint's" not in said
+
+
+# --------------------------------------------------------------------------- torch.export programs (export --out G.pt2)
+
+
+def test_a_generator_program_runs_without_ganforge_and_draws_what_the_run_draws(tmp_path, tiny_cfg, capsys):
+    import json
+    import subprocess
+    import sys
+
+    from ganforge.cli import main
+
+    run = train(tiny_cfg(**{"train.ema_kimg": 0.01}), out=tmp_path / "runs", log=lambda msg: None)
+    out = tmp_path / "G.pt2"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert "torch.export.load(" in capsys.readouterr().out
+    G = load_generator(run)
+    extra = {"ganforge.json": ""}
+    program = torch.export.load(out, extra_files=extra).module()
+    meta = json.loads(extra["ganforge.json"])
+    assert meta["weights"] == "G_ema" and meta["z_dim"] == G.z_dim and meta["n_classes"] == 0
+    assert meta["output"].startswith(f"float32 [batch, {G.channels}, {G.img_size}, {G.img_size}], pixels in [-1, 1]")
+    for n in (1, 7):  # the batch size is free
+        z = G.make_z(n, torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            assert (program(z) - G(z)).abs().max() <= 1e-5
+    # a Python that cannot import ganforge loads and runs it
+    code = ("import sys; sys.modules['ganforge'] = None; import torch; "
+            f"m = torch.export.load({str(out)!r}).module(); x = m(torch.randn(3, {G.z_dim})); "
+            "print(tuple(x.shape), bool(x.abs().max() <= 1))")
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\n")[0] == f"({3}, {G.channels}, {G.img_size}, {G.img_size}) True"
+
+
+def test_a_conditional_generator_program_takes_classes_and_comes_from_a_generator_file(tmp_path, tiny_cfg):
+    import json
+
+    from ganforge.generators import export_generator
+
+    run = train(tiny_cfg(**{"model.n_classes": 2}), out=tmp_path / "runs", log=lambda msg: None)
+    weights = export_generator(run, tmp_path / "G.safetensors", ema=False).path
+    done = export_generator(weights, tmp_path / "G.pt2")
+    assert done.weights == "G" and done.source == weights
+    extra = {"ganforge.json": ""}
+    program = torch.export.load(done.path, extra_files=extra).module()
+    meta = json.loads(extra["ganforge.json"])
+    assert meta["classes"] == ["class0", "class1"] and set(meta["inputs"]) == {"z", "y"}
+    G = load_generator(run, ema=False)
+    z, y = G.make_z(6, torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 0, 0, 1])
+    with torch.no_grad():
+        assert (program(z, y) - G(z, y)).abs().max() <= 1e-5
+        assert (program(z, 1 - y) - program(z, y)).abs().max() > 1e-3  # the classes reach the images
+
+
+def test_a_generator_program_is_refused_where_ganforge_wants_weights_and_written_only_when_it_works(
+        tmp_path, tmp_cfg_run, monkeypatch, capsys):
+    from ganforge import generators
+    from ganforge.cli import main
+
+    out = tmp_path / "G.pt2"
+    assert main(["export", str(tmp_cfg_run), "--out", str(out)]) == 0
+    for command in (["sample", str(out), "--n", "4", "--out", str(tmp_path / "grid.png")],
+                    ["eval", str(out), "--metrics", "fd_digits", "--n", "16"], ["train", "--resume", str(out)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "is a torch.export program" in err and "a .safetensors export" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "grid.png").exists()
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "old.pt2", "w") as archive:  # the layout torch 2.4 writes
+        for name in ("serialized_exported_program.json", "serialized_state_dict.pt", "version"):
+            archive.writestr(name, "{}")
+    assert main(["sample", str(tmp_path / "old.pt2"), "--n", "4", "--out", str(tmp_path / "grid.png")]) == 2
+    assert "old.pt2 is a torch.export program" in capsys.readouterr().err
+    before = out.read_bytes()
+    # a net torch.export cannot trace, or whose program draws other images: one line, and the old file kept
+    monkeypatch.setattr(torch.export, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("data-dependent")))
+    assert main(["export", str(tmp_cfg_run), "--out", str(out), "--force"]) == 2
+    assert "cannot be exported as a torch.export program (data-dependent)" in capsys.readouterr().err
+    monkeypatch.undo()
+    load = torch.export.load
+
+    class Drifting:
+        def __init__(self, *args, **kwargs):
+            self.program = load(*args, **kwargs).module()
+
+        def module(self):
+            return lambda *inputs: self.program(*inputs) + 0.01
+
+    monkeypatch.setattr(generators.torch.export, "load", Drifting)
+    assert main(["export", str(tmp_cfg_run), "--out", str(out), "--force"]) == 2
+    assert "program draws other images than G itself" in capsys.readouterr().err
+    assert out.read_bytes() == before

@@ -12,6 +12,7 @@ import torch
 
 from ganforge.cli import main
 from ganforge.device import cpu_name
+from ganforge.generators import load_generator
 from ganforge.html_report import MAX_TICK_ROWS, REPORT_NAME, write_html_report
 from ganforge.models import build_discriminator, build_generator
 from ganforge.trainer import train
@@ -166,6 +167,10 @@ def test_the_commands_on_the_page_survive_a_path_with_spaces(tmp_path, tiny_cfg)
     export[export.index("G.safetensors")] = str(tmp_path / "G.safetensors")
     assert main(export) == 0 and main(["sample", str(tmp_path / "G.safetensors"), "--n", "4", "--out",
                                        str(tmp_path / "g.png")]) == 0
+    program = shlex.split(next(line for line in text.splitlines() if "G.pt2" in line), comments=True)[1:]
+    program[program.index("G.pt2")] = str(tmp_path / "G.pt2")
+    z = torch.zeros(2, load_generator(run_dir).z_dim)
+    assert main(program) == 0 and torch.export.load(tmp_path / "G.pt2").module()(z).shape[0] == 2
 
 
 def test_a_run_given_as_dot_keeps_its_name(run_dir, monkeypatch, capsys):

@@ -316,12 +316,31 @@ def _unloadable(f: BinaryIO, path: Path, error: Exception) -> str:
                     f"checkpoint) or a checkpoint in {run / 'checkpoints'}")
         return (f"checkpoint {path} is truncated or corrupt: it is not a complete PyTorch zip archive "
                 "(was it copied whole, or is it another kind of file?)")
+    if _is_export_program(f):
+        return (f"{path} is a torch.export program (as `ganforge export --out NAME.pt2` writes), for PyTorch code "
+                "without ganforge: load it with torch.export.load; ganforge takes a run directory, a checkpoint or "
+                "a .safetensors export")
     named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
     if named:
         return (f"{path} is not a ganforge checkpoint: it holds pickled Python objects ({named.group(1)}), "
                 "which ganforge does not load because unpickling them can run code")
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     return f"checkpoint {path} is truncated or corrupt and cannot be loaded ({first[:200]})"
+
+
+def _is_export_program(f: BinaryIO) -> bool:
+    """Whether the zip archive f is torch.export's: it names its format "pt2" (as torch 2.14 writes it) or holds
+    a serialized_exported_program.json (as torch 2.4 does)."""
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as archive:
+            names = archive.namelist()
+            if "serialized_exported_program.json" in names:
+                return True
+            marker = next((name for name in names if name.endswith("/archive_format")), None)
+            return marker is not None and archive.read(marker).strip() == b"pt2"
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return False
 
 
 def load_resolved(run_or_ckpt: Path | str, which: str = "latest",
@@ -482,7 +501,7 @@ def _file_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> 
     return digest.hexdigest()
 
 
-def _source_name(ckpt_path: Path) -> str:
+def source_name(ckpt_path: Path) -> str:
     """RUN/checkpoints/ckpt-N.pt for a run's checkpoint, else the file's name: where the weights came from,
     without the folders above the run (a file to share need not say where its author keeps runs)."""
     if ckpt_path.parent.name == CKPT_DIR:
@@ -509,7 +528,7 @@ def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema
         "nimg": str(int(ckpt["nimg"])),
         "weights": which,
         "run_kept_ema": json.dumps(has_ema),
-        "source": _source_name(source),
+        "source": source_name(source),
         "versions": json.dumps(ckpt.get("versions") or {}),
     }
     if ckpt.get("classes") is not None:

@@ -792,7 +792,7 @@ def _run_config(run: Path) -> Config:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .generators import export_generator
+    from .generators import PROGRAM_META, PROGRAM_SUFFIX, export_generator
 
     done = export_generator(args.run, args.out, ckpt=args.ckpt, ema=not args.no_ema, force=args.force)
     size = done.path.stat().st_size
@@ -800,9 +800,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         against = f" against the checkpoint's {done.source.stat().st_size / 2**20:.1f} MiB"
     except FileNotFoundError:  # a run that trains meanwhile has removed it, its keep_ckpts passed
         against = ""
+    if done.path.suffix == PROGRAM_SUFFIX:
+        use = (f"run it in PyTorch, without ganforge, as torch.export.load({str(done.path)!r}).module()(z) "
+               f"(its extra file {PROGRAM_META} says what it takes and gives)")
+    else:
+        use = f"sample it with {shlex.join(['ganforge', 'sample', str(done.path), '--n', '64', '--out', 'grid.png'])}"
     print(f"wrote {done.weights} of {done.source.name} ({done.kimg:g} kimg) to {done.path}: {size / 2**20:.1f} MiB"
-          f"{against}; sample it with "
-          f"{shlex.join(['ganforge', 'sample', str(done.path), '--n', '64', '--out', 'grid.png'])}")
+          f"{against}; {use}")
     return 0
 
 
@@ -1044,9 +1048,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary, seed=None, device=None)
 
     p = sub.add_parser("export", help="write a run's generator alone to a .safetensors file that sample, eval and "
-                                      "load_generator take")
-    p.add_argument("run", type=_path, help="run directory or checkpoint file")
-    p.add_argument("--out", required=True, type=_text, help="the generator file to write, ending in .safetensors")
+                                      "load_generator take, or to a .pt2 program that PyTorch runs without ganforge")
+    p.add_argument("run", type=_path, help="run directory, checkpoint file or (for a .pt2) exported .safetensors")
+    p.add_argument("--out", required=True, type=_text,
+                   help="the file to write: NAME.safetensors, G's weights and settings for ganforge, or NAME.pt2, a "
+                        "torch.export program of G for PyTorch code without ganforge (torch.export.load)")
     p.add_argument("--ckpt", default="latest", type=_text,
                    help="latest, best, one of the run's checkpoints by name (ckpt-000042000) or a checkpoint path")
     p.add_argument("--no-ema", action="store_true", help="export G rather than G_ema")

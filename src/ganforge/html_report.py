@@ -376,6 +376,7 @@ def _commands(run_dir: Path) -> str:
         f"{ganforge} eval {run} --metrics copies      # does G copy its training images?",
         f"{ganforge} sample {run} --n 8 --nearest 5 --out nn.png   # each sample beside its 5 nearest training images",
         f"{ganforge} export {run} --out G.safetensors   # G alone, to share: sample and eval take it",
+        f"{ganforge} export {run} --out G.pt2           # G as a torch.export program, for PyTorch without ganforge",
         f"{ganforge} train --resume {run} --set train.kimg=N",
         f"{ganforge} train --config {config}     # a new run with the same settings",
         f"{ganforge} compare {run} OTHER_RUN",
