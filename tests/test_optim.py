@@ -57,6 +57,51 @@ def test_updates_equal_torchs_fused_adam_to_the_bit(frozen_at, device):
     assert not torch.equal(net[0].weight, _nets_and_optimizers(device)[0][0].weight)  # it trained
 
 
+def test_channels_last_weights_update_to_the_bit_in_place_through_views_of_their_memory(monkeypatch):
+    """Conv weights kept channels_last reach torch's kernel as contiguous views in memory order (the kernel
+    would copy them to NCHW and back), and train as torch.optim's fused Adam trains them, staying channels_last."""
+    cl = torch.channels_last
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1), nn.LeakyReLU(0.2), nn.ConvTranspose2d(16, 8, 4, 2, 1),
+                        nn.Conv2d(8, 1, 3)).to(memory_format=cl)
+    twin = copy.deepcopy(net)
+    ours = make_optimizer("adam", net.parameters(), lr=1e-2, betas=[0.5, 0.999], eps=1e-8)
+    theirs = torch.optim.Adam(twin.parameters(), lr=1e-2, betas=(0.5, 0.999), eps=1e-8, fused=True)
+    seen: list[torch.Tensor] = []
+    kernel = step_module._FUSED_ADAM_KERNEL
+
+    def spy(params, *args, **kwargs):
+        seen.extend(params)
+        return kernel(params, *args, **kwargs)
+
+    monkeypatch.setattr(step_module, "_FUSED_ADAM_KERNEL", spy)
+    for i in range(6):
+        x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(i)).contiguous(memory_format=cl)
+        for module, opt in ((net, ours), (twin, theirs)):
+            opt.zero_grad(set_to_none=True)
+            module(x).square().mean().backward()
+            opt.step()
+    assert _same(net, ours, twin, theirs)
+    assert all(p.is_contiguous(memory_format=cl) for p in net.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert seen and all(t.is_contiguous() for t in seen)  # every tensor the kernel got needs no copy
+    assert any(t.dim() == 4 and t.shape != p.shape for t in seen for p in net.parameters() if t.data_ptr() ==
+               p.data_ptr())  # some of them as permuted views of the weights
+
+
+def test_tensors_of_unlike_layouts_reach_the_kernel_as_they_are():
+    from ganforge.step import _in_storage_order
+
+    weight = torch.randn(8, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    grad, moment = torch.randn(8, 4, 3, 3), torch.zeros_like(weight)  # the gradient NCHW, unlike the weight
+    assert all(a is b for a, b in zip(_in_storage_order(weight, grad, moment, moment),
+                                      (weight, grad, moment, moment), strict=True))
+    views = _in_storage_order(weight, weight.clone(), moment, moment)
+    assert all(v.is_contiguous() and v.shape == (8, 3, 3, 4) for v in views)
+    assert views[0].data_ptr() == weight.data_ptr()  # a view: an update through it is an update of the weight
+    plain = torch.randn(8, 4, 3, 3)
+    assert _in_storage_order(plain, plain)[0] is plain
+
+
 def test_the_kernel_is_called_directly_after_the_first_step(monkeypatch):
     calls = []
     torch_step = step_module._TORCH_ADAM_STEP

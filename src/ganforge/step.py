@@ -253,8 +253,24 @@ class FusedAdam(torch.optim.Adam):
                                        for p, g in zip(params, grads, strict=True)):
                 return None
             tensors = (params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states])
+            if device.type == "cpu":  # channels_last weights as views the kernel need not copy
+                fours = [_in_storage_order(*four) for four in zip(*tensors, strict=True)]
+                tensors = tuple([four[i] for four in fours] for i in range(4))
             work.append((group, tensors, [st["step"] for st in states]))
         return work
+
+
+def _in_storage_order(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Tensors of one layout (a channels_last conv weight, its gradient and moments) as contiguous views in
+    the order of their memory, where the first has a permutation that makes it contiguous and the others share
+    its strides; else as they are. torch's CPU kernel copies a tensor that is not contiguous to one that is, and
+    back (0.4 ms a step for the default's 256x128x4x4 weights); Adam is elementwise, so a view updates alike."""
+    first = tensors[0]
+    if first.is_contiguous() or any(t.stride() != first.stride() or t.shape != first.shape for t in tensors):
+        return tensors
+    order = sorted(range(first.dim()), key=lambda d: -first.stride(d))
+    views = tuple(t.permute(order) for t in tensors)
+    return views if views[0].is_contiguous() else tensors
 
 
 def _step_observed(opt: torch.optim.Optimizer) -> bool:
