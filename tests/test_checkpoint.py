@@ -521,7 +521,8 @@ def test_a_conditional_generator_program_takes_classes_and_comes_from_a_generato
 
     from ganforge.generators import export_generator
 
-    run = train(tiny_cfg(**{"model.n_classes": 2}), out=tmp_path / "runs", log=lambda msg: None)
+    run = train(tiny_cfg(**{"model.n_classes": 2, "model.label_dropout": 0.5}), out=tmp_path / "runs",
+                log=lambda msg: None)
     weights = export_generator(run, tmp_path / "G.safetensors", ema=False).path
     done = export_generator(weights, tmp_path / "G.pt2")
     assert done.weights == "G" and done.source == weights
@@ -529,11 +530,14 @@ def test_a_conditional_generator_program_takes_classes_and_comes_from_a_generato
     program = torch.export.load(done.path, extra_files=extra).module()
     meta = json.loads(extra["ganforge.json"])
     assert meta["classes"] == ["class0", "class1"] and set(meta["inputs"]) == {"z", "y"}
+    assert meta["inputs"]["y"].endswith("0 to 1, or 2 for none (G trained with model.label_dropout)")
     G = load_generator(run, ema=False)
     z, y = G.make_z(6, torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 0, 0, 1])
     with torch.no_grad():
         assert (program(z, y) - G(z, y)).abs().max() <= 1e-5
         assert (program(z, 1 - y) - program(z, y)).abs().max() > 1e-3  # the classes reach the images
+        none = torch.full_like(y, 2)
+        assert (program(z, none) - G(z, none)).abs().max() <= 1e-5
 
 
 def test_a_generator_program_is_refused_where_ganforge_wants_weights_and_written_only_when_it_works(

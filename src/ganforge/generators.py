@@ -108,6 +108,8 @@ def _program_meta(G: Generator, state: dict[str, Any], source: Path, weights: st
                                                     f", drawn as {type(G).__qualname__}.make_z draws it")}
     if G.n_classes:
         inputs["y"] = f"int64 [batch], the class of each image, 0 to {G.n_classes - 1}"
+        if cfg.model.label_dropout > 0:
+            inputs["y"] += f", or {G.n_classes} for none (G trained with model.label_dropout)"
     return {
         "format": "ganforge-generator-program",
         "format_version": 1,
