@@ -524,7 +524,7 @@ def test_a_conditional_generator_program_takes_classes_and_comes_from_a_generato
     run = train(tiny_cfg(**{"model.n_classes": 2, "model.label_dropout": 0.5}), out=tmp_path / "runs",
                 log=lambda msg: None)
     weights = export_generator(run, tmp_path / "G.safetensors", ema=False).path
-    done = export_generator(weights, tmp_path / "G.pt2")
+    done = export_generator(weights, tmp_path / "G.PT2")  # the suffix in any case, as .safetensors
     assert done.weights == "G" and done.source == weights
     extra = {"ganforge.json": ""}
     program = torch.export.load(done.path, extra_files=extra).module()

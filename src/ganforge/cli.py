@@ -800,7 +800,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         against = f" against the checkpoint's {done.source.stat().st_size / 2**20:.1f} MiB"
     except FileNotFoundError:  # a run that trains meanwhile has removed it, its keep_ckpts passed
         against = ""
-    if done.path.suffix == PROGRAM_SUFFIX:
+    if done.path.suffix.lower() == PROGRAM_SUFFIX:
         use = (f"run it in PyTorch, without ganforge, as torch.export.load({str(done.path)!r}).module()(z) "
                f"(its extra file {PROGRAM_META} says what it takes and gives)")
     else:

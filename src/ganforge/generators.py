@@ -67,7 +67,7 @@ def export_generator(run_or_ckpt: Path | str, out: Path | str, ckpt: str = "late
       save_generator_program). A generator file may be the source of this one.
     Neither can resume training."""
     out = Path(out)
-    program = out.suffix == PROGRAM_SUFFIX
+    program = out.suffix.lower() == PROGRAM_SUFFIX
     if not (program or ckpt_io.is_generator_file(out)):
         suffix = ckpt_io.GENERATOR_SUFFIX
         raise UserError(f"{out} is not a generator file name: one ends in {suffix}, as G{suffix} (for ganforge), "
