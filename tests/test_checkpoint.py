@@ -579,3 +579,28 @@ def test_a_generator_program_is_refused_where_ganforge_wants_weights_and_written
     assert main(["export", str(tmp_cfg_run), "--out", str(out), "--force"]) == 2
     assert "program draws other images than G itself" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+def test_a_net_torch_export_cannot_trace_is_refused_in_one_line_and_quietly(tmp_path, capfd):
+    from torch import nn
+
+    from ganforge.generators import save_generator_program
+    from ganforge.models import Generator
+
+    class Branching(Generator):  # a plugin's G whose forward branches on its values
+        def __init__(self) -> None:
+            super().__init__(4, 8, 1)
+            self.linear = nn.Linear(4, 64)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            x = self.linear(z)
+            if x.sum() > 0:
+                x = -x
+            return x.tanh().view(-1, 1, 8, 8)
+
+    capfd.readouterr()
+    with pytest.raises(UserError, match=r"^Branching cannot be exported as a torch.export program \(.+\); export it "
+                                        r"as .safetensors"):
+        save_generator_program(Branching(), tmp_path / "G.pt2", {})
+    said = capfd.readouterr()
+    assert (said.out, said.err) == ("", "") and not (tmp_path / "G.pt2").exists()  # torch's graph dump kept back

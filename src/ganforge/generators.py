@@ -4,6 +4,7 @@ PyTorch runs without ganforge."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import warnings
@@ -137,7 +138,10 @@ def save_generator_program(G: Generator, out: Path, meta: dict[str, Any]) -> Non
     traced = (torch.zeros(2, G.z_dim),) + ((torch.zeros(2, dtype=torch.long),) if G.n_classes else ())
     batch = torch.export.Dim("batch", min=1)
     try:
-        program = torch.export.export(G, traced, dynamic_shapes=tuple({0: batch} for _ in traced))
+        # a net torch.export cannot trace has its graph printed and logged (twice) before the error: the one
+        # line below says what failed
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            program = torch.export.export(G, traced, dynamic_shapes=tuple({0: batch} for _ in traced))
     except Exception as e:  # noqa: BLE001  (a plugin's net may do anything torch.export cannot trace)
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise UserError(f"{type(G).__name__} cannot be exported as a torch.export program ({first[:200]}); export "
