@@ -510,6 +510,11 @@ def source_name(ckpt_path: Path) -> str:
     return ckpt_path.name
 
 
+def generator_weights(ckpt: dict[str, Any], ema: bool = True) -> str:
+    """Which of a checkpoint's generators `ema` picks: "G_ema" where asked for and the run kept one, else "G"."""
+    return "G_ema" if ema and ckpt.get("G_ema") is not None else "G"
+
+
 def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema: bool = True) -> str:
     """Write G_ema (G when `ema` is False or the run kept none) of a loaded checkpoint to `out` atomically;
     returns which of the two it wrote."""
@@ -518,7 +523,7 @@ def save_generator_file(ckpt: dict[str, Any], source: Path, out: Path | str, ema
     from safetensors.torch import save
 
     has_ema = ckpt.get("G_ema") is not None
-    which = "G_ema" if ema and has_ema else "G"
+    which = generator_weights(ckpt, ema)
     # safetensors wants contiguous tensors: channels_last weights are copied
     tensors = {name: t.detach().cpu().contiguous() for name, t in ckpt[which].items()}
     metadata = {

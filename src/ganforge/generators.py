@@ -36,8 +36,7 @@ def generator_from_checkpoint(state: dict[str, Any], path: Path, device: str | t
                         "itself export the run again with --no-ema")
     cfg = stored_config(state)
     G = build_generator(cfg)
-    weights = state["G_ema"] if ema and state.get("G_ema") is not None else state["G"]
-    ckpt_io.load_state_dict_checked(G, weights, "generator", path)
+    ckpt_io.load_state_dict_checked(G, state[ckpt_io.generator_weights(state, ema)], "generator", path)
     classes = state.get("classes")
     if G.n_classes and isinstance(classes, list) and len(classes) == G.n_classes:
         G.classes = [str(c) for c in classes]
@@ -86,18 +85,12 @@ def export_generator(run_or_ckpt: Path | str, out: Path | str, ckpt: str = "late
     G = generator_from_checkpoint(state, source, "cpu", ema)  # the weights build the config's G: the file will load
     out.parent.mkdir(parents=True, exist_ok=True)
     if program:
-        weights = _exported_weights(state, ema)
+        # a generator file holds one of the run's generators, and says which
+        weights = state["exported"]["weights"] if state.get("exported") else ckpt_io.generator_weights(state, ema)
         save_generator_program(G, out, _program_meta(G, state, source, weights))
     else:
         weights = ckpt_io.save_generator_file(state, source, out, ema=ema)
     return Exported(out, source, weights, int(state["nimg"]) / 1000)
-
-
-def _exported_weights(state: dict[str, Any], ema: bool) -> str:
-    """Which of the run's generators generator_from_checkpoint built from `state`: "G_ema" or "G"."""
-    if state.get("exported") is not None:  # a generator file holds one of them
-        return state["exported"]["weights"]
-    return "G_ema" if ema and state.get("G_ema") is not None else "G"
 
 
 def _program_meta(G: Generator, state: dict[str, Any], source: Path, weights: str) -> dict[str, Any]:
