@@ -82,11 +82,13 @@ def tiny_overrides(folder: Path, **extra: object) -> list[str]:
         "train.tick_kimg": 0.032,
         "train.grid_size": 4,
         "train.device": '"cpu"',
-        # the default preset's adaptive augmentation and R2 penalty off: tests turn on what they test
+        # the default preset's adaptive augmentation, R2 penalty and shared fake batch off: tests turn on
+        # what they test
         "train.diffaugment": '""',
         "train.ada_target": 0,
         "loss.r2_gamma": 0,
         "loss.r1_every": 1,
+        "train.reuse_fake": "false",
     }
     settings.update(extra)
     return [f"{k}={v}" for k, v in settings.items()]

@@ -1042,12 +1042,12 @@ def test_a_label_embedding_as_wide_as_many_classes_is_noted_at_start(tmp_path):
 
 
 def test_conv_nets_in_float32_on_an_amx_cpu_are_noted_at_start(tmp_path, monkeypatch, capsys):
-    """Where bf16 was measured to train the default 1.42x faster to the same quality; not for MLPs, bf16 runs
+    """Where bf16 was measured to train the default 1.44x faster to about the same quality; not for MLPs, bf16 runs
     or other CPUs; the dry run says it too."""
     from ganforge import device
     from ganforge.cli import main
 
-    note = "this CPU has AMX: --set train.amp=bf16 trained the default preset's 37.5 kimg 1.42x faster"
+    note = "this CPU has AMX: --set train.amp=bf16 trained the default preset's 40.5 kimg 1.44x faster"
     for unit, overrides, said in (("AMX", [], True), ("AMX", ["train.amp=bf16"], False),
                                   ("AMX", ['model.g="mlp"', 'model.d="mlp"', "data.img_size=28"], False),
                                   ("AVX512_BF16", [], False), (None, [], False)):
