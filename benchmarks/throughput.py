@@ -77,6 +77,7 @@ def step_flops(cfg: Config, batch: int) -> float:
     """FLOPs of one ganforge iteration. Per net: a forward pass F, weight gradients ~F, input gradients ~F
     less the first layer's when nothing upstream needs them. D is frozen during G's step (input grads only).
     d_first, fresh z: G 2F + W + I;  D 3F + 2W + 2(I - first) + I.
+    d_first, reused fake: G F + W + (I - first);  D as with a fresh z.
     g_first, reused fake (one D pass over [real; fake]; G's loss is differentiated through all of it):
                                G F + W + (I - first);  D 2F + 2W + 2(I - first) + 2I."""
     G, D = build_generator(cfg), build_discriminator(cfg)
@@ -85,6 +86,9 @@ def step_flops(cfg: Config, batch: int) -> float:
     if cfg.train.step_order == "g_first" and cfg.train.reuse_fake:
         g_total = g + g + (g - g1)
         d_total = 2 * d + 2 * d + 2 * (d - d1) + 2 * d
+    elif cfg.train.reuse_fake:
+        g_total = g + g + (g - g1)
+        d_total = 3 * d + 2 * d + 2 * (d - d1) + d
     else:
         g_total = 2 * g + g + (g - g1)
         d_total = 3 * d + 2 * d + 2 * (d - d1) + d
@@ -173,7 +177,7 @@ class ReferenceLoop:
             d_loss = (self.criterion(self.D(real), ones) + self.criterion(self.D(fake.detach()), zeros)) / 2
             d_loss.backward()
             self.opt_D.step()
-        else:  # R1: D on real, D on detached fake, D step; then G on a fresh z
+        else:  # R1: D on real, D on detached fake, D step; then G on a fresh z (pytorch/examples: the same fake)
             self.opt_D.zero_grad()
             d_real = self.criterion(self.D(real), ones)
             d_real.backward()
@@ -182,8 +186,10 @@ class ReferenceLoop:
             d_fake.backward()
             self.opt_D.step()
             self.opt_G.zero_grad()
-            z = torch.randn(self.batch, self.cfg.model.z_dim, device=self.device)
-            g_loss = self.criterion(self.D(self.G(z)), torch.ones(self.batch, device=self.device))
+            if not self.cfg.train.reuse_fake:
+                z = torch.randn(self.batch, self.cfg.model.z_dim, device=self.device)
+                fake = self.G(z)
+            g_loss = self.criterion(self.D(fake), torch.ones(self.batch, device=self.device))
             g_loss.backward()
             self.opt_G.step()
             d_loss = d_real + d_fake
