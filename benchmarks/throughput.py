@@ -76,21 +76,17 @@ def forward_macs(net: nn.Module, example: torch.Tensor) -> tuple[int, int]:
 def step_flops(cfg: Config, batch: int) -> float:
     """FLOPs of one ganforge iteration. Per net: a forward pass F, weight gradients ~F, input gradients ~F
     less the first layer's when nothing upstream needs them. D is frozen during G's step (input grads only).
-    d_first, fresh z: G 2F + W + I;  D 3F + 2W + 2(I - first) + I.
+    d_first, fresh z: G 2F + W + (I - first);  D 3F + 2W + 2(I - first) + I.
     d_first, reused fake: G F + W + (I - first);  D as with a fresh z.
     g_first, reused fake (one D pass over [real; fake]; G's loss is differentiated through all of it):
                                G F + W + (I - first);  D 2F + 2W + 2(I - first) + 2I."""
     G, D = build_generator(cfg), build_discriminator(cfg)
     g, g1 = forward_macs(G, torch.zeros(1, cfg.model.z_dim))
     d, d1 = forward_macs(D, torch.zeros(1, cfg.data.channels, cfg.data.img_size, cfg.data.img_size))
+    g_total = (g if cfg.train.reuse_fake else 2 * g) + g + (g - g1)
     if cfg.train.step_order == "g_first" and cfg.train.reuse_fake:
-        g_total = g + g + (g - g1)
         d_total = 2 * d + 2 * d + 2 * (d - d1) + 2 * d
-    elif cfg.train.reuse_fake:
-        g_total = g + g + (g - g1)
-        d_total = 3 * d + 2 * d + 2 * (d - d1) + d
     else:
-        g_total = 2 * g + g + (g - g1)
         d_total = 3 * d + 2 * d + 2 * (d - d1) + d
     return 2.0 * batch * (g_total + d_total)
 
