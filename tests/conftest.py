@@ -18,8 +18,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _cpu_without_amx(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process runs see a CPU without AMX, whose notes do not depend on the machine the suite runs on
-    (a run of conv nets on an AMX CPU starts with a note on bf16; test_train checks it)."""
+    """In-process runs see a CPU without a bfloat16 matrix unit, whose notes do not depend on the machine the
+    suite runs on (a run of conv nets on an AMX or AVX512_BF16 CPU starts with a note on bf16; test_train checks
+    it)."""
     from ganforge import device
 
     monkeypatch.setattr(device, "cpu_matrix_unit", lambda: None)
