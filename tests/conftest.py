@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _cpu_without_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+def _cpu_without_a_bf16_unit(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process runs see a CPU without a bfloat16 matrix unit, whose notes do not depend on the machine the
     suite runs on (a run of conv nets on an AMX or AVX512_BF16 CPU starts with a note on bf16; test_train checks
     it)."""
