@@ -158,7 +158,8 @@ def cpu_matrix_unit(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
         return None
 
 
-# What bf16 bought the default preset's 40.5 kimg on each kind of CPU, at about the same fd_digits (README)
+# What bf16 bought the default preset on each kind of CPU (its 40.5 kimg of 2026-12-06), at about the same
+# fd_digits (README)
 BF16_SPEEDUP = {"AMX": 1.44, "AVX512_BF16": 1.41}
 
 
@@ -169,7 +170,7 @@ def bf16_note(cfg: Config, device: torch.device, nets: tuple[nn.Module, ...]) ->
     if (device.type != "cpu" or cfg.train.amp != "none" or unit not in BF16_SPEEDUP
             or not any(has_conv(net) for net in nets)):
         return None
-    return (f"this CPU has {unit}: --set train.amp=bf16 trained the default preset's 40.5 kimg "
+    return (f"this CPU has {unit}: --set train.amp=bf16 trained the default preset "
             f"{BF16_SPEEDUP[unit]:.2f}x faster to about the same fd_digits (see the README's Choosing the default)")
 
 
