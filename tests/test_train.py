@@ -605,6 +605,19 @@ def test_g_ema_follows_the_half_life_it_is_given(tmp_path, tiny_cfg):
         assert (e - p).abs().max().item() < 1e-6
 
 
+def test_g_ema_half_life_changes_g_ema_alone(tmp_path, tiny_cfg):
+    # half-lives are compared on runs that share their seed: G_ema must not feed back into what trains,
+    # adaptive augmentation and R2 included, or the comparison would mix in a different training run
+    extra = {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.6, "train.ada_kimg": 0.01,
+             "loss.r2_gamma": 0.1, "loss.r1_every": 2, "train.reuse_fake": "true", "train.kimg": 0.096}
+    runs = [final_weights(train(tiny_cfg(**extra, **{"train.ema_kimg": h}), out=tmp_path / str(h), log=quiet))
+            for h in (0.05, 0.1)]
+    for net in ("G", "D"):
+        for key, value in runs[0][net].items():
+            assert torch.equal(value, runs[1][net][key]), f"{net}.{key} differs"
+    assert any(not torch.equal(v, runs[1]["G_ema"][k]) for k, v in runs[0]["G_ema"].items() if k.endswith("weight"))
+
+
 def test_divergence_is_reported_not_hidden(tmp_path, tiny_cfg, monkeypatch):
     from ganforge import config
     from ganforge.errors import UserError
