@@ -27,8 +27,8 @@ def final_weights(run_dir) -> dict:
     return ckpt_io.load_checkpoint(ckpt_io.resolve_checkpoint(run_dir))
 
 
-def assert_same_state(a: dict, b: dict) -> None:
-    for net in ("G", "D", "G_ema"):
+def assert_same_state(a: dict, b: dict, nets: tuple[str, ...] = ("G", "D", "G_ema")) -> None:
+    for net in nets:
         if a[net] is None:
             assert b[net] is None
             continue
@@ -612,9 +612,7 @@ def test_g_ema_half_life_changes_g_ema_alone(tmp_path, tiny_cfg):
              "loss.r2_gamma": 0.1, "loss.r1_every": 2, "train.reuse_fake": "true", "train.kimg": 0.096}
     runs = [final_weights(train(tiny_cfg(**extra, **{"train.ema_kimg": h}), out=tmp_path / str(h), log=quiet))
             for h in (0.05, 0.1)]
-    for net in ("G", "D"):
-        for key, value in runs[0][net].items():
-            assert torch.equal(value, runs[1][net][key]), f"{net}.{key} differs"
+    assert_same_state(runs[0], runs[1], nets=("G", "D"))
     assert any(not torch.equal(v, runs[1]["G_ema"][k]) for k, v in runs[0]["G_ema"].items() if k.endswith("weight"))
 
 
