@@ -9,6 +9,8 @@ them).
 - copies: 1,000 of those training digits with faint noise (sd 0.01), shifted right by 1, 2 and 3 pixels
   (and 1 right and 1 down), or mirrored, against the same 4,000: what a pixel distance catches, and what
   the digit features catch.
+- with data.mirror: the held-out digits, and mirrored copies (also shifted 2 px), against the 4,000 taken
+  with their mirror images, as `copies` measures a run that trained with data.mirror.
 - each RUN: `ganforge eval RUN --metrics copies --n N` (G_ema where kept), against the run's own training
   images (a data.max_images subset included), not written into the run; for a run on a subset of the
   bundled digits, also the digits outside the subset against it (new draws of the data at that size).
@@ -30,19 +32,23 @@ from ganforge.metrics.formulas import authenticity
 from ganforge.metrics.train_digits import heldout_split
 
 
-def row(name: str, fake: torch.Tensor, train: torch.Tensor) -> str:
+def row(name: str, fake: torch.Tensor, train: torch.Tensor, mirrored: bool = False) -> str:
     """Authenticity and nn_ratio on plain pixels, as copies (pixels, smallest over shifts) and on the digit
-    features."""
+    features. mirrored: the training set as a run with data.mirror has it, mirror images included (the
+    features have no mirror to take, so that row leaves them out)."""
     start = time.perf_counter()
-    records = evaluate(EvalContext(ImageSet(fake, "fake", name), ImageSet(train, "train", name)), ["copies"])
+    records = evaluate(EvalContext(ImageSet(fake, "fake", name), ImageSet(train, "train", name, mirrored=mirrored)),
+                       ["copies"])
     values = {r["metric"]: r["value"] for r in records}
     seconds = time.perf_counter() - start
-    plain = authenticity(train, fake)
-    net = load_classifier("cpu")
-    features = authenticity(classify(net, train)[0], classify(net, fake)[0])
+    plain = authenticity(train, fake, mirror=mirrored)
+    if mirrored:
+        features = "- | -"
+    else:
+        net = load_classifier("cpu")
+        features = "{:.3f} | {:.3f}".format(*authenticity(classify(net, train)[0], classify(net, fake)[0]))
     return (f"| {name} | {len(fake):,} | {len(train):,} | {plain[0]:.3f} | {plain[1]:.3f} | "
-            f"{values['authenticity']:.3f} | {values['nn_ratio']:.3f} | {features[0]:.3f} | {features[1]:.3f} | "
-            f"{seconds:.1f} |")
+            f"{values['authenticity']:.3f} | {values['nn_ratio']:.3f} | {features} | {seconds:.1f} |")
 
 
 def main() -> None:
@@ -74,6 +80,11 @@ def main() -> None:
                             torch.roll(copied, (1, 1), dims=(2, 3))),
                            (f"training digits mirrored, {size} px", copied.flip(3))):
             print(row(name, fake, train), flush=True)
+        for name, fake in ((f"held-out digits, {size} px, training digits with data.mirror", images[held_idx]),
+                           (f"training digits mirrored, {size} px, with data.mirror", copied.flip(3)),
+                           (f"training digits mirrored and shifted 2 px, {size} px, with data.mirror",
+                            torch.roll(copied.flip(3), 2, dims=3))):
+            print(row(name, fake, train, mirrored=True), flush=True)
     for run in args.runs:
         fake, train, outside = run_sets(run, args.n)
         print(row(run, fake, train), flush=True)

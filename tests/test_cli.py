@@ -572,6 +572,13 @@ def test_nearest_training_grid_puts_each_sample_before_its_nearest_training_imag
     dots[0, 0, 4, 4] = dots[1, 0, 2, 2] = dots[2, 0, 4, 6] = 1.0  # the last: the first moved 2 px right
     images, dists = nearest_training_grid(dots[2:], dots[:2], 1)
     assert torch.equal(images[1], dots[0]) and dists[0, 0] == 0  # a copy moved by 2 px is still found
+    left = torch.full((2, 1, 9, 9), -1.0)
+    left[0, 0, 4, 1] = left[1, 0, 1, 4] = 1.0  # a dot left of centre, and one near the top
+    images, dists = nearest_training_grid(left[:1].flip(-1), left, 2, mirror=True)  # its mirror image
+    assert torch.equal(images[1], left[0].flip(-1)) and dists[0, 0] == 0  # shown as it matched
+    assert torch.equal(images[2], left[1]) and dists[0, 1] > 0  # symmetric: either way round
+    images, dists = nearest_training_grid(left[:1].flip(-1), left, 1)
+    assert dists[0, 0] > 0  # without mirror, the mirror image is another picture
 
 
 def test_sample_nearest_draws_each_sample_beside_its_nearest_training_images(tmp_path, image_folder, capsys):
@@ -597,6 +604,17 @@ def test_sample_nearest_draws_each_sample_beside_its_nearest_training_images(tmp
     shutil.rmtree(image_folder)  # the training images moved away: said, not a traceback
     assert main(["sample", str(run_dir), "--nearest", "2", "--out", str(tmp_path / "gone.png")]) == 2
     assert "are not there any more" in capsys.readouterr().err
+
+
+def test_a_run_on_mirrored_images_counts_mirror_images_as_training_images(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder, **{"data.mirror": "true"}))]) == 0
+    run_dir = only_run(out)
+    assert main(["sample", str(run_dir), "--nearest", "2", "--n", "2", "--out", str(tmp_path / "nn.png")]) == 0
+    assert "nearest of the run's 32 training images and their mirror images" in capsys.readouterr().out
+    assert main(["eval", str(run_dir), "--metrics", "copies", "--n", "16"]) == 0
+    records = json.loads((run_dir / "metrics.json").read_text())[-1]["results"]
+    assert [r["metric"] for r in records] == ["authenticity", "nn_ratio"] and all(r["mirror"] for r in records)
 
 
 def test_eval_names_the_metrics_file_it_appended_to(tmp_path, image_folder, capsys):

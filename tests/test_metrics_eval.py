@@ -333,6 +333,20 @@ def test_copies_tells_copied_training_digits_from_held_out_ones():
         evaluate(EvalContext(other_size, train), ["copies"])
 
 
+def test_copies_of_a_mirrored_data_set_count_mirrored_copies():
+    data_cfg = DataConfig(name="mnist5k", max_images=200, mirror=True)
+    train = real_image_set(data_cfg)
+    assert train.mirrored and not real_image_set(DataConfig(name="mnist5k", max_images=200)).mirrored
+    mirrored = train.images[:50].flip(-1)
+    scores = {}
+    for name, reference in (("upright", ImageSet(train.images, "mnist5k", "subset200")), ("mirrored", train)):
+        records = evaluate(EvalContext(ImageSet(mirrored, "test", "mirrored copies"), reference), ["copies"])
+        assert records[0].get("mirror") is (True if reference.mirrored else None)
+        scores[name] = {r["metric"]: r["value"] for r in records}
+    assert scores["mirrored"]["authenticity"] == 0.0 and scores["mirrored"]["nn_ratio"] < 0.01
+    assert scores["upright"]["authenticity"] > 0.4 and scores["upright"]["nn_ratio"] > 0.8  # new digits to it
+
+
 def test_swd_is_near_its_floor_for_new_draws_of_the_data_and_grows_with_noise_blur_and_collapse():
     data = load_dataset(DataConfig(name="mnist5k", img_size=32))
     images = data.batch(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:400])

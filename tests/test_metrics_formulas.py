@@ -183,6 +183,34 @@ def test_shifts_move_images_with_their_edges_repeated_and_find_shifted_copies():
         formulas.nearest_neighbours(fake.flatten(1), train, max_shift=1)
 
 
+def test_mirror_finds_mirrored_copies_and_a_training_image_is_not_spaced_from_its_own_mirror():
+    import torch
+
+    blank = torch.full((1, 1, 11, 11), -1.0)
+    left, right, top = blank.clone(), blank.clone(), blank.clone()
+    left[0, 0, 5, 2] = right[0, 0, 5, 8] = top[0, 0, 2, 5] = 1.0  # left and right: each other's mirror image
+    train = torch.cat([left, top])
+    fake = torch.cat([right, formulas.shifted(right, 0, -1)])  # a mirrored copy, and that moved 1 px
+    dist, index = formulas.nearest_neighbours(fake, train, max_shift=2)
+    apart = 2 * 2 ** 0.5  # two single-dot images whose dots do not meet
+    assert all(abs(d - apart) < 1e-5 for d in dist.tolist())  # upright, the dots never meet within 2 px
+    dist, index = formulas.nearest_neighbours(fake, train, max_shift=2, mirror=True)
+    assert dist.tolist() == [0.0, 0.0] and index.tolist() == [0, 0]
+    assert formulas.authenticity(train, fake, max_shift=2)[0] == 1.0
+    assert formulas.authenticity(train, fake, max_shift=2, mirror=True)[0] == 0.0
+    # the two orientations of one image are one training image: its spacing is to the other image
+    pair = torch.cat([left, right, top])
+    spacing, nearest = formulas.nearest_neighbours(pair, pair, exclude_self=True, mirror=True)
+    assert spacing.tolist()[:2] == [0.0, 0.0] and nearest.tolist()[:2] == [1, 0]
+    assert abs(spacing[2].item() - apart) < 1e-5
+    spacing, _ = formulas.nearest_neighbours(pair[[0, 2]], pair[[0, 2]], exclude_self=True, mirror=True)
+    assert all(abs(d - apart) < 1e-5 for d in spacing.tolist())
+    upright = formulas.paired_distances(fake, torch.cat([right, right]), max_shift=1)
+    assert upright.tolist() == [0.0, 0.0] and formulas.paired_distances(fake, torch.cat([left, left])).min() > 2
+    with pytest.raises(ValueError, match="images of one size"):
+        formulas.nearest_neighbours(fake.flatten(1), train.flatten(1), mirror=True)
+
+
 @pytest.mark.parametrize("k", [3, 5])
 def test_identical_sets_have_full_precision_recall_coverage(k):
     x = np.random.default_rng(5).normal(size=(200, 8))

@@ -301,12 +301,14 @@ def _sample_nearest(args: argparse.Namespace, out: Path) -> int:
         raise UserError(f"--nearest {args.nearest} is more than the run's {image_count(len(train), 'training image')}")
     labels, _ = _sample_labels(G, args, grid=True)
     samples = G.sample(args.n, seed=args.seed, labels=labels, truncation=args.truncation)
-    images, dists = report.nearest_training_grid(samples, train, args.nearest)
+    mirror = cfg.data.mirror
+    images, dists = report.nearest_training_grid(samples, train, args.nearest, mirror=mirror)
     out.parent.mkdir(parents=True, exist_ok=True)
     report.save_grid(images, out, nrow=args.nearest + 1)
     print(f"wrote {args.n} sample{'s' * (args.n > 1)} to {out}, one per row, each followed by its {args.nearest} "
-          f"nearest of the run's {image_count(len(train), 'training image')} (pixel distance, the smallest "
-          f"over shifts of up to {COPIES_MAX_SHIFT} px; nearest "
+          f"nearest of the run's {image_count(len(train), 'training image')}"
+          f"{' and their mirror images (data.mirror; shown as they matched)' if mirror else ''} (pixel distance, "
+          f"the smallest over shifts of up to {COPIES_MAX_SHIFT} px; nearest "
           f"{dists[:, 0].min():.2f} to {dists[:, 0].max():.2f}, median {dists[:, 0].median():.2f})")
     return 0
 

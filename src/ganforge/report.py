@@ -220,17 +220,26 @@ def save_npz_stream(G: nn.Module, n: int, path: Path | str, seed: int = 0, batch
                     np.lib.format.write_array(f, np.array(classes, dtype=str))
 
 
-def nearest_training_grid(samples: torch.Tensor, train: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_training_grid(samples: torch.Tensor, train: torch.Tensor, k: int,
+                          mirror: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Each sample followed by its k nearest training images by Euclidean distance over the pixels (the
     smallest over shifts of the sample by up to COPIES_MAX_SHIFT pixels, as the copies metric measures it),
     nearest first: the images of a grid of k + 1 columns, one sample per row ([n * (k + 1), C, H, W]), and
-    the distances [n, k]. The figure papers show to argue that a GAN does not copy its training set."""
+    the distances [n, k]. The figure papers show to argue that a GAN does not copy its training set. With
+    mirror (a run with data.mirror), the mirror images count as training images too, and a neighbour nearer
+    mirrored is shown mirrored."""
     from .metrics.core import COPIES_MAX_SHIFT
-    from .metrics.formulas import k_nearest
+    from .metrics.formulas import k_nearest, paired_distances
 
     samples, train = samples.cpu().float(), train.cpu().float()
-    dists, index = k_nearest(samples, train, k, max_shift=COPIES_MAX_SHIFT)
-    rows = torch.cat([samples[:, None], train[index]], dim=1)  # [n, k + 1, C, H, W]
+    dists, index = k_nearest(samples, train, k, max_shift=COPIES_MAX_SHIFT, mirror=mirror)
+    neighbours = train[index]  # [n, k, C, H, W]
+    if mirror:  # each neighbour in the orientation nearer its sample
+        pairs = samples[:, None].expand_as(neighbours)
+        upright = paired_distances(pairs, neighbours, COPIES_MAX_SHIFT)
+        flipped = paired_distances(pairs.flip(-1), neighbours, COPIES_MAX_SHIFT) < upright
+        neighbours = torch.where(flipped[..., None, None, None], neighbours.flip(-1), neighbours)
+    rows = torch.cat([samples[:, None], neighbours], dim=1)  # [n, k + 1, C, H, W]
     return rows.flatten(0, 1), dists
 
 

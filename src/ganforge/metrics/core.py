@@ -127,7 +127,7 @@ class ImageSet:
 
     def __init__(self, images: torch.Tensor, name: str, split: str, cache_key: str | None = None,
                  labels: torch.Tensor | None = None, classes: list[str] | None = None,
-                 fingerprint: str | None = None) -> None:
+                 fingerprint: str | None = None, mirrored: bool = False) -> None:
         self.images = images
         self.name = name
         self.split = split
@@ -136,6 +136,7 @@ class ImageSet:
         self.fingerprint = fingerprint
         self.labels = labels  # int64 [N]: dataset labels, or the classes a conditional G was asked for
         self.classes = classes  # the name of each label; None: label c is the digit c
+        self.mirrored = mirrored  # trained on with each image flipped left-right too (data.mirror): copies
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -369,7 +370,9 @@ def copies(ctx: EvalContext) -> Result:
       a training image to its nearest other one: about 1 for new draws of the data (held-out digits 1.003),
       towards 0 for copies, above 1 for samples far from every training image.
     At most KNN_MAX_REAL training images (a subset seeded by the evaluation's seed). With a run, the
-    training images are its own, data.max_images subset included."""
+    training images are its own, data.max_images subset included, and for a run with data.mirror (D saw
+    each image flipped left-right too) every distance is also the smallest over the mirror image, so that a
+    mirrored copy counts as a copy (`mirror` in the protocol)."""
     real, fake = _pixel_sets(ctx, "copies compares samples with the training images",
                              "copies compares images pixel by pixel")
     protocol = {**ctx.digit_protocol(), "extractor": PIXEL_EXTRACTOR, "extractor_sha256": None,
@@ -377,7 +380,10 @@ def copies(ctx: EvalContext) -> Result:
     train = _knn_real_subset(real.images, ctx, protocol)
     if len(train) < 2:
         raise UserError(f"copies needs at least 2 training images to measure their spacing, got {len(train)}")
-    authentic, ratio = formulas.authenticity(train.cpu(), fake.images.cpu(), max_shift=COPIES_MAX_SHIFT)
+    if real.mirrored:
+        protocol["mirror"] = True
+    authentic, ratio = formulas.authenticity(train.cpu(), fake.images.cpu(), max_shift=COPIES_MAX_SHIFT,
+                                             mirror=real.mirrored)
     return [("authenticity", authentic, protocol), ("nn_ratio", ratio, protocol)]
 
 
@@ -701,7 +707,7 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     subset = f"-subset{len(data)}" if data.split != "train" else ""
     key = f"{name}-train{subset}-{data_cfg.img_size}px-{data_cfg.channels}ch"
     return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu(),
-                    fingerprint=data.fingerprint)
+                    fingerprint=data.fingerprint, mirrored=bool(getattr(data_cfg, "mirror", False)))
 
 
 def read_metrics_history(path: Path) -> list:

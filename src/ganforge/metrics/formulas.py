@@ -116,14 +116,16 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
 
 
 def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = False,
-              max_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+              max_shift: int = 0, mirror: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of a, the Euclidean distances to its k nearest rows of b, nearest first, and their indices
     ([len(a), k] each), a block of a at a time. exclude_self: a and b are one set, and a row is not its own
-    neighbour (a duplicate is). max_shift > 0: a and b are images [N, C, H, W] of one size, and each distance
-    is the smallest over shifts of the a image by up to that many pixels each way (see shifted)."""
-    if max_shift > 0 and (a.dim() != 4 or b.shape[1:] != a.shape[1:]):
-        raise ValueError(f"shifts need two sets of images of one size [N, C, H, W], got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
+    neighbour (a duplicate is; with mirror, nor is its own mirror image). max_shift > 0: a and b are images
+    [N, C, H, W] of one size, and each distance is the smallest over shifts of the a image by up to that many
+    pixels each way (see shifted). mirror: images too, and each distance is also the smallest over the a image
+    flipped left-right (and its shifts), for a set trained on with its mirror images (data.mirror)."""
+    if (max_shift > 0 or mirror) and (a.dim() != 4 or b.shape[1:] != a.shape[1:]):
+        raise ValueError(f"shifts and mirror images need two sets of images of one size [N, C, H, W], got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
     moves = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)
              if dy or dx]
     b = b.flatten(1).float()
@@ -133,8 +135,11 @@ def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = Fal
     for i in range(0, a.shape[0], _CHUNK):
         block = a[i : i + _CHUNK].float()
         d = torch.cdist(block.flatten(1), b)
-        for dy, dx in moves:
-            torch.minimum(d, torch.cdist(shifted(block, dy, dx).flatten(1), b), out=d)
+        for image in (block, block.flip(-1)) if mirror else (block,):
+            if image is not block:
+                torch.minimum(d, torch.cdist(image.flatten(1), b), out=d)
+            for dy, dx in moves:
+                torch.minimum(d, torch.cdist(shifted(image, dy, dx).flatten(1), b), out=d)
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + i] = float("inf")
@@ -144,10 +149,26 @@ def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = Fal
     return torch.cat(dists), torch.cat(index)
 
 
+def paired_distances(a: torch.Tensor, b: torch.Tensor, max_shift: int = 0) -> torch.Tensor:
+    """The Euclidean distance between each image of a and the image of b at the same place (images
+    [..., C, H, W] of one shape), the smallest over shifts of the a image by up to max_shift pixels each way."""
+    if a.shape != b.shape or a.dim() < 3:
+        raise ValueError(f"paired distances need two sets of images of one shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    lead = a.shape[:-3]
+    a, b = a.float().reshape(-1, *a.shape[-3:]), b.float().reshape(-1, *b.shape[-3:])  # shifted pads 4-D
+    dists = (a - b).flatten(1).norm(dim=1)
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            if dy or dx:
+                torch.minimum(dists, (shifted(a, dy, dx) - b).flatten(1).norm(dim=1), out=dists)
+    return dists.view(lead)
+
+
 def nearest_neighbours(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False,
-                       max_shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                       max_shift: int = 0, mirror: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of a, the Euclidean distance to its nearest row of b and that row's index (see k_nearest)."""
-    dists, index = k_nearest(a, b, 1, exclude_self, max_shift)
+    dists, index = k_nearest(a, b, 1, exclude_self, max_shift, mirror)
     return dists[:, 0], index[:, 0]
 
 
@@ -162,19 +183,22 @@ def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., s - dy : s - dy + height, s - dx : s - dx + width]
 
 
-def authenticity(train: torch.Tensor, fake: torch.Tensor, max_shift: int = 0) -> tuple[float, float]:
+def authenticity(train: torch.Tensor, fake: torch.Tensor, max_shift: int = 0,
+                 mirror: bool = False) -> tuple[float, float]:
     """Authenticity (Alaa et al. 2022) and the nearest-neighbour distance ratio, for copies of training data.
     A sample is authentic when it lies no closer to its nearest training point than that point lies to its
     own nearest other training point; authenticity is the authentic share. The ratio is the median distance
     of a sample to its nearest training point over the median distance of a training point to its nearest
     other one: about 1 for fresh draws of the training distribution, 0 for copies. With max_shift > 0 (images
     [N, C, H, W]), every distance is the smallest over shifts of up to that many pixels, so a copy moved by a
-    pixel or two is still a copy."""
+    pixel or two is still a copy. With mirror, also the smallest over each image flipped left-right: the
+    training set is taken with its mirror images (data.mirror), so a mirrored copy is a copy, and a training
+    image's spacing is to the other images, not to its own mirror image."""
     if train.shape[0] < 2 or fake.shape[0] < 1:
         raise ValueError(f"authenticity needs at least 2 training points and 1 sample, got {train.shape[0]} and "
                          f"{fake.shape[0]}")
-    train_nn, _ = nearest_neighbours(train, train, exclude_self=True, max_shift=max_shift)
-    fake_nn, nearest = nearest_neighbours(fake, train, max_shift=max_shift)
+    train_nn, _ = nearest_neighbours(train, train, exclude_self=True, max_shift=max_shift, mirror=mirror)
+    fake_nn, nearest = nearest_neighbours(fake, train, max_shift=max_shift, mirror=mirror)
     authentic = (fake_nn >= train_nn[nearest]).double().mean().item()
     median_train = train_nn.median().item()
     ratio = fake_nn.median().item() / median_train if median_train > 0 else float("inf")
