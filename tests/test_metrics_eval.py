@@ -706,6 +706,29 @@ def test_eval_cli_on_two_folders(tmp_path, image_folder, capsys):
     assert "biased upward" not in capsys.readouterr().out
 
 
+def test_eval_mirror_counts_mirrored_copies_of_the_real_folder(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(12):  # faint noise (each image its own) and a bright bar on the left: not symmetric
+        img = rng.integers(0, 60, size=(16, 16), dtype=np.uint8)
+        img[3:13, 1:4] = 230
+        for folder, picture in (("real", img), ("fake", img[:, ::-1])):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            Image.fromarray(np.ascontiguousarray(picture), mode="L").save(tmp_path / folder / f"{i:02d}.png")
+    argv = ["eval", "--real", f"folder:{tmp_path / 'real'}", "--fake", f"folder:{tmp_path / 'fake'}",
+            "--metrics", "copies"]
+    scores = {}
+    for flags in ([], ["--mirror"]):
+        out = tmp_path / f"m{len(flags)}.json"
+        assert main([*argv, *flags, "--out", str(out)]) == 0
+        records = json.loads(out.read_text())[0]["results"]
+        assert records[0].get("mirror") is (True if flags else None)
+        scores[bool(flags)] = records[0]["value"]
+    capsys.readouterr()
+    assert scores[True] == 0.0 and scores[False] == 1.0  # mirrored: copies; upright, the bars 12 px apart
+    assert main(["eval", str(tmp_path / "run"), "--mirror"]) == 2
+    assert "--mirror is for --real/--fake; a run's copies take its mirror images" in capsys.readouterr().err
+
+
 def test_the_small_sample_note_names_each_frechet_distance_and_its_unbiased_kin():
     from ganforge.metrics.core import small_sample_note
 

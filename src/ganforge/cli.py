@@ -554,6 +554,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.img_size is not None or args.channels is not None:
             raise UserError("--img-size and --channels are for --real/--fake; a run's images are compared at its "
                             "own data.img_size and data.channels")
+        if args.mirror:
+            raise UserError("--mirror is for --real/--fake; a run's copies take its mirror images when it trained "
+                            "with data.mirror")
         from . import checkpoint as ckpt_io
         from .metrics.core import metrics_path_for
 
@@ -607,7 +610,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UserError(f"{stacked} has three channels, a digit in each, and --channels {channels} asks "
                             "for grey; compare in colour: --channels 3, or leave --channels out")
         root = args.data_root or DataConfig.root
-        real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=root)
+        real_cfg = DataConfig(name=args.real, img_size=img_size, channels=channels, root=root, mirror=args.mirror)
         fake_cfg = DataConfig(name=args.fake, img_size=img_size, channels=channels, root=root)
         fake_data, real_data = load_dataset(fake_cfg), load_dataset(real_cfg)
         notes += [f"note: {data.cache_note}" for data in (fake_data, real_data) if data.cache_note]
@@ -1023,6 +1026,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="root of the torchvision data set --real or --fake names, or a run's own "
                         "(default: data; with a run, the run's data.root)")
     p.add_argument("--out", type=_text, help="with --real/--fake: append the results to this metrics.json")
+    p.add_argument("--mirror", action="store_true",
+                   help="with --real/--fake: the --real images were trained on with their mirror images too "
+                        "(data.mirror, StyleGAN2-ADA's --mirror), so copies counts a mirrored copy as a copy (a "
+                        "run's own data.mirror says so for it)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="runs side by side: settings that differ, speed, latest metrics")
