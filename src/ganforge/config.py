@@ -42,7 +42,8 @@ class DataConfig:
     fit: str = setting("crop", "crop | pad: a folder's non-square images are centre-cropped, or padded with "
                                "data.background")
     mirror: bool = setting(False, "also train on every image flipped left-right (faces, animals, objects; not "
-                                  "digits or text)")
+                                  "digits or text); copies and sample --nearest then count the mirror images as "
+                                  "training images")
 
 
 @dataclass
