@@ -1289,6 +1289,8 @@ def test_a_discriminator_that_wins_outright_is_warned_about(tmp_path, tiny_cfg, 
 
 
 DIFFAUGMENT_ADVICE = "--set train.diffaugment=translation,cutout --set train.ada_target=0.6"
+PROJECTION_AUGMENT_ADVICE = ("--set train.diffaugment=translation,cutout --set train.ada_target=0.5 (adaptive "
+                             "augmentation) kept mnist-projgan")
 R2_ADVICE = "--set loss.r2_gamma=1 (R2 on the fakes, ten times the presets') kept mnist-acgan learning"
 ACGAN = {"model.n_classes": 2, "model.d_cond": '"acgan"'}
 BN_ADVICE = "--set model.d_norm=bn (batch norm in D's layers) with adaptive augmentation kept mnist-projgan"
@@ -1307,7 +1309,8 @@ DROPOUT_ADVICE = "--set model.label_dropout=0.5 (half the labels made 'no label'
     # a concat D: label dropout, not R2
     ({"model.n_classes": 2, "train.diffaugment": '"translation"'}, 1000, [DROPOUT_ADVICE]),
     ({"model.n_classes": 2, "train.diffaugment": '"translation"', "model.label_dropout": 0.5}, 1000, []),
-    (PROJECTION, 1000, [DIFFAUGMENT_ADVICE, BN_ADVICE]),  # a projection D without batch norm: both
+    (PROJECTION, 1000, [PROJECTION_AUGMENT_ADVICE, BN_ADVICE]),  # a projection D without batch norm: both
+    ({**PROJECTION, "model.d_norm": '"bn"'}, 1000, [PROJECTION_AUGMENT_ADVICE]),  # its lower target
     ({**PROJECTION, "train.diffaugment": '"translation"'}, 1000, [BN_ADVICE]),
     ({**PROJECTION, "train.diffaugment": '"translation"', "model.d_norm": '"bn"'}, 1000, []),
     ({"train.diffaugment": '"translation"'}, 1000, []),  # already on
@@ -1332,6 +1335,7 @@ def test_warnings_on_a_small_data_set_point_to_what_cured_it(tmp_path, tiny_cfg,
         assert ("With 32 training images D may be learning them by heart: " in w) is bool(advised)
         assert all(fragment in w for fragment in advised)
         assert (DIFFAUGMENT_ADVICE in w) is (DIFFAUGMENT_ADVICE in advised)
+        assert (PROJECTION_AUGMENT_ADVICE in w) is (PROJECTION_AUGMENT_ADVICE in advised)
         assert (R2_ADVICE in w) is (R2_ADVICE in advised)
         assert (BN_ADVICE in w) is (BN_ADVICE in advised)
         assert (DROPOUT_ADVICE in w) is (DROPOUT_ADVICE in advised)
