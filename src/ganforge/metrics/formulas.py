@@ -135,11 +135,12 @@ def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = Fal
     for i in range(0, a.shape[0], _CHUNK):
         block = a[i : i + _CHUNK].float()
         d = torch.cdist(block.flatten(1), b)
-        for image in (block, block.flip(-1)) if mirror else (block,):
-            if image is not block:
-                torch.minimum(d, torch.cdist(image.flatten(1), b), out=d)
-            for dy, dx in moves:
-                torch.minimum(d, torch.cdist(shifted(image, dy, dx).flatten(1), b), out=d)
+        candidates = [(block, dy, dx) for dy, dx in moves]
+        if mirror:
+            flipped = block.flip(-1)
+            candidates += [(flipped, dy, dx) for dy, dx in [(0, 0), *moves]]
+        for image, dy, dx in candidates:
+            torch.minimum(d, torch.cdist(shifted(image, dy, dx).flatten(1), b), out=d)
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + i] = float("inf")
