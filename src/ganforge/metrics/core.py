@@ -707,7 +707,7 @@ def real_image_set(data_cfg: Any, data: Any = None) -> ImageSet:
     subset = f"-subset{len(data)}" if data.split != "train" else ""
     key = f"{name}-train{subset}-{data_cfg.img_size}px-{data_cfg.channels}ch"
     return ImageSet(images, data_cfg.name, data.split, cache_key=key, labels=data.labels.cpu(),
-                    fingerprint=data.fingerprint, mirrored=bool(getattr(data_cfg, "mirror", False)))
+                    fingerprint=data.fingerprint, mirrored=data_cfg.mirror)
 
 
 def read_metrics_history(path: Path) -> list:
