@@ -126,8 +126,7 @@ def k_nearest(a: torch.Tensor, b: torch.Tensor, k: int, exclude_self: bool = Fal
     if (max_shift > 0 or mirror) and (a.dim() != 4 or b.shape[1:] != a.shape[1:]):
         raise ValueError(f"shifts and mirror images need two sets of images of one size [N, C, H, W], got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
-    moves = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)
-             if dy or dx]
+    moves = shift_moves(max_shift)
     b = b.flatten(1).float()
     if not 1 <= k <= b.shape[0] - exclude_self:
         raise ValueError(f"k must be from 1 to the {b.shape[0] - exclude_self} candidate neighbours, got {k}")
@@ -159,10 +158,8 @@ def paired_distances(a: torch.Tensor, b: torch.Tensor, max_shift: int = 0) -> to
     lead = a.shape[:-3]
     a, b = a.float().reshape(-1, *a.shape[-3:]), b.float().reshape(-1, *b.shape[-3:])  # shifted pads 4-D
     dists = (a - b).flatten(1).norm(dim=1)
-    for dy in range(-max_shift, max_shift + 1):
-        for dx in range(-max_shift, max_shift + 1):
-            if dy or dx:
-                torch.minimum(dists, (shifted(a, dy, dx) - b).flatten(1).norm(dim=1), out=dists)
+    for dy, dx in shift_moves(max_shift):
+        torch.minimum(dists, (shifted(a, dy, dx) - b).flatten(1).norm(dim=1), out=dists)
     return dists.view(lead)
 
 
@@ -171,6 +168,12 @@ def nearest_neighbours(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = Fa
     """For each row of a, the Euclidean distance to its nearest row of b and that row's index (see k_nearest)."""
     dists, index = k_nearest(a, b, 1, exclude_self, max_shift, mirror)
     return dists[:, 0], index[:, 0]
+
+
+def shift_moves(max_shift: int) -> list[tuple[int, int]]:
+    """Every (dy, dx) of up to max_shift pixels each way but (0, 0): the shifts a distance takes its smallest over."""
+    return [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)
+            if dy or dx]
 
 
 def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
