@@ -506,6 +506,47 @@ def test_shift_moves_as_translation_does_but_fills_with_the_edge_not_grey():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_scale_and_rotate_warp_as_their_matrices_say():
+    from ganforge.augment import _warp, _warp_by_gathers, diff_augment, rotate, scale
+
+    x = torch.randn(3, 2, 9, 11)
+    eye = torch.eye(2).expand(3, 2, 2)
+    assert (_warp(x, eye) - x).abs().max().item() < 1e-5  # the identity moves nothing
+    assert (_warp(x, -eye) - x.flip(2, 3)).abs().max().item() < 1e-5  # a half turn
+    square = torch.randn(2, 1, 8, 8)
+    quarter = torch.tensor([[0.0, -1.0], [1.0, 0.0]]).expand(2, 2, 2)
+    assert (_warp(square, quarter) - torch.rot90(square, 3, (2, 3))).abs().max().item() < 1e-5
+    doubled = _warp(square, eye[:2] * 0.5)  # twice the size: output pixel 0 reads the source at 1.75
+    assert (doubled - _warp_by_gathers(square, eye[:2] * 0.5)).abs().max().item() < 1e-5
+    corner = square[:, :, 1:3, 1:3]
+    weights = torch.tensor([[0.25 * 0.25, 0.25 * 0.75], [0.75 * 0.25, 0.75 * 0.75]])
+    assert (doubled[:, :, 0, 0] - (corner * weights).sum((2, 3))).abs().max().item() < 1e-5
+    turns = torch.rand(3) * 6.3
+    sizes = torch.exp2(torch.randn(3) * 0.3).view(3, 1, 1)
+    warps = torch.stack([torch.stack([turns.cos(), -turns.sin()], -1),
+                         torch.stack([turns.sin(), turns.cos()], -1)], -2) / sizes
+    # the path a deterministic CUDA run takes (gathers) draws what grid_sample draws
+    assert (_warp(x, warps) - _warp_by_gathers(x, warps)).abs().max().item() < 1e-4
+    assert (_warp(x, -eye) - _warp_by_gathers(x, -eye)).abs().max().item() < 1e-5
+    digits = torch.full((64, 1, 28, 28), -1.0)  # black background, a white bar
+    digits[:, :, 8:20, 12:16] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    for warped in (scale(digits, gen), rotate(digits, gen)):
+        assert warped.min().item() > -1.00001 and warped.max().item() < 1.00001  # bilinear: a blend of the pixels
+        assert (warped[:, :, 0, :] + 1.0).abs().max().item() < 1e-5  # the border reflects black, no grey fill
+        assert not torch.equal(warped, digits)
+        white = (warped > 0).flatten(1).sum(1).float()
+        assert white.std().item() > 0  # each image its own draw
+    turned = rotate(digits, torch.Generator().manual_seed(1))
+    upright = (turned[:, 0, 8:20, 12:16] > 0).flatten(1).float().mean(1)
+    assert (upright < 0.5).float().mean().item() > 0.5  # most turns take the bar off its column
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    diff_augment(x, ["scale", "rotate"], torch.Generator().manual_seed(2)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    policy = load_config(overrides=["train.diffaugment=translation,scale,rotate"]).train.diffaugment
+    assert policy == "translation,scale,rotate"
+
+
 def test_dropout_with_evaluations_resumes_bit_for_bit_as_a_new_process_would(tmp_path, tiny_cfg):
     # a process builds the digit classifier at its first evaluation; each cache_clear stands for a new process,
     # so the resumed run builds it at 0.064 kimg where the uninterrupted one did at 0.032
@@ -522,7 +563,7 @@ def test_dropout_with_evaluations_resumes_bit_for_bit_as_a_new_process_would(tmp
 
 
 def test_diffaugment_training_resumes_bit_for_bit(tmp_path, tiny_cfg):
-    extra = {"train.diffaugment": '"color,translation,cutout"'}
+    extra = {"train.diffaugment": '"color,translation,cutout,scale,rotate"'}
     full = train(tiny_cfg(**extra, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
     half = train(tiny_cfg(**extra, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
     resume(half, ["train.kimg=0.064"], log=quiet)
@@ -542,6 +583,7 @@ STABILISERS = {
     "lr-decay": {"optim.lr_decay": '"cosine"'},
     "diffaugment": {"train.diffaugment": '"color,translation,cutout"'},
     "ada": {"train.diffaugment": '"translation,cutout"', "train.ada_target": 0.6, "train.ada_kimg": 0.01},
+    "geometric": {"train.diffaugment": '"scale,rotate"'},
     "r1": {"loss.r1_gamma": 1.0},
     "r2": {"loss.r2_gamma": 1.0},
     "r3gan-loss": {"loss.name": '"rpgan"', "loss.r1_gamma": 1.0, "loss.r2_gamma": 1.0},

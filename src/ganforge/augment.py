@@ -1,10 +1,13 @@
 """DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image D sees, real and fake,
 so a D trained on little data cannot memorise it. Follows the reference implementation: colour (brightness,
 saturation, contrast), translation by up to 1/8 of the size and cutout of a half-size square, filling with 0;
-and `shift`, translation that repeats the edge pixels instead."""
+and `shift`, translation that repeats the edge pixels instead. `scale` and `rotate` are two of ADA's geometric
+augmentations (Karras et al. 2020), meant for the adaptive probability (train.ada_target): applied to every
+image, as plain DiffAugment applies its policy, they would leak (G could draw turned digits unpunished)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -70,11 +73,73 @@ def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> 
     return x * mask.unsqueeze(1)
 
 
+def _reflect(coord: torch.Tensor, size: int) -> torch.Tensor:
+    """Coordinates outside [0, size - 1] mirrored back into it (ADA pads by reflection)."""
+    if size == 1:
+        return torch.zeros_like(coord)
+    period = 2 * (size - 1)
+    return (size - 1) - ((coord.remainder(period)) - (size - 1)).abs()
+
+
+def _warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Each image resampled bilinearly at `matrix` [B, 2, 2] (rows, columns) times its pixel's offset from the
+    centre, the edges reflected as ADA pads them."""
+    if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+        return _warp_by_gathers(x, matrix)  # grid_sample's CUDA backward has no deterministic kernel
+    b, _, h, w = x.shape
+    m = matrix.float()
+    sy, sx = (h - 1) / 2, (w - 1) / 2
+    # affine_grid's theta maps output (x, y) in [-1, 1] to input (x, y): columns first, each axis scaled
+    theta = torch.stack([torch.stack([m[:, 1, 1], m[:, 1, 0] * sy / max(sx, 1e-9), torch.zeros_like(m[:, 0, 0])], -1),
+                         torch.stack([m[:, 0, 1] * sx / max(sy, 1e-9), m[:, 0, 0], torch.zeros_like(m[:, 0, 0])], -1)],
+                        -2)
+    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=True).to(x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
+def _warp_by_gathers(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """_warp written as gathers and blends, whose backward (index_put) is deterministic on CUDA; about 3x
+    grid_sample's time on a CPU."""
+    b, _, h, w = x.shape
+    rows = torch.arange(h, device=x.device, dtype=torch.float32) - (h - 1) / 2  # float32 even under bf16
+    cols = torch.arange(w, device=x.device, dtype=torch.float32) - (w - 1) / 2
+    v, u = torch.meshgrid(rows, cols, indexing="ij")  # [H, W]
+    m = matrix.float().view(b, 2, 2, 1, 1)
+    src_row = _reflect(m[:, 0, 0] * v + m[:, 0, 1] * u + (h - 1) / 2, h)  # [B, H, W]
+    src_col = _reflect(m[:, 1, 0] * v + m[:, 1, 1] * u + (w - 1) / 2, w)
+    r0, c0 = src_row.floor(), src_col.floor()
+    fr, fc = (src_row - r0).unsqueeze(-1).to(x.dtype), (src_col - c0).unsqueeze(-1).to(x.dtype)
+    r0, c0 = r0.long().clamp(0, h - 1), c0.long().clamp(0, w - 1)
+    r1, c1 = (r0 + 1).clamp(max=h - 1), (c0 + 1).clamp(max=w - 1)
+    gb = torch.arange(b, device=x.device).view(b, 1, 1)
+    pixels = x.permute(0, 2, 3, 1)  # [B, H, W, C]
+    top = pixels[gb, r0, c0] * (1 - fc) + pixels[gb, r0, c1] * fc
+    bottom = pixels[gb, r1, c0] * (1 - fc) + pixels[gb, r1, c1] * fc
+    return (top * (1 - fr) + bottom * fr).permute(0, 3, 1, 2).contiguous()
+
+
+def scale(x: torch.Tensor, gen: torch.Generator | None, log2_std: float = 0.2) -> torch.Tensor:
+    """Isotropic scaling about the centre by 2^N(0, 0.2^2), ADA's `scale`."""
+    factor = torch.exp2(torch.randn(x.shape[0], device=x.device, generator=gen) * log2_std)
+    eye = torch.eye(2, device=x.device).expand(x.shape[0], 2, 2)
+    return _warp(x, eye / factor.view(-1, 1, 1))
+
+
+def rotate(x: torch.Tensor, gen: torch.Generator | None, max_turn: float = 1.0) -> torch.Tensor:
+    """Rotation about the centre by an angle uniform in [-max_turn * pi, max_turn * pi], ADA's `rotate`
+    (whose rotate_max is 1, any angle)."""
+    angle = (torch.rand(x.shape[0], device=x.device, generator=gen) * 2 - 1) * (max_turn * math.pi)
+    cos, sin = angle.cos(), angle.sin()
+    return _warp(x, torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2))
+
+
 AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]] = {
     "color": color,
     "translation": translation,
     "shift": shift,
     "cutout": cutout,
+    "scale": scale,
+    "rotate": rotate,
 }
 
 

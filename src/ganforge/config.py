@@ -171,7 +171,8 @@ class TrainConfig:
                                       "replay it, one launch instead of hundreds of small kernels")
     deterministic: bool = setting(False, "repeat a run bit for bit on a GPU too: deterministic CUDA kernels, no cuDNN "
                                          "autotuning (slower); CPU runs repeat without it")
-    diffaugment: str = setting("", "DiffAugment policy for everything D sees, e.g. \"color,translation,cutout\"")
+    diffaugment: str = setting("", "DiffAugment policy for everything D sees, e.g. \"color,translation,cutout\"; "
+                                 "also shift, and ADA's scale and rotate (with train.ada_target)")
     ada_target: float = setting(0.0, "> 0 (StyleGAN2-ADA: 0.6): each image gets the DiffAugment policy with a "
                                      "probability p, adapted so that the mean sign of D's logits on reals stays "
                                      "near this")
