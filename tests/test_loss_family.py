@@ -160,7 +160,8 @@ def test_rpgan_gives_g_the_pairs_difference_in_every_step_order(tmp_path, tiny_c
     stepper.loss = replace(stepper.loss, g=lambda diff: (seen.append(diff.detach()), g(diff))[1])
     given: list = []
     g_step = stepper._g_step
-    stepper._g_step = lambda fake, y, real_batch=None: (given.append(real_batch), g_step(fake, y, real_batch))[1]
+    stepper._g_step = lambda fake, y, real_batch=None, z=None: (given.append(real_batch),
+                                                                g_step(fake, y, real_batch, z))[1]
     real, _ = trainer.real_batch(0)
     stats = stepper([(real, None)])
     assert torch.isfinite(stats).all()
@@ -354,6 +355,41 @@ def test_top_k_keeps_the_logits_d_rates_most_real():
     # G's loss on the kept half, by hand: softplus(-l) averaged over the two best logits
     g = get_loss("ns").g(top_k(logits, 0.4))
     assert abs(g.item() - (math.log1p(math.exp(-1.5)) + math.log1p(math.exp(-0.9))) / 2) < 1e-6
+
+
+def test_mode_seeking_pairs_fakes_of_one_class_and_charges_g_for_alike_ones(tmp_path, tiny_cfg):
+    from ganforge.errors import UserError
+
+    cfg = tiny_cfg(**{"model.n_classes": 2, "model.label_dropout": 0.5, "loss.mode_seeking": 2.0})
+    stepper = Trainer(cfg, tmp_path / "run", log=quiet).stepper
+    labels = torch.cat([stepper._z()[1] for _ in range(20)])
+    assert torch.equal(labels[0::2], labels[1::2])  # each label, dropped ("no label", 2) or not, serves a pair
+    assert set(labels.unique().tolist()) == {0, 1, 2}
+    fake, y, z = stepper._fake(grad=False)
+    assert torch.equal(y[0::2], y[1::2]) and fake.shape[0] == z.shape[0] == 8
+    z = torch.tensor([[0.0, 1.0], [2.0, 1.0], [1.0, 1.0], [1.0, -3.0]])
+    fake = torch.tensor([[0.5, 0.5], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    # pairs (0, 1) and (2, 3): image gaps 0.5, 0.5, 0, 0 -> mean 0.25; noise gaps 2, 0, 0, 4 -> mean 1.5
+    expected = 0.3 + 2.0 / (0.25 / 1.5 + 1e-5)
+    assert abs(stepper._with_mode_seeking(torch.tensor(0.3), fake, z).item() - expected) < 1e-4
+    spread = torch.tensor([[0.0, 3.0], [2.0, 1.0], [4.0, 1.0], [1.0, -3.0]])
+    assert stepper._with_mode_seeking(torch.tensor(0.0), spread, z) < stepper._with_mode_seeking(torch.tensor(0.0),
+                                                                                                 fake, z)
+    with pytest.raises(UserError, match="even batch"):
+        Trainer(tiny_cfg(**{"loss.mode_seeking": 1.0, "train.batch_size": 7}), tmp_path / "odd", log=quiet)
+    assert not (tmp_path / "odd").exists()
+
+
+def test_mode_seeking_leaves_g_loss_alone_at_zero_and_trains_and_resumes(tmp_path, tiny_cfg):
+    stepper = Trainer(tiny_cfg(), tmp_path / "run", log=quiet).stepper
+    fake, z = torch.randn(8, 1, 16, 16), torch.randn(8, 4)
+    g_loss = torch.tensor(0.7)
+    assert stepper._with_mode_seeking(g_loss, fake, z) is g_loss
+    extra = {"loss.mode_seeking": 1.0, "model.n_classes": 2}
+    full = train(tiny_cfg(**extra, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**extra, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.064"], log=quiet)
+    assert_same_state(final_weights(full), final_weights(half))
 
 
 def test_topk_gives_g_gradient_only_through_the_fakes_d_rates_best(tmp_path, tiny_cfg):
@@ -589,6 +625,8 @@ STABILISERS = {
     "r3gan-loss": {"loss.name": '"rpgan"', "loss.r1_gamma": 1.0, "loss.r2_gamma": 1.0},
     "topk": {"loss.topk": 0.5, "loss.topk_kimg": 0.01},
     "lecam": {"loss.lecam": 0.3},
+    "mode-seeking": {"loss.mode_seeking": 1.0},
+    "mode-seeking-cgan": {"loss.mode_seeking": 1.0, "model.n_classes": 2},
     "bcr": {"loss.bcr": 10.0},
     "bcr-acgan": {"loss.bcr": 10.0, "model.n_classes": 2, "model.d_cond": '"acgan"'},
     "n-critic": {"loss.n_critic": 2},

@@ -123,6 +123,9 @@ class LossConfig:
                                "most real")
     topk_kimg: float = setting(0.0, "topk is reached from 1 (all) linearly over this many kimg; 0 = from the start")
     ac_weight: float = setting(1.0, "model.d_cond=acgan: weight of the auxiliary classifier's cross-entropy")
+    mode_seeking: float = setting(0.0, "mode seeking (Mao et al. 2019, MSGAN; 1 in their runs): G's loss adds this "
+                                       "weight / (mean|G(z1) - G(z2)| / mean|z1 - z2|) over pairs of fakes of one "
+                                       "class, so that other noise draws other images; 0 disables")
 
 
 @dataclass
@@ -599,6 +602,7 @@ def validate(cfg: Config) -> None:
            "(the paper's floor: 0.5)")
     _check(lo.lecam >= 0, f"loss.lecam must be >= 0 (0 disables), got {lo.lecam}")
     _check(lo.bcr >= 0, f"loss.bcr must be >= 0 (0 disables), got {lo.bcr}")
+    _check(lo.mode_seeking >= 0, f"loss.mode_seeking must be >= 0 (0 disables), got {lo.mode_seeking}")
     _check(parse_policy(lo.bcr_policy, "loss.bcr_policy") != [] or lo.bcr == 0,
            "loss.bcr compares D's logits on two views of each image, and loss.bcr_policy names no augmentation; "
            "set one, e.g. loss.bcr_policy=translation")

@@ -409,6 +409,11 @@ def check_batch_and_order(cfg: Config, G: nn.Module | None = None, D: nn.Module 
             raise UserError(f"{net}'s batch norm over linear layers needs at least 2 samples a batch, and "
                             f"train.batch_size={cfg.train.batch_size} gives {net} {what}{per}; use --set "
                             f"train.batch_size={2 * pack * world} or more, or --set model.{norm}=none")
+    if cfg.loss.mode_seeking > 0 and share % 2:
+        per = f" in each of {world} processes" if world > 1 else ""
+        raise UserError(f"loss.mode_seeking compares fakes in pairs, and train.batch_size={cfg.train.batch_size} gives "
+                        f"G an odd batch of {share}{per}; use an even batch, e.g. --set "
+                        f"train.batch_size={(share + 1) * world}")
     if distributed.info().enabled and cfg.train.step_order == "simultaneous":
         raise UserError("train.step_order=simultaneous does not run under torchrun (one backward pass through both "
                         "nets); use --set train.step_order=d_first, or train in one process")
@@ -441,6 +446,7 @@ class Stepper:
         self.burst, self.burst_first, self.burst_every = lc.critic_burst, lc.critic_burst_first, lc.critic_burst_every
         self.r1_gamma, self.r2_gamma, self.r1_every = lc.r1_gamma, lc.r2_gamma, lc.r1_every
         self.lecam_weight = lc.lecam
+        self.mode_seeking = lc.mode_seeking
         self.bcr_weight, self.bcr_policy = lc.bcr, parse_policy(lc.bcr_policy, "loss.bcr_policy")
         self.noise_start, self.noise_kimg = lc.instance_noise, lc.instance_noise_kimg
         self.noise_std = 0.0  # set from the image counter by the loop
@@ -498,13 +504,16 @@ class Stepper:
 
     def _z(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Noise and, for a conditional G, uniformly drawn labels. Every rank draws the global batch and keeps
-        its own slice."""
+        its own slice. Under loss.mode_seeking each label serves a pair of neighbours (2i, 2i + 1), whose
+        images the term keeps apart; an even batch a rank keeps the pairs whole."""
         s = self.s
         z = torch.randn(self.global_batch, s.G.z_dim, device=s.z_gen.device, generator=s.z_gen)
         if not self.n_classes:
             return distributed.rank_slice(z), None
-        y = torch.randint(0, self.n_classes, (self.global_batch,), device=s.z_gen.device, generator=s.z_gen)
-        return distributed.rank_slice(z), distributed.rank_slice(self._drop_labels(y))
+        pairs = 2 if self.mode_seeking > 0 else 1
+        y = torch.randint(0, self.n_classes, (self.global_batch // pairs,), device=s.z_gen.device, generator=s.z_gen)
+        y = self._drop_labels(y).repeat_interleave(pairs)
+        return distributed.rank_slice(z), distributed.rank_slice(y)
 
     def _drop_labels(self, y: torch.Tensor | None) -> torch.Tensor | None:
         """model.label_dropout: y with that share of its labels (drawn at random) made n_classes, "no label"."""
@@ -513,14 +522,25 @@ class Stepper:
         dropped = torch.rand(y.shape, device=y.device, generator=self.s.z_gen) < self.label_dropout
         return torch.where(dropped, torch.full_like(y, self.n_classes), y)
 
-    def _fake(self, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _fake(self, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Fakes, their labels (None for an unconditional G) and the noise they came from."""
         z, y = self._z()
         args = (z,) if y is None else (z, y)
         with self.autocast():
             if not grad:
                 with torch.no_grad():
-                    return self.G_bare(*args), y
-            return self.G_ddp(*args), y
+                    return self.G_bare(*args), y, z
+            return self.G_ddp(*args), y, z
+
+    def _with_mode_seeking(self, g_loss: torch.Tensor, fake: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """loss.mode_seeking (MSGAN, Mao et al. 2019, as their code writes it): G's loss plus the weight over
+        (mean|G(z1) - G(z2)| / mean|z1 - z2| + 1e-5), the pairs the neighbours (2i, 2i + 1), which share a
+        class. Fakes alike for unlike noise, a collapse, cost G most."""
+        if self.mode_seeking <= 0 or z is None:
+            return g_loss
+        image_gap = (fake[0::2] - fake[1::2]).float().abs().mean()
+        z_gap = (z[0::2] - z[1::2]).abs().mean()
+        return g_loss + self.mode_seeking / (image_gap / z_gap + 1e-5)
 
     def _D(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """D's adversarial logits [B] (float32) and, for AC-GAN, its class logits [B, K]."""
@@ -670,8 +690,10 @@ class Stepper:
         return self.loss.g_loss(top_k(fake_logits, self.topk_share))
 
     def _g_step(self, fake: torch.Tensor, y: torch.Tensor | None,
-                real_batch: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
-        """G's step; a relativistic loss judges the fakes against D's logits on `real_batch`."""
+                real_batch: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+                z: torch.Tensor | None = None) -> torch.Tensor:
+        """G's step; a relativistic loss judges the fakes against D's logits on `real_batch`; `z`, the fakes'
+        noise, is for loss.mode_seeking."""
         s = self.s
         s.D.requires_grad_(False)  # G's step needs D's input gradients only, not its weight gradients
         try:
@@ -681,7 +703,7 @@ class Stepper:
                 if self.loss.relativistic:
                     with torch.no_grad():  # constants to G
                         real_logits = self._D(self.D_bare, self._noisy(real_batch[0]), real_batch[1])[0]
-            g_loss = self._g_loss(fake_logits, real_logits)
+            g_loss = self._with_mode_seeking(self._g_loss(fake_logits, real_logits), fake, z)
             if fake_classes is not None and self.ac_weight > 0:
                 g_loss = g_loss + self.ac_weight * F.cross_entropy(fake_classes, y)
             self._apply(g_loss, s.opt_G, s.scaler_G)
@@ -697,12 +719,12 @@ class Stepper:
         GradientTape recipe), and it equals G first on a reused fake batch, whose D step sees the same D
         weights and the same fake batch as its G step."""
         s = self.s
-        fake, y = self._fake(grad=True)
+        fake, y, z = self._fake(grad=True)
         real, fake_seen, penalised = self._d_inputs(real, fake)
         real_logits, real_classes, fake_logits, fake_classes = self._d_logits(self.D_bare, real, y_real,
                                                                               fake_seen, y)
         d_loss = self.loss.d_loss(real_logits, fake_logits, self.d_reduction)
-        g_loss = self._g_loss(fake_logits, real_logits.detach())
+        g_loss = self._with_mode_seeking(self._g_loss(fake_logits, real_logits.detach()), fake, z)
         if real_classes is not None and self.ac_weight > 0:
             ce_fake = F.cross_entropy(fake_classes, y)
             d_loss = d_loss + self.ac_weight * (F.cross_entropy(real_classes, y_real) + ce_fake)
@@ -746,21 +768,21 @@ class Stepper:
             d_loss, g_loss, real_logits, fake_logits = self._one_pass(*next(iter(reals)))
         elif self.order == "d_first":
             for real, y_real in reals:
-                fake, y = self._fake(grad=self.reuse_fake)
+                fake, y, z = self._fake(grad=self.reuse_fake)
                 d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake.detach(), y)
             if not self.reuse_fake:
-                fake, y = self._fake(grad=True)
-            g_loss = self._g_step(fake, y, (real, y_real))  # a relativistic G step: the last D step's reals
+                fake, y, z = self._fake(grad=True)
+            g_loss = self._g_step(fake, y, (real, y_real), z)  # a relativistic G step: the last D step's reals
         else:  # g_first
             first = None
             if self.loss.relativistic:  # G's step judges its fakes against the first D step's reals
                 reals = iter(reals)
                 first = next(reals)
                 reals = itertools.chain([first], reals)
-            fake, y = self._fake(grad=True)
-            g_loss = self._g_step(fake, y, first)
+            fake, y, z = self._fake(grad=True)
+            g_loss = self._g_step(fake, y, first, z)
             for real, y_real in reals:
-                fake_for_d, y_for_d = (fake.detach(), y) if self.reuse_fake else self._fake(grad=False)
+                fake_for_d, y_for_d = (fake.detach(), y) if self.reuse_fake else self._fake(grad=False)[:2]
                 d_loss, real_logits, fake_logits = self._d_step(real, y_real, fake_for_d, y_for_d)
         # [d_loss, g_loss, mean D(real), mean D(fake)], still on the device. A relativistic D's logit means
         # nothing alone, only against its pair's: there D(real) is how sure D is that each real beats its fake.
