@@ -510,10 +510,10 @@ class Stepper:
         z = torch.randn(self.global_batch, s.G.z_dim, device=s.z_gen.device, generator=s.z_gen)
         if not self.n_classes:
             return distributed.rank_slice(z), None
-        pairs = 2 if self.mode_seeking > 0 else 1
-        y = torch.randint(0, self.n_classes, (self.global_batch // pairs,), device=s.z_gen.device, generator=s.z_gen)
-        y = self._drop_labels(y).repeat_interleave(pairs)
-        return distributed.rank_slice(z), distributed.rank_slice(y)
+        paired = self.mode_seeking > 0
+        n = self.global_batch // 2 if paired else self.global_batch
+        y = self._drop_labels(torch.randint(0, self.n_classes, (n,), device=s.z_gen.device, generator=s.z_gen))
+        return distributed.rank_slice(z), distributed.rank_slice(y.repeat_interleave(2) if paired else y)
 
     def _drop_labels(self, y: torch.Tensor | None) -> torch.Tensor | None:
         """model.label_dropout: y with that share of its labels (drawn at random) made n_classes, "no label"."""
