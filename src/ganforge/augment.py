@@ -75,8 +75,6 @@ def cutout(x: torch.Tensor, gen: torch.Generator | None, ratio: float = 0.5) -> 
 
 def _reflect(coord: torch.Tensor, size: int) -> torch.Tensor:
     """Coordinates outside [0, size - 1] mirrored back into it (ADA pads by reflection)."""
-    if size == 1:
-        return torch.zeros_like(coord)
     period = 2 * (size - 1)
     return (size - 1) - ((coord.remainder(period)) - (size - 1)).abs()
 
@@ -90,9 +88,9 @@ def _warp(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     m = matrix.float()
     sy, sx = (h - 1) / 2, (w - 1) / 2
     # affine_grid's theta maps output (x, y) in [-1, 1] to input (x, y): columns first, each axis scaled
-    theta = torch.stack([torch.stack([m[:, 1, 1], m[:, 1, 0] * sy / max(sx, 1e-9), torch.zeros_like(m[:, 0, 0])], -1),
-                         torch.stack([m[:, 0, 1] * sx / max(sy, 1e-9), m[:, 0, 0], torch.zeros_like(m[:, 0, 0])], -1)],
-                        -2)
+    theta = torch.zeros(b, 2, 3, device=x.device)
+    theta[:, 0, 0], theta[:, 0, 1] = m[:, 1, 1], m[:, 1, 0] * sy / sx
+    theta[:, 1, 0], theta[:, 1, 1] = m[:, 0, 1] * sx / sy, m[:, 0, 0]
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=True).to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
