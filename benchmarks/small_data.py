@@ -8,7 +8,9 @@ A G that copies its few training images scores well against them and worse again
 recall and coverage against all 5,000 say how much of the digit distribution it still draws. Conditional rows
 add class_acc (the share of samples the digit classifier puts in the requested class). Each row trains
 with `data.max_images=--images` (the same images for every seed) for --kimg thousand images. A row may name
-another data set (`default data.name=folder:PATH data.mirror=true`): "all" is then all of that one.
+another data set (`default data.name=folder:PATH data.mirror=true`): "all" is then all of that one, and with
+`--reference NAME` it is that data set instead (images held out from the training set, say). `--kid` adds
+kid_digits, unbiased where a reference holds few images and fd_digits is biased upward by their number.
 """
 
 from __future__ import annotations
@@ -33,18 +35,18 @@ COLUMNS = [("fd_digits", "own"), ("fd_digits", "all"), ("precision", "all"), ("r
 
 
 def run_row(preset: str, overrides: list[str], images: int, kimg: float, n: int, seed: int, out: Path,
-            device: str) -> dict:
+            device: str, reference: str | None = None, kid: bool = False) -> dict:
     cfg = load_config(preset=preset, overrides=[f"data.max_images={images}", f"train.kimg={kimg}",
                                                 f"train.tick_kimg={kimg / 4}", f"train.seed={seed}",
                                                 f"train.device={device}", *overrides])
     run_dir = train(cfg, out=out, log=lambda msg: None)
     stats = read_stats(run_dir / "stats.jsonl")
     values = {"sec_per_kimg": sum(s["sec_per_kimg"] for s in stats[1:]) / max(len(stats) - 1, 1)}
-    for reference, name in ((None, "own"), (cfg.data.name, "all")):
+    for against, name in ((None, "own"), (reference or cfg.data.name, "all")):
         # class_acc needs no reference: it rides along with one of the two evaluations, on the same samples
         by_class = ["class_acc"] if cfg.model.n_classes and name == "all" else []
-        for record in evaluate_run(run_dir, ["fd_digits", "pr", "dc", *by_class], n=n, seed=seed, device=device,
-                                   reference=reference):
+        metrics = ["fd_digits", *(["kid_digits"] if kid else []), "pr", "dc", *by_class]
+        for record in evaluate_run(run_dir, metrics, n=n, seed=seed, device=device, reference=against):
             values[(record["metric"], name)] = record["value"]
     return values
 
@@ -56,6 +58,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--n", type=int, default=5000, help="samples per evaluation")
     parser.add_argument("--row", action="append", help='a preset and its overrides, e.g. "default loss.r1_gamma=1"')
+    parser.add_argument("--reference", help="score 'all' against this data set (default: each row's own)")
+    parser.add_argument("--kid", action="store_true", help="add kid_digits against both references")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
@@ -64,10 +68,11 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"{machine_line()}, device {args.device}; {args.images} images of each row's data set "
           f"(the bundled digits unless it names another), {args.kimg:g} kimg, n = {args.n:,}; 'own' = against the "
-          "training images, 'all' = against all of the data set")
+          "training images, 'all' = against " + (args.reference or "all of the data set"))
     rows = args.row or ROWS
     conditional = any(load_config(preset=row.split()[0], overrides=row.split()[1:]).model.n_classes for row in rows)
-    columns = COLUMNS + ([("class_acc", "all")] if conditional else [])
+    columns = (COLUMNS[:2] + ([("kid_digits", "own"), ("kid_digits", "all")] if args.kid else []) + COLUMNS[2:]
+               + ([("class_acc", "all")] if conditional else []))
     header = " | ".join(f"{metric} {reference}" for metric, reference in columns)
     print(f"| row | seed | {header} | sec/kimg |")
     print("|---|---:|" + "---:|" * (len(columns) + 1))
@@ -75,7 +80,8 @@ def main() -> None:
         preset, *overrides = row.split()
         results = []
         for seed in seeds:
-            values = run_row(preset, overrides, args.images, args.kimg, args.n, seed, out, args.device)
+            values = run_row(preset, overrides, args.images, args.kimg, args.n, seed, out, args.device,
+                             args.reference, args.kid)
             results.append(values)
             cells = " | ".join(f"{values[c]:.4g}" if c in values else "" for c in columns)
             print(f"| {row} | {seed} | {cells} | {values['sec_per_kimg']:.2f} |", flush=True)

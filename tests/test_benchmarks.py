@@ -156,3 +156,46 @@ def test_layer_speed_counts_each_layers_share_of_the_work(monkeypatch, capsys):
     shares = [100 * macs / sum(g + d) for macs in g + d]
     assert all(abs(float(cells[3]) - share) < 0.06 for cells, share in zip(rows, shares, strict=True))
     assert abs(sum(float(cells[5]) for cells in rows) - 100) < 0.5  # shares of the time add up
+
+
+def test_lfw_faces_splits_the_faces_and_small_data_scores_the_held_out_half(tmp_path, monkeypatch, capsys):
+    import zipfile
+
+    import numpy as np
+
+    crops = np.random.default_rng(0).random((200, 25, 25))  # stands in for scikit-image's lfw_subset.npy
+    crops[100:] = 0  # the non-faces, which must not be written
+    np.save(tmp_path / "lfw_subset.npy", crops)
+    with zipfile.ZipFile(tmp_path / "scikit_image.whl", "w") as wheel:
+        wheel.write(tmp_path / "lfw_subset.npy", "skimage/data/lfw_subset.npy")
+    for source, out_dir in (("lfw_subset.npy", "from_npy"), ("scikit_image.whl", "from_wheel")):
+        run_benchmark("lfw_faces.py", str(tmp_path / source), "--train", "30", "--out-dir", str(tmp_path / out_dir),
+                      monkeypatch=monkeypatch, capsys=capsys)
+    train, held_out = (np.load(tmp_path / "from_wheel" / f"faces-{part}.npz")["arr_0"] for part in ("train", "heldout"))
+    assert train.shape == (30, 25, 25) and held_out.shape == (70, 25, 25) and train.dtype == np.uint8
+    assert np.array_equal(np.load(tmp_path / "from_npy" / "faces-train.npz")["arr_0"], train)
+    faces = np.round(crops[:100] * 255).astype(np.uint8)
+    # together the two halves are the 100 faces, each once
+    assert sorted(map(bytes, np.concatenate([train, held_out]))) == sorted(map(bytes, faces))
+
+    halves = tmp_path / "from_wheel"
+    out = run_benchmark("small_data.py", "--images", "30", "--kimg", "0.05", "--seeds", "0", "--n", "100", "--kid",
+                        "--reference", f"folder:{halves / 'faces-heldout.npz'}", "--row",
+                        f"mnist-mlp-small train.batch_size=25 data.name=folder:{halves / 'faces-train.npz'}",
+                        "--out", str(tmp_path / "runs"), monkeypatch=monkeypatch, capsys=capsys)
+    assert "'all' = against folder:" in out and "| kid_digits own | kid_digits all |" in out
+    (row,) = table_rows(out)
+    fd_own, fd_all = float(row[2]), float(row[3])
+    assert fd_own > 0 and fd_all > 0 and abs(fd_own - fd_all) > 1e-6  # scored against two different sets
+
+
+def test_lfw_faces_refuses_a_file_that_is_not_the_face_subset(tmp_path, monkeypatch):
+    import numpy as np
+
+    np.save(tmp_path / "other.npy", np.zeros((10, 25, 25)))
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "lfw_faces.py"), str(tmp_path / "other.npy"), "--out-dir",
+                                      str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(BENCHMARKS / "lfw_faces.py"), run_name="__main__")
+    assert "expected scikit-image's lfw_subset, 200 x 25 x 25, found (10, 25, 25)" in str(stop.value.code)
+    assert not (tmp_path / "faces-train.npz").exists()
