@@ -651,3 +651,38 @@ def test_cifar10_batches_load_as_rgb_images_with_their_labels(tmp_path, monkeypa
     off = (grey.images[:, 0].double() - (luma / 127.5 - 1)).abs() * 127.5  # in grey levels
     # float32 sums may round a value at exactly .5 the other way: a level at most, and rarely
     assert off.max() < 1 + 1e-4 and (off > 1e-4).double().mean() < 0.01
+
+
+def test_mirror_asymmetry_is_zero_for_a_set_with_its_mirror_images_and_grows_as_images_lean_one_way():
+    from ganforge.data import mirror_asymmetry
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(400, 1, 12, 12, generator=g)
+    with_mirrors = torch.cat([noise, noise.flip(-1)])
+    assert abs(mirror_asymmetry(with_mirrors)) < 1e-6
+    assert mirror_asymmetry(noise) < 0.05  # symmetric in distribution: what is left is sampling, taken out
+    ramp = torch.linspace(-1, 1, 12).view(1, 1, 1, 12)  # a light from the right, in every image
+    leaning = [mirror_asymmetry(noise + strength * ramp) for strength in (0.1, 0.3, 1.0)]
+    assert leaning == sorted(leaning) and leaning[0] > 0.1 and leaning[-1] > 2
+    # by hand: each image 0 on its left half and 1 on its right, but for a bright pixel that makes them vary
+    halves = torch.zeros(10, 1, 2, 2)
+    halves[..., 1] = 1
+    halves[torch.arange(10), 0, 0, torch.arange(10) % 2] = 2.0
+    # mirror_asymmetry's formula by hand on these values, chunked or not alike
+    x = halves.double()
+    d = x - x.flip(-1)
+    expected = ((d.mean(0) ** 2).mean() - (d.var(0) / 10).mean()).sqrt() / x.var(0).mean().sqrt()
+    assert abs(mirror_asymmetry(halves) - float(expected)) < 1e-9
+    assert abs(mirror_asymmetry(halves, chunk=3) - float(expected)) < 1e-9
+    assert mirror_asymmetry(torch.full((5, 1, 4, 4), 0.5)) == 0.0  # no spread: nothing to compare with
+    assert mirror_asymmetry(noise[:1]) == 0.0
+
+
+def test_the_bundled_digits_lean_one_way_and_uint8_reads_as_normalised():
+    from ganforge.data import MIRROR_ASYMMETRY_NOTE, mirror_asymmetry
+
+    digits = load_dataset(DataConfig(name="mnist5k", max_images=500))
+    lean = mirror_asymmetry(digits.images)
+    assert lean > MIRROR_ASYMMETRY_NOTE  # a mirrored 2, 3 or 7 is not a digit
+    as_uint8 = ((digits.images + 1) * 127.5).round().to(torch.uint8)
+    assert abs(mirror_asymmetry(as_uint8) - lean) < 1e-3  # scale and offset do not change it

@@ -1032,6 +1032,34 @@ def test_images_upscaled_twice_or_more_are_noted_at_start(tmp_path, image_folder
     assert not any("upscaled" in line for line in lines)
 
 
+def test_mirroring_images_that_lean_one_way_is_noted_at_start(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from .conftest import tiny_overrides
+
+    rng = np.random.default_rng(0)
+    leaning, balanced = tmp_path / "leaning", tmp_path / "balanced"
+    leaning.mkdir()
+    balanced.mkdir()
+    for i in range(12):
+        img = rng.integers(0, 60, size=(16, 16), dtype=np.uint8)
+        img[4:12, 1 + i % 3 : 7 + i % 3] = 220  # a subject left of centre
+        Image.fromarray(img, mode="L").save(leaning / f"{i}.png")
+        Image.fromarray(img, mode="L").save(balanced / f"{i}.png")
+        Image.fromarray(np.ascontiguousarray(img[:, ::-1]), mode="L").save(balanced / f"{i}-mirrored.png")
+    lines: list[str] = []
+    Trainer(load_config(overrides=tiny_overrides(leaning, **{"data.mirror": "true"})), tmp_path / "a",
+            log=lines.append)
+    (note,) = [line for line in lines if "data.mirror: these images lean one way" in line]
+    assert note.startswith("note: ") and "Compare a run without it" in note
+    lines.clear()
+    Trainer(load_config(overrides=tiny_overrides(leaning)), tmp_path / "b", log=lines.append)  # mirror off
+    Trainer(load_config(overrides=tiny_overrides(balanced, **{"data.mirror": "true"})), tmp_path / "c",
+            log=lines.append)
+    assert not any("lean one way" in line for line in lines)
+
+
 def test_a_label_embedding_as_wide_as_many_classes_is_noted_at_start(tmp_path):
     from PIL import Image
 

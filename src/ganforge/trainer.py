@@ -45,6 +45,7 @@ from .data import (
     check_class_count,
     image_count,
     load_dataset,
+    mirror_note,
     missing_folder,
     split_subfolders_note,
 )
@@ -269,6 +270,8 @@ class Trainer:
         splits = split_subfolders_note(cfg.data.name, self.data.classes)
         if splits:
             self.log(f"note: {splits}")
+        if leaning := mirror_note(cfg.data.mirror, self.data.images):
+            self.log(f"note: {leaning}")
         m = cfg.model
         if m.g_cond == "concat" and m.embed_dim == 0 and m.n_classes > WIDE_EMBEDDING and resume_from is None:
             # measured on stacked-dcgan-fast with 1,000 classes: 15-20 s/kimg against 5.1 with model.embed_dim=50
