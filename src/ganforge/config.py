@@ -41,9 +41,9 @@ class DataConfig:
     background: str = setting("white", "white | black: what shows through transparent pixels of a folder's images")
     fit: str = setting("crop", "crop | pad: a folder's non-square images are centre-cropped, or padded with "
                                "data.background")
-    mirror: bool = setting(False, "also train on every image flipped left-right (faces, animals, objects; not "
-                                  "digits or text); copies and sample --nearest then count the mirror images as "
-                                  "training images")
+    mirror: bool = setting(False, "also train on every image flipped left-right (centred faces, animals, objects; "
+                                  "not digits or text; the run notes images that lean one way); copies and sample "
+                                  "--nearest then count the mirror images as training images")
 
 
 @dataclass
