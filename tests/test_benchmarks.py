@@ -189,6 +189,23 @@ def test_lfw_faces_splits_the_faces_and_small_data_scores_the_held_out_half(tmp_
     assert fd_own > 0 and fd_all > 0 and abs(fd_own - fd_all) > 1e-6  # scored against two different sets
 
 
+def test_lfw_faces_centre_crops_the_faces_to_their_least_lopsided_square(tmp_path, monkeypatch, capsys):
+    import re
+
+    import numpy as np
+
+    crops = np.random.default_rng(0).random((200, 25, 25)) * 0.2
+    crops[:100, 4:20, 6:16] = 0.9  # a subject whose middle is column 10.5: the 22-px square from column 0
+    np.save(tmp_path / "lfw_subset.npy", crops)
+    out = run_benchmark("lfw_faces.py", str(tmp_path / "lfw_subset.npy"), "--centre", "--out-dir", str(tmp_path),
+                        monkeypatch=monkeypatch, capsys=capsys)
+    found = re.search(r"cropped to 22x22 from row (\d+), column 0: left-right lean ([\d.]+), against ([\d.]+)", out)
+    assert found, out
+    assert float(found.group(2)) < 0.1 < float(found.group(3))
+    train = np.load(tmp_path / "faces-train.npz")["arr_0"]
+    assert train.shape == (50, 22, 22) and (train[:, 10, 6:16] > 200).all()  # the subject kept whole
+
+
 def test_lfw_faces_refuses_a_file_that_is_not_the_face_subset(tmp_path, monkeypatch):
     import numpy as np
 
