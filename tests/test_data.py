@@ -664,6 +664,8 @@ def test_mirror_asymmetry_is_zero_for_a_set_with_its_mirror_images_and_grows_as_
     ramp = torch.linspace(-1, 1, 12).view(1, 1, 1, 12)  # a light from the right, in every image
     leaning = [mirror_asymmetry(noise + strength * ramp) for strength in (0.1, 0.3, 1.0)]
     assert leaning == sorted(leaning) and leaning[0] > 0.1 and leaning[-1] > 2
+    # a large set is read at `most` evenly spaced images: the same lean, to sampling error
+    assert abs(mirror_asymmetry(noise + 0.3 * ramp, most=200) - leaning[1]) < 0.05 * leaning[1]
     # by hand: each image 0 on its left half and 1 on its right, but for a bright pixel that makes them vary
     halves = torch.zeros(10, 1, 2, 2)
     halves[..., 1] = 1
