@@ -242,13 +242,10 @@ def split_subfolders_note(name: str, classes: list[str]) -> str | None:
             f"classes); to train on one, use folder:{os.path.join(name[len('folder:'):], first)}")
 
 
-
-# A left-right symmetric set reads under this; measured: Fashion-MNIST's symmetric classes 0.10 (0.09 for 500 of
+# A left-right symmetric set reads under this; measured: Fashion-MNIST's symmetric classes 0.10 (and 500 of
 # them), the bundled digits 0.29, all of Fashion-MNIST 0.28 (its shoes face left), scikit-image's 100 LFW faces
-# 0.45 (off-centre crops, on which data.mirror made G's faces worse).
+# 0.45 (off-centre crops, on which data.mirror made G's faces worse; 0.14 centred, where it was level).
 MIRROR_ASYMMETRY_NOTE = 0.2
-
-
 MIRROR_ASYMMETRY_IMAGES = 5000  # a larger set is read at this many evenly spaced images: a second, not a minute
 
 
@@ -291,6 +288,7 @@ def mirror_note(mirror: bool, images: torch.Tensor) -> str | None:
             f"sets read under {MIRROR_ASYMMETRY_NOTE:g}: subjects off centre, objects facing one side, text), so "
             "their mirror images are unlike them and G learns those too; on 50 off-centre faces (0.45) it drew "
             "worse faces with it. Compare a run without it before keeping it on")
+
 
 def _download_failed(cls_name: str, root: str, reason: str) -> UserError:
     return UserError(f"could not download {cls_name} to {root}: {reason}; check the network, or fetch its files on "
