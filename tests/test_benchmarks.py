@@ -216,3 +216,56 @@ def test_lfw_faces_refuses_a_file_that_is_not_the_face_subset(tmp_path, monkeypa
         runpy.run_path(str(BENCHMARKS / "lfw_faces.py"), run_name="__main__")
     assert "expected scikit-image's lfw_subset, 200 x 25 x 25, found (10, 25, 25)" in str(stop.value.code)
     assert not (tmp_path / "faces-train.npz").exists()
+
+
+def _deb(path: Path, members: dict[str, bytes]) -> None:
+    """A Debian package (an `ar` archive) holding `members` under data.tar.xz, as the real ones ship."""
+    import io
+    import tarfile
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo("./" + name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    archive = b"!<arch>\n"
+    for name, body in (("debian-binary", b"2.0\n"), ("data.tar.xz", data.getvalue())):
+        archive += f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode() + body
+        archive += b"\n" * (len(body) % 2)
+    path.write_bytes(archive)
+
+
+def test_emoji_set_draws_a_fonts_emoji_from_its_deb_and_splits_them(tmp_path, monkeypatch, capsys):
+    import re
+
+    import matplotlib
+    import numpy as np
+
+    # DejaVu Sans (an outline font matplotlib ships) stands in for Noto Color Emoji: it draws some of the
+    # symbol blocks' code points, in black
+    font = (Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf").read_bytes()
+    _deb(tmp_path / "fonts.deb", {"usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": font})
+    (tmp_path / "font.ttf").write_bytes(font)
+    for source, out_dir in (("fonts.deb", "from_deb"), ("font.ttf", "from_ttf")):
+        out = run_benchmark("emoji_set.py", str(tmp_path / source), "--size", "16", "--train", "40", "--out-dir",
+                            str(tmp_path / out_dir), monkeypatch=monkeypatch, capsys=capsys)
+    drawn = int(re.search(r"drew ([\d,]+) emoji at 16x16", out).group(1).replace(",", ""))
+    assert drawn > 100  # DejaVu's arrows, shapes and symbols
+    train, held_out = (np.load(tmp_path / "from_deb" / f"emoji-{part}.npz")["arr_0"] for part in ("train", "heldout"))
+    assert train.shape == (40, 16, 16, 3) and held_out.shape == (drawn - 40, 16, 16, 3) and train.dtype == np.uint8
+    assert np.array_equal(np.load(tmp_path / "from_ttf" / "emoji-train.npz")["arr_0"], train)
+    both = np.concatenate([train, held_out])
+    assert (both[:, 0, 0] == 255).mean() > 0.9  # drawn on white, most glyphs clear of the corners
+    assert (both.reshape(drawn, -1).min(axis=1) < 224).all()  # and every image holds a glyph
+    assert len(set(map(bytes, both))) > 0.9 * drawn  # the halves do not repeat one image
+
+
+def test_emoji_set_refuses_a_package_without_the_font(tmp_path, monkeypatch):
+    _deb(tmp_path / "other.deb", {"usr/share/doc/other/README": b"not a font"})
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "emoji_set.py"), str(tmp_path / "other.deb"), "--out-dir",
+                                      str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(BENCHMARKS / "emoji_set.py"), run_name="__main__")
+    assert "holds no usr/share/fonts/truetype/noto/NotoColorEmoji.ttf" in str(stop.value.code)
+    assert not (tmp_path / "emoji-train.npz").exists()
