@@ -26,6 +26,15 @@ def run_benchmark(name: str, *argv: str, monkeypatch: pytest.MonkeyPatch, capsys
     return capsys.readouterr().out
 
 
+def refusal(name: str, *argv: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The message benchmarks/NAME stops with when run as `python benchmarks/NAME ARGV...` on bad input."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / name), *argv])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
+    return str(stop.value.code)
+
+
 def table_rows(out: str) -> list[list[str]]:
     """The cells of a printed markdown table's body rows."""
     return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in out.splitlines()
@@ -128,11 +137,8 @@ def test_the_stacked_mnist_benchmark_runs_on_tiny_settings(tmp_path, monkeypatch
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="tests/test_cuda.py runs it on a GPU")
 def test_the_cuda_graph_benchmark_says_it_needs_a_gpu(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "cuda_graph.py"), "--device", "cpu"])
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    with pytest.raises(SystemExit) as stop:
-        runpy.run_path(str(BENCHMARKS / "cuda_graph.py"), run_name="__main__")
-    assert "needs a CUDA device; this machine offers cpu" in str(stop.value.code)
+    assert "needs a CUDA device; this machine offers cpu" in refusal("cuda_graph.py", "--device", "cpu",
+                                                                    monkeypatch=monkeypatch)
 
 
 def test_small_data_adds_class_acc_for_conditional_rows(tmp_path, monkeypatch, capsys):
@@ -210,11 +216,8 @@ def test_lfw_faces_refuses_a_file_that_is_not_the_face_subset(tmp_path, monkeypa
     import numpy as np
 
     np.save(tmp_path / "other.npy", np.zeros((10, 25, 25)))
-    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "lfw_faces.py"), str(tmp_path / "other.npy"), "--out-dir",
-                                      str(tmp_path)])
-    with pytest.raises(SystemExit) as stop:
-        runpy.run_path(str(BENCHMARKS / "lfw_faces.py"), run_name="__main__")
-    assert "expected scikit-image's lfw_subset, 200 x 25 x 25, found (10, 25, 25)" in str(stop.value.code)
+    message = refusal("lfw_faces.py", str(tmp_path / "other.npy"), "--out-dir", str(tmp_path), monkeypatch=monkeypatch)
+    assert "expected scikit-image's lfw_subset, 200 x 25 x 25, found (10, 25, 25)" in message
     assert not (tmp_path / "faces-train.npz").exists()
 
 
@@ -263,9 +266,6 @@ def test_emoji_set_draws_a_fonts_emoji_from_its_deb_and_splits_them(tmp_path, mo
 
 def test_emoji_set_refuses_a_package_without_the_font(tmp_path, monkeypatch):
     _deb(tmp_path / "other.deb", {"usr/share/doc/other/README": b"not a font"})
-    monkeypatch.setattr(sys, "argv", [str(BENCHMARKS / "emoji_set.py"), str(tmp_path / "other.deb"), "--out-dir",
-                                      str(tmp_path)])
-    with pytest.raises(SystemExit) as stop:
-        runpy.run_path(str(BENCHMARKS / "emoji_set.py"), run_name="__main__")
-    assert "holds no usr/share/fonts/truetype/noto/NotoColorEmoji.ttf" in str(stop.value.code)
+    message = refusal("emoji_set.py", str(tmp_path / "other.deb"), "--out-dir", str(tmp_path), monkeypatch=monkeypatch)
+    assert "holds no usr/share/fonts/truetype/noto/NotoColorEmoji.ttf" in message
     assert not (tmp_path / "emoji-train.npz").exists()
