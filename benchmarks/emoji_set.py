@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import lzma
 import sys
 import tarfile
 from pathlib import Path
@@ -37,18 +36,18 @@ EMOJI_BLOCKS = [(0x1F000, 0x1FAFF), (0x2190, 0x21FF), (0x2300, 0x23FF), (0x25A0,
 
 def deb_member(deb: bytes, member: str) -> bytes:
     """One file from a Debian package: an `ar` archive whose data.tar.* holds the installed tree."""
-    if not deb.startswith(b"!<arch>\n"):
-        raise SystemExit("not a Debian package (.deb); give fonts-noto-color-emoji's .deb or NotoColorEmoji.ttf")
-    offset = 8
+    offset = 8  # past the "!<arch>\n" magic
     while offset + 60 <= len(deb):
         name, size = deb[offset:offset + 16].decode().strip().rstrip("/"), int(deb[offset + 48:offset + 58])
-        body = deb[offset + 60:offset + 60 + size]
         if name.startswith("data.tar"):
-            data = lzma.decompress(body) if name.endswith(".xz") else body
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                for info in tar.getmembers():
-                    if info.name.lstrip("./") == member:
-                        return tar.extractfile(info).read()
+            try:  # tarfile reads gzip, bzip2 and xz; zstd (Ubuntu's packages) it does not
+                with tarfile.open(fileobj=io.BytesIO(deb[offset + 60:offset + 60 + size])) as tar:
+                    for info in tar.getmembers():
+                        if info.name.lstrip("./") == member:
+                            return tar.extractfile(info).read()
+            except tarfile.TarError:
+                raise SystemExit(f"cannot read the package's {name}; unpack it with `dpkg-deb -x` and give the "
+                                 ".ttf") from None
             raise SystemExit(f"the package holds no {member}; give fonts-noto-color-emoji's .deb")
         offset += 60 + size + size % 2
     raise SystemExit("the package has no data.tar member")
@@ -76,7 +75,7 @@ def render_all(font_bytes: bytes, size: int) -> np.ndarray:
             square = Image.new("RGBA", (side, side), (255, 255, 255, 255))
             square.alpha_composite(glyph, ((side - glyph.width) // 2, (side - glyph.height) // 2))
             images.append(np.asarray(square.convert("RGB").resize((size, size), Image.LANCZOS)))
-    return np.stack(images)
+    return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
 
 
 def main() -> None:
@@ -96,6 +95,8 @@ def main() -> None:
         images = render_all(font_bytes, args.size)
     except OSError as err:
         sys.exit(f"{args.source}: not a font FreeType reads ({err})")
+    if len(images) < 2:
+        sys.exit(f"{args.source}: the font draws {len(images)} of the emoji blocks' code points; give Noto Color Emoji")
     if not 0 < args.train < len(images):
         sys.exit(f"--train must be between 1 and {len(images) - 1} (the font draws {len(images)} emoji)")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
