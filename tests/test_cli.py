@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -723,6 +724,35 @@ def test_resume_dry_run_seed_and_out(tmp_path, image_folder, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "train.batch_size = 4 there, 8 in the checkpoint" in err, err
         assert "resume with --set train.batch_size=4 to train with the change" in err
+
+
+def test_a_checkpoint_from_elsewhere_resumes_into_a_new_run_under_out(tmp_path, image_folder, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0
+    lone = tmp_path / "ckpt.pt"
+    shutil.copyfile(only_run(out) / "checkpoints" / "ckpt-000000032.pt", lone)
+    elsewhere = tmp_path / "elsewhere"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(lone), "--out", str(elsewhere), "--kimg", "0.096", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"note: {lone} lies in no run directory, so the resume would go on in a new one "
+                                   f"under {elsewhere}")
+    assert "kimg = 0.096" in captured.out and not elsewhere.exists()
+    for argv, needle in (
+        (["--kimg", "0.096", "--rewind"], "drop --rewind"),
+        (["--kimg", "0.032"], "the run already reached train.kimg=0.032, so there is nothing to train"),
+        (["--kimg", "0.096", "--name", "/"], "run name '/' has no letter or digit"),
+    ):
+        assert main(["train", "--resume", str(lone), "--out", str(elsewhere), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    assert not elsewhere.exists()
+    assert main(["train", "--resume", str(lone), "--out", str(elsewhere), "--name", "more", "--kimg", "0.096"]) == 0
+    assert "in a new run directory" in capsys.readouterr().out
+    run = only_run(elsewhere)
+    assert run.name == "0000-more"
+    assert [p.name for p in sorted((run / "checkpoints").glob("ckpt-*.pt"))][-1] == "ckpt-000000096.pt"
+    assert main(["sample", str(run), "--n", "4", "--out", str(tmp_path / "grid.png")]) == 0
 
 
 def test_a_run_can_be_named_in_place_of_its_preset(tmp_path, image_folder, capsys):

@@ -73,6 +73,46 @@ def test_resumed_run_equals_uninterrupted_run_bit_for_bit(tmp_path, tiny_cfg, ex
         assert any(not torch.equal(v, first[net][k]) for k, v in a[net].items() if k.endswith("weight")), net
 
 
+def test_a_checkpoint_whose_run_is_gone_goes_on_in_a_new_run_directory_to_the_same_weights(tmp_path, tiny_cfg,
+                                                                                               monkeypatch):
+    """A checkpoint copied from another machine, its run directory left behind, resumes into a new run
+    directory that starts from a copy of it, and ends where the uninterrupted run ends, bit for bit."""
+    full = train(tiny_cfg(**{"train.kimg": 0.064, "train.tick_kimg": 0.016}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**{"train.kimg": 0.032, "train.tick_kimg": 0.016}), out=tmp_path / "b", log=quiet)
+    lone = tmp_path / "copied" / "from-the-cluster.pt"
+    lone.parent.mkdir()
+    shutil.copyfile(ckpt_io.resolve_checkpoint(half), lone)
+    shutil.rmtree(half)
+    source = lone.read_bytes()
+
+    # a resume that fails before it trains leaves no run directory, nor the folders made for it
+    def broken(*args, **kwargs):
+        raise UserError("no device")
+
+    monkeypatch.setattr(Trainer, "__init__", broken)
+    with pytest.raises(UserError, match="no device"):
+        resume(lone, ["train.kimg=0.064"], log=quiet, out=tmp_path / "new" / "runs")
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="--rewind goes back within a run"):
+        resume(lone, ["train.kimg=0.064"], log=quiet, rewind=True)
+    with pytest.raises(UserError, match="already reached train.kimg=0.032, so there is nothing to train"):
+        resume(lone, log=quiet, out=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+    notes: list[str] = []
+    run = resume(lone, ["train.kimg=0.064"], log=notes.append, out=tmp_path / "new", name="went-on")
+    assert run == tmp_path / "new" / "0000-went-on"
+    assert any(n.startswith(f"resuming {lone} at 0.032 kimg in a new run directory, {run}, from a copy") for n in notes)
+    assert_same_state(final_weights(full), final_weights(run))
+    assert [ckpt_io.checkpoint_nimg(p) for p in ckpt_io.list_checkpoints(run)] == [32, 48, 64]
+    assert [r["kimg"] for r in report_stats(run / "stats.jsonl")] == [0.048, 0.064]
+    assert load_config(path=run / "config.toml").train.kimg == 0.064
+    assert lone.read_bytes() == source  # the file it was given is left as it was
+    with pytest.raises(UserError, match="continues in the run's own directory; drop --out"):
+        resume(run, ["train.kimg=0.08"], log=quiet, out=tmp_path / "new")
+
+
 def test_a_checkpoint_with_later_ones_is_resumed_only_as_a_rewind(tmp_path, tiny_cfg):
     """Resuming an earlier checkpoint would write over the later ones: refused, leaving every file as it was,
     unless --rewind, which removes what came after it; a rewind with the same settings trains the same run."""

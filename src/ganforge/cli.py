@@ -148,8 +148,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         TrainingInterrupted,
         anchored_paths,
         check_config_file,
+        check_resume_target,
         check_run_name,
         later_checkpoints,
+        nothing_to_train,
         resume,
         resume_changes,
         resume_config,
@@ -159,14 +161,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.preset or args.config:
             raise UserError("--resume takes its config from the checkpoint; use --set to change settings")
-        if args.out is not None or args.name is not None:
-            flag = "--out" if args.out is not None else "--name"
-            raise UserError(f"--resume continues in the run's own directory; drop {flag}")
         overrides = _overrides(args)
         if args.dry_run:
             path, ckpt, cfg = resume_config(args.resume, overrides)
-            later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
-            check_config_file(path, ckpt, overrides)
+            if check_resume_target(path, args.out, args.name, args.rewind):
+                later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
+                check_config_file(path, ckpt, overrides)
+            else:
+                idle = nothing_to_train(ckpt, cfg)
+                if idle:
+                    raise UserError(f"{path}: {idle}")
+                out = args.out if args.out is not None else Path("runs")
+                _tell(f"note: {path} lies in no run directory, so the resume would go on in a new one under {out}, "
+                      "from a copy of it")
             _dry_run_checks(cfg)
             changes = resume_changes(ckpt, cfg)
             if changes:  # stderr: stdout stays the TOML to pass to --config
@@ -185,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     distributed.init_from_env(args.device or "auto")
     try:
         if args.resume is not None:
-            resume(args.resume, overrides, rewind=args.rewind)
+            resume(args.resume, overrides, rewind=args.rewind, out=args.out, name=args.name)
             return 0
         train(cfg, out=args.out if args.out is not None else Path("runs"), name=args.name)
     except TrainingInterrupted as e:
@@ -936,7 +943,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_path, help="parent of the new run directory (default: runs)")
     p.add_argument("--name", help="the run directory's name after its number, in place of the preset's: "
                                   "runs/0007-NAME")
-    p.add_argument("--resume", type=_path, help="a run directory or checkpoint to continue")
+    p.add_argument("--resume", type=_path, help="a run directory or checkpoint to continue (in its run directory; "
+                                                "a checkpoint from elsewhere, in a new one under --out)")
     p.add_argument("--rewind", action="store_true",
                    help="with --resume of a checkpoint that is not the run's latest: go back to it, removing the "
                         "later checkpoints and the stats, evaluations and grids after it")

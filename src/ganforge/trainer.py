@@ -971,16 +971,86 @@ def architecture_changes(saved: Config, cfg: Config) -> list[tuple[str, Any]]:
     return [(key, old[key]) for key in [k for k in differ if alone_changes_shapes(k)] or differ]
 
 
+def in_run_directory(ckpt_path: Path) -> bool:
+    """Whether a checkpoint file lies in its run's checkpoints folder, beside the run's config.toml."""
+    return ckpt_path.parent.name == ckpt_io.CKPT_DIR and (ckpt_path.parent.parent / "config.toml").is_file()
+
+
+def check_resume_target(ckpt_path: Path, out: Path | str | None, name: str | None, rewind: bool) -> bool:
+    """Whether a resume of ckpt_path goes on in its own run directory (True) or in a new one under `out`
+    (False: a checkpoint outside a run directory); refuses the settings that do not fit the one it is."""
+    if in_run_directory(ckpt_path):
+        if out is not None or name is not None:
+            flag = "--out" if out is not None else "--name"
+            raise UserError(f"--resume continues in the run's own directory; drop {flag}")
+        return True
+    if rewind:
+        raise UserError(f"--rewind goes back within a run, and {ckpt_path} is not in a run directory (no "
+                        f"{ckpt_io.CKPT_DIR}/ folder beside a config.toml); drop --rewind")
+    check_run_name(name)
+    return False
+
+
+def nothing_to_train(ckpt: dict[str, Any], cfg: Config) -> str | None:
+    """Why a resume of ckpt with cfg would train nothing (its length or time already reached), or None."""
+    nimg, spent_s = int(ckpt["nimg"]), float(ckpt.get("time_s", 0.0))
+    if nimg >= int(round(cfg.train.kimg * 1000)):
+        return (f"the run already reached train.kimg={cfg.train.kimg:g}, so there is nothing to train; to go on, "
+                f"resume with --set train.kimg=N (N > {nimg / 1000:g})")
+    if cfg.train.minutes and spent_s >= cfg.train.minutes * 60:
+        return (f"the run already trained for train.minutes={cfg.train.minutes:g} ({spent_s / 60:.1f} minutes), so "
+                f"there is nothing to train; to go on, resume with --set train.minutes=N (N > {spent_s / 60:.1f}, "
+                "or 0 for no limit)")
+    return None
+
+
 def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any = None,
-           rewind: bool = False) -> Path:
+           rewind: bool = False, out: Path | str | None = None, name: str | None = None) -> Path:
     """Continue a run from its latest checkpoint (or a given one) in the same run directory. A checkpoint with
-    later ones after it is refused unless `rewind`, which discards what came after it."""
+    later ones after it is refused unless `rewind`, which discards what came after it. A checkpoint outside a
+    run directory (copied from another machine, its run gone) goes on in a new run directory, out/NNNN-<preset>
+    (or out/NNNN-<name>; out defaults to runs), which starts from a copy of it; returns the run directory."""
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
+    if not check_resume_target(path, out, name, rewind):
+        return _resume_in_new_run(path, ckpt, cfg, overrides, log, Path("runs" if out is None else out), name)
+    return _resume_in(path, ckpt, cfg, overrides, log, rewind)
+
+
+def _resume_in_new_run(path: Path, ckpt: dict[str, Any], cfg: Config, overrides: Overrides | None, log: Any,
+                       out: Path, name: str | None) -> Path:
+    """resume() of a checkpoint outside a run directory: rank 0 makes the run directory, writes the
+    checkpoint's config there and copies the checkpoint in; a resume that fails before it trains leaves none."""
+    idle = nothing_to_train(ckpt, cfg)
+    if idle:  # a new directory that trains nothing would hold only a copy
+        raise UserError(f"{path}: {idle}")
+    main = distributed.info().is_main
+    made = _missing_folders(out.absolute())
+    made_run_dir = new_run_dir(out, name or cfg.preset) if main else None
+    name_in_run = Path(ckpt_io.CKPT_DIR, ckpt_io.ckpt_name(int(ckpt["nimg"])))
+    try:
+        if made_run_dir is not None:
+            ckpt_io.atomic_write_text(anchored_paths(stored_config(ckpt)).to_toml(), made_run_dir / "config.toml")
+            (made_run_dir / ckpt_io.CKPT_DIR).mkdir()
+            ckpt_io.atomic_copy(path, made_run_dir / name_in_run)
+        # the other ranks read the copy: they learn where it is once it is there
+        run_dir = Path(distributed.broadcast_object(str(made_run_dir) if main else None))
+        return _resume_in(run_dir / name_in_run, ckpt, cfg, overrides, log, False, source=path)
+    except TrainingInterrupted:  # stopped once training began: its checkpoint is in the run to resume
+        raise
+    except BaseException:
+        if made_run_dir is not None and ckpt_io.list_checkpoints(made_run_dir) in ([], [made_run_dir / name_in_run]):
+            shutil.rmtree(made_run_dir, ignore_errors=True)
+            _remove_unstarted_run(made_run_dir, made)  # and the folders made for it
+        raise
+
+
+def _resume_in(path: Path, ckpt: dict[str, Any], cfg: Config, overrides: Overrides | None, log: Any,
+               rewind: bool, source: Path | None = None) -> Path:
+    """resume() of `path`, a checkpoint in its run's directory (for a checkpoint from elsewhere, `source`, the
+    copy that starts a new run directory)."""
     run_dir = path.parent.parent
-    if not (run_dir / "config.toml").is_file():
-        raise UserError(f"{path} is not inside a run directory (no {run_dir / 'config.toml'})")
     nimg = int(ckpt["nimg"])
     later = later_checkpoints(path, nimg, rewind)
     check_config_file(path, ckpt, overrides)
@@ -989,7 +1059,12 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
         # build (and so validate) everything first: a resume that fails leaves config.toml and stats.jsonl as
         # they were
         trainer = Trainer(cfg, run_dir, resume_from=path, log=log if main else (lambda msg: None))
-        trainer.log(f"resuming {run_dir} from {path.name} at {int(ckpt['nimg']) / 1000:.3f} kimg")
+        if source is None:
+            trainer.log(f"resuming {run_dir} from {path.name} at {nimg / 1000:.3f} kimg")
+        else:
+            trainer.log(f"resuming {source} at {nimg / 1000:.3f} kimg in a new run directory, {run_dir}, from a copy "
+                        "of it (it lies in no run directory; the stats and grids before it stay with the run that "
+                        "wrote it)")
         freed = ckpt_io.remove_orphan_temp_files(run_dir) if main else 0
         if freed:
             trainer.log(f"note: removed the partial files ({freed / 2**20:.1f} MiB) of writes that a killed process "
@@ -1025,16 +1100,11 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
             trainer.log(f"note: {cfg.data.name}'s images (or their labels) changed since {path.name} was written, "
                         f"though there are {len(trainer.data)} as before: training goes on over the images there "
                         "now, so the run no longer repeats an uninterrupted one")
-        spent_s = float(ckpt.get("time_s", 0.0))
-        if int(ckpt["nimg"]) >= int(round(cfg.train.kimg * 1000)):
+        idle = nothing_to_train(ckpt, cfg)
+        if idle:
             # not an error: a job script may resume until done; but say why nothing trains, and leave
             # config.toml as the checkpoints have it (overrides that train nothing are not recorded)
-            trainer.log(f"the run already reached train.kimg={cfg.train.kimg:g}, so there is nothing to train; "
-                        f"to go on, resume with --set train.kimg=N (N > {int(ckpt['nimg']) / 1000:g})")
-        elif cfg.train.minutes and spent_s >= cfg.train.minutes * 60:
-            trainer.log(f"the run already trained for train.minutes={cfg.train.minutes:g} ({spent_s / 60:.1f} "
-                        f"minutes), so there is nothing to train; to go on, resume with --set train.minutes=N "
-                        f"(N > {spent_s / 60:.1f}, or 0 for no limit)")
+            trainer.log(idle)
         elif main:
             if later:
                 trainer.log(_rewind(run_dir, later, nimg))
