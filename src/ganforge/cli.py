@@ -151,7 +151,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_resume_target,
         check_run_name,
         later_checkpoints,
-        nothing_to_train,
         resume,
         resume_changes,
         resume_config,
@@ -164,13 +163,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = _overrides(args)
         if args.dry_run:
             path, ckpt, cfg = resume_config(args.resume, overrides)
-            if check_resume_target(path, args.out, args.name, args.rewind):
+            if check_resume_target(path, ckpt, cfg, args.out, args.name, args.rewind):
                 later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
                 check_config_file(path, ckpt, overrides)
             else:
-                idle = nothing_to_train(ckpt, cfg)
-                if idle:
-                    raise UserError(f"{path}: {idle}")
                 out = args.out if args.out is not None else Path("runs")
                 _tell(f"note: {path} lies in no run directory, so the resume would go on in a new one under {out}, "
                       "from a copy of it")

@@ -976,9 +976,11 @@ def in_run_directory(ckpt_path: Path) -> bool:
     return ckpt_path.parent.name == ckpt_io.CKPT_DIR and (ckpt_path.parent.parent / "config.toml").is_file()
 
 
-def check_resume_target(ckpt_path: Path, out: Path | str | None, name: str | None, rewind: bool) -> bool:
-    """Whether a resume of ckpt_path goes on in its own run directory (True) or in a new one under `out`
-    (False: a checkpoint outside a run directory); refuses the settings that do not fit the one it is."""
+def check_resume_target(ckpt_path: Path, ckpt: dict[str, Any], cfg: Config, out: Path | str | None,
+                        name: str | None, rewind: bool) -> bool:
+    """Whether a resume of ckpt_path with cfg goes on in its own run directory (True) or in a new one under `out`
+    (False: a checkpoint outside a run directory); refuses the settings that do not fit the one it is, and a new
+    run directory that would train nothing (it would hold only a copy)."""
     if in_run_directory(ckpt_path):
         if out is not None or name is not None:
             flag = "--out" if out is not None else "--name"
@@ -988,6 +990,9 @@ def check_resume_target(ckpt_path: Path, out: Path | str | None, name: str | Non
         raise UserError(f"--rewind goes back within a run, and {ckpt_path} is not in a run directory (no "
                         f"{ckpt_io.CKPT_DIR}/ folder beside a config.toml); drop --rewind")
     check_run_name(name)
+    idle = nothing_to_train(ckpt, cfg)
+    if idle:
+        raise UserError(f"{ckpt_path}: {idle}")
     return False
 
 
@@ -1013,7 +1018,7 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
     path, ckpt, cfg = resume_config(run_or_ckpt, overrides)
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
-    if not check_resume_target(path, out, name, rewind):
+    if not check_resume_target(path, ckpt, cfg, out, name, rewind):
         return _resume_in_new_run(path, ckpt, cfg, overrides, log, Path("runs" if out is None else out), name)
     return _resume_in(path, ckpt, cfg, overrides, log, rewind)
 
@@ -1022,9 +1027,6 @@ def _resume_in_new_run(path: Path, ckpt: dict[str, Any], cfg: Config, overrides:
                        out: Path, name: str | None) -> Path:
     """resume() of a checkpoint outside a run directory: rank 0 makes the run directory, writes the
     checkpoint's config there and copies the checkpoint in; a resume that fails before it trains leaves none."""
-    idle = nothing_to_train(ckpt, cfg)
-    if idle:  # a new directory that trains nothing would hold only a copy
-        raise UserError(f"{path}: {idle}")
     main = distributed.info().is_main
     made = _missing_folders(out.absolute())
     made_run_dir = new_run_dir(out, name or cfg.preset) if main else None
