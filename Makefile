@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Four minutes of training at most: the default's 57 kimg where the CPU is as fast as the one it was chosen on;
+# Four minutes of training at most: the default's 120 kimg where the CPU is as fast as the one it was chosen on;
 # on a slower one the run ends where the four minutes do, checkpointed, and its last line says how to go on.
 train: $(STAMP)
 	$(BIN)/ganforge train --preset default --out runs --minutes 4
