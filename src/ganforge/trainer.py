@@ -731,11 +731,11 @@ def _rewind(run_dir: Path, later: list[Path], nimg: int) -> str:
             "and the stats, evaluations and grids after it")
 
 
-def _remove_unstarted_run(run_dir: Path, made: list[Path]) -> None:
-    """Remove a run directory that holds no checkpoint, so nothing to resume (what it holds was written since
-    train() made it), and the folders above it that were made for it (`made`, deepest first) where they are
-    left empty."""
-    if run_dir.is_dir() and not any((run_dir / ckpt_io.CKPT_DIR).glob("*.pt")):
+def _remove_unstarted_run(run_dir: Path, made: list[Path], started_from: Path | None = None) -> None:
+    """Remove a run directory that holds no checkpoint, or none but `started_from` (the copy a resume into a new
+    run directory began with), so nothing to resume (what it holds was written since it was made), and the
+    folders above it that were made for it (`made`, deepest first) where they are left empty."""
+    if run_dir.is_dir() and [p for p in (run_dir / ckpt_io.CKPT_DIR).glob("*.pt") if p != started_from] == []:
         shutil.rmtree(run_dir, ignore_errors=True)
     for folder in made:
         try:
@@ -1042,9 +1042,8 @@ def _resume_in_new_run(path: Path, ckpt: dict[str, Any], cfg: Config, overrides:
     except TrainingInterrupted:  # stopped once training began: its checkpoint is in the run to resume
         raise
     except BaseException:
-        if made_run_dir is not None and ckpt_io.list_checkpoints(made_run_dir) in ([], [made_run_dir / name_in_run]):
-            shutil.rmtree(made_run_dir, ignore_errors=True)
-            _remove_unstarted_run(made_run_dir, made)  # and the folders made for it
+        if made_run_dir is not None:
+            _remove_unstarted_run(made_run_dir, made, started_from=made_run_dir / name_in_run)
         raise
 
 
