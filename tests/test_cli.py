@@ -469,6 +469,38 @@ def test_a_run_that_cannot_start_leaves_no_run_directory(tmp_path, image_folder)
     assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
 
 
+def test_runs_are_kept_out_of_the_image_folder_they_train_on(tmp_path, image_folder, capsys):
+    # the folder is read again at each start: runs inside it would feed their sample grids back as training images
+    tiny = set_args(tiny_overrides(image_folder))
+    before = sorted(p.relative_to(image_folder) for p in image_folder.rglob("*"))
+    for out in (image_folder / "runs", image_folder):
+        for dry in ([], ["--dry-run"]):
+            assert main(["train", "--out", str(out), *tiny, *dry]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"--out {out} is inside the image folder {image_folder}" in err, err
+            assert f"--out {image_folder.parent / 'runs'}" in err
+    assert sorted(p.relative_to(image_folder) for p in image_folder.rglob("*")) == before
+    out = tmp_path / "runs"
+    assert main(["train", "--out", str(out), *tiny]) == 0
+    run_dir = only_run(out)
+    lone = tmp_path / "ckpt.pt"
+    shutil.copyfile(ckpt_io.list_checkpoints(run_dir)[-1], lone)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(lone), "--out", str(image_folder / "more"), "--kimg", "0.096"]) == 2
+    assert "is inside the image folder" in capsys.readouterr().err
+    # a run moved into its image folder (made before this check) is refused too, and goes on once moved out
+    inside = image_folder / "runs" / run_dir.name
+    shutil.move(run_dir, inside)
+    for dry in ([], ["--dry-run"]):
+        assert main(["train", "--resume", str(inside), "--kimg", "0.096", *dry]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"run directory {inside} lies inside its image folder" in err, err
+    assert not (inside / "checkpoints" / "ckpt-000000096.pt").exists()
+    shutil.move(inside, run_dir)
+    assert main(["train", "--resume", str(run_dir), "--kimg", "0.096"]) == 0
+    assert (run_dir / "checkpoints" / "ckpt-000000096.pt").is_file()
+
+
 def test_a_failed_resume_changes_nothing_in_the_run(tmp_path, image_folder):
     out = tmp_path / "runs"
     assert main(["train", "--out", str(out), *set_args(tiny_overrides(image_folder))]) == 0

@@ -148,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         TrainingInterrupted,
         anchored_paths,
         check_config_file,
+        check_out_of_data,
         check_resume_target,
         check_run_name,
         later_checkpoints,
@@ -166,8 +167,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if check_resume_target(path, ckpt, cfg, args.out, args.name, args.rewind):
                 later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
                 check_config_file(path, ckpt, overrides)
+                check_out_of_data(cfg, path.parent.parent, resuming=path.parent.parent)
             else:
                 out = args.out if args.out is not None else Path("runs")
+                check_out_of_data(cfg, out)
                 _tell(f"note: {path} lies in no run directory, so the resume would go on in a new one under {out}, "
                       "from a copy of it")
             _dry_run_checks(cfg)
@@ -183,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_from_args(args)
         if args.dry_run:
             _dry_run_checks(cfg)
+            check_out_of_data(cfg, args.out if args.out is not None else Path("runs"))
             print(anchored_paths(cfg).to_toml(), end="")  # as the run's config.toml will hold it
             return 0
     distributed.init_from_env(args.device or "auto")

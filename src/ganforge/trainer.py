@@ -92,6 +92,24 @@ def check_run_name(name: str | None) -> None:
                         "lr-1e-3")
 
 
+def check_out_of_data(cfg: Config, run_home: Path | str, resuming: Path | None = None) -> None:
+    """Refuses run directories under cfg's image folder (run_home: --out, or the run directory a resume goes on
+    in): the folder is read again at each start, so a run's sample grids would become training images."""
+    if not cfg.data.name.startswith("folder:"):
+        return
+    root = Path(os.path.realpath(os.path.expanduser(cfg.data.name[len("folder:"):])))
+    home = Path(os.path.realpath(run_home))
+    if not root.is_dir() or not home.is_relative_to(root):
+        return
+    if resuming is not None:
+        raise UserError(f"run directory {resuming} lies inside its image folder {root}, so the resumed run would "
+                        "train on its own sample grids; move the run directory out of that folder and resume it "
+                        "there")
+    raise UserError(f"--out {run_home} is inside the image folder {root}, so the run's sample grids would become "
+                    f"training images when it is resumed or the next run starts; give an --out outside it, such "
+                    f"as --out {root.parent / 'runs'}")
+
+
 def new_run_dir(out: Path | str, preset: str) -> Path:
     """out/NNNN-<preset> (or another name), numbered after the highest existing run; never an existing
     directory."""
@@ -766,6 +784,7 @@ def train(cfg: Config, out: Path | str = "runs", log: Any = None, name: str | No
     cfg = anchored_paths(from_dict(cfg.to_dict()))  # a Config edited after load_config is checked as a loaded one
     check_batch_and_order(cfg)  # on every rank, before any file
     check_eval_memory(cfg)
+    check_out_of_data(cfg, out)
     main = distributed.info().is_main
     made = _missing_folders(Path(out).absolute())
     made_run_dir = new_run_dir(out, name or cfg.preset) if main else None
@@ -1019,7 +1038,10 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
     if not check_resume_target(path, ckpt, cfg, out, name, rewind):
-        return _resume_in_new_run(path, ckpt, cfg, overrides, log, Path("runs" if out is None else out), name)
+        out = Path("runs" if out is None else out)
+        check_out_of_data(cfg, out)
+        return _resume_in_new_run(path, ckpt, cfg, overrides, log, out, name)
+    check_out_of_data(cfg, path.parent.parent, resuming=path.parent.parent)
     return _resume_in(path, ckpt, cfg, overrides, log, rewind)
 
 
