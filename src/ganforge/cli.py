@@ -167,10 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if check_resume_target(path, ckpt, cfg, args.out, args.name, args.rewind):
                 later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
                 check_config_file(path, ckpt, overrides)
-                check_out_of_data(cfg, path.parent.parent, resuming=path.parent.parent)
             else:
                 out = args.out if args.out is not None else Path("runs")
-                check_out_of_data(cfg, out)
                 _tell(f"note: {path} lies in no run directory, so the resume would go on in a new one under {out}, "
                       "from a copy of it")
             _dry_run_checks(cfg)

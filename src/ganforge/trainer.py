@@ -92,7 +92,7 @@ def check_run_name(name: str | None) -> None:
                         "lr-1e-3")
 
 
-def check_out_of_data(cfg: Config, run_home: Path | str, resuming: Path | None = None) -> None:
+def check_out_of_data(cfg: Config, run_home: Path | str, resuming: bool = False) -> None:
     """Refuses run directories under cfg's image folder (run_home: --out, or the run directory a resume goes on
     in): the folder is read again at each start, so a run's sample grids would become training images."""
     if not cfg.data.name.startswith("folder:"):
@@ -101,8 +101,8 @@ def check_out_of_data(cfg: Config, run_home: Path | str, resuming: Path | None =
     home = Path(os.path.realpath(run_home))
     if not root.is_dir() or not home.is_relative_to(root):
         return
-    if resuming is not None:
-        raise UserError(f"run directory {resuming} lies inside its image folder {root}, so the resumed run would "
+    if resuming:
+        raise UserError(f"run directory {run_home} lies inside its image folder {root}, so the resumed run would "
                         "train on its own sample grids; move the run directory out of that folder and resume it "
                         "there")
     raise UserError(f"--out {run_home} is inside the image folder {root}, so the run's sample grids would become "
@@ -998,12 +998,14 @@ def in_run_directory(ckpt_path: Path) -> bool:
 def check_resume_target(ckpt_path: Path, ckpt: dict[str, Any], cfg: Config, out: Path | str | None,
                         name: str | None, rewind: bool) -> bool:
     """Whether a resume of ckpt_path with cfg goes on in its own run directory (True) or in a new one under `out`
-    (False: a checkpoint outside a run directory); refuses the settings that do not fit the one it is, and a new
-    run directory that would train nothing (it would hold only a copy)."""
+    (False: a checkpoint outside a run directory); refuses the settings that do not fit the one it is, a run
+    directory inside its image folder, and a new run directory that would train nothing (it would hold only a
+    copy)."""
     if in_run_directory(ckpt_path):
         if out is not None or name is not None:
             flag = "--out" if out is not None else "--name"
             raise UserError(f"--resume continues in the run's own directory; drop {flag}")
+        check_out_of_data(cfg, ckpt_path.parent.parent, resuming=True)
         return True
     if rewind:
         raise UserError(f"--rewind goes back within a run, and {ckpt_path} is not in a run directory (no "
@@ -1012,6 +1014,7 @@ def check_resume_target(ckpt_path: Path, ckpt: dict[str, Any], cfg: Config, out:
     idle = nothing_to_train(ckpt, cfg)
     if idle:
         raise UserError(f"{ckpt_path}: {idle}")
+    check_out_of_data(cfg, Path("runs" if out is None else out))
     return False
 
 
@@ -1038,10 +1041,7 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
     if not check_resume_target(path, ckpt, cfg, out, name, rewind):
-        out = Path("runs" if out is None else out)
-        check_out_of_data(cfg, out)
-        return _resume_in_new_run(path, ckpt, cfg, overrides, log, out, name)
-    check_out_of_data(cfg, path.parent.parent, resuming=path.parent.parent)
+        return _resume_in_new_run(path, ckpt, cfg, overrides, log, Path("runs" if out is None else out), name)
     return _resume_in(path, ckpt, cfg, overrides, log, rewind)
 
 
