@@ -145,6 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .config import describe_changes
     from .trainer import (
+        DEFAULT_OUT,
         TrainingInterrupted,
         anchored_paths,
         check_config_file,
@@ -168,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 later_checkpoints(path, int(ckpt["nimg"]), args.rewind)
                 check_config_file(path, ckpt, overrides)
             else:
-                out = args.out if args.out is not None else Path("runs")
+                out = args.out if args.out is not None else DEFAULT_OUT
                 _tell(f"note: {path} lies in no run directory, so the resume would go on in a new one under {out}, "
                       "from a copy of it")
             _dry_run_checks(cfg)
@@ -182,9 +183,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError("--rewind goes with --resume RUN/checkpoints/ckpt-N.pt: the checkpoint to go back to")
         check_run_name(args.name)
         cfg = _config_from_args(args)
+        out = args.out if args.out is not None else DEFAULT_OUT
         if args.dry_run:
+            check_out_of_data(cfg, out)  # before the notes: a refused run is one line
             _dry_run_checks(cfg)
-            check_out_of_data(cfg, args.out if args.out is not None else Path("runs"))
             print(anchored_paths(cfg).to_toml(), end="")  # as the run's config.toml will hold it
             return 0
     distributed.init_from_env(args.device or "auto")
@@ -192,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             resume(args.resume, overrides, rewind=args.rewind, out=args.out, name=args.name)
             return 0
-        train(cfg, out=args.out if args.out is not None else Path("runs"), name=args.name)
+        train(cfg, out=out, name=args.name)
     except TrainingInterrupted as e:
         if distributed.info().is_main:
             from .plugins import plugin_args

@@ -79,6 +79,7 @@ from .step import (
 )
 
 _RUN_DIR = re.compile(r"^(\d{4,})-")
+DEFAULT_OUT = Path("runs")  # where new run directories go when no --out is given
 
 
 def run_slug(name: str) -> str:
@@ -772,7 +773,7 @@ def _missing_folders(path: Path) -> list[Path]:
     return missing
 
 
-def train(cfg: Config, out: Path | str = "runs", log: Any = None, name: str | None = None) -> Path:
+def train(cfg: Config, out: Path | str = DEFAULT_OUT, log: Any = None, name: str | None = None) -> Path:
     """Train a fresh run under out/NNNN-<preset> (out/NNNN-<name> with a name); returns the run directory.
     Under torchrun, rank 0 makes the directory and writes every file; the other ranks train their share of
     each batch."""
@@ -1014,7 +1015,7 @@ def check_resume_target(ckpt_path: Path, ckpt: dict[str, Any], cfg: Config, out:
     idle = nothing_to_train(ckpt, cfg)
     if idle:
         raise UserError(f"{ckpt_path}: {idle}")
-    check_out_of_data(cfg, Path("runs" if out is None else out))
+    check_out_of_data(cfg, DEFAULT_OUT if out is None else Path(out))
     return False
 
 
@@ -1041,7 +1042,7 @@ def resume(run_or_ckpt: Path | str, overrides: Overrides | None = None, log: Any
     check_batch_and_order(cfg)
     check_eval_memory(cfg)
     if not check_resume_target(path, ckpt, cfg, out, name, rewind):
-        return _resume_in_new_run(path, ckpt, cfg, overrides, log, Path("runs" if out is None else out), name)
+        return _resume_in_new_run(path, ckpt, cfg, overrides, log, DEFAULT_OUT if out is None else Path(out), name)
     return _resume_in(path, ckpt, cfg, overrides, log, rewind)
 
 
