@@ -121,7 +121,7 @@ def test_a_plugins_networks_loss_and_data_train_sample_and_resume(tmp_path, fres
     assert main(["--plugin", str(plugin), "train", "--preset", "default", "--out", str(out),
                  *settings(tmp_path)]) == 0
     run = next(out.iterdir())
-    assert "(device cpu, 16 images)" in capsys.readouterr().out  # the plugin's data set
+    assert "(device cpu, 16 images, " in capsys.readouterr().out  # the plugin's data set
     assert f"ganforge --plugin {plugin} train --resume {run}" in (run / "report.html").read_text()
     assert (run / "checkpoints").is_dir() and (run / "final.png").is_file()
     forget_plugins(monkeypatch)
@@ -322,7 +322,7 @@ def test_an_installed_packages_plugin_needs_no_flag(tmp_path, fresh_registries, 
     out = tmp_path / "runs"
     assert main(["train", "--preset", "default", "--out", str(out), *settings(tmp_path)]) == 0
     run = next(out.iterdir())
-    assert "(device cpu, 16 images)" in capsys.readouterr().out  # the installed plugin's data set
+    assert "(device cpu, 16 images, " in capsys.readouterr().out  # the installed plugin's data set
     assert module in plugins.loaded_plugins()
     # the Python API finds it too, on the first lookup of a name it registers
     forget_plugins(monkeypatch)

@@ -1072,6 +1072,38 @@ def test_images_upscaled_twice_or_more_are_noted_at_start(tmp_path, image_folder
     assert not any("upscaled" in line for line in lines)
 
 
+def test_the_start_line_says_the_images_size_colour_and_the_side_they_were_resized_from(tmp_path, image_folder):
+    import numpy as np
+    from PIL import Image
+
+    from ganforge.config import DataConfig
+    from ganforge.data import load_dataset
+    from ganforge.trainer import data_summary
+
+    from .conftest import tiny_overrides
+
+    colour = tmp_path / "colour.npz"
+    np.savez(colour, np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
+    lines: list[str] = []
+    train(load_config(overrides=tiny_overrides(colour, **{"data.channels": 3})), out=tmp_path / "runs",
+          log=lines.append)
+    assert sum(line.endswith("(device cpu, 8 images, 16x16 colour, resized from 32 px)") for line in lines) == 1, lines
+
+    def summary(name: str, **settings: object) -> str:
+        cfg = DataConfig(name=name, img_size=16, **settings)
+        return data_summary(load_dataset(cfg), cfg)
+
+    assert summary(f"folder:{image_folder}") == "32 images, 16x16 grey"  # stored at the size it trains at
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i in range(4):
+        Image.new("RGB", (40, 30), (60 * i, 0, 0)).save(wide / f"{i}.png")
+    # a folder's side is the median of a few headers; cropped, the short side becomes the square's, padded the long
+    assert summary(f"folder:{wide}", channels=3) == "4 images, 16x16 colour, resized from about 30 px"
+    assert summary(f"folder:{wide}", fit="pad") == "4 images, 16x16 grey, resized from about 40 px"
+    assert summary("mnist5k") == "5,000 images, 16x16 grey, resized from 28 px"
+
+
 def test_mirroring_images_that_lean_one_way_is_noted_at_start(tmp_path):
     import numpy as np
     from PIL import Image

@@ -386,6 +386,9 @@ def load_cifar10(cfg: DataConfig) -> RawImages:
     return RawImages(images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes), colour=True)
 
 
+CELEBA_SIDE = 178  # the aligned faces' short side: each is centre-cropped to 178x178 before resizing
+
+
 @DATASETS.register("celeba")
 def load_celeba(cfg: DataConfig) -> RawImages:
     """CelebA aligned faces, training split, centre-cropped to 178x178 and resized once.
@@ -413,7 +416,7 @@ def load_celeba(cfg: DataConfig) -> RawImages:
     cache = root / f"ganforge-train-{cfg.img_size}px-{cfg.channels}ch.pt"
     cached = _read_image_cache(cache, cfg)
     if cached is not None:
-        return RawImages(cached, torch.zeros(0, dtype=torch.long), [], colour=True)
+        return RawImages(cached, torch.zeros(0, dtype=torch.long), [], colour=True, source_side=CELEBA_SIDE)
     partition = root / "list_eval_partition.txt"
     if partition.is_file():
         names = [ln.split()[0] for ln in partition.read_text().splitlines() if ln.strip() and ln.split()[1] == "0"]
@@ -426,7 +429,8 @@ def load_celeba(cfg: DataConfig) -> RawImages:
         atomic_save(images, cache)  # per-process temp name: DDP ranks may build the cache at once
     except OSError as e:  # a read-only data folder only costs the decoding next time
         note = _cache_note(cache, e, f"make {root} writable")
-    return RawImages(images, torch.zeros(len(files), dtype=torch.long), [], colour=True, cache_note=note)
+    return RawImages(images, torch.zeros(len(files), dtype=torch.long), [], colour=True, source_side=CELEBA_SIDE,
+                     cache_note=note)
 
 
 def _cache_note(cache: Path, error: OSError, fix: str) -> str:
@@ -898,7 +902,7 @@ def _peek_format(files: list[Path] | list[ZipMember], fit: str) -> tuple[bool, i
 # faces cropped to their short side)
 NATIVE_FORMAT = {"mnist5k": (False, 28), "mnist": (False, 28), "fashion-mnist": (False, 28),
                  "stacked-mnist5k": (True, 28), "stacked-mnist": (True, 28),
-                 "cifar10": (True, 32), "celeba": (True, 178)}
+                 "cifar10": (True, 32), "celeba": (True, CELEBA_SIDE)}
 
 
 def source_format(name: str, fit: str = "crop") -> tuple[bool, int]:

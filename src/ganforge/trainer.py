@@ -25,6 +25,7 @@ from . import checkpoint as ckpt_io
 from . import distributed, report, tensorboard_log
 from .config import (
     Config,
+    DataConfig,
     Overrides,
     apply_overrides,
     check_attributes,
@@ -813,7 +814,7 @@ def _train_in(cfg: Config, made_run_dir: Path | None, log: Any) -> Path:
                         f"{cfg.model.g}/{cfg.model.d}, lr {cfg.optim.g_lr:g}, batch {cfg.train.batch_size}); add "
                         "preset = \"default\" at the top of the file to build on that preset")
         world = distributed.info().world_size
-        trainer.log(f"run directory {run_dir} (device {trainer.device}, {image_count(len(trainer.data))}"
+        trainer.log(f"run directory {run_dir} (device {trainer.device}, {data_summary(trainer.data, cfg.data)}"
                     + (f", {world} processes)" if world > 1 else ")"))
         with ckpt_io.run_lock(run_dir) if main else contextlib.nullcontext():
             return trainer.run()
@@ -937,6 +938,17 @@ def _meta_nets(cfg: Config) -> dict[str, torch.nn.Module]:
 def _weight_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return {f"{net}.{key}": tuple(t.shape) for net, module in _meta_nets(cfg).items()
             for key, t in module.state_dict().items()}
+
+
+def data_summary(data: ImageData, cfg: DataConfig) -> str:
+    """The images a run trains on as its start line gives them: how many, at what size and colour, and the
+    side they were resized from (a folder's is the median of a few headers, so "about")."""
+    size = cfg.img_size
+    text = f"{image_count(len(data))}, {size}x{size} {'colour' if cfg.channels == 3 else 'grey'}"
+    if data.source_side and data.source_side != size:
+        about = "about " if cfg.name.startswith("folder:") and not cfg.name.lower().endswith(".npz") else ""
+        text += f", resized from {about}{data.source_side} px"
+    return text
 
 
 def source_notes(cfg: Config, colour: bool, side: int) -> list[str]:
