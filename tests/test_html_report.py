@@ -106,9 +106,10 @@ def test_collapse_signals_stopped_runs_and_long_runs_read_from_the_files(run_dir
     page = read_page(run_dir)
     text = " ".join(page.text)
     assert "Stopped at 150 kimg of 500" in text and "--resume" in text
-    assert "sample spread under 0.25 of the real images' at 10 ticks, 10 to 14.5 kimg" in text
+    assert "sample spread under 0.25 of the real images' at 10 ticks, 10 to 14.5 kimg (lowest 0.10): G's samples " \
+           "look alike, a collapse; clear from 15 kimg to the last tick (150)" in text
     assert "D told real from fake almost perfectly (mean D(real) above 0.99, D(fake) below 0.01) at 5 ticks, 50 to " \
-           "52 kimg" in text
+           "52 kimg: G had little to learn from; clear from 52.5 kimg to the last tick (150)" in text
     assert not any("near-copy at" in t for t in page.text)
     assert any(src.startswith("samples/fakes") for src in page.images)  # the latest grid stands in for final.png
     html = (run_dir / REPORT_NAME).read_text()
@@ -117,6 +118,13 @@ def test_collapse_signals_stopped_runs_and_long_runs_read_from_the_files(run_dir
     assert len(rows) == MAX_TICK_ROWS and rows[0] == "0.5" and rows[-1] == "150"
     flagged = re.findall(r"<tr class=flag><td>([^<]+)</td>", table)
     assert flagged and all(10 <= float(k) <= 14.5 or 50 <= float(k) <= 52 for k in flagged)
+    # a signal still there at the last tick is not called clear
+    ticks[-1]["diversity"] = 0.2
+    (run_dir / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
+    write_html_report(run_dir)
+    text = " ".join(read_page(run_dir).text)
+    assert "at 11 ticks, 10 to 150 kimg (lowest 0.10): G's samples look alike, a collapse." in text
+    assert "52 kimg: G had little to learn from; clear from 52.5 kimg to the last tick (150)" in text
 
 
 def test_report_command_rebuilds_every_run_and_refuses_what_is_not_one(run_dir, tmp_path, capsys):

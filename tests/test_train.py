@@ -1524,6 +1524,57 @@ def test_deterministic_kernels_are_on_while_training_and_restored_after(tmp_path
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+def test_a_collapse_or_a_winning_d_that_goes_away_is_said_to_have_passed(tiny_cfg):
+    from ganforge.health import HealthCheck
+
+    real = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    check = HealthCheck(tiny_cfg(), lambda: real, 5000)
+    assert check.check(4.0, 0.1, 0.0, 0.999, 0.001) == ([], [])  # before the checks start
+    warned, passed = check.check(6.0, 0.1, 0.0, 0.999, 0.001)
+    assert len(warned) == 2 and not passed
+    # the spread is back but the samples come in near-copies: not over, though that check warns from 10 kimg
+    warned, passed = check.check(8.0, 0.9, 0.8, 0.999, 0.001)
+    assert len(warned) == 1 and "almost perfectly" in warned[0] and passed == []
+    warned, passed = check.check(12.0, 0.9, 0.8, 0.7, 0.3)
+    assert len(warned) == 1 and "partly collapsed" in warned[0] and warned[0].endswith("(advice above)")
+    assert passed == ["D no longer tells real from fake almost perfectly at 12.00 kimg (mean D(real) 0.700, D(fake) "
+                      "0.300), as it did from 6.00 kimg"]
+    warned, passed = check.check(18.0, 0.85, 0.05, 0.7, 0.3)
+    assert warned == [] and passed == ["the collapse warned of at 6.00 kimg has passed: the grid's samples at 18.00 "
+                                       "kimg differ again (spread 0.85 of the real images', near-copy share 5%)"]
+    assert check.check(24.0, 0.85, 0.05, 0.7, 0.3) == ([], [])  # said once
+    # a collapse that comes back is warned of again and its passing dated from its own start; a grid too
+    # small for the near-copy share is judged by its spread
+    warned, _ = check.check(30.0, 0.2, float("nan"), 0.7, 0.3)
+    assert warned[0].startswith("the grid's samples at 30.00 kimg are nearly alike")
+    assert check.check(36.0, 0.5, float("nan"), 0.7, 0.3)[1] == [
+        "the collapse warned of at 30.00 kimg has passed: the grid's samples at 36.00 kimg differ again (spread 0.50 "
+        "of the real images')"]
+    # a spread that could not be measured says nothing either way
+    check.check(42.0, 0.2, float("nan"), 0.7, 0.3)
+    assert check.check(48.0, float("nan"), float("nan"), 0.7, 0.3) == ([], [])
+
+
+def test_the_training_log_notes_when_an_early_collapse_has_passed(tmp_path, tiny_cfg, monkeypatch):
+    from ganforge import health
+
+    monkeypatch.setattr(health, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    calls: list[int] = []
+
+    def grid(self):  # the first tick's grid alike, the later ones the real images
+        calls.append(1)
+        real = self._real_grid()
+        return real[:1].expand_as(real) if len(calls) == 1 else real
+
+    monkeypatch.setattr(Trainer, "_sample_grid", grid)
+    lines: list[str] = []
+    train(tiny_cfg(**{"train.kimg": 0.096}), out=tmp_path, log=lines.append)
+    said = [line for line in lines if "warning:" in line or "note:" in line]
+    assert len(said) == 2 and "0.03 kimg are nearly alike" in said[0]
+    assert said[1].startswith("  note: the collapse warned of at 0.03 kimg has passed: the grid's samples at 0.06 "
+                              "kimg differ again (spread 1.00 of the real images'")
+
+
 def test_small_data_advice_counts_one_image_in_the_singular(tiny_cfg):
     from ganforge.health import HealthCheck
 

@@ -4,6 +4,7 @@ says what to change."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -70,6 +71,7 @@ class HealthCheck:
         self.n_images = n_images  # the training set's size: small ones get DiffAugment advice
         self._reference: tuple[float, torch.Tensor, float] | None = None
         self._advised: set[str] = set()  # kinds of warning whose advice this process has given
+        self._open: dict[str, float] = {}  # kinds warned of and not yet found gone: the kimg of the first
         loss = losses.registered_loss(cfg.loss.name)
         self._loss_takes_label_smoothing = loss is not None and loss.takes_label_smoothing
 
@@ -142,26 +144,38 @@ class HealthCheck:
             tries.append("model.d_mbstd=true")
         return f"{self.small_data_advice()}Try {', '.join(tries)}, or resume from an earlier checkpoint"
 
-    def warnings(self, kimg: float, diversity: float, duplicates: float, d_real: float, d_fake: float) -> list[str]:
+    def check(self, kimg: float, diversity: float, duplicates: float, d_real: float,
+              d_fake: float) -> tuple[list[str], list[str]]:
         """What looks wrong at a tick of `kimg` (from the grid's diversity and duplicates, and the tick's mean
-        D(real), D(fake)), each a line, the first of its kind with advice; none before COLLAPSE_CHECK_FROM_KIMG."""
+        D(real), D(fake)), each a line, the first of its kind with advice; none before COLLAPSE_CHECK_FROM_KIMG.
+        Second, a line for each warning of this process that this tick finds gone: an early collapse can pass
+        (the 64-px runs on emoji in the README's Data), and whoever saw the warning should see that too before
+        stopping the run."""
         t = self.cfg.train
         if kimg < COLLAPSE_CHECK_FROM_KIMG:
-            return []
-        found = []
+            return [], []
+        found: list[str] = []
+        passed: list[str] = []
 
         def warn(kind: str, finding: str, advice: str) -> None:
             # the advice once per process; a warning that recurs at later ticks says what it finds there
             found.append(f"{finding}. {advice}" if kind not in self._advised else f"{finding} (advice above)")
             self._advised.add(kind)
+            self._open.setdefault(kind, kimg)
 
+        copies_checked = t.duplicate_warn > 0 and kimg >= DUPLICATE_CHECK_FROM_KIMG
         if diversity < t.collapse_warn:
             warn("collapse", f"the grid's samples at {kimg:.2f} kimg are nearly alike (spread {diversity:.2f} of the "
                              "real images'): G looks collapsed", self.collapse_advice())
-        elif t.duplicate_warn > 0 and duplicates > t.duplicate_warn and kimg >= DUPLICATE_CHECK_FROM_KIMG:
+        elif copies_checked and duplicates > t.duplicate_warn:
             warn("collapse", f"{duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy in the grid "
                              f"(real images: {self.reference()[2]:.0%}): G looks partly collapsed, drawing a few modes",
                  self.collapse_advice())
+        elif "collapse" in self._open and self._spread_out(diversity, duplicates):
+            copies = f", near-copy share {duplicates:.0%}" if math.isfinite(duplicates) else ""
+            passed.append(f"the collapse warned of at {self._open.pop('collapse'):.2f} kimg has passed: the grid's "
+                          f"samples at {kimg:.2f} kimg differ again (spread {diversity:.2f} of the real images'"
+                          f"{copies})")
         if d_wins(self.cfg, d_real, d_fake):
             warn("d_wins", f"D tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) {d_real:.3f}, "
                            f"D(fake) {d_fake:.3f}): G gets little to learn from",
@@ -169,4 +183,16 @@ class HealthCheck:
                  + "loss.label_smoothing=0.1, " * self._loss_takes_label_smoothing + "loss.instance_noise=0.1 "
                  f"loss.instance_noise_kimg={max(10, round(2 * kimg)):g} (it fades from the run's start), "
                  "loss.r1_gamma=0.1 or model.d_spectral_norm=true, or resume from an earlier checkpoint")
-        return found
+        elif "d_wins" in self._open and math.isfinite(d_real) and math.isfinite(d_fake):
+            passed.append(f"D no longer tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) "
+                          f"{d_real:.3f}, D(fake) {d_fake:.3f}), as it did from {self._open.pop('d_wins'):.2f} kimg")
+        return found, passed
+
+    def _spread_out(self, diversity: float, duplicates: float) -> bool:
+        """Both collapse signals clear: a spread measured at or above its limit, and a near-copy share at or
+        below its own where the grid is large enough to tell (also before DUPLICATE_CHECK_FROM_KIMG, so that a
+        collapse is not called over while G still draws a few blobs)."""
+        t = self.cfg.train
+        spread_clear = math.isfinite(diversity) and diversity >= t.collapse_warn
+        copies_clear = not math.isfinite(duplicates) or t.duplicate_warn == 0 or duplicates <= t.duplicate_warn
+        return spread_clear and copies_clear

@@ -91,16 +91,24 @@ def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
     low = ticks("diversity", COLLAPSE_CHECK_FROM_KIMG, lambda s: s["diversity"] < t.collapse_warn)
     copies = ticks("duplicates", DUPLICATE_CHECK_FROM_KIMG,
                    lambda s: t.duplicate_warn > 0 and s["duplicates"] > t.duplicate_warn)
+
+    def cleared(flagged: list[dict[str, Any]], key: str) -> str:
+        # an early collapse can pass; a reader should not take a signal long gone for the run's state
+        later = ticks(key, flagged[-1]["kimg"], lambda s: s["kimg"] > flagged[-1]["kimg"])
+        return f"; clear from {later[0]['kimg']:g} kimg to the last tick ({later[-1]['kimg']:g})" if later else ""
+
     found = []
     if saturated:
         found.append(f"D told real from fake almost perfectly (mean D(real) above {t.d_win_warn:g}, D(fake) below "
-                     f"{1 - t.d_win_warn:.2g}) {_at_ticks(saturated)}: G had little to learn from")
+                     f"{1 - t.d_win_warn:.2g}) {_at_ticks(saturated)}: G had little to learn from"
+                     + cleared(saturated, "d_fake"))
     if low:
         found.append(f"sample spread under {t.collapse_warn:g} of the real images' {_at_ticks(low)} (lowest "
-                     f"{min(s['diversity'] for s in low):.2f}): G's samples look alike, a collapse")
+                     f"{min(s['diversity'] for s in low):.2f}): G's samples look alike, a collapse"
+                     + cleared(low, "diversity"))
     if copies:
         found.append(f"more than {t.duplicate_warn:.0%} of the grid's samples had a near-copy {_at_ticks(copies)}: "
-                     "G looks partly collapsed, drawing a few modes")
+                     "G looks partly collapsed, drawing a few modes" + cleared(copies, "duplicates"))
     return found, {s["kimg"] for s in low + copies + saturated}
 
 

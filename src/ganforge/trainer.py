@@ -465,8 +465,11 @@ class Trainer:
         diversity, duplicates = self.health.diversity(grid), self.health.duplicates(grid)  # nan: grid too small
         stats["diversity"] = round(diversity, 4) if math.isfinite(diversity) else None
         stats["duplicates"] = round(duplicates, 4) if math.isfinite(duplicates) else None
-        for warning in self.health.warnings(kimg, diversity, duplicates, values[2], values[3]):
+        warnings, passed = self.health.check(kimg, diversity, duplicates, values[2], values[3])
+        for warning in warnings:
             self.log(f"  warning: {warning}")
+        for note in passed:
+            self.log(f"  note: {note}")
         try:
             if not stopping and self._eval_due(final):
                 with self._rng_untouched():  # a run that evaluates elsewhere, or resumes, trains the same
