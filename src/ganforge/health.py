@@ -163,11 +163,10 @@ class HealthCheck:
             self._advised.add(kind)
             self._open.setdefault(kind, kimg)
 
-        copies_checked = t.duplicate_warn > 0 and kimg >= DUPLICATE_CHECK_FROM_KIMG
         if diversity < t.collapse_warn:
             warn("collapse", f"the grid's samples at {kimg:.2f} kimg are nearly alike (spread {diversity:.2f} of the "
                              "real images'): G looks collapsed", self.collapse_advice())
-        elif copies_checked and duplicates > t.duplicate_warn:
+        elif t.duplicate_warn > 0 and duplicates > t.duplicate_warn and kimg >= DUPLICATE_CHECK_FROM_KIMG:
             warn("collapse", f"{duplicates:.0%} of the grid's samples at {kimg:.2f} kimg have a near-copy in the grid "
                              f"(real images: {self.reference()[2]:.0%}): G looks partly collapsed, drawing a few modes",
                  self.collapse_advice())
