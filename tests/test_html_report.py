@@ -99,8 +99,11 @@ def test_collapse_signals_stopped_runs_and_long_runs_read_from_the_files(run_dir
     saturated = range(100, 105)  # D(real) 0.999, D(fake) 0.001 at 50 to 52 kimg
     ticks = [{"kimg": round(0.5 * i, 3), "d_loss": 1.0, "g_loss": 1.0, "d_real": 0.999 if i in saturated else 0.5,
               "d_fake": 0.001 if i in saturated else 0.5, "sec_per_kimg": 1.0, "time_s": float(i),
-              "diversity": 0.1 if 20 <= i < 30 else 0.9, "duplicates": 0.0} for i in range(1, 301)]
+              "diversity": 0.1 if 20 <= i < 30 else 0.9, "duplicates": 0.0,
+              # 3 of the grid's 4 jump at 100 kimg (a warning); 2 at 105 are too few for one
+              "jumped": {200: 3, 210: 2}.get(i, 0)} for i in range(1, 301)]
     (run_dir / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))
+    (run_dir / "checkpoints" / "kept-000099500.pt").write_bytes(b"")
     (run_dir / "final.png").unlink()
     write_html_report(run_dir)
     page = read_page(run_dir)
@@ -111,13 +114,16 @@ def test_collapse_signals_stopped_runs_and_long_runs_read_from_the_files(run_dir
     assert "D told real from fake almost perfectly (mean D(real) above 0.99, D(fake) below 0.01) at 5 ticks, 50 to " \
            "52 kimg: G had little to learn from; clear from 52.5 kimg to the last tick (150)" in text
     assert not any("near-copy at" in t for t in page.text)
+    assert "part of the grid jumped (moved more than 2.5x as far as over the ticks before) at the tick at 100 kimg: " \
+           "G changed abruptly, as when a run breaks late; compare those grids with the ones before " \
+           "(kept-000099500.pt set aside from before)" in text
     assert any(src.startswith("samples/fakes") for src in page.images)  # the latest grid stands in for final.png
     html = (run_dir / REPORT_NAME).read_text()
     table = html[html.index("<h2>Ticks</h2>"):html.index("<h2>Networks</h2>")]
     rows = re.findall(r"<tr(?: class=flag)?><td>([^<]+)</td>", table)
     assert len(rows) == MAX_TICK_ROWS and rows[0] == "0.5" and rows[-1] == "150"
     flagged = re.findall(r"<tr class=flag><td>([^<]+)</td>", table)
-    assert flagged and all(10 <= float(k) <= 14.5 or 50 <= float(k) <= 52 for k in flagged)
+    assert flagged and all(10 <= float(k) <= 14.5 or 50 <= float(k) <= 52 or float(k) == 100 for k in flagged)
     # a signal still there at the last tick is not called clear
     ticks[-1]["diversity"] = 0.2
     (run_dir / "stats.jsonl").write_text("".join(json.dumps(t) + "\n" for t in ticks))

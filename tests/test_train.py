@@ -1575,6 +1575,143 @@ def test_the_training_log_notes_when_an_early_collapse_has_passed(tmp_path, tiny
                               "kimg differ again (spread 1.00 of the real images'")
 
 
+def test_a_tick_where_part_of_the_grid_jumps_is_warned_of_with_its_classes(tiny_cfg):
+    """A grid image jumps when it moves more than train.jump_warn times its median move over the ticks before;
+    a warning needs JUMP_MIN_IMAGES of them and JUMP_SHARE of the grid, and names the classes most of whose
+    row jumped."""
+    from ganforge.health import JUMP_HISTORY, HealthCheck
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.rand(20, 1, 8, 8, generator=gen) * 2 - 1
+    check = HealthCheck(tiny_cfg(**{"train.grid_size": 20}), lambda: real, 5000)
+    grid = real.clone()
+
+    def tick(scale: torch.Tensor) -> float:
+        nonlocal grid
+        grid = grid + scale.view(-1, 1, 1, 1) * torch.randn(grid.shape, generator=gen)
+        return check.change(grid)
+
+    usual = torch.full((20,), 0.01)
+    assert math.isnan(check.change(grid)) and not check.jumped.any()  # a run's first tick has nothing before it
+    for _ in range(JUMP_HISTORY):
+        change = tick(usual)
+        assert not check.jumped.any()
+    # the mean move over the real images' spread: 0.01 per pixel of 64 is about 0.08 in L2
+    assert abs(change * check.reference()[0] - 0.08) < 0.02
+    saved = check.state_dict()
+    assert saved["moves"].shape == (JUMP_HISTORY, 20)
+    tick(usual * 1.5)
+    assert not check.jumped.any()  # faster than usual, not a jump
+    two = usual.clone()
+    two[:2] = 0.1
+    tick(two)
+    assert check.jumped.sum() == 2 and not check.jump_found(12.0)  # too few to warn
+    assert check.check(12.0, 0.9, 0.0, 0.7, 0.3) == ([], [])
+    row = usual.clone()
+    row[10:15] = 0.1
+    tick(row)
+    assert check.jumped.tolist() == [10 <= i < 15 for i in range(20)]
+    assert not check.jump_found(4.0)  # not before the checks start
+    assert check.jump_starts(12.0)
+    labels = torch.arange(4).repeat_interleave(5)
+    classes = check.jumped_classes(labels, ["zero", "one", "two", "three"])
+    assert classes == " (class two: 5 of 5)"
+    assert check.jumped_classes(torch.arange(20), None) == " (most of the images of 5 of the 20 classes)"
+    warned, passed = check.check(12.0, 0.9, 0.0, 0.7, 0.3, classes, "checkpoints/kept-000011000.pt")
+    assert not passed and len(warned) == 1
+    assert warned[0].startswith("5 of the grid's 20 samples at 12.00 kimg moved more than 2.5x as far since the tick "
+                                "before as they did at the ticks before that (class two: 5 of 5): G changed abruptly")
+    assert ("G changed abruptly, as when a run breaks late; checkpoints/kept-000011000.pt keeps the run from before "
+            "it, out of the checkpoints' rotation. Compare the last grids in samples/. If they got worse, resume the "
+            "checkpoint from before it with --rewind --set train.diffaugment=translation,cutout --set "
+            "train.ada_target=0.6") in warned[0]
+    assert not check.jump_starts(12.0)  # the same event, while it goes on
+    tick(usual)
+    assert check.check(13.0, 0.9, 0.0, 0.7, 0.3) == ([], [])
+    # a checkpoint's record judges the next tick as the uninterrupted run does; without one, nothing is judged
+    # until the history is whole again
+    before = grid.clone()
+    for record, judged in ((saved, True), (None, False)):
+        again = HealthCheck(tiny_cfg(**{"train.grid_size": 20}), lambda: real, 5000)
+        again.load_state_dict(record, before)
+        again.change(before + row.view(-1, 1, 1, 1) * torch.randn(before.shape, generator=gen))
+        assert bool(again.jumped.any()) == judged
+    # a run with adaptive augmentation already is not told to add it
+    ada = HealthCheck(tiny_cfg(**{"train.diffaugment": '"translation"', "train.ada_target": 0.6}), lambda: real, 5000)
+    assert ada.jump_advice().startswith("take the checkpoint from before it as the result")
+    assert "--rewind --set train.ada_target=0.6" in HealthCheck(
+        tiny_cfg(**{"train.diffaugment": '"translation"'}), lambda: real, 5000).jump_advice()
+    with pytest.raises(UserError, match="train.jump_warn must be above 1"):
+        tiny_cfg(**{"train.jump_warn": 0.5})
+
+
+def test_a_jump_in_training_is_warned_of_keeps_the_checkpoint_before_it_and_survives_a_resume(
+        tmp_path, tiny_cfg, monkeypatch):
+    """The training loop's side: the warning in the log, the checkpoint of the tick before set aside as
+    kept-<nimg>.pt (the rotation would remove it), the moves in stats.jsonl, the history carried through a
+    resume, and a rewind to the kept checkpoint."""
+    from ganforge import health
+
+    monkeypatch.setattr(health, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    gen = torch.Generator().manual_seed(1)
+    base, drift, leap = (torch.randn(4, 1, 16, 16, generator=gen) for _ in range(3))
+
+    def grid(self):  # a steady drift, and three of the four images leaping once, at 128 images
+        t = self.state.nimg / 16
+        return base + 0.01 * t * drift + (leap * torch.tensor([1.0, 1, 1, 0]).view(-1, 1, 1, 1)) * (t >= 8)
+
+    monkeypatch.setattr(Trainer, "_sample_grid", grid)
+    settings = {"train.tick_kimg": 0.016, "train.keep_ckpts": 2}
+    lines: list[str] = []
+    full = train(tiny_cfg(**settings, **{"train.kimg": 0.16}), out=tmp_path / "a", log=lines.append)
+    warned = [line for line in lines if "warning:" in line]
+    assert len(warned) == 1 and warned[0].startswith("  warning: 3 of the grid's 4 samples at 0.13 kimg moved more "
+                                                      "than 2.5x as far")
+    assert "; checkpoints/kept-000000112.pt keeps the run from before it" in warned[0]
+    kept = full / "checkpoints" / "kept-000000112.pt"
+    assert kept.is_file() and final_weights(full)["nimg"] == 160
+    assert ckpt_io.load_checkpoint(kept)["nimg"] == 112
+    assert [p.name for p in ckpt_io.list_checkpoints(full)] == ["ckpt-000000144.pt", "ckpt-000000160.pt"]
+    stats = report_stats(full / "stats.jsonl")
+    assert [s["jumped"] for s in stats] == [0] * 7 + [3] + [0, 0]
+    assert stats[0]["change"] is None and all(s["change"] > 0 for s in stats[1:])
+
+    half = train(tiny_cfg(**settings, **{"train.kimg": 0.096}), out=tmp_path / "b", log=quiet)
+    lines.clear()
+    resume(half, ["train.kimg=0.16"], log=lines.append)
+    assert sum("warning: 3 of the grid's 4 samples at 0.13 kimg" in line for line in lines) == 1
+    resumed = report_stats(half / "stats.jsonl")
+    assert [s["jumped"] for s in resumed] == [s["jumped"] for s in stats]
+    assert [s["change"] for s in resumed] == [s["change"] for s in stats]
+
+    # back to before the jump: the later checkpoints, and the kept ones after it, go
+    shutil.copyfile(kept, full / "checkpoints" / "kept-000000144.pt")
+    resume(kept, ["train.kimg=0.128"], log=quiet, rewind=True)
+    assert sorted(p.name for p in (full / "checkpoints").iterdir() if p.suffix == ".pt") == [
+        "ckpt-000000128.pt", "kept-000000112.pt"]
+
+    # a disk too full for the copy: the warning without it, and the run goes on
+    def no_room(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io, "atomic_copy", no_room)
+    lines.clear()
+    crowded = train(tiny_cfg(**settings, **{"train.kimg": 0.16}), out=tmp_path / "c", log=lines.append)
+    assert "  note: could not set ckpt-000000112.pt aside as kept-000000112.pt: No space left on device" in lines
+    assert any("3 of the grid's 4 samples at 0.13 kimg" in line and "kept-" not in line for line in lines)
+    assert final_weights(crowded)["nimg"] == 160 and ckpt_io.kept_checkpoints(crowded) == []
+
+
+def test_the_grids_move_is_the_same_after_a_resume_as_without_one(tmp_path, tiny_cfg):
+    """A resumed run draws the grid of its checkpoint again as the grid before its first tick."""
+    settings = {"train.tick_kimg": 0.016, "train.ema_kimg": 0.05}
+    full = train(tiny_cfg(**settings, **{"train.kimg": 0.064}), out=tmp_path / "a", log=quiet)
+    half = train(tiny_cfg(**settings, **{"train.kimg": 0.032}), out=tmp_path / "b", log=quiet)
+    resume(half, ["train.kimg=0.064"], log=quiet)
+    changes = [[s["change"] for s in report_stats(run / "stats.jsonl")] for run in (full, half)]
+    assert changes[0] == changes[1] and all(c > 0 for c in changes[0][1:])
+
+
 def test_small_data_advice_counts_one_image_in_the_singular(tiny_cfg):
     from ganforge.health import HealthCheck
 

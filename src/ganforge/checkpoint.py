@@ -23,6 +23,8 @@ FORMAT = "ganforge-checkpoint"
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
+# A checkpoint set aside from the rotation (the run before a jump the health check warned of)
+_KEPT_NAME = re.compile(r"^kept-(\d{9})\.pt$")
 RESOLVE_TRIES = 3  # a run that trains keeps moving its latest checkpoint on: looked up again if it went
 
 
@@ -91,10 +93,21 @@ def ckpt_name(nimg: int) -> str:
     return f"ckpt-{nimg:09d}.pt"
 
 
+def kept_name(nimg: int) -> str:
+    return f"kept-{nimg:09d}.pt"
+
+
 def checkpoint_nimg(path: Path) -> int:
-    """Images seen at a run's checkpoint ckpt-NNNNNNNNN.pt, from its name; -1 for other names."""
-    match = _NAME.match(Path(path).name)
+    """Images seen at a run's checkpoint ckpt-NNNNNNNNN.pt or kept-NNNNNNNNN.pt, from its name; -1 for other
+    names."""
+    match = _NAME.match(Path(path).name) or _KEPT_NAME.match(Path(path).name)
     return int(match[1]) if match else -1
+
+
+def kept_checkpoints(run_dir: Path) -> list[Path]:
+    """A run's checkpoints set aside from the rotation, oldest first."""
+    folder = Path(run_dir) / CKPT_DIR
+    return sorted(p for p in folder.iterdir() if _KEPT_NAME.match(p.name)) if folder.is_dir() else []
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -163,6 +163,8 @@ class TrainConfig:
                                          "reals; 0 = off")
     duplicate_warn: float = setting(0.5, "past 10 kimg, warn when more than this share of grid samples have a "
                                          "near-copy; 0 = off")
+    jump_warn: float = setting(2.5, "warn when 5% of grid samples move this many times as far in a tick as "
+                                    "in the 5 before; 0 = off")
     d_win_warn: float = setting(0.99, "past 5 kimg (ns, minimax, rpgan), warn when mean D(real) > this and D(fake) "
                                       "< 1 - this; 0 = off")
     channels_last: bool = setting(True, "conv nets in the channels_last memory format (faster on CPUs and GPUs)")
@@ -675,6 +677,9 @@ def validate(cfg: Config) -> None:
     _check(1 <= t.grid_size <= MAX_GRID_SIZE,
            f"train.grid_size must be between 1 and {MAX_GRID_SIZE}, got {t.grid_size}")
     _check(0.0 <= t.collapse_warn <= 1.0, f"train.collapse_warn must be in [0, 1], got {t.collapse_warn}")
+    _check(t.jump_warn == 0.0 or t.jump_warn > 1.0,
+           f"train.jump_warn must be above 1 (a move that many times the usual; 0 turns the check off), got "
+           f"{t.jump_warn}")
     _check(t.d_win_warn == 0.0 or 0.5 < t.d_win_warn < 1.0,
            f"train.d_win_warn must be between 0.5 and 1 (0 turns the check off), got {t.d_win_warn}")
     _check(0.0 <= t.duplicate_warn <= 1.0,

@@ -61,6 +61,25 @@ def near_copy_share(images: torch.Tensor, real_nearest: torch.Tensor) -> float:
     return float((nearest_distances(images) < 0.5 * real_nearest.median()).float().mean())
 
 
+# A grid image jumps at a tick when it moves more than train.jump_warn times its median move over the last
+# JUMP_HISTORY ticks; a jump warning needs at least JUMP_SHARE of the grid, and JUMP_MIN_IMAGES, to jump at
+# once. Calibrated on twelve runs (README, A run that breaks late): healthy ones had at most 3% of the grid past
+# 2.5x at any tick, a projection cGAN whose 1s broke into dots 9% and 13% at its two last ticks.
+JUMP_HISTORY = 5
+JUMP_SHARE = 0.05
+JUMP_MIN_IMAGES = 3
+JUMP_CLASSES_NAMED = 3
+
+
+def jump_minimum(grid_size: int) -> int:
+    """How many of a grid's images must jump at once for a warning."""
+    return max(JUMP_MIN_IMAGES, math.ceil(JUMP_SHARE * grid_size))
+
+
+def image_moves(fake: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Each grid image's L2 distance (flattened pixels) to its own image of the grid before."""
+    return (fake.detach().flatten(1).float() - before.detach().flatten(1).float()).norm(dim=1).cpu()
+
 
 class HealthCheck:
     """A run's tick-time checks, measured against a grid of real images (the run's reals.png, read once)."""
@@ -74,6 +93,9 @@ class HealthCheck:
         self._open: dict[str, float] = {}  # kinds warned of and not yet found gone: the kimg of the first
         loss = losses.registered_loss(cfg.loss.name)
         self._loss_takes_label_smoothing = loss is not None and loss.takes_label_smoothing
+        self._last_grid: torch.Tensor | None = None  # the grid of the tick before
+        self._moves: list[torch.Tensor] = []  # each image's move at the last JUMP_HISTORY ticks, oldest first
+        self.jumped = torch.zeros(0, dtype=torch.bool)  # which of this tick's grid images jumped
 
     def reference(self) -> tuple[float, torch.Tensor, float]:
         """The real grid's sample spread, nearest-neighbour distances and own near-copy share."""
@@ -95,6 +117,67 @@ class HealthCheck:
         if fake.shape[0] < DUPLICATE_CHECK_MIN_GRID:
             return float("nan")
         return near_copy_share(fake, self.reference()[1])
+
+    def change(self, fake: torch.Tensor) -> float:
+        """How far the grid's images moved since the tick before, on average, over the real images' spread: the
+        pace at which G's fixed-noise samples still change (nan at a run's first tick). Marks the images that
+        jumped (see JUMP_HISTORY) in self.jumped."""
+        before, self._last_grid = self._last_grid, fake.detach()
+        self.jumped = torch.zeros(fake.shape[0], dtype=torch.bool)
+        if before is None or before.shape != fake.shape:
+            return float("nan")
+        moves = image_moves(fake, before)
+        limit = self.cfg.train.jump_warn
+        if len(self._moves) == JUMP_HISTORY and limit > 0:
+            usual = torch.stack(self._moves).median(dim=0).values
+            self.jumped = moves > limit * usual
+        self._moves = [*self._moves, moves][-JUMP_HISTORY:]
+        real_spread = self.reference()[0]
+        return float(moves.mean()) / real_spread if real_spread > 0 else float("nan")
+
+    def jump_found(self, kimg: float) -> bool:
+        """Whether enough of this tick's grid jumped for a warning."""
+        return (kimg >= COLLAPSE_CHECK_FROM_KIMG and self.jumped.numel() > 0
+                and int(self.jumped.sum()) >= jump_minimum(self.jumped.numel()))
+
+    def jump_starts(self, kimg: float) -> bool:
+        """A jump at this tick after a tick without one: a new event, whose checkpoint before is worth keeping."""
+        return self.jump_found(kimg) and "jump" not in self._open
+
+    def forget_moves(self) -> None:
+        """A resume that changed settings (a learning rate, the tick's length) changes the usual pace too."""
+        self._moves = []
+
+    def state_dict(self) -> dict[str, torch.Tensor | None]:
+        """What a checkpoint keeps so that a resumed run judges jumps as an uninterrupted one (the grid before
+        is the checkpoint's own G's, drawn again)."""
+        return {"moves": torch.stack(self._moves) if self._moves else None}
+
+    def load_state_dict(self, saved: object, grid: torch.Tensor) -> None:
+        """`grid`: the fixed-noise grid of the checkpoint's G, the tick before the next. A checkpoint without
+        the record, or with one of another grid size, starts the history afresh."""
+        self._last_grid = grid.detach()
+        moves = saved.get("moves") if isinstance(saved, dict) else None
+        if isinstance(moves, torch.Tensor) and moves.dim() == 2 and moves.shape[1] == grid.shape[0]:
+            self._moves = [m.float().cpu() for m in moves[-JUMP_HISTORY:]]
+
+    def jumped_classes(self, labels: torch.Tensor | None, names: list[str] | None) -> str:
+        """For a class grid, the classes most of whose images jumped, as " (class 1: 10 of 10)", or how many
+        classes when they are more than JUMP_CLASSES_NAMED."""
+        if labels is None or labels.numel() != self.jumped.numel():
+            return ""
+        labels = labels.cpu()
+        classes = labels.unique().tolist()
+        parts = []
+        for k in classes:
+            row = labels == k
+            n, of = int(self.jumped[row].sum()), int(row.sum())
+            if 2 * n > of:
+                name = names[k] if names and k < len(names) else str(k)
+                parts.append(f"class {name}: {n} of {of}")
+        if len(parts) > JUMP_CLASSES_NAMED:
+            return f" (most of the images of {len(parts)} of the {len(classes)} classes)"
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def small_data_advice(self) -> str:
         """On a few hundred images D can learn them by heart and G collapse; DiffAugment is the measured cure,
@@ -134,6 +217,19 @@ class HealthCheck:
         them = "it" if self.n_images == 1 else "them"
         return f"With {count} D may be learning {them} by heart: {'; '.join(cures)}. "
 
+    def jump_advice(self) -> str:
+        """D learning the training images by heart breaks a run late; adaptive augmentation is the measured
+        cure, and lower learning rates broke it sooner (README, A run that breaks late)."""
+        t = self.cfg.train
+        if t.ada_target == 0:
+            policy = "" if t.diffaugment else "--set train.diffaugment=translation,cutout "
+            return (f"resume the checkpoint from before it with --rewind {policy}--set train.ada_target=0.6 "
+                    "(adaptive augmentation kept a projection cGAN learning past the tick where it broke; lower "
+                    "learning rates broke it sooner), or take that checkpoint as the result (--ckpt PATH to sample "
+                    "and eval)")
+        return ("take the checkpoint from before it as the result (--ckpt PATH to sample and eval), or set "
+                "eval.every_kimg to keep the best checkpoint by a metric")
+
     def collapse_advice(self) -> str:
         c = self.cfg
         tries = [f"loss.name={name}" for name in ("ns", "hinge") if name != c.loss.name]
@@ -145,12 +241,13 @@ class HealthCheck:
         return f"{self.small_data_advice()}Try {', '.join(tries)}, or resume from an earlier checkpoint"
 
     def check(self, kimg: float, diversity: float, duplicates: float, d_real: float,
-              d_fake: float) -> tuple[list[str], list[str]]:
-        """What looks wrong at a tick of `kimg` (from the grid's diversity and duplicates, and the tick's mean
-        D(real), D(fake)), each a line, the first of its kind with advice; none before COLLAPSE_CHECK_FROM_KIMG.
-        Second, a line for each warning of this process that this tick finds gone: an early collapse can pass
-        (the 64-px runs on emoji in the README's Data), and whoever saw the warning should see that too before
-        stopping the run."""
+              d_fake: float, classes: str = "", kept: str = "") -> tuple[list[str], list[str]]:
+        """What looks wrong at a tick of `kimg` (from the grid's diversity and duplicates, the images that
+        jumped since the tick before, and the tick's mean D(real), D(fake)), each a line, the first of its kind
+        with advice; none before COLLAPSE_CHECK_FROM_KIMG. A jump's line names `classes` (jumped_classes) and
+        `kept`, a checkpoint from before it set aside from the rotation. Second, a line for each warning of this
+        process that this tick finds gone: an early collapse can pass (the 64-px runs on emoji in the README's
+        Data), and whoever saw the warning should see that too before stopping the run."""
         t = self.cfg.train
         if kimg < COLLAPSE_CHECK_FROM_KIMG:
             return [], []
@@ -185,6 +282,15 @@ class HealthCheck:
         elif "d_wins" in self._open and math.isfinite(d_real) and math.isfinite(d_fake):
             passed.append(f"D no longer tells real from fake almost perfectly at {kimg:.2f} kimg (mean D(real) "
                           f"{d_real:.3f}, D(fake) {d_fake:.3f}), as it did from {self._open.pop('d_wins'):.2f} kimg")
+        if self.jump_found(kimg):
+            n, of = int(self.jumped.sum()), self.jumped.numel()
+            kept = f"; {kept} keeps the run from before it, out of the checkpoints' rotation" if kept else ""
+            warn("jump", f"{n} of the grid's {of} samples at {kimg:.2f} kimg moved more than {t.jump_warn:g}x as far "
+                         f"since the tick before as they did at the ticks before that{classes}: G changed abruptly, "
+                         f"as when a run breaks late{kept}",
+                 f"Compare the last grids in samples/. If they got worse, {self.jump_advice()}")
+        else:
+            self._open.pop("jump", None)  # an event, not a state: the next jump is a new one
         return found, passed
 
     def _spread_out(self, diversity: float, duplicates: float) -> bool:

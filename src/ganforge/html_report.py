@@ -75,10 +75,12 @@ def _at_ticks(ticks: list[dict[str, Any]]) -> str:
 
 
 def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
-    """The warnings the training loop gives (collapse, D winning), read back from each tick's logged
+    """The warnings the training loop gives (collapse, D winning, a jump), read back from each tick's logged
     values with the run's own thresholds, and the kimg of the ticks they flag."""
+    from .checkpoint import kept_checkpoints
     from .config import Config
-    from .health import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG, d_wins
+    from .health import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG, d_wins, jump_minimum
+    from .step import grid_labels
 
     cfg = cfg or Config()  # a config.toml that no longer builds: the default thresholds
     t = cfg.train
@@ -91,6 +93,9 @@ def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
     low = ticks("diversity", COLLAPSE_CHECK_FROM_KIMG, lambda s: s["diversity"] < t.collapse_warn)
     copies = ticks("duplicates", DUPLICATE_CHECK_FROM_KIMG,
                    lambda s: t.duplicate_warn > 0 and s["duplicates"] > t.duplicate_warn)
+    labels = grid_labels(cfg.model.n_classes, t.grid_size)[0] if cfg.model.n_classes else None
+    fewest = jump_minimum(t.grid_size if labels is None else labels.numel())
+    jumps = ticks("jumped", COLLAPSE_CHECK_FROM_KIMG, lambda s: s["jumped"] >= fewest)
 
     def cleared(flagged: list[dict[str, Any]], key: str) -> str:
         # an early collapse can pass; a reader should not take a signal long gone for the run's state
@@ -109,7 +114,12 @@ def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
     if copies:
         found.append(f"more than {t.duplicate_warn:.0%} of the grid's samples had a near-copy {_at_ticks(copies)}: "
                      "G looks partly collapsed, drawing a few modes" + cleared(copies, "duplicates"))
-    return found, {s["kimg"] for s in low + copies + saturated}
+    if jumps:
+        kept = [p.name for p in kept_checkpoints(view.path)]
+        found.append(f"part of the grid jumped (moved more than {t.jump_warn:g}x as far as over the ticks before) "
+                     f"{_at_ticks(jumps)}: G changed abruptly, as when a run breaks late; compare those grids with "
+                     "the ones before" + (f" ({', '.join(kept)} set aside from before)" if kept else ""))
+    return found, {s["kimg"] for s in low + copies + saturated + jumps}
 
 
 def _thinned(stats: list[dict[str, Any]], rows: int = MAX_TICK_ROWS) -> list[dict[str, Any]]:
@@ -122,7 +132,7 @@ def _thinned(stats: list[dict[str, Any]], rows: int = MAX_TICK_ROWS) -> list[dic
 def _tick_table(view: RunView, flagged: set[float]) -> str:
     columns = [("kimg", "kimg"), ("epoch", "epoch"), ("sec_per_kimg", "sec/kimg"), ("d_loss", "d_loss"),
                ("g_loss", "g_loss"), ("d_real", "D(real)"), ("d_fake", "D(fake)"), ("diversity", "spread"),
-               ("duplicates", "near-copy share")]
+               ("duplicates", "near-copy share"), ("change", "move"), ("jumped", "jumped")]
     shown = _thinned(view.stats)
     if any("augment_p" in s for s in shown):  # train.ada_target: the adaptive augment probability
         columns.append(("augment_p", "augment p"))

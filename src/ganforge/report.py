@@ -339,7 +339,8 @@ def read_stats(path: Path | str) -> list[dict]:
 
 def plot_losses(stats: list[dict], path: Path | str, relativistic: bool = False) -> None:
     """D and G loss per tick, and mean D(real) / D(fake) per tick (with the grid's sample spread over that of
-    real images and its share of samples with a near-copy, when logged), against kimg. `relativistic`: the
+    real images, its share of samples with a near-copy and its move since the tick before, when logged),
+    against kimg. `relativistic`: the
     stats are a relativistic loss's, whose D(real) is sigmoid(D(x) - D(G(z))) over the pairs."""
     import matplotlib
 
@@ -363,6 +364,10 @@ def plot_losses(stats: list[dict], path: Path | str, relativistic: bool = False)
     copies = [(k, s["duplicates"]) for k, s in zip(kimg, stats, strict=True) if s.get("duplicates") is not None]
     if copies:  # near 1 when G draws a few modes
         ax_prob.plot(*zip(*copies, strict=True), ":", marker=dot, color="black", label="share with a near-copy")
+    moves = [(k, s["change"]) for k, s in zip(kimg, stats, strict=True) if s.get("change") is not None]
+    if moves:  # falls as G settles; a jump shows as a step up
+        ax_prob.plot(*zip(*moves, strict=True), "-.", marker=dot, color="tab:brown", label="grid's move / real spread")
+        top = max(top, 1.05 * max(v for _, v in moves))
     ax_prob.set_ylim(0, top)
     from .config import resumes_changed
 

@@ -25,6 +25,7 @@ SCALAR_TAGS = {
     "d_fake": "D/fake",
     "diversity": "samples/diversity",
     "duplicates": "samples/duplicates",
+    "change": "samples/change",
     "augment_p": "augment/p",
     "lr_scale": "optim/lr_scale",
     "sec_per_kimg": "speed/sec_per_kimg",

@@ -265,8 +265,12 @@ class Trainer:
         self._check_labels()
         tensorboard_log.check_available(cfg.train.tensorboard)
         self.tb: tensorboard_log.TensorBoardLog | None = None  # opened by run(), on rank 0
+        saved_health = None
         if resume_from is not None:
-            restore_state(self.state, ckpt_io.load_checkpoint(resume_from, self.device), resume_from)
+            ckpt = ckpt_io.load_checkpoint(resume_from, self.device)
+            restore_state(self.state, ckpt, resume_from)
+            saved_health = ckpt.get("health")
+            del ckpt
         self.sampler = EpochSampler(len(self.data), cfg.train.batch_size, cfg.train.seed, self.device,
                                     copies=2 if cfg.data.mirror else 1)
         self.stepper = Stepper(self.state, get_loss(cfg.loss.name, cfg.loss.label_smoothing))
@@ -347,6 +351,8 @@ class Trainer:
         self._stop: _StopFlag | None = None  # the training loop's: a stop request ends its evaluations
         self.patience_out = False  # set at a tick whose evaluation finds no progress for eval.patience_kimg
         self.health = HealthCheck(cfg, self._real_grid, len(self.data))
+        if resume_from is not None and self.dist.is_main:
+            self.health.load_state_dict(saved_health, self._sample_grid())
         self._last_eval_nimg = self.state.nimg
         self._resumed_nimg = self.state.nimg if resume_from is not None else None
         self._platform_logged = False  # the first tick of each process records where it trains
@@ -413,8 +419,25 @@ class Trainer:
 
     def _save_checkpoint(self) -> Path:
         # the training set's size and fingerprint too, so a resume can say when the data changed under the run
-        state = {**self.state.to_checkpoint(), "n_images": len(self.data), "data_fingerprint": self.data.fingerprint}
+        state = {**self.state.to_checkpoint(), "n_images": len(self.data), "data_fingerprint": self.data.fingerprint,
+                 "health": self.health.state_dict()}
         return ckpt_io.save_checkpoint(state, self.run_dir, self.cfg.train.keep_ckpts)
+
+    def _keep_checkpoint_before(self) -> str:
+        """Copy the latest checkpoint on disk (from before this tick) to checkpoints/kept-<nimg>.pt, out of the
+        rotation that keeps the last train.keep_ckpts: the run before a jump, to go back to. Its path relative
+        to the run directory, or "" when there is none."""
+        last = ckpt_io.list_checkpoints(self.run_dir)
+        if not last:
+            return ""
+        kept = last[-1].with_name(ckpt_io.kept_name(ckpt_io.checkpoint_nimg(last[-1])))
+        try:
+            if not kept.exists():
+                ckpt_io.atomic_copy(last[-1], kept)
+        except OSError as e:  # a full disk: the warning goes without it, and training on
+            self.log(f"  note: could not set {last[-1].name} aside as {kept.name}: {e.strerror or e}")
+            return ""
+        return str(kept.relative_to(self.run_dir))
 
     def _tick(self, sums: torch.Tensor, iters: int, tick_start: float, nimg_start: int, final: bool,
               stopping: bool = False) -> None:
@@ -446,6 +469,7 @@ class Trainer:
         if self.resume_changes:  # config.toml holds the settings of now; this keeps what the run trained with before
             stats["resumed"] = {"kimg": round(self._resumed_nimg / 1000, 3), "changed": self.resume_changes}
             self.resume_changes = {}
+            self.health.forget_moves()
         if not all(math.isfinite(v) for v in values[:2]):
             last = ckpt_io.list_checkpoints(self.run_dir)
             where = f"; the last good checkpoint is {last[-1]}" if last else ""
@@ -465,7 +489,12 @@ class Trainer:
         diversity, duplicates = self.health.diversity(grid), self.health.duplicates(grid)  # nan: grid too small
         stats["diversity"] = round(diversity, 4) if math.isfinite(diversity) else None
         stats["duplicates"] = round(duplicates, 4) if math.isfinite(duplicates) else None
-        warnings, passed = self.health.check(kimg, diversity, duplicates, values[2], values[3])
+        change = self.health.change(grid)
+        stats["change"] = round(change, 4) if math.isfinite(change) else None
+        stats["jumped"] = int(self.health.jumped.sum())
+        kept = self._keep_checkpoint_before() if self.health.jump_starts(kimg) else ""
+        classes = self.health.jumped_classes(self.state.fixed_y, self.state.classes)
+        warnings, passed = self.health.check(kimg, diversity, duplicates, values[2], values[3], classes, kept)
         for warning in warnings:
             self.log(f"  warning: {warning}")
         for note in passed:
@@ -717,6 +746,8 @@ def later_checkpoints(path: Path, nimg: int, rewind: bool) -> list[Path]:
                         f"would write over {names} and drop the stats and evaluations after {nimg / 1000:g} kimg; "
                         f"resume {run_dir} to go on from the latest, or pass --rewind to go back to {path.name} and "
                         "discard what came after it (copy the run directory first to keep both)")
+    if rewind:  # the checkpoints set aside after it go too: they are of the stretch a rewind discards
+        later += [p for p in ckpt_io.kept_checkpoints(run_dir) if ckpt_io.checkpoint_nimg(p) > nimg]
     return later
 
 
