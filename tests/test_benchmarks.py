@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -269,3 +270,30 @@ def test_emoji_set_refuses_a_package_without_the_font(tmp_path, monkeypatch):
     message = refusal("emoji_set.py", str(tmp_path / "other.deb"), "--out-dir", str(tmp_path), monkeypatch=monkeypatch)
     assert "holds no usr/share/fonts/truetype/noto/NotoColorEmoji.ttf" in message
     assert not (tmp_path / "emoji-train.npz").exists()
+
+
+def test_grid_jumps_reads_back_from_the_saved_grids_the_jump_the_loop_warned_of(tmp_path, monkeypatch, capsys,
+                                                                                  tiny_cfg):
+    from ganforge import health
+    from ganforge.report import read_stats
+    from ganforge.trainer import Trainer, train
+
+    monkeypatch.setattr(health, "COLLAPSE_CHECK_FROM_KIMG", 0.0)
+    gen = torch.Generator().manual_seed(2)
+    base, drift, leap = (torch.rand(8, 1, 16, 16, generator=gen) * 0.6 - 0.3 for _ in range(3))
+    second_class = (torch.arange(8) >= 4).float().view(-1, 1, 1, 1)
+
+    def grid(self):  # a steady drift, and class 1's row of the class grid leaping at 128 images
+        t = self.state.nimg / 16
+        return base + 0.03 * t * drift + second_class * leap * (t >= 8)
+
+    monkeypatch.setattr(Trainer, "_sample_grid", grid)
+    cfg = tiny_cfg(**{"model.n_classes": 2, "train.grid_size": 8, "train.tick_kimg": 0.016, "train.kimg": 0.16})
+    lines: list[str] = []
+    run = train(cfg, out=tmp_path, log=lines.append)
+    assert any("4 of the grid's 8 samples at 0.13 kimg" in line and "(class class1: 4 of 4)" in line for line in lines)
+    assert [s["jumped"] for s in read_stats(run / "stats.jsonl")] == [0] * 7 + [4, 0, 0]
+    out = run_benchmark("grid_jumps.py", str(run), monkeypatch=monkeypatch, capsys=capsys)
+    (row,) = table_rows(out)
+    assert row[0] == run.name and row[1] == "4"  # ticks 7 to 10: the first six make the history
+    assert float(row[3]) == 0.5 and row[-1] == "0.128"
