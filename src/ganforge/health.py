@@ -63,8 +63,8 @@ def near_copy_share(images: torch.Tensor, real_nearest: torch.Tensor) -> float:
 
 # A grid image jumps at a tick when it moves more than train.jump_warn times its median move over the last
 # JUMP_HISTORY ticks; a jump warning needs at least JUMP_SHARE of the grid, and JUMP_MIN_IMAGES, to jump at
-# once. Calibrated on twelve runs (README, A run that breaks late): healthy ones had at most 3% of the grid past
-# 2.5x at any tick, a projection cGAN whose 1s broke into dots 9% and 13% at its two last ticks.
+# once. Calibrated on fourteen runs (README, A run that breaks late): healthy ones had at most 3% of the grid
+# past 2.5x at any tick, a projection cGAN whose 1s broke into dots 9% and 13% at its two last ticks.
 JUMP_HISTORY = 5
 JUMP_SHARE = 0.05
 JUMP_MIN_IMAGES = 3
