@@ -1668,6 +1668,8 @@ def test_a_jump_in_training_is_warned_of_keeps_the_checkpoint_before_it_and_surv
     assert len(warned) == 1 and warned[0].startswith("  warning: 3 of the grid's 4 samples at 0.13 kimg moved more "
                                                       "than 2.5x as far")
     assert "; checkpoints/kept-000000112.pt keeps the run from before it" in warned[0]
+    assert ("note: part of the grid jumped at 0.13 kimg (the warning above): sample and eval take the last "
+            "checkpoint unless given --ckpt; --ckpt kept-000000112.pt is the run from before the first jump") in lines
     kept = full / "checkpoints" / "kept-000000112.pt"
     assert kept.is_file() and final_weights(full)["nimg"] == 160
     assert ckpt_io.load_checkpoint(kept)["nimg"] == 112
@@ -1700,6 +1702,8 @@ def test_a_jump_in_training_is_warned_of_keeps_the_checkpoint_before_it_and_surv
     assert "  note: could not set ckpt-000000112.pt aside as kept-000000112.pt: No space left on device" in lines
     assert any("3 of the grid's 4 samples at 0.13 kimg" in line and "kept-" not in line for line in lines)
     assert final_weights(crowded)["nimg"] == 160 and ckpt_io.kept_checkpoints(crowded) == []
+    assert ("note: part of the grid jumped at 0.13 kimg (the warning above): sample and eval take the last "
+            "checkpoint unless given --ckpt") in lines
 
 
 def test_the_grids_move_is_the_same_after_a_resume_as_without_one(tmp_path, tiny_cfg):

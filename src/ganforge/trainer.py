@@ -351,6 +351,7 @@ class Trainer:
         self._stop: _StopFlag | None = None  # the training loop's: a stop request ends its evaluations
         self.patience_out = False  # set at a tick whose evaluation finds no progress for eval.patience_kimg
         self.health = HealthCheck(cfg, self._real_grid, len(self.data))
+        self._jumps: list[tuple[float, str]] = []  # this process's jump warnings: kimg, the checkpoint set aside
         if resume_from is not None and self.dist.is_main:
             self.health.load_state_dict(saved_health, self._sample_grid())
         self._last_eval_nimg = self.state.nimg
@@ -492,7 +493,10 @@ class Trainer:
         change = self.health.change(grid)
         stats["change"] = round(change, 4) if math.isfinite(change) else None
         stats["jumped"] = int(self.health.jumped.sum())
-        kept = self._keep_checkpoint_before() if self.health.jump_starts(kimg) else ""
+        kept = ""
+        if self.health.jump_starts(kimg):
+            kept = self._keep_checkpoint_before()
+            self._jumps.append((kimg, kept))
         classes = self.health.jumped_classes(self.state.fixed_y, self.state.classes)
         warnings, passed = self.health.check(kimg, diversity, duplicates, values[2], values[3], classes, kept)
         for warning in warnings:
@@ -720,6 +724,11 @@ class Trainer:
             self.log(f"train.minutes={t.minutes:g} reached at {s.nimg / 1000:.2f} of {t.kimg:g} kimg; to go on, "
                      f"ganforge train --resume {shlex.quote(str(self.run_dir))} --set train.minutes=N (N > "
                      f"{s.time_s / 60:.1f}, or 0 for no limit)")
+        if self._jumps:  # the warning may have scrolled away, and sample and eval take the last checkpoint
+            kept = [name for _, name in self._jumps if name]
+            self.log(f"note: part of the grid jumped at {', '.join(f'{k:.2f}' for k, _ in self._jumps)} kimg (the "
+                     "warning above): sample and eval take the last checkpoint unless given --ckpt"
+                     + (f"; --ckpt {Path(kept[0]).name} is the run from before the first jump" if kept else ""))
         self.log(f"done: {s.nimg / 1000:.2f} kimg in {report.format_duration(s.time_s)}; run directory "
                  f"{self.run_dir} (open {self.run_dir / 'report.html'} in a browser)")
         return self.run_dir
