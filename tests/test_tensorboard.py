@@ -84,9 +84,10 @@ def test_a_resume_hides_the_ticks_logged_after_its_checkpoint(tmp_path, tiny_cfg
 
 def test_scalars_take_finite_numbers_and_the_evaluated_metrics():
     stats = {"tick": 3, "kimg": 0.048, "d_loss": 1.5, "g_loss": float("nan"), "diversity": None,
-             "duplicates": 0.25, "metrics": {"fd_digits": 12.5, "modes": 1000, "classes_hist": [1, 2]}}
-    assert scalars(stats) == {"loss/D": 1.5, "samples/duplicates": 0.25, "metrics/fd_digits": 12.5,
-                              "metrics/modes": 1000.0}
+             "duplicates": 0.25, "change": None, "jumped": 3,
+             "metrics": {"fd_digits": 12.5, "modes": 1000, "classes_hist": [1, 2]}}
+    assert scalars(stats) == {"loss/D": 1.5, "samples/duplicates": 0.25, "samples/jumped": 3.0,
+                              "metrics/fd_digits": 12.5, "metrics/modes": 1000.0}
 
 
 def test_eval_results_of_another_protocol_chart_apart():

@@ -26,6 +26,7 @@ SCALAR_TAGS = {
     "diversity": "samples/diversity",
     "duplicates": "samples/duplicates",
     "change": "samples/change",
+    "jumped": "samples/jumped",
     "augment_p": "augment/p",
     "lr_scale": "optim/lr_scale",
     "sec_per_kimg": "speed/sec_per_kimg",
