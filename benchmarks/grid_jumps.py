@@ -23,7 +23,7 @@ from PIL import Image
 from ganforge.config import load_config
 from ganforge.health import COLLAPSE_CHECK_FROM_KIMG, JUMP_HISTORY, image_moves, jump_minimum
 from ganforge.report import fixed_noise_grids, grid_nimg, grid_nrow
-from ganforge.step import grid_labels
+from ganforge.step import grid_count, grid_labels
 
 
 def grid_tiles(path: Path, n: int, nrow: int, size: int, channels: int) -> torch.Tensor:
@@ -39,11 +39,8 @@ def grid_tiles(path: Path, n: int, nrow: int, size: int, channels: int) -> torch
 def run_moves(run: Path) -> tuple[list[float], torch.Tensor]:
     """The kimg of each grid after the first, and each image's move at it: [ticks - 1, n]."""
     cfg = load_config(path=run / "config.toml")
-    if cfg.model.n_classes:
-        labels, nrow = grid_labels(cfg.model.n_classes, cfg.train.grid_size)
-        n = labels.numel()
-    else:
-        n, nrow = cfg.train.grid_size, grid_nrow(cfg.train.grid_size)
+    n = grid_count(cfg)
+    nrow = grid_labels(cfg.model.n_classes, cfg.train.grid_size)[1] if cfg.model.n_classes else grid_nrow(n)
     grids = fixed_noise_grids(run / "samples")
     if len(grids) < 2:
         raise SystemExit(f"{run} has {len(grids)} fixed-noise grid(s) in samples/; moves need two or more")

@@ -284,10 +284,10 @@ class HealthCheck:
                           f"{d_real:.3f}, D(fake) {d_fake:.3f}), as it did from {self._open.pop('d_wins'):.2f} kimg")
         if self.jump_found(kimg):
             n, of = int(self.jumped.sum()), self.jumped.numel()
-            kept = f"; {kept} keeps the run from before it, out of the checkpoints' rotation" if kept else ""
+            set_aside = f"; {kept} keeps the run from before it, out of the checkpoints' rotation" if kept else ""
             warn("jump", f"{n} of the grid's {of} samples at {kimg:.2f} kimg moved more than {t.jump_warn:g}x as far "
                          f"since the tick before as they did at the ticks before that{classes}: G changed abruptly, "
-                         f"as when a run breaks late{kept}",
+                         f"as when a run breaks late{set_aside}",
                  f"Compare the last grids in samples/. If they got worse, {self.jump_advice()}")
         else:
             self._open.pop("jump", None)  # an event, not a state: the next jump is a new one

@@ -80,7 +80,7 @@ def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
     from .checkpoint import kept_checkpoints
     from .config import Config
     from .health import COLLAPSE_CHECK_FROM_KIMG, DUPLICATE_CHECK_FROM_KIMG, d_wins, jump_minimum
-    from .step import grid_labels
+    from .step import grid_count
 
     cfg = cfg or Config()  # a config.toml that no longer builds: the default thresholds
     t = cfg.train
@@ -93,8 +93,7 @@ def _signals(view: RunView, cfg: Any) -> tuple[list[str], set[float]]:
     low = ticks("diversity", COLLAPSE_CHECK_FROM_KIMG, lambda s: s["diversity"] < t.collapse_warn)
     copies = ticks("duplicates", DUPLICATE_CHECK_FROM_KIMG,
                    lambda s: t.duplicate_warn > 0 and s["duplicates"] > t.duplicate_warn)
-    labels = grid_labels(cfg.model.n_classes, t.grid_size)[0] if cfg.model.n_classes else None
-    fewest = jump_minimum(t.grid_size if labels is None else labels.numel())
+    fewest = jump_minimum(grid_count(cfg))
     jumps = ticks("jumped", COLLAPSE_CHECK_FROM_KIMG, lambda s: s["jumped"] >= fewest)
 
     def cleared(flagged: list[dict[str, Any]], key: str) -> str:

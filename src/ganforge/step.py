@@ -84,6 +84,12 @@ def grid_labels(n_classes: int, grid_size: int) -> tuple[torch.Tensor, int]:
     return torch.arange(n_classes).repeat_interleave(per_class), report.class_grid_nrow(per_class, n_classes)
 
 
+def grid_count(cfg: Config) -> int:
+    """Images in a run's fixed-noise grid: train.grid_size, or as many as grid_labels lays out for a class grid."""
+    m, t = cfg.model, cfg.train
+    return grid_labels(m.n_classes, t.grid_size)[0].numel() if m.n_classes else t.grid_size
+
+
 @dataclass
 class TrainState:
     """Everything a resumed run needs, in memory."""
@@ -339,8 +345,7 @@ def build_state(cfg: Config, device: torch.device) -> TrainState:
     opt_D = make_optimizer(o.name, D.parameters(), o.d_lr, o.d_betas, o.eps, capturable=cfg.train.cuda_graph)
     z_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
     fixed_y = grid_labels(cfg.model.n_classes, cfg.train.grid_size)[0] if cfg.model.n_classes else None
-    grid_n = cfg.train.grid_size if fixed_y is None else fixed_y.shape[0]
-    fixed_z = G.make_z(grid_n, torch.Generator().manual_seed(cfg.train.seed))
+    fixed_z = G.make_z(grid_count(cfg), torch.Generator().manual_seed(cfg.train.seed))
     state = TrainState(cfg, G, D, G_ema, opt_G, opt_D, z_gen, fixed_z, fixed_y)
     if cfg.train.ada_target > 0:
         state.ada = torch.zeros(2, device=device)  # p starts at 0: no augmentation until D starts to overfit
