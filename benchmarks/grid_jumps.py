@@ -4,11 +4,11 @@ training loop's jump warning (train.jump_warn) was calibrated on, read back from
     python benchmarks/grid_jumps.py RUN [RUN ...] [--ratios 2,2.5,3]
 
 For each tick with JUMP_HISTORY ticks of moves before it, the share of the grid's images whose move is more
-than RATIO times their median move over those ticks; the table gives the largest share over the run's
-ticks (from COLLAPSE_CHECK_FROM_KIMG on) at each ratio, and the ticks where the loop's rule (train.jump_warn
-2.5, jump_minimum of the grid) holds. The grids are the run's PNGs, 8 bits a pixel, where the loop measures
-G's output itself: the moves agree to about 1% (a pixel rounds by at most 1/255 of the range). The moves
-are the health check's own functions; a run of any ganforge version with its samples/ folder will do.
+than RATIO times their median move over those ticks; the table gives the largest share over the run's ticks
+(from COLLAPSE_CHECK_FROM_KIMG on) at each ratio, and the ticks where the loop's rule (the run's
+train.jump_warn, jump_minimum of the grid) holds. The grids are the run's PNGs, 8 bits a pixel, where the loop
+measures G's output itself: the moves agree to about 1% (a pixel rounds by at most 1/255 of the range). The
+moves are the health check's own functions; a run of any ganforge version with its samples/ folder will do.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def grid_tiles(path: Path, n: int, nrow: int, size: int, channels: int) -> torch
     return torch.from_numpy(np.stack(tiles))
 
 
-def run_moves(run: Path) -> tuple[list[float], torch.Tensor]:
-    """The kimg of each grid after the first, and each image's move at it: [ticks - 1, n]."""
+def run_moves(run: Path) -> tuple[list[float], torch.Tensor, float]:
+    """The kimg of each grid after the first, each image's move at it ([ticks - 1, n]), and the run's
+    train.jump_warn."""
     cfg = load_config(path=run / "config.toml")
     n = grid_count(cfg)
     nrow = grid_labels(cfg.model.n_classes, cfg.train.grid_size)[1] if cfg.model.n_classes else grid_nrow(n)
@@ -46,7 +47,7 @@ def run_moves(run: Path) -> tuple[list[float], torch.Tensor]:
         raise SystemExit(f"{run} has {len(grids)} fixed-noise grid(s) in samples/; moves need two or more")
     tiles = [grid_tiles(p, n, nrow, cfg.data.img_size, cfg.data.channels) for p in grids]
     moves = torch.stack([image_moves(b, a) for a, b in zip(tiles, tiles[1:], strict=False)])
-    return [grid_nimg(p) / 1000 for p in grids[1:]], moves
+    return [grid_nimg(p) / 1000 for p in grids[1:]], moves, cfg.train.jump_warn
 
 
 def main() -> None:
@@ -61,7 +62,7 @@ def main() -> None:
           + " | ticks the loop warns at (kimg) |")
     print("|---|---:|" + "---:|" * len(ratios) + "---|")
     for run in args.runs:
-        kimg, moves = run_moves(run)
+        kimg, moves, limit = run_moves(run)
         largest = dict.fromkeys(ratios, 0.0)
         warned, judged = [], 0
         for t in range(JUMP_HISTORY, len(kimg)):
@@ -71,7 +72,7 @@ def main() -> None:
             ratio = moves[t] / moves[t - JUMP_HISTORY:t].median(dim=0).values
             for r in ratios:
                 largest[r] = max(largest[r], float((ratio > r).float().mean()))
-            if int((ratio > 2.5).sum()) >= jump_minimum(moves.shape[1]):
+            if limit > 0 and int((ratio > limit).sum()) >= jump_minimum(moves.shape[1]):
                 warned.append(f"{kimg[t]:g}")
         cells = " | ".join(f"{largest[r]:.2f}" for r in ratios)
         print(f"| {run.name} | {judged} | {cells} | {', '.join(warned) or 'none'} |")

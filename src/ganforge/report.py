@@ -340,8 +340,8 @@ def read_stats(path: Path | str) -> list[dict]:
 def plot_losses(stats: list[dict], path: Path | str, relativistic: bool = False) -> None:
     """D and G loss per tick, and mean D(real) / D(fake) per tick (with the grid's sample spread over that of
     real images, its share of samples with a near-copy and its move since the tick before, when logged),
-    against kimg. `relativistic`: the
-    stats are a relativistic loss's, whose D(real) is sigmoid(D(x) - D(G(z))) over the pairs."""
+    against kimg. `relativistic`: the stats are a relativistic loss's, whose D(real) is sigmoid(D(x) - D(G(z)))
+    over the pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
